@@ -15,9 +15,10 @@ from absl import app
 from absl import flags
 from absl import logging
 
-flags.DEFINE_string("experiment", "cifar10-inception",
-                    "cifar10-inception, cifar100-inception or "
-                    "imagenet-resnet50.")
+from heldout_tf import released  # pylint: disable=g-import-not-at-top
+
+flags.DEFINE_enum("experiment", "cifar10-inception",
+                  sorted(released.EXPERIMENTS), "Released experiment.")
 flags.DEFINE_string("root", None, "Directory holding <experiment>/<ratio>/"
                     "<run>/ (default: $HELDOUT_ROOT or ~/heldout-checkpoints).")
 flags.DEFINE_float("ratio", 0.7, "Subset ratio of the runs to evaluate.")
@@ -55,7 +56,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Quiet tfds' info lines.
   # Heavy imports after flag parsing so `--help` is instant.
-  from heldout_tf import checkpoints, data, evaluation, models, released, runs  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from heldout_tf import checkpoints, data, evaluation, models, runs  # pylint: disable=g-import-not-at-top,g-multiple-import
 
   experiment = released.get(FLAGS.experiment)
   root = FLAGS.root or default_root()

@@ -82,9 +82,14 @@ class MLP(snt.Module):
     super().__init__(name=name)
     self.net = snt.nets.MLP(list(hidden) + [num_classes])
 
+  @property
+  def layers(self):
+    """The `snt.Linear` layers, input to output."""
+    return self.net._layers  # pylint: disable=protected-access
+
   def __call__(self, images, is_training=False):
     del is_training  # No batch norm or dropout.
-    return self.net(snt.Flatten()(images))
+    return self.net(snt.flatten(tf.convert_to_tensor(images)))
 
 
 def build_model(arch: str, num_classes: int) -> snt.Module:

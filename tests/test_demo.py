@@ -1,0 +1,70 @@
+"""`demo.py` end to end, in a subprocess, on the offline fixtures."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from conftest import EXPERIMENT, NUM_RUNS, RATIO
+from heldout_tf import runs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_demo(*args, env=None):
+  return subprocess.run(
+      [sys.executable, os.path.join(REPO, "demo.py"), *args],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {})))
+
+
+def test_all_runs_match(release_root, cifar10):
+  proc = run_demo("--experiment", EXPERIMENT, "--root", release_root,
+                  "--data_dir", cifar10[0], "--runs", "all",
+                  "--require_match")
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.count("32 out of 32 predictions match") == NUM_RUNS
+  for run in range(NUM_RUNS):
+    assert (f"run {run}: epoch {20 + run}, global step {1000 + run}, "
+            "trained on 68.8% of the training set") in proc.stdout
+  assert len(re.findall(r"test accuracy: \d+\.\d\d%", proc.stdout)) == NUM_RUNS
+
+
+def test_mismatch_is_reported_and_fails_with_require_match(
+    release_root, cifar10, tmp_path):
+  root = str(tmp_path / "root")
+  shutil.copytree(release_root, root)
+  path = runs.run_dir(root, EXPERIMENT, RATIO, 1)
+  aux = runs.read_aux(path)
+  aux["correctness_train"][[0, 2]] ^= True
+  runs.save_npz(os.path.join(path, runs.AUX_FILENAME), **aux)
+  args = ["--experiment", EXPERIMENT, "--root", root, "--data_dir",
+          cifar10[0], "--ratio", str(RATIO), "--run", "1", "--split", "train"]
+  proc = run_demo(*args)
+  assert proc.returncode == 0, proc.stderr
+  assert "46 out of 48 predictions match" in proc.stdout
+  flipped = aux["index_train"][[0, 2]]
+  assert f"mismatched example indices: {flipped[0]}, {flipped[1]}" \
+      in proc.stdout
+  assert run_demo(*args, "--require_match").returncode == 1
+
+
+def test_missing_run_says_how_to_download(tmp_path):
+  proc = run_demo("--experiment", "cifar100-inception", "--ratio", "0.3",
+                  "--run", "7", env={"HELDOUT_ROOT": str(tmp_path)})
+  assert proc.returncode == 2
+  assert f"No run found at {tmp_path}/cifar100-inception/0.3/7" in proc.stderr
+  assert ("gsutil cp gs://gresearch/heldout-training-checkpoints/"
+          "cifar100-inception.tar.gz") in proc.stderr
+  assert ("https://storage.googleapis.com/gresearch/"
+          "heldout-training-checkpoints/cifar100-inception.tar.gz"
+          in proc.stderr)
+  assert ("python -m heldout_tf.download --experiment cifar100-inception "
+          f"--dest {tmp_path}") in proc.stderr
+
+
+def test_unknown_experiment():
+  proc = run_demo("--experiment", "mnist-resnet")
+  assert proc.returncode != 0
+  assert "--experiment" in proc.stderr and "cifar10-inception" in proc.stderr
