@@ -52,10 +52,15 @@ class CrossCheck:
 
 
 def compiled_forward(model):
-  """The model's evaluation-mode forward pass, traced once per model."""
+  """The model's evaluation-mode forward pass, traced once per model.
+
+  The function holds the model weakly: a strong reference from the cached
+  value would keep every model (and its graph) alive forever.
+  """
   fn = _COMPILED.get(model)
   if fn is None:
-    fn = tf.function(lambda images: model(images, is_training=False),
+    model_ref = weakref.ref(model)
+    fn = tf.function(lambda images: model_ref()(images, is_training=False),
                      reduce_retracing=True)
     _COMPILED[model] = fn
   return fn

@@ -113,6 +113,14 @@ def read_aux(path: str) -> dict:
     raise AuxArraysError(f"{path}: file not found") from None
   except Exception as e:  # Truncated / corrupt zip, pickled objects.
     raise AuxArraysError(f"{path}: cannot read ({e})") from e
+  return validate_aux(aux, path)
+
+
+def validate_aux(aux: dict, path: str) -> dict:
+  """`read_aux`'s checks on already loaded arrays; casts correctness to bool.
+
+  Raises AuxArraysError naming `path` and the key at fault.
+  """
   missing = [k for k in AUX_KEYS if k not in aux]
   if missing:
     raise AuxArraysError(f"{path}: missing key(s) {missing}; has "

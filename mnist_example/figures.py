@@ -1,0 +1,123 @@
+"""Figures of the MNIST reproduction (matplotlib, Agg backend: no display)."""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from heldout_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
+
+_NOISY_COLOR = "tab:red"
+
+
+def _show(ax, image):
+  ax.imshow(np.asarray(image).reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+  ax.set_xticks([])
+  ax.set_yticks([])
+
+
+def _save(fig, path):
+  def write(f):
+    fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+  runs_lib.atomic_write(path, write)
+  plt.close(fig)
+  return path
+
+
+def memorization_examples(path, images, labels, mem, noisy_idx=(),
+                          clean_labels=None, count=20, columns=10):
+  """The `count` most and least memorized training examples, with their
+  label and memorization score; relabelled (noisy) examples in red."""
+  order = np.argsort(-mem, kind="stable")
+  groups = [("Most memorized", order[:count]),
+            ("Least memorized", order[::-1][:count])]
+  rows = -(-count // columns)
+  noisy = set(np.asarray(noisy_idx).tolist())
+  fig = plt.figure(figsize=(1.25 * columns, 2 * (1.45 * rows + 0.4)))
+  sub_figs = fig.subfigures(2, 1)
+  for sub, (title, idx) in zip(sub_figs, groups):
+    sub.suptitle(title, fontsize=13, fontweight="bold")
+    axes = sub.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+      ax.axis("off")
+    for ax, i in zip(axes.flat, idx):
+      ax.axis("on")
+      _show(ax, images[i])
+      text = f"#{i} label {labels[i]}\nmem {mem[i]:.2f}"
+      color = "black"
+      if i in noisy:
+        color = _NOISY_COLOR
+        if clean_labels is not None:
+          text = f"#{i} label {labels[i]} (was {clean_labels[i]})\nmem {mem[i]:.2f}"
+      ax.set_title(text, fontsize=7.5, color=color)
+  return _save(fig, path)
+
+
+def influence_pairs(path, train_images, train_labels, test_images,
+                    test_labels, pairs, count=10, columns=10):
+  """The `count` highest-influence (train, test) pairs: each train image
+  above the test image it influences most, as in the original's figure."""
+  order = np.argsort(-np.asarray(pairs["infl"]), kind="stable")[:count]
+  columns = max(1, min(columns, len(order)))
+  rows = max(1, -(-len(order) // columns))
+  fig, axes = plt.subplots(2 * rows, columns, squeeze=False,
+                           figsize=(1.35 * columns, 3.3 * rows))
+  for ax in axes.flat:
+    ax.axis("off")
+  for k, p in enumerate(order):
+    tr, tt = int(pairs["tr_idx"][p]), int(pairs["tt_idx"][p])
+    top = axes[2 * (k // columns), k % columns]
+    bottom = axes[2 * (k // columns) + 1, k % columns]
+    for ax in (top, bottom):
+      ax.axis("on")
+    _show(top, train_images[tr])
+    top.set_title(f"train #{tr}\nlabel {train_labels[tr]} "
+                  f"mem {pairs['mem'][p]:.2f}", fontsize=7.5)
+    _show(bottom, test_images[tt])
+    bottom.set_title(f"test #{tt} label {test_labels[tt]}\n"
+                     f"infl {pairs['infl'][p]:.2f}", fontsize=7.5)
+  if not len(order):
+    axes[0, 0].text(0.5, 0.5, "no pair above the thresholds",
+                    ha="center", va="center")
+  fig.suptitle("Top high-influence pairs (train above, test below)",
+               fontsize=12, fontweight="bold")
+  return _save(fig, path)
+
+
+def memorization_histogram(path, mem, noisy_idx=()):
+  """Histogram of memorization scores; relabelled examples separately."""
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  bins = np.linspace(-0.2, 1.0, 49)
+  noisy = np.zeros(len(mem), bool)
+  noisy[np.asarray(noisy_idx, np.int64)] = True
+  ax.hist(mem[~noisy], bins=bins, alpha=0.75,
+          label=f"original labels ({(~noisy).sum()})")
+  if noisy.any():
+    ax.hist(mem[noisy], bins=bins, alpha=0.75, color=_NOISY_COLOR,
+            label=f"flipped labels ({noisy.sum()})")
+  ax.set_yscale("log")
+  ax.set_xlabel("memorization estimate")
+  ax.set_ylabel("training examples")
+  ax.legend()
+  return _save(fig, path)
+
+
+def write_all(directory, data, mem, pairs):
+  """Writes every figure into `directory`; returns their paths."""
+  os.makedirs(directory, exist_ok=True)
+  return [
+      memorization_examples(
+          os.path.join(directory, "memorization_examples.png"),
+          data.train_images, data.train_labels, mem, data.noisy_idx,
+          data.clean_train_labels),
+      influence_pairs(
+          os.path.join(directory, "high_influence_pairs.png"),
+          data.train_images, data.train_labels, data.test_images,
+          data.test_labels, pairs),
+      memorization_histogram(
+          os.path.join(directory, "memorization_histogram.png"), mem,
+          data.noisy_idx),
+  ]

@@ -1,0 +1,373 @@
+"""Tests for heldout_tf.archive and the heldout_tf.download CLI (loopback only)."""
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from heldout_tf import archive
+from heldout_tf import runs as runs_lib
+
+import archive_fixtures as af  # pylint: disable=g-bad-import-order
+
+EXP = af.EXPERIMENT
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+  """A small released-layout archive: 2 ratios x 3 runs."""
+  files = af.layout_files()
+  path, data, md5 = af.write_archive(
+      str(tmp_path_factory.mktemp("src")), files)
+  return dict(files=files, path=path, dir=os.path.dirname(path), data=data,
+              md5=md5)
+
+
+def _fetch(dest, base_url, md5, **kwargs):
+  kwargs.setdefault("progress", False)
+  kwargs.setdefault("backoff_s", 0.01)
+  return archive.fetch(EXP, str(dest), base_url=base_url, md5=md5, **kwargs)
+
+
+def _extracted(dest):
+  """Extracted member files (markers and manifest left out)."""
+  return {k: v for k, v in af.snapshot(str(dest)).items()
+          if v != "dir" and not os.path.basename(k).startswith(".heldout")}
+
+
+def _expected(files, ratios=None, run_ids=None, only="all"):
+  kinds = archive.KINDS_FOR_ONLY[only]
+  out = {}
+  for name, data in files.items():
+    _, ratio, run, *sub = name.split("/")
+    if ratios is not None and ratio not in ratios:
+      continue
+    if run_ids is not None and int(run) not in run_ids:
+      continue
+    kind = ("aux" if sub == [runs_lib.AUX_FILENAME] else
+            "checkpoints" if sub[0] == "checkpoints" else "other")
+    if kind in kinds:
+      out[name] = data
+  return out
+
+
+def test_local_extract_all_matches_archive(released, tmp_path):
+  result = _fetch(tmp_path / "d", released["dir"], released["md5"])
+  assert _extracted(tmp_path / "d") == released["files"]
+  assert result.downloaded and result.archive_bytes == len(released["data"])
+  assert len(result.committed) == 6
+  assert [r for r, _, _ in runs_lib.list_runs(str(tmp_path / "d"), EXP)] == [
+      "0.1"] * 3 + ["0.7"] * 3
+  # The staging directory is gone.
+  assert sorted(os.listdir(tmp_path / "d")) == [EXP]
+
+
+@pytest.mark.parametrize("only,ratios,run_ids", [
+    ("aux", None, None),
+    ("checkpoints", ["0.7"], None),
+    ("all", None, [1]),
+    ("aux", ["0.1"], [0, 2]),
+])
+def test_filters(released, tmp_path, only, ratios, run_ids):
+  base_url = "file://" + released["dir"]
+  _fetch(tmp_path, base_url, released["md5"], only=only,
+         ratios=None if ratios is None else [float(r) for r in ratios],
+         runs=run_ids)
+  expected = _expected(released["files"], ratios, run_ids, only)
+  assert expected and _extracted(tmp_path) == expected
+
+
+def test_aux_files_are_readable(released, tmp_path):
+  _fetch(tmp_path, released["dir"], released["md5"], only="aux")
+  for _, _, path in runs_lib.list_runs(str(tmp_path), EXP):
+    aux = runs_lib.read_aux(path)
+    assert set(runs_lib.AUX_KEYS) <= set(aux)
+
+
+def test_http_drop_and_resume_gives_identical_bytes(released, tmp_path):
+  objects = {f"/bucket/{EXP}.tar.gz": released["data"]}
+  with af.FaultyServer(objects) as server:
+    server.drops = [70_000, 1, 120_000]
+    result = _fetch(tmp_path / "d", server.url + "/bucket", released["md5"],
+                    keep_archive=str(tmp_path / "kept.tar.gz"))
+    gets = [r for m, _, r in server.requests if m == "GET"]
+  assert _extracted(tmp_path / "d") == released["files"]
+  with open(tmp_path / "kept.tar.gz", "rb") as f:
+    assert f.read() == released["data"]
+  assert result.kept_archive == str(tmp_path / "kept.tar.gz")
+  assert gets == [None, "bytes=70000-", "bytes=70001-", "bytes=190001-"]
+
+
+def test_http_gives_up_after_bounded_retries_and_rerun_succeeds(
+    released, tmp_path):
+  objects = {f"/x/{EXP}.tar.gz": released["data"]}
+  dest = tmp_path / "d"
+  dest.mkdir()
+  (dest / "mine.txt").write_text("user file")
+  before = af.snapshot(str(dest))
+  with af.FaultyServer(objects) as server:
+    server.drops = [10_000, 0, 0]  # Progress, then two stalls in a row.
+    with pytest.raises(archive.DownloadError, match="after 2 retries"):
+      _fetch(dest, server.url + "/x", released["md5"], retries=2)
+    assert af.snapshot(str(dest)) == before
+    gets = [r for m, _, r in server.requests if m == "GET"]
+    assert gets == [None, "bytes=10000-", "bytes=10000-"]
+    server.drops = []
+    _fetch(dest, server.url + "/x", released["md5"])
+  assert _extracted(dest) == {"mine.txt": b"user file", **released["files"]}
+
+
+def test_keep_archive_resumes_from_partial_file(released, tmp_path):
+  keep = tmp_path / "keep"
+  keep.mkdir()
+  cut = len(released["data"]) // 3
+  (keep / f"{EXP}.tar.gz.part").write_bytes(released["data"][:cut])
+  with af.FaultyServer({f"/{EXP}.tar.gz": released["data"]}) as server:
+    _fetch(tmp_path / "d", server.url, released["md5"], keep_archive=str(keep),
+           only="aux")
+    gets = [r for m, _, r in server.requests if m == "GET"]
+  assert gets == [f"bytes={cut}-"]
+  assert (keep / f"{EXP}.tar.gz").read_bytes() == released["data"]
+  assert not (keep / f"{EXP}.tar.gz.part").exists()
+  assert _extracted(tmp_path / "d") == _expected(released["files"], only="aux")
+  # A complete kept archive is used without touching the network.
+  result = _fetch(tmp_path / "d2", "http://127.0.0.1:9", released["md5"],
+                  keep_archive=str(keep))
+  assert result.kept_archive == str(keep / f"{EXP}.tar.gz")
+  assert _extracted(tmp_path / "d2") == released["files"]
+
+
+def _populated_dest(tmp_path, released):
+  """A dest with one committed run and a user file; returns it + snapshot."""
+  dest = tmp_path / "d"
+  _fetch(dest, released["dir"], released["md5"], only="aux", ratios=[0.1],
+         runs=[0])
+  (dest / "notes.txt").write_text("keep me")
+  return dest, af.snapshot(str(dest))
+
+
+def test_wrong_md5_is_refused_and_dest_untouched(released, tmp_path):
+  dest, before = _populated_dest(tmp_path, released)
+  wrong = hashlib.md5(b"something else").hexdigest()
+  with pytest.raises(archive.ChecksumError, match="MD5 mismatch") as e:
+    _fetch(dest, released["dir"], wrong, keep_archive=str(tmp_path / "k"))
+  assert released["md5"] in str(e.value) and wrong in str(e.value)
+  assert af.snapshot(str(dest)) == before
+  assert not os.path.exists(tmp_path / "k.part")
+  assert not os.path.exists(tmp_path / "k")
+
+
+@pytest.mark.parametrize("where", [0.3, 0.97])
+def test_corrupted_byte_is_refused_and_dest_untouched(released, tmp_path,
+                                                      where):
+  dest, before = _populated_dest(tmp_path, released)
+  with af.FaultyServer({f"/{EXP}.tar.gz": released["data"]}) as server:
+    server.corrupt_at = int(len(released["data"]) * where)
+    with pytest.raises(archive.ArchiveError,
+                       match="MD5 mismatch|corrupt|not a valid tar"):
+      _fetch(dest, server.url, released["md5"],
+             keep_archive=str(tmp_path / "k.tar.gz"))
+  assert af.snapshot(str(dest)) == before
+  assert not os.path.exists(tmp_path / "k.tar.gz.part")
+
+
+def test_flipped_byte_in_stored_data_is_refused(tmp_path):
+  """A byte flipped inside a stored (uncompressed) gzip block is caught."""
+  files = af.layout_files(ratios=("0.5",), run_ids=(0,))
+  good = af.gzip_bytes(af.tar_bytes(files), level=0)
+  bad = bytearray(good)
+  bad[len(bad) // 2] ^= 0x01  # Inside a stored block: gzip CRC catches it.
+  src = tmp_path / "src"
+  src.mkdir()
+  (src / f"{EXP}.tar.gz").write_bytes(bytes(bad))
+  with pytest.raises(archive.ArchiveError, match="corrupt|MD5 mismatch"):
+    _fetch(tmp_path / "d", str(src), hashlib.md5(good).hexdigest())
+  assert not (tmp_path / "d").exists()
+
+
+def _malicious(kind):
+  base = f"{EXP}/0.1/0"
+  info = tarfile.TarInfo(f"{base}/aux_arrays.npz")
+  if kind == "absolute":
+    info.name = "/tmp/heldout_evil"
+  elif kind == "dotdot":
+    info.name = f"{base}/../../../../evil"
+  elif kind == "symlink":
+    info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+  elif kind == "hardlink":
+    info.type, info.linkname = tarfile.LNKTYPE, f"{base}/checkpoints/x"
+  elif kind == "chardev":
+    info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+  elif kind == "blockdev":
+    info.type, info.devmajor, info.devminor = tarfile.BLKTYPE, 8, 0
+  elif kind == "fifo":
+    info.type = tarfile.FIFOTYPE
+  data = b"evil" if info.type == tarfile.REGTYPE else None
+  if data:
+    info.size = len(data)
+  return info, data
+
+
+@pytest.mark.parametrize("kind", ["absolute", "dotdot", "symlink", "hardlink",
+                                  "chardev", "blockdev", "fifo"])
+def test_malicious_members_are_refused(tmp_path, kind):
+  info, data = _malicious(kind)
+  files = af.layout_files(ratios=("0.1",), run_ids=(0,), ckpt_bytes=1000)
+  src = tmp_path / "src"
+  _, _, md5 = af.write_archive(str(src), files, [(info, data)])
+  dest = tmp_path / "d"
+  dest.mkdir()
+  with pytest.raises(archive.UnsafeMemberError) as e:
+    _fetch(dest, str(src), md5)
+  assert repr(info.name) in str(e.value)
+  assert os.listdir(dest) == []
+  assert not os.path.exists("/tmp/heldout_evil")
+
+
+def test_members_outside_layout_are_ignored(tmp_path):
+  files = af.layout_files(ratios=("0.1",), run_ids=(0,), ckpt_bytes=1000)
+  stray = {f"{EXP}/README.txt": b"hi", "other/0.1/0/aux_arrays.npz": b"x",
+           f"{EXP}/0.1/notarun/f": b"y"}
+  src = tmp_path / "src"
+  _, _, md5 = af.write_archive(str(src), {**stray, **files})
+  result = _fetch(tmp_path / "d", str(src), md5)
+  assert _extracted(tmp_path / "d") == files
+  assert sorted(result.ignored_members) == sorted(stray)
+
+
+def test_rerun_skips_committed_runs(released, tmp_path):
+  dest = tmp_path / "d"
+  first = _fetch(dest, released["dir"], released["md5"], only="aux",
+                 ratios=[0.1])
+  assert len(first.committed) == 3
+  aux = dest / EXP / "0.1" / "1" / "aux_arrays.npz"
+  inode = os.stat(aux).st_ino
+
+  second = _fetch(dest, released["dir"], released["md5"], only="aux")
+  assert sorted(second.committed) == [("0.7", 0), ("0.7", 1), ("0.7", 2)]
+  assert len(second.already_committed) == 3 and second.files == 3
+  assert os.stat(aux).st_ino == inode
+
+  # Everything requested is on disk and the manifest lists the archive's
+  # runs: no download at all (the source is gone).
+  os.rename(released["path"], released["path"] + ".away")
+  try:
+    third = _fetch(dest, released["dir"], released["md5"], only="aux")
+    assert not third.downloaded and len(third.already_committed) == 6
+    assert "Nothing to download" in third.summary()
+    with pytest.raises(archive.DownloadError, match="not found"):
+      _fetch(dest, released["dir"], released["md5"], only="checkpoints",
+             runs=[2])
+  finally:
+    os.rename(released["path"] + ".away", released["path"])
+
+  # Upgrading aux -> all adds checkpoints without rewriting aux.
+  fourth = _fetch(dest, released["dir"], released["md5"], only="all",
+                  runs=[1])
+  assert fourth.files == 4  # 2 checkpoint files x 2 ratios.
+  assert os.stat(aux).st_ino == inode
+  assert _extracted(dest) == {
+      **_expected(released["files"], only="aux"),
+      **_expected(released["files"], run_ids=[1])}
+
+
+def test_stale_staging_from_a_crash_is_cleaned(released, tmp_path):
+  dest = tmp_path / "d"
+  stale = dest / f"{archive.STAGING_PREFIX}{EXP}-crashed" / EXP / "0.1"
+  stale.mkdir(parents=True)
+  (stale / "junk").write_bytes(b"half")
+  _fetch(dest, released["dir"], released["md5"], only="aux", runs=[0])
+  assert sorted(os.listdir(dest)) == [EXP]
+
+
+def test_multi_member_gzip(tmp_path):
+  files = af.layout_files(ratios=("0.2",), run_ids=(0, 1), ckpt_bytes=5000)
+  tar = af.tar_bytes(files)
+  data = af.gzip_bytes(tar[:7000]) + af.gzip_bytes(tar[7000:])
+  (tmp_path / "src").mkdir()
+  (tmp_path / "src" / f"{EXP}.tar.gz").write_bytes(data)
+  _fetch(tmp_path / "d", str(tmp_path / "src"), hashlib.md5(data).hexdigest())
+  assert _extracted(tmp_path / "d") == files
+
+
+def test_truncated_archive_is_refused(released, tmp_path):
+  (tmp_path / "src").mkdir()
+  cut = released["data"][:len(released["data"]) - 100]
+  (tmp_path / "src" / f"{EXP}.tar.gz").write_bytes(cut)
+  with pytest.raises(archive.ArchiveError, match="truncated"):
+    _fetch(tmp_path / "d", str(tmp_path / "src"), hashlib.md5(cut).hexdigest())
+  assert not (tmp_path / "d").exists()
+
+
+def test_gcs_emulator(released, tmp_path, monkeypatch):
+  import gcsfs  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(archive, "GCS_CHUNK_BYTES", 50_000)  # Many ranged GETs.
+  with af.gcs_emulator() as endpoint:
+    fs = gcsfs.GCSFileSystem(token="anon", endpoint_url=endpoint)
+    fs.pipe(f"bucket/ckpts/{EXP}.tar.gz", released["data"])
+    result = _fetch(tmp_path / "d", "gs://bucket/ckpts", released["md5"],
+                    gcs_endpoint=endpoint, only="aux", ratios=[0.7])
+    assert result.archive_bytes == len(released["data"])
+    assert _extracted(tmp_path / "d") == _expected(
+        released["files"], ratios=["0.7"], only="aux")
+    # The object's stored MD5 disagrees with --md5: refused before download.
+    wrong = hashlib.md5(b"x").hexdigest()
+    with pytest.raises(archive.ChecksumError, match="server reports"):
+      _fetch(tmp_path / "e", "gs://bucket/ckpts", wrong, gcs_endpoint=endpoint)
+    with pytest.raises(archive.DownloadError, match="not found"):
+      _fetch(tmp_path / "e", "gs://bucket/none", wrong, gcs_endpoint=endpoint)
+  assert not (tmp_path / "e").exists()
+
+
+def test_verify_file(released):
+  assert archive.verify_file(released["path"], released["md5"],
+                             progress=False) == released["md5"]
+  with pytest.raises(archive.ChecksumError, match=released["path"]):
+    archive.verify_file(released["path"], "0" * 32, progress=False)
+
+
+def test_archive_url():
+  assert archive.archive_url(EXP, "gs") == (
+      f"gs://gresearch/heldout-training-checkpoints/{EXP}.tar.gz")
+  assert archive.archive_url(EXP, "https").startswith(
+      "https://storage.googleapis.com/gresearch/")
+  assert archive.archive_url(EXP, base_url="/a/b/") == f"/a/b/{EXP}.tar.gz"
+
+
+def _cli(*args):
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run([sys.executable, "-m", "heldout_tf.download", *args],
+                        capture_output=True, text=True, env=env, timeout=120,
+                        cwd=REPO)
+
+
+def test_cli_end_to_end(released, tmp_path):
+  with af.FaultyServer({f"/h/{EXP}.tar.gz": released["data"]}) as server:
+    server.drops = [50_000]
+    proc = _cli("--experiment", EXP, "--dest", str(tmp_path / "d"),
+                "--source", "https", "--base_url", server.url + "/h",
+                "--md5", released["md5"], "--only", "aux", "--ratios", "0.1",
+                "--runs", "0,2", "--backoff", "0.01")
+    assert proc.returncode == 0, proc.stderr
+    assert "Committed 2 run(s)" in proc.stdout
+    assert _extracted(tmp_path / "d") == _expected(
+        released["files"], ["0.1"], [0, 2], "aux")
+
+    proc = _cli("--experiment", EXP, "--dest", str(tmp_path / "e"),
+                "--base_url", server.url + "/h", "--md5", "f" * 32,
+                "--noprogress")
+    assert proc.returncode == 1
+    assert "MD5 mismatch" in proc.stderr and "f" * 32 in proc.stderr
+    assert not (tmp_path / "e").exists()
+
+  proc = _cli("--verify_only", released["path"], "--md5", released["md5"])
+  assert proc.returncode == 0 and "OK" in proc.stdout
+  # The file is named like a released archive: its default sum is the
+  # released one, which this small archive does not match.
+  proc = _cli("--verify_only", released["path"])
+  assert proc.returncode == 1 and "MD5 mismatch" in proc.stderr

@@ -1,0 +1,430 @@
+"""Tests for heldout_tf.estimates and the heldout_tf.estimate CLI."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from heldout_tf import estimates
+from heldout_tf import runs
+
+EXPERIMENT = "toy-experiment"
+
+
+# ------------------------------------------------ plain float64 reference --
+
+
+def reference_mem(mask, correct):
+  m, c = mask.astype(np.float64), correct.astype(np.float64)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return (m * c).sum(0) / m.sum(0) - ((1 - m) * c).sum(0) / (1 - m).sum(0)
+
+
+def reference_infl(mask, correct_test):
+  """[n_test, n_train] float64."""
+  m, c = mask.astype(np.float64), correct_test.astype(np.float64)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return (c.T @ m) / m.sum(0) - (c.T @ (1 - m)) / (1 - m).sum(0)
+
+
+def reference_pairs(mask, correct_train, correct_test, infl_t, mem_t):
+  mem = reference_mem(mask, correct_train)
+  infl = reference_infl(mask, correct_test)
+  with np.errstate(invalid="ignore"):
+    tt, tr = np.nonzero((infl >= infl_t) & (mem >= mem_t)[None, :])
+  order = np.lexsort((tt, tr))
+  tr, tt = tr[order], tt[order]
+  return dict(tr_idx=tr, tt_idx=tt, infl=infl[tt, tr], mem=mem[tr])
+
+
+def reference_cscores(mask, correct):
+  out = ~mask
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return (out & correct).sum(0) / out.sum(0)
+
+
+def random_runs(rng, num_runs=40, n_train=120, n_test=70, ratio=0.6):
+  """Random data with per-example structure so that estimates spread out."""
+  mask = rng.random((num_runs, n_train)) < ratio
+  skill = rng.random(n_train)
+  correct_train = np.where(mask, rng.random((num_runs, n_train)) < 0.95,
+                           rng.random((num_runs, n_train)) < skill)
+  # Test examples depend on a few training examples.
+  source = rng.integers(0, n_train, n_test)
+  correct_test = np.where(mask[:, source],
+                          rng.random((num_runs, n_test)) < 0.9,
+                          rng.random((num_runs, n_test)) < 0.4)
+  return mask, correct_train, correct_test
+
+
+def assert_pairs_equal(got, want):
+  assert sorted(got) == ["infl", "mem", "tr_idx", "tt_idx"]
+  np.testing.assert_array_equal(got["tr_idx"], want["tr_idx"])
+  np.testing.assert_array_equal(got["tt_idx"], want["tt_idx"])
+  np.testing.assert_allclose(got["infl"], want["infl"], rtol=0, atol=1e-6)
+  np.testing.assert_allclose(got["mem"], want["mem"], rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------- estimators --
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_memorization_and_cscores_match_reference(seed):
+  mask, correct_train, _ = random_runs(np.random.default_rng(seed))
+  mem = estimates.memorization(mask, correct_train)
+  np.testing.assert_allclose(mem, reference_mem(mask, correct_train),
+                             rtol=0, atol=1e-6)
+  assert mem.shape == (mask.shape[1],) and not np.isnan(mem).any()
+  np.testing.assert_allclose(estimates.cscores(mask, correct_train),
+                             reference_cscores(mask, correct_train),
+                             rtol=0, atol=1e-6)
+
+
+def test_influence_matches_reference():
+  mask, _, correct_test = random_runs(np.random.default_rng(2), n_test=300)
+  infl = estimates.influence(mask, correct_test)
+  assert infl.dtype == np.float32 and infl.shape == (300, mask.shape[1])
+  np.testing.assert_allclose(infl, reference_infl(mask, correct_test),
+                             rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("infl_t,mem_t", [(0.15, 0.25), (0.0, 0.0),
+                                          (0.1, -1.0), (0.5, 0.5)])
+def test_pairs_match_reference(infl_t, mem_t):
+  mask, correct_train, correct_test = random_runs(np.random.default_rng(3))
+  got = estimates.high_influence_pairs(mask, correct_train, correct_test,
+                                       infl_t, mem_t)
+  want = reference_pairs(mask, correct_train, correct_test, infl_t, mem_t)
+  assert len(want["tr_idx"]) or infl_t == 0.5
+  assert_pairs_equal(got, want)
+
+
+def test_pairs_tiny_budget_uses_many_blocks_and_matches():
+  rng = np.random.default_rng(4)
+  mask, correct_train, correct_test = random_runs(rng, 60, 400, 2000)
+  want = reference_pairs(mask, correct_train, correct_test, 0.1, 0.0)
+  budget = 700_000  # ~20 training rows per block.
+  rows = estimates._pairs_block_rows(60, 400, 2000, budget, 60)  # pylint: disable=protected-access
+  assert rows < 100
+  got = estimates.high_influence_pairs(mask, correct_train, correct_test,
+                                       0.1, 0.0, memory_budget=budget)
+  assert len(want["tr_idx"]) > 100
+  assert_pairs_equal(got, want)
+
+
+def test_pairs_threshold_ties_are_exact():
+  # Test 0 is right in runs 0, 1, 2. Train 0 is in runs 0, 1 and train 1 in
+  # runs 1, 2: both have infl = 1 - 1/2, exactly on the threshold.
+  mask = np.array([[1, 0], [1, 1], [0, 1], [0, 0]], bool)
+  correct_test = np.array([[1], [1], [1], [0]], bool)
+  correct_train = np.array([[1, 1], [1, 1], [0, 1], [0, 0]], bool)
+  want = reference_pairs(mask, correct_train, correct_test, 0.5, 0.0)
+  got = estimates.high_influence_pairs(mask, correct_train, correct_test,
+                                       0.5, 0.0)
+  assert list(got["tr_idx"]) == [0, 1] and list(got["infl"]) == [0.5, 0.5]
+  assert_pairs_equal(got, want)
+  above = estimates.high_influence_pairs(mask, correct_train, correct_test,
+                                         np.nextafter(0.5, 1), 0.0)
+  assert len(above["tr_idx"]) == 0
+
+
+def test_pairs_from_memory_mapped_inputs(tmp_path):
+  mask, correct_train, correct_test = random_runs(np.random.default_rng(5))
+  mapped = []
+  for name, array in (("m", mask), ("ctr", correct_train),
+                      ("ct", correct_test)):
+    path = str(tmp_path / f"{name}.npy")
+    np.save(path, array)
+    mapped.append(np.load(path, mmap_mode="r"))
+  got = estimates.high_influence_pairs(*mapped, 0.1, 0.1,
+                                       memory_budget="1MB")
+  assert_pairs_equal(got, reference_pairs(mask, correct_train, correct_test,
+                                          0.1, 0.1))
+
+
+def test_never_and_always_held_out_examples_are_nan():
+  mask, correct_train, correct_test = random_runs(np.random.default_rng(6))
+  mask[:, 3] = True   # Never held out.
+  mask[:, 7] = False  # Never trained on.
+  mem = estimates.memorization(mask, correct_train)
+  assert np.flatnonzero(np.isnan(mem)).tolist() == [3, 7]
+  c = estimates.counts(mask, correct_train)
+  assert (c.num_never_held_out, c.num_never_trained) == (1, 1)
+  infl = estimates.influence(mask, correct_test)
+  assert np.isnan(infl[:, [3, 7]]).all() and not np.isnan(
+      np.delete(infl, [3, 7], axis=1)).any()
+  scores = estimates.cscores(mask, correct_train)
+  assert np.flatnonzero(np.isnan(scores)).tolist() == [3]
+  pairs = estimates.high_influence_pairs(mask, correct_train, correct_test,
+                                         0.0, -1.0)
+  assert not np.isin(pairs["tr_idx"], [3, 7]).any()
+  assert_pairs_equal(pairs, reference_pairs(mask, correct_train,
+                                            correct_test, 0.0, -1.0))
+  result = estimates.compute(estimates.Runs.from_arrays(
+      mask, correct_train, correct_test, ratios=0.6), progress=False)
+  assert int(result["num_nan_memorization"]) == 2
+  assert int(result["num_never_held_out"]) == 1
+  assert int(result["num_nan_cscores"]) == 1
+  assert "never held out: 1, never trained on: 1" in estimates.summary(result)
+
+
+def test_one_run_is_all_nan_and_no_pairs():
+  mask, correct_train, correct_test = random_runs(np.random.default_rng(7),
+                                                  num_runs=1)
+  assert np.isnan(estimates.memorization(mask, correct_train)).all()
+  assert np.isnan(estimates.influence(mask, correct_test)).all()
+  pairs = estimates.high_influence_pairs(mask, correct_train, correct_test,
+                                         -10.0, -10.0)
+  assert all(len(v) == 0 for v in pairs.values())
+  assert pairs["tr_idx"].dtype == np.int64
+
+
+def test_multi_ratio_cscores_average_over_ratios():
+  rng = np.random.default_rng(8)
+  parts = [random_runs(rng, 30, 90, 5, ratio) for ratio in (0.2, 0.8)]
+  mask = np.concatenate([p[0] for p in parts])
+  correct = np.concatenate([p[1] for p in parts])
+  ratios = np.repeat([0.2, 0.8], 30)
+  mask[30:, 5] = True  # Example 5 never held out at ratio 0.8.
+  mask[:, 6] = True  # Example 6 never held out at all.
+  values, by_ratio = estimates.cscores_by_ratio(mask, correct, ratios)
+  np.testing.assert_array_equal(values, [0.2, 0.8])
+  low = reference_cscores(mask[:30], correct[:30])
+  high = reference_cscores(mask[30:], correct[30:])
+  np.testing.assert_allclose(by_ratio, [low, high], atol=1e-12)
+  scores = estimates.multi_ratio_cscores(mask, correct, ratios)
+  want = (low + high) / 2
+  want[5] = low[5]
+  np.testing.assert_allclose(scores, want, atol=1e-12)
+  assert np.isnan(scores[6]) and np.isnan(scores).sum() == 1
+
+
+def test_influence_refuses_when_too_large():
+  mask = np.zeros((3, 50_000), bool)
+  correct_test = np.zeros((3, 10_000), bool)
+  with pytest.raises(estimates.EstimateError,
+                     match=r"\[10000, 50000\].*needs 1\.9 GB.*1\.0 GB"):
+    estimates.influence(mask, correct_test, memory_budget="1GB")
+
+
+def test_pairs_budget_too_small_is_clear():
+  mask, correct_train, correct_test = random_runs(np.random.default_rng(9))
+  with pytest.raises(estimates.EstimateError, match="too small.*at least"):
+    estimates.high_influence_pairs(mask, correct_train, correct_test,
+                                   memory_budget=1000)
+
+
+def test_shape_mismatch_is_clear():
+  mask, correct_train, correct_test = random_runs(np.random.default_rng(9))
+  with pytest.raises(estimates.EstimateError, match="correct_test"):
+    estimates.high_influence_pairs(mask, correct_train, correct_test[1:])
+
+
+@pytest.mark.parametrize("text,size", [
+    ("4GB", 4 * 2**30), ("512MB", 512 * 2**20), ("1.5G", 3 * 2**29),
+    ("1024", 1024), (2048, 2048), ("64 kb", 65536), ("2GiB", 2 * 2**30)])
+def test_parse_memory(text, size):
+  assert estimates.parse_memory(text) == size
+
+
+@pytest.mark.parametrize("text", ["lots", "4XB", "", "-1GB", 0, "0"])
+def test_parse_memory_rejects(text):
+  with pytest.raises(estimates.EstimateError, match="memory"):
+    estimates.parse_memory(text)
+
+
+def test_parse_what():
+  assert estimates.parse_what("mem, pairs") == ("mem", "pairs")
+  with pytest.raises(estimates.EstimateError, match="memo"):
+    estimates.parse_what("memo")
+
+
+# ------------------------------------------------------------------ loading --
+
+
+def write_release(root, mask, correct_train, correct_test, ratios, seed=0):
+  """Writes each run's aux_arrays.npz, with indices in shuffled order."""
+  rng = np.random.default_rng(seed)
+  n_test = correct_test.shape[1]
+  run_ids = {}
+  for row, ratio in enumerate(ratios):
+    run = run_ids.setdefault(ratio, 0)
+    run_ids[ratio] += 1
+    train = rng.permutation(np.flatnonzero(mask[row]))
+    removed = rng.permutation(np.flatnonzero(~mask[row]))
+    test = rng.permutation(n_test)
+    runs.write_aux(
+        runs.run_dir(root, EXPERIMENT, ratio, run),
+        correctness=dict(train=correct_train[row, train],
+                         removed=correct_train[row, removed],
+                         test=correct_test[row, test]),
+        index=dict(train=train, removed=removed, test=test),
+        subsample_idx=rng.permutation(train))
+
+
+@pytest.fixture
+def release(tmp_path):
+  rng = np.random.default_rng(10)
+  parts = [random_runs(rng, 6, 50, 20, ratio) for ratio in (0.3, 0.7)]
+  arrays = [np.concatenate([p[k] for p in parts]) for k in range(3)]
+  ratios = [0.3] * 6 + [0.7] * 6
+  write_release(str(tmp_path), *arrays, ratios)
+  return str(tmp_path), arrays
+
+
+def test_load_runs_canonical_order(release):
+  root, (mask, correct_train, correct_test) = release
+  loaded = estimates.load_runs(root, EXPERIMENT, progress=False)
+  np.testing.assert_array_equal(loaded.mask, mask)
+  np.testing.assert_array_equal(loaded.correct_train, correct_train)
+  np.testing.assert_array_equal(loaded.correct_test, correct_test)
+  np.testing.assert_array_equal(loaded.ratios, [0.3] * 6 + [0.7] * 6)
+  np.testing.assert_array_equal(loaded.run_ids, list(range(6)) * 2)
+  assert (loaded.num_runs, loaded.n_train, loaded.n_test) == (12, 50, 20)
+  assert loaded.paths[7].endswith(os.path.join("0.7", "1", "aux_arrays.npz"))
+  only = estimates.load_runs(root, EXPERIMENT, ratios=[0.7], progress=False)
+  np.testing.assert_array_equal(only.mask, mask[6:])
+
+
+def test_load_runs_then_estimates_match_reference(release):
+  root, (mask, correct_train, correct_test) = release
+  result = estimates.compute(estimates.load_runs(root, EXPERIMENT,
+                                                 progress=False),
+                             what="mem,infl,pairs,cscores",
+                             infl_threshold=0.1, mem_threshold=0.0,
+                             progress=False)
+  np.testing.assert_allclose(result["memorization"],
+                             reference_mem(mask, correct_train), atol=1e-6)
+  np.testing.assert_allclose(result["influence"],
+                             reference_infl(mask, correct_test), atol=1e-6)
+  pairs = {k: result[k] for k in ("tr_idx", "tt_idx", "infl", "mem")}
+  assert_pairs_equal(pairs, reference_pairs(mask, correct_train,
+                                            correct_test, 0.1, 0.0))
+  low = reference_cscores(mask[:6], correct_train[:6])
+  high = reference_cscores(mask[6:], correct_train[6:])
+  np.testing.assert_allclose(result["cscores_by_ratio"], [low, high])
+  np.testing.assert_allclose(result["cscores"],
+                             np.nanmean([low, high], axis=0))
+  np.testing.assert_array_equal(result["runs_per_ratio"], [6, 6])
+
+
+def _rewrite(root, ratio, run, **changes):
+  path = os.path.join(runs.run_dir(root, EXPERIMENT, ratio, run),
+                      runs.AUX_FILENAME)
+  with np.load(path) as npz:
+    aux = dict(npz)
+  aux.update(changes)
+  for key in [k for k, v in changes.items() if v is None]:
+    del aux[key]
+  runs.save_npz(path, **aux)
+  return path, aux
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda aux: dict(correctness_test=None), "missing key.*correctness_test"),
+    (lambda aux: dict(index_removed=aux["index_removed"][1:],
+                      correctness_removed=aux["correctness_removed"][1:]),
+     "'index_train' \\+ 'index_removed'"),
+    (lambda aux: dict(index_removed=np.concatenate(
+        [aux["index_removed"][1:], aux["index_train"][:1]])),
+     "'index_train' \\+ 'index_removed'.*repeats"),
+    (lambda aux: dict(index_test=np.zeros_like(aux["index_test"])),
+     "'index_test'"),
+    (lambda aux: dict(subsample_idx=aux["index_removed"][
+        :len(aux["index_train"])]), "'subsample_idx'"),
+    (lambda aux: dict(subsample_idx=np.repeat(aux["index_train"][:1],
+                                              len(aux["index_train"]))),
+     "'subsample_idx'.*1 distinct"),
+    (lambda aux: dict(correctness_train=aux["correctness_train"][1:]),
+     "'correctness_train' has shape"),
+])
+def test_load_runs_errors_name_file_and_key(release, change, message):
+  root, _ = release
+  with np.load(os.path.join(runs.run_dir(root, EXPERIMENT, 0.7, 2),
+                            runs.AUX_FILENAME)) as npz:
+    aux = dict(npz)
+  path, _ = _rewrite(root, 0.7, 2, **change(aux))
+  with pytest.raises(runs.AuxArraysError, match=message) as e:
+    estimates.load_runs(root, EXPERIMENT, progress=False)
+  assert path in str(e.value)
+
+
+def test_load_runs_rejects_different_sizes(release):
+  root, _ = release
+  rng = np.random.default_rng(0)
+  train = np.arange(30)
+  removed = np.arange(30, 60)
+  runs.write_aux(runs.run_dir(root, EXPERIMENT, 0.7, 9),
+                 correctness=dict(train=train > 0, removed=removed > 0,
+                                  test=np.ones(20, bool)),
+                 index=dict(train=train, removed=removed,
+                            test=rng.permutation(20)),
+                 subsample_idx=train)
+  with pytest.raises(runs.AuxArraysError, match=r"\(60, 20\).*\(50, 20\)"):
+    estimates.load_runs(root, EXPERIMENT, progress=False)
+
+
+def test_load_runs_no_runs_is_clear(tmp_path):
+  with pytest.raises(estimates.EstimateError, match="no runs"):
+    estimates.load_runs(str(tmp_path), EXPERIMENT)
+
+
+# ---------------------------------------------------------------- outputs --
+
+
+def test_save_estimates_and_published_formats(tmp_path):
+  mask, correct_train, correct_test = random_runs(np.random.default_rng(11))
+  labels = np.arange(mask.shape[1]) % 10
+  result = estimates.compute(
+      estimates.Runs.from_arrays(mask, correct_train, correct_test, 0.6),
+      labels=labels, progress=False)
+  path = str(tmp_path / "est.npz")
+  estimates.save_estimates(path, result)
+  with np.load(path, allow_pickle=False) as npz:
+    assert set(npz.files) == set(result)
+    np.testing.assert_array_equal(npz["memorization"], result["memorization"])
+    np.testing.assert_array_equal(npz["tr_idx"], result["tr_idx"])
+  estimates.save_pairs(str(tmp_path / "pairs.npz"), result)
+  with np.load(str(tmp_path / "pairs.npz"), allow_pickle=False) as npz:
+    assert sorted(npz.files) == ["infl", "mem", "tr_idx", "tt_idx"]
+  estimates.save_cscores(str(tmp_path / "cs.npz"), result["cscores"],
+                         labels)
+  with np.load(str(tmp_path / "cs.npz"), allow_pickle=False) as npz:
+    assert sorted(npz.files) == ["labels", "scores"]
+    np.testing.assert_array_equal(npz["labels"], labels)
+
+
+def test_cli_writes_estimates(release, tmp_path):
+  root, (mask, correct_train, correct_test) = release
+  out = str(tmp_path / "out" / "estimates.npz")
+  proc = subprocess.run(
+      [sys.executable, "-m", "heldout_tf.estimate", "--root", root,
+       "--experiment", EXPERIMENT, "--out", out, "--what", "mem,pairs",
+       "--ratios", "0.3,0.7", "--infl_threshold", "0.1",
+       "--mem_threshold", "0", "--memory_budget", "64MB"],
+      capture_output=True, text=True, check=False,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert proc.returncode == 0, proc.stderr
+  assert "12 runs" in proc.stdout and "pairs" in proc.stdout
+  with np.load(out, allow_pickle=False) as npz:
+    np.testing.assert_allclose(npz["memorization"],
+                               reference_mem(mask, correct_train), atol=1e-6)
+    want = reference_pairs(mask, correct_train, correct_test, 0.1, 0.0)
+    np.testing.assert_array_equal(npz["tt_idx"], want["tt_idx"])
+    assert "cscores" not in npz.files
+
+
+def test_cli_bad_budget_and_bad_data(release, tmp_path):
+  root, _ = release
+  base = [sys.executable, "-m", "heldout_tf.estimate", "--root", root,
+          "--experiment", EXPERIMENT, "--out", str(tmp_path / "e.npz")]
+  cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(base + ["--memory_budget", "lots"], cwd=cwd,
+                        capture_output=True, text=True, check=False)
+  assert proc.returncode != 0 and "lots" in proc.stderr
+  proc = subprocess.run(base[:6] + ["missing"] + base[7:], cwd=cwd,
+                        capture_output=True, text=True, check=False)
+  assert proc.returncode != 0 and "no runs" in proc.stderr
+  assert not os.path.exists(tmp_path / "e.npz")

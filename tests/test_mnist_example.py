@@ -1,0 +1,280 @@
+"""End-to-end tests of the MNIST reproduction (mnist_example.train)."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from absl.testing import flagsaver
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from heldout_tf import checkpoints
+from heldout_tf import evaluation
+from heldout_tf import models
+from heldout_tf import runs as runs_lib
+from mnist_example import data as data_lib
+from mnist_example import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = dict(num_runs=6, epochs=2, train_size=600, test_size=200,
+             dataset="digits", progress=False)
+
+
+def _options(out, **kwargs):
+  values = dict(SMALL, out=str(out))
+  values.update(kwargs)
+  return train.Options(**values)
+
+
+def _aux(out, ratio=0.7):
+  return {run: runs_lib.read_aux(path) for _, run, path in
+          runs_lib.list_runs(str(out), train.EXPERIMENT, [ratio])}
+
+
+def _num_finished(out, ratio=0.7):
+  """Runs whose aux_arrays.npz is in place (the last file a run writes)."""
+  return sum(os.path.exists(os.path.join(path, runs_lib.AUX_FILENAME))
+             for _, _, path in runs_lib.list_runs(str(out), train.EXPERIMENT,
+                                                  [ratio]))
+
+
+def _assert_same_runs(a, b):
+  assert sorted(a) == sorted(b)
+  for run in a:
+    for key in runs_lib.AUX_KEYS:
+      np.testing.assert_array_equal(a[run][key], b[run][key],
+                                    err_msg=f"run {run} key {key}")
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+  """Six runs trained in groups of three, in-process."""
+  out = tmp_path_factory.mktemp("small")
+  report = train.run(_options(out, group_size=3, stage="train"))
+  assert report["train"]["trained"] == 6
+  return out
+
+
+# ------------------------------------------------------------------- data --
+
+
+def test_digits_split_is_stratified_fixed_and_disjoint():
+  a, b = data_lib.load_digits(), data_lib.load_digits()
+  np.testing.assert_array_equal(a["train_labels"], b["train_labels"])
+  assert a["train_images"].shape == (4000, 28, 28, 1)
+  assert a["test_images"].shape == (1000, 28, 28, 1)
+  assert a["train_images"].dtype == np.float32
+  assert 0 <= a["train_images"].min() and a["train_images"].max() <= 1
+  np.testing.assert_array_equal(np.bincount(a["test_labels"]), [100] * 10)
+  np.testing.assert_array_equal(np.bincount(a["train_labels"]), [400] * 10)
+  # Not sorted by label any more.
+  assert np.mean(np.diff(a["train_labels"]) != 0) > 0.5
+  train_rows = {x.tobytes() for x in a["train_images"]}
+  assert not any(x.tobytes() in train_rows for x in a["test_images"])
+
+
+def test_label_noise_flips_a_seeded_fraction():
+  labels = np.arange(1000) % 10
+  noisy, idx = data_lib.add_label_noise(labels, 0.1, seed=3)
+  assert len(idx) == 100 and len(np.unique(idx)) == 100
+  np.testing.assert_array_equal(np.flatnonzero(noisy != labels), idx)
+  assert noisy.min() >= 0 and noisy.max() <= 9
+  again, idx2 = data_lib.add_label_noise(labels, 0.1, seed=3)
+  np.testing.assert_array_equal(again, noisy)
+  _, idx3 = data_lib.add_label_noise(labels, 0.1, seed=4)
+  assert not np.array_equal(idx, idx3)
+  clean, none = data_lib.add_label_noise(labels, 0.0, seed=3)
+  np.testing.assert_array_equal(clean, labels)
+  assert none.size == 0
+
+
+def test_auto_falls_back_to_digits_and_says_so(tmp_path):
+  data = data_lib.load("auto", data_dir=str(tmp_path))
+  assert data.name == "digits"
+  assert "not prepared" in data.description and "digits" in data.description
+  with pytest.raises(FileNotFoundError, match="mnist"):
+    data_lib.load("mnist", data_dir=str(tmp_path))
+
+
+# ----------------------------------------------------------------- shards --
+
+
+@pytest.mark.parametrize("num_runs", [0, 1, 7, 10, 2000])
+@pytest.mark.parametrize("count", [1, 2, 3, 8])
+def test_shards_are_disjoint_and_complete(num_runs, count):
+  shards = [train.shard_runs(num_runs, f"{i}/{count}") for i in range(count)]
+  together = sorted(r for shard in shards for r in shard)
+  assert together == list(range(num_runs))
+  assert all(len(s) >= num_runs // count for s in shards)
+
+
+def test_bad_shard_is_refused():
+  for text in ("2/2", "1", "a/b", "0/0", "-1/2"):
+    with pytest.raises(ValueError, match="shard"):
+      train.shard_runs(10, text)
+
+
+def test_sharded_training_equals_one_job(small_run, tmp_path):
+  for shard in ("1/2", "0/2"):
+    report = train.run(_options(tmp_path, group_size=2, stage="all",
+                                shard=shard))
+    assert report["train"]["trained"] == 3
+  # The first shard stopped before estimating; the last one estimated.
+  assert "estimate" in report
+  _assert_same_runs(_aux(tmp_path), _aux(small_run))
+
+
+# ------------------------------------------------------- outputs / resume --
+
+
+def test_outputs_restore_and_reevaluate_to_recorded_correctness(small_run):
+  data = train.load_data(_options(small_run))
+  dataset = data.eval_dataset()
+  model = models.ensure_built(models.build_model("mlp", 10), "mlp")
+  found = runs_lib.list_runs(str(small_run), train.EXPERIMENT)
+  assert [run for _, run, _ in found] == list(range(6))
+  for _, run, path in found:
+    info = checkpoints.restore(model, path)
+    assert os.path.basename(info.path) == "ckpt-2" and info.epoch == 2
+    aux = runs_lib.read_aux(path)
+    assert len(aux["index_train"]) == 420 and len(aux["index_test"]) == 200
+    for split in ("train", "test"):
+      result = evaluation.evaluate(model, dataset, split, progress=False)
+      check = evaluation.cross_check(aux, result, split)
+      assert check.ok, f"run {run} {split}: {check}"
+    # The model is not trivially always right or wrong.
+    assert 0.5 < aux["correctness_test"].mean() < 1.0
+
+
+def test_rerun_skips_finished_runs_and_refuses_other_settings(small_run):
+  aux = os.path.join(runs_lib.run_dir(str(small_run), train.EXPERIMENT, 0.7,
+                                      0), runs_lib.AUX_FILENAME)
+  before = os.stat(aux).st_mtime_ns
+  report = train.run(_options(small_run, stage="train"))
+  assert report["train"]["trained"] == 0
+  assert os.stat(aux).st_mtime_ns == before
+  with pytest.raises(ValueError, match="epochs"):
+    train.run(_options(small_run, stage="train", epochs=3))
+
+
+def _cli(out, *extra):
+  return [sys.executable, "-m", "mnist_example.train", f"--out={out}",
+          "--num_runs=10", "--epochs=3", "--train_size=1500",
+          "--test_size=300", "--dataset=digits", "--group_size=2",
+          "--stage=train", "--noprogress", *extra]
+
+
+def _env():
+  env = dict(os.environ)
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+@pytest.mark.slow
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+  whole, killed = tmp_path / "whole", tmp_path / "killed"
+  subprocess.run(_cli(whole), check=True, cwd=REPO, env=_env(),
+                 capture_output=True)
+  proc = subprocess.Popen(_cli(killed), cwd=REPO, env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  try:
+    while _num_finished(killed) < 2 and time.time() < deadline:
+      if proc.poll() is not None:
+        break
+      time.sleep(0.02)
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  finished = _num_finished(killed)
+  assert 2 <= finished < 10, f"kill landed after {finished} runs"
+  resumed = subprocess.run(_cli(killed), check=True, cwd=REPO, env=_env(),
+                           capture_output=True, text=True)
+  assert f"({finished} already finished)" in resumed.stdout
+  _assert_same_runs(_aux(killed), _aux(whole))
+  for run in range(10):
+    a = tf.train.load_checkpoint(checkpoints.find_checkpoint(
+        runs_lib.run_dir(str(whole), train.EXPERIMENT, 0.7, run)))
+    b = tf.train.load_checkpoint(checkpoints.find_checkpoint(
+        runs_lib.run_dir(str(killed), train.EXPERIMENT, 0.7, run)))
+    for key in a.get_variable_to_shape_map():
+      if key.startswith("model/"):
+        np.testing.assert_allclose(a.get_tensor(key), b.get_tensor(key),
+                                   rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------- estimation --
+
+
+@pytest.mark.slow
+def test_label_noise_examples_come_out_memorized(tmp_path):
+  from sklearn import metrics  # pylint: disable=g-import-not-at-top
+  options = _options(tmp_path, num_runs=32, epochs=10, batch_size=32,
+                     train_size=1000, label_noise=0.1,
+                     save_checkpoints=False, stage="all")
+  report = train.run(options)["estimate"]
+  paths = report["paths"]
+  with np.load(paths["estimates"]) as f:
+    saved = dict(f)
+  data = train.load_data(options)
+  np.testing.assert_array_equal(saved["noisy_idx"], data.noisy_idx)
+  assert len(data.noisy_idx) > 50
+  mem = saved["memorization"]
+  assert not np.isnan(mem).any()
+  is_noisy = np.zeros(len(mem), bool)
+  is_noisy[data.noisy_idx] = True
+  auc = metrics.roc_auc_score(is_noisy, mem)
+  assert auc >= 0.85, auc
+  assert report["noise_auc"] == pytest.approx(auc)
+  assert mem[is_noisy].mean() > mem[~is_noisy].mean() + 0.3
+  with np.load(paths["pairs"]) as f:
+    assert sorted(f.files) == ["infl", "mem", "tr_idx", "tt_idx"]
+    assert np.all(f["infl"] >= 0.15) and np.all(f["mem"] >= 0.25)
+  for figure in paths["figures"]:
+    with open(figure, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_estimate_stage_alone_needs_trained_runs(tmp_path, small_run):
+  with pytest.raises(FileNotFoundError, match="train first"):
+    train.run(_options(tmp_path, stage="estimate"))
+  report = train.run(_options(small_run, stage="estimate"))["estimate"]
+  assert int(report["num_runs"]) == 6
+  assert len(report["memorization"]) == 600
+  for path in [report["paths"]["estimates"], report["paths"]["pairs"]]:
+    assert os.path.exists(path)
+  assert len(report["paths"]["figures"]) == 3
+
+
+def test_roc_auc_matches_definition():
+  rng = np.random.default_rng(0)
+  scores = rng.integers(0, 5, 200).astype(float)
+  positive = rng.choice(200, 30, replace=False)
+  is_pos = np.zeros(200, bool)
+  is_pos[positive] = True
+  pos, neg = scores[is_pos], scores[~is_pos]
+  expected = np.mean((pos[:, None] > neg[None]) +
+                     0.5 * (pos[:, None] == neg[None]))
+  assert train.roc_auc(scores, positive) == pytest.approx(expected)
+
+
+# ------------------------------------------------------------------ flags --
+
+
+def test_paper_preset_sets_the_reference_setup():
+  with flagsaver.flagsaver():
+    train.FLAGS(["train", "--preset=paper"])
+    options = train.options_from_flags()
+  assert (options.num_runs, options.ratio, options.epochs, options.batch_size,
+          options.learning_rate, options.dataset) == (
+              2000, 0.7, 10, 128, 0.1, "mnist")
+  with flagsaver.flagsaver():
+    train.FLAGS(["train", "--preset=paper", "--num_runs=50"])
+    options = train.options_from_flags()
+  assert options.num_runs == 50 and options.epochs == 10
+  defaults = dataclasses.asdict(train.Options())
+  assert defaults["num_runs"] == train.DEFAULT_NUM_RUNS
