@@ -2,7 +2,7 @@ r"""Computes memorization, influence and C-scores from released-layout runs.
 
   python -m heldout_tf.estimate --root DIR --experiment NAME --out FILE.npz \
       [--ratios 0.7,...] [--what mem,pairs,cscores] [--infl_threshold 0.15] \
-      [--mem_threshold 0.25] [--memory_budget 4GB]
+      [--mem_threshold 0.25] [--memory_budget 4GB] [--mmap_dir DIR]
 
 Reads every `<root>/<experiment>/<ratio>/<run>/aux_arrays.npz`, writes the
 estimates (see `heldout_tf.estimates.compute` for the keys) atomically to
@@ -33,6 +33,11 @@ _MEMORY_BUDGET = flags.DEFINE_string(
     "memory_budget", estimates.DEFAULT_MEMORY_BUDGET,
     "Working memory for pairs and the dense influence, e.g. 4GB, 512MB.")
 
+_MMAP_DIR = flags.DEFINE_string(
+    "mmap_dir", None, "Keep the loaded [runs, examples] matrices in "
+    "memory-mapped .npy files in this directory instead of memory (ImageNet "
+    "scale: 5.2 GB as bool).")
+
 flags.mark_flags_as_required(["root", "experiment", "out"])
 
 
@@ -46,7 +51,8 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   try:
-    runs = estimates.load_runs(_ROOT.value, _EXPERIMENT.value, ratios)
+    runs = estimates.load_runs(_ROOT.value, _EXPERIMENT.value, ratios,
+                               mmap_dir=_MMAP_DIR.value)
     result = estimates.compute(
         runs, what, infl_threshold=_INFL_THRESHOLD.value,
         mem_threshold=_MEM_THRESHOLD.value,

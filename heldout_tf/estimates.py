@@ -4,9 +4,9 @@ With runs r, mask M[r, i] (run r trained on training example i) and
 correctness C_train[r, i], C_test[r, j] (Feldman & Zhang 2020; Jiang et al.
 2021):
 
-  mem[i]     = mean_r{C_train[r, i] | M[r, i]} - mean_r{C_train[r, i] | !M[r, i]}
-  infl[j, i] = mean_r{C_test[r, j]  | M[r, i]} - mean_r{C_test[r, j]  | !M[r, i]}
-  cscore[i]  = mean_r{C_train[r, i] | !M[r, i]}   (held-out accuracy)
+  mem[i]     = mean_r{C_train[r,i] | M[r,i]} - mean_r{C_train[r,i] | !M[r,i]}
+  infl[j, i] = mean_r{C_test[r,j]  | M[r,i]} - mean_r{C_test[r,j]  | !M[r,i]}
+  cscore[i]  = mean_r{C_train[r,i] | !M[r,i]}   (held-out accuracy)
 
 Every estimate is a ratio of integer counts. The counts are computed exactly
 (0/1 float32 matrix products are exact while counts stay below 2**24) and the
@@ -133,6 +133,11 @@ class Counts:
     return (self.n_in > 0) & (self.n_out > 0)
 
   @property
+  def memorization(self) -> np.ndarray:
+    return _ratio(self.correct_in, self.n_in) - _ratio(self.correct_out,
+                                                       self.n_out)
+
+  @property
   def num_never_held_out(self) -> int:
     return int(np.sum(self.n_out == 0))
 
@@ -141,25 +146,30 @@ class Counts:
     return int(np.sum(self.n_in == 0))
 
 
-def counts(mask, correct_train=None,
+def counts(mask, correct_train=None, rows=None,
            chunk_bytes=_COUNT_CHUNK_BYTES) -> Counts:
-  """Exact per-example counts, streamed over column chunks."""
+  """Exact per-example counts over the runs `rows` (int indices; default all).
+
+  Streams over column chunks, so memory-mapped inputs stay within bounds.
+  """
   if correct_train is None:
     num_runs, n_train = _check_matrices(mask)
   else:
     num_runs, n_train = _check_matrices(mask, correct_train=correct_train)
+  num_rows = num_runs if rows is None else len(rows)
+  rows = slice(None) if rows is None else np.asarray(rows, np.int64)
   n_in = np.zeros(n_train, np.int64)
   correct_in = np.zeros(n_train, np.int64)
   correct_all = np.zeros(n_train, np.int64)
   chunk = max(1, chunk_bytes // num_runs)
   for cols in _chunks(n_train, chunk):
-    m = np.asarray(mask[:, cols], bool)
+    m = np.asarray(mask[:, cols], bool)[rows]
     n_in[cols] = _column_sums(m)
     if correct_train is not None:
-      c = np.asarray(correct_train[:, cols], bool)
+      c = np.asarray(correct_train[:, cols], bool)[rows]
       correct_all[cols] = _column_sums(c)
       correct_in[cols] = _column_sums(m & c)
-  return Counts(n_in=n_in, n_out=num_runs - n_in, correct_in=correct_in,
+  return Counts(n_in=n_in, n_out=num_rows - n_in, correct_in=correct_in,
                 correct_out=correct_all - correct_in)
 
 
@@ -184,8 +194,7 @@ def memorization(mask, correct_train) -> np.ndarray:
   """float64 [n_train]; NaN where an example was never/always held out."""
   c = counts(mask, correct_train)
   _log_undefined("memorization", c)
-  mem = _ratio(c.correct_in, c.n_in) - _ratio(c.correct_out, c.n_out)
-  return mem
+  return c.memorization
 
 
 def cscores(mask, correct_train) -> np.ndarray:
@@ -210,8 +219,7 @@ def cscores_by_ratio(mask, correct_train, ratios):
   values = np.unique(ratios)
   scores = np.empty((len(values), n_train), np.float64)
   for k, value in enumerate(values):
-    rows = np.flatnonzero(ratios == value)
-    c = counts(mask[rows], correct_train[rows])
+    c = counts(mask, correct_train, rows=np.flatnonzero(ratios == value))
     scores[k] = _ratio(c.correct_out, c.n_out)
   return values, scores
 
@@ -318,7 +326,7 @@ def high_influence_pairs(mask, correct_train, correct_test,
                          infl_threshold=0.15, mem_threshold=0.25,
                          memory_budget=DEFAULT_MEMORY_BUDGET, progress=False,
                          mem=None) -> dict:
-  """Every (train i, test j) with infl >= infl_threshold and mem >= mem_threshold.
+  """Every (train i, test j) with infl >= infl_threshold, mem >= mem_threshold.
 
   Blocks over the training examples whose memorization passes the threshold,
   with a working set within `memory_budget` (the returned pairs come on
@@ -334,9 +342,9 @@ def high_influence_pairs(mask, correct_train, correct_test,
   budget = parse_memory(memory_budget)
   chunk_bytes = max(num_runs, min(_COUNT_CHUNK_BYTES, budget // 16))
   block = _pairs_block_rows(num_runs, n_train, n_test, budget, chunk_bytes)
-  c = counts(mask, correct_train, chunk_bytes)
+  c = counts(mask, correct_train, chunk_bytes=chunk_bytes)
   if mem is None:
-    mem = _ratio(c.correct_in, c.n_in) - _ratio(c.correct_out, c.n_out)
+    mem = c.memorization
   with np.errstate(invalid="ignore"):
     selected = np.flatnonzero(c.defined & (mem >= mem_threshold))
   ct = np.empty((num_runs, n_test), np.float32)
@@ -522,13 +530,16 @@ def _sizes(path):
           len(aux["index_test"]))
 
 
-def load_runs(root, experiment, ratios=None, progress=True,
-              num_threads=4) -> Runs:
+def load_runs(root, experiment, ratios=None, progress=True, num_threads=4,
+              mmap_dir=None) -> Runs:
   """Reads every `<root>/<experiment>/<ratio>/<run>/aux_arrays.npz`.
 
   Validates keys, shapes, index coverage and `subsample_idx` consistency
   (runs.AuxArraysError naming the file and key) and that all runs share
-  n_train and n_test. Runs are ordered by (ratio, run id).
+  n_train and n_test. Runs are ordered by (ratio, run id). With `mmap_dir`
+  the matrices are memory-mapped `mask.npy`, `correct_train.npy` and
+  `correct_test.npy` there (overwritten), not held in memory: ImageNet's
+  2000 runs take 5.2 GB as bool.
   """
   found = runs_lib.list_runs(root, experiment, ratios)
   if not found:
@@ -538,9 +549,17 @@ def load_runs(root, experiment, ratios=None, progress=True,
   paths = [os.path.join(path, runs_lib.AUX_FILENAME) for _, _, path in found]
   n_train, n_test = _sizes(paths[0])
   num_runs = len(paths)
-  mask = np.empty((num_runs, n_train), bool)
-  correct_train = np.empty((num_runs, n_train), bool)
-  correct_test = np.empty((num_runs, n_test), bool)
+
+  def empty(name, n):
+    if mmap_dir is None:
+      return np.empty((num_runs, n), bool)
+    os.makedirs(mmap_dir, exist_ok=True)
+    return np.lib.format.open_memmap(os.path.join(mmap_dir, f"{name}.npy"),
+                                     "w+", bool, (num_runs, n))
+
+  mask = empty("mask", n_train)
+  correct_train = empty("correct_train", n_train)
+  correct_test = empty("correct_test", n_test)
 
   def fill(row):
     try:
@@ -610,9 +629,8 @@ def compute(runs: Runs, what=DEFAULT_WHAT, infl_threshold=0.15,
       "num_never_held_out": np.array(c.num_never_held_out),
       "num_never_trained": np.array(c.num_never_trained),
   }
-  mem = _ratio(c.correct_in, c.n_in) - _ratio(c.correct_out, c.n_out)
-  if c.num_never_held_out or c.num_never_trained:
-    _log_undefined("memorization and influence", c)
+  mem = c.memorization
+  _log_undefined("memorization and influence", c)
   if "mem" in what:
     result["memorization"] = mem
     result["num_nan_memorization"] = np.array(int(np.isnan(mem).sum()))

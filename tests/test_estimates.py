@@ -9,6 +9,7 @@ import pytest
 
 from heldout_tf import estimates
 from heldout_tf import runs
+import conftest
 
 EXPERIMENT = "toy-experiment"
 
@@ -288,6 +289,25 @@ def test_load_runs_canonical_order(release):
   np.testing.assert_array_equal(only.mask, mask[6:])
 
 
+def test_load_runs_memory_mapped(release, tmp_path):
+  root, (mask, correct_train, correct_test) = release
+  mapped_dir = str(tmp_path / "mapped")
+  loaded = estimates.load_runs(root, EXPERIMENT, progress=False,
+                               mmap_dir=mapped_dir)
+  assert isinstance(loaded.mask, np.memmap)
+  np.testing.assert_array_equal(loaded.mask, mask)
+  np.testing.assert_array_equal(loaded.correct_train, correct_train)
+  np.testing.assert_array_equal(loaded.correct_test, correct_test)
+  np.testing.assert_array_equal(
+      np.load(os.path.join(mapped_dir, "correct_test.npy")), correct_test)
+  result = estimates.compute(loaded, "mem,pairs,cscores", 0.1, 0.0,
+                             progress=False)
+  assert_pairs_equal({k: result[k] for k in ("tr_idx", "tt_idx", "infl",
+                                             "mem")},
+                     reference_pairs(mask, correct_train, correct_test, 0.1,
+                                     0.0))
+
+
 def test_load_runs_then_estimates_match_reference(release):
   root, (mask, correct_train, correct_test) = release
   result = estimates.compute(estimates.load_runs(root, EXPERIMENT,
@@ -371,6 +391,101 @@ def test_load_runs_no_runs_is_clear(tmp_path):
     estimates.load_runs(str(tmp_path), EXPERIMENT)
 
 
+def test_fast_reader_matches_read_aux(tmp_path):
+  # An all-in run (nothing removed) with unusual but valid dtypes.
+  path = str(tmp_path / runs.AUX_FILENAME)
+  train = np.arange(5)[::-1]
+  runs.save_npz(path, correctness_train=np.array([1, 0, 1, 1, 0], np.uint8),
+                correctness_removed=np.zeros(0, bool),
+                correctness_test=np.array([True, False]),
+                index_train=train.astype(">i8"),
+                index_removed=np.zeros(0, np.int32),
+                index_test=np.array([1, 0], np.int32),
+                subsample_idx=train.astype(np.int32))
+  fast, slow = estimates.read_aux_fast(path), runs.read_aux(path)
+  assert sorted(fast) == sorted(slow)
+  for key in slow:
+    assert fast[key].dtype == slow[key].dtype, key
+    np.testing.assert_array_equal(fast[key], slow[key])
+
+
+def test_load_runs_refuses_pickled_arrays(release):
+  root, _ = release
+  path, _ = _rewrite(root, 0.3, 1, index_test=np.array([{"x": 1}], object))
+  with pytest.raises(runs.AuxArraysError, match="cannot read") as e:
+    estimates.load_runs(root, EXPERIMENT, progress=False)
+  assert path in str(e.value)
+
+
+def _matrices_from_aux(root, experiment):
+  """mask, correct_train, correct_test built with runs.read_aux."""
+  rows = [runs.read_aux(path)
+          for _, _, path in runs.list_runs(root, experiment)]
+  n_train = len(rows[0]["index_train"]) + len(rows[0]["index_removed"])
+  n_test = len(rows[0]["index_test"])
+  mask = np.zeros((len(rows), n_train), bool)
+  correct_train = np.zeros((len(rows), n_train), bool)
+  correct_test = np.zeros((len(rows), n_test), bool)
+  for r, aux in enumerate(rows):
+    mask[r, aux["subsample_idx"]] = True
+    for split in ("train", "removed"):
+      correct_train[r, aux[f"index_{split}"]] = aux[f"correctness_{split}"]
+    correct_test[r, aux["index_test"]] = aux["correctness_test"]
+  return mask, correct_train, correct_test
+
+
+def test_release_fixture_estimates_match_reference(release_root):
+  mask, correct_train, correct_test = _matrices_from_aux(
+      release_root, conftest.EXPERIMENT)
+  loaded = estimates.load_runs(release_root, conftest.EXPERIMENT,
+                               progress=False)
+  assert loaded.num_runs == conftest.NUM_RUNS
+  np.testing.assert_array_equal(loaded.mask, mask)
+  np.testing.assert_array_equal(loaded.correct_train, correct_train)
+  np.testing.assert_array_equal(loaded.correct_test, correct_test)
+  result = estimates.compute(loaded, what="mem,infl,pairs,cscores",
+                             infl_threshold=0.0, mem_threshold=-1.0,
+                             progress=False)
+  want_mem = reference_mem(mask, correct_train)
+  np.testing.assert_allclose(result["memorization"], want_mem, atol=1e-6)
+  np.testing.assert_allclose(result["influence"],
+                             reference_infl(mask, correct_test), atol=1e-6)
+  np.testing.assert_allclose(result["cscores"],
+                             reference_cscores(mask, correct_train),
+                             atol=1e-6)
+  pairs = {k: result[k] for k in ("tr_idx", "tt_idx", "infl", "mem")}
+  want = reference_pairs(mask, correct_train, correct_test, 0.0, -1.0)
+  assert len(want["tr_idx"])
+  assert_pairs_equal(pairs, want)
+  # Three runs at ratio 0.7 leave many examples never held out.
+  never_out = int(np.sum(mask.all(0)))
+  assert never_out and int(result["num_never_held_out"]) == never_out
+  assert int(result["num_nan_memorization"]) == int(np.isnan(want_mem).sum())
+
+
+def test_cli_on_release_fixture(release_root, tmp_path):
+  mask, correct_train, _ = _matrices_from_aux(release_root,
+                                              conftest.EXPERIMENT)
+  out = str(tmp_path / "estimates.npz")
+  proc = subprocess.run(
+      [sys.executable, "-m", "heldout_tf.estimate", "--root", release_root,
+       "--experiment", conftest.EXPERIMENT, "--out", out,
+       "--what", "mem,infl,pairs,cscores"],
+      capture_output=True, text=True, check=False,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert proc.returncode == 0, proc.stderr
+  want_mem = reference_mem(mask, correct_train)
+  num_nan = int(np.isnan(want_mem).sum())
+  assert f"{conftest.NUM_RUNS} runs" in proc.stdout
+  assert f"NaN {num_nan}" in proc.stdout and "top memorized" in proc.stdout
+  with np.load(out, allow_pickle=False) as npz:
+    np.testing.assert_allclose(npz["memorization"], want_mem, atol=1e-6)
+    assert npz["influence"].shape == (int(npz["n_test"]), mask.shape[1])
+    for key in ("tr_idx", "tt_idx", "infl", "mem", "cscores",
+                "num_never_held_out"):
+      assert key in npz.files
+
+
 # ---------------------------------------------------------------- outputs --
 
 
@@ -403,7 +518,8 @@ def test_cli_writes_estimates(release, tmp_path):
       [sys.executable, "-m", "heldout_tf.estimate", "--root", root,
        "--experiment", EXPERIMENT, "--out", out, "--what", "mem,pairs",
        "--ratios", "0.3,0.7", "--infl_threshold", "0.1",
-       "--mem_threshold", "0", "--memory_budget", "64MB"],
+       "--mem_threshold", "0", "--memory_budget", "64MB",
+       "--mmap_dir", str(tmp_path / "mapped")],
       capture_output=True, text=True, check=False,
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert proc.returncode == 0, proc.stderr
@@ -414,6 +530,7 @@ def test_cli_writes_estimates(release, tmp_path):
     want = reference_pairs(mask, correct_train, correct_test, 0.1, 0.0)
     np.testing.assert_array_equal(npz["tt_idx"], want["tt_idx"])
     assert "cscores" not in npz.files
+  assert os.path.exists(tmp_path / "mapped" / "mask.npy")
 
 
 def test_cli_bad_budget_and_bad_data(release, tmp_path):
