@@ -1,10 +1,11 @@
-"""Streams a released `<experiment>.tar.gz`: verify, extract selectively, resume.
+"""Streams a released `<experiment>.tar.gz`: verify, extract selected, resume.
 
 The archive is read once, sequentially. A reader thread fetches compressed
-chunks (from GCS, HTTP(S) or a local file), feeds them to an MD5 and, when asked,
-to a kept copy of the archive; the calling thread inflates them, walks the tar
-stream and writes only the selected members into a staging directory inside
-`dest`. Staged runs are moved into place only once the whole-stream MD5 matches.
+chunks (from GCS, HTTP(S) or a local file), feeds them to an MD5 and, when
+asked, to a kept copy of the archive; the calling thread inflates them, walks
+the tar stream and writes only the selected members into a staging directory
+inside `dest`. Staged runs are moved into place only once the whole-stream MD5
+matches.
 
 A dropped connection is resumed with a byte-range request from the current
 offset, keeping the MD5 and decompressor state. Each committed run directory
@@ -21,8 +22,8 @@ import hashlib
 import http.client
 import json
 import os
-import posixpath
 import queue
+import re
 import shutil
 import tarfile
 import tempfile
@@ -39,13 +40,13 @@ import tqdm
 from heldout_tf import released
 from heldout_tf import runs as runs_lib
 
-ONLY_CHOICES = ("all", "aux", "checkpoints")
 # Parts of a run: aux_arrays.npz, checkpoints/, and anything else in the run.
 KINDS_FOR_ONLY = {
     "all": frozenset({"aux", "checkpoints", "other"}),
     "aux": frozenset({"aux"}),
     "checkpoints": frozenset({"checkpoints"}),
 }
+ONLY_CHOICES = tuple(KINDS_FOR_ONLY)
 MARKER_FILENAME = ".heldout_extracted.json"
 MANIFEST_FILENAME = ".heldout_manifest.json"
 STAGING_PREFIX = ".heldout-staging-"
@@ -172,10 +173,14 @@ class _GcsSource:
   """A `gs://bucket/object`, read anonymously with gcsfs in ranged chunks."""
 
   def __init__(self, url, endpoint_url=None):
-    import gcsfs  # pylint: disable=g-import-not-at-top
+    # The core filesystem: `gcsfs.GCSFileSystem` may be the experimental
+    # zonal/HNS subclass, which probes each bucket over gRPC first (a minute
+    # of timeouts against an emulator, and nothing gained for plain reads).
+    from gcsfs import core as gcsfs_core  # pylint: disable=g-import-not-at-top
     self.url = url
     self._path = url[len("gs://"):]
-    self._fs = gcsfs.GCSFileSystem(token="anon", endpoint_url=endpoint_url)
+    self._fs = gcsfs_core.GCSFileSystem(token="anon",
+                                        endpoint_url=endpoint_url)
     try:
       info = self._fs.info(self._path)
     except FileNotFoundError:
@@ -330,7 +335,6 @@ class _Inflater:
     self._reader = reader
     self._inflate = zlib.decompressobj(wbits=31)
     self._tail = b""
-    self.bytes_out = 0
 
   def _next_chunk(self):
     item = self._reader.queue.get()
@@ -365,7 +369,6 @@ class _Inflater:
       self._tail = (self._inflate.unused_data if self._inflate.eof else
                     self._inflate.unconsumed_tail)
       if out:
-        self.bytes_out += len(out)
         return out
 
   def drain(self):
@@ -403,7 +406,8 @@ def _member_parts(member):
 
 def _run_of(parts, experiment):
   """`(ratio_name, run_id)` when parts are `<experiment>/<ratio>/<run>/...`."""
-  if len(parts) < 3 or parts[0] != experiment or not parts[2].isdigit():
+  if (len(parts) < 3 or parts[0] != experiment or
+      not re.fullmatch(r"[0-9]+", parts[2])):
     return None
   try:
     float(parts[1])
@@ -509,11 +513,25 @@ class FetchResult:
     return "\n".join(lines)
 
 
+def _requested_runs(dest, experiment, md5, wanted_ratios, wanted_runs,
+                    selected):
+  """The `(ratio, run)` keys asked for, if known without reading the archive."""
+  known = _manifest_runs(dest, experiment, md5)
+  if known is not None:
+    requested = {k for k in known if selected(k)}
+    if not requested:
+      raise ArchiveError(
+          f"no run of {experiment} matches ratios={sorted(wanted_ratios or [])}"
+          f" runs={sorted(wanted_runs or [])}; the archive has ratios "
+          f"{sorted({r for r, _ in known})}")
+    return requested
+  if wanted_ratios is not None and wanted_runs is not None:
+    return {(r, n) for r in wanted_ratios for n in wanted_runs}
+  return None
+
+
 def _human(n):
-  for unit in ("B", "KiB", "MiB", "GiB"):
-    if n < 1024 or unit == "GiB":
-      return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-    n /= 1024
+  return f"{n:.0f} B" if n < 1000 else tqdm.tqdm.format_sizeof(n, "B")
 
 
 def _keep_path(keep_archive, experiment):
@@ -568,18 +586,8 @@ def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
             (wanted_runs is None or key[1] in wanted_runs))
 
   committed = _committed_runs(dest, experiment, md5)
-  known = _manifest_runs(dest, experiment, md5)
-  if known is not None:
-    requested = {k for k in known if selected(k)}
-    if not requested:
-      raise ArchiveError(
-          f"no run of {experiment} matches ratios={sorted(wanted_ratios or [])}"
-          f" runs={sorted(wanted_runs or [])}; the archive has ratios "
-          f"{sorted({r for r, _ in known})}")
-  elif wanted_ratios is not None and wanted_runs is not None:
-    requested = {(r, n) for r in wanted_ratios for n in wanted_runs}
-  else:
-    requested = None
+  requested = _requested_runs(dest, experiment, md5, wanted_ratios,
+                              wanted_runs, selected)
   if requested is not None and all(
       needed <= committed.get(k, frozenset()) for k in requested):
     result.already_committed = sorted(requested)
@@ -615,8 +623,8 @@ def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
       keep_file = open(part, "ab" if keep_offset else "wb")
     start = time.time()
     with tqdm.tqdm(total=src.size, unit="B", unit_scale=True,
-                   unit_divisor=1024, desc=f"{experiment}.tar.gz",
-                   disable=not progress, smoothing=0.05) as bar:
+                   desc=f"{experiment}.tar.gz", disable=not progress,
+                   smoothing=0.05) as bar:
       reader = _Reader(src, keep_file, keep_offset, retries, backoff_s, bar)
       reader.start()
       try:
@@ -645,7 +653,8 @@ def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
             result)
     _write_json(os.path.join(dest, experiment, MANIFEST_FILENAME),
                 {"archive_md5": md5,
-                 "runs": sorted([name, run] for (_, run), name in seen.items())})
+                 "runs": sorted([name, run]
+                                for (_, run), name in seen.items())})
     ratios_seen = {r for r, _ in seen}
     runs_seen = {n for _, n in seen}
     result.missing_ratios = sorted((wanted_ratios or set()) - ratios_seen)
@@ -660,7 +669,7 @@ def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
       part = keep_path + PART_SUFFIX
       if os.path.exists(part):
         os.unlink(part)
-    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)  # Before removing `dest`.
     if created_dest:
       try:
         os.rmdir(dest)
@@ -708,12 +717,7 @@ def _extract(inflater, staging, experiment, selected, needed, committed,
       path = os.path.join(staging, *parts)
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with open(path, "wb") as out:
-        source = tar.extractfile(member)
-        while True:
-          block = source.read(TAR_BUFSIZE)
-          if not block:
-            break
-          out.write(block)
+        shutil.copyfileobj(tar.extractfile(member), out, TAR_BUFSIZE)
         out.flush()
         os.fsync(out.fileno())
       if os.path.getsize(path) != member.size:
@@ -762,7 +766,7 @@ def verify_file(path, md5, progress=True):
   """Checks a local archive's MD5; returns it or raises ChecksumError."""
   src = _LocalSource(path)
   digest = hashlib.md5()
-  with tqdm.tqdm(total=src.size, unit="B", unit_scale=True, unit_divisor=1024,
+  with tqdm.tqdm(total=src.size, unit="B", unit_scale=True,
                  desc=os.path.basename(path), disable=not progress) as bar:
     for chunk in src.chunks(0):
       digest.update(chunk)

@@ -22,7 +22,8 @@ from heldout_tf import released
 _EXPERIMENT = flags.DEFINE_string(
     "experiment", None, f"One of {', '.join(sorted(released.EXPERIMENTS))}.")
 _DEST = flags.DEFINE_string(
-    "dest", None, "Root directory; runs land in DEST/<experiment>/<ratio>/<run>.")
+    "dest", None,
+    "Root directory; runs land in DEST/<experiment>/<ratio>/<run>.")
 _SOURCE = flags.DEFINE_enum(
     "source", "gs", ["gs", "https"],
     "Default location: anonymous GCS via gcsfs, or plain HTTPS.")
@@ -32,7 +33,8 @@ _BASE_URL = flags.DEFINE_string(
     "http(s)://host/prefix, file:///dir or a local directory. Overrides "
     "--source.")
 _MD5 = flags.DEFINE_string(
-    "md5", None, "Expected MD5 (hex); default: the released sum.")
+    "md5", None,
+    "Expected MD5 (hex); default: the released sum (as in checksums.md5).")
 _ONLY = flags.DEFINE_enum(
     "only", "all", list(archive.ONLY_CHOICES),
     "Members of each run to extract: aux_arrays.npz, checkpoints/, or all.")

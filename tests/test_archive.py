@@ -1,4 +1,4 @@
-"""Tests for heldout_tf.archive and the heldout_tf.download CLI (loopback only)."""
+"""Tests for heldout_tf.archive and the heldout_tf.download CLI (loopback)."""
 
 import hashlib
 import io
@@ -10,6 +10,7 @@ import tarfile
 import pytest
 
 from heldout_tf import archive
+from heldout_tf import released as released_lib
 from heldout_tf import runs as runs_lib
 
 import archive_fixtures as af  # pylint: disable=g-bad-import-order
@@ -82,6 +83,15 @@ def test_filters(released, tmp_path, only, ratios, run_ids):
   assert expected and _extracted(tmp_path) == expected
 
 
+def test_missing_ratios_and_runs_are_reported(released, tmp_path):
+  result = _fetch(tmp_path, released["dir"], released["md5"], only="aux",
+                  ratios=[0.1, 0.3], runs=[0, 9])
+  assert result.missing_ratios == [0.3] and result.missing_runs == [9]
+  assert "ratio(s) [0.3]" in result.summary()
+  assert _extracted(tmp_path) == _expected(released["files"], ["0.1"], [0],
+                                           "aux")
+
+
 def test_aux_files_are_readable(released, tmp_path):
   _fetch(tmp_path, released["dir"], released["md5"], only="aux")
   for _, _, path in runs_lib.list_runs(str(tmp_path), EXP):
@@ -120,6 +130,14 @@ def test_http_gives_up_after_bounded_retries_and_rerun_succeeds(
     server.drops = []
     _fetch(dest, server.url + "/x", released["md5"])
   assert _extracted(dest) == {"mine.txt": b"user file", **released["files"]}
+
+
+def test_http_server_ignoring_range_is_an_error(released, tmp_path):
+  with af.FaultyServer({f"/{EXP}.tar.gz": released["data"]}) as server:
+    server.drops, server.honor_range = [5000], False
+    with pytest.raises(archive.DownloadError, match="ignored the byte-range"):
+      _fetch(tmp_path / "d", server.url, released["md5"])
+  assert not (tmp_path / "d").exists()
 
 
 def test_keep_archive_resumes_from_partial_file(released, tmp_path):
@@ -232,7 +250,8 @@ def test_malicious_members_are_refused(tmp_path, kind):
 def test_members_outside_layout_are_ignored(tmp_path):
   files = af.layout_files(ratios=("0.1",), run_ids=(0,), ckpt_bytes=1000)
   stray = {f"{EXP}/README.txt": b"hi", "other/0.1/0/aux_arrays.npz": b"x",
-           f"{EXP}/0.1/notarun/f": b"y"}
+           f"{EXP}/0.1/notarun/f": b"y", f"{EXP}/0.1/\u00b2/f": b"z",
+           f"{EXP}/nan?/0/f": b"w"}
   src = tmp_path / "src"
   _, _, md5 = af.write_archive(str(src), {**stray, **files})
   result = _fetch(tmp_path / "d", str(src), md5)
@@ -263,6 +282,8 @@ def test_rerun_skips_committed_runs(released, tmp_path):
     with pytest.raises(archive.DownloadError, match="not found"):
       _fetch(dest, released["dir"], released["md5"], only="checkpoints",
              runs=[2])
+    with pytest.raises(archive.ArchiveError, match=r"no run .* \[0.1, 0.7\]"):
+      _fetch(dest, released["dir"], released["md5"], ratios=[0.3])
   finally:
     os.rename(released["path"] + ".away", released["path"])
 
@@ -305,16 +326,45 @@ def test_truncated_archive_is_refused(released, tmp_path):
 
 
 def test_gcs_emulator(released, tmp_path, monkeypatch):
-  import gcsfs  # pylint: disable=g-import-not-at-top
+  from gcsfs import core as gcsfs_core  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(archive, "GCS_CHUNK_BYTES", 50_000)  # Many ranged GETs.
   with af.gcs_emulator() as endpoint:
-    fs = gcsfs.GCSFileSystem(token="anon", endpoint_url=endpoint)
+    fs = gcsfs_core.GCSFileSystem(token="anon", endpoint_url=endpoint)
     fs.pipe(f"bucket/ckpts/{EXP}.tar.gz", released["data"])
+    # Two ranged reads fail (a stall, then after progress): resumed from the
+    # current offset with the same MD5 and decompressor state.
+    # (fsspec caches filesystem instances: the kit gets this same `fs`.)
+    cat_file = fs.cat_file
+    starts = []
+    fail_at = {0: 1, 150_000: 1}
+
+    def flaky_cat_file(path, start=None, end=None, **kwargs):
+      starts.append(start)
+      if fail_at.get(start):
+        fail_at[start] -= 1
+        raise ConnectionResetError("injected")
+      return cat_file(path, start=start, end=end, **kwargs)
+
+    monkeypatch.setattr(fs, "cat_file", flaky_cat_file)
     result = _fetch(tmp_path / "d", "gs://bucket/ckpts", released["md5"],
                     gcs_endpoint=endpoint, only="aux", ratios=[0.7])
     assert result.archive_bytes == len(released["data"])
+    assert starts[:6] == [0, 0, 50_000, 100_000, 150_000, 150_000]
     assert _extracted(tmp_path / "d") == _expected(
         released["files"], ratios=["0.7"], only="aux")
+    monkeypatch.undo()
+
+    # The CLI, in a process where gcsfs may pick its zonal/HNS filesystem:
+    # the kit's reads must not wait on that filesystem's gRPC bucket probe.
+    env = {k: v for k, v in os.environ.items()
+           if k != "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"}
+    proc = _cli("--experiment", EXP, "--dest", str(tmp_path / "c"),
+                "--base_url", "gs://bucket/ckpts", "--gcs_endpoint", endpoint,
+                "--md5", released["md5"], "--only", "aux", "--runs", "1",
+                "--noprogress", env=env, timeout=40)
+    assert proc.returncode == 0, proc.stderr
+    assert _extracted(tmp_path / "c") == _expected(
+        released["files"], run_ids=[1], only="aux")
     # The object's stored MD5 disagrees with --md5: refused before download.
     wrong = hashlib.md5(b"x").hexdigest()
     with pytest.raises(archive.ChecksumError, match="server reports"):
@@ -331,6 +381,13 @@ def test_verify_file(released):
     archive.verify_file(released["path"], "0" * 32, progress=False)
 
 
+def test_registry_sums_match_checksums_md5():
+  """--md5 defaults to the registry, which must agree with checksums.md5."""
+  with open(os.path.join(REPO, "checksums.md5")) as f:
+    listed = dict(reversed(line.split()) for line in f if line.strip())
+  assert listed == {e.archive: e.md5 for e in released_lib.EXPERIMENTS.values()}
+
+
 def test_archive_url():
   assert archive.archive_url(EXP, "gs") == (
       f"gs://gresearch/heldout-training-checkpoints/{EXP}.tar.gz")
@@ -339,11 +396,12 @@ def test_archive_url():
   assert archive.archive_url(EXP, base_url="/a/b/") == f"/a/b/{EXP}.tar.gz"
 
 
-def _cli(*args):
-  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+def _cli(*args, env=None, timeout=120):
+  env = dict(os.environ if env is None else env, PYTHONPATH=REPO,
+             TF_CPP_MIN_LOG_LEVEL="2")
   return subprocess.run([sys.executable, "-m", "heldout_tf.download", *args],
-                        capture_output=True, text=True, env=env, timeout=120,
-                        cwd=REPO)
+                        capture_output=True, text=True, env=env,
+                        timeout=timeout, cwd=REPO)
 
 
 def test_cli_end_to_end(released, tmp_path):
