@@ -126,7 +126,7 @@ def build_module(config: TrainConfig, params: Sequence[np.ndarray],
 
 def set_params(module: snt.Module, params: Sequence[np.ndarray]):
   """Assigns `[w0, b0, w1, b1, ...]` to a built `heldout_tf.models.MLP`."""
-  layers = _linear_layers(module)
+  layers = module.layers
   if len(params) != 2 * len(layers):
     raise ValueError(f"Expected {2 * len(layers)} parameter arrays, got "
                      f"{len(params)}")
@@ -137,12 +137,7 @@ def set_params(module: snt.Module, params: Sequence[np.ndarray]):
 
 def module_params(module: snt.Module) -> List[np.ndarray]:
   """`[w0, b0, w1, b1, ...]` of a `heldout_tf.models.MLP`."""
-  return [v.numpy() for layer in _linear_layers(module)
-          for v in (layer.w, layer.b)]
-
-
-def _linear_layers(module):
-  return module.net._layers  # pylint: disable=protected-access
+  return [v.numpy() for layer in module.layers for v in (layer.w, layer.b)]
 
 
 def train_alone(images, labels, config: TrainConfig, run: int) -> snt.Module:

@@ -19,6 +19,12 @@ def _show(ax, image):
   ax.set_yticks([])
 
 
+def _score(value):
+  """Two decimals, without a '-0.00' for tiny negative estimates."""
+  text = f"{value:.2f}"
+  return "0.00" if text == "-0.00" else text
+
+
 def _save(fig, path):
   def write(f):
     fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
@@ -46,12 +52,13 @@ def memorization_examples(path, images, labels, mem, noisy_idx=(),
     for ax, i in zip(axes.flat, idx):
       ax.axis("on")
       _show(ax, images[i])
-      text = f"#{i} label {labels[i]}\nmem {mem[i]:.2f}"
+      text = f"#{i} label {labels[i]}\nmem {_score(mem[i])}"
       color = "black"
       if i in noisy:
         color = _NOISY_COLOR
         if clean_labels is not None:
-          text = f"#{i} label {labels[i]} (was {clean_labels[i]})\nmem {mem[i]:.2f}"
+          text = (f"#{i} label {labels[i]}\n(was {clean_labels[i]}) "
+                  f"mem {_score(mem[i])}")
       ax.set_title(text, fontsize=7.5, color=color)
   return _save(fig, path)
 
@@ -75,10 +82,10 @@ def influence_pairs(path, train_images, train_labels, test_images,
       ax.axis("on")
     _show(top, train_images[tr])
     top.set_title(f"train #{tr}\nlabel {train_labels[tr]} "
-                  f"mem {pairs['mem'][p]:.2f}", fontsize=7.5)
+                  f"mem {_score(pairs['mem'][p])}", fontsize=7.5)
     _show(bottom, test_images[tt])
     bottom.set_title(f"test #{tt} label {test_labels[tt]}\n"
-                     f"infl {pairs['infl'][p]:.2f}", fontsize=7.5)
+                     f"infl {_score(pairs['infl'][p])}", fontsize=7.5)
   if not len(order):
     axes[0, 0].text(0.5, 0.5, "no pair above the thresholds",
                     ha="center", va="center")

@@ -10,7 +10,7 @@ example in the released layout
 then estimates memorization and influence (`heldout_tf.estimates`) and draws
 the most / least memorized examples and the top high-influence pairs.
 
-  python -m mnist_example.train                   # ~10 min on 2 CPU cores
+  python -m mnist_example.train                   # ~6 min on 2 CPU cores
   python -m mnist_example.train --preset=paper --data_dir=~/tensorflow_datasets
   python -m mnist_example.train --label_noise=0.1 --out=/tmp/noisy
   python -m mnist_example.train --stage=train --shard=0/2   # and 1/2 elsewhere
@@ -37,17 +37,23 @@ from typing import List, Optional
 
 from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 import tqdm
 
+from heldout_tf import checkpoints
+from heldout_tf import estimates
+from heldout_tf import models
 from heldout_tf import runs as runs_lib
+from heldout_tf import training
 from mnist_example import data as data_lib
+from mnist_example import figures
 
 EXPERIMENT = "mnist-mlp"
 CONFIG_FILENAME = "config.json"
 ESTIMATES_FILENAME = "estimates.npz"
 STAGES = ("train", "estimate", "all")
-DEFAULT_NUM_RUNS = 400
+DEFAULT_NUM_RUNS = 512
 PAPER_PRESET = dict(num_runs=2000, ratio=0.7, epochs=10, batch_size=128,
                     learning_rate=0.1, dataset="mnist")
 
@@ -97,7 +103,6 @@ def shard_runs(num_runs: int, shard: str) -> List[int]:
 
 
 def train_config(options: Options):
-  from heldout_tf import training  # pylint: disable=g-import-not-at-top
   return training.TrainConfig(
       ratio=options.ratio, epochs=options.epochs,
       batch_size=options.batch_size, learning_rate=options.learning_rate,
@@ -171,7 +176,6 @@ def is_finished(run_path: str, need_checkpoint: bool) -> bool:
   except runs_lib.AuxArraysError:
     return False
   if need_checkpoint:
-    from heldout_tf import checkpoints  # pylint: disable=g-import-not-at-top
     try:
       checkpoints.find_checkpoint(run_path)
     except checkpoints.CheckpointNotFoundError:
@@ -181,8 +185,6 @@ def is_finished(run_path: str, need_checkpoint: bool) -> bool:
 
 def _write_group(trainer, result, data, options, module, total_steps):
   """Writes checkpoints, then aux_arrays.npz, of every run in `result`."""
-  from heldout_tf import checkpoints  # pylint: disable=g-import-not-at-top
-  from heldout_tf import training  # pylint: disable=g-import-not-at-top
   n_train = len(data.train_labels)
   pred_train = trainer.predict(result, data.train_images)
   pred_test = trainer.predict(result, data.test_images)
@@ -209,8 +211,6 @@ def _write_group(trainer, result, data, options, module, total_steps):
 
 def train_stage(options: Options, data: data_lib.MnistData) -> dict:
   """Trains this shard's unfinished runs, group by group."""
-  from heldout_tf import models  # pylint: disable=g-import-not-at-top
-  from heldout_tf import training  # pylint: disable=g-import-not-at-top
   config = train_config(options)
   check_config(os.path.join(ratio_dir(options), CONFIG_FILENAME),
                experiment_config(options, data))
@@ -219,9 +219,9 @@ def train_stage(options: Options, data: data_lib.MnistData) -> dict:
       runs_lib.run_dir(options.out, EXPERIMENT, options.ratio, r),
       options.save_checkpoints)]
   group_size = options.group_size or training.auto_group_size(config)
-  print(f"Training: {len(todo)} of shard {options.shard}'s {len(mine)} runs "
-        f"left ({len(mine) - len(todo)} already finished), {group_size} "
-        f"models per step, on {data.description}.", flush=True)
+  print(f"Data: {data.description}.\nTraining: {len(todo)} of shard "
+        f"{options.shard}'s {len(mine)} runs left ({len(mine) - len(todo)} "
+        f"already finished), {group_size} models per step.", flush=True)
   if not todo:
     return {"trained": 0, "seconds": 0.0}
   trainer = training.EnsembleTrainer(data.train_images, data.train_labels,
@@ -251,8 +251,6 @@ def train_stage(options: Options, data: data_lib.MnistData) -> dict:
 
 def estimate_stage(options: Options) -> dict:
   """Estimates memorization and influence and draws the figures."""
-  from heldout_tf import estimates  # pylint: disable=g-import-not-at-top
-  from mnist_example import figures  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(ratio_dir(options), CONFIG_FILENAME)
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"{config_path} not found: train first "
@@ -394,6 +392,8 @@ def options_from_flags() -> Options:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # TF's per-save INFO lines.
   try:
     run(options_from_flags())
   except (ValueError, FileNotFoundError) as e:
