@@ -52,25 +52,9 @@ def select_runs(root, experiment, ratio, runs_flag, run):
   return [(r, runs_lib.run_dir(root, experiment, ratio, r)) for r in ids]
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # Quiet tfds' info lines.
-  # Heavy imports after flag parsing so `--help` is instant.
+def evaluate_runs(experiment, selected):
+  """Restores and evaluates each selected run; True when all match."""
   from heldout_tf import checkpoints, data, evaluation, models, runs  # pylint: disable=g-import-not-at-top,g-multiple-import
-
-  experiment = released.get(FLAGS.experiment)
-  root = FLAGS.root or default_root()
-  selected = select_runs(root, experiment.name, FLAGS.ratio, FLAGS.runs,
-                         FLAGS.run)
-  absent = [path for _, path in selected
-            if not os.path.exists(os.path.join(path, runs.AUX_FILENAME))]
-  if not selected or absent:
-    what = absent[0] if absent else os.path.join(
-        root, experiment.name, runs.format_ratio(FLAGS.ratio))
-    print(f"No run found at {what}.\n", file=sys.stderr)
-    print(released.download_instructions(experiment.name, root),
-          file=sys.stderr)
-    return 2
 
   dataset = data.load(experiment.dataset, FLAGS.data_dir, FLAGS.download)
   model = models.ensure_built(
@@ -95,6 +79,39 @@ def main(argv):
       shown = ", ".join(str(i) for i in check.mismatched_index[:10])
       print(f"  mismatched example indices: {shown}"
             f"{' ...' if len(check.mismatched_index) > 10 else ''}")
+  return all_match
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # Quiet tfds' info lines.
+  # Heavy imports after flag parsing so `--help` is instant.
+  from heldout_tf import runs  # pylint: disable=g-import-not-at-top
+
+  experiment = released.get(FLAGS.experiment)
+  root = FLAGS.root or default_root()
+  selected = select_runs(root, experiment.name, FLAGS.ratio, FLAGS.runs,
+                         FLAGS.run)
+  absent = [path for _, path in selected
+            if not os.path.exists(os.path.join(path, runs.AUX_FILENAME))]
+  if not selected or absent:
+    what = absent[0] if absent else os.path.join(
+        root, experiment.name, runs.format_ratio(FLAGS.ratio))
+    print(f"No run found at {what}.\n", file=sys.stderr)
+    print(released.download_instructions(experiment.name, root),
+          file=sys.stderr)
+    return 2
+
+  if FLAGS.download and experiment.dataset == "imagenet":
+    print("--download does not apply to ImageNet: pass --data_dir with your "
+          "indexed TFRecords.", file=sys.stderr)
+    return 2
+  try:
+    all_match = evaluate_runs(experiment, selected)
+  # Missing data, checkpoint mismatches, bad aux files: say what, no traceback.
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   if FLAGS.require_match and not all_match:
     print("Some predictions do not match the recorded correctness.",
           file=sys.stderr)

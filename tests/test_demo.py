@@ -68,3 +68,39 @@ def test_unknown_experiment():
   proc = run_demo("--experiment", "mnist-resnet")
   assert proc.returncode != 0
   assert "--experiment" in proc.stderr and "cifar10-inception" in proc.stderr
+
+
+def test_missing_dataset_is_a_clear_error(release_root, tmp_path):
+  proc = run_demo("--experiment", EXPERIMENT, "--root", release_root,
+                  "--data_dir", str(tmp_path), "--run", "0")
+  assert proc.returncode == 1
+  assert "error: tfds dataset 'cifar10:3.0.2'" in proc.stderr
+  assert "is not prepared in" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_checkpoint_of_other_experiment_is_a_clear_error(release_root,
+                                                         tmp_path):
+  root = tmp_path / "root"
+  shutil.copytree(os.path.join(release_root, EXPERIMENT),
+                  root / "cifar100-inception")
+  proc = run_demo("--experiment", "cifar100-inception", "--root", str(root),
+                  "--ratio", str(RATIO), "--run", "0", "--data_dir",
+                  str(tmp_path))
+  assert proc.returncode == 1
+  assert "error:" in proc.stderr and "shape" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_imagenet_needs_data_dir(release_root, tmp_path):
+  root = tmp_path / "root"
+  shutil.copytree(os.path.join(release_root, EXPERIMENT),
+                  root / "imagenet-resnet50")
+  args = ["--experiment", "imagenet-resnet50", "--root", str(root),
+          "--ratio", str(RATIO), "--run", "0"]
+  proc = run_demo(*args)
+  assert proc.returncode == 1
+  assert "error: ImageNet needs --data_dir" in proc.stderr
+  proc = run_demo(*args, "--download")
+  assert proc.returncode == 2
+  assert "--download does not apply to ImageNet" in proc.stderr
