@@ -1,8 +1,10 @@
 """Small offline stand-ins for the released data and runs, built in tests."""
 
+import io
 import os
 
 import numpy as np
+from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -89,3 +91,23 @@ def write_release_run(root, experiment, ratio, run, model, arch, arrays,
              "test": np.arange(len(test_ok))},
       subsample_idx=subset)
   return path
+
+
+def write_imagenet_records(path, labels, indices, seed=0):
+  """Indexed ImageNet-style TFRecords: random 300x400 JPEGs."""
+  rng = np.random.default_rng(seed)
+  with tf.io.TFRecordWriter(path) as writer:
+    for label, index in zip(labels, indices):
+      pixels = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+      buf = io.BytesIO()
+      Image.fromarray(pixels).save(buf, format="JPEG")
+      feature = {
+          "image/encoded": tf.train.Feature(
+              bytes_list=tf.train.BytesList(value=[buf.getvalue()])),
+          "label": tf.train.Feature(
+              int64_list=tf.train.Int64List(value=[int(label)])),
+          "index": tf.train.Feature(
+              int64_list=tf.train.Int64List(value=[int(index)])),
+      }
+      writer.write(tf.train.Example(features=tf.train.Features(
+          feature=feature)).SerializeToString())

@@ -1,13 +1,11 @@
 """Input pipelines: canonical indices, scaling, augmentation, ImageNet."""
 
-import io
-
 import numpy as np
-from PIL import Image
 import pytest
 import tensorflow as tf
 
 from heldout_tf import data
+import release_fixtures
 
 
 def test_cifar_examples_in_canonical_order(cifar10):
@@ -45,26 +43,10 @@ def test_cifar_augment_pads_crops_and_flips():
   assert any(np.array_equal(out, w) for w in windows)
 
 
-def write_imagenet_records(path, count):
-  rng = np.random.default_rng(0)
-  with tf.io.TFRecordWriter(path) as writer:
-    for i in range(count):
-      pixels = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
-      buf = io.BytesIO()
-      Image.fromarray(pixels).save(buf, format="JPEG")
-      feature = {
-          "image/encoded": tf.train.Feature(
-              bytes_list=tf.train.BytesList(value=[buf.getvalue()])),
-          "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[i])),
-          "index": tf.train.Feature(
-              int64_list=tf.train.Int64List(value=[100 + i])),
-      }
-      writer.write(tf.train.Example(features=tf.train.Features(
-          feature=feature)).SerializeToString())
-
-
 def test_imagenet_indexed_records(tmp_path):
-  write_imagenet_records(str(tmp_path / "validation-00000-of-00001"), 3)
+  release_fixtures.write_imagenet_records(
+      str(tmp_path / "validation-00000-of-00001"), labels=[0, 1, 2],
+      indices=[100, 101, 102])
   ds, n = data.load("imagenet", str(tmp_path)).split("test")
   assert n is None
   examples = list(ds.as_numpy_iterator())

@@ -6,8 +6,16 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from conftest import EXPERIMENT, NUM_RUNS, RATIO
+from heldout_tf import checkpoints
+from heldout_tf import data
+from heldout_tf import evaluation
+from heldout_tf import models
 from heldout_tf import runs
+import release_fixtures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -104,3 +112,42 @@ def test_imagenet_needs_data_dir(release_root, tmp_path):
   proc = run_demo(*args, "--download")
   assert proc.returncode == 2
   assert "--download does not apply to ImageNet" in proc.stderr
+
+
+@pytest.mark.slow
+def test_imagenet_resnet50_end_to_end(tmp_path):
+  """A ResNet-50 run on indexed TFRecords, records out of index order."""
+  data_dir, root = str(tmp_path / "imagenet"), str(tmp_path / "root")
+  os.makedirs(data_dir)
+  records = os.path.join(data_dir, "validation-00000-of-00001")
+  indices = [4, 1, 5, 0, 3, 2]
+  model = release_fixtures.randomize(models.build_model("resnet50", 1000),
+                                     "resnet50", seed=5)
+  # Label half the examples with the model's own prediction, so the
+  # recorded correctness has both values.
+  release_fixtures.write_imagenet_records(records, [0] * 6, indices)
+  predicted = evaluation.evaluate(model, data.load("imagenet", data_dir),
+                                  "test", progress=False).logits.argmax(-1)
+  labels = [p if i % 2 else (p + 1) % 1000 for i, p in enumerate(predicted)]
+  release_fixtures.write_imagenet_records(records, labels, indices)
+  path = runs.run_dir(root, "imagenet-resnet50", RATIO, 0)
+  checkpoints.save(model, os.path.join(path, runs.CHECKPOINTS_DIRNAME),
+                   step=7, epoch=3, global_step=7)
+  correct = np.zeros(6, bool)
+  correct[indices] = [i % 2 == 1 for i in range(6)]
+  subset = np.array([0, 2, 3, 5, 6, 8, 9])
+  removed = np.array([1, 4, 7])
+  runs.write_aux(path,
+                 correctness={"train": np.ones(7, bool),
+                              "removed": np.zeros(3, bool), "test": correct},
+                 index={"train": subset, "removed": removed,
+                        "test": np.arange(6)},
+                 subsample_idx=subset)
+  proc = run_demo("--experiment", "imagenet-resnet50", "--root", root,
+                  "--ratio", str(RATIO), "--run", "0", "--data_dir", data_dir,
+                  "--require_match")
+  assert proc.returncode == 0, proc.stderr
+  assert "epoch 3, global step 7, trained on 70.0% of the training set" \
+      in proc.stdout
+  assert "test accuracy: 50.00%" in proc.stdout
+  assert "6 out of 6 predictions match" in proc.stdout
