@@ -165,10 +165,20 @@ def save(model, directory: str, step: int, epoch: int = 0,
       model=model, epoch=tf.Variable(epoch, dtype=tf.int64),
       global_step=tf.Variable(global_step, dtype=tf.int64), **extra)
   final = os.path.join(directory, f"ckpt-{step}")
+  # Leftovers of saves killed mid-way (any process) would stay forever.
+  for stale in glob.glob(os.path.join(directory, f".tmp-ckpt-{step}-*")):
+    os.remove(stale)
   tmp = os.path.join(directory, f".tmp-ckpt-{step}-{os.getpid()}")
-  written = ckpt.write(tmp)
-  data_files = glob.glob(written + ".data-*")
-  for f in data_files:
-    os.replace(f, final + f[len(written):])
-  os.replace(written + ".index", final + ".index")  # Last: marks completion.
+  moved = []
+  try:
+    written = ckpt.write(tmp)
+    for f in glob.glob(written + ".data-*"):
+      moved.append(final + f[len(written):])
+      os.replace(f, moved[-1])
+    os.replace(written + ".index", final + ".index")  # Last: marks completion.
+  except BaseException:
+    for f in glob.glob(tmp + "*") + moved:
+      if os.path.exists(f):
+        os.remove(f)
+    raise
   return final

@@ -59,6 +59,12 @@ def list_runs(root: str, experiment: str, ratios=None):
   return [(name, run, path) for _, run, name, path in found]
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 def atomic_write(path: str, write_fn, mode="wb"):
   """Calls `write_fn(file)` on a temporary file, then renames it to `path`."""
   directory = os.path.dirname(os.path.abspath(path))
@@ -66,6 +72,7 @@ def atomic_write(path: str, write_fn, mode="wb"):
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
                              suffix=os.path.basename(path))
   try:
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would stick.
     with os.fdopen(fd, mode) as f:
       write_fn(f)
       f.flush()

@@ -165,3 +165,14 @@ def test_interrupted_save_leaves_no_checkpoint(tmp_path, monkeypatch):
   monkeypatch.undo()
   with pytest.raises(checkpoints.CheckpointNotFoundError):
     checkpoints.find_checkpoint(str(tmp_path))
+  assert os.listdir(tmp_path) == []  # No temporary or half-moved files.
+
+
+def test_save_removes_leftovers_of_killed_saves(tmp_path):
+  stale = tmp_path / ".tmp-ckpt-1-99999.index"
+  stale.write_bytes(b"left by a killed process")
+  checkpoints.save(built("mlp"), str(tmp_path), step=1)
+  assert not stale.exists()
+  assert sorted(os.listdir(tmp_path)) == [
+      "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+
