@@ -109,7 +109,9 @@ def read_aux(path: str) -> dict:
   """Reads and validates an `aux_arrays.npz` (a file or its run directory).
 
   Raises AuxArraysError naming the file and key when keys are missing, arrays
-  are not 1-D, correctness/index lengths differ, or train and removed overlap.
+  are not 1-D, correctness/index lengths differ or indices are not integers.
+  (`heldout_tf.estimates.load_runs` also checks that train + removed cover
+  every example exactly once.)
   """
   if os.path.isdir(path):
     path = os.path.join(path, AUX_FILENAME)
