@@ -163,10 +163,10 @@ def counts(mask, correct_train=None, rows=None,
   correct_all = np.zeros(n_train, np.int64)
   chunk = max(1, chunk_bytes // num_runs)
   for cols in _chunks(n_train, chunk):
-    m = np.asarray(mask[:, cols], bool)[rows]
+    m = np.asarray(mask[rows, cols], bool)
     n_in[cols] = _column_sums(m)
     if correct_train is not None:
-      c = np.asarray(correct_train[:, cols], bool)[rows]
+      c = np.asarray(correct_train[rows, cols], bool)
       correct_all[cols] = _column_sums(c)
       correct_in[cols] = _column_sums(m & c)
   return Counts(n_in=n_in, n_out=num_rows - n_in, correct_in=correct_in,
@@ -325,13 +325,13 @@ def _pairs_block_rows(num_runs, n_train, n_test, budget, chunk_bytes):
 def high_influence_pairs(mask, correct_train, correct_test,
                          infl_threshold=0.15, mem_threshold=0.25,
                          memory_budget=DEFAULT_MEMORY_BUDGET, progress=False,
-                         mem=None) -> dict:
+                         known_counts=None) -> dict:
   """Every (train i, test j) with infl >= infl_threshold, mem >= mem_threshold.
 
   Blocks over the training examples whose memorization passes the threshold,
   with a working set within `memory_budget` (the returned pairs come on
-  top); never builds the dense matrix. `mem` may pass precomputed
-  memorization. Inputs may be memory-mapped.
+  top); never builds the dense matrix. `known_counts` may pass
+  `counts(mask, correct_train)` already computed. Inputs may be memory-mapped.
 
   Returns the published pairs format: dict of `tr_idx`, `tt_idx` (int64),
   `infl`, `mem` (float64, `mem[tr_idx]`), sorted by (tr_idx, tt_idx).
@@ -342,9 +342,9 @@ def high_influence_pairs(mask, correct_train, correct_test,
   budget = parse_memory(memory_budget)
   chunk_bytes = max(num_runs, min(_COUNT_CHUNK_BYTES, budget // 16))
   block = _pairs_block_rows(num_runs, n_train, n_test, budget, chunk_bytes)
-  c = counts(mask, correct_train, chunk_bytes=chunk_bytes)
-  if mem is None:
-    mem = c.memorization
+  c = (known_counts if known_counts is not None else
+       counts(mask, correct_train, chunk_bytes=chunk_bytes))
+  mem = c.memorization
   with np.errstate(invalid="ignore"):
     selected = np.flatnonzero(c.defined & (mem >= mem_threshold))
   ct = np.empty((num_runs, n_test), np.float32)
@@ -611,10 +611,15 @@ def compute(runs: Runs, what=DEFAULT_WHAT, infl_threshold=0.15,
   `num_nan_memorization`; 'infl' -> `influence` [n_test, n_train] float32;
   'pairs' -> `tr_idx`, `tt_idx`, `infl`, `mem`, `infl_threshold`,
   `mem_threshold`; 'cscores' -> `cscores` (averaged over ratios),
-  `cscores_by_ratio` [ratios, n_train], `num_nan_cscores`, and `labels` if
-  given.
+  `cscores_by_ratio` [ratios, n_train], `num_nan_cscores`; `labels` if
+  given (checked first: shape [n_train]).
   """
   what = parse_what(what)
+  if labels is not None:
+    labels = np.asarray(labels)
+    if labels.shape != (runs.n_train,):
+      raise EstimateError(f"labels must have shape ({runs.n_train},), has "
+                          f"{labels.shape}")
   c = counts(runs.mask, runs.correct_train)
   ratio_values, per_ratio = np.unique(runs.ratios, return_counts=True)
   result = {
@@ -640,7 +645,7 @@ def compute(runs: Runs, what=DEFAULT_WHAT, infl_threshold=0.15,
   if "pairs" in what:
     result.update(high_influence_pairs(
         runs.mask, runs.correct_train, runs.correct_test, infl_threshold,
-        mem_threshold, memory_budget, progress=progress, mem=mem))
+        mem_threshold, memory_budget, progress=progress, known_counts=c))
     result["infl_threshold"] = np.array(float(infl_threshold))
     result["mem_threshold"] = np.array(float(mem_threshold))
   if "cscores" in what:
@@ -650,12 +655,8 @@ def compute(runs: Runs, what=DEFAULT_WHAT, infl_threshold=0.15,
     result["cscores"] = scores
     result["cscores_by_ratio"] = by_ratio
     result["num_nan_cscores"] = np.array(int(np.isnan(scores).sum()))
-    if labels is not None:
-      labels = np.asarray(labels)
-      if labels.shape != (runs.n_train,):
-        raise EstimateError(f"labels must have shape ({runs.n_train},), has "
-                            f"{labels.shape}")
-      result["labels"] = labels
+  if labels is not None:
+    result["labels"] = labels
   return result
 
 

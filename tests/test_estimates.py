@@ -545,3 +545,18 @@ def test_cli_bad_budget_and_bad_data(release, tmp_path):
                         capture_output=True, text=True, check=False)
   assert proc.returncode != 0 and "no runs" in proc.stderr
   assert not os.path.exists(tmp_path / "e.npz")
+
+
+def test_labels_are_checked_first_and_kept(monkeypatch):
+  mask, correct_train, correct_test = random_runs(np.random.default_rng(12))
+  runs = estimates.Runs.from_arrays(mask, correct_train, correct_test, 0.6)
+  labels = np.arange(mask.shape[1]) % 10
+  result = estimates.compute(runs, "mem", labels=labels, progress=False)
+  np.testing.assert_array_equal(result["labels"], labels)
+
+  def no_work(*args, **kwargs):
+    raise AssertionError("estimated before checking the labels")
+
+  monkeypatch.setattr(estimates, "counts", no_work)
+  with pytest.raises(estimates.EstimateError, match="labels must have shape"):
+    estimates.compute(runs, "mem,pairs", labels=labels[1:], progress=False)
