@@ -176,7 +176,11 @@ class _GcsSource:
     # The core filesystem: `gcsfs.GCSFileSystem` may be the experimental
     # zonal/HNS subclass, which probes each bucket over gRPC first (a minute
     # of timeouts against an emulator, and nothing gained for plain reads).
-    from gcsfs import core as gcsfs_core  # pylint: disable=g-import-not-at-top
+    try:
+      from gcsfs import core as gcsfs_core  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise DownloadError(f"{url}: gs:// needs gcsfs (pip install gcsfs); "
+                          "use --source https") from None
     self.url = url
     self._path = url[len("gs://"):]
     self._fs = gcsfs_core.GCSFileSystem(token="anon",
@@ -220,7 +224,9 @@ class _ResumedSource:
     if offset < self.part_size:
       yield from self._local.chunks(offset, self.part_size)
       offset = self.part_size
-    yield from self._remote.chunks(offset)
+    if self.size is None or offset < self.size:
+      # A complete part needs nothing more (a range past the end is a 416).
+      yield from self._remote.chunks(offset)
 
 
 def archive_url(experiment, source="gs", base_url=None):
@@ -335,6 +341,7 @@ class _Inflater:
     self._reader = reader
     self._inflate = zlib.decompressobj(wbits=31)
     self._tail = b""
+    self._done = False  # The reader's end-of-stream was seen: nothing more.
 
   def _next_chunk(self):
     item = self._reader.queue.get()
@@ -347,11 +354,14 @@ class _Inflater:
       size = TAR_BUFSIZE
     while True:
       if not self._tail:
+        if self._done:
+          return b""
         chunk = self._next_chunk()
         if chunk is None:
           if not self._inflate.eof:
             raise ArchiveError("archive is truncated (the gzip stream ends "
                                f"early, at byte {self._reader.offset})")
+          self._done = True
           return b""
         self._tail = chunk
       if self._inflate.eof:
@@ -578,6 +588,10 @@ def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
     raise ValueError(f"md5 must be 32 hex digits, got {md5!r}")
   wanted_ratios = None if ratios is None else {float(r) for r in ratios}
   wanted_runs = None if runs is None else {int(r) for r in runs}
+  if wanted_ratios is not None and not wanted_ratios:
+    raise ValueError("ratios is empty; pass None for all ratios")
+  if wanted_runs is not None and not wanted_runs:
+    raise ValueError("runs is empty; pass None for all runs")
   needed = KINDS_FOR_ONLY[only]
   result = FetchResult(experiment=experiment, dest=dest, md5=md5)
 
@@ -595,10 +609,11 @@ def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
 
   keep_path = _keep_path(keep_archive, experiment)
   url = archive_url(experiment, source, base_url)
+  reused = None  # An archive kept by an earlier run, read instead of `url`.
   if keep_path and os.path.isfile(keep_path):
     logging.info("Reading the kept archive %s instead of %s.", keep_path, url)
     src, keep_path = _LocalSource(keep_path), None
-    result.kept_archive = src.url
+    reused = result.kept_archive = src.url
   else:
     src = open_source(url, gcs_endpoint)
   if src.advertised_md5 and src.advertised_md5 != md5:
@@ -642,6 +657,8 @@ def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
       os.fsync(keep_file.fileno())
       keep_file.close()
       keep_file = None
+    if actual != md5 and reused:
+      raise _set_aside_kept(reused, actual, md5)
     if actual != md5:
       raise ChecksumError(
           f"MD5 mismatch for {src.url}: got {actual}, expected {md5}; nothing "
@@ -663,6 +680,12 @@ def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
   except BaseException as e:
     if keep_file is not None:
       keep_file.close()
+    replacement = None
+    if reused and type(e) in (ArchiveError, UnsafeMemberError):
+      # Undecodable: if the kept file is not the archive, set it aside.
+      actual = _file_md5(reused)
+      if actual is not None and actual != md5:
+        replacement = _set_aside_kept(reused, actual, md5)
     if keep_path and isinstance(e, ArchiveError) and not isinstance(
         e, DownloadError):
       # The kept bytes are damaged (or the archive is bad): don't resume them.
@@ -675,9 +698,35 @@ def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
         os.rmdir(dest)
       except OSError:
         pass
+    if replacement is not None:
+      raise replacement from e
     raise
   finally:
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def _file_md5(path):
+  """Hex MD5 of a local file, or None if it cannot be read."""
+  digest = hashlib.md5()
+  try:
+    for chunk in _LocalSource(path).chunks(0):
+      digest.update(chunk)
+  except (OSError, DownloadError):
+    return None
+  return digest.hexdigest()
+
+
+def _set_aside_kept(path, actual, md5):
+  """Moves a bad kept archive to `<path>.bad`; returns the error to raise."""
+  problem = (f"the kept archive {path} is damaged or stale: MD5 {actual}, "
+             f"expected {md5}; nothing was extracted.")
+  try:
+    os.replace(path, path + ".bad")
+  except OSError as e:
+    return ChecksumError(f"{problem} Delete it (could not move it aside: "
+                         f"{e}) and re-run to download again.")
+  return ChecksumError(f"{problem} Moved it to {path}.bad; re-run to download "
+                       "again.")
 
 
 def _remove_stale_staging(dest, experiment):

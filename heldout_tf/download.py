@@ -63,9 +63,12 @@ def _parse_list(values, kind, flag):
   if values is None:
     return None
   try:
-    return [kind(v) for v in values if v.strip()]
+    parsed = [kind(v) for v in values if v.strip()]
   except ValueError:
     raise app.UsageError(f"--{flag}: cannot parse {values}") from None
+  if not parsed:
+    raise app.UsageError(f"--{flag} is empty; leave it out for all")
+  return parsed
 
 
 def _verify_only(path):
@@ -102,7 +105,7 @@ def main(argv):
         keep_archive=_KEEP_ARCHIVE.value, gcs_endpoint=_GCS_ENDPOINT.value,
         retries=_RETRIES.value, backoff_s=_BACKOFF.value,
         progress=_PROGRESS.value)
-  except (archive.ArchiveError, ValueError) as e:
+  except (archive.ArchiveError, ValueError, OSError) as e:
     print(f"heldout_tf.download: error: {e}", file=sys.stderr)
     return 1
   print(result.summary())

@@ -68,22 +68,26 @@ def _add_dirs(tar, names, done):
         tar.addfile(info)
 
 
-def tar_bytes(files, extra_members=()):
+def tar_bytes(files, extra_members=(), end_blocks=True):
   """An uncompressed tar of `files` (with their directories) + raw members.
 
-  `extra_members` are `(TarInfo, data or None)` appended as given.
+  `extra_members` are `(TarInfo, data or None)` appended as given. Without
+  `end_blocks` the tar lacks its end-of-archive zero blocks.
   """
   buf = io.BytesIO()
-  with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-    done = set()
-    for name, data in files.items():
-      _add_dirs(tar, [name], done)
-      info = tarfile.TarInfo(name)
-      info.size = len(data)
-      info.mode = 0o644
-      tar.addfile(info, io.BytesIO(data))
-    for info, data in extra_members:
-      tar.addfile(info, None if data is None else io.BytesIO(data))
+  tar = tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT)
+  done = set()
+  for name, data in files.items():
+    _add_dirs(tar, [name], done)
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+  for info, data in extra_members:
+    tar.addfile(info, None if data is None else io.BytesIO(data))
+  if not end_blocks:
+    return buf.getvalue()  # Before close() writes the end-of-archive blocks.
+  tar.close()
   return buf.getvalue()
 
 
@@ -169,6 +173,12 @@ class FaultyServer:
         start = 0
         if rng and server.honor_range:
           start = int(rng.split("=")[1].split("-")[0])
+          if start >= len(data):
+            self.send_response(416)  # As real servers: nothing in range.
+            self.send_header("Content-Range", f"bytes */{len(data)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
           self.send_response(206)
           self.send_header("Content-Range",
                            f"bytes {start}-{len(data) - 1}/{len(data)}")

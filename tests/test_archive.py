@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import threading
 
 import pytest
 
@@ -429,3 +430,108 @@ def test_cli_end_to_end(released, tmp_path):
   # released one, which this small archive does not match.
   proc = _cli("--verify_only", released["path"])
   assert proc.returncode == 1 and "MD5 mismatch" in proc.stderr
+
+
+def _within(seconds, fn):
+  """Runs `fn()` in a thread; fails (instead of hanging) if it takes longer."""
+  outcome = {}
+
+  def target():
+    try:
+      outcome["value"] = fn()
+    except BaseException as e:  # pylint: disable=broad-except
+      outcome["error"] = e
+
+  thread = threading.Thread(target=target, daemon=True)
+  thread.start()
+  thread.join(seconds)
+  assert not thread.is_alive(), f"still running after {seconds} s (hung?)"
+  if "error" in outcome:
+    raise outcome["error"]
+  return outcome["value"]
+
+
+def test_tar_without_end_blocks_does_not_hang(tmp_path):
+  files = af.layout_files(ratios=("0.2",), run_ids=(0,), ckpt_bytes=5000)
+  data = af.gzip_bytes(af.tar_bytes(files, end_blocks=False))
+  (tmp_path / "src").mkdir()
+  (tmp_path / "src" / f"{EXP}.tar.gz").write_bytes(data)
+  _within(30, lambda: _fetch(tmp_path / "d", str(tmp_path / "src"),
+                             hashlib.md5(data).hexdigest()))
+  assert _extracted(tmp_path / "d") == files
+
+
+def test_complete_part_file_is_not_fetched_again(released, tmp_path):
+  keep = tmp_path / f"{EXP}.tar.gz"
+  (tmp_path / f"{EXP}.tar.gz.part").write_bytes(released["data"])
+  with af.FaultyServer({f"/{EXP}.tar.gz": released["data"]}) as server:
+    result = _fetch(tmp_path / "d", server.url, released["md5"],
+                    keep_archive=str(keep), only="aux", retries=1)
+    gets = [r for m, _, r in server.requests if m == "GET"]
+  assert gets == []  # A range past the end would be HTTP 416.
+  assert result.kept_archive == str(keep)
+  assert keep.read_bytes() == released["data"]
+  assert not (tmp_path / f"{EXP}.tar.gz.part").exists()
+  assert _extracted(tmp_path / "d") == _expected(released["files"], only="aux")
+
+
+def test_damaged_kept_archive_is_moved_aside(released, tmp_path):
+  keep = tmp_path / f"{EXP}.tar.gz"
+  bad = released["data"] + bytes(512)  # Zero padding: only the MD5 differs.
+  keep.write_bytes(bad)
+  with pytest.raises(archive.ChecksumError, match="kept archive") as e:
+    _fetch(tmp_path / "d", released["dir"], released["md5"],
+           keep_archive=str(keep))
+  assert str(keep) in str(e.value) and ".bad" in str(e.value)
+  assert not keep.exists()
+  assert (tmp_path / f"{EXP}.tar.gz.bad").read_bytes() == bad
+  assert not (tmp_path / "d").exists()
+  # The re-run the message asks for downloads the archive again.
+  result = _fetch(tmp_path / "d", released["dir"], released["md5"],
+                  keep_archive=str(keep))
+  assert keep.read_bytes() == released["data"]
+  assert result.kept_archive == str(keep)
+  assert _extracted(tmp_path / "d") == released["files"]
+
+
+def test_corrupt_kept_archive_is_moved_aside(released, tmp_path):
+  keep = tmp_path / f"{EXP}.tar.gz"
+  bad = bytearray(released["data"])
+  bad[len(bad) // 2] ^= 0xFF  # The inflater fails before the MD5 is known.
+  keep.write_bytes(bytes(bad))
+  with pytest.raises(archive.ChecksumError, match="kept archive"):
+    _fetch(tmp_path / "d", released["dir"], released["md5"],
+           keep_archive=str(keep))
+  assert (tmp_path / f"{EXP}.tar.gz.bad").read_bytes() == bytes(bad)
+  assert not keep.exists() and not (tmp_path / "d").exists()
+
+
+def test_empty_selection_is_refused(released, tmp_path):
+  for kwargs in (dict(ratios=[]), dict(runs=[])):
+    with pytest.raises(ValueError, match="empty"):
+      _fetch(tmp_path / "d", released["dir"], released["md5"], **kwargs)
+  assert not (tmp_path / "d").exists()
+
+
+def test_gcs_without_gcsfs_is_a_download_error(monkeypatch):
+  monkeypatch.setitem(sys.modules, "gcsfs", None)  # Import fails.
+  with pytest.raises(archive.DownloadError, match="needs gcsfs"):
+    archive.open_source("gs://bucket/x.tar.gz")
+
+
+def test_cli_errors_without_traceback(released, tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  proc = _cli("--experiment", EXP, "--dest", str(blocker / "d"),
+              "--base_url", released["dir"], "--md5", released["md5"],
+              "--noprogress")
+  assert proc.returncode == 1, proc.stderr
+  assert "error:" in proc.stderr and str(blocker) in proc.stderr
+  assert "Traceback" not in proc.stderr
+  for flag in ("--ratios=", "--runs="):
+    proc = _cli("--experiment", EXP, "--dest", str(tmp_path / "d"),
+                "--base_url", released["dir"], "--md5", released["md5"], flag)
+    assert proc.returncode != 0
+    assert f"{flag[:-1]} is empty" in proc.stderr
+    assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "d").exists()
