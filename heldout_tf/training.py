@@ -25,7 +25,10 @@ import tensorflow as tf
 
 from heldout_tf import models
 
-# Independent random streams of one run.
+# Independent random streams of one run: entropy [seed, run, stream, ...].
+# SeedSequence zero-pads lists shorter than 4 words, so [seed, run, 0] is
+# [seed, run]; anything else drawing from `seed` (e.g. mnist_example's label
+# noise) must use a spawn_key or a list of 5+ words to stay independent.
 _SUBSET_STREAM, _SHUFFLE_STREAM, _INIT_STREAM = 0, 1, 2
 MAX_GROUP_SIZE = 32  # More models per step stops paying off on CPUs.
 _EVAL_CHUNK = 1024

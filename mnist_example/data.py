@@ -22,6 +22,10 @@ DATASETS = ("auto", "mnist", "digits")
 NUM_CLASSES = 10
 DIGITS_TEST_PER_CLASS = 100
 _DIGITS_SPLIT_SEED = 20200101  # Fixed: the digits split never changes.
+# Label noise draws from SeedSequence(seed, spawn_key=(_NOISE_STREAM,)),
+# whose entropy [seed, 0, 0, 0, 7] no per-run list of heldout_tf.training
+# ([seed, run, stream, ...], at most 4 words) can equal: a plain
+# [seed, 7] would equal run 7's subset stream [seed, 7, 0].
 _NOISE_STREAM = 7
 
 
@@ -120,6 +124,12 @@ def load_digits() -> dict:
           "test_images": images[test], "test_labels": labels[test]}
 
 
+def noise_rng(seed: int) -> np.random.Generator:
+  """The label noise's generator, independent of every run's streams."""
+  return np.random.default_rng(
+      np.random.SeedSequence(seed, spawn_key=(_NOISE_STREAM,)))
+
+
 def add_label_noise(labels, fraction: float, seed: int,
                     num_classes: int = NUM_CLASSES):
   """Returns `(noisy_labels, noisy_idx)`: a seeded `fraction` of the labels
@@ -127,7 +137,7 @@ def add_label_noise(labels, fraction: float, seed: int,
   if not 0.0 <= fraction < 1.0:
     raise ValueError(f"label_noise must be in [0, 1), got {fraction}")
   labels = np.asarray(labels, np.int64)
-  rng = np.random.default_rng([seed, _NOISE_STREAM])
+  rng = noise_rng(seed)
   count = int(round(fraction * len(labels)))
   noisy_idx = np.sort(rng.choice(len(labels), count, replace=False))
   noisy = labels.copy()

@@ -47,7 +47,6 @@ from heldout_tf import models
 from heldout_tf import runs as runs_lib
 from heldout_tf import training
 from mnist_example import data as data_lib
-from mnist_example import figures
 
 EXPERIMENT = "mnist-mlp"
 CONFIG_FILENAME = "config.json"
@@ -170,10 +169,12 @@ def check_config(path: str, config: dict):
 
 
 def is_finished(run_path: str, need_checkpoint: bool) -> bool:
-  """A run is finished once its aux_arrays.npz (written last) is readable."""
-  try:
-    runs_lib.read_aux(run_path)
-  except runs_lib.AuxArraysError:
+  """A run is finished once its aux_arrays.npz exists.
+
+  aux_arrays.npz is written atomically and after the checkpoint, so its
+  presence is enough; it is not read (2 000 runs would take minutes).
+  """
+  if not os.path.exists(os.path.join(run_path, runs_lib.AUX_FILENAME)):
     return False
   if need_checkpoint:
     try:
@@ -181,6 +182,36 @@ def is_finished(run_path: str, need_checkpoint: bool) -> bool:
     except checkpoints.CheckpointNotFoundError:
       return False
   return True
+
+
+def unfinished_runs(options: Options, run_ids,
+                    need_checkpoint: bool) -> List[int]:
+  """The ids in `run_ids` whose run is not finished under `options.out`."""
+  return [r for r in run_ids if not is_finished(
+      runs_lib.run_dir(options.out, EXPERIMENT, options.ratio, r),
+      need_checkpoint)]
+
+
+def _check_runs_complete(options: Options):
+  """Raises ValueError unless exactly runs 0..num_runs-1 are finished."""
+  missing = unfinished_runs(options, range(options.num_runs),
+                            need_checkpoint=False)
+  where = ratio_dir(options)
+  if missing:
+    shown = ", ".join(map(str, missing[:10])) + (
+        ", ..." if len(missing) > 10 else "")
+    raise ValueError(
+        f"{len(missing)} of the {options.num_runs} runs under {where} are not "
+        f"finished (no {runs_lib.AUX_FILENAME}): runs {shown}. Finish them "
+        "with --stage=train (each --shard i/n again, same flags), then run "
+        "--stage=estimate.")
+  extra = [run for _, run, _ in runs_lib.list_runs(
+      options.out, EXPERIMENT, [options.ratio]) if run >= options.num_runs]
+  if extra:
+    raise ValueError(
+        f"{where} holds {len(extra)} run directories beyond --num_runs="
+        f"{options.num_runs} (runs {extra[0]}..{extra[-1]}): pass the "
+        "--num_runs they were trained with, or remove them.")
 
 
 def _write_group(trainer, result, data, options, module, total_steps):
@@ -215,9 +246,7 @@ def train_stage(options: Options, data: data_lib.MnistData) -> dict:
   check_config(os.path.join(ratio_dir(options), CONFIG_FILENAME),
                experiment_config(options, data))
   mine = shard_runs(options.num_runs, options.shard)
-  todo = [r for r in mine if not is_finished(
-      runs_lib.run_dir(options.out, EXPERIMENT, options.ratio, r),
-      options.save_checkpoints)]
+  todo = unfinished_runs(options, mine, options.save_checkpoints)
   group_size = options.group_size or training.auto_group_size(config)
   print(f"Data: {data.description}.\nTraining: {len(todo)} of shard "
         f"{options.shard}'s {len(mine)} runs left ({len(mine) - len(todo)} "
@@ -249,8 +278,15 @@ def train_stage(options: Options, data: data_lib.MnistData) -> dict:
   return {"trained": len(todo), "seconds": seconds}
 
 
-def estimate_stage(options: Options) -> dict:
-  """Estimates memorization and influence and draws the figures."""
+def estimate_stage(options: Options,
+                   data: Optional[data_lib.MnistData] = None) -> dict:
+  """Estimates memorization and influence and draws the figures.
+
+  Needs runs 0..num_runs-1 finished and no others. `data`: the runs' data if
+  already loaded (stage 'all'); else loaded as the runs' config says.
+  """
+  # Matplotlib only here: training shards never import it.
+  from mnist_example import figures  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(ratio_dir(options), CONFIG_FILENAME)
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"{config_path} not found: train first "
@@ -261,7 +297,9 @@ def estimate_stage(options: Options) -> dict:
   options = dataclasses.replace(
       options, label_noise=config["label_noise"], seed=config["seed"],
       train_size=config["train_size"], test_size=config["test_size"])
-  data = load_data(options, dataset=config["dataset"])
+  _check_runs_complete(options)
+  if data is None:
+    data = load_data(options, dataset=config["dataset"])
   if experiment_config(options, data)["data_fingerprint"] != config[
       "data_fingerprint"]:
     raise ValueError(f"{config_path}: the {config['dataset']} data loaded now "
@@ -326,20 +364,19 @@ def run(options: Options) -> dict:
   if options.stage not in STAGES:
     raise ValueError(f"--stage must be one of {STAGES}, got {options.stage!r}")
   shard_runs(options.num_runs, options.shard)  # Validates --shard early.
-  out = {}
+  out, data = {}, None
   if options.stage in ("train", "all"):
     data = load_data(options)
     out["train"] = train_stage(options, data)
   if options.stage in ("estimate", "all"):
     if options.stage == "all" and options.shard != "0/1":
-      missing = [r for r in range(options.num_runs) if not is_finished(
-          runs_lib.run_dir(options.out, EXPERIMENT, options.ratio, r),
-          options.save_checkpoints)]
+      missing = unfinished_runs(options, range(options.num_runs),
+                                options.save_checkpoints)
       if missing:
         print(f"{len(missing)} of {options.num_runs} runs are not finished "
               "yet (other shards); run --stage=estimate once all are.")
         return out
-    out["estimate"] = estimate_stage(options)
+    out["estimate"] = estimate_stage(options, data)
   return out
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from heldout_tf import checkpoints
 from heldout_tf import evaluation
 from heldout_tf import models
 from heldout_tf import runs as runs_lib
+from heldout_tf import training
 from mnist_example import data as data_lib
 from mnist_example import train
 
@@ -92,6 +94,20 @@ def test_label_noise_flips_a_seeded_fraction():
   assert none.size == 0
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_label_noise_is_independent_of_every_runs_subset(seed):
+  # Regression: noise drawn from [seed, 7] equalled run 7's subset stream
+  # [seed, 7, 0], so on MNIST's 60 000 examples every flipped example was in
+  # run 7's training set.
+  n = 60000
+  _, noisy_idx = data_lib.add_label_noise(np.arange(n) % 10, 0.1, seed)
+  config = training.TrainConfig(ratio=0.7, seed=seed)
+  for run in range(16):
+    subset = training.subset_indices(config, run, n)
+    inside = np.isin(noisy_idx, subset).mean()
+    assert 0.5 < inside < 0.9, f"run {run}: {inside:.0%} of noise inside"
+
+
 def test_auto_falls_back_to_digits_and_says_so(tmp_path):
   data = data_lib.load("auto", data_dir=str(tmp_path))
   assert data.name == "digits"
@@ -118,11 +134,21 @@ def test_bad_shard_is_refused():
       train.shard_runs(10, text)
 
 
-def test_sharded_training_equals_one_job(small_run, tmp_path):
+def test_sharded_training_equals_one_job(small_run, tmp_path, monkeypatch):
+  loads = []
+
+  def counting_load_data(*args, **kwargs):
+    loads.append(args)
+    return load_data(*args, **kwargs)
+
+  load_data = train.load_data
+  monkeypatch.setattr(train, "load_data", counting_load_data)
   for shard in ("1/2", "0/2"):
+    loads.clear()
     report = train.run(_options(tmp_path, group_size=2, stage="all",
                                 shard=shard))
     assert report["train"]["trained"] == 3
+    assert len(loads) == 1  # Stage 'all' estimates on the data it trained on.
   # The first shard stopped before estimating; the last one estimated.
   assert "estimate" in report
   _assert_same_runs(_aux(tmp_path), _aux(small_run))
@@ -148,6 +174,26 @@ def test_outputs_restore_and_reevaluate_to_recorded_correctness(small_run):
       assert check.ok, f"run {run} {split}: {check}"
     # The model is not trivially always right or wrong.
     assert 0.5 < aux["correctness_test"].mean() < 1.0
+
+
+def test_is_finished_needs_aux_and_checkpoint_only(small_run, tmp_path):
+  path = str(tmp_path / "0")
+  shutil.copytree(runs_lib.run_dir(str(small_run), train.EXPERIMENT, 0.7, 0),
+                  path)
+  assert train.is_finished(path, need_checkpoint=True)
+  shutil.rmtree(os.path.join(path, runs_lib.CHECKPOINTS_DIRNAME))
+  assert not train.is_finished(path, need_checkpoint=True)
+  assert train.is_finished(path, need_checkpoint=False)
+  os.remove(os.path.join(path, runs_lib.AUX_FILENAME))
+  assert not train.is_finished(path, need_checkpoint=False)
+
+
+def test_training_does_not_import_the_figures():
+  # Only --stage=estimate draws (and sets matplotlib's backend).
+  code = ("import sys; import mnist_example.train; "
+          "assert 'mnist_example.figures' not in sys.modules")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO,
+                 env=_env(), capture_output=True)
 
 
 def test_rerun_skips_finished_runs_and_refuses_other_settings(small_run):
@@ -248,6 +294,27 @@ def test_estimate_stage_alone_needs_trained_runs(tmp_path, small_run):
   for path in [report["paths"]["estimates"], report["paths"]["pairs"]]:
     assert os.path.exists(path)
   assert len(report["paths"]["figures"]) == 3
+
+
+def test_estimate_refuses_unfinished_or_extra_runs(small_run, tmp_path):
+  out = tmp_path / "copy"
+  shutil.copytree(small_run, out)
+  estimates_path = os.path.join(out, train.EXPERIMENT, train.ESTIMATES_FILENAME)
+  if os.path.exists(estimates_path):  # From an earlier test.
+    os.remove(estimates_path)
+  # More runs on disk than --num_runs: not silently included.
+  with pytest.raises(ValueError,
+                     match=r"beyond --num_runs=5 \(runs 5\.\.5\)"):
+    train.run(_options(out, num_runs=5, stage="estimate"))
+  # A killed job: run 4 has its checkpoint but no aux_arrays.npz.
+  os.remove(os.path.join(runs_lib.run_dir(str(out), train.EXPERIMENT, 0.7, 4),
+                         runs_lib.AUX_FILENAME))
+  with pytest.raises(ValueError,
+                     match=r"1 of the 6 runs .* runs 4\. .*--stage=train"):
+    train.run(_options(out, stage="estimate"))
+  with pytest.raises(ValueError, match="3 of the 8 runs .* runs 4, 6, 7"):
+    train.run(_options(out, num_runs=8, stage="estimate"))
+  assert not os.path.exists(estimates_path)
 
 
 def test_roc_auc_matches_definition():
