@@ -15,7 +15,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from heldout_tf import released  # pylint: disable=g-import-not-at-top
+from heldout_tf import released
+from heldout_tf import runs
 
 flags.DEFINE_enum("experiment", "cifar10-inception",
                   sorted(released.EXPERIMENTS), "Released experiment.")
@@ -42,19 +43,19 @@ def default_root():
 
 def select_runs(root, experiment, ratio, runs_flag, run):
   """`[(run_id, run_dir)]` requested on the command line (may not exist)."""
-  from heldout_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
   if runs_flag is None:
-    return [(run, runs_lib.run_dir(root, experiment, ratio, run))]
+    return [(run, runs.run_dir(root, experiment, ratio, run))]
   if runs_flag == "all":
     return [(r, path) for name, r, path in
-            runs_lib.list_runs(root, experiment, [ratio])]
+            runs.list_runs(root, experiment, [ratio])]
   ids = [int(r) for r in runs_flag.split(",") if r.strip()]
-  return [(r, runs_lib.run_dir(root, experiment, ratio, r)) for r in ids]
+  return [(r, runs.run_dir(root, experiment, ratio, r)) for r in ids]
 
 
 def evaluate_runs(experiment, selected):
   """Restores and evaluates each selected run; True when all match."""
-  from heldout_tf import checkpoints, data, evaluation, models, runs  # pylint: disable=g-import-not-at-top,g-multiple-import
+  # Heavy imports (TensorFlow) here, so `--help` is instant.
+  from heldout_tf import checkpoints, data, evaluation, models  # pylint: disable=g-import-not-at-top,g-multiple-import
 
   dataset = data.load(experiment.dataset, FLAGS.data_dir, FLAGS.download)
   model = models.ensure_built(
@@ -85,9 +86,6 @@ def evaluate_runs(experiment, selected):
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Quiet tfds' info lines.
-  # Heavy imports after flag parsing so `--help` is instant.
-  from heldout_tf import runs  # pylint: disable=g-import-not-at-top
-
   experiment = released.get(FLAGS.experiment)
   root = FLAGS.root or default_root()
   selected = select_runs(root, experiment.name, FLAGS.ratio, FLAGS.runs,
