@@ -8,7 +8,9 @@ example in the released layout
   <out>/mnist-mlp/<ratio>/<run>/checkpoints/ckpt-<epochs>.{index,data-*}
 
 then estimates memorization and influence (`heldout_tf.estimates`) and draws
-the most / least memorized examples and the top high-influence pairs.
+the most / least memorized examples and the top high-influence pairs, next to
+the runs in `<out>/mnist-mlp/<ratio>/` (estimates.npz, the pairs file,
+figures/), so runs at several ratios under one --out keep their own results.
 
   python -m mnist_example.train                   # ~6 min on 2 CPU cores
   python -m mnist_example.train --preset=paper --data_dir=~/tensorflow_datasets
@@ -317,7 +319,7 @@ def estimate_stage(options: Options,
   result.update(noisy_idx=data.noisy_idx,
                 clean_train_labels=data.clean_train_labels,
                 test_labels=data.test_labels)
-  root = os.path.join(options.out, EXPERIMENT)
+  root = ratio_dir(options)
   paths = {"estimates": os.path.join(root, ESTIMATES_FILENAME),
            "pairs": os.path.join(
                root, f"mnist_high_infl_pairs_infl{options.infl_threshold:g}"
@@ -383,38 +385,47 @@ def run(options: Options) -> dict:
 # --------------------------------------------------------------------- CLI --
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("num_runs", DEFAULT_NUM_RUNS, "Number of runs (models).")
-flags.DEFINE_float("ratio", 0.7, "Fraction of the training set each run "
-                   "trains on.")
-flags.DEFINE_integer("epochs", 10, "Training epochs per run.")
-flags.DEFINE_integer("batch_size", 128, "Batch size.")
-flags.DEFINE_float("learning_rate", 0.1, "SGD learning rate (momentum 0.9).")
-flags.DEFINE_integer("group_size", 0, "Models trained at once; 0 chooses "
-                     "from the available memory.")
-flags.DEFINE_integer("seed", 0, "Seed: subsets, shuffles, initialisation and "
-                     "label noise are functions of (seed, run).")
-flags.DEFINE_string("out", "./heldout_mnist", "Output root.")
-flags.DEFINE_enum("dataset", "auto", data_lib.DATASETS,
+_DEFAULTS = Options()
+flags.DEFINE_integer("num_runs", _DEFAULTS.num_runs, "Number of runs (models).")
+flags.DEFINE_float("ratio", _DEFAULTS.ratio, "Fraction of the training set "
+                   "each run trains on.")
+flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Training epochs per run.")
+flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Batch size.")
+flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate,
+                   "SGD learning rate (momentum 0.9).")
+flags.DEFINE_integer("group_size", _DEFAULTS.group_size, "Models trained at "
+                     "once; 0 chooses from the available memory.")
+flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed: subsets, shuffles, "
+                     "initialisation and label noise are functions of "
+                     "(seed, run).")
+flags.DEFINE_string("out", _DEFAULTS.out, "Output root.")
+flags.DEFINE_enum("dataset", _DEFAULTS.dataset, data_lib.DATASETS,
                   "'mnist' (tfds), 'digits' (embedded 5 000 digits) or "
                   "'auto' (mnist if prepared locally, else digits).")
-flags.DEFINE_string("data_dir", None, "tfds data directory holding mnist.")
-flags.DEFINE_bool("download", False, "Let tfds download MNIST (network).")
-flags.DEFINE_float("label_noise", 0.0, "Fraction of training labels to "
-                   "flip (seeded); their indices are saved as noisy_idx.")
-flags.DEFINE_enum("stage", "all", STAGES, "What to run.")
-flags.DEFINE_string("shard", "0/1", "i/n: train only the i-th of n disjoint "
-                    "blocks of runs.")
+flags.DEFINE_string("data_dir", _DEFAULTS.data_dir,
+                    "tfds data directory holding mnist.")
+flags.DEFINE_bool("download", _DEFAULTS.download,
+                  "Let tfds download MNIST (network).")
+flags.DEFINE_float("label_noise", _DEFAULTS.label_noise, "Fraction of "
+                   "training labels to flip (seeded); their indices are "
+                   "saved as noisy_idx.")
+flags.DEFINE_enum("stage", _DEFAULTS.stage, STAGES, "What to run.")
+flags.DEFINE_string("shard", _DEFAULTS.shard, "i/n: train only the i-th of n "
+                    "disjoint blocks of runs.")
 flags.DEFINE_enum("preset", None, ["paper"], "'paper': the reference setup "
                   "(2000 runs, ratio 0.7, 10 epochs, batch 128, lr 0.1, "
                   "tfds MNIST); explicit flags still override it.")
-flags.DEFINE_integer("train_size", 0, "Use only the first N training "
-                     "examples (0: all).")
-flags.DEFINE_integer("test_size", 0, "Use only the first N test examples.")
-flags.DEFINE_bool("save_checkpoints", True, "Write checkpoints/ckpt-<N>.")
-flags.DEFINE_float("infl_threshold", 0.15, "High-influence pairs threshold.")
-flags.DEFINE_float("mem_threshold", 0.25, "Memorization threshold of the "
-                   "pairs' training examples.")
-flags.DEFINE_bool("progress", True, "Show progress bars.")
+flags.DEFINE_integer("train_size", _DEFAULTS.train_size, "Use only the first "
+                     "N training examples (0: all).")
+flags.DEFINE_integer("test_size", _DEFAULTS.test_size, "Use only the first N "
+                     "test examples (0: all).")
+flags.DEFINE_bool("save_checkpoints", _DEFAULTS.save_checkpoints,
+                  "Write checkpoints/ckpt-<N>.")
+flags.DEFINE_float("infl_threshold", _DEFAULTS.infl_threshold,
+                   "High-influence pairs threshold.")
+flags.DEFINE_float("mem_threshold", _DEFAULTS.mem_threshold, "Memorization "
+                   "threshold of the pairs' training examples.")
+flags.DEFINE_bool("progress", _DEFAULTS.progress, "Show progress bars.")
 
 
 def options_from_flags() -> Options:

@@ -299,7 +299,8 @@ def test_estimate_stage_alone_needs_trained_runs(tmp_path, small_run):
 def test_estimate_refuses_unfinished_or_extra_runs(small_run, tmp_path):
   out = tmp_path / "copy"
   shutil.copytree(small_run, out)
-  estimates_path = os.path.join(out, train.EXPERIMENT, train.ESTIMATES_FILENAME)
+  estimates_path = os.path.join(out, train.EXPERIMENT, "0.7",
+                                train.ESTIMATES_FILENAME)
   if os.path.exists(estimates_path):  # From an earlier test.
     os.remove(estimates_path)
   # More runs on disk than --num_runs: not silently included.
@@ -315,6 +316,26 @@ def test_estimate_refuses_unfinished_or_extra_runs(small_run, tmp_path):
   with pytest.raises(ValueError, match="3 of the 8 runs .* runs 4, 6, 7"):
     train.run(_options(out, num_runs=8, stage="estimate"))
   assert not os.path.exists(estimates_path)
+
+
+def test_each_ratio_keeps_its_own_estimates_and_figures(small_run, tmp_path):
+  out = tmp_path / "two_ratios"
+  shutil.copytree(small_run, out)
+  train.run(_options(out, ratio=0.5, group_size=6, stage="train"))
+  at_07 = train.run(_options(out, stage="estimate"))["estimate"]
+  at_05 = train.run(_options(out, ratio=0.5, stage="estimate"))["estimate"]
+  for report, ratio in [(at_07, "0.7"), (at_05, "0.5")]:
+    where = os.path.join(str(out), train.EXPERIMENT, ratio)
+    paths = [report["paths"]["estimates"], report["paths"]["pairs"],
+             *report["paths"]["figures"]]
+    assert all(os.path.dirname(p) in (where, os.path.join(where, "figures"))
+               for p in paths), paths
+    assert all(os.path.exists(p) for p in paths)
+  # Estimating at 0.5 left the 0.7 results alone.
+  with np.load(at_07["paths"]["estimates"]) as f:
+    np.testing.assert_array_equal(f["memorization"], at_07["memorization"])
+  assert not np.array_equal(at_05["memorization"], at_07["memorization"],
+                            equal_nan=True)
 
 
 def test_roc_auc_matches_definition():
@@ -345,3 +366,8 @@ def test_paper_preset_sets_the_reference_setup():
   assert options.num_runs == 50 and options.epochs == 10
   defaults = dataclasses.asdict(train.Options())
   assert defaults["num_runs"] == train.DEFAULT_NUM_RUNS
+
+
+def test_flag_defaults_are_the_options_defaults():
+  for field in dataclasses.fields(train.Options):
+    assert train.FLAGS[field.name].default == field.default, field.name
