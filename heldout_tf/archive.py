@@ -11,16 +11,19 @@ A dropped connection is resumed with a byte-range request from the current
 offset, keeping the MD5 and decompressor state. Each committed run directory
 holds a small marker file naming the archive MD5 and the parts extracted, so a
 re-run skips runs already committed; after a complete pass a manifest listing
-every run of the archive lets a later run skip the download altogether when
-everything requested is on disk.
+every run of the archive and its parts lets a later run skip the download
+altogether when everything requested is on disk. Runs that lack a requested
+part are reported; a run with none of them gets no directory.
 """
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import hashlib
 import http.client
 import json
+import math
 import os
 import queue
 import re
@@ -29,16 +32,23 @@ import tarfile
 import tempfile
 import threading
 import time
+from typing import Optional
 import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+
+try:
+  import fcntl  # pylint: disable=g-import-not-at-top
+except ImportError:  # Windows: no locks, so leftover staging is always stale.
+  fcntl = None
 
 from absl import logging
 import tqdm
 
 from heldout_tf import released
 from heldout_tf import runs as runs_lib
+from heldout_tf import sizes
 
 # Parts of a run: aux_arrays.npz, checkpoints/, and anything else in the run.
 KINDS_FOR_ONLY = {
@@ -47,6 +57,9 @@ KINDS_FOR_ONLY = {
     "checkpoints": frozenset({"checkpoints"}),
 }
 ONLY_CHOICES = tuple(KINDS_FOR_ONLY)
+# Parts every released run has; a run lacking a requested one is reported.
+EXPECTED_PARTS = {"aux": runs_lib.AUX_FILENAME,
+                  "checkpoints": runs_lib.CHECKPOINTS_DIRNAME + "/"}
 MARKER_FILENAME = ".heldout_extracted.json"
 MANIFEST_FILENAME = ".heldout_manifest.json"
 STAGING_PREFIX = ".heldout-staging-"
@@ -420,8 +433,10 @@ def _run_of(parts, experiment):
       not re.fullmatch(r"[0-9]+", parts[2])):
     return None
   try:
-    float(parts[1])
+    ratio = float(parts[1])
   except ValueError:
+    return None
+  if not math.isfinite(ratio):  # 'nan' would not even equal itself.
     return None
   return parts[1], int(parts[2])
 
@@ -436,6 +451,50 @@ def _kind_of(sub_parts):
 
 def _run_key(ratio, run):
   return float(ratio), int(run)
+
+
+# --------------------------------------------------------------- selection ---
+
+
+@dataclasses.dataclass(frozen=True)
+class _Selection:
+  """The runs to extract and the parts (kinds) of each run to write."""
+  ratios: Optional[frozenset]  # None: all.
+  runs: Optional[frozenset]  # None: all.
+  kinds: frozenset
+
+  @classmethod
+  def parse(cls, only, ratios, runs):
+    if only not in KINDS_FOR_ONLY:
+      raise ValueError(f"only must be one of {ONLY_CHOICES}, got {only!r}")
+    ratios = None if ratios is None else frozenset(float(r) for r in ratios)
+    runs = None if runs is None else frozenset(int(r) for r in runs)
+    if ratios is not None and not ratios:
+      raise ValueError("ratios is empty; pass None for all ratios")
+    if runs is not None and not runs:
+      raise ValueError("runs is empty; pass None for all runs")
+    return cls(ratios, runs, KINDS_FOR_ONLY[only])
+
+  def wants(self, key):
+    """Whether the run `(ratio, run)` is selected."""
+    return ((self.ratios is None or key[0] in self.ratios) and
+            (self.runs is None or key[1] in self.runs))
+
+  def pending(self, present, have):
+    """Selected kinds the archive's run has and `dest` does not yet."""
+    return (self.kinds & present) - have
+
+  def missing(self, present):
+    """Selected parts every run should have that the archive's run lacks."""
+    return [kind for kind in EXPECTED_PARTS
+            if kind in self.kinds and kind not in present]
+
+
+def _expected_md5(experiment, md5):
+  md5 = (md5 or released.get(experiment).md5).lower()
+  if len(md5) != 32 or any(c not in "0123456789abcdef" for c in md5):
+    raise ValueError(f"md5 must be 32 hex digits, got {md5!r}")
+  return md5
 
 
 # --------------------------------------------------------- commit records ---
@@ -458,17 +517,34 @@ def _committed_runs(dest, experiment, md5):
   committed = {}
   for ratio_name, run, path in runs_lib.list_runs(dest, experiment):
     marker = _read_json(os.path.join(path, MARKER_FILENAME))
-    if marker and marker.get("archive_md5") == md5:
+    if isinstance(marker, dict) and marker.get("archive_md5") == md5:
       committed[_run_key(ratio_name, run)] = frozenset(marker.get("kinds", ()))
   return committed
 
 
 def _manifest_runs(dest, experiment, md5):
-  """`{(ratio, run): ratio_name}` of every run in the archive, if known."""
+  """The archive's runs `{(ratio, run): (ratio_name, kinds)}`, if known.
+
+  A manifest from before kinds were recorded counts every kind as present.
+  """
   manifest = _read_json(os.path.join(dest, experiment, MANIFEST_FILENAME))
-  if not manifest or manifest.get("archive_md5") != md5:
+  if not isinstance(manifest, dict) or manifest.get("archive_md5") != md5:
     return None
-  return {_run_key(r, n): r for r, n in manifest["runs"]}
+  try:
+    return {_run_key(name, run): (name, frozenset(kinds[0]) if kinds else
+                                  KINDS_FOR_ONLY["all"])
+            for name, run, *kinds in manifest["runs"]}
+  except (KeyError, TypeError, ValueError):
+    logging.warning("Ignoring the malformed %s.", MANIFEST_FILENAME)
+    return None
+
+
+def _write_manifest(dest, experiment, md5, in_archive):
+  _write_json(os.path.join(dest, experiment, MANIFEST_FILENAME),
+              {"archive_md5": md5,
+               "runs": sorted([name, run, sorted(kinds)]
+                              for (_, run), (name, kinds) in
+                              in_archive.items())})
 
 
 # ------------------------------------------------------------------- fetch ---
@@ -484,6 +560,9 @@ class FetchResult:
   archive_bytes: int = 0
   committed: list = dataclasses.field(default_factory=list)
   already_committed: list = dataclasses.field(default_factory=list)
+  # `(ratio_name, run, [kinds])`: selected runs lacking requested parts in the
+  # archive. A run with none of the requested parts gets no directory.
+  incomplete_runs: list = dataclasses.field(default_factory=list)
   files: int = 0
   bytes_written: int = 0
   ignored_members: list = dataclasses.field(default_factory=list)
@@ -496,20 +575,24 @@ class FetchResult:
     lines = []
     if self.downloaded:
       rate = self.archive_bytes / max(self.seconds, 1e-9)
-      lines.append(f"Streamed {_human(self.archive_bytes)} in "
-                   f"{self.seconds:.1f} s ({_human(rate)}/s); MD5 {self.md5} "
-                   "verified.")
+      lines.append(f"Streamed {sizes.format_bytes(self.archive_bytes)} in "
+                   f"{self.seconds:.1f} s ({sizes.format_bytes(rate)}/s); "
+                   f"MD5 {self.md5} verified.")
     else:
       lines.append("Nothing to download: every requested run is already "
                    f"extracted in {self.dest}.")
     lines.append(f"Committed {len(self.committed)} run(s) ({self.files} "
-                 f"files, {_human(self.bytes_written)}) under "
+                 f"files, {sizes.format_bytes(self.bytes_written)}) under "
                  f"{os.path.join(self.dest, self.experiment)}; "
                  f"{len(self.already_committed)} already there.")
-    for ratio, run in self.committed[:20]:
-      lines.append(f"  {ratio}/{run}")
-    if len(self.committed) > 20:
-      lines.append(f"  ... and {len(self.committed) - 20} more")
+    lines.extend(_listed(f"{ratio}/{run}" for ratio, run in self.committed))
+    if self.incomplete_runs:
+      lines.append(
+          f"Warning: {len(self.incomplete_runs)} run(s) lack requested parts "
+          "in the archive (a run with none of them gets no directory):")
+      lines.extend(_listed(
+          f"{ratio}/{run}: no {', '.join(EXPECTED_PARTS[k] for k in kinds)}"
+          for ratio, run, kinds in self.incomplete_runs))
     if self.missing_ratios:
       lines.append(f"Not in the archive: ratio(s) {self.missing_ratios}")
     if self.missing_runs:
@@ -523,31 +606,13 @@ class FetchResult:
     return "\n".join(lines)
 
 
-def _requested_runs(dest, experiment, md5, wanted_ratios, wanted_runs,
-                    selected):
-  """The `(ratio, run)` keys asked for, if known without reading the archive."""
-  known = _manifest_runs(dest, experiment, md5)
-  if known is not None:
-    requested = {k for k in known if selected(k)}
-    if not requested:
-      raise ArchiveError(
-          f"no run of {experiment} matches ratios={sorted(wanted_ratios or [])}"
-          f" runs={sorted(wanted_runs or [])}; the archive has ratios "
-          f"{sorted({r for r, _ in known})}")
-    return requested
-  if wanted_ratios is not None and wanted_runs is not None:
-    return {(r, n) for r in wanted_ratios for n in wanted_runs}
-  return None
-
-
-def _human(n):
-  return f"{n:.0f} B" if n < 1000 else tqdm.tqdm.format_sizeof(n, "B")
-
-
-def _keep_path(keep_archive, experiment):
-  if keep_archive and os.path.isdir(keep_archive):
-    return os.path.join(keep_archive, f"{experiment}.tar.gz")
-  return keep_archive
+def _listed(items, limit=20):
+  """Indented lines for `items`, the first `limit` of them."""
+  items = list(items)
+  lines = [f"  {item}" for item in items[:limit]]
+  if len(items) > limit:
+    lines.append(f"  ... and {len(items) - limit} more")
+  return lines
 
 
 def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
@@ -574,135 +639,255 @@ def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
     progress: show a progress bar.
 
   Returns:
-    A FetchResult.
+    A FetchResult. Selected runs that lack a requested part in the archive
+    are listed in `incomplete_runs`; a run with none of the requested parts
+    gets no directory.
 
   Raises:
     ChecksumError: the MD5 does not match; `dest` is left as it was.
     UnsafeMemberError: a member is a link/device or escapes the layout.
     DownloadError, ArchiveError: the archive cannot be read or decoded.
   """
-  if only not in KINDS_FOR_ONLY:
-    raise ValueError(f"only must be one of {ONLY_CHOICES}, got {only!r}")
-  md5 = (md5 or released.get(experiment).md5).lower()
-  if len(md5) != 32 or any(c not in "0123456789abcdef" for c in md5):
-    raise ValueError(f"md5 must be 32 hex digits, got {md5!r}")
-  wanted_ratios = None if ratios is None else {float(r) for r in ratios}
-  wanted_runs = None if runs is None else {int(r) for r in runs}
-  if wanted_ratios is not None and not wanted_ratios:
-    raise ValueError("ratios is empty; pass None for all ratios")
-  if wanted_runs is not None and not wanted_runs:
-    raise ValueError("runs is empty; pass None for all runs")
-  needed = KINDS_FOR_ONLY[only]
+  selection = _Selection.parse(only, ratios, runs)
+  md5 = _expected_md5(experiment, md5)
   result = FetchResult(experiment=experiment, dest=dest, md5=md5)
-
-  def selected(key):
-    return ((wanted_ratios is None or key[0] in wanted_ratios) and
-            (wanted_runs is None or key[1] in wanted_runs))
-
   committed = _committed_runs(dest, experiment, md5)
-  requested = _requested_runs(dest, experiment, md5, wanted_ratios,
-                              wanted_runs, selected)
-  if requested is not None and all(
-      needed <= committed.get(k, frozenset()) for k in requested):
-    result.already_committed = sorted(requested)
+  if _all_on_disk(dest, experiment, md5, selection, committed, result):
     return result
 
   keep_path = _keep_path(keep_archive, experiment)
+  src, reused = _open_archive(experiment, source, base_url, md5, keep_path,
+                              gcs_endpoint)
+  if reused:
+    keep_path = None  # Read from, not written to.
+    result.kept_archive = reused
+  with _staging_dir(dest, experiment) as staging:
+    with _discarding_bad_kept_bytes(md5, reused, keep_path):
+      in_archive, actual = _stream(
+          src, keep_path, staging, experiment, selection, committed, result,
+          retries=retries, backoff_s=backoff_s, progress=progress)
+      _check_md5(actual, md5, src.url, dest, reused)
+    if keep_path:
+      os.replace(keep_path + PART_SUFFIX, keep_path)
+      result.kept_archive = keep_path
+    _commit(staging, dest, experiment, md5, in_archive, selection, committed,
+            result)
+    _write_manifest(dest, experiment, md5, in_archive)
+  _note_absent(result, selection, in_archive)
+  return result
+
+
+def _all_on_disk(dest, experiment, md5, selection, committed, result):
+  """Fills `result` and returns True if no download is needed.
+
+  Known from an earlier pass's manifest of the archive's runs, or when
+  explicit ratios and run ids are all committed.
+  """
+  in_archive = _manifest_runs(dest, experiment, md5)
+  if in_archive is None:
+    if selection.ratios is None or selection.runs is None:
+      return False
+    every_kind = (None, KINDS_FOR_ONLY["all"])  # Kinds unknown: assume all.
+    in_archive = {(r, n): every_kind
+                  for r in selection.ratios for n in selection.runs}
+  requested = {k: v for k, v in in_archive.items() if selection.wants(k)}
+  if not requested:
+    raise ArchiveError(
+        f"no run of {experiment} matches ratios="
+        f"{sorted(selection.ratios or [])} runs="
+        f"{sorted(selection.runs or [])}; the archive has ratios "
+        f"{sorted({r for r, _ in in_archive})}")
+  if any(selection.pending(present, committed.get(key, frozenset()))
+         for key, (_, present) in requested.items()):
+    return False
+  for key in sorted(requested):
+    ratio_name, present = requested[key]
+    _note_missing_parts(result, selection, ratio_name, key[1], present)
+    if selection.kinds & present & committed.get(key, frozenset()):
+      result.already_committed.append(key)
+  _note_absent(result, selection, in_archive)
+  return True
+
+
+def _note_missing_parts(result, selection, ratio_name, run, present):
+  """Records a selected run that lacks requested parts in the archive."""
+  missing = selection.missing(present)
+  if missing:
+    result.incomplete_runs.append((ratio_name, run, missing))
+
+
+def _note_absent(result, selection, in_archive):
+  """Records selected ratios and run ids the archive does not have."""
+  result.missing_ratios = sorted(
+      (selection.ratios or set()) - {r for r, _ in in_archive})
+  result.missing_runs = sorted(
+      (selection.runs or set()) - {n for _, n in in_archive})
+
+
+def _keep_path(keep_archive, experiment):
+  if keep_archive and os.path.isdir(keep_archive):
+    return os.path.join(keep_archive, f"{experiment}.tar.gz")
+  return keep_archive
+
+
+def _open_archive(experiment, source, base_url, md5, keep_path, gcs_endpoint):
+  """The archive to read: a complete kept copy, else the remote one.
+
+  Returns `(source, path of the kept copy or None)`.
+  """
   url = archive_url(experiment, source, base_url)
-  reused = None  # An archive kept by an earlier run, read instead of `url`.
   if keep_path and os.path.isfile(keep_path):
     logging.info("Reading the kept archive %s instead of %s.", keep_path, url)
-    src, keep_path = _LocalSource(keep_path), None
-    reused = result.kept_archive = src.url
-  else:
-    src = open_source(url, gcs_endpoint)
+    src = _LocalSource(keep_path)
+    return src, src.url
+  src = open_source(url, gcs_endpoint)
   if src.advertised_md5 and src.advertised_md5 != md5:
     raise ChecksumError(f"{url}: the server reports MD5 {src.advertised_md5}, "
                         f"expected {md5}; not downloading. Check --md5 / "
                         "--experiment.")
+  return src, None
 
+
+@contextlib.contextmanager
+def _staging_dir(dest, experiment):
+  """A fresh staging directory in `dest`, locked while in use, then removed.
+
+  On an error, a `dest` created here is removed again if it is empty.
+  """
   created_dest = not os.path.isdir(dest)
   os.makedirs(dest, exist_ok=True)
   _remove_stale_staging(dest, experiment)
   staging = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{experiment}-", dir=dest)
-  keep_file = None
-  keep_offset = 0
+  lock = _lock_dir(staging)
   try:
-    if keep_path:
-      part = keep_path + PART_SUFFIX
-      if os.path.isfile(part) and src.size is not None and (
-          os.path.getsize(part) <= src.size):
-        src = _ResumedSource(part, src)
-        keep_offset = src.part_size
-        logging.info("Resuming %s from byte %d.", part, keep_offset)
-      keep_file = open(part, "ab" if keep_offset else "wb")
-    start = time.time()
-    with tqdm.tqdm(total=src.size, unit="B", unit_scale=True,
-                   desc=f"{experiment}.tar.gz", disable=not progress,
-                   smoothing=0.05) as bar:
-      reader = _Reader(src, keep_file, keep_offset, retries, backoff_s, bar)
-      reader.start()
-      try:
-        seen = _extract(_Inflater(reader), staging, experiment,
-                                selected, needed, committed, result)
-      finally:
-        reader.stop.set()
-        reader.join(timeout=HTTP_TIMEOUT_S)
-    result.downloaded = True
-    result.archive_bytes = reader.offset
-    result.seconds = time.time() - start
-    actual = reader.md5.hexdigest()
-    if keep_file is not None:
-      keep_file.flush()
-      os.fsync(keep_file.fileno())
-      keep_file.close()
-      keep_file = None
-    if actual != md5 and reused:
-      raise _set_aside_kept(reused, actual, md5)
-    if actual != md5:
-      raise ChecksumError(
-          f"MD5 mismatch for {src.url}: got {actual}, expected {md5}; nothing "
-          f"was written to {dest}. Re-run to download again.")
-    if keep_path:
-      os.replace(keep_path + PART_SUFFIX, keep_path)
-      result.kept_archive = keep_path
-    _commit(staging, dest, experiment, md5, seen, selected, needed, committed,
-            result)
-    _write_json(os.path.join(dest, experiment, MANIFEST_FILENAME),
-                {"archive_md5": md5,
-                 "runs": sorted([name, run]
-                                for (_, run), name in seen.items())})
-    ratios_seen = {r for r, _ in seen}
-    runs_seen = {n for _, n in seen}
-    result.missing_ratios = sorted((wanted_ratios or set()) - ratios_seen)
-    result.missing_runs = sorted((wanted_runs or set()) - runs_seen)
-    return result
-  except BaseException as e:
-    if keep_file is not None:
-      keep_file.close()
-    replacement = None
-    if reused and type(e) in (ArchiveError, UnsafeMemberError):
-      # Undecodable: if the kept file is not the archive, set it aside.
-      actual = _file_md5(reused)
-      if actual is not None and actual != md5:
-        replacement = _set_aside_kept(reused, actual, md5)
-    if keep_path and isinstance(e, ArchiveError) and not isinstance(
-        e, DownloadError):
-      # The kept bytes are damaged (or the archive is bad): don't resume them.
-      part = keep_path + PART_SUFFIX
-      if os.path.exists(part):
-        os.unlink(part)
+    yield staging
+  except BaseException:
     shutil.rmtree(staging, ignore_errors=True)  # Before removing `dest`.
     if created_dest:
       try:
         os.rmdir(dest)
       except OSError:
         pass
-    if replacement is not None:
-      raise replacement from e
     raise
   finally:
     shutil.rmtree(staging, ignore_errors=True)
+    if lock is not None:
+      os.close(lock)
+
+
+def _lock_dir(path, wait=True):
+  """An fd holding an exclusive lock on directory `path`, or None."""
+  if fcntl is None:
+    return None
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except OSError:
+    return None
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+  except OSError:
+    os.close(fd)
+    return None
+  return fd
+
+
+def _remove_stale_staging(dest, experiment):
+  """Removes staging a crashed run left (not staging a live run is using)."""
+  for name in os.listdir(dest):
+    if not name.startswith(f"{STAGING_PREFIX}{experiment}-"):
+      continue
+    path = os.path.join(dest, name)
+    lock = None
+    if fcntl is not None and os.path.isdir(path):
+      lock = _lock_dir(path, wait=False)
+      if lock is None:
+        logging.info("Leaving %s: another download is using it.", path)
+        continue
+    try:
+      shutil.rmtree(path, ignore_errors=True)
+    finally:
+      if lock is not None:
+        os.close(lock)
+
+
+def _resume_part(part, src):
+  """`(source, offset)`: `src` continued after a partial download `part`."""
+  if (os.path.isfile(part) and src.size is not None and
+      os.path.getsize(part) <= src.size):
+    src = _ResumedSource(part, src)
+    logging.info("Resuming %s from byte %d.", part, src.part_size)
+    return src, src.part_size
+  return src, 0
+
+
+def _stream(src, keep_path, staging, experiment, selection, committed, result,
+            *, retries, backoff_s, progress):
+  """Reads `src` once, writing the selected members under `staging`.
+
+  With `keep_path`, the bytes also go to `<keep_path>.part` (resumed if it
+  holds an earlier attempt's first bytes).
+
+  Returns:
+    `{(ratio, run): (ratio_name, kinds)}` for every run in the archive, and
+    the hex MD5 of the whole stream.
+  """
+  keep_file, keep_offset = None, 0
+  if keep_path:
+    part = keep_path + PART_SUFFIX
+    src, keep_offset = _resume_part(part, src)
+    keep_file = open(part, "ab" if keep_offset else "wb")
+  try:
+    start = time.time()
+    with tqdm.tqdm(total=src.size, unit="B", unit_scale=True,
+                   unit_divisor=1024, desc=f"{experiment}.tar.gz",
+                   disable=not progress, smoothing=0.05) as bar:
+      reader = _Reader(src, keep_file, keep_offset, retries, backoff_s, bar)
+      reader.start()
+      try:
+        in_archive = _extract(_Inflater(reader), staging, experiment,
+                              selection, committed, result)
+      finally:
+        reader.stop.set()
+        reader.join(timeout=HTTP_TIMEOUT_S)
+    result.downloaded = True
+    result.archive_bytes = reader.offset
+    result.seconds = time.time() - start
+    if keep_file is not None:
+      keep_file.flush()
+      os.fsync(keep_file.fileno())
+  finally:
+    if keep_file is not None:
+      keep_file.close()
+  return in_archive, reader.md5.hexdigest()
+
+
+def _check_md5(actual, md5, url, dest, reused):
+  if actual == md5:
+    return
+  if reused:
+    raise _set_aside_kept(reused, actual, md5)
+  raise ChecksumError(
+      f"MD5 mismatch for {url}: got {actual}, expected {md5}; nothing "
+      f"was written to {dest}. Re-run to download again.")
+
+
+@contextlib.contextmanager
+def _discarding_bad_kept_bytes(md5, reused, keep_path):
+  """On an ArchiveError, sets aside a bad kept archive, drops a bad `.part`."""
+  try:
+    yield
+  except ArchiveError as e:
+    if keep_path and not isinstance(e, DownloadError):
+      # The kept bytes are damaged (or the archive is bad): don't resume them.
+      part = keep_path + PART_SUFFIX
+      if os.path.exists(part):
+        os.unlink(part)
+    if reused and type(e) in (ArchiveError, UnsafeMemberError):
+      # Undecodable: if the kept file is not the archive, set it aside.
+      actual = _file_md5(reused)
+      if actual is not None and actual != md5:
+        raise _set_aside_kept(reused, actual, md5) from e
+    raise
 
 
 def _file_md5(path):
@@ -729,19 +914,12 @@ def _set_aside_kept(path, actual, md5):
                        "again.")
 
 
-def _remove_stale_staging(dest, experiment):
-  for name in os.listdir(dest):
-    if name.startswith(f"{STAGING_PREFIX}{experiment}-"):
-      shutil.rmtree(os.path.join(dest, name), ignore_errors=True)
-
-
-def _extract(inflater, staging, experiment, selected, needed, committed,
-             result):
+def _extract(inflater, staging, experiment, selection, committed, result):
   """Walks the tar stream, writing selected members under `staging`.
 
-  Returns `{(ratio, run): ratio_name}` for every run in the archive.
+  Returns `{(ratio, run): (ratio_name, kinds)}` for every run in the archive.
   """
-  seen = {}
+  in_archive = {}
   try:
     tar = tarfile.open(fileobj=inflater, mode="r|", bufsize=TAR_BUFSIZE)
     while True:
@@ -756,11 +934,12 @@ def _extract(inflater, staging, experiment, selected, needed, committed,
           result.ignored_members.append(member.name)
         continue
       key = _run_key(*run)
-      seen[key] = run[0]
+      _, present = in_archive.setdefault(key, (run[0], set()))
       if not member.isreg() or len(parts) < 4:
         continue
       kind = _kind_of(parts[3:])
-      if (not selected(key) or kind not in needed or
+      present.add(kind)
+      if (not selection.wants(key) or kind not in selection.kinds or
           kind in committed.get(key, ())):
         continue
       path = os.path.join(staging, *parts)
@@ -776,24 +955,26 @@ def _extract(inflater, staging, experiment, selected, needed, committed,
     inflater.drain()
   except tarfile.TarError as e:
     raise ArchiveError(f"archive is not a valid tar stream: {e}") from None
-  return seen
+  return in_archive
 
 
-def _commit(staging, dest, experiment, md5, seen, selected, needed, committed,
+def _commit(staging, dest, experiment, md5, in_archive, selection, committed,
             result):
   """Moves each staged run into `dest` and records it as committed."""
-  for key in sorted(seen):
-    if not selected(key):
+  for key in sorted(in_archive):
+    if not selection.wants(key):
       continue
+    ratio_name, present = in_archive[key]
+    _note_missing_parts(result, selection, ratio_name, key[1], present)
     have = committed.get(key, frozenset())
-    if needed <= have:
-      result.already_committed.append(key)
-      continue
-    ratio_name, run = seen[key], key[1]
+    if not selection.pending(present, have):
+      if selection.kinds & present & have:
+        result.already_committed.append(key)
+      continue  # Nothing to write: no directory for a run lacking it all.
+    run = key[1]
     staged = os.path.join(staging, experiment, ratio_name, str(run))
     target = os.path.join(dest, experiment, ratio_name, str(run))
-    marker = {"archive_md5": md5, "kinds": sorted(have | needed)}
-    os.makedirs(staged, exist_ok=True)
+    marker = {"archive_md5": md5, "kinds": sorted(have | selection.kinds)}
     if not os.path.exists(target):
       _write_json(os.path.join(staged, MARKER_FILENAME), marker)
       os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -815,7 +996,7 @@ def verify_file(path, md5, progress=True):
   """Checks a local archive's MD5; returns it or raises ChecksumError."""
   src = _LocalSource(path)
   digest = hashlib.md5()
-  with tqdm.tqdm(total=src.size, unit="B", unit_scale=True,
+  with tqdm.tqdm(total=src.size, unit="B", unit_scale=True, unit_divisor=1024,
                  desc=os.path.basename(path), disable=not progress) as bar:
     for chunk in src.chunks(0):
       digest.update(chunk)

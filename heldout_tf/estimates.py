@@ -29,6 +29,7 @@ import numpy as np
 import tqdm
 
 from heldout_tf import runs as runs_lib
+from heldout_tf import sizes
 
 WHAT = ("mem", "infl", "pairs", "cscores")
 DEFAULT_WHAT = ("mem", "pairs", "cscores")
@@ -65,13 +66,7 @@ def parse_memory(value) -> int:
   return size
 
 
-def format_bytes(size) -> str:
-  """1.5 GB style."""
-  for unit, scale in (("TB", 2**40), ("GB", 2**30), ("MB", 2**20),
-                      ("KB", 2**10)):
-    if size >= scale:
-      return f"{size / scale:.1f} {unit}"
-  return f"{int(size)} B"
+format_bytes = sizes.format_bytes  # '1.5 GB'; shared with the downloader.
 
 
 def available_memory() -> int:

@@ -1,7 +1,7 @@
 """Tests for heldout_tf.archive and the heldout_tf.download CLI (loopback)."""
 
 import hashlib
-import io
+import json
 import os
 import subprocess
 import sys
@@ -11,8 +11,10 @@ import threading
 import pytest
 
 from heldout_tf import archive
+from heldout_tf import estimates
 from heldout_tf import released as released_lib
 from heldout_tf import runs as runs_lib
+from heldout_tf import sizes
 
 import archive_fixtures as af  # pylint: disable=g-bad-import-order
 
@@ -535,3 +537,130 @@ def test_cli_errors_without_traceback(released, tmp_path):
     assert f"{flag[:-1]} is empty" in proc.stderr
     assert "Traceback" not in proc.stderr
   assert not (tmp_path / "d").exists()
+
+
+def _archive_without(tmp_path, *left_out):
+  """A 2 ratios x 2 runs archive without the members `left_out`."""
+  files = af.layout_files(ratios=("0.1", "0.7"), run_ids=(0, 1),
+                          ckpt_bytes=1000)
+  for name in left_out:
+    del files[name]
+  path, _, md5 = af.write_archive(str(tmp_path / "src"), files)
+  return files, path, md5
+
+
+@pytest.mark.parametrize("only,left_out,missing", [
+    ("aux", [runs_lib.AUX_FILENAME], ["aux"]),
+    ("checkpoints", ["checkpoints/ckpt-10.index",
+                     "checkpoints/ckpt-10.data-00000-of-00001"],
+     ["checkpoints"]),
+])
+def test_run_without_the_requested_part_gets_no_directory(tmp_path, only,
+                                                          left_out, missing):
+  files, path, md5 = _archive_without(
+      tmp_path, *[f"{EXP}/0.7/1/{name}" for name in left_out])
+  src, dest = os.path.dirname(path), tmp_path / "d"
+  result = _fetch(dest, src, md5, only=only)
+  assert not (dest / EXP / "0.7" / "1").exists()
+  assert [(r, n) for r, n, _ in runs_lib.list_runs(str(dest), EXP)] == [
+      ("0.1", 0), ("0.1", 1), ("0.7", 0)]
+  assert _extracted(dest) == _expected(files, only=only)
+  assert len(result.committed) == 3
+  assert result.incomplete_runs == [("0.7", 1, missing)]
+  part = archive.EXPECTED_PARTS[missing[0]]
+  assert "Warning: 1 run(s) lack requested parts" in result.summary()
+  assert f"  0.7/1: no {part}" in result.summary()
+
+  # A re-run knows from the manifest that nothing more can be had.
+  os.rename(path, path + ".away")
+  try:
+    again = _fetch(dest, src, md5, only=only)
+  finally:
+    os.rename(path + ".away", path)
+  assert not again.downloaded and len(again.already_committed) == 3
+  assert again.incomplete_runs == [("0.7", 1, missing)]
+  assert f"  0.7/1: no {part}" in again.summary()
+
+  # Asking for all of that run writes what it has, still with the warning.
+  full = _fetch(dest, src, md5, ratios=[0.7], runs=[1])
+  assert full.committed == [("0.7", 1)]
+  assert full.incomplete_runs == [("0.7", 1, missing)]
+  assert _extracted(dest) == {**_expected(files, only=only),
+                              **_expected(files, ["0.7"], [1])}
+
+
+def test_cli_warns_about_runs_without_aux(tmp_path):
+  _, path, md5 = _archive_without(tmp_path, f"{EXP}/0.1/0/aux_arrays.npz")
+  proc = _cli("--experiment", EXP, "--dest", str(tmp_path / "d"),
+              "--base_url", os.path.dirname(path), "--md5", md5,
+              "--only", "aux", "--noprogress")
+  assert proc.returncode == 0, proc.stderr
+  assert "Committed 3 run(s)" in proc.stdout
+  assert "0.1/0: no aux_arrays.npz" in proc.stdout
+  assert not (tmp_path / "d" / EXP / "0.1" / "0").exists()
+
+
+def test_nothing_to_download_still_reports_absent_ratios(released, tmp_path):
+  _fetch(tmp_path, released["dir"], released["md5"], only="aux")
+  result = _fetch(tmp_path, "/nonexistent", released["md5"], only="aux",
+                  ratios=[0.1, 0.3], runs=[0, 9])
+  assert not result.downloaded
+  assert result.missing_ratios == [0.3] and result.missing_runs == [9]
+  assert "ratio(s) [0.3]" in result.summary()
+
+
+def test_manifest_without_kinds_and_malformed_records(released, tmp_path):
+  _fetch(tmp_path, released["dir"], released["md5"], only="aux")
+  manifest = tmp_path / EXP / archive.MANIFEST_FILENAME
+  # A manifest from before kinds were recorded: every kind counts as there.
+  manifest.write_text(json.dumps({
+      "archive_md5": released["md5"],
+      "runs": [[r, n] for r in ("0.1", "0.7") for n in range(3)]}))
+  result = _fetch(tmp_path, "/nonexistent", released["md5"], only="aux")
+  assert not result.downloaded and len(result.already_committed) == 6
+  assert not result.incomplete_runs
+  # Malformed records are ignored (the archive is read again), not a crash.
+  manifest.write_text(json.dumps({"archive_md5": released["md5"], "runs": 5}))
+  marker = tmp_path / EXP / "0.1" / "0" / archive.MARKER_FILENAME
+  marker.write_text("[]")
+  result = _fetch(tmp_path, released["dir"], released["md5"], only="aux")
+  assert result.downloaded and result.committed == [("0.1", 0)]
+  assert _extracted(tmp_path) == _expected(released["files"], only="aux")
+
+
+def test_non_finite_ratio_directories_are_ignored(tmp_path):
+  files = af.layout_files(ratios=("0.1",), run_ids=(0,), ckpt_bytes=1000)
+  stray = {f"{EXP}/nan/0/aux_arrays.npz": b"x", f"{EXP}/inf/0/f": b"y"}
+  _, _, md5 = af.write_archive(str(tmp_path / "src"), {**files, **stray})
+  result = _fetch(tmp_path / "d", str(tmp_path / "src"), md5)
+  assert result.committed == [("0.1", 0)]
+  assert sorted(result.ignored_members) == sorted(stray)
+  assert _extracted(tmp_path / "d") == files
+
+
+def test_staging_of_a_live_download_is_left_alone(released, tmp_path):
+  fcntl = pytest.importorskip("fcntl")
+  dest = tmp_path / "d"
+  live = dest / f"{archive.STAGING_PREFIX}{EXP}-live"
+  (live / "x").mkdir(parents=True)
+  fd = os.open(live, os.O_RDONLY)  # As a concurrent fetch holds it.
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    _fetch(dest, released["dir"], released["md5"], only="aux", runs=[0])
+    assert (live / "x").is_dir()
+  finally:
+    os.close(fd)
+  # Once unlocked it is stale: the next run removes it.
+  _fetch(dest, released["dir"], released["md5"], only="aux", runs=[1])
+  assert sorted(os.listdir(dest)) == [EXP]
+
+
+def test_sizes_are_formatted_by_one_helper():
+  assert estimates.format_bytes is sizes.format_bytes
+  assert [sizes.format_bytes(n) for n in (0, 512, 1536, 3 * 2**30)] == [
+      "0 B", "512 B", "1.5 KB", "3.0 GB"]
+  result = archive.FetchResult(EXP, "/d", "0" * 32, downloaded=True,
+                               archive_bytes=3 * 2**30, seconds=2.0,
+                               bytes_written=5 * 2**20)
+  assert "Streamed 3.0 GB in 2.0 s (1.5 GB/s)" in result.summary()
+  assert "(0 files, 5.0 MB)" in result.summary()
