@@ -2,6 +2,8 @@ r"""Restore released runs, re-evaluate them and cross-check aux_arrays.npz.
 
   python demo.py --experiment cifar10-inception --ratio 0.7 --run 0
   python demo.py --experiment cifar10-inception --runs all --split train
+  python demo.py --experiment imagenet-resnet50 \
+      --data_dir ~/tensorflow_datasets --imagenet_index_map index.csv
 
 For each run: the checkpoint's epoch and global step, the subset percentage,
 the accuracy, and `N out of M predictions match` against the run's recorded
@@ -9,6 +11,7 @@ correctness. One model and one compiled forward pass serve every run.
 """
 
 import os
+import re
 import sys
 
 from absl import app
@@ -27,8 +30,12 @@ flags.DEFINE_integer("run", 0, "Run id to evaluate.")
 flags.DEFINE_string("runs", None, "'all', or comma-separated run ids; "
                     "overrides --run.")
 flags.DEFINE_enum("split", "test", ["test", "train"], "Split to evaluate.")
-flags.DEFINE_string("data_dir", None, "tfds data_dir (CIFAR) or the indexed "
-                    "TFRecord directory (ImageNet).")
+flags.DEFINE_string("data_dir", None, "tfds data_dir (CIFAR); for ImageNet "
+                    "the indexed TFRecord directory or a prepared tfds "
+                    "imagenet2012 directory.")
+flags.DEFINE_string("imagenet_index_map", None, "ImageNet from a tfds "
+                    "imagenet2012 --data_dir: file of split,file_name,index "
+                    "lines giving each image's canonical index.")
 flags.DEFINE_bool("download", False, "Let tfds download the dataset.")
 flags.DEFINE_integer("batch_size", 200, "Evaluation batch size.")
 flags.DEFINE_bool("require_match", False,
@@ -57,7 +64,9 @@ def evaluate_runs(experiment, selected):
   # Heavy imports (TensorFlow) here, so `--help` is instant.
   from heldout_tf import checkpoints, data, evaluation, models  # pylint: disable=g-import-not-at-top,g-multiple-import
 
-  dataset = data.load(experiment.dataset, FLAGS.data_dir, FLAGS.download)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  dataset = data.load(experiment.dataset, FLAGS.data_dir, FLAGS.download,
+                      index_map=FLAGS.imagenet_index_map)
   model = models.ensure_built(
       models.build_model(experiment.arch, experiment.num_classes),
       experiment.arch)
@@ -67,8 +76,13 @@ def evaluate_runs(experiment, selected):
     aux = runs.read_aux(path)
     n_train = len(aux["index_train"]) + len(aux["index_removed"])
     subset = 100.0 * len(aux["subsample_idx"]) / n_train
-    result = evaluation.evaluate(model, dataset, FLAGS.split,
-                                 FLAGS.batch_size)
+    try:
+      result = evaluation.evaluate(model, dataset, FLAGS.split,
+                                   FLAGS.batch_size)
+    # Bad data met while reading: an undecodable image, a file name missing
+    # from the ImageNet index map.
+    except tf.errors.InvalidArgumentError as e:
+      raise ValueError(readable_op_error(e)) from e
     check = evaluation.cross_check(aux, result, FLAGS.split)
     all_match &= check.ok
     print(f"{experiment.name} ratio {runs.format_ratio(FLAGS.ratio)} run "
@@ -81,6 +95,16 @@ def evaluate_runs(experiment, selected):
       print(f"  mismatched example indices: {shown}"
             f"{' ...' if len(check.mismatched_index) > 10 else ''}")
   return all_match
+
+
+def readable_op_error(error):
+  """The message of a TensorFlow op error without the op and node trace."""
+  first_line = error.message.split("\n")[0]
+  if "assertion failed: " in first_line:
+    # tf.debugging.Assert prints its data as "[...] [...]".
+    asserted = first_line.split("assertion failed: ", 1)[1]
+    return " ".join(re.findall(r"\[([^\]]*)\]", asserted))
+  return first_line
 
 
 def main(argv):
@@ -102,7 +126,12 @@ def main(argv):
 
   if FLAGS.download and experiment.dataset == "imagenet":
     print("--download does not apply to ImageNet: pass --data_dir with your "
-          "indexed TFRecords.", file=sys.stderr)
+          "indexed TFRecords, or a prepared tfds imagenet2012 directory and "
+          "--imagenet_index_map.", file=sys.stderr)
+    return 2
+  if FLAGS.imagenet_index_map and experiment.dataset != "imagenet":
+    print(f"--imagenet_index_map does not apply to {experiment.name}.",
+          file=sys.stderr)
     return 2
   try:
     all_match = evaluate_runs(experiment, selected)

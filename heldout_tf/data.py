@@ -5,13 +5,18 @@ order, the same index `aux_arrays.npz` uses.
 
 - CIFAR-10/100: `tfds.load(name, batch_size=-1, shuffle_files=False)`, images
   `uint8 / 255.0`, no mean/std normalisation.
-- ImageNet: user-built TFRecords with features `image/encoded`, `label`,
-  `index`; centre crop with padding 32, 224x224, mean/std normalisation.
+- ImageNet, either of
+  - user-built TFRecords with features `image/encoded`, `label`, `index`;
+  - a prepared tfds `imagenet2012` directory (read, never downloaded) plus
+    an index map file of `split,file_name,index` lines;
+  centre crop with padding 32, 224x224, mean/std normalisation.
 """
 
 import dataclasses
 import glob
+import json
 import os
+import re
 from typing import Optional
 
 import numpy as np
@@ -23,6 +28,12 @@ IMAGENET_CROP_PADDING = 32
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_SPLIT_FILES = {"train": "train-*", "test": "validation-*"}
+IMAGENET_TFDS_NAME = "imagenet2012"
+IMAGENET_TFDS_SPLITS = {"train": "train", "test": "validation"}
+INDEX_MAP_HEADER = ("split", "file_name", "index")
+# Examples are looked up in the index map in chunks, so that file names
+# missing from the map are reported a few at a time.
+INDEX_LOOKUP_CHUNK = 256
 
 
 @dataclasses.dataclass
@@ -49,19 +60,40 @@ class Dataset:
 
 
 def load(dataset: str, data_dir: Optional[str] = None,
-         download: bool = False) -> Dataset:
+         download: bool = False, index_map: Optional[str] = None) -> Dataset:
   """Opens `dataset` ('cifar10:3.0.2', 'cifar100:3.0.2' or 'imagenet').
 
   For CIFAR, `data_dir` is the tfds data directory (tfds' default when None);
   with `download=False` a missing dataset is an error, never a download.
-  For ImageNet, `data_dir` holds indexed TFRecords `train-*` / `validation-*`.
+  For ImageNet, `data_dir` is a prepared tfds `imagenet2012` directory (see
+  `find_tfds_imagenet`), read with the file name -> index map `index_map`
+  (see `read_index_map`); otherwise it holds indexed TFRecords `train-*` /
+  `validation-*`.
   """
   if dataset == "imagenet":
     if not data_dir:
       raise ValueError("ImageNet needs --data_dir: a directory of indexed "
                        "TFRecords (train-*, validation-*) with features "
-                       "image/encoded, label, index.")
-    return Dataset(dataset, lambda split: imagenet_split(data_dir, split))
+                       "image/encoded, label, index, or a prepared tfds "
+                       "imagenet2012 directory (with an index map).")
+    tfds_dir = find_tfds_imagenet(data_dir)
+    if tfds_dir is None:
+      if index_map:
+        raise ValueError(
+            f"An index map ({index_map}) is only used with a tfds "
+            f"imagenet2012 directory, but {data_dir} holds none (no "
+            "imagenet2012/<version>/dataset_info.json).")
+      return Dataset(dataset, lambda split: imagenet_split(data_dir, split))
+    if not index_map:
+      raise ValueError(
+          f"{tfds_dir} is a tfds imagenet2012 dataset: it needs an index map "
+          "(--imagenet_index_map), a file of split,file_name,index lines "
+          "giving each image's canonical index.")
+    entries = read_index_map(index_map)
+    return Dataset(dataset, lambda split: imagenet_tfds_split(
+        tfds_dir, split, entries))
+  if index_map:
+    raise ValueError(f"An index map applies only to ImageNet, not {dataset}.")
   return Dataset(dataset,
                  lambda split: cifar_split(dataset, split, data_dir, download))
 
@@ -115,7 +147,9 @@ def imagenet_split(data_dir: str, split: str):
   pattern = os.path.join(data_dir, IMAGENET_SPLIT_FILES[split])
   files = sorted(glob.glob(pattern))
   if not files:
-    raise FileNotFoundError(f"No TFRecord files match {pattern}")
+    raise FileNotFoundError(
+        f"No TFRecord files match {pattern} (and {data_dir} holds no "
+        "prepared tfds imagenet2012/<version>/).")
   features = {
       "image/encoded": tf.io.FixedLenFeature([], tf.string),
       "label": tf.io.FixedLenFeature([], tf.int64),
@@ -132,17 +166,188 @@ def imagenet_split(data_dir: str, split: str):
   return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE), None
 
 
+def find_tfds_imagenet(data_dir: str) -> Optional[str]:
+  """The prepared tfds `imagenet2012` version directory at `data_dir`, or None.
+
+  `data_dir` may be the version directory itself, the `imagenet2012`
+  directory or a tfds data directory holding `imagenet2012/<version>/`.
+  A version counts as prepared when its `dataset_info.json` names
+  imagenet2012; of several, the highest version is used.
+  """
+  data_dir = os.path.expanduser(data_dir)
+  candidates = ([data_dir] + _version_dirs(data_dir) +
+                _version_dirs(os.path.join(data_dir, IMAGENET_TFDS_NAME)))
+  for path in candidates:
+    info_path = os.path.join(path, "dataset_info.json")
+    if not os.path.isfile(info_path):
+      continue
+    try:
+      with open(info_path, encoding="utf-8") as f:
+        name = json.load(f).get("name")
+    except (ValueError, AttributeError) as e:
+      raise ValueError(f"{info_path} is not a tfds dataset_info.json: "
+                       f"{e}") from e
+    if name == IMAGENET_TFDS_NAME:
+      return path
+  return None
+
+
+def _version_dirs(parent):
+  """Subdirectories of `parent` named like a version, highest first."""
+  if not os.path.isdir(parent):
+    return []
+  versions = [name for name in os.listdir(parent)
+              if re.fullmatch(r"\d+\.\d+\.\d+", name)]
+  versions.sort(key=lambda v: tuple(int(part) for part in v.split(".")),
+                reverse=True)
+  return [os.path.join(parent, v) for v in versions]
+
+
+@dataclasses.dataclass
+class IndexMap:
+  """File name -> canonical index of each tfds imagenet2012 split."""
+  path: str
+  splits: dict  # tfds split -> (file names [n] str, indices [n] int64)
+
+  def table(self, split: str) -> tf.lookup.StaticHashTable:
+    """An in-graph lookup of `split`'s file names; -1 when absent."""
+    names, indices = self.splits[split]
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(names, tf.string), tf.constant(indices, tf.int64)),
+        default_value=-1)
+
+
+def read_index_map(path: str) -> IndexMap:
+  """Reads an ImageNet index map file.
+
+  A UTF-8 text file with one `split,file_name,index` line per image (comma
+  or tab separated; an optional first line `split,file_name,index` is a
+  header; blank lines are skipped). `split` is `train` or `validation`,
+  `file_name` the tfds `file_name` feature (e.g. `n01440764_10026.JPEG`,
+  `ILSVRC2012_val_00000001.JPEG`) and `index` the image's canonical index
+  (>= 0) in its split. File names must be unique over the whole file,
+  indices unique within a split. Errors name the file and line.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"ImageNet index map {path} does not exist.")
+  splits = {s: ([], []) for s in IMAGENET_TFDS_SPLITS.values()}
+  line_of_name = {}
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, 1):
+      where = f"{path}:{number}"
+      try:
+        line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+      except UnicodeDecodeError as e:
+        raise ValueError(f"{where}: not UTF-8 text ({e})") from e
+      line = line.rstrip("\r\n")
+      if not line.strip():
+        continue
+      fields = [field.strip()
+                for field in line.split("\t" if "\t" in line else ",")]
+      if number == 1 and tuple(fields) == INDEX_MAP_HEADER:
+        continue
+      if len(fields) != 3:
+        raise ValueError(f"{where}: expected split,file_name,index, got "
+                         f"{line!r}")
+      split, name, index = fields
+      if split not in splits:
+        raise ValueError(f"{where}: split must be 'train' or 'validation', "
+                         f"got {split!r}")
+      if not name:
+        raise ValueError(f"{where}: empty file name in {line!r}")
+      if not re.fullmatch(r"[0-9]{1,18}", index):
+        raise ValueError(f"{where}: index must be an integer >= 0, got "
+                         f"{index!r}")
+      if name in line_of_name:
+        raise ValueError(f"{where}: file name {name!r} is already on line "
+                         f"{line_of_name[name]}")
+      line_of_name[name] = number
+      splits[split][0].append(name)
+      splits[split][1].append(int(index))
+  arrays = {}
+  for split, (names, indices) in splits.items():
+    indices = np.array(indices, np.int64)
+    unique, counts = np.unique(indices, return_counts=True)
+    if np.any(counts > 1):
+      index = unique[counts > 1][0]
+      lines = [line_of_name[names[i]] for i in np.flatnonzero(indices == index)]
+      raise ValueError(f"{path}:{lines[1]}: {split} index {index} is already "
+                       f"on line {lines[0]}")
+    arrays[split] = (np.array(names, dtype=object), indices)
+  return IndexMap(path, arrays)
+
+
+def imagenet_tfds_split(tfds_dir: str, split: str, index_map: IndexMap):
+  """Evaluation examples of a prepared tfds imagenet2012, indexed by map.
+
+  Reads `tfds_dir` (a version directory) without ever downloading, files in
+  order, images still encoded; each example's `index` is its `file_name`
+  looked up in `index_map`. A file name missing from the map fails the
+  iteration with an error naming a few.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds_split = IMAGENET_TFDS_SPLITS[split]
+  builder = tfds.builder_from_directory(tfds_dir)
+  if tfds_split not in builder.info.splits:
+    raise FileNotFoundError(
+        f"{tfds_dir} has no {tfds_split!r} split (it has "
+        f"{', '.join(sorted(builder.info.splits))}).")
+  num_examples = builder.info.splits[tfds_split].num_examples
+  num_mapped = len(index_map.splits[tfds_split][1])
+  if num_mapped < num_examples:
+    raise ValueError(
+        f"ImageNet index map {index_map.path} has {num_mapped} "
+        f"{tfds_split} lines but {tfds_dir} has {num_examples} "
+        f"{tfds_split} examples.")
+  table = index_map.table(tfds_split)
+  missing_message = (f"ImageNet index map {index_map.path} has no "
+                     f"{tfds_split} line for file names")
+
+  def attach_index(chunk):
+    index = table.lookup(chunk["file_name"])
+    missing = tf.boolean_mask(chunk["file_name"], index < 0)
+    check = tf.debugging.Assert(tf.size(missing) == 0,
+                                [missing_message, missing[:5]], summarize=5)
+    with tf.control_dependencies([check]):
+      return {"image": chunk["image"], "label": chunk["label"],
+              "index": tf.identity(index)}
+
+  ds = builder.as_dataset(split=tfds_split, shuffle_files=False,
+                          decoders={"image": tfds.decode.SkipDecoding()})
+  ds = ds.batch(INDEX_LOOKUP_CHUNK).map(attach_index).unbatch()
+  ds = ds.map(lambda ex: dict(ex, image=imagenet_eval_image(ex["image"])),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  return ds, num_examples
+
+
 def imagenet_eval_image(encoded):
-  """Decode, centre crop (padding 32), resize to 224, mean/std normalise."""
-  shape = tf.io.extract_jpeg_shape(encoded)
-  height, width = shape[0], shape[1]
-  crop = tf.cast(
-      IMAGENET_SIZE / (IMAGENET_SIZE + IMAGENET_CROP_PADDING) *
-      tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
-  top = (height - crop + 1) // 2
-  left = (width - crop + 1) // 2
-  image = tf.image.decode_and_crop_jpeg(encoded, [top, left, crop, crop],
-                                        channels=3)
+  """Decode, centre crop (padding 32), resize to 224, mean/std normalise.
+
+  JPEGs are decoded only inside the crop window; other formats (PNG, GIF,
+  BMP) are decoded whole and cropped to the same window.
+  """
+
+  def window(height, width):
+    crop = tf.cast(
+        IMAGENET_SIZE / (IMAGENET_SIZE + IMAGENET_CROP_PADDING) *
+        tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
+    return (height - crop + 1) // 2, (width - crop + 1) // 2, crop
+
+  def decode_jpeg():
+    shape = tf.io.extract_jpeg_shape(encoded)
+    top, left, crop = window(shape[0], shape[1])
+    return tf.image.decode_and_crop_jpeg(
+        encoded, tf.stack([top, left, crop, crop]), channels=3)
+
+  def decode_other():
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    shape = tf.shape(image)
+    top, left, crop = window(shape[0], shape[1])
+    return image[top:top + crop, left:left + crop]
+
+  image = tf.cond(tf.io.is_jpeg(encoded), decode_jpeg, decode_other)
+  image.set_shape([None, None, 3])
   image = tf.image.resize(image, [IMAGENET_SIZE, IMAGENET_SIZE],
                           method="bicubic")
   image = image / 255.0

@@ -114,22 +114,67 @@ def test_imagenet_needs_data_dir(release_root, tmp_path):
   assert "--download does not apply to ImageNet" in proc.stderr
 
 
+def test_imagenet_tfds_needs_an_index_map(release_root, tmp_path):
+  root = tmp_path / "root"
+  shutil.copytree(os.path.join(release_root, EXPERIMENT),
+                  root / "imagenet-resnet50")
+  tfds_dir = str(tmp_path / "tfds")
+  release_fixtures.write_imagenet_tfds(tfds_dir, {"validation": (
+      release_fixtures.random_jpegs(1), [3], ["ILSVRC2012_val_00000001.JPEG"])})
+  args = ["--experiment", "imagenet-resnet50", "--root", str(root),
+          "--ratio", str(RATIO), "--run", "0", "--data_dir", tfds_dir]
+  proc = run_demo(*args)
+  assert proc.returncode == 1
+  assert (f"error: {tfds_dir}/imagenet2012/5.1.0 is a tfds imagenet2012 "
+          "dataset: it needs an index map (--imagenet_index_map)"
+          in proc.stderr)
+  assert "Traceback" not in proc.stderr
+  index_map = tmp_path / "map.csv"
+  index_map.write_text("validation,ILSVRC2012_val_00000001.JPEG,first\n")
+  proc = run_demo(*args, "--imagenet_index_map", str(index_map))
+  assert proc.returncode == 1
+  assert (f"error: {index_map}:1: index must be an integer >= 0, got "
+          "'first'") in proc.stderr
+  proc = run_demo("--experiment", EXPERIMENT, "--root", release_root,
+                  "--imagenet_index_map", str(index_map))
+  assert proc.returncode == 2
+  assert "--imagenet_index_map does not apply to cifar10-inception" \
+      in proc.stderr
+
+
 @pytest.mark.slow
-def test_imagenet_resnet50_end_to_end(tmp_path):
-  """A ResNet-50 run on indexed TFRecords, records out of index order."""
-  data_dir, root = str(tmp_path / "imagenet"), str(tmp_path / "root")
-  os.makedirs(data_dir)
-  records = os.path.join(data_dir, "validation-00000-of-00001")
+@pytest.mark.parametrize("source", ["tfrecords", "tfds"])
+def test_imagenet_resnet50_end_to_end(tmp_path, source):
+  """A ResNet-50 run on indexed TFRecords or on a tfds imagenet2012 with an
+  index map, examples out of index order."""
+  records_dir, root = str(tmp_path / "records"), str(tmp_path / "root")
+  os.makedirs(records_dir)
+  records = os.path.join(records_dir, "validation-00000-of-00001")
   indices = [4, 1, 5, 0, 3, 2]
+  images = release_fixtures.random_jpegs(6)
   model = release_fixtures.randomize(models.build_model("resnet50", 1000),
                                      "resnet50", seed=5)
   # Label half the examples with the model's own prediction, so the
   # recorded correctness has both values.
-  release_fixtures.write_imagenet_records(records, [0] * 6, indices)
-  predicted = evaluation.evaluate(model, data.load("imagenet", data_dir),
+  release_fixtures.write_imagenet_records(records, [0] * 6, indices,
+                                          images=images)
+  predicted = evaluation.evaluate(model, data.load("imagenet", records_dir),
                                   "test", progress=False).logits.argmax(-1)
   labels = [p if i % 2 else (p + 1) % 1000 for i, p in enumerate(predicted)]
-  release_fixtures.write_imagenet_records(records, labels, indices)
+  if source == "tfrecords":
+    release_fixtures.write_imagenet_records(records, labels, indices,
+                                            images=images)
+    data_args = ["--data_dir", records_dir]
+  else:
+    data_dir = str(tmp_path / "tensorflow_datasets")
+    file_names = [f"ILSVRC2012_val_{i + 1:08d}.JPEG" for i in indices]
+    release_fixtures.write_imagenet_tfds(
+        data_dir, {"validation": (images, labels, file_names)})
+    index_map = tmp_path / "index.csv"
+    index_map.write_text("split,file_name,index\n" + "".join(
+        f"validation,{name},{i}\n" for name, i in zip(file_names, indices)))
+    data_args = ["--data_dir", data_dir, "--imagenet_index_map",
+                 str(index_map)]
   path = runs.run_dir(root, "imagenet-resnet50", RATIO, 0)
   checkpoints.save(model, os.path.join(path, runs.CHECKPOINTS_DIRNAME),
                    step=7, epoch=3, global_step=7)
@@ -143,11 +188,21 @@ def test_imagenet_resnet50_end_to_end(tmp_path):
                  index={"train": subset, "removed": removed,
                         "test": np.arange(6)},
                  subsample_idx=subset)
-  proc = run_demo("--experiment", "imagenet-resnet50", "--root", root,
-                  "--ratio", str(RATIO), "--run", "0", "--data_dir", data_dir,
-                  "--require_match")
+  args = ["--experiment", "imagenet-resnet50", "--root", root, "--ratio",
+          str(RATIO), "--run", "0", *data_args]
+  proc = run_demo(*args, "--require_match")
   assert proc.returncode == 0, proc.stderr
   assert "epoch 3, global step 7, trained on 70.0% of the training set" \
       in proc.stdout
   assert "test accuracy: 50.00%" in proc.stdout
   assert "6 out of 6 predictions match" in proc.stdout
+  if source == "tfds":
+    # A file name the map does not know stops the run, naming it.
+    index_map.write_text("".join(
+        f"validation,{name.lower()},{i}\n"
+        for name, i in zip(file_names, indices)))
+    proc = run_demo(*args)
+    assert proc.returncode == 1
+    assert (f"error: ImageNet index map {index_map} has no validation line "
+            f"for file names {' '.join(file_names[:5])}") in proc.stderr
+    assert "Traceback" not in proc.stderr
