@@ -19,7 +19,9 @@ bool `[runs, n_test]`, columns in canonical example order.
 
 import concurrent.futures
 import dataclasses
+import functools
 import io
+import operator
 import os
 import re
 import zipfile
@@ -140,6 +142,11 @@ class Counts:
   def num_never_trained(self) -> int:
     return int(np.sum(self.n_in == 0))
 
+  def __add__(self, other: "Counts") -> "Counts":
+    """Counts over the union of two disjoint sets of runs."""
+    return Counts(*(a + b for a, b in zip(dataclasses.astuple(self),
+                                          dataclasses.astuple(other))))
+
 
 def counts(mask, correct_train=None, rows=None,
            chunk_bytes=_COUNT_CHUNK_BYTES) -> Counts:
@@ -201,22 +208,34 @@ def cscores(mask, correct_train) -> np.ndarray:
   return _ratio(c.correct_out, c.n_out)
 
 
-def cscores_by_ratio(mask, correct_train, ratios):
-  """`(ratio_values [k], scores [k, n_train])`: held-out accuracy per ratio.
+def counts_by_ratio(mask, correct_train, ratios):
+  """`(ratio_values [k], [Counts] * k)`: counts over each ratio's runs.
 
-  `ratios` gives each run's subset ratio (float [runs]).
+  `ratios` gives each run's subset ratio (float [runs]). One pass over the
+  matrices in all; the Counts sum to the counts over every run.
   """
-  num_runs, n_train = _check_matrices(mask, correct_train=correct_train)
+  num_runs, _ = _check_matrices(mask, correct_train=correct_train)
   ratios = np.asarray(ratios, np.float64)
   if ratios.shape != (num_runs,):
     raise EstimateError(f"ratios must have one value per run ({num_runs}), "
                         f"has shape {ratios.shape}")
   values = np.unique(ratios)
-  scores = np.empty((len(values), n_train), np.float64)
-  for k, value in enumerate(values):
-    c = counts(mask, correct_train, rows=np.flatnonzero(ratios == value))
-    scores[k] = _ratio(c.correct_out, c.n_out)
-  return values, scores
+  return values, [counts(mask, correct_train,
+                         rows=np.flatnonzero(ratios == value))
+                  for value in values]
+
+
+def cscores_by_ratio(mask, correct_train, ratios):
+  """`(ratio_values [k], scores [k, n_train])`: held-out accuracy per ratio.
+
+  `ratios` gives each run's subset ratio (float [runs]).
+  """
+  values, per_ratio = counts_by_ratio(mask, correct_train, ratios)
+  return values, _heldout_accuracy(per_ratio)
+
+
+def _heldout_accuracy(per_ratio):
+  return np.stack([_ratio(c.correct_out, c.n_out) for c in per_ratio])
 
 
 def _average_over_ratios(by_ratio):
@@ -615,7 +634,12 @@ def compute(runs: Runs, what=DEFAULT_WHAT, infl_threshold=0.15,
     if labels.shape != (runs.n_train,):
       raise EstimateError(f"labels must have shape ({runs.n_train},), has "
                           f"{labels.shape}")
-  c = counts(runs.mask, runs.correct_train)
+  if "cscores" in what:  # Per-ratio counts, summed: one pass, not two.
+    _, counts_per_ratio = counts_by_ratio(
+        runs.mask, runs.correct_train, np.nan_to_num(runs.ratios, nan=-1.0))
+    c = functools.reduce(operator.add, counts_per_ratio)
+  else:
+    c = counts(runs.mask, runs.correct_train)
   ratio_values, per_ratio = np.unique(runs.ratios, return_counts=True)
   result = {
       "experiment": np.array(runs.experiment),
@@ -644,8 +668,7 @@ def compute(runs: Runs, what=DEFAULT_WHAT, infl_threshold=0.15,
     result["infl_threshold"] = np.array(float(infl_threshold))
     result["mem_threshold"] = np.array(float(mem_threshold))
   if "cscores" in what:
-    _, by_ratio = cscores_by_ratio(runs.mask, runs.correct_train,
-                                   np.nan_to_num(runs.ratios, nan=-1.0))
+    by_ratio = _heldout_accuracy(counts_per_ratio)
     scores = _average_over_ratios(by_ratio)
     result["cscores"] = scores
     result["cscores_by_ratio"] = by_ratio

@@ -182,6 +182,20 @@ def test_one_run_is_all_nan_and_no_pairs():
   assert pairs["tr_idx"].dtype == np.int64
 
 
+def test_counts_of_each_ratio_sum_to_the_counts_of_all_runs():
+  rng = np.random.default_rng(3)
+  mask, correct_train, _ = random_runs(rng, 30, 50, 5)
+  ratios = rng.choice([0.2, 0.5, 0.8], 30)
+  values, per_ratio = estimates.counts_by_ratio(mask, correct_train, ratios)
+  np.testing.assert_array_equal(values, [0.2, 0.5, 0.8])
+  total = per_ratio[0] + per_ratio[1] + per_ratio[2]
+  every = estimates.counts(mask, correct_train)
+  for field in ("n_in", "n_out", "correct_in", "correct_out"):
+    np.testing.assert_array_equal(getattr(total, field), getattr(every, field))
+  low = estimates.counts(mask[ratios == 0.2], correct_train[ratios == 0.2])
+  np.testing.assert_array_equal(per_ratio[0].correct_out, low.correct_out)
+
+
 def test_multi_ratio_cscores_average_over_ratios():
   rng = np.random.default_rng(8)
   parts = [random_runs(rng, 30, 90, 5, ratio) for ratio in (0.2, 0.8)]
