@@ -3,8 +3,9 @@
 The held-out method trains hundreds of models, each on a random subset of the
 training set. For small models one model per step wastes the machine, so
 `EnsembleTrainer` trains a group of G models in one compiled step: weights are
-stacked (`[G, in, out]`), each model gathers its own batch (`x[idx]` with
-`idx` of shape `[G, B]`) and the layers are batched matmuls.
+stacked (`[G, out, in]` inside the step, `[G, in, out]` in results), each
+model gathers its own batch (`x[idx]` with `idx` of shape `[G, B]`) and the
+layers are batched matmuls.
 
 Everything a model sees is a pure function of `(config.seed, run)`: its subset
 (`subset_indices`), its per-epoch shuffles (`epoch_order`) and its
@@ -169,15 +170,25 @@ def train_alone(images, labels, config: TrainConfig, run: int) -> snt.Module:
   return module
 
 
+def _to_step_layout(params):
+  """`[w0, b0, ...]` with weights `[G, in, out]` <-> `[G, out, in]`."""
+  return [np.swapaxes(p, 1, 2) if p.ndim == 3 else p for p in params]
+
+
 class _Group(tf.Module):
-  """Stacked variables and the compiled step of G models."""
+  """Stacked variables and the compiled step of G models.
+
+  Weights are stored `[G, out, in]` and layers compute `x @ w^T`: oneDNN's
+  batched matmul runs the first layer about 1.4x faster that way than as
+  `x @ w` with `[G, in, out]` weights (the whole step about 5 % faster).
+  """
 
   def __init__(self, config, group_size, input_dim, jit_compile):
     super().__init__()
     self._config = config
     self.params = []
     for fan_in, fan_out in config.layer_sizes(input_dim):
-      self.params += [tf.Variable(tf.zeros([group_size, fan_in, fan_out])),
+      self.params += [tf.Variable(tf.zeros([group_size, fan_out, fan_in])),
                       tf.Variable(tf.zeros([group_size, fan_out]))]
     self.momenta = [tf.Variable(tf.zeros_like(p)) for p in self.params]
     self.step = tf.function(self._step, jit_compile=jit_compile)
@@ -187,7 +198,7 @@ class _Group(tf.Module):
     num_layers = len(params) // 2
     for i in range(num_layers):
       w, b = params[2 * i], params[2 * i + 1]
-      x = tf.matmul(x, w) + b[:, None, :]
+      x = tf.matmul(x, w, transpose_b=True) + b[:, None, :]
       if i < num_layers - 1:
         x = tf.nn.relu(x)
     return x
@@ -266,8 +277,9 @@ class EnsembleTrainer:
     config = self.config
     group = self._group(len(runs))
     inits = [init_params(config, r, self.input_dim) for r in runs]
-    for i, var in enumerate(group.params):
-      var.assign(np.stack([init[i] for init in inits]))
+    stacked = [np.stack(layer) for layer in zip(*inits)]
+    for var, value in zip(group.params, _to_step_layout(stacked)):
+      var.assign(value)
     for var in group.momenta:
       var.assign(tf.zeros_like(var))
     subsets = np.stack([subset_indices(config, r, self.num_examples)
@@ -282,14 +294,16 @@ class EnsembleTrainer:
         done += 1
         if on_step is not None:
           on_step(done, total)
-    return GroupResult(runs, [v.numpy() for v in group.params], subsets)
+    params = _to_step_layout([v.numpy() for v in group.params])
+    return GroupResult(runs, [np.ascontiguousarray(p) for p in params],
+                       subsets)
 
   def predict(self, result: GroupResult, images) -> np.ndarray:
     """Predicted classes `[G, n]` of each model of `result` on `images`."""
     images = np.asarray(images, np.float32)
     images = images.reshape(len(images), -1)
     group = self._group(len(result.runs))
-    for var, value in zip(group.params, result.params):
+    for var, value in zip(group.params, _to_step_layout(result.params)):
       var.assign(value)
     out = []
     for start in range(0, len(images), _EVAL_CHUNK):

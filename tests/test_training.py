@@ -66,6 +66,10 @@ def test_group_trained_model_equals_the_model_trained_alone(digits):
   config = _config()
   trainer = training.EnsembleTrainer(images, labels, config)
   result = trainer.train([3, 7, 11])
+  # Results keep the `[G, in, out]` layout of sonnet weights, whatever the
+  # layout inside the step.
+  assert [p.shape for p in result.params] == [
+      (3, 784, 512), (3, 512), (3, 512, 256), (3, 256), (3, 256, 10), (3, 10)]
   alone = training.train_alone(images, labels, config, 7)
   initial = training.init_params(config, 7, 784)
   for grouped, single, init in zip(result.model_params(1),
