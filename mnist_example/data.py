@@ -11,9 +11,11 @@ Images are float32 `[n, 28, 28, 1]` in [0, 1]. `label_noise` replaces the
 label of a seeded random fraction of training examples by a different class.
 """
 
+import contextlib
 import dataclasses
 from typing import Optional
 
+from absl import logging
 import numpy as np
 
 from heldout_tf import data as heldout_data
@@ -72,7 +74,8 @@ def load(dataset: str = "auto", data_dir: Optional[str] = None,
     arrays = load_tfds_mnist(data_dir, download)
   else:
     try:
-      arrays = load_tfds_mnist(data_dir, download=False)
+      with _quiet_absl_warnings():  # tfds warns about the dirs it probes.
+        arrays = load_tfds_mnist(data_dir, download=False)
     except FileNotFoundError:
       arrays = load_digits()
       arrays["description"] = (
@@ -87,6 +90,16 @@ def load(dataset: str = "auto", data_dir: Optional[str] = None,
       train_images=arrays["train_images"], train_labels=noisy_labels,
       test_images=arrays["test_images"], test_labels=arrays["test_labels"],
       clean_train_labels=arrays["train_labels"], noisy_idx=noisy_idx)
+
+
+@contextlib.contextmanager
+def _quiet_absl_warnings():
+  previous = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(previous)
 
 
 def load_tfds_mnist(data_dir=None, download=False) -> dict:

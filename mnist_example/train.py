@@ -252,7 +252,8 @@ def train_stage(options: Options, data: data_lib.MnistData) -> dict:
   group_size = options.group_size or training.auto_group_size(config)
   print(f"Data: {data.description}.\nTraining: {len(todo)} of shard "
         f"{options.shard}'s {len(mine)} runs left ({len(mine) - len(todo)} "
-        f"already finished), {group_size} models per step.", flush=True)
+        f"already finished), {min(group_size, max(len(todo), 1))} models "
+        "per step.", flush=True)
   if not todo:
     return {"trained": 0, "seconds": 0.0}
   trainer = training.EnsembleTrainer(data.train_images, data.train_labels,
