@@ -68,7 +68,7 @@ def parse_memory(value) -> int:
   return size
 
 
-format_bytes = sizes.format_bytes  # '1.5 GB'; shared with the downloader.
+format_bytes = sizes.format_bytes  # '1.5 GiB'; shared with the downloader.
 
 
 def available_memory() -> int:

@@ -1,14 +1,15 @@
-"""Byte sizes for people: `format_bytes(1.5 * 2**30) == '1.5 GB'`.
+"""Byte sizes for people: `format_bytes(1.5 * 2**30) == '1.5 GiB'`.
 
-Units are powers of 2**10, as in the sizes `estimates.parse_memory` reads
-('4GB' is 4 * 2**30 bytes).
+Binary units (powers of 2**10), named as such so they are not mistaken for
+the decimal GB of published archive sizes; `estimates.parse_memory` reads
+them back ('4GiB', and also '4GB', are 4 * 2**30 bytes).
 """
 
-_UNITS = (("TB", 2**40), ("GB", 2**30), ("MB", 2**20), ("KB", 2**10))
+_UNITS = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
 
 
 def format_bytes(size) -> str:
-  """'1.5 GB', '12.0 MB', '512 B' (one decimal from 1 KB up)."""
+  """'1.5 GiB', '12.0 MiB', '512 B' (one decimal from 1 KiB up)."""
   for unit, scale in _UNITS:
     if size >= scale:
       return f"{size / scale:.1f} {unit}"

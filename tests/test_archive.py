@@ -658,9 +658,9 @@ def test_staging_of_a_live_download_is_left_alone(released, tmp_path):
 def test_sizes_are_formatted_by_one_helper():
   assert estimates.format_bytes is sizes.format_bytes
   assert [sizes.format_bytes(n) for n in (0, 512, 1536, 3 * 2**30)] == [
-      "0 B", "512 B", "1.5 KB", "3.0 GB"]
+      "0 B", "512 B", "1.5 KiB", "3.0 GiB"]
   result = archive.FetchResult(EXP, "/d", "0" * 32, downloaded=True,
                                archive_bytes=3 * 2**30, seconds=2.0,
                                bytes_written=5 * 2**20)
-  assert "Streamed 3.0 GB in 2.0 s (1.5 GB/s)" in result.summary()
-  assert "(0 files, 5.0 MB)" in result.summary()
+  assert "Streamed 3.0 GiB in 2.0 s (1.5 GiB/s)" in result.summary()
+  assert "(0 files, 5.0 MiB)" in result.summary()

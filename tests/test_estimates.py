@@ -220,7 +220,7 @@ def test_influence_refuses_when_too_large():
   mask = np.zeros((3, 50_000), bool)
   correct_test = np.zeros((3, 10_000), bool)
   with pytest.raises(estimates.EstimateError,
-                     match=r"\[10000, 50000\].*needs 1\.9 GB.*1\.0 GB"):
+                     match=r"\[10000, 50000\].*needs 1\.9 GiB.*1\.0 GiB"):
     estimates.influence(mask, correct_test, memory_budget="1GB")
 
 
