@@ -63,6 +63,8 @@ EXPECTED_PARTS = {"aux": runs_lib.AUX_FILENAME,
 MARKER_FILENAME = ".heldout_extracted.json"
 MANIFEST_FILENAME = ".heldout_manifest.json"
 STAGING_PREFIX = ".heldout-staging-"
+_NEW_STAGING_PREFIX = ".heldout-new-"  # Staging until it is locked.
+_NO_LOCKING = -1  # `_lock_dir`: file locks unsupported here.
 PART_SUFFIX = ".part"
 
 # Compressed bytes per read; GCS chunks are separate ranged GETs.
@@ -757,8 +759,14 @@ def _staging_dir(dest, experiment):
   created_dest = not os.path.isdir(dest)
   os.makedirs(dest, exist_ok=True)
   _remove_stale_staging(dest, experiment)
-  staging = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{experiment}-", dir=dest)
-  lock = _lock_dir(staging)
+  # Locked under a name the clean-up ignores, then renamed (the lock stays
+  # with the directory): no other download can see it unlocked.
+  fresh = tempfile.mkdtemp(prefix=f"{_NEW_STAGING_PREFIX}{experiment}-",
+                           dir=dest)
+  lock = _lock_dir(fresh)
+  staging = os.path.join(dest, STAGING_PREFIX + os.path.basename(fresh)[
+      len(_NEW_STAGING_PREFIX):])
+  os.rename(fresh, staging)
   try:
     yield staging
   except BaseException:
@@ -771,43 +779,53 @@ def _staging_dir(dest, experiment):
     raise
   finally:
     shutil.rmtree(staging, ignore_errors=True)
-    if lock is not None:
-      os.close(lock)
+    _unlock(lock)
 
 
-def _lock_dir(path, wait=True):
-  """An fd holding an exclusive lock on directory `path`, or None."""
+def _lock_dir(path):
+  """Takes an exclusive lock on directory `path` without waiting.
+
+  Returns the fd holding it; None if another process holds it;
+  `_NO_LOCKING` where locks are unsupported (Windows, some network file
+  systems), so staging there is never taken for in use.
+  """
   if fcntl is None:
-    return None
+    return _NO_LOCKING
+  fd = os.open(path, os.O_RDONLY)
   try:
-    fd = os.open(path, os.O_RDONLY)
-  except OSError:
-    return None
-  try:
-    fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-  except OSError:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
     os.close(fd)
     return None
+  except OSError:
+    os.close(fd)
+    return _NO_LOCKING
   return fd
+
+
+def _unlock(lock):
+  if lock not in (None, _NO_LOCKING):
+    os.close(lock)
 
 
 def _remove_stale_staging(dest, experiment):
   """Removes staging a crashed run left (not staging a live run is using)."""
   for name in os.listdir(dest):
-    if not name.startswith(f"{STAGING_PREFIX}{experiment}-"):
-      continue
     path = os.path.join(dest, name)
-    lock = None
-    if fcntl is not None and os.path.isdir(path):
-      lock = _lock_dir(path, wait=False)
-      if lock is None:
-        logging.info("Leaving %s: another download is using it.", path)
-        continue
+    if (not name.startswith(f"{STAGING_PREFIX}{experiment}-") or
+        not os.path.isdir(path)):
+      continue
+    try:
+      lock = _lock_dir(path)
+    except OSError:  # Gone meanwhile.
+      continue
+    if lock is None:
+      logging.info("Leaving %s: another download is using it.", path)
+      continue
     try:
       shutil.rmtree(path, ignore_errors=True)
     finally:
-      if lock is not None:
-        os.close(lock)
+      _unlock(lock)
 
 
 def _resume_part(part, src):
@@ -974,7 +992,8 @@ def _commit(staging, dest, experiment, md5, in_archive, selection, committed,
     run = key[1]
     staged = os.path.join(staging, experiment, ratio_name, str(run))
     target = os.path.join(dest, experiment, ratio_name, str(run))
-    marker = {"archive_md5": md5, "kinds": sorted(have | selection.kinds)}
+    marker = {"archive_md5": md5,
+              "kinds": sorted(have | (selection.kinds & present))}
     if not os.path.exists(target):
       _write_json(os.path.join(staged, MARKER_FILENAME), marker)
       os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -1,5 +1,6 @@
 """Tests for heldout_tf.archive and the heldout_tf.download CLI (loopback)."""
 
+import errno
 import hashlib
 import json
 import os
@@ -11,7 +12,6 @@ import threading
 import pytest
 
 from heldout_tf import archive
-from heldout_tf import estimates
 from heldout_tf import released as released_lib
 from heldout_tf import runs as runs_lib
 from heldout_tf import sizes
@@ -638,6 +638,33 @@ def test_non_finite_ratio_directories_are_ignored(tmp_path):
   assert _extracted(tmp_path / "d") == files
 
 
+def test_staging_is_locked_from_the_moment_it_is_visible(tmp_path):
+  pytest.importorskip("fcntl")
+  dest = tmp_path / "d"
+  with archive._staging_dir(str(dest), EXP) as staging:
+    assert os.path.basename(staging).startswith(archive.STAGING_PREFIX)
+    assert os.listdir(dest) == [os.path.basename(staging)]
+    assert archive._lock_dir(staging) is None  # Held: not removable.
+    archive._remove_stale_staging(str(dest), EXP)
+    assert os.path.isdir(staging)
+  assert os.listdir(dest) == []
+
+
+def test_stale_staging_is_removed_where_locks_are_unsupported(
+    released, tmp_path, monkeypatch):
+  fcntl = pytest.importorskip("fcntl")
+  dest = tmp_path / "d"
+  stale = dest / f"{archive.STAGING_PREFIX}{EXP}-crashed"
+  (stale / "x").mkdir(parents=True)
+
+  def no_locks(fd, operation):
+    raise OSError(errno.ENOLCK, "No locks available")
+
+  monkeypatch.setattr(fcntl, "flock", no_locks)
+  _fetch(dest, released["dir"], released["md5"], only="aux", runs=[0])
+  assert sorted(os.listdir(dest)) == [EXP]
+
+
 def test_staging_of_a_live_download_is_left_alone(released, tmp_path):
   fcntl = pytest.importorskip("fcntl")
   dest = tmp_path / "d"
@@ -655,8 +682,7 @@ def test_staging_of_a_live_download_is_left_alone(released, tmp_path):
   assert sorted(os.listdir(dest)) == [EXP]
 
 
-def test_sizes_are_formatted_by_one_helper():
-  assert estimates.format_bytes is sizes.format_bytes
+def test_sizes_are_formatted_in_binary_units():
   assert [sizes.format_bytes(n) for n in (0, 512, 1536, 3 * 2**30)] == [
       "0 B", "512 B", "1.5 KiB", "3.0 GiB"]
   result = archive.FetchResult(EXP, "/d", "0" * 32, downloaded=True,
