@@ -99,12 +99,19 @@ def evaluate_runs(experiment, selected):
 
 def readable_op_error(error):
   """The message of a TensorFlow op error without the op and node trace."""
-  first_line = error.message.split("\n")[0]
-  if "assertion failed: " in first_line:
-    # tf.debugging.Assert prints its data as "[...] [...]".
-    asserted = first_line.split("assertion failed: ", 1)[1]
-    return " ".join(re.findall(r"\[([^\]]*)\]", asserted))
-  return first_line
+  lines = [line.strip() for line in error.message.splitlines()
+           if line.strip()]
+  for line in lines:
+    if "assertion failed: [" in line:
+      # tf.debugging.Assert prints its one string as "[...]".
+      text = line.split("assertion failed: [", 1)[1]
+      return text[:text.rindex("]")] if "]" in text else text
+  for line in lines:
+    if not line.startswith(("Graph execution error:", "Detected at node",
+                            "File ")):
+      line = re.sub(r"\{\{[^}]*\}\}\s*", "", line)
+      return re.sub(r"\s*\[Op:[^\]]*\].*$", "", line)
+  return str(error)
 
 
 def main(argv):

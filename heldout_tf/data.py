@@ -307,8 +307,10 @@ def imagenet_tfds_split(tfds_dir: str, split: str, index_map: IndexMap):
   def attach_index(chunk):
     index = table.lookup(chunk["file_name"])
     missing = tf.boolean_mask(chunk["file_name"], index < 0)
-    check = tf.debugging.Assert(tf.size(missing) == 0,
-                                [missing_message, missing[:5]], summarize=5)
+    message = tf.strings.join(
+        [missing_message, tf.strings.reduce_join(missing[:5], separator=", ")],
+        separator=" ")
+    check = tf.debugging.Assert(tf.size(missing) == 0, [message])
     with tf.control_dependencies([check]):
       return {"image": chunk["image"], "label": chunk["label"],
               "index": tf.identity(index)}

@@ -188,7 +188,7 @@ def test_file_names_missing_from_the_map_are_named(imagenet, tmp_path):
     list(ds)
   assert (f"ImageNet index map {index_map} has no validation line for file "
           "names") in raised.value.message
-  assert f"[{names[0]} {names[1]}]" in raised.value.message
+  assert f"file names {names[0]}, {names[1]}]" in raised.value.message
 
 
 def test_map_shorter_than_the_split_is_an_error(imagenet, tmp_path):
