@@ -68,9 +68,6 @@ def parse_memory(value) -> int:
   return size
 
 
-format_bytes = sizes.format_bytes  # '1.5 GiB'; shared with the downloader.
-
-
 def available_memory() -> int:
   """MemAvailable from /proc/meminfo (or physical memory) in bytes."""
   try:
@@ -144,8 +141,8 @@ class Counts:
 
   def __add__(self, other: "Counts") -> "Counts":
     """Counts over the union of two disjoint sets of runs."""
-    return Counts(*(a + b for a, b in zip(dataclasses.astuple(self),
-                                          dataclasses.astuple(other))))
+    return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name)
+                     for f in dataclasses.fields(self)})
 
 
 def counts(mask, correct_train=None, rows=None,
@@ -282,9 +279,10 @@ def influence(mask, correct_test, memory_budget=None) -> np.ndarray:
   if needed > budget:
     raise EstimateError(
         f"dense influence [{n_test}, {n_train}] float32 needs "
-        f"{format_bytes(4 * n_test * n_train)} ({format_bytes(needed)} with "
-        f"working memory), more than the {format_bytes(budget)} budget; use "
-        "high_influence_pairs (blocked, bounded memory) instead")
+        f"{sizes.format_bytes(4 * n_test * n_train)} "
+        f"({sizes.format_bytes(needed)} with working memory), more than the "
+        f"{sizes.format_bytes(budget)} budget; use high_influence_pairs "
+        "(blocked, bounded memory) instead")
   c = counts(mask)
   _log_undefined("influence", c)
   m = np.asarray(mask, np.float32)
@@ -329,10 +327,10 @@ def _pairs_block_rows(num_runs, n_train, n_test, budget, chunk_bytes):
   rows = (budget - fixed) // per_row
   if rows < 1:
     raise EstimateError(
-        f"memory budget {format_bytes(budget)} is too small for "
+        f"memory budget {sizes.format_bytes(budget)} is too small for "
         f"{num_runs} runs x {n_train} train x {n_test} test examples: "
         "high_influence_pairs "
-        f"needs at least {format_bytes(fixed + per_row)}")
+        f"needs at least {sizes.format_bytes(fixed + per_row)}")
   return int(rows)
 
 
