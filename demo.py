@@ -11,7 +11,6 @@ correctness. One model and one compiled forward pass serve every run.
 """
 
 import os
-import re
 import sys
 
 from absl import app
@@ -64,7 +63,6 @@ def evaluate_runs(experiment, selected):
   # Heavy imports (TensorFlow) here, so `--help` is instant.
   from heldout_tf import checkpoints, data, evaluation, models  # pylint: disable=g-import-not-at-top,g-multiple-import
 
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   dataset = data.load(experiment.dataset, FLAGS.data_dir, FLAGS.download,
                       index_map=FLAGS.imagenet_index_map)
   model = models.ensure_built(
@@ -76,13 +74,8 @@ def evaluate_runs(experiment, selected):
     aux = runs.read_aux(path)
     n_train = len(aux["index_train"]) + len(aux["index_removed"])
     subset = 100.0 * len(aux["subsample_idx"]) / n_train
-    try:
-      result = evaluation.evaluate(model, dataset, FLAGS.split,
-                                   FLAGS.batch_size)
-    # Bad data met while reading: an undecodable image, a file name missing
-    # from the ImageNet index map.
-    except tf.errors.InvalidArgumentError as e:
-      raise ValueError(readable_op_error(e)) from e
+    result = evaluation.evaluate(model, dataset, FLAGS.split,
+                                 FLAGS.batch_size)
     check = evaluation.cross_check(aux, result, FLAGS.split)
     all_match &= check.ok
     print(f"{experiment.name} ratio {runs.format_ratio(FLAGS.ratio)} run "
@@ -95,23 +88,6 @@ def evaluate_runs(experiment, selected):
       print(f"  mismatched example indices: {shown}"
             f"{' ...' if len(check.mismatched_index) > 10 else ''}")
   return all_match
-
-
-def readable_op_error(error):
-  """The message of a TensorFlow op error without the op and node trace."""
-  lines = [line.strip() for line in error.message.splitlines()
-           if line.strip()]
-  for line in lines:
-    if "assertion failed: [" in line:
-      # tf.debugging.Assert prints its one string as "[...]".
-      text = line.split("assertion failed: [", 1)[1]
-      return text[:text.rindex("]")] if "]" in text else text
-  for line in lines:
-    if not line.startswith(("Graph execution error:", "Detected at node",
-                            "File ")):
-      line = re.sub(r"\{\{[^}]*\}\}\s*", "", line)
-      return re.sub(r"\s*\[Op:[^\]]*\].*$", "", line)
-  return str(error)
 
 
 def main(argv):

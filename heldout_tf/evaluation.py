@@ -6,6 +6,7 @@ forward pass: only the variables change between runs (see
 """
 
 import dataclasses
+import re
 import weakref
 
 import numpy as np
@@ -78,11 +79,34 @@ def compiled_forward(model):
   return fn
 
 
+class DataError(ValueError):
+  """Bad data met while reading a split: an undecodable image, an ImageNet
+  file name missing from the index map."""
+
+
+def op_error_message(error: tf.errors.OpError) -> str:
+  """A TensorFlow op error's message without the op and node trace."""
+  lines = [line.strip() for line in error.message.splitlines()
+           if line.strip()]
+  for line in lines:
+    if "assertion failed: [" in line:
+      # tf.debugging.Assert prints a single string as "[...]".
+      text = line.split("assertion failed: [", 1)[1]
+      return text[:text.rindex("]")] if "]" in text else text
+  for line in lines:
+    if not line.startswith(("Graph execution error:", "Detected at node",
+                            "File ")):
+      line = re.sub(r"\{\{[^}]*\}\}\s*", "", line)
+      return re.sub(r"\s*\[Op:[^\]]*\].*$", "", line)
+  return str(error)
+
+
 def evaluate(model, dataset, split: str, batch_size: int = 200,
              progress: bool = True) -> EvalResult:
   """Evaluates `model` on `split` of a `heldout_tf.data.Dataset`.
 
-  Returns logits, labels and canonical indices in dataset order.
+  Returns logits, labels and canonical indices in dataset order. Raises
+  DataError (a ValueError) when the data cannot be read.
   """
   forward = compiled_forward(model)
   batches, num_examples = dataset.batches(split, batch_size)
@@ -90,11 +114,15 @@ def evaluate(model, dataset, split: str, batch_size: int = 200,
   logits, labels, index = [], [], []
   with tqdm.tqdm(total=num_examples, unit="img", disable=not progress,
                  desc=f"evaluate {split}", leave=False) as bar:
-    for batch in batches:
-      logits.append(forward(batch["image"]).numpy())
-      labels.append(batch["label"].numpy())
-      index.append(batch["index"].numpy())
-      bar.update(len(index[-1]))
+    try:
+      for batch in batches:
+        logits.append(forward(batch["image"]).numpy())
+        labels.append(batch["label"].numpy())
+        index.append(batch["index"].numpy())
+        bar.update(len(index[-1]))
+    except tf.errors.InvalidArgumentError as e:
+      raise DataError(f"{op_error_message(e)} (reading {dataset.name} "
+                      f"{split})") from e
   if not logits:
     raise ValueError(f"Split {split!r} of {dataset.name} is empty")
   return EvalResult(np.concatenate(logits), np.concatenate(labels),

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import EXPERIMENT, NUM_RUNS, RATIO
 from heldout_tf import checkpoints
@@ -85,3 +86,43 @@ def test_cross_check_refuses_other_examples(release_root, dataset, model):
 def test_bad_split(dataset):
   with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
     dataset.split("validation")
+
+
+@pytest.mark.parametrize("in_tf_function", [False, True])
+def test_op_errors_are_shown_without_the_trace(in_tf_function):
+  text = "map /data/maps[v2]/index.csv lacks a]1.JPEG, b.JPEG"
+
+  def fail(x):
+    check = tf.debugging.Assert(tf.size(x) == 0, [tf.constant(text)])
+    with tf.control_dependencies([check]):
+      return tf.identity(x)
+
+  inputs = tf.constant([1])
+  with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+    if in_tf_function:
+      tf.function(fail)(inputs)
+    else:
+      list(tf.data.Dataset.from_tensors(inputs).map(fail))
+  assert evaluation.op_error_message(raised.value) == text
+  with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+    tf.function(lambda: tf.io.decode_png(tf.constant(b"not a png")))()
+  message = evaluation.op_error_message(raised.value)
+  assert "Graph execution error" not in message and "[Op:" not in message
+  assert message.strip(), raised.value.message
+
+
+def test_unreadable_data_is_a_data_error_naming_the_split():
+  def make_split(split):
+    encoded = tf.data.Dataset.from_tensors(tf.constant(b"not an image"))
+    return encoded.map(lambda e: {
+        "image": tf.cast(tf.io.decode_png(e, channels=3), tf.float32),
+        "label": tf.constant(0, tf.int64),
+        "index": tf.constant(0, tf.int64)}), 1
+
+  model = models.ensure_built(models.build_model("mlp", 10), "mlp")
+  dataset = data.Dataset("broken", make_split)
+  with pytest.raises(evaluation.DataError,
+                     match=r"\(reading broken test\)$") as raised:
+    evaluation.evaluate(model, dataset, "test", progress=False)
+  assert "Traceback" not in str(raised.value)
+  assert "[Op:" not in str(raised.value)
