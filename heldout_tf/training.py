@@ -24,6 +24,7 @@ import psutil
 import sonnet as snt
 import tensorflow as tf
 
+from heldout_tf import hardware
 from heldout_tf import models
 
 # Independent random streams of one run: entropy [seed, run, stream, ...].
@@ -46,8 +47,14 @@ class TrainConfig:
   seed: int = 0
   hidden: Tuple[int, ...] = models.MLP_HIDDEN
   num_classes: int = 10
+  # 'float32' or 'bfloat16' (matmul inputs; master weights, momentum and the
+  # loss stay float32). Resolve 'auto' with `hardware.resolve_precision`.
+  precision: str = "float32"
 
   def __post_init__(self):
+    if self.precision not in hardware.PRECISIONS:
+      raise ValueError(f"precision must be one of {hardware.PRECISIONS}, "
+                       f"got {self.precision!r}")
     if not 0.0 < self.ratio <= 1.0:
       raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
     for name in ("epochs", "batch_size"):
