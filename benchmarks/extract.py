@@ -19,6 +19,7 @@ archive; kit throughput >= 80% of plain gzip decoding.
   flock /tmp/bench.lock python benchmarks/extract.py [--archive_gb 1.05]
 """
 
+import argparse
 import hashlib
 import io
 import os
@@ -31,14 +32,15 @@ import tempfile
 import threading
 import time
 
-from absl import app
-from absl import flags
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from heldout_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top
+from heldout_tf import layout
+from heldout_tf.archive import synthetic
+# pylint: enable=g-import-not-at-top
 
 EXPERIMENT = "cifar10-inception"
 RATIOS = ("0.1", "0.7")
@@ -47,29 +49,18 @@ RUNS_PER_RATIO = 5
 FLOAT_GZIP_RATIO = 0.92
 POLL_S = 0.005
 
-_ARCHIVE_GB = flags.DEFINE_float(
-    "archive_gb", 1.05, "Approximate compressed archive size (GB).")
-_REPEATS = flags.DEFINE_integer(
-    "repeats", 2, "Timed repeats of gzip and `--only aux` (best kept).")
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Where to build the archive (default: a temp dir).")
 
-
-def _aux_npz(rng, n_train=50_000, n_test=10_000, ratio=0.7):
-  """A CIFAR-sized aux_arrays.npz, as bytes."""
-  order = rng.permutation(n_train)
-  used = np.sort(order[:int(ratio * n_train)])
-  removed = np.sort(order[int(ratio * n_train):])
-  with tempfile.TemporaryDirectory() as tmp:
-    runs_lib.write_aux(
-        tmp,
-        correctness={"train": rng.random(len(used)) < 0.99,
-                     "removed": rng.random(len(removed)) < 0.9,
-                     "test": rng.random(n_test) < 0.9},
-        index={"train": used, "removed": removed, "test": np.arange(n_test)},
-        subsample_idx=used)
-    with open(os.path.join(tmp, runs_lib.AUX_FILENAME), "rb") as f:
-      return f.read()
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--archive_gb", type=float, default=1.05,
+                      help="Approximate compressed archive size (GB).")
+  parser.add_argument("--repeats", type=int, default=2,
+                      help="Timed repeats of gzip and `--only aux` (best "
+                      "kept).")
+  parser.add_argument("--workdir",
+                      help="Where to build the archive (default: a temp "
+                      "dir).")
+  return parser.parse_args(argv)
 
 
 def _add(tar, name, data=None, size=None):
@@ -131,8 +122,9 @@ def make_archive(directory, archive_gb, seed=0):
           _add(tar, f"{base}/checkpoints/ckpt-100.data-00000-of-00001",
                _FloatStream(rng, ckpt_bytes), size=ckpt_bytes)
           # In the released archives aux_arrays.npz follows the checkpoints.
-          _add(tar, f"{base}/{runs_lib.AUX_FILENAME}",
-               _aux_npz(rng, ratio=float(ratio)))
+          _add(tar, f"{base}/{layout.AUX_FILENAME}",
+               synthetic.aux_bytes(rng, n_train=50_000, n_test=10_000,
+                                   ratio=float(ratio)))
     gz.stdin.close()
     if gz.wait():
       raise RuntimeError("gzip failed")
@@ -192,11 +184,11 @@ def _gb(n):
   return f"{n / 1e9:.3f} GB"
 
 
-def main(argv):
-  del argv
-  parent = _WORKDIR.value or tempfile.gettempdir()
+def main(argv=None):
+  args = parse_args(argv)
+  parent = args.workdir or tempfile.gettempdir()
   free = shutil.disk_usage(parent).free
-  need = 3.5 * _ARCHIVE_GB.value * 1e9
+  need = 3.5 * args.archive_gb * 1e9
   if free < need:
     sys.exit(f"{parent}: {_gb(free)} free, need ~{_gb(need)}")
   work = tempfile.mkdtemp(prefix="heldout-bench-extract-", dir=parent)
@@ -205,13 +197,13 @@ def main(argv):
     src = os.path.join(work, "src")
     os.makedirs(src)
     start = time.perf_counter()
-    path, md5, n_aux = make_archive(src, _ARCHIVE_GB.value)
+    path, md5, n_aux = make_archive(src, args.archive_gb)
     size = os.path.getsize(path)
     print(f"Generated {path}: {_gb(size)}, {n_aux} runs, in "
           f"{time.perf_counter() - start:.0f} s", flush=True)
 
     gzip_s = min(timed(["gzip", "-dc", path], stdout=subprocess.DEVNULL)[0]
-                 for _ in range(_REPEATS.value))
+                 for _ in range(args.repeats))
     print(f"gzip -dc > /dev/null: {gzip_s:.2f} s "
           f"({size / gzip_s / 1e6:.0f} MB/s)", flush=True)
 
@@ -225,9 +217,9 @@ def main(argv):
            "--only", only, "--noprogress"], dest, env=env,
           stdout=subprocess.DEVNULL)
 
-    kit_s, kit_peak = min(kit_run("aux") for _ in range(_REPEATS.value))
-    aux = [p for p in runs_lib.list_runs(dest, EXPERIMENT)
-           if os.path.isfile(os.path.join(p[2], runs_lib.AUX_FILENAME))]
+    kit_s, kit_peak = min(kit_run("aux") for _ in range(args.repeats))
+    aux = [found for found in layout.list_runs(dest, EXPERIMENT)
+           if os.path.isfile(os.path.join(found.path, layout.AUX_FILENAME))]
     assert len(aux) == n_aux, aux
     kit_final = disk_usage(dest)
     print(f"kit --only aux: {kit_s:.2f} s ({size / kit_s / 1e6:.0f} MB/s), "
@@ -279,4 +271,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

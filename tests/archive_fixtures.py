@@ -1,109 +1,27 @@
-"""Small released-layout archives and loopback servers for the archive tests."""
+"""Loopback servers and snapshots for the archive tests.
+
+The archives themselves come from `heldout_tf.archive.synthetic` (shared
+with the benchmarks); the names are re-exported here for the tests.
+"""
 
 import contextlib
-import hashlib
 import http.server
-import io
 import os
 import socket
-import tarfile
-import tempfile
 import threading
 
-import numpy as np
-
-from heldout_tf import runs as runs_lib
+from heldout_tf.archive import synthetic
 
 # gcsfs reads this at import: keep its plain (not zonal/HNS) filesystem, which
 # would otherwise probe the emulator over gRPC for a minute per bucket.
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
-EXPERIMENT = "cifar10-inception"
-
-
-def _aux_bytes(seed):
-  """A valid aux_arrays.npz, as bytes."""
-  rng = np.random.default_rng(seed)
-  n_train, n_test = 40, 20
-  order = rng.permutation(n_train)
-  used, removed = order[:28], order[28:]
-  with tempfile.TemporaryDirectory() as tmp:
-    runs_lib.write_aux(
-        tmp,
-        correctness={"train": rng.random(28) < 0.9,
-                     "removed": rng.random(12) < 0.6,
-                     "test": rng.random(n_test) < 0.7},
-        index={"train": used, "removed": removed, "test": np.arange(n_test)},
-        subsample_idx=used)
-    with open(os.path.join(tmp, runs_lib.AUX_FILENAME), "rb") as f:
-      return f.read()
-
-
-def layout_files(ratios=("0.1", "0.7"), run_ids=(0, 1, 2), ckpt_bytes=60_000,
-                 seed=0):
-  """`{relative path: bytes}` of a released-layout archive's regular files."""
-  rng = np.random.default_rng(seed)
-  files = {}
-  for ratio in ratios:
-    for run in run_ids:
-      base = f"{EXPERIMENT}/{ratio}/{run}"
-      files[f"{base}/{runs_lib.AUX_FILENAME}"] = _aux_bytes(
-          int(rng.integers(1 << 30)))
-      files[f"{base}/checkpoints/ckpt-10.index"] = rng.bytes(300)
-      files[f"{base}/checkpoints/ckpt-10.data-00000-of-00001"] = rng.bytes(
-          ckpt_bytes)
-  return files
-
-
-def _add_dirs(tar, names, done):
-  for name in names:
-    parts = name.split("/")
-    for i in range(1, len(parts)):
-      d = "/".join(parts[:i])
-      if d not in done:
-        done.add(d)
-        info = tarfile.TarInfo(d)
-        info.type = tarfile.DIRTYPE
-        info.mode = 0o755
-        tar.addfile(info)
-
-
-def tar_bytes(files, extra_members=(), end_blocks=True):
-  """An uncompressed tar of `files` (with their directories) + raw members.
-
-  `extra_members` are `(TarInfo, data or None)` appended as given. Without
-  `end_blocks` the tar lacks its end-of-archive zero blocks.
-  """
-  buf = io.BytesIO()
-  tar = tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT)
-  done = set()
-  for name, data in files.items():
-    _add_dirs(tar, [name], done)
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
-  for info, data in extra_members:
-    tar.addfile(info, None if data is None else io.BytesIO(data))
-  if not end_blocks:
-    return buf.getvalue()  # Before close() writes the end-of-archive blocks.
-  tar.close()
-  return buf.getvalue()
-
-
-def gzip_bytes(data, level=6):
-  import gzip  # pylint: disable=g-import-not-at-top
-  return gzip.compress(data, compresslevel=level, mtime=0)
-
-
-def write_archive(directory, files, extra_members=()):
-  """Writes `<directory>/<EXPERIMENT>.tar.gz`; returns (path, bytes, md5)."""
-  data = gzip_bytes(tar_bytes(files, extra_members))
-  os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, f"{EXPERIMENT}.tar.gz")
-  with open(path, "wb") as f:
-    f.write(data)
-  return path, data, hashlib.md5(data).hexdigest()
+EXPERIMENT = synthetic.EXPERIMENT
+layout_files = synthetic.layout_files
+tar_bytes = synthetic.tar_bytes
+gzip_bytes = synthetic.gzip_bytes
+write_archive = synthetic.write_archive
+sparse_member = synthetic.sparse_member
 
 
 def snapshot(root):
@@ -133,6 +51,8 @@ class FaultyServer:
       connection after sending that many body bytes.
     corrupt_at: absolute offset of a byte flipped in every response.
     honor_range: when False, Range headers are ignored (HTTP 200, all bytes).
+    hold_at: when set, a GET sends the body up to this offset, then waits
+      for `release` (an Event) before sending the rest.
     requests: recorded `(method, path, Range header)`.
   """
 
@@ -141,6 +61,8 @@ class FaultyServer:
     self.drops = []
     self.corrupt_at = None
     self.honor_range = True
+    self.hold_at = None
+    self.release = threading.Event()
     self.requests = []
     server = self
 
@@ -196,6 +118,11 @@ class FaultyServer:
           self.connection.shutdown(socket.SHUT_RDWR)
           self.close_connection = True
           return
+        if server.hold_at is not None and server.hold_at > start:
+          self.wfile.write(body[:server.hold_at - start])
+          self.wfile.flush()
+          server.release.wait(30)
+          body = body[server.hold_at - start:]
         self.wfile.write(body)
 
     self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)

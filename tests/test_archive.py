@@ -4,6 +4,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -12,6 +13,8 @@ import threading
 import pytest
 
 from heldout_tf import archive
+from heldout_tf import errors
+from heldout_tf import layout
 from heldout_tf import released as released_lib
 from heldout_tf import runs as runs_lib
 from heldout_tf import sizes
@@ -53,7 +56,7 @@ def _expected(files, ratios=None, run_ids=None, only="all"):
       continue
     if run_ids is not None and int(run) not in run_ids:
       continue
-    kind = ("aux" if sub == [runs_lib.AUX_FILENAME] else
+    kind = ("aux" if sub == [layout.AUX_FILENAME] else
             "checkpoints" if sub[0] == "checkpoints" else "other")
     if kind in kinds:
       out[name] = data
@@ -65,7 +68,7 @@ def test_local_extract_all_matches_archive(released, tmp_path):
   assert _extracted(tmp_path / "d") == released["files"]
   assert result.downloaded and result.archive_bytes == len(released["data"])
   assert len(result.committed) == 6
-  assert [r for r, _, _ in runs_lib.list_runs(str(tmp_path / "d"), EXP)] == [
+  assert [r.ratio_name for r in layout.list_runs(str(tmp_path / "d"), EXP)] == [
       "0.1"] * 3 + ["0.7"] * 3
   # The staging directory is gone.
   assert sorted(os.listdir(tmp_path / "d")) == [EXP]
@@ -97,8 +100,8 @@ def test_missing_ratios_and_runs_are_reported(released, tmp_path):
 
 def test_aux_files_are_readable(released, tmp_path):
   _fetch(tmp_path, released["dir"], released["md5"], only="aux")
-  for _, _, path in runs_lib.list_runs(str(tmp_path), EXP):
-    aux = runs_lib.read_aux(path)
+  for found in layout.list_runs(str(tmp_path), EXP):
+    aux = runs_lib.read_aux(found.path)
     assert set(runs_lib.AUX_KEYS) <= set(aux)
 
 
@@ -329,10 +332,10 @@ def test_truncated_archive_is_refused(released, tmp_path):
 
 
 def test_gcs_emulator(released, tmp_path, monkeypatch):
-  from gcsfs import core as gcsfs_core  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(archive, "GCS_CHUNK_BYTES", 50_000)  # Many ranged GETs.
+  # Many ranged GETs.
+  monkeypatch.setattr(archive.transport, "GCS_CHUNK_BYTES", 50_000)
   with af.gcs_emulator() as endpoint:
-    fs = gcsfs_core.GCSFileSystem(token="anon", endpoint_url=endpoint)
+    fs = archive.transport.gcs_filesystem(endpoint)
     fs.pipe(f"bucket/ckpts/{EXP}.tar.gz", released["data"])
     # Two ranged reads fail (a stall, then after progress): resumed from the
     # current offset with the same MD5 and decompressor state.
@@ -550,7 +553,7 @@ def _archive_without(tmp_path, *left_out):
 
 
 @pytest.mark.parametrize("only,left_out,missing", [
-    ("aux", [runs_lib.AUX_FILENAME], ["aux"]),
+    ("aux", [layout.AUX_FILENAME], ["aux"]),
     ("checkpoints", ["checkpoints/ckpt-10.index",
                      "checkpoints/ckpt-10.data-00000-of-00001"],
      ["checkpoints"]),
@@ -562,7 +565,7 @@ def test_run_without_the_requested_part_gets_no_directory(tmp_path, only,
   src, dest = os.path.dirname(path), tmp_path / "d"
   result = _fetch(dest, src, md5, only=only)
   assert not (dest / EXP / "0.7" / "1").exists()
-  assert [(r, n) for r, n, _ in runs_lib.list_runs(str(dest), EXP)] == [
+  assert [(r.ratio_name, r.run) for r in layout.list_runs(str(dest), EXP)] == [
       ("0.1", 0), ("0.1", 1), ("0.7", 0)]
   assert _extracted(dest) == _expected(files, only=only)
   assert len(result.committed) == 3
@@ -641,11 +644,12 @@ def test_non_finite_ratio_directories_are_ignored(tmp_path):
 def test_staging_is_locked_from_the_moment_it_is_visible(tmp_path):
   pytest.importorskip("fcntl")
   dest = tmp_path / "d"
-  with archive._staging_dir(str(dest), EXP) as staging:
+  dest.mkdir()
+  with archive.staging.staging_dir(str(dest), EXP) as staging:
     assert os.path.basename(staging).startswith(archive.STAGING_PREFIX)
     assert os.listdir(dest) == [os.path.basename(staging)]
-    assert archive._lock_dir(staging) is None  # Held: not removable.
-    archive._remove_stale_staging(str(dest), EXP)
+    assert archive.staging.lock_dir(staging) is None  # Held: not removable.
+    archive.staging.remove_stale_staging(str(dest), EXP)
     assert os.path.isdir(staging)
   assert os.listdir(dest) == []
 
@@ -690,3 +694,343 @@ def test_sizes_are_formatted_in_binary_units():
                                bytes_written=5 * 2**20)
   assert "Streamed 3.0 GiB in 2.0 s (1.5 GiB/s)" in result.summary()
   assert "(0 files, 5.0 MiB)" in result.summary()
+
+
+# ------------------------------------------------ issue 11: size, disk ---
+
+
+def _one_run_archive(tmp_path, extra_members=(), ckpt_bytes=1000, **files):
+  """A 1-run archive (+ `extra_members`); returns (files, source dir, md5)."""
+  files = {**af.layout_files(ratios=("0.1",), run_ids=(0,),
+                             ckpt_bytes=ckpt_bytes), **files}
+  src = tmp_path / "src"
+  _, _, md5 = af.write_archive(str(src), files, extra_members)
+  return files, str(src), md5
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "pax"])
+def test_sparse_member_is_refused_before_writing(tmp_path, fmt):
+  name = f"{EXP}/0.1/1/{layout.AUX_FILENAME}"
+  sparse = af.sparse_member(name, declared_size=8 * 2**20, fmt=fmt)
+  _, src, md5 = _one_run_archive(tmp_path, [sparse])
+  assert os.path.getsize(os.path.join(src, f"{EXP}.tar.gz")) < 10_000
+  dest = tmp_path / "d"
+  with pytest.raises(archive.UnsafeMemberError, match="sparse") as e:
+    _fetch(dest, src, md5)
+  assert repr(name) in str(e.value)
+  assert not dest.exists()
+
+
+def test_other_member_types_are_refused(tmp_path):
+  info = tarfile.TarInfo(f"{EXP}/0.1/0/checkpoints/extra")
+  info.type = tarfile.CONTTYPE
+  info.size = 4
+  _, src, md5 = _one_run_archive(tmp_path, [(info, b"data")])
+  with pytest.raises(archive.UnsafeMemberError, match="tar type") as e:
+    _fetch(tmp_path / "d", src, md5)
+  assert repr(info.name) in str(e.value)
+
+
+def test_gzip_bomb_is_refused_by_the_member_size_limit(tmp_path):
+  bomb = f"{EXP}/0.1/1/{layout.AUX_FILENAME}"
+  files, src, md5 = _one_run_archive(tmp_path, **{bomb: bytes(4 * 2**20)})
+  dest = tmp_path / "d"
+  with pytest.raises(archive.MemberTooLargeError) as e:
+    _fetch(dest, src, md5, max_member_size={"aux": "1MiB"})
+  assert repr(bomb) in str(e.value) and "--max_member_size aux=" in str(e.value)
+  assert not dest.exists()
+  # Members not selected are not limited; a raised limit lets it through.
+  _fetch(dest, src, md5, only="checkpoints",
+         max_member_size={"aux": "1MiB"})
+  result = _fetch(dest, src, md5, max_member_size={"aux": "8MiB"})
+  assert result.committed == [("0.1", 0), ("0.1", 1)]  # Their aux files.
+  assert _extracted(dest) == files
+
+
+@pytest.mark.parametrize("kind,sub,size", [
+    ("index", "checkpoints/ckpt-10.index", 2**20),
+    ("data", "checkpoints/ckpt-10.data-00000-of-00001", 2**21),
+    ("other", "notes.txt", 2**20),
+])
+def test_each_kind_has_its_limit(tmp_path, kind, sub, size):
+  name = f"{EXP}/0.1/3/{sub}"
+  _, src, md5 = _one_run_archive(tmp_path, **{name: bytes(size)})
+  with pytest.raises(archive.MemberTooLargeError, match=f"for {kind} members"):
+    _fetch(tmp_path / "d", src, md5, max_member_size={kind: size - 1})
+  _fetch(tmp_path / "d", src, md5, max_member_size={kind: size})
+
+
+def test_size_limits_parse():
+  limits = archive.parse_size_limits("aux=1GiB, data=4GiB")
+  assert limits == {**archive.DEFAULT_SIZE_LIMITS, "aux": 2**30,
+                    "data": 4 * 2**30}
+  assert archive.parse_size_limits(None) == archive.DEFAULT_SIZE_LIMITS
+  for bad, match in [("weights=1GiB", "unknown member kind 'weights'"),
+                     ("aux", "KIND=SIZE"), ("aux=lots", "cannot parse"),
+                     ("data=0", "must be positive")]:
+    with pytest.raises(errors.UsageError, match=match) as e:
+      archive.parse_size_limits(bad)
+    assert "--max_member_size" in str(e.value)
+
+
+def test_member_larger_than_free_space_is_refused(released, tmp_path,
+                                                  monkeypatch):
+  real = shutil.disk_usage
+
+  def nearly_full(path):
+    return real(path)._replace(free=50_000)  # Aux files fit, data does not.
+
+  monkeypatch.setattr(shutil, "disk_usage", nearly_full)
+  dest = tmp_path / "d"
+  _fetch(dest, released["dir"], released["md5"], only="aux")
+  with pytest.raises(archive.DiskSpaceError) as e:
+    _fetch(dest, released["dir"], released["md5"], only="checkpoints")
+  target = os.path.join(str(dest), EXP, "0.1", "0", "checkpoints",
+                        "ckpt-10.data-00000-of-00001")
+  assert target in str(e.value)
+  assert "needs 58.6 KiB, 48.8 KiB free" in str(e.value)
+  assert _extracted(dest) == _expected(released["files"], only="aux")
+
+
+# --------------------------------------------- issue 11: layout names ---
+
+
+@pytest.mark.parametrize("twin_first", [False, True])
+def test_non_canonical_twin_of_a_selected_ratio_is_an_error(tmp_path,
+                                                            twin_first):
+  files = af.layout_files(ratios=("0.1", "0.7"), run_ids=(0,),
+                          ckpt_bytes=100)
+  twin = {f"{EXP}/0.70/0/{layout.AUX_FILENAME}": b"which one?"}
+  ordered = {**twin, **files} if twin_first else {**files, **twin}
+  _, _, md5 = af.write_archive(str(tmp_path / "src"), ordered)
+  with pytest.raises(archive.AmbiguousMemberError, match="'0.70'.*'0.7'"):
+    _fetch(tmp_path / "d", str(tmp_path / "src"), md5)
+  with pytest.raises(layout.LayoutError):  # The layout's own error, too.
+    _fetch(tmp_path / "d", str(tmp_path / "src"), md5, ratios=[0.7])
+  assert not (tmp_path / "d").exists()
+  # Its canonical twin not selected: skipped with a warning.
+  result = _fetch(tmp_path / "d", str(tmp_path / "src"), md5, ratios=[0.1])
+  assert result.committed == [("0.1", 0)]
+  assert any("0.70" in line for line in result.skipped_names)
+
+
+def test_non_canonical_run_twin_is_an_error(tmp_path):
+  files = af.layout_files(ratios=("0.1",), run_ids=(0, 1), ckpt_bytes=100)
+  twin = {f"{EXP}/0.1/00/{layout.AUX_FILENAME}": b"x"}
+  _, _, md5 = af.write_archive(str(tmp_path / "src"), {**files, **twin})
+  with pytest.raises(archive.AmbiguousMemberError, match="'00'.*'0'"):
+    _fetch(tmp_path / "d", str(tmp_path / "src"), md5)
+  result = _fetch(tmp_path / "d", str(tmp_path / "src"), md5, runs=[1])
+  assert result.committed == [("0.1", 1)]
+
+
+def test_non_canonical_names_are_skipped_and_listed(tmp_path):
+  files = af.layout_files(ratios=("0.1",), run_ids=(0,), ckpt_bytes=100)
+  stray = {f"{EXP}/0.70/0/{layout.AUX_FILENAME}": b"a",
+           f"{EXP}/0.1/02/{layout.AUX_FILENAME}": b"b",
+           f"{EXP}/1/0/{layout.AUX_FILENAME}": b"c"}
+  _, _, md5 = af.write_archive(str(tmp_path / "src"), {**files, **stray})
+  result = _fetch(tmp_path / "d", str(tmp_path / "src"), md5)
+  assert _extracted(tmp_path / "d") == files
+  assert result.committed == [("0.1", 0)]
+  assert sorted(result.ignored_members) == sorted(stray)
+  summary = result.summary()
+  assert "skipped 3 directory name(s)" in summary
+  for where in (f"{EXP}/0.70/", f"{EXP}/0.1/02/", f"{EXP}/1/"):
+    assert where in summary
+
+
+# ------------------------------------- issue 11: markers are not trusted ---
+
+
+@pytest.mark.parametrize("removed", ["checkpoints", layout.AUX_FILENAME,
+                                     "checkpoints/ckpt-10.index"])
+def test_deleted_files_of_a_committed_run_are_extracted_again(
+    released, tmp_path, removed):
+  dest = tmp_path / "d"
+  _fetch(dest, released["dir"], released["md5"])
+  path = dest / EXP / "0.1" / "1" / removed
+  if path.is_dir():
+    shutil.rmtree(path)
+  else:
+    path.unlink()
+  result = _fetch(dest, released["dir"], released["md5"])
+  assert result.downloaded and result.committed == [("0.1", 1)]
+  assert len(result.already_committed) == 5
+  assert _extracted(dest) == released["files"]
+  # A file cut short counts as missing too.
+  path = dest / EXP / "0.7" / "2" / layout.AUX_FILENAME
+  path.write_bytes(path.read_bytes()[:100])
+  again = _fetch(dest, released["dir"], released["md5"], only="aux")
+  assert again.committed == [("0.7", 2)]
+  assert _extracted(dest) == released["files"]
+
+
+# --------------------------------- issue 11: concurrency and bad --dest ---
+
+
+def test_concurrent_download_into_one_dest_is_refused(released, tmp_path):
+  dest = tmp_path / "d"
+  with af.FaultyServer({f"/{EXP}.tar.gz": released["data"]}) as server:
+    server.hold_at = len(released["data"]) // 2
+    first = threading.Thread(
+        target=lambda: _fetch(dest, server.url, released["md5"], only="aux"),
+        daemon=True)
+    first.start()
+    try:
+      _within(20, lambda: _wait_for_staging(dest))
+      with pytest.raises(archive.ArchiveError, match="another download") as e:
+        _fetch(dest, server.url, released["md5"], only="checkpoints")
+      assert isinstance(e.value, archive.DestinationBusyError)
+      assert str(dest) in str(e.value)
+    finally:
+      server.release.set()
+      first.join(20)
+  assert _extracted(dest) == _expected(released["files"], only="aux")
+  _fetch(dest, released["dir"], released["md5"], only="checkpoints")
+  assert _extracted(dest) == released["files"]
+
+
+def _wait_for_staging(dest):
+  while not (dest.is_dir() and any(
+      n.startswith(archive.STAGING_PREFIX) for n in os.listdir(dest))):
+    threading.Event().wait(0.02)
+
+
+def _error_lines(stderr):
+  return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def test_cli_concurrent_dest_file_dest_and_unwritable_dest(released,
+                                                           tmp_path):
+  fcntl = pytest.importorskip("fcntl")
+  common = ("--experiment", EXP, "--base_url", released["dir"], "--md5",
+            released["md5"], "--noprogress")
+  dest = tmp_path / "busy"
+  dest.mkdir()
+  fd = os.open(dest, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)  # As a download in another process does.
+    proc = _cli(*common, "--dest", str(dest))
+  finally:
+    os.close(fd)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  assert len(_error_lines(proc.stderr)) == 1, proc.stderr
+  assert "another download" in proc.stderr and str(dest) in proc.stderr
+  assert os.listdir(dest) == []
+
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  proc = _cli(*common, "--dest", str(blocker))
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  assert _error_lines(proc.stderr) == [
+      f"error: cannot write {blocker}: not a directory"]
+
+
+def test_unwritable_dest_is_a_path_error(released, tmp_path, monkeypatch):
+  parent = tmp_path / "ro"
+  parent.mkdir()
+  real_makedirs = os.makedirs
+
+  def read_only(path, *args, **kwargs):
+    if str(path).startswith(str(parent)):
+      raise PermissionError(errno.EACCES, "Permission denied", str(path))
+    return real_makedirs(path, *args, **kwargs)
+
+  monkeypatch.setattr(os, "makedirs", read_only)
+  with pytest.raises(errors.PathError,
+                     match=f"cannot write {parent / 'd'}: Permission denied"):
+    _fetch(parent / "d", released["dir"], released["md5"])
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="root writes to read-only directories")
+def test_cli_read_only_dest(released, tmp_path):
+  parent = tmp_path / "ro"
+  parent.mkdir()
+  parent.chmod(0o500)
+  try:
+    proc = _cli("--experiment", EXP, "--dest", str(parent / "d"),
+                "--base_url", released["dir"], "--md5", released["md5"],
+                "--noprogress")
+  finally:
+    parent.chmod(0o700)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  assert _error_lines(proc.stderr) == [
+      f"error: cannot write {parent / 'd'}: Permission denied"]
+
+
+# ------------------------------------------ issue 11: fail fast offline ---
+
+
+@pytest.mark.parametrize("scheme", ["gs", "http"])
+def test_cli_unreachable_source_fails_fast_with_one_error_line(tmp_path,
+                                                               scheme):
+  port = af.free_port()  # Nothing listens: the connection is refused.
+  where = (("--base_url", "gs://bucket/x", "--gcs_endpoint",
+            f"http://127.0.0.1:{port}") if scheme == "gs" else
+           ("--base_url", f"http://127.0.0.1:{port}/x"))
+  env = {k: v for k, v in os.environ.items()
+         if k != "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"}
+  # gcsfs alone would retry for ~35 s, logging tracebacks.
+  proc = _cli("--experiment", EXP, "--dest", str(tmp_path / "d"), *where,
+              "--noprogress", env=env, timeout=20)
+  assert proc.returncode == 1
+  assert "Traceback" not in proc.stderr, proc.stderr
+  lines = _error_lines(proc.stderr)
+  assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], proc.stderr
+  assert not (tmp_path / "d").exists()
+
+
+# ------------------------------------------------------- issue 11: CLI ---
+
+
+def test_download_cli_imports_neither_tensorflow_nor_flags():
+  code = ("import sys; from absl import flags; "
+          "import heldout_tf.download, heldout_tf.archive; "
+          "heldout_tf.download.parse_args(['--experiment', 'x']); "
+          "print(sorted(m for m in sys.modules "
+          "if m.split('.')[0] in ('tensorflow', 'sonnet', 'keras')), "
+          "'experiment' in flags.FLAGS)")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, cwd=REPO, timeout=60,
+                        env=dict(os.environ, PYTHONPATH=REPO))
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.split() == ["[]", "False"]
+
+
+def _run_cli_in_process(capsys, *args):
+  """`python -m heldout_tf.download ARGS` in this process: (code, stderr)."""
+  from heldout_tf import cli  # pylint: disable=g-import-not-at-top
+  from heldout_tf import download  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit) as e:
+    cli.run(download.main, list(args))
+  return e.value.code, capsys.readouterr().err
+
+
+def test_cli_flag_errors(released, tmp_path, capsys):
+  common = ("--experiment", EXP, "--dest", str(tmp_path / "d"), "--base_url",
+            released["dir"], "--md5", released["md5"], "--noprogress")
+  for flags, message in [
+      (("--max_member_size", "weights=1GiB"), "--max_member_size"),
+      (("--max_member_size", "aux=lots"), "--max_member_size aux"),
+      (("--runs", "0,abc"), "--runs"), (("--runs", "03"), "--runs"),
+      (("--ratios", "0.1,2"), "--ratios")]:
+    code, stderr = _run_cli_in_process(capsys, *common, *flags)
+    lines = _error_lines(stderr)
+    assert code == 1 and len(lines) == 1 and message in lines[0], stderr
+  code, stderr = _run_cli_in_process(capsys, *common, "--max_member_size",
+                                     "aux=1KiB", "--only", "aux")
+  assert code == 1 and "over the 1.0 KiB limit" in stderr
+  assert not (tmp_path / "d").exists()
+
+
+def test_cli_progress_in_a_redirected_log_is_plain_lines(released, tmp_path):
+  proc = subprocess.run(  # Bytes: text mode would turn '\r' into '\n'.
+      [sys.executable, "-m", "heldout_tf.download", "--experiment", EXP,
+       "--dest", str(tmp_path / "d"), "--base_url", released["dir"], "--md5",
+       released["md5"], "--only", "aux"], capture_output=True, cwd=REPO,
+      env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert b"\r" not in proc.stderr
+  assert f"{EXP}.tar.gz: ".encode() in proc.stderr  # The closing line.

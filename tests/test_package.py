@@ -1,0 +1,58 @@
+"""The package's front door: lazy imports, one error base."""
+
+import importlib
+import inspect
+import os
+import pkgutil
+import subprocess
+import sys
+
+import heldout_tf
+from heldout_tf import errors
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _imports_tensorflow(code):
+  out = subprocess.run(
+      [sys.executable, "-c", code + "\nimport sys\n"
+       "print('tensorflow' in sys.modules)"],
+      capture_output=True, text=True, cwd=_ROOT, check=True)
+  return out.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_download_path_does_not_import_tensorflow():
+  assert not _imports_tensorflow(
+      "import heldout_tf, heldout_tf.archive, heldout_tf.download, "
+      "heldout_tf.layout, heldout_tf.released, heldout_tf.sizes")
+
+
+def test_models_do_import_tensorflow_on_access():
+  # The check above can fail: touching a TF module does load TensorFlow.
+  assert _imports_tensorflow("import heldout_tf; heldout_tf.models")
+
+
+def test_all_names_resolve():
+  for name in heldout_tf.__all__:
+    assert getattr(heldout_tf, name) is not None, name
+
+
+def _kit_modules():
+  for info in pkgutil.walk_packages(heldout_tf.__path__, "heldout_tf."):
+    try:
+      yield importlib.import_module(info.name)
+    except ImportError as e:  # An optional extra that is not installed.
+      if "heldout_tf" in str(e):
+        raise
+
+
+def test_every_kit_error_derives_from_the_error_base():
+  offenders = []
+  for module in _kit_modules():
+    for name, value in vars(module).items():
+      if (inspect.isclass(value) and issubclass(value, Exception)
+          and value.__module__ == module.__name__
+          and not name.startswith("_")
+          and not issubclass(value, errors.HeldoutError)):
+        offenders.append(f"{module.__name__}.{name}")
+  assert not offenders, offenders
