@@ -2,13 +2,15 @@ r"""Benchmarks heldout_tf.estimates against a plain float64 numpy reference.
 
   python benchmarks/estimates.py [--imagenet_hard 8000] [--imagenet_slice 16000]
       [--load_runs 2000] [--runs 2000 --n_train 60000 --n_test 10000]
+      [--stages mnist,load,imagenet]
 
 1. MNIST scale (2000 runs x 60 000 train x 10 000 test, synthetic): times
    memorization, high-influence pairs and the dense influence against the
    float64 reference (same process), checks they agree (pairs set equal,
    values within 1e-6) and reports peak working memory (tracemalloc: numpy
    allocations made during the call, inputs excluded).
-2. load_runs on --load_runs MNIST-size aux_arrays.npz files.
+2. load_runs on --load_runs MNIST-size aux_arrays.npz files (every file
+   through `runs.read_aux`, the bounded reader).
 3. ImageNet scale (2000 x 1 281 167 x 50 000, inputs memory-mapped, 4 GB
    budget): the pairs extraction end to end where --imagenet_hard training
    examples are memorized, then a contiguous slice of --imagenet_slice rows
@@ -31,6 +33,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from heldout_tf import estimates  # pylint: disable=g-import-not-at-top
 from heldout_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
+counting = estimates.counting
+estimators = estimates.estimators
+
 _RUNS = flags.DEFINE_integer("runs", 2000, "Runs at MNIST scale.")
 _N_TRAIN = flags.DEFINE_integer("n_train", 60_000, "MNIST-scale n_train.")
 _N_TEST = flags.DEFINE_integer("n_test", 10_000, "MNIST-scale n_test.")
@@ -45,6 +50,8 @@ _IMAGENET_SLICE = flags.DEFINE_integer(
     "imagenet_slice", 16_000,
     "Train rows timed with all selected, to project larger fractions.")
 _TMP = flags.DEFINE_string("tmp", None, "Scratch directory (default: TMPDIR).")
+_STAGES = flags.DEFINE_list("stages", ["mnist", "load", "imagenet"],
+                            "Stages to run, from mnist,load,imagenet.")
 
 GB = 2**30
 
@@ -73,7 +80,7 @@ def synthetic(rng, num_runs, n_train, n_test, hard, ratio=0.7, out=None):
                                 np.empty((num_runs, n_train), bool))
   p_out = np.where(hard, rng.random(n_train) * 0.7, 0.97).astype(np.float32)
   t_in = np.uint8(0.7 * 256)
-  for rows in estimates._chunks(num_runs, max(1, (64 << 20) // n_train)):  # pylint: disable=protected-access
+  for rows in counting.chunks(num_runs, max(1, (64 << 20) // n_train)):
     shape = (rows.stop - rows.start, n_train)
     m = rng.integers(0, 256, shape, np.uint8) < t_in
     u = rng.random(shape, np.float32)
@@ -157,7 +164,7 @@ def mnist_scale():
   infl, infl_s, infl_peak = measure(estimates.influence, mask, correct_test)
   # Row blocks: a whole-matrix difference would take another 9.6 GB.
   diff = max(np.max(np.abs(infl[rows] - ref_infl[rows]))
-             for rows in estimates._chunks(t, 500))  # pylint: disable=protected-access
+             for rows in counting.chunks(t, 500))
   del infl, ref_infl
   print(f"ours dense influence (float32 [{t}, {n}]): {infl_s:.1f} s, peak "
         f"{infl_peak / GB:.2f} GB; max |d| vs reference {diff:.1e}; "
@@ -268,7 +275,7 @@ def imagenet_scale(tmp):
     _, slice_s, slice_peak = measure(
         estimates.high_influence_pairs, mask[:, cols], correct_train[:, cols],
         correct_test, 0.15, -np.inf, memory_budget="4GB")
-  block = estimates._pairs_block_rows(r, n, t, 4 * GB, 64 << 20)  # pylint: disable=protected-access
+  block = estimators.pairs_block_rows(r, n, t, 4 * GB, 64 << 20)
   per_row = slice_s / slice_n
   print(f"slice of {slice_n} train rows, all selected (mem_threshold=-inf):"
         f" {slice_s:.1f} s = {per_row * 1e3:.2f} ms per train row; block "
@@ -293,14 +300,18 @@ def main(argv):
   del argv
   print(f"numpy {np.__version__}, {os.cpu_count()} CPUs, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-  mnist = mnist_scale()
+  stages = set(_STAGES.value)
+  mnist = mnist_scale() if "mnist" in stages else None
   tmp = tempfile.mkdtemp(dir=_TMP.value, prefix="estimates-bench-")
   try:
-    if _LOAD_RUNS.value:
+    if _LOAD_RUNS.value and "load" in stages:
       load_benchmark(tmp)
-    imagenet = imagenet_scale(tmp) if _IMAGENET_HARD.value else None
+    imagenet = (imagenet_scale(tmp) if _IMAGENET_HARD.value and
+                "imagenet" in stages else None)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
+  if mnist is None:
+    return
   speedup = mnist["ref_s"] / mnist["pairs_s"]
   memory = mnist["pairs_peak"] / mnist["ref_peak"]
   print("== targets ==")

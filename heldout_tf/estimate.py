@@ -2,67 +2,149 @@ r"""Computes memorization, influence and C-scores from released-layout runs.
 
   python -m heldout_tf.estimate --root DIR --experiment NAME --out FILE.npz \
       [--ratios 0.7,...] [--what mem,pairs,cscores] [--infl_threshold 0.15] \
-      [--mem_threshold 0.25] [--memory_budget 4GB] [--mmap_dir DIR]
+      [--mem_threshold 0.25] [--memory_budget 4GB] [--mmap_dir DIR] \
+      [--compare PUBLISHED_FILE [--data_dir DIR] [--compare_plot FILE.png]]
 
 Reads every `<root>/<experiment>/<ratio>/<run>/aux_arrays.npz`, writes the
 estimates (see `heldout_tf.estimates.compute` for the keys) atomically to
-`--out` and prints a short summary.
+`--out` and prints a short summary with the estimates' standard errors (and
+a warning when the pairs thresholds are within two of them of zero). With
+`--compare` also prints how the estimates agree with a published score file
+(`heldout_tf.published.compare`).
 """
 
-from absl import app
-from absl import flags
+if __name__ == "__main__":
+  from heldout_tf import cli  # pylint: disable=g-import-not-at-top
+  cli.quiet_tensorflow()
 
-from heldout_tf import estimates
+import argparse  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import os  # pylint: disable=g-import-not-at-top
+import tempfile  # pylint: disable=g-import-not-at-top
 
-_ROOT = flags.DEFINE_string("root", None, "Directory holding <experiment>/.")
-_EXPERIMENT = flags.DEFINE_string("experiment", None,
-                                  "Experiment name, e.g. cifar10-inception.")
-_OUT = flags.DEFINE_string("out", None, "Output .npz file.")
-_RATIOS = flags.DEFINE_list("ratios", None,
-                            "Subset ratios to use (default: all on disk).")
-_WHAT = flags.DEFINE_list(
-    "what", list(estimates.DEFAULT_WHAT),
-    "Estimates to compute, from mem,infl,pairs,cscores. 'infl' is the dense "
-    "[n_test, n_train] float32 matrix (opt-in: 2.4 GB for MNIST).")
-_INFL_THRESHOLD = flags.DEFINE_float("infl_threshold", 0.15,
-                                     "Pairs: minimum influence.")
-_MEM_THRESHOLD = flags.DEFINE_float("mem_threshold", 0.25,
-                                    "Pairs: minimum memorization of the "
-                                    "training example.")
-_MEMORY_BUDGET = flags.DEFINE_string(
-    "memory_budget", estimates.DEFAULT_MEMORY_BUDGET,
-    "Working memory for pairs and the dense influence, e.g. 4GB, 512MB.")
-
-_MMAP_DIR = flags.DEFINE_string(
-    "mmap_dir", None, "Keep the loaded [runs, examples] matrices in "
-    "memory-mapped .npy files in this directory instead of memory (ImageNet "
-    "scale: 5.2 GB as bool).")
-
-flags.mark_flags_as_required(["root", "experiment", "out"])
+from heldout_tf import cli  # pylint: disable=g-import-not-at-top
+from heldout_tf import errors  # pylint: disable=g-import-not-at-top
+from heldout_tf import estimates  # pylint: disable=g-import-not-at-top
+from heldout_tf import layout  # pylint: disable=g-import-not-at-top
+from heldout_tf import sizes  # pylint: disable=g-import-not-at-top
 
 
-def main(argv):
-  del argv
+def _comma_list(text):
+  return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  """The flags; `errors.UsageError` naming the flag for a bad value."""
+  parser = argparse.ArgumentParser(
+      prog="python -m heldout_tf.estimate",
+      description="Memorization, influence and C-scores from the runs' "
+      "aux_arrays.npz files.")
+  parser.add_argument("--root", required=True,
+                      help="Directory holding <experiment>/.")
+  parser.add_argument("--experiment", required=True,
+                      help="Experiment name, e.g. cifar10-inception.")
+  parser.add_argument("--out", required=True, help="Output .npz file.")
+  parser.add_argument("--ratios", type=_comma_list, default=None,
+                      help="Subset ratios to use (default: all on disk).")
+  parser.add_argument(
+      "--what", type=_comma_list, default=list(estimates.DEFAULT_WHAT),
+      help="Estimates to compute, from mem,infl,pairs,cscores. 'infl' is "
+      "the dense [n_test, n_train] float32 matrix (opt-in: 2.4 GB for "
+      "MNIST).")
+  parser.add_argument("--infl_threshold", type=float, default=0.15,
+                      help="Pairs: minimum influence.")
+  parser.add_argument("--mem_threshold", type=float, default=0.25,
+                      help="Pairs: minimum memorization of the training "
+                      "example.")
+  parser.add_argument(
+      "--memory_budget", default=estimates.DEFAULT_MEMORY_BUDGET,
+      help="Working memory for pairs and the dense influence, e.g. 4GB, "
+      "512MB.")
+  parser.add_argument(
+      "--mmap_dir", default=None,
+      help="Keep the loaded [runs, examples] matrices in memory-mapped .npy "
+      "files in this directory instead of memory (ImageNet scale: 5.2 GB "
+      "as bool).")
+  parser.add_argument(
+      "--compare", default=None, metavar="FILE",
+      help="A published score file (C-scores, memorization/influence or "
+      "high-influence pairs) to compare the estimates with.")
+  parser.add_argument("--data_dir", default=None,
+                      help="--compare: tfds data directory (for the tfds "
+                      "<-> original example order).")
+  parser.add_argument("--compare_plot", default=None, metavar="FILE",
+                      help="--compare: scatter plot PNG (default: --out "
+                      "without .npz + '_compare.png').")
+  args = parser.parse_args(argv)
+  _check(args)
+  return args
+
+
+def _check(args):
+  """Validates flag values before any work; UsageError naming the flag."""
   try:
-    what = estimates.parse_what(_WHAT.value)
-    estimates.parse_memory(_MEMORY_BUDGET.value)
-    ratios = None if _RATIOS.value is None else [float(r)
-                                                 for r in _RATIOS.value]
-  except ValueError as e:
-    raise app.UsageError(str(e)) from e
+    args.what = estimates.parse_what(args.what)
+  except estimates.EstimateError as e:
+    raise errors.UsageError(f"--what: {e}") from None
+  sizes.parse_bytes(args.memory_budget, "--memory_budget")
+  if args.ratios is not None:
+    try:
+      args.ratios = [float(layout.format_ratio(r)) for r in args.ratios]
+    except errors.UsageError as e:
+      raise errors.UsageError(f"--ratios: {e}") from None
+  for name in ("infl_threshold", "mem_threshold"):
+    value = getattr(args, name)
+    if value != value:  # NaN selects nothing, silently.
+      raise errors.UsageError(f"--{name} must be a number, got nan")
+  if os.path.isdir(args.out):
+    raise errors.UsageError(f"--out {args.out} is a directory; give a file "
+                            "name such as estimates.npz")
+  if args.compare_plot is None and args.compare is not None:
+    base = args.out[:-4] if args.out.endswith(".npz") else args.out
+    args.compare_plot = base + "_compare.png"
+
+
+def _check_writable(out):
+  """Fails before the long work when `--out` cannot be written."""
+  parent = os.path.dirname(os.path.abspath(out))
+  existing = parent
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise errors.PathError(f"cannot write {out}: {existing} is not a "
+                           "directory")
   try:
-    runs = estimates.load_runs(_ROOT.value, _EXPERIMENT.value, ratios,
-                               mmap_dir=_MMAP_DIR.value)
-    result = estimates.compute(
-        runs, what, infl_threshold=_INFL_THRESHOLD.value,
-        mem_threshold=_MEM_THRESHOLD.value,
-        memory_budget=_MEMORY_BUDGET.value)
-  except ValueError as e:  # EstimateError, runs.AuxArraysError.
-    raise SystemExit(f"error: {e}") from e
-  estimates.save_estimates(_OUT.value, result)
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryFile(dir=parent):
+      pass
+  except OSError as e:
+    raise errors.PathError(
+        f"cannot write {out}: {errors.describe_os_error(e)}") from e
+
+
+def _published():
+  from heldout_tf import published  # pylint: disable=g-import-not-at-top
+  return published
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  _check_writable(args.out)
+  if args.compare is not None:  # A bad published file fails before the work.
+    _published().load(args.compare)
+  runs = estimates.load_runs(args.root, args.experiment, args.ratios,
+                             mmap_dir=args.mmap_dir)
+  result = estimates.compute(
+      runs, args.what, infl_threshold=args.infl_threshold,
+      mem_threshold=args.mem_threshold, memory_budget=args.memory_budget)
+  estimates.save_estimates(args.out, result)
   print(estimates.summary(result))
-  print(f"wrote {_OUT.value}")
+  print(f"wrote {args.out}")
+  if args.compare is not None:
+    print(_published().compare(result, args.compare,
+                               experiment=args.experiment,
+                               data_dir=args.data_dir,
+                               plot_path=args.compare_plot))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

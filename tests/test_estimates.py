@@ -3,12 +3,20 @@
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 
+import heldout_tf
+from heldout_tf import cli
+from heldout_tf import errors
+from heldout_tf import estimate
 from heldout_tf import estimates
+from heldout_tf import layout
 from heldout_tf import runs
+from heldout_tf.estimates import counting
+from heldout_tf.estimates import estimators
 import conftest
 
 EXPERIMENT = "toy-experiment"
@@ -107,7 +115,7 @@ def test_pairs_tiny_budget_uses_many_blocks_and_matches():
   mask, correct_train, correct_test = random_runs(rng, 60, 400, 2000)
   want = reference_pairs(mask, correct_train, correct_test, 0.1, 0.0)
   budget = 700_000  # ~20 training rows per block.
-  rows = estimates._pairs_block_rows(60, 400, 2000, budget, 60)  # pylint: disable=protected-access
+  rows = estimators.pairs_block_rows(60, 400, 2000, budget, 60)
   assert rows < 100
   got = estimates.high_influence_pairs(mask, correct_train, correct_test,
                                        0.1, 0.0, memory_budget=budget)
@@ -237,17 +245,14 @@ def test_shape_mismatch_is_clear():
     estimates.high_influence_pairs(mask, correct_train, correct_test[1:])
 
 
-@pytest.mark.parametrize("text,size", [
-    ("4GB", 4 * 2**30), ("512MB", 512 * 2**20), ("1.5G", 3 * 2**29),
-    ("1024", 1024), (2048, 2048), ("64 kb", 65536), ("2GiB", 2 * 2**30)])
-def test_parse_memory(text, size):
-  assert estimates.parse_memory(text) == size
-
-
-@pytest.mark.parametrize("text", ["lots", "4XB", "", "-1GB", 0, "0"])
-def test_parse_memory_rejects(text):
-  with pytest.raises(estimates.EstimateError, match="memory"):
-    estimates.parse_memory(text)
+def test_memory_budget_uses_the_one_size_parser():
+  assert not hasattr(estimates, "parse_memory")
+  mask, correct_train, correct_test = random_runs(np.random.default_rng(9))
+  with pytest.raises(errors.UsageError, match="memory budget.*lots"):
+    estimates.high_influence_pairs(mask, correct_train, correct_test,
+                                   memory_budget="lots")
+  with pytest.raises(errors.UsageError, match="memory budget"):
+    estimates.influence(mask, correct_test, memory_budget="0")
 
 
 def test_parse_what():
@@ -373,6 +378,11 @@ def _rewrite(root, ratio, run, **changes):
      "'subsample_idx'.*1 distinct"),
     (lambda aux: dict(correctness_train=aux["correctness_train"][1:]),
      "'correctness_train' has shape"),
+    (lambda aux: dict(correctness_test=np.where(aux["correctness_test"], 1,
+                                                -1)),
+     "'correctness_test' must be bool.*value -1"),
+    (lambda aux: dict(correctness_removed=aux["correctness_removed"].astype(
+        np.float32)), "'correctness_removed' must be bool.*float32"),
 ])
 def test_load_runs_errors_name_file_and_key(release, change, message):
   root, _ = release
@@ -403,24 +413,6 @@ def test_load_runs_rejects_different_sizes(release):
 def test_load_runs_no_runs_is_clear(tmp_path):
   with pytest.raises(estimates.EstimateError, match="no runs"):
     estimates.load_runs(str(tmp_path), EXPERIMENT)
-
-
-def test_fast_reader_matches_read_aux(tmp_path):
-  # An all-in run (nothing removed) with unusual but valid dtypes.
-  path = str(tmp_path / runs.AUX_FILENAME)
-  train = np.arange(5)[::-1]
-  runs.save_npz(path, correctness_train=np.array([1, 0, 1, 1, 0], np.uint8),
-                correctness_removed=np.zeros(0, bool),
-                correctness_test=np.array([True, False]),
-                index_train=train.astype(">i8"),
-                index_removed=np.zeros(0, np.int32),
-                index_test=np.array([1, 0], np.int32),
-                subsample_idx=train.astype(np.int32))
-  fast, slow = estimates.read_aux_fast(path), runs.read_aux(path)
-  assert sorted(fast) == sorted(slow)
-  for key in slow:
-    assert fast[key].dtype == slow[key].dtype, key
-    np.testing.assert_array_equal(fast[key], slow[key])
 
 
 def test_load_runs_refuses_pickled_arrays(release):
@@ -571,6 +563,281 @@ def test_labels_are_checked_first_and_kept(monkeypatch):
   def no_work(*args, **kwargs):
     raise AssertionError("estimated before checking the labels")
 
-  monkeypatch.setattr(estimates, "counts", no_work)
+  monkeypatch.setattr(counting, "counts", no_work)
   with pytest.raises(estimates.EstimateError, match="labels must have shape"):
     estimates.compute(runs, "mem,pairs", labels=labels[1:], progress=False)
+
+
+# ------------------------------------------- standard errors (issue 14) --
+
+
+def reference_bernoulli_var(correct, rows):
+  """p (1 - p) / n over `rows` (bool [runs, n]), float64; NaN where n = 0."""
+  n = rows.sum(0).astype(np.float64)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    p = (correct & rows).sum(0) / n
+    return p * (1 - p) / n
+
+
+def test_standard_errors_match_the_bernoulli_formula():
+  rng = np.random.default_rng(13)
+  parts = [random_runs(rng, 20, 60, 5, ratio) for ratio in (0.3, 0.7)]
+  mask, correct, correct_test = [np.concatenate([p[k] for p in parts])
+                                 for k in range(3)]
+  mask[20:, 4] = True  # Example 4 never held out at ratio 0.7.
+  ratios = np.repeat([0.3, 0.7], 20)
+  result = estimates.compute(
+      estimates.Runs.from_arrays(mask, correct, correct_test, ratios),
+      "mem,cscores", progress=False)
+  want_mem = np.sqrt(reference_bernoulli_var(correct, mask) +
+                     reference_bernoulli_var(correct, ~mask))
+  np.testing.assert_allclose(result["memorization_se"], want_mem, rtol=1e-12)
+  low = reference_bernoulli_var(correct[:20], ~mask[:20])
+  high = reference_bernoulli_var(correct[20:], ~mask[20:])
+  want_cs = np.sqrt(low + high) / 2
+  want_cs[4] = np.sqrt(low[4])  # Only ratio 0.3 held it out.
+  np.testing.assert_allclose(result["cscores_se"], want_cs, rtol=1e-12)
+  assert not np.isnan(result["cscores_se"]).any()
+
+
+def test_summary_states_standard_errors_and_warns_on_few_runs():
+  rng = np.random.default_rng(14)
+  few = estimates.compute(estimates.Runs.from_arrays(
+      *random_runs(rng, 32, 60, 40, 0.7), 0.7), progress=False)
+  text = estimates.summary(few)
+  # 32 runs at 0.7: n_in ~ 22, n_out ~ 10, so 0.5 sqrt(1/22 + 1/10) ~ 0.19.
+  bound = float(np.median(0.5 * np.sqrt(1 / few["n_in"] + 1 / few["n_out"])))
+  assert 0.15 < bound < 0.25
+  assert (f"median over examples): memorization "
+          f"{np.median(few['memorization_se']):.3f}, worst case "
+          f"0.5*sqrt(1/n_in + 1/n_out) {bound:.3f}") in text
+  assert "warning: infl_threshold 0.15 is within 2 standard errors" in text
+  assert "warning: mem_threshold 0.25 is within 2 standard errors" in text
+  many = estimates.compute(estimates.Runs.from_arrays(
+      *random_runs(rng, 2000, 60, 40, 0.7), 0.7), progress=False)
+  text = estimates.summary(many)
+  assert "standard error from the in/out run counts" in text
+  assert "warning" not in text
+  no_pairs = estimates.compute(estimates.Runs.from_arrays(
+      *random_runs(rng, 32, 60, 40, 0.7), 0.7), "mem", progress=False)
+  assert "warning" not in estimates.summary(no_pairs)
+
+
+def test_standard_errors_are_saved(tmp_path):
+  result = estimates.compute(estimates.Runs.from_arrays(
+      *random_runs(np.random.default_rng(15)), 0.6), progress=False)
+  path = str(tmp_path / "e.npz")
+  estimates.save_estimates(path, result)
+  with np.load(path, allow_pickle=False) as npz:
+    np.testing.assert_array_equal(npz["memorization_se"],
+                                  result["memorization_se"])
+    np.testing.assert_array_equal(npz["cscores_se"], result["cscores_se"])
+    assert npz["memorization_se"].shape == (120,)
+
+
+# ------------------------------------------------ sharded (map + reduce) --
+
+
+def assert_results_identical(got, want):
+  assert sorted(got) == sorted(want)
+  for key in want:
+    assert np.asarray(got[key]).dtype == np.asarray(want[key]).dtype, key
+    np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_sharded_counts_and_pair_blocks_give_identical_results(release):
+  root, _ = release
+  want = estimates.compute(estimates.load_runs(root, EXPERIMENT,
+                                               progress=False),
+                           "mem,pairs,cscores", 0.1, 0.0, progress=False)
+  found = estimates.find_runs(root, EXPERIMENT)
+  shards = [found[0:5], found[5:7], found[7:]]  # Shards straddle ratios.
+  loaded = [estimates.load_runs_from(
+      [r.path for r in shard], ratios=[r.ratio for r in shard],
+      progress=False) for shard in shards]
+  total = sum((estimates.counts_for(shard) for shard in loaded),
+              estimates.CountsByRatio())
+  # Pairs: any tiling of (selected train rows) x (test columns), merged.
+  everything = estimates.load_runs_from([r.path for r in found],
+                                        progress=False)
+  c = total.total
+  rows = estimators.selected_rows(c, 0.0)
+  ct = everything.correct_test.astype(np.float32)
+  test_correct = ct.sum(0, dtype=np.float64)
+  blocks = []
+  for train_block in np.array_split(rows, 3):
+    for cols in np.array_split(np.arange(everything.n_test), 2):
+      blocks.append(estimates.pairs_in_block(
+          everything.mask[:, train_block].astype(np.float32), ct[:, cols],
+          c.n_in[train_block], c.n_out[train_block], test_correct[cols], 0.1,
+          train_block, cols))
+  pairs = estimates.merge_pairs(blocks[::-1], c.memorization)
+  got = estimates.compute_from_counts(
+      total, "mem,pairs,cscores", n_test=everything.n_test,
+      experiment=EXPERIMENT, pairs=pairs, infl_threshold=0.1,
+      mem_threshold=0.0)
+  assert_results_identical(got, want)
+  got = estimates.compute_from_counts(
+      total, "mem,pairs,cscores", n_test=everything.n_test,
+      experiment=EXPERIMENT, runs=everything, infl_threshold=0.1,
+      mem_threshold=0.0, progress=False)
+  assert_results_identical(got, want)
+  with pytest.raises(estimates.EstimateError, match="pairs need the runs"):
+    estimates.compute_from_counts(total, "pairs", n_test=20)
+
+
+# ------------------------------------------- layout names (defect 7) --
+
+
+def copy_run(root, src, dest):
+  """Copies run directory `src` to `dest` (both relative to the experiment)."""
+  base = os.path.join(root, EXPERIMENT)
+  os.makedirs(os.path.join(base, dest))
+  with open(os.path.join(base, src, runs.AUX_FILENAME), "rb") as f:
+    data = f.read()
+  with open(os.path.join(base, dest, runs.AUX_FILENAME), "wb") as f:
+    f.write(data)
+
+
+def test_non_canonical_names_are_skipped_with_a_warning(release, caplog):
+  root, (mask, _, _) = release
+  for dest in ("nan/0", "inf/0", "-0.5/0", "0_7/0", "1e-1/0", "0.7/1a",
+               "0.7/-1"):
+    copy_run(root, "0.7/0", dest)
+  with open(os.path.join(root, EXPERIMENT, "0.5"), "w") as f:
+    f.write("a ratio entry that is a file")
+  loaded = estimates.load_runs(root, EXPERIMENT, progress=False)
+  np.testing.assert_array_equal(loaded.mask, mask)
+  np.testing.assert_array_equal(loaded.ratios, [0.3] * 6 + [0.7] * 6)
+  for name in ("nan", "inf", "-0.5", "0_7", "1e-1", "1a", "-1", "0.5"):
+    assert any(f"skipping {os.path.join(root, EXPERIMENT)}" in r.message and
+               f"{os.sep}{name}" in r.message for r in caplog.records), name
+
+
+@pytest.mark.parametrize("src,dest,names", [
+    ("0.7/0", "0.70/0", ("'0.70'", "'0.7'")),
+    ("0.7/3", "0.7/03", ("'03'", "'3'")),
+    ("0.7/3", "0.7/\u0663", ("'\u0663'", "'3'")),
+])
+def test_ambiguous_names_are_an_error_naming_both(release, src, dest, names):
+  root, _ = release
+  copy_run(root, src, dest)
+  with pytest.raises(layout.LayoutError) as e:
+    estimates.load_runs(root, EXPERIMENT, progress=False)
+  for name in names:
+    assert name in str(e.value)
+
+
+# -------------------------------------------------- the CLI (defect 11) --
+
+
+def test_cli_defines_no_flags_and_imports_no_tensorflow():
+  proc = subprocess.run(
+      [sys.executable, "-c",
+       "import sys; from absl import flags; "
+       "from heldout_tf import estimate, estimates; "
+       "print(sorted(m for m in sys.modules if m.startswith('tensorflow')), "
+       "'root' in flags.FLAGS)"],
+      capture_output=True, text=True, check=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert proc.stdout.split() == ["[]", "False"]
+
+
+def run_cli(capsys, *argv):
+  """`(exit code, stdout, stderr)` of the estimate CLI, in process."""
+  with pytest.raises(SystemExit) as e:
+    cli.run(estimate.main, list(argv))
+  out, err = capsys.readouterr()
+  return e.value.code, out, err
+
+
+@pytest.mark.parametrize("out,message", [
+    ("{tmp}/afile/e.npz", "cannot write {tmp}/afile/e.npz: {tmp}/afile is "
+     "not a directory"),
+    ("{tmp}/afile/deeper/e.npz", "{tmp}/afile is not a directory"),
+    ("/sys/heldout-estimates.npz", "cannot write /sys/heldout-estimates.npz"),
+    ("{tmp}", "--out {tmp} is a directory"),
+])
+def test_cli_unwritable_out_is_an_error_line(release, tmp_path, capsys, out,
+                                             message):
+  root, _ = release
+  (tmp_path / "afile").write_text("not a directory")
+  out = out.format(tmp=tmp_path)
+  code, stdout, stderr = run_cli(capsys, "--root", root, "--experiment",
+                                 EXPERIMENT, "--out", out)
+  assert code == 1 and stdout == ""
+  assert stderr.startswith("error: ") and message.format(tmp=tmp_path) in \
+      stderr, stderr
+
+
+def test_cli_read_only_out_is_an_error_line(release, tmp_path, capsys,
+                                            monkeypatch):
+  root, _ = release
+  out = str(tmp_path / "e.npz")
+
+  def read_only(path, *args, **kwargs):
+    raise PermissionError(13, "Permission denied", path)
+
+  # Root ignores directory permissions: fail the final write itself.
+  monkeypatch.setattr(runs, "atomic_write", read_only)
+  monkeypatch.setattr(estimate, "_check_writable", lambda out: None)
+  code, _, stderr = run_cli(capsys, "--root", root, "--experiment",
+                            EXPERIMENT, "--out", out)
+  assert code == 1
+  assert stderr.endswith(f"\nerror: cannot write {out}: Permission denied\n")
+  assert "Traceback" not in stderr
+
+
+def test_cli_flag_errors_name_the_flag(release, tmp_path, capsys):
+  root, _ = release
+  base = ["--root", root, "--experiment", EXPERIMENT, "--out",
+          str(tmp_path / "e.npz")]
+  for extra, message in ((["--ratios", "0.7,nan"], "--ratios: ratio must"),
+                         (["--what", "mem,memo"], "--what: unknown"),
+                         (["--memory_budget", "lots"], "--memory_budget"),
+                         (["--infl_threshold", "nan"], "--infl_threshold")):
+    code, _, stderr = run_cli(capsys, *base, *extra)
+    assert code == 1 and stderr.startswith(f"error: {message}"), stderr
+  assert not os.path.exists(tmp_path / "e.npz")
+
+
+def test_cli_compare_flags(release, tmp_path, capsys, monkeypatch):
+  args = estimate.parse_args(["--root", "r", "--experiment", "e", "--out",
+                              "x/est.npz", "--compare", "pub.npz",
+                              "--data_dir", "tfds"])
+  assert (args.compare, args.data_dir, args.compare_plot) == (
+      "pub.npz", "tfds", "x/est_compare.png")
+  assert estimate.parse_args(["--root", "r", "--experiment", "e", "--out",
+                              "o.npz"]).compare is None
+  # The CLI hands the result to heldout_tf.published.compare, lazily.
+  calls = []
+
+  def compare(result, path, experiment, data_dir, plot_path):
+    calls.append((int(result["num_runs"]), path, experiment, data_dir,
+                  plot_path))
+    return "compare report"
+
+  def load(path):
+    calls.append(("load", path))
+    if path == "bad.npz":
+      raise errors.HeldoutError("bad.npz: not a published file")
+
+  monkeypatch.setitem(sys.modules, "heldout_tf.published",
+                      types.SimpleNamespace(compare=compare, load=load))
+  monkeypatch.setattr(heldout_tf, "published",
+                      sys.modules["heldout_tf.published"], raising=False)
+  root, _ = release
+  out = str(tmp_path / "est.npz")
+  code, stdout, _ = run_cli(capsys, "--root", root, "--experiment",
+                            EXPERIMENT, "--out", out, "--compare", "pub.npz",
+                            "--compare_plot", str(tmp_path / "p.png"))
+  assert code == 0 and stdout.rstrip().endswith("compare report")
+  assert calls == [("load", "pub.npz"),
+                   (12, "pub.npz", EXPERIMENT, None, str(tmp_path / "p.png"))]
+  # A bad published file is refused before the runs are read.
+  code, stdout, stderr = run_cli(capsys, "--root", root, "--experiment",
+                                 EXPERIMENT, "--out", str(tmp_path / "o.npz"),
+                                 "--compare", "bad.npz")
+  assert code == 1 and stdout == ""
+  assert stderr == "error: bad.npz: not a published file\n"
+  assert not os.path.exists(tmp_path / "o.npz")

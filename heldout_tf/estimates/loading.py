@@ -1,0 +1,222 @@
+"""Loading a collection's `aux_arrays.npz` files into [runs, examples] matrices.
+
+`load_runs(root, experiment)` finds the runs with `heldout_tf.layout` and
+reads each file with `heldout_tf.runs.read_aux` (the one aux reader).
+`load_runs_from(run_paths)` loads an explicit list of runs: a shard of a
+collection for a distributed map (see `counting.counts_for`).
+"""
+
+import concurrent.futures
+import dataclasses
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from heldout_tf import errors
+from heldout_tf import layout
+from heldout_tf import progress as progress_lib
+from heldout_tf import runs as runs_lib
+from heldout_tf.estimates import counting
+from heldout_tf.estimates.counting import EstimateError
+
+
+@dataclasses.dataclass
+class Runs:
+  """Every run's subset and correctness, columns in canonical index order."""
+  mask: np.ndarray           # bool [runs, n_train]: run trained on example.
+  correct_train: np.ndarray  # bool [runs, n_train]
+  correct_test: np.ndarray   # bool [runs, n_test]
+  ratios: np.ndarray         # float64 [runs]: subset ratio of each run.
+  run_ids: np.ndarray        # int64 [runs]
+  paths: list                # aux_arrays.npz path of each run ('' if none).
+  experiment: str = ""
+
+  @property
+  def num_runs(self) -> int:
+    return self.mask.shape[0]
+
+  @property
+  def n_train(self) -> int:
+    return self.mask.shape[1]
+
+  @property
+  def n_test(self) -> int:
+    return self.correct_test.shape[1]
+
+  @classmethod
+  def from_arrays(cls, mask, correct_train, correct_test, ratios=None,
+                  run_ids=None, experiment=""):
+    """Wraps in-memory matrices (e.g. a pipeline's own output)."""
+    mask = np.asarray(mask, bool)
+    correct_train = np.asarray(correct_train, bool)
+    correct_test = np.asarray(correct_test, bool)
+    counting.check_matrices(mask, correct_train=correct_train,
+                            correct_test=correct_test)
+    num_runs = mask.shape[0]
+    ratios = (np.full(num_runs, np.nan) if ratios is None
+              else np.broadcast_to(np.asarray(ratios, np.float64),
+                                   (num_runs,)).copy())
+    run_ids = (np.arange(num_runs) if run_ids is None
+               else np.asarray(run_ids, np.int64))
+    return cls(mask, correct_train, correct_test, ratios, run_ids,
+               [""] * num_runs, experiment)
+
+
+def _permutation_error(index, n) -> Optional[str]:
+  """Why `index` is not a permutation of 0..n-1, or None."""
+  if len(index) != n:
+    return f"has {len(index)} entries, expected {n}"
+  if n and (index.min() < 0 or index.max() >= n):
+    return f"has values outside [0, {n}) (min {index.min()}, max {index.max()})"
+  seen = np.zeros(n, bool)
+  seen[index] = True
+  if not seen.all():
+    return (f"repeats indices and misses {n - int(seen.sum())} "
+            f"(e.g. {int(np.flatnonzero(~seen)[0])})")
+  return None
+
+
+def _sizes(aux) -> tuple:
+  """(n_train, n_test) one run's aux arrays describe."""
+  return (len(aux["index_train"]) + len(aux["index_removed"]),
+          len(aux["index_test"]))
+
+
+def _check_run(aux, path, n_train, n_test):
+  """Index coverage and `subsample_idx` checks; AuxArraysError naming keys."""
+  err = runs_lib.AuxArraysError
+  covered = np.concatenate([aux["index_train"], aux["index_removed"]])
+  problem = _permutation_error(covered, n_train)
+  if problem:
+    raise err(f"{path}: keys 'index_train' + 'index_removed' must cover "
+              f"the {n_train} training examples exactly once, but {problem}")
+  problem = _permutation_error(aux["index_test"], n_test)
+  if problem:
+    raise err(f"{path}: key 'index_test' must cover the {n_test} test "
+              f"examples exactly once, but {problem}")
+  subsample, train = aux["subsample_idx"], aux["index_train"]
+  if len(subsample) and (subsample.min() < 0 or subsample.max() >= n_train):
+    raise err(f"{path}: key 'subsample_idx' must hold training indices in "
+              f"[0, {n_train}), has values from {subsample.min()} to "
+              f"{subsample.max()}")
+  trained = np.zeros(n_train, bool)
+  trained[train] = True
+  hit = np.zeros(n_train, bool)
+  hit[subsample] = True
+  if (len(subsample) != len(train) or int(hit.sum()) != len(subsample)
+      or not trained[subsample].all()):
+    raise err(f"{path}: key 'subsample_idx' ({len(subsample)} entries, "
+              f"{int(hit.sum())} distinct) is not the set of 'index_train' "
+              f"({len(train)} entries)")
+  return trained
+
+
+def _fill_run(path, sizes, row, mask, correct_train, correct_test):
+  """Reads and checks one run's aux arrays; writes its row of each matrix."""
+  n_train, n_test = sizes
+  aux = runs_lib.read_aux(path, n_train=n_train, n_test=n_test)
+  if _sizes(aux) != sizes:
+    raise runs_lib.AuxArraysError(
+        f"{path}: keys 'index_train' + 'index_removed', 'index_test' give "
+        f"(n_train, n_test) = {_sizes(aux)} but the first run has {sizes}")
+  mask[row] = _check_run(aux, path, n_train, n_test)
+  correct_train[row, aux["index_train"]] = aux["correctness_train"]
+  correct_train[row, aux["index_removed"]] = aux["correctness_removed"]
+  correct_test[row, aux["index_test"]] = aux["correctness_test"]
+
+
+def _matrices(num_runs, n_train, n_test, mmap_dir):
+  """Empty bool mask, correct_train, correct_test (memory-mapped or not)."""
+
+  def empty(name, n):
+    if mmap_dir is None:
+      return np.empty((num_runs, n), bool)
+    with errors.user_path(mmap_dir, "write"):
+      os.makedirs(mmap_dir, exist_ok=True)
+      return np.lib.format.open_memmap(os.path.join(mmap_dir, f"{name}.npy"),
+                                       "w+", bool, (num_runs, n))
+
+  return (empty("mask", n_train), empty("correct_train", n_train),
+          empty("correct_test", n_test))
+
+
+def load_runs_from(aux_paths: Sequence[str], ratios=None, run_ids=None,
+                   experiment="", progress=True, num_threads=4,
+                   mmap_dir=None) -> Runs:
+  """Loads the given `aux_arrays.npz` files (or run directories), in order.
+
+  The per-shard loader of a distributed estimate: each worker loads its
+  shard of a collection and returns `counting.counts_for(runs)`; the sum of
+  those equals the counts of `load_runs` on the whole collection.
+
+  Args:
+    aux_paths: each run's `aux_arrays.npz` or run directory.
+    ratios: each run's subset ratio (float [runs]; default NaN).
+    run_ids: each run's id (int [runs]; default 0..runs-1).
+    experiment: name stored in the result.
+    progress: show a progress bar.
+    num_threads: files read in parallel.
+    mmap_dir: keep the matrices in memory-mapped `mask.npy`,
+      `correct_train.npy`, `correct_test.npy` there (overwritten).
+
+  Raises:
+    runs_lib.AuxArraysError naming the file and key at fault (bad or
+    inconsistent arrays, a run with other (n_train, n_test) than the first).
+  """
+  paths = [runs_lib.aux_file(p) for p in aux_paths]
+  if not paths:
+    raise EstimateError("no runs to load")
+  num_runs = len(paths)
+  sizes = _sizes(runs_lib.read_aux(paths[0]))
+  mask, correct_train, correct_test = _matrices(num_runs, *sizes, mmap_dir)
+
+  def fill(row):
+    _fill_run(paths[row], sizes, row, mask, correct_train, correct_test)
+
+  pool = concurrent.futures.ThreadPoolExecutor(num_threads)
+  try:
+    with progress_lib.bar(num_runs, f"loading {experiment or 'runs'}", "run",
+                          enabled=progress) as bar:
+      for _ in pool.map(fill, range(num_runs)):
+        bar.update(1)
+  finally:  # On a bad file (or Ctrl-C), do not read the rest first.
+    pool.shutdown(wait=True, cancel_futures=True)
+  ratios = (np.full(num_runs, np.nan) if ratios is None
+            else np.asarray(ratios, np.float64))
+  run_ids = (np.arange(num_runs, dtype=np.int64) if run_ids is None
+             else np.asarray(run_ids, np.int64))
+  return Runs(mask=mask, correct_train=correct_train,
+              correct_test=correct_test, ratios=ratios, run_ids=run_ids,
+              paths=paths, experiment=experiment)
+
+
+def find_runs(root, experiment, ratios=None):
+  """`[layout.RunPath]` of a collection's runs; EstimateError if none."""
+  found = layout.list_runs(root, experiment, ratios)
+  if not found:
+    where = os.path.join(root, experiment)
+    raise EstimateError(f"no runs under {where}" + (
+        f" for ratios {list(ratios)}" if ratios is not None else ""))
+  return found
+
+
+def load_runs(root, experiment, ratios=None, progress=True, num_threads=4,
+              mmap_dir=None) -> Runs:
+  """Reads every `<root>/<experiment>/<ratio>/<run>/aux_arrays.npz`.
+
+  Runs are found by `heldout_tf.layout.list_runs` (canonical names only;
+  others skipped with a warning, ambiguous twins an error) and ordered by
+  (ratio, run id). Validates keys, dtypes, shapes, index coverage and
+  `subsample_idx` consistency (runs.AuxArraysError naming the file and key)
+  and that all runs share n_train and n_test. With `mmap_dir` the matrices
+  are memory-mapped `mask.npy`, `correct_train.npy` and `correct_test.npy`
+  there (overwritten), not held in memory: ImageNet's 2000 runs take 5.2 GB
+  as bool.
+  """
+  found = find_runs(root, experiment, ratios)
+  return load_runs_from(
+      [os.path.join(r.path, runs_lib.AUX_FILENAME) for r in found],
+      ratios=[r.ratio for r in found], run_ids=[r.run for r in found],
+      experiment=experiment, progress=progress, num_threads=num_threads,
+      mmap_dir=mmap_dir)

@@ -1,0 +1,140 @@
+"""Reporting estimates: a short summary with their uncertainty, and files.
+
+The standard errors come from the in/out run counts alone: memorization's
+is that of a difference of two Bernoulli means,
+sqrt(p_in (1 - p_in) / n_in + p_out (1 - p_out) / n_out), and no in/out
+difference for a training example (memorization, or its influence on any
+test example) can have a standard error above 0.5 sqrt(1/n_in + 1/n_out).
+A pairs threshold within about two of those of zero selects noise: with 32
+MNIST runs, thousands of spurious pairs.
+"""
+
+import dataclasses
+from typing import List, Optional
+
+import numpy as np
+
+from heldout_tf import errors
+from heldout_tf import runs as runs_lib
+from heldout_tf.estimates.counting import EstimateError
+
+# Thresholds closer to zero than this many standard errors are warned about.
+THRESHOLD_STANDARD_ERRORS = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Uncertainty:
+  """Typical standard errors of a result's estimates (medians over examples)."""
+  memorization_se: Optional[float]  # Median estimated SE (None: not computed).
+  bound: float          # Median of 0.5 sqrt(1/n_in + 1/n_out): worst case.
+  warnings: tuple       # One line per threshold too close to zero.
+
+
+def _nanmedian(values) -> float:
+  values = np.asarray(values, np.float64)
+  values = values[~np.isnan(values)]
+  return float(np.median(values)) if len(values) else float("nan")
+
+
+def uncertainty(result: dict) -> Uncertainty:
+  """Standard errors implied by `result`'s run counts, and threshold warnings.
+
+  Warns when `infl_threshold` or `mem_threshold` (if pairs were computed)
+  is within `THRESHOLD_STANDARD_ERRORS` worst-case standard errors of zero.
+  """
+  n_in = np.asarray(result["n_in"], np.float64)
+  n_out = np.asarray(result["n_out"], np.float64)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    bound = np.where((n_in > 0) & (n_out > 0),
+                     0.5 * np.sqrt(1.0 / n_in + 1.0 / n_out), np.nan)
+  typical = _nanmedian(bound)
+  mem_se = (_nanmedian(result["memorization_se"])
+            if "memorization_se" in result else None)
+  warnings = []
+  if "infl_threshold" in result and not np.isnan(typical):
+    limit = THRESHOLD_STANDARD_ERRORS * typical
+    for name in ("infl_threshold", "mem_threshold"):
+      value = float(result[name])
+      if abs(value) < limit:
+        advice = "use more runs" + (
+            f" or a threshold of at least {limit:.2f}" if limit < 1 else "")
+        warnings.append(
+            f"warning: {name} {value:g} is within {THRESHOLD_STANDARD_ERRORS:g}"
+            f" standard errors of zero (worst-case SE {typical:.3f} with "
+            f"these runs): many pairs may be noise; {advice}")
+  return Uncertainty(mem_se, typical, tuple(warnings))
+
+
+def _uncertainty_lines(result: dict) -> List[str]:
+  u = uncertainty(result)
+  if np.isnan(u.bound):
+    return []
+  mem = (f"memorization {u.memorization_se:.3f}, "
+         if u.memorization_se is not None and not np.isnan(u.memorization_se)
+         else "")
+  return [f"standard error from the in/out run counts (median over "
+          f"examples): {mem}worst case 0.5*sqrt(1/n_in + 1/n_out) "
+          f"{u.bound:.3f}, which also bounds each influence estimate"
+          ] + list(u.warnings)
+
+
+def summary(result: dict, top=10) -> str:
+  """A few lines: counts, NaNs, standard errors, top memorized, pairs."""
+  ratios = ", ".join(f"{r:g}: {n}" for r, n in zip(result["ratios"],
+                                                   result["runs_per_ratio"]))
+  lines = [f"{int(result['num_runs'])} runs (runs per ratio: {ratios}), "
+           f"{int(result['n_train'])} training and "
+           f"{int(result['n_test'])} test examples",
+           f"never held out: {int(result['num_never_held_out'])}, never "
+           f"trained on: {int(result['num_never_trained'])} (their "
+           "estimates are NaN)"]
+  if "memorization" in result:
+    mem = result["memorization"]
+    lines.append(f"memorization: mean {np.nanmean(mem):.4f}, NaN "
+                 f"{int(result['num_nan_memorization'])}")
+    order = np.argsort(-np.nan_to_num(mem, nan=-np.inf), kind="stable")
+    tops = ", ".join(f"#{i}: {mem[i]:.3f}" for i in order[:top]
+                     if not np.isnan(mem[i]))
+    lines.append(f"top memorized: {tops}")
+  if "influence" in result:
+    lines.append(f"influence: dense {result['influence'].shape} float32")
+  if "tr_idx" in result:
+    lines.append(
+        f"high-influence pairs (infl >= {float(result['infl_threshold']):g},"
+        f" mem >= {float(result['mem_threshold']):g}): "
+        f"{len(result['tr_idx'])} pairs, "
+        f"{len(np.unique(result['tr_idx']))} train / "
+        f"{len(np.unique(result['tt_idx']))} test examples")
+  if "cscores" in result:
+    lines.append(f"C-scores: mean {np.nanmean(result['cscores']):.4f} over "
+                 f"{result['cscores_by_ratio'].shape[0]} ratio(s), NaN "
+                 f"{int(result['num_nan_cscores'])}")
+  lines += _uncertainty_lines(result)
+  return "\n".join(lines)
+
+
+def _save(path, arrays):
+  with errors.user_path(path, "write"):
+    runs_lib.save_npz(path, **arrays)
+
+
+def save_estimates(path, result: dict):
+  """Atomically writes `result` (from `compute`) as an npz file.
+
+  Raises `errors.PathError` when `path` cannot be written.
+  """
+  _save(path, {k: np.asarray(v) for k, v in result.items()})
+
+
+def save_pairs(path, pairs: dict):
+  """Writes the published pairs format (`tr_idx`, `tt_idx`, `infl`, `mem`)."""
+  _save(path, {k: pairs[k] for k in ("tr_idx", "tt_idx", "infl", "mem")})
+
+
+def save_cscores(path, scores, labels):
+  """Writes the published C-score format (`labels`, `scores`)."""
+  scores, labels = np.asarray(scores), np.asarray(labels)
+  if scores.shape != labels.shape or scores.ndim != 1:
+    raise EstimateError(f"scores {scores.shape} and labels {labels.shape} "
+                        "must be 1-D of the same length")
+  _save(path, {"labels": labels, "scores": scores})
