@@ -1,0 +1,59 @@
+"""heldout_tf.cli: quiet TensorFlow start-up, error lines for kit errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from heldout_tf import cli
+from heldout_tf import errors
+
+_NOISE = ("oneDNN custom operations", "cuInit", "InitializeLog",
+          "cpu_feature_guard", "cuda drivers")
+
+
+def _stderr(code, **env):
+  import os  # pylint: disable=g-import-not-at-top
+  environ = {k: v for k, v in os.environ.items()
+             if k != "TF_CPP_MIN_LOG_LEVEL"}
+  environ.update(env)
+  return subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, env=environ, check=True).stderr
+
+
+def test_quiet_tensorflow_hides_start_up_lines_but_not_others():
+  err = _stderr("from heldout_tf import cli\ncli.quiet_tensorflow()\n"
+                "import sys, tensorflow as tf\n(tf.constant(1) + 1).numpy()\n"
+                "print('mine', file=sys.stderr)")
+  assert not [n for n in _NOISE if n in err], err
+  assert "mine" in err
+
+
+def test_start_up_lines_are_there_without_it():
+  # The check above can fail: plain TensorFlow prints them.
+  err = _stderr("import tensorflow as tf\n(tf.constant(1) + 1).numpy()")
+  assert any(n in err for n in _NOISE), err
+
+
+def test_run_prints_kit_errors_as_one_line(capsys):
+  def main(argv):
+    raise errors.UsageError("--flag: bad value")
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run(main)
+  assert exit_info.value.code == 1
+  assert capsys.readouterr().err == "error: --flag: bad value\n"
+
+
+def test_run_keeps_tracebacks_of_bugs():
+  def main(argv):
+    raise KeyError("a bug")
+  with pytest.raises(KeyError):
+    cli.run(main)
+
+
+def test_user_path_names_the_path(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  with pytest.raises(errors.PathError, match=r"cannot write .*file/sub: "):
+    with errors.user_path(str(blocker / "sub")):
+      (blocker / "sub").mkdir()
