@@ -19,6 +19,7 @@ from absl import logging
 import numpy as np
 
 from heldout_tf import data as heldout_data
+from heldout_tf import errors
 
 DATASETS = ("auto", "mnist", "digits")
 NUM_CLASSES = 10
@@ -29,6 +30,10 @@ _DIGITS_SPLIT_SEED = 20200101  # Fixed: the digits split never changes.
 # ([seed, run, stream, ...], at most 4 words) can equal: a plain
 # [seed, 7] would equal run 7's subset stream [seed, 7, 0].
 _NOISE_STREAM = 7
+
+
+class MnistNotFoundError(errors.HeldoutError, FileNotFoundError):
+  """tfds MNIST is not prepared where it was looked for."""
 
 
 @dataclasses.dataclass
@@ -67,7 +72,8 @@ def load(dataset: str = "auto", data_dir: Optional[str] = None,
          seed: int = 0) -> MnistData:
   """Loads `dataset` ('auto', 'mnist' or 'digits'), with optional noise."""
   if dataset not in DATASETS:
-    raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    raise errors.UsageError(
+        f"--dataset must be one of {DATASETS}, got {dataset!r}")
   if dataset == "digits":
     arrays = load_digits()
   elif dataset == "mnist" or download:
@@ -103,10 +109,16 @@ def _quiet_absl_warnings():
 
 
 def load_tfds_mnist(data_dir=None, download=False) -> dict:
-  """tfds 'mnist' in canonical order; FileNotFoundError if not prepared."""
+  """tfds 'mnist' in canonical order; `MnistNotFoundError` if not prepared."""
   out = {"name": "mnist"}
   for split in ("train", "test"):
-    arrays = heldout_data.load_tfds_arrays("mnist", split, data_dir, download)
+    try:
+      arrays = heldout_data.load_tfds_arrays("mnist", split, data_dir,
+                                             download)
+    except FileNotFoundError as e:
+      if isinstance(e, errors.HeldoutError):
+        raise
+      raise MnistNotFoundError(str(e)) from None
     out[f"{split}_images"] = (arrays["image"].astype(np.float32) / 255.0)
     out[f"{split}_labels"] = arrays["label"].astype(np.int64)
   out["description"] = (f"tfds MNIST ({len(out['train_labels'])} train / "
@@ -147,8 +159,9 @@ def add_label_noise(labels, fraction: float, seed: int,
                     num_classes: int = NUM_CLASSES):
   """Returns `(noisy_labels, noisy_idx)`: a seeded `fraction` of the labels
   replaced by a uniformly chosen *different* class."""
-  if not 0.0 <= fraction < 1.0:
-    raise ValueError(f"label_noise must be in [0, 1), got {fraction}")
+  if not 0.0 <= fraction < 1.0:  # Also refuses nan.
+    raise errors.UsageError(
+        f"--label_noise must be in [0, 1), got {fraction}")
   labels = np.asarray(labels, np.int64)
   rng = noise_rng(seed)
   count = int(round(fraction * len(labels)))

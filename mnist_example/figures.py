@@ -33,13 +33,39 @@ def _save(fig, path):
   return path
 
 
+def memorization_order(mem, evidence=None):
+  """`(most, least)`: training example indices, most / least memorized first.
+
+  Scores tie often (many examples at 1.00 or 0.00). Ties are broken by
+  `evidence`, how many runs held the example out (more runs: a better
+  measured score, shown first), then by example index.
+
+  Args:
+    mem: float [n] memorization scores (no NaN).
+    evidence: int [n] runs holding each example out, or None (index only).
+  """
+  mem = np.asarray(mem, np.float64)
+  evidence = (np.zeros(len(mem)) if evidence is None
+              else np.asarray(evidence, np.float64))
+  index = np.arange(len(mem))
+  # np.lexsort sorts by its last key first.
+  most = np.lexsort((index, -evidence, -mem))
+  least = np.lexsort((index, -evidence, mem))
+  return most, least
+
+
 def memorization_examples(path, images, labels, mem, noisy_idx=(),
-                          clean_labels=None, count=20, columns=10):
+                          clean_labels=None, count=20, columns=10,
+                          evidence=None):
   """The `count` most and least memorized training examples, with their
-  label and memorization score; relabelled (noisy) examples in red."""
-  order = np.argsort(-mem, kind="stable")
-  groups = [("Most memorized", order[:count]),
-            ("Least memorized", order[::-1][:count])]
+  label, memorization score and (if `evidence` is given) how many runs held
+  them out; ties are broken by that count (see `memorization_order`).
+  Relabelled (noisy) examples in red."""
+  most, least = memorization_order(mem, evidence)
+  tie_rule = (" (ties: held out by more runs first; out N = runs that "
+              "held it out)" if evidence is not None else "")
+  groups = [("Most memorized" + tie_rule, most[:count]),
+            ("Least memorized" + tie_rule, least[:count])]
   rows = -(-count // columns)
   noisy = set(np.asarray(noisy_idx).tolist())
   fig = plt.figure(figsize=(1.25 * columns, 2 * (1.45 * rows + 0.4)))
@@ -52,13 +78,15 @@ def memorization_examples(path, images, labels, mem, noisy_idx=(),
     for ax, i in zip(axes.flat, idx):
       ax.axis("on")
       _show(ax, images[i])
-      text = f"#{i} label {labels[i]}\nmem {_score(mem[i])}"
+      score = f"mem {_score(mem[i])}"
+      if evidence is not None:
+        score += f", out {int(evidence[i])}"
+      text = f"#{i} label {labels[i]}\n{score}"
       color = "black"
       if i in noisy:
         color = _NOISY_COLOR
         if clean_labels is not None:
-          text = (f"#{i} label {labels[i]}\n(was {clean_labels[i]}) "
-                  f"mem {_score(mem[i])}")
+          text = f"#{i} label {labels[i]} (was {clean_labels[i]})\n{score}"
       ax.set_title(text, fontsize=7.5, color=color)
   return _save(fig, path)
 
@@ -112,18 +140,22 @@ def memorization_histogram(path, mem, noisy_idx=()):
   return _save(fig, path)
 
 
-def write_all(directory, data, mem, pairs):
-  """Writes every figure into `directory`; returns their paths."""
+def write_all(directory, data, mem, result):
+  """Writes every figure into `directory`; returns their paths.
+
+  `result`: `heldout_tf.estimates.compute`'s output (the pairs, and `n_out`,
+  the runs holding each example out, which breaks memorization ties).
+  """
   os.makedirs(directory, exist_ok=True)
   return [
       memorization_examples(
           os.path.join(directory, "memorization_examples.png"),
           data.train_images, data.train_labels, mem, data.noisy_idx,
-          data.clean_train_labels),
+          data.clean_train_labels, evidence=result.get("n_out")),
       influence_pairs(
           os.path.join(directory, "high_influence_pairs.png"),
           data.train_images, data.train_labels, data.test_images,
-          data.test_labels, pairs),
+          data.test_labels, result),
       memorization_histogram(
           os.path.join(directory, "memorization_histogram.png"), mem,
           data.noisy_idx),

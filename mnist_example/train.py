@@ -15,43 +15,53 @@ figures/), so runs at several ratios under one --out keep their own results.
   python -m mnist_example.train                   # 6–7 min on 2 CPU cores
   python -m mnist_example.train --preset=paper --data_dir=~/tensorflow_datasets
   python -m mnist_example.train --label_noise=0.1 --out=/tmp/noisy
-  python -m mnist_example.train --stage=train --shard=0/2   # and 1/2 elsewhere
+  python -m mnist_example.train --stage=train --shard=0/2 --group_size=32
   python -m mnist_example.train --stage=estimate
 
-Training is resumable (finished runs are skipped, a killed job loses at most
-the group in flight) and shardable (`--shard i/n` takes a disjoint block of
-runs). The entry point enables TensorFlow's oneDNN kernels
-(TF_ENABLE_ONEDNN_OPTS=1, unless already set): on AMD CPUs TF leaves them off
-and they roughly double matmul throughput.
+The collection under `<out>/mnist-mlp/<ratio>` is a `heldout_tf.runstore.
+RunStore`: its config.json records every setting a run's bits depend on,
+the group size G and the precision included. Runs are trained in canonical
+blocks of G (`[k*G, (k+1)*G)`, the last one padded), so each run's arrays are
+the same whether it was trained in one job, in shards (`--shard i/n` takes
+whole blocks) or resumed after a kill (a killed job loses at most the block
+in flight; a partly finished block is retrained whole and only its missing
+runs written). `--group_size 0` and `--precision auto` take the recorded
+values when the collection exists; other values than the recorded ones are
+refused. Runs do not depend on `--num_runs`: raising it trains only the new
+runs; `--stage=estimate` uses exactly runs 0..num_runs-1 and refuses others.
+
+The entry point hides TensorFlow's C++ start-up lines and, unless set, sets
+TF_ENABLE_ONEDNN_OPTS=1: TF turns oneDNN on by itself on CPUs with AVX-512
+(no change there), not on AVX2-only CPUs, where it was measured to about
+double matmul throughput (see DESIGN.md). Importing this module sets nothing.
 """
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+if __name__ == "__main__":
+  import os  # pylint: disable=g-import-not-at-top
+  from heldout_tf import cli  # pylint: disable=g-import-not-at-top
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # Read at TF import.
+  cli.quiet_tensorflow()  # Imports TensorFlow.
 
 import dataclasses  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import hashlib
-import json
+import math
+import os
 import sys
 import time
-from typing import List, Optional
+from typing import Optional, Sequence
 
-from absl import app
 from absl import flags
-from absl import logging
 import numpy as np
-import tqdm
 
-from heldout_tf import checkpoints
+from heldout_tf import errors
 from heldout_tf import estimates
-from heldout_tf import models
-from heldout_tf import runs as runs_lib
+from heldout_tf import hardware
+from heldout_tf import progress
+from heldout_tf import runstore
 from heldout_tf import training
 from mnist_example import data as data_lib
 
 EXPERIMENT = "mnist-mlp"
-CONFIG_FILENAME = "config.json"
 ESTIMATES_FILENAME = "estimates.npz"
 STAGES = ("train", "estimate", "all")
 DEFAULT_NUM_RUNS = 512
@@ -68,7 +78,8 @@ class Options:
   epochs: int = 10
   batch_size: int = 128
   learning_rate: float = 0.1
-  group_size: int = 0  # 0: chosen from memory.
+  group_size: int = 0  # 0: the recorded one, else chosen from memory.
+  precision: str = "auto"  # 'auto': the recorded one, else detected.
   seed: int = 0
   dataset: str = "auto"
   data_dir: Optional[str] = None
@@ -84,38 +95,62 @@ class Options:
   progress: bool = True
 
 
-def parse_shard(text: str):
-  """'i/n' -> (i, n) with 0 <= i < n."""
-  try:
-    index, count = (int(part) for part in text.split("/"))
-  except ValueError:
-    raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}"
-                     ) from None
-  if count < 1 or not 0 <= index < count:
-    raise ValueError(f"--shard {text!r}: need 0 <= i < n")
-  return index, count
+# -------------------------------------------------------------- validation --
 
 
-def shard_runs(num_runs: int, shard: str) -> List[int]:
-  """The contiguous block of run ids shard `i/n` owns."""
-  index, count = parse_shard(shard)
-  return list(range(index * num_runs // count,
-                    (index + 1) * num_runs // count))
+def validate(options: Options):
+  """Raises `errors.UsageError` naming the first bad flag."""
+  def need(ok, flag, rule):
+    if not ok:
+      raise errors.UsageError(
+          f"--{flag} {rule}, got {getattr(options, flag)!r}")
+
+  def finite(name):
+    value = getattr(options, name)
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+  need(options.stage in STAGES, "stage", f"must be one of {STAGES}")
+  need(options.dataset in data_lib.DATASETS, "dataset",
+       f"must be one of {data_lib.DATASETS}")
+  need(options.precision in hardware.CHOICES, "precision",
+       f"must be one of {hardware.CHOICES}")
+  need(options.num_runs >= 1, "num_runs", "must be >= 1")
+  need(finite("ratio") and 0.0 < options.ratio <= 1.0, "ratio",
+       "must be in (0, 1]")
+  need(options.epochs >= 1, "epochs", "must be >= 1")
+  need(options.batch_size >= 1, "batch_size", "must be >= 1")
+  need(finite("learning_rate") and options.learning_rate > 0,
+       "learning_rate", "must be a finite number > 0")
+  need(options.group_size >= 0, "group_size",
+       "must be >= 1, or 0 to choose from memory")
+  need(options.seed >= 0, "seed", "must be >= 0")
+  need(finite("label_noise") and 0.0 <= options.label_noise < 1.0,
+       "label_noise", "must be in [0, 1)")
+  need(options.train_size >= 0, "train_size", "must be >= 0 (0: all)")
+  need(options.test_size >= 0, "test_size", "must be >= 0 (0: all)")
+  for name in ("infl_threshold", "mem_threshold"):
+    need(finite(name), name, "must be a finite number")
+  runstore.parse_shard(options.shard)
 
 
-def train_config(options: Options):
-  return training.TrainConfig(
-      ratio=options.ratio, epochs=options.epochs,
-      batch_size=options.batch_size, learning_rate=options.learning_rate,
-      seed=options.seed, num_classes=data_lib.NUM_CLASSES)
+# -------------------------------------------------------------------- data --
 
 
 def load_data(options: Options, dataset=None) -> data_lib.MnistData:
+  """The data of `options` (`dataset` overrides `options.dataset`), cut to
+  --train_size / --test_size (`errors.UsageError` if larger than the data)."""
   data = data_lib.load(dataset or options.dataset, options.data_dir,
                        options.download, options.label_noise, options.seed)
+  sizes = {"train": len(data.train_labels), "test": len(data.test_labels)}
+  for split, size in [("train", options.train_size),
+                      ("test", options.test_size)]:
+    if size > sizes[split]:
+      raise errors.UsageError(
+          f"--{split}_size {size} is larger than the {sizes[split]} "
+          f"{split} examples of {data.name}")
   if options.train_size or options.test_size:
-    n_train = options.train_size or len(data.train_labels)
-    n_test = options.test_size or len(data.test_labels)
+    n_train = options.train_size or sizes["train"]
+    n_test = options.test_size or sizes["test"]
     noisy = data.noisy_idx[data.noisy_idx < n_train]
     data = dataclasses.replace(
         data, train_images=data.train_images[:n_train],
@@ -128,157 +163,137 @@ def load_data(options: Options, dataset=None) -> data_lib.MnistData:
   return data
 
 
-def _fingerprint(*arrays) -> str:
+def data_fingerprint(data: data_lib.MnistData) -> str:
+  """A short hash of the labels and the first images: same data or not."""
   digest = hashlib.sha256()
-  for array in arrays:
+  for array in (data.train_labels, data.test_labels, data.train_images[:64]):
     digest.update(np.ascontiguousarray(array).tobytes())
   return digest.hexdigest()[:16]
 
 
-def experiment_config(options: Options, data: data_lib.MnistData) -> dict:
+# ------------------------------------------------------------------- train --
+
+
+def store_for(options: Options) -> runstore.RunStore:
+  return runstore.RunStore(options.out, EXPERIMENT, options.ratio)
+
+
+def train_config(options: Options, precision: str = "float32"
+                 ) -> training.TrainConfig:
+  return training.TrainConfig(
+      ratio=options.ratio, epochs=options.epochs,
+      batch_size=options.batch_size, learning_rate=options.learning_rate,
+      seed=options.seed, num_classes=data_lib.NUM_CLASSES,
+      precision=precision)
+
+
+def experiment_config(config: training.TrainConfig, group_size: int,
+                      options: Options, data: data_lib.MnistData) -> dict:
   """What every run of one `<out>/mnist-mlp/<ratio>` directory shares."""
-  config = dataclasses.asdict(train_config(options))
-  config["hidden"] = list(config["hidden"])
-  config.update(
-      dataset=data.name, label_noise=options.label_noise,
-      train_size=len(data.train_labels), test_size=len(data.test_labels),
-      data_fingerprint=_fingerprint(data.train_labels, data.test_labels,
-                                    data.train_images[:64]))
-  return config
+  recorded = dataclasses.asdict(config)
+  recorded["hidden"] = list(recorded["hidden"])
+  recorded.update(
+      group_size=group_size, dataset=data.name,
+      label_noise=options.label_noise, train_size=len(data.train_labels),
+      test_size=len(data.test_labels), data_fingerprint=data_fingerprint(data))
+  return recorded
 
 
-def ratio_dir(options: Options) -> str:
-  return os.path.join(options.out, EXPERIMENT,
-                      runs_lib.format_ratio(options.ratio))
+def resolve_precision(flag: str, recorded: Optional[dict]
+                      ) -> hardware.Precision:
+  """--precision against the collection's recorded precision.
 
-
-def check_config(path: str, config: dict):
-  """Writes `config` to `path`, or checks it matches the one already there."""
-  if os.path.exists(path):
-    with open(path) as f:
-      existing = json.load(f)
-    differ = sorted(k for k in set(config) | set(existing)
-                    if config.get(k) != existing.get(k))
-    if differ:
-      details = "; ".join(f"{k}: on disk {existing.get(k)!r}, now "
-                          f"{config.get(k)!r}" for k in differ)
-      raise ValueError(
-          f"{path}: the runs there were trained with other settings "
-          f"({details}). Use another --out, or the same settings to resume.")
-    return
-  runs_lib.atomic_write(path, lambda f: f.write(json.dumps(
-      config, indent=2, sort_keys=True)), mode="w")
-
-
-def is_finished(run_path: str, need_checkpoint: bool) -> bool:
-  """A run is finished once its aux_arrays.npz exists.
-
-  aux_arrays.npz is written atomically and after the checkpoint, so its
-  presence is enough; it is not read (2 000 runs would take minutes).
+  'auto' takes the recorded one if there is one, else detects; an explicit
+  value must equal the recorded one (`errors.ConfigError` names both).
   """
-  if not os.path.exists(os.path.join(run_path, runs_lib.AUX_FILENAME)):
-    return False
-  if need_checkpoint:
-    try:
-      checkpoints.find_checkpoint(run_path)
-    except checkpoints.CheckpointNotFoundError:
-      return False
-  return True
+  on_disk = (recorded or {}).get("precision")
+  if flag == "auto" and on_disk:
+    return hardware.Precision(on_disk, "recorded in this --out's config.json")
+  precision = hardware.resolve_precision(flag)
+  if on_disk and precision.name != on_disk:
+    raise errors.ConfigError(
+        f"--precision {flag} ({precision.name}) differs from the precision "
+        f"{on_disk} the runs in this --out were trained in; pass "
+        f"--precision {on_disk} (or auto), or use another --out")
+  return precision
 
 
-def unfinished_runs(options: Options, run_ids,
-                    need_checkpoint: bool) -> List[int]:
-  """The ids in `run_ids` whose run is not finished under `options.out`."""
-  return [r for r in run_ids if not is_finished(
-      runs_lib.run_dir(options.out, EXPERIMENT, options.ratio, r),
-      need_checkpoint)]
+def resolve_group_size(options: Options, recorded: Optional[dict],
+                       config: training.TrainConfig):
+  """`(G, why)`: --group_size against the collection's recorded one.
 
-
-def _check_runs_complete(options: Options):
-  """Raises ValueError unless exactly runs 0..num_runs-1 are finished."""
-  missing = unfinished_runs(options, range(options.num_runs),
-                            need_checkpoint=False)
-  where = ratio_dir(options)
-  if missing:
-    shown = ", ".join(map(str, missing[:10])) + (
-        ", ..." if len(missing) > 10 else "")
-    raise ValueError(
-        f"{len(missing)} of the {options.num_runs} runs under {where} are not "
-        f"finished (no {runs_lib.AUX_FILENAME}): runs {shown}. Finish them "
-        "with --stage=train (each --shard i/n again, same flags), then run "
-        "--stage=estimate.")
-  extra = [run for _, run, _ in runs_lib.list_runs(
-      options.out, EXPERIMENT, [options.ratio]) if run >= options.num_runs]
-  if extra:
-    raise ValueError(
-        f"{where} holds {len(extra)} run directories beyond --num_runs="
-        f"{options.num_runs} (runs {extra[0]}..{extra[-1]}): pass the "
-        "--num_runs they were trained with, or remove them.")
-
-
-def _write_group(trainer, result, data, options, module, total_steps):
-  """Writes checkpoints, then aux_arrays.npz, of every run in `result`."""
-  n_train = len(data.train_labels)
-  pred_train = trainer.predict(result, data.train_images)
-  pred_test = trainer.predict(result, data.test_images)
-  correct_train = pred_train == data.train_labels[None]
-  correct_test = pred_test == data.test_labels[None]
-  test_index = np.arange(len(data.test_labels), dtype=np.int64)
-  for g, run in enumerate(result.runs):
-    path = runs_lib.run_dir(options.out, EXPERIMENT, options.ratio, run)
-    if options.save_checkpoints:
-      training.set_params(module, result.model_params(g))
-      checkpoints.save(module, os.path.join(path, runs_lib.CHECKPOINTS_DIRNAME),
-                       step=options.epochs, epoch=options.epochs,
-                       global_step=total_steps)
-    subset = result.subsets[g]
-    removed = np.setdiff1d(np.arange(n_train), subset)
-    runs_lib.write_aux(
-        path,
-        correctness={"train": correct_train[g, subset],
-                     "removed": correct_train[g, removed],
-                     "test": correct_test[g]},
-        index={"train": subset, "removed": removed, "test": test_index},
-        subsample_idx=subset)
+  0 takes the recorded G if there is one, else chooses from the available
+  memory (at most --num_runs); resolved once, then read back. Sharded
+  training needs the same G in every shard: the first one must name it.
+  """
+  on_disk = (recorded or {}).get("group_size")
+  flag = options.group_size
+  if flag == 0:
+    if on_disk:
+      return int(on_disk), "recorded in this --out's config.json"
+    if options.shard != "0/1":
+      raise errors.UsageError(
+          f"--shard {options.shard}: every shard must train blocks of the "
+          "same size; pass --group_size (e.g. 32) explicitly the first "
+          "time (later runs read it back from config.json)")
+    size = min(training.auto_group_size(config), options.num_runs)
+    return size, "chosen from the available memory"
+  if on_disk and flag != on_disk:
+    raise errors.ConfigError(
+        f"--group_size {flag} differs from the group size {on_disk} the runs "
+        "in this --out were trained with (a run's bits depend on it); pass "
+        f"--group_size {on_disk} (or 0), or use another --out")
+  return flag, "from --group_size"
 
 
 def train_stage(options: Options, data: data_lib.MnistData) -> dict:
-  """Trains this shard's unfinished runs, group by group."""
-  config = train_config(options)
-  check_config(os.path.join(ratio_dir(options), CONFIG_FILENAME),
-               experiment_config(options, data))
-  mine = shard_runs(options.num_runs, options.shard)
-  todo = unfinished_runs(options, mine, options.save_checkpoints)
-  group_size = options.group_size or training.auto_group_size(config)
-  print(f"Data: {data.description}.\nTraining: {len(todo)} of shard "
+  """Trains this shard's unfinished runs, block by block."""
+  store = store_for(options)
+  recorded = store.recorded_config()
+  precision = resolve_precision(options.precision, recorded)
+  config = train_config(options, precision.name)
+  group_size, why = resolve_group_size(options, recorded, config)
+  store.record_config(experiment_config(config, group_size, options, data))
+  mine = runstore.shard_runs(options.num_runs, options.shard, group_size)
+  todo = store.unfinished(mine, options.save_checkpoints)
+  blocks = runstore.groups(todo, group_size)
+  print(f"Data: {data.description}.\nPrecision: {precision.name} "
+        f"({precision.reason}).\nTraining: {len(todo)} of shard "
         f"{options.shard}'s {len(mine)} runs left ({len(mine) - len(todo)} "
-        f"already finished), {min(group_size, max(len(todo), 1))} models "
-        "per step.", flush=True)
+        f"already finished), in {len(blocks)} block(s) of {group_size} models "
+        f"(group size {why}).", flush=True)
   if not todo:
-    return {"trained": 0, "seconds": 0.0}
+    return {"trained": 0, "seconds": 0.0, "group_size": group_size,
+            "precision": precision.name}
   trainer = training.EnsembleTrainer(data.train_images, data.train_labels,
                                      config)
-  module = models.build_model("mlp", data_lib.NUM_CLASSES)
-  models.ensure_built(module, "mlp")
-  start = time.perf_counter()
-  with tqdm.tqdm(total=len(todo), unit="run", disable=not options.progress,
-                 bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} runs "
-                 "[{elapsed}<{remaining}, {rate_fmt}{postfix}]",
-                 smoothing=0.1) as bar:
-    for first in range(0, len(todo), group_size):
-      group = todo[first:first + group_size]
-      per_step = len(group) / trainer.total_steps()
-      result = trainer.train(group, on_step=lambda *_: bar.update(per_step))
-      _write_group(trainer, result, data, options, module,
-                   trainer.total_steps())
-      bar.n = first + len(group)  # Undo float drift.
+  evaluator = runstore.float32_evaluator(trainer, data.train_images,
+                                         data.train_labels)
+  start, done = time.perf_counter(), 0
+  with progress.bar(len(todo), "training", unit="run",
+                    enabled=options.progress) as bar:
+    for runs in blocks:
+      written = runstore.train_block(
+          store, trainer, runs, group_size, train_images=data.train_images,
+          train_labels=data.train_labels, test_images=data.test_images,
+          test_labels=data.test_labels,
+          save_checkpoints=options.save_checkpoints, evaluator=evaluator)
+      done += len(written)
       elapsed = time.perf_counter() - start
-      bar.set_postfix_str(f"{3600 * bar.n / elapsed:.0f} models/h")
+      bar.set_postfix_str(f"{3600 * done / elapsed:.0f} models/h")
+      bar.update(len(written))
   seconds = time.perf_counter() - start
-  print(f"Trained {len(todo)} runs in {seconds:.0f} s "
-        f"({3600 * len(todo) / seconds:.0f} models/hour) under "
-        f"{ratio_dir(options)}", flush=True)
-  return {"trained": len(todo), "seconds": seconds}
+  print(f"Trained {done} runs in {seconds:.0f} s "
+        f"({3600 * done / seconds:.0f} models/hour) under {store.path}",
+        flush=True)
+  return {"trained": done, "seconds": seconds, "group_size": group_size,
+          "precision": precision.name}
+
+
+# ---------------------------------------------------------------- estimate --
+
+_FINISH_HINT = ("Finish them with --stage=train (each --shard i/n again, same "
+                "flags), then run --stage=estimate.")
 
 
 def estimate_stage(options: Options,
@@ -290,28 +305,25 @@ def estimate_stage(options: Options,
   """
   # Matplotlib only here: training shards never import it.
   from mnist_example import figures  # pylint: disable=g-import-not-at-top
-  config_path = os.path.join(ratio_dir(options), CONFIG_FILENAME)
-  if not os.path.exists(config_path):
-    raise FileNotFoundError(f"{config_path} not found: train first "
-                            "(--stage=train) with the same --out and --ratio")
-  with open(config_path) as f:
-    config = json.load(f)
+  store = store_for(options)
+  config = store.require_config()
   # The runs define the data: same dataset, noise, seed and sizes.
   options = dataclasses.replace(
       options, label_noise=config["label_noise"], seed=config["seed"],
       train_size=config["train_size"], test_size=config["test_size"])
-  _check_runs_complete(options)
+  store.check_complete(options.num_runs, hint=_FINISH_HINT)
   if data is None:
     data = load_data(options, dataset=config["dataset"])
-  if experiment_config(options, data)["data_fingerprint"] != config[
-      "data_fingerprint"]:
-    raise ValueError(f"{config_path}: the {config['dataset']} data loaded now "
-                     "differs from the data the runs were trained on")
+  if data_fingerprint(data) != config["data_fingerprint"]:
+    raise errors.ConfigError(
+        f"{store.config_path}: the {config['dataset']} data loaded now "
+        "differs from the data the runs were trained on")
   runs = estimates.load_runs(options.out, EXPERIMENT, [options.ratio],
                              progress=options.progress)
   if runs.n_train != len(data.train_labels):
-    raise ValueError(f"runs have {runs.n_train} training examples, the data "
-                     f"{len(data.train_labels)}")
+    raise errors.ConfigError(
+        f"runs have {runs.n_train} training examples, the data "
+        f"{len(data.train_labels)}")
   result = estimates.compute(
       runs, what=("mem", "pairs", "cscores"),
       infl_threshold=options.infl_threshold,
@@ -320,16 +332,17 @@ def estimate_stage(options: Options,
   result.update(noisy_idx=data.noisy_idx,
                 clean_train_labels=data.clean_train_labels,
                 test_labels=data.test_labels)
-  root = ratio_dir(options)
+  root = store.path
   paths = {"estimates": os.path.join(root, ESTIMATES_FILENAME),
            "pairs": os.path.join(
                root, f"mnist_high_infl_pairs_infl{options.infl_threshold:g}"
                f"_mem{options.mem_threshold:g}.npz")}
-  estimates.save_estimates(paths["estimates"], result)
-  estimates.save_pairs(paths["pairs"], result)
   mem = np.nan_to_num(result["memorization"], nan=0.0)
-  paths["figures"] = figures.write_all(os.path.join(root, "figures"), data,
-                                       mem, result)
+  with errors.user_path(root, "write"):
+    estimates.save_estimates(paths["estimates"], result)
+    estimates.save_pairs(paths["pairs"], result)
+    paths["figures"] = figures.write_all(os.path.join(root, "figures"), data,
+                                         mem, result)
   print(estimates.summary(result))
   if len(data.noisy_idx):
     auc = roc_auc(mem, data.noisy_idx)
@@ -364,17 +377,15 @@ def roc_auc(scores, positive_idx) -> float:
 
 def run(options: Options) -> dict:
   """Runs `options.stage`; returns what each stage reported."""
-  if options.stage not in STAGES:
-    raise ValueError(f"--stage must be one of {STAGES}, got {options.stage!r}")
-  shard_runs(options.num_runs, options.shard)  # Validates --shard early.
+  validate(options)
   out, data = {}, None
   if options.stage in ("train", "all"):
     data = load_data(options)
     out["train"] = train_stage(options, data)
   if options.stage in ("estimate", "all"):
     if options.stage == "all" and options.shard != "0/1":
-      missing = unfinished_runs(options, range(options.num_runs),
-                                options.save_checkpoints)
+      missing = store_for(options).unfinished(range(options.num_runs),
+                                              options.save_checkpoints)
       if missing:
         print(f"{len(missing)} of {options.num_runs} runs are not finished "
               "yet (other shards); run --stage=estimate once all are.")
@@ -385,70 +396,98 @@ def run(options: Options) -> dict:
 
 # --------------------------------------------------------------------- CLI --
 
-FLAGS = flags.FLAGS
-_DEFAULTS = Options()
-flags.DEFINE_integer("num_runs", _DEFAULTS.num_runs, "Number of runs (models).")
-flags.DEFINE_float("ratio", _DEFAULTS.ratio, "Fraction of the training set "
-                   "each run trains on.")
-flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Training epochs per run.")
-flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Batch size.")
-flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate,
-                   "SGD learning rate (momentum 0.9).")
-flags.DEFINE_integer("group_size", _DEFAULTS.group_size, "Models trained at "
-                     "once; 0 chooses from the available memory.")
-flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed: subsets, shuffles, "
-                     "initialisation and label noise are functions of "
-                     "(seed, run).")
-flags.DEFINE_string("out", _DEFAULTS.out, "Output root.")
-flags.DEFINE_enum("dataset", _DEFAULTS.dataset, data_lib.DATASETS,
-                  "'mnist' (tfds), 'digits' (embedded 5 000 digits) or "
-                  "'auto' (mnist if prepared locally, else digits).")
-flags.DEFINE_string("data_dir", _DEFAULTS.data_dir,
-                    "tfds data directory holding mnist.")
-flags.DEFINE_bool("download", _DEFAULTS.download,
-                  "Let tfds download MNIST (network).")
-flags.DEFINE_float("label_noise", _DEFAULTS.label_noise, "Fraction of "
-                   "training labels to flip (seeded); their indices are "
-                   "saved as noisy_idx.")
-flags.DEFINE_enum("stage", _DEFAULTS.stage, STAGES, "What to run.")
-flags.DEFINE_string("shard", _DEFAULTS.shard, "i/n: train only the i-th of n "
-                    "disjoint blocks of runs.")
-flags.DEFINE_enum("preset", None, ["paper"], "'paper': the reference setup "
-                  "(2000 runs, ratio 0.7, 10 epochs, batch 128, lr 0.1, "
-                  "tfds MNIST); explicit flags still override it.")
-flags.DEFINE_integer("train_size", _DEFAULTS.train_size, "Use only the first "
-                     "N training examples (0: all).")
-flags.DEFINE_integer("test_size", _DEFAULTS.test_size, "Use only the first N "
-                     "test examples (0: all).")
-flags.DEFINE_bool("save_checkpoints", _DEFAULTS.save_checkpoints,
-                  "Write checkpoints/ckpt-<N>.")
-flags.DEFINE_float("infl_threshold", _DEFAULTS.infl_threshold,
-                   "High-influence pairs threshold.")
-flags.DEFINE_float("mem_threshold", _DEFAULTS.mem_threshold, "Memorization "
-                   "threshold of the pairs' training examples.")
-flags.DEFINE_bool("progress", _DEFAULTS.progress, "Show progress bars.")
+
+def flag_values() -> flags.FlagValues:
+  """A fresh absl `FlagValues` holding this program's flags (never global)."""
+  fv = flags.FlagValues()
+  d = Options()
+  flags.DEFINE_integer("num_runs", d.num_runs, "Number of runs (models).",
+                       flag_values=fv)
+  flags.DEFINE_float("ratio", d.ratio, "Fraction of the training set each "
+                     "run trains on.", flag_values=fv)
+  flags.DEFINE_integer("epochs", d.epochs, "Training epochs per run.",
+                       flag_values=fv)
+  flags.DEFINE_integer("batch_size", d.batch_size, "Batch size.",
+                       flag_values=fv)
+  flags.DEFINE_float("learning_rate", d.learning_rate,
+                     "SGD learning rate (momentum 0.9).", flag_values=fv)
+  flags.DEFINE_integer("group_size", d.group_size, "Models trained at once "
+                       "(canonical blocks of runs, recorded in config.json); "
+                       "0: the recorded one, else chosen from the available "
+                       "memory.", flag_values=fv)
+  flags.DEFINE_enum("precision", d.precision, hardware.CHOICES, "Matmul "
+                    "precision; 'auto': the recorded one, else bfloat16 "
+                    "where the hardware has fast bfloat16 units.",
+                    flag_values=fv)
+  flags.DEFINE_integer("seed", d.seed, "Seed: subsets, shuffles, "
+                       "initialisation and label noise are functions of "
+                       "(seed, run).", flag_values=fv)
+  flags.DEFINE_string("out", d.out, "Output root.", flag_values=fv)
+  flags.DEFINE_enum("dataset", d.dataset, data_lib.DATASETS,
+                    "'mnist' (tfds), 'digits' (embedded 5 000 digits) or "
+                    "'auto' (mnist if prepared locally, else digits).",
+                    flag_values=fv)
+  flags.DEFINE_string("data_dir", d.data_dir,
+                      "tfds data directory holding mnist.", flag_values=fv)
+  flags.DEFINE_bool("download", d.download,
+                    "Let tfds download MNIST (network).", flag_values=fv)
+  flags.DEFINE_float("label_noise", d.label_noise, "Fraction of training "
+                     "labels to flip (seeded); their indices are saved as "
+                     "noisy_idx.", flag_values=fv)
+  flags.DEFINE_enum("stage", d.stage, STAGES, "What to run.", flag_values=fv)
+  flags.DEFINE_string("shard", d.shard, "i/n: train only the i-th of n "
+                      "disjoint sets of whole blocks of runs.",
+                      flag_values=fv)
+  flags.DEFINE_enum("preset", None, ["paper"], "'paper': the reference setup "
+                    "(2000 runs, ratio 0.7, 10 epochs, batch 128, lr 0.1, "
+                    "tfds MNIST); explicit flags still override it.",
+                    flag_values=fv)
+  flags.DEFINE_integer("train_size", d.train_size, "Use only the first N "
+                       "training examples (0: all).", flag_values=fv)
+  flags.DEFINE_integer("test_size", d.test_size, "Use only the first N test "
+                       "examples (0: all).", flag_values=fv)
+  flags.DEFINE_bool("save_checkpoints", d.save_checkpoints,
+                    "Write checkpoints/ckpt-<N>.", flag_values=fv)
+  flags.DEFINE_float("infl_threshold", d.infl_threshold,
+                     "High-influence pairs threshold.", flag_values=fv)
+  flags.DEFINE_float("mem_threshold", d.mem_threshold, "Memorization "
+                     "threshold of the pairs' training examples.",
+                     flag_values=fv)
+  flags.DEFINE_bool("progress", d.progress, "Show progress bars.",
+                    flag_values=fv)
+  return fv
 
 
-def options_from_flags() -> Options:
-  values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(Options)}
-  if FLAGS.preset == "paper":
+def parse_args(argv: Sequence[str]) -> Optional[Options]:
+  """`argv` (program name first) -> Options; None after printing --help.
+
+  Raises `errors.UsageError` for unknown flags, bad values or extra
+  arguments.
+  """
+  fv = flag_values()
+  if any(a in ("-h", "--help", "--helpshort", "--helpfull")
+         for a in argv[1:]):
+    print(__doc__ + "\nFlags:\n" + fv.get_help(include_special_flags=False))
+    return None
+  try:
+    rest = fv(list(argv))
+  except flags.Error as e:
+    raise errors.UsageError(str(e)) from None
+  if len(rest) > 1:
+    raise errors.UsageError(f"unexpected arguments: {rest[1:]}")
+  values = {f.name: fv[f.name].value for f in dataclasses.fields(Options)}
+  if fv.preset == "paper":
     for name, value in PAPER_PRESET.items():
-      if not FLAGS[name].present:
+      if not fv[name].present:
         values[name] = value
   return Options(**values)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # TF's per-save INFO lines.
-  try:
-    run(options_from_flags())
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+def main(argv: Optional[Sequence[str]] = None):
+  options = parse_args(sys.argv if argv is None else argv)
+  if options is not None:
+    run(options)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -8,22 +8,29 @@ import subprocess
 import sys
 import time
 
-from absl.testing import flagsaver
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from heldout_tf import checkpoints
+from heldout_tf import errors
 from heldout_tf import evaluation
 from heldout_tf import models
 from heldout_tf import runs as runs_lib
+from heldout_tf import runstore
 from heldout_tf import training
 from mnist_example import data as data_lib
+from mnist_example import figures
 from mnist_example import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(num_runs=6, epochs=2, train_size=600, test_size=200,
              dataset="digits", progress=False)
+# Tiny runs for the bit-identity tests: blocks of 2, five runs. float32:
+# there a model's last bits depend on its slot in the group.
+TINY = dict(num_runs=5, epochs=1, batch_size=32, train_size=200,
+            test_size=50, dataset="digits", progress=False, group_size=2,
+            stage="train", precision="float32")
 
 
 def _options(out, **kwargs):
@@ -119,19 +126,10 @@ def test_auto_falls_back_to_digits_and_says_so(tmp_path):
 # ----------------------------------------------------------------- shards --
 
 
-@pytest.mark.parametrize("num_runs", [0, 1, 7, 10, 2000])
-@pytest.mark.parametrize("count", [1, 2, 3, 8])
-def test_shards_are_disjoint_and_complete(num_runs, count):
-  shards = [train.shard_runs(num_runs, f"{i}/{count}") for i in range(count)]
-  together = sorted(r for shard in shards for r in shard)
-  assert together == list(range(num_runs))
-  assert all(len(s) >= num_runs // count for s in shards)
-
-
 def test_bad_shard_is_refused():
   for text in ("2/2", "1", "a/b", "0/0", "-1/2"):
-    with pytest.raises(ValueError, match="shard"):
-      train.shard_runs(10, text)
+    with pytest.raises(errors.UsageError, match="shard"):
+      train.run(_options("/nonexistent", shard=text))
 
 
 def test_sharded_training_equals_one_job(small_run, tmp_path, monkeypatch):
@@ -147,7 +145,8 @@ def test_sharded_training_equals_one_job(small_run, tmp_path, monkeypatch):
     loads.clear()
     report = train.run(_options(tmp_path, group_size=2, stage="all",
                                 shard=shard))
-    assert report["train"]["trained"] == 3
+    # Whole blocks of 2: shard 0/2 owns block 0, shard 1/2 blocks 1 and 2.
+    assert report["train"]["trained"] == (2 if shard == "0/2" else 4)
     assert len(loads) == 1  # Stage 'all' estimates on the data it trained on.
   # The first shard stopped before estimating; the last one estimated.
   assert "estimate" in report
@@ -177,15 +176,15 @@ def test_outputs_restore_and_reevaluate_to_recorded_correctness(small_run):
 
 
 def test_is_finished_needs_aux_and_checkpoint_only(small_run, tmp_path):
-  path = str(tmp_path / "0")
-  shutil.copytree(runs_lib.run_dir(str(small_run), train.EXPERIMENT, 0.7, 0),
-                  path)
-  assert train.is_finished(path, need_checkpoint=True)
+  shutil.copytree(small_run, tmp_path / "copy")
+  store = train.store_for(_options(tmp_path / "copy"))
+  path = store.run_dir(0)
+  assert store.is_finished(0, need_checkpoint=True)
   shutil.rmtree(os.path.join(path, runs_lib.CHECKPOINTS_DIRNAME))
-  assert not train.is_finished(path, need_checkpoint=True)
-  assert train.is_finished(path, need_checkpoint=False)
+  assert not store.is_finished(0, need_checkpoint=True)
+  assert store.is_finished(0, need_checkpoint=False)
   os.remove(os.path.join(path, runs_lib.AUX_FILENAME))
-  assert not train.is_finished(path, need_checkpoint=False)
+  assert not store.is_finished(0, need_checkpoint=False)
 
 
 def test_training_does_not_import_the_figures():
@@ -203,7 +202,7 @@ def test_rerun_skips_finished_runs_and_refuses_other_settings(small_run):
   report = train.run(_options(small_run, stage="train"))
   assert report["train"]["trained"] == 0
   assert os.stat(aux).st_mtime_ns == before
-  with pytest.raises(ValueError, match="epochs"):
+  with pytest.raises(errors.ConfigError, match="epochs: on disk 2, now 3"):
     train.run(_options(small_run, stage="train", epochs=3))
 
 
@@ -249,8 +248,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
         runs_lib.run_dir(str(killed), train.EXPERIMENT, 0.7, run)))
     for key in a.get_variable_to_shape_map():
       if key.startswith("model/"):
-        np.testing.assert_allclose(a.get_tensor(key), b.get_tensor(key),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(a.get_tensor(key), b.get_tensor(key))
 
 
 # ------------------------------------------------------------- estimation --
@@ -286,7 +284,7 @@ def test_label_noise_examples_come_out_memorized(tmp_path):
 
 
 def test_estimate_stage_alone_needs_trained_runs(tmp_path, small_run):
-  with pytest.raises(FileNotFoundError, match="train first"):
+  with pytest.raises(runstore.MissingConfigError, match="train first"):
     train.run(_options(tmp_path, stage="estimate"))
   report = train.run(_options(small_run, stage="estimate"))["estimate"]
   assert int(report["num_runs"]) == 6
@@ -354,20 +352,246 @@ def test_roc_auc_matches_definition():
 
 
 def test_paper_preset_sets_the_reference_setup():
-  with flagsaver.flagsaver():
-    train.FLAGS(["train", "--preset=paper"])
-    options = train.options_from_flags()
+  options = train.parse_args(["train", "--preset=paper"])
   assert (options.num_runs, options.ratio, options.epochs, options.batch_size,
           options.learning_rate, options.dataset) == (
               2000, 0.7, 10, 128, 0.1, "mnist")
-  with flagsaver.flagsaver():
-    train.FLAGS(["train", "--preset=paper", "--num_runs=50"])
-    options = train.options_from_flags()
+  options = train.parse_args(["train", "--preset=paper", "--num_runs=50"])
   assert options.num_runs == 50 and options.epochs == 10
   defaults = dataclasses.asdict(train.Options())
   assert defaults["num_runs"] == train.DEFAULT_NUM_RUNS
 
 
 def test_flag_defaults_are_the_options_defaults():
+  fv = train.flag_values()
   for field in dataclasses.fields(train.Options):
-    assert train.FLAGS[field.name].default == field.default, field.name
+    assert fv[field.name].default == field.default, field.name
+  options = train.parse_args(["train", "--noprogress", "--precision=float32"])
+  assert not options.progress and options.precision == "float32"
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--num_runs=abc"], "num_runs"),
+    (["--no_such_flag=1"], "no_such_flag"),
+    (["extra"], "unexpected arguments"),
+    (["--precision=half"], "precision"),
+])
+def test_bad_command_lines_are_usage_errors(argv, match):
+  with pytest.raises(errors.UsageError, match=match):
+    train.parse_args(["train", *argv])
+
+
+# ------------------------------------- defect 5: runs independent of how --
+
+
+def _run_files(out, run):
+  """{relative path: bytes} of run `run`'s checkpoint files."""
+  path = runs_lib.run_dir(str(out), train.EXPERIMENT, 0.7, run)
+  ckpt_dir = os.path.join(path, runs_lib.CHECKPOINTS_DIRNAME)
+  files = {}
+  for name in sorted(os.listdir(ckpt_dir)):
+    with open(os.path.join(ckpt_dir, name), "rb") as f:
+      files[name] = f.read()
+  return files
+
+
+def _assert_identical_runs(a, b, runs):
+  """Aux arrays and checkpoints of `runs` are exactly equal in `a` and `b`."""
+  for run in runs:
+    aux_a, aux_b = [dict(np.load(os.path.join(runs_lib.run_dir(
+        str(out), train.EXPERIMENT, 0.7, run), runs_lib.AUX_FILENAME)))
+                    for out in (a, b)]
+    assert sorted(aux_a) == sorted(aux_b)
+    for key in aux_a:
+      assert aux_a[key].dtype == aux_b[key].dtype, (run, key)
+      np.testing.assert_array_equal(aux_a[key], aux_b[key],
+                                    err_msg=f"run {run} key {key}")
+    assert _run_files(a, run) == _run_files(b, run), f"run {run} checkpoint"
+
+
+@pytest.fixture(scope="module")
+def tiny_reference(tmp_path_factory):
+  """TINY's five runs trained in one job: blocks [0, 1], [2, 3], [4, (5)]."""
+  out = tmp_path_factory.mktemp("tiny")
+  assert train.run(_options(out, **TINY))["train"]["trained"] == 5
+  return out
+
+
+def test_shards_give_the_same_bytes_as_one_job(tiny_reference, tmp_path):
+  for shard in ("1/2", "0/2"):
+    train.run(_options(tmp_path, **dict(TINY, shard=shard)))
+  _assert_identical_runs(tmp_path, tiny_reference, range(5))
+
+
+def test_resume_of_a_partly_finished_block_gives_the_same_bytes(
+    tiny_reference, tmp_path):
+  # A kill after run 2 of block [2, 3] and before run 4: run 3 and run 4
+  # are missing. Retrained, they must not depend on being the only two.
+  out = tmp_path / "resumed"
+  shutil.copytree(tiny_reference, out)
+  for run in (3, 4):
+    shutil.rmtree(runs_lib.run_dir(str(out), train.EXPERIMENT, 0.7, run))
+  aux_2 = os.path.join(runs_lib.run_dir(str(out), train.EXPERIMENT, 0.7, 2),
+                       runs_lib.AUX_FILENAME)
+  before = os.stat(aux_2).st_mtime_ns
+  report = train.run(_options(out, **TINY))
+  assert report["train"]["trained"] == 2
+  assert os.stat(aux_2).st_mtime_ns == before  # Finished runs not rewritten.
+  _assert_identical_runs(out, tiny_reference, range(5))
+
+
+def test_more_runs_later_equal_all_runs_at_once(tiny_reference, tmp_path):
+  # --num_runs 3 pads block [2, 3] with run 3 (discarded); --num_runs 5
+  # later trains runs 3 and 4 exactly as one job of 5 does.
+  train.run(_options(tmp_path, **dict(TINY, num_runs=3)))
+  assert sorted(os.listdir(os.path.join(
+      str(tmp_path), train.EXPERIMENT, "0.7"))) == ["0", "1", "2",
+                                                    "config.json"]
+  assert train.run(_options(tmp_path, **TINY))["train"]["trained"] == 2
+  _assert_identical_runs(tmp_path, tiny_reference, range(5))
+  # Estimating uses exactly --num_runs runs: the extra ones are refused.
+  with pytest.raises(runstore.IncompleteRunsError, match="beyond"):
+    train.run(_options(tmp_path, **dict(TINY, num_runs=3, stage="estimate")))
+
+
+def test_group_size_is_recorded_and_other_values_are_refused(
+    tiny_reference, capsys):
+  report = train.run(_options(tiny_reference, **dict(TINY, group_size=0)))
+  assert report["train"] == {"trained": 0, "seconds": 0.0, "group_size": 2,
+                             "precision": report["train"]["precision"]}
+  assert "group size recorded in this --out's config.json" in (
+      capsys.readouterr().out)
+  with pytest.raises(errors.ConfigError,
+                     match=r"--group_size 3 differs from the group size 2"):
+    train.run(_options(tiny_reference, **dict(TINY, group_size=3)))
+
+
+def test_sharding_needs_an_explicit_group_size_the_first_time(tmp_path):
+  with pytest.raises(errors.UsageError, match="--shard 0/2.*--group_size"):
+    train.run(_options(tmp_path, **dict(TINY, group_size=0, shard="0/2")))
+
+
+def test_auto_group_size_is_resolved_once_and_read_back(tmp_path, monkeypatch):
+  monkeypatch.setattr(training, "auto_group_size", lambda config: 3)
+  options = _options(tmp_path, **dict(TINY, group_size=0, num_runs=2))
+  assert train.run(options)["train"]["group_size"] == 2  # At most num_runs.
+  monkeypatch.setattr(training, "auto_group_size", lambda config: 4)
+  options = _options(tmp_path, **dict(TINY, group_size=0))
+  assert train.run(options)["train"]["group_size"] == 2
+
+
+def test_precision_is_resolved_recorded_and_announced(tmp_path, capsys):
+  options = _options(tmp_path, **dict(TINY, num_runs=2))
+  assert train.run(options)["train"]["precision"] == "float32"
+  assert "Precision: float32 (requested)." in capsys.readouterr().out
+  config = train.store_for(options).recorded_config()
+  assert config["precision"] == "float32" and config["group_size"] == 2
+  again = train.run(dataclasses.replace(options, precision="auto"))
+  assert again["train"]["precision"] == "float32"
+  assert "Precision: float32 (recorded" in capsys.readouterr().out
+  with pytest.raises(errors.ConfigError,
+                     match="--precision bfloat16 .* differs .* float32"):
+    train.run(dataclasses.replace(options, precision="bfloat16"))
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+  from heldout_tf import hardware  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(["avx2"]))
+  monkeypatch.setattr(hardware, "gpu_bf16", lambda: False)
+  assert train.resolve_precision("auto", None).name == "float32"
+  monkeypatch.setattr(hardware, "cpu_flags",
+                      lambda: frozenset(["avx512_bf16"]))
+  chosen = train.resolve_precision("auto", None)
+  assert chosen.name == "bfloat16" and "avx512_bf16" in chosen.reason
+
+
+# -------------------------------------- defects 10, 11: flags and paths --
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("group_size", -4), ("train_size", -3990), ("test_size", -1),
+    ("learning_rate", float("nan")), ("learning_rate", float("inf")),
+    ("learning_rate", 0.0), ("num_runs", -1), ("num_runs", 0),
+    ("epochs", 0), ("batch_size", 0), ("ratio", 0.0), ("ratio", 1.5),
+    ("ratio", float("nan")), ("label_noise", 1.0), ("label_noise", -0.1),
+    ("label_noise", float("nan")), ("shard", "3/2"), ("stage", "both"),
+    ("precision", "half"),
+])
+def test_bad_flag_values_are_refused_before_any_work(tmp_path, flag, value):
+  with pytest.raises(errors.UsageError, match=f"--{flag}"):
+    train.run(_options(tmp_path, **{flag: value}))
+  assert not os.listdir(tmp_path)
+
+
+def test_sizes_larger_than_the_data_are_refused(tmp_path):
+  with pytest.raises(errors.UsageError,
+                     match="--train_size 9000 is larger than the 4000"):
+    train.run(_options(tmp_path, train_size=9000))
+  with pytest.raises(errors.UsageError, match="--test_size 1001"):
+    train.run(_options(tmp_path, test_size=1001))
+
+
+def test_out_that_is_a_file_is_a_path_error(tmp_path):
+  out = tmp_path / "file"
+  out.write_text("")
+  for stage in ("train", "estimate"):
+    with pytest.raises(errors.PathError, match="Not a directory"):
+      train.run(_options(out, **dict(TINY, stage=stage)))
+
+
+@pytest.mark.skipif(os.geteuid() == 0,
+                    reason="root writes into read-only directories")
+def test_read_only_out_is_a_path_error(tiny_reference, tmp_path):
+  out = tmp_path / "ro"
+  shutil.copytree(tiny_reference, out)
+  ratio_dir = os.path.join(str(out), train.EXPERIMENT, "0.7")
+  os.chmod(ratio_dir, 0o500)
+  try:
+    with pytest.raises(errors.PathError, match="cannot write"):
+      train.run(_options(out, **dict(TINY, stage="estimate")))
+  finally:
+    os.chmod(ratio_dir, 0o700)
+
+
+# --------------------------------------------------- defect 12: friction --
+
+
+def test_importing_sets_no_env_var_and_defines_no_global_flag():
+  code = ("import os, tensorflow, numpy; before = dict(os.environ); "
+          "import mnist_example.train; from absl import flags; "
+          "assert dict(os.environ) == before, set(os.environ) ^ set(before); "
+          "assert 'num_runs' not in flags.FLAGS")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO,
+                 env=_env(), capture_output=True)
+
+
+def test_cli_output_is_quiet_and_counts_whole_runs(tmp_path):
+  env = _env()
+  env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+  proc = subprocess.run(
+      [sys.executable, "-m", "mnist_example.train", f"--out={tmp_path}",
+       "--num_runs=3", "--epochs=1", "--batch_size=32", "--train_size=200",
+       "--test_size=50", "--dataset=digits", "--group_size=2",
+       "--stage=train", "--precision=float32"],
+      cwd=REPO, env=env, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  assert "Precision: float32 (requested)." in proc.stdout
+  # No TensorFlow C++ start-up lines, no `\r` updates; whole runs.
+  for noise in ("oneDNN", "cpu_feature_guard", "cuInit", "\r"):
+    assert noise not in proc.stderr, proc.stderr
+  assert "training: 3/3 run (100%)" in proc.stderr
+  assert "/3 run" not in proc.stderr.replace("3/3 run", "")
+  bad = subprocess.run(
+      [sys.executable, "-m", "mnist_example.train", f"--out={tmp_path}",
+       "--group_size=-4"], cwd=REPO, env=env, capture_output=True, text=True)
+  assert bad.returncode == 1
+  assert bad.stderr.startswith("error: --group_size must be >= 1, or 0"), (
+      bad.stderr)
+
+
+def test_most_memorized_ties_put_more_evidence_first():
+  mem = np.array([1.0, 0.5, 1.0, 1.0, 0.0, 0.0])
+  n_out = np.array([2, 9, 5, 5, 1, 7])
+  most, least = figures.memorization_order(mem, n_out)
+  np.testing.assert_array_equal(most, [2, 3, 0, 1, 5, 4])
+  np.testing.assert_array_equal(least, [5, 4, 1, 2, 3, 0])

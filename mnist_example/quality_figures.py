@@ -1,0 +1,145 @@
+"""Figures of the data-quality comparison (`mnist_example.quality`).
+
+Drawn on `matplotlib.figure.Figure` objects with the Agg canvas: no pyplot,
+no global backend switch, nothing happens at import.
+"""
+
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from heldout_tf import detection
+from heldout_tf import runs as runs_lib
+
+NOISY_COLOR = "tab:red"
+RANDOM_STYLE = dict(color="black", linestyle="--")
+
+
+def _figure(width, height):
+  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  fig = figure.Figure(figsize=(width, height))
+  backend_agg.FigureCanvasAgg(fig)
+  return fig
+
+
+def _save(fig, path):
+  runs_lib.atomic_write(path, lambda f: fig.savefig(
+      f, format="png", dpi=110, bbox_inches="tight"))
+  return path
+
+
+def roc_curves(path, scores: Mapping[str, np.ndarray], noisy_idx):
+  """One ROC curve per score (noisy = positive), AUC in the legend."""
+  fig = _figure(5.5, 5)
+  ax = fig.add_subplot()
+  for name, value in scores.items():
+    fpr, tpr = detection.roc_curve(value, noisy_idx)
+    auc = detection.metrics(value, noisy_idx)["auc"]
+    ax.plot(fpr, tpr, label=f"{name} ({auc:.3f})")
+  ax.plot([0, 1], [0, 1], label="chance", **RANDOM_STYLE)
+  ax.set_xlabel("false positive rate (clean flagged)")
+  ax.set_ylabel("true positive rate (noisy found)")
+  ax.set_title("Finding the noisy examples: ROC (AUC)")
+  ax.legend(fontsize=8, loc="lower right")
+  return _save(fig, path)
+
+
+def precision_curves(path, scores: Mapping[str, np.ndarray], noisy_idx,
+                     max_k=None):
+  """Precision among the top k, k = 1 .. 2 x the number of noisy."""
+  n = len(next(iter(scores.values())))
+  num_noisy = len(noisy_idx)
+  max_k = min(n, max_k or max(1, 2 * num_noisy))
+  ks = np.arange(1, max_k + 1)
+  fig = _figure(6, 4)
+  ax = fig.add_subplot()
+  for name, value in scores.items():
+    ax.plot(ks, detection.precision_at(value, noisy_idx, ks), label=name)
+  ax.axhline(num_noisy / n, label="random", **RANDOM_STYLE)
+  if num_noisy:
+    ax.axvline(num_noisy, color="gray", linewidth=0.8)
+  ax.set_xlabel("k (examples flagged, most suspicious first)")
+  ax.set_ylabel("precision at k (fraction noisy)")
+  ax.set_ylim(0, 1.02)
+  ax.set_title(f"Precision at k ({num_noisy} noisy of {n}; line: k = noisy)")
+  ax.legend(fontsize=8)
+  return _save(fig, path)
+
+
+def removal_plot(path, rows: Sequence[dict]):
+  """Test accuracy (mean +- sd) after removing the top fraction by each
+  method; the no-removal accuracy as a horizontal line."""
+  fig = _figure(6, 4)
+  ax = fig.add_subplot()
+  methods = [m for m in dict.fromkeys(r["method"] for r in rows)
+             if m != detection.NO_REMOVAL]
+  for method in methods:
+    mine = sorted((r for r in rows if r["method"] == method),
+                  key=lambda r: r["fraction"])
+    x = [100 * r["fraction"] for r in mine]
+    style = RANDOM_STYLE if method == detection.RANDOM else {}
+    ax.errorbar(x, [r["accuracy_mean"] for r in mine],
+                yerr=[r["accuracy_sd"] for r in mine], label=method,
+                marker="o", markersize=3, capsize=2, **style)
+  for r in rows:
+    if r["method"] == detection.NO_REMOVAL:
+      ax.axhline(r["accuracy_mean"], color="gray", linewidth=0.8,
+                 label="nothing removed")
+  ax.set_xlabel("training examples removed (%), most suspicious first")
+  ax.set_ylabel("clean test accuracy")
+  ax.set_title("Removal ablation (retrained models, mean +- sd)")
+  ax.legend(fontsize=8)
+  return _save(fig, path)
+
+
+def top_examples(path, images, labels, clean_labels,
+                 scores: Mapping[str, np.ndarray], noisy_idx, count=12):
+  """Per score (one row each), the `count` examples it ranks most
+  suspicious; noisy ones titled in red with their original label."""
+  noisy = detection.noisy_mask(len(labels), noisy_idx)
+  rows = len(scores)
+  fig = _figure(1.1 * count + 1.5, 1.35 * rows + 0.4)
+  axes = fig.subplots(rows, count, squeeze=False)
+  for r, (name, value) in enumerate(scores.items()):
+    found = int(noisy[detection.ranking(value)[:count]].sum())
+    axes[r, 0].set_ylabel(f"{name}\n{found}/{count} noisy", fontsize=8,
+                          rotation=0, ha="right", va="center")
+    for c, i in enumerate(detection.ranking(value)[:count]):
+      ax = axes[r, c]
+      ax.imshow(np.asarray(images[i]).reshape(28, 28), cmap="gray_r",
+                vmin=0, vmax=1)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      text = f"#{i} y={labels[i]}"
+      color = "black"
+      if noisy[i]:
+        color = NOISY_COLOR
+        text += f" ({clean_labels[i]})" if labels[i] != clean_labels[i] else (
+            " (img)")
+        for spine in ax.spines.values():
+          spine.set_edgecolor(NOISY_COLOR)
+          spine.set_linewidth(2)
+      ax.set_title(text, fontsize=6.5, color=color)
+  fig.suptitle("Most suspicious examples per score (red: noisy; label "
+               "(original) or (img) for input noise)", fontsize=10)
+  return _save(fig, path)
+
+
+def write_all(directory, data, scores: Mapping[str, np.ndarray],
+              removal_rows: Sequence[dict]):
+  """Writes every figure into `directory`; returns their paths."""
+  os.makedirs(directory, exist_ok=True)
+  paths = [
+      roc_curves(os.path.join(directory, "roc.png"), scores, data.noisy_idx),
+      precision_curves(os.path.join(directory, "precision_at_k.png"),
+                       scores, data.noisy_idx),
+      top_examples(os.path.join(directory, "top_suspicious.png"),
+                   data.train_images, data.train_labels,
+                   data.clean_train_labels, scores, data.noisy_idx),
+  ]
+  if removal_rows:
+    paths.append(removal_plot(os.path.join(directory, "removal.png"),
+                              removal_rows))
+  return paths
