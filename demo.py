@@ -7,122 +7,156 @@ r"""Restore released runs, re-evaluate them and cross-check aux_arrays.npz.
 
 For each run: the checkpoint's epoch and global step, the subset percentage,
 the accuracy, and `N out of M predictions match` against the run's recorded
-correctness. One model and one compiled forward pass serve every run.
+correctness. One model and one compiled forward pass serve every run
+(`heldout_tf.evaluation.evaluate_runs`).
+
+Exit status: 0 done; 1 a bad input (`error: ...`, e.g. a corrupt checkpoint,
+a missing dataset) or, with --require_match, a prediction that does not
+match; 2 bad flags, or runs not on disk (with download instructions).
 """
 
+from heldout_tf import cli
+
+if __name__ == "__main__":
+  cli.quiet_tensorflow()  # Imports TensorFlow, hiding its start-up lines.
+
+# pylint: disable=g-import-not-at-top,g-bad-import-order
+import argparse
 import os
+import re
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
-
+from heldout_tf import errors
+from heldout_tf import layout
 from heldout_tf import released
-from heldout_tf import runs
 
-flags.DEFINE_enum("experiment", "cifar10-inception",
-                  sorted(released.EXPERIMENTS), "Released experiment.")
-flags.DEFINE_string("root", None, "Directory holding <experiment>/<ratio>/"
-                    "<run>/ (default: $HELDOUT_ROOT or ~/heldout-checkpoints).")
-flags.DEFINE_float("ratio", 0.7, "Subset ratio of the runs to evaluate.")
-flags.DEFINE_integer("run", 0, "Run id to evaluate.")
-flags.DEFINE_string("runs", None, "'all', or comma-separated run ids; "
-                    "overrides --run.")
-flags.DEFINE_enum("split", "test", ["test", "train"], "Split to evaluate.")
-flags.DEFINE_string("data_dir", None, "tfds data_dir (CIFAR); for ImageNet "
-                    "the indexed TFRecord directory or a prepared tfds "
-                    "imagenet2012 directory.")
-flags.DEFINE_string("imagenet_index_map", None, "ImageNet from a tfds "
-                    "imagenet2012 --data_dir: file of split,file_name,index "
-                    "lines giving each image's canonical index.")
-flags.DEFINE_bool("download", False, "Let tfds download the dataset.")
-flags.DEFINE_integer("batch_size", 200, "Evaluation batch size.")
-flags.DEFINE_bool("require_match", False,
-                  "Exit non-zero when any prediction does not match.")
-FLAGS = flags.FLAGS
+ROOT_ENV = "HELDOUT_ROOT"
+MISMATCHES_SHOWN = 10
 
 
 def default_root():
-  return os.environ.get("HELDOUT_ROOT") or os.path.expanduser(
+  return os.environ.get(ROOT_ENV) or os.path.expanduser(
       "~/heldout-checkpoints")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line's flags (argparse exits 2 on a malformed one)."""
+  parser = argparse.ArgumentParser(
+      description=__doc__.split("\n\n")[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--experiment", default="cifar10-inception",
+                      choices=sorted(released.EXPERIMENTS),
+                      help="Released experiment.")
+  parser.add_argument("--root", default=None,
+                      help="Directory holding <experiment>/<ratio>/<run>/ "
+                      f"(default: ${ROOT_ENV} or ~/heldout-checkpoints).")
+  parser.add_argument("--ratio", type=float, default=0.7,
+                      help="Subset ratio of the runs to evaluate.")
+  parser.add_argument("--run", type=int, default=0,
+                      help="Run id to evaluate.")
+  parser.add_argument("--runs", default=None,
+                      help="'all', or comma-separated run ids; overrides "
+                      "--run.")
+  parser.add_argument("--split", default="test", choices=["test", "train"],
+                      help="Split to evaluate.")
+  parser.add_argument("--data_dir", default=None,
+                      help="tfds data_dir (CIFAR); for ImageNet the indexed "
+                      "TFRecord directory or a prepared tfds imagenet2012 "
+                      "directory.")
+  parser.add_argument("--imagenet_index_map", default=None,
+                      help="ImageNet from a tfds imagenet2012 --data_dir: "
+                      "file of split,file_name,index lines giving each "
+                      "image's canonical index.")
+  parser.add_argument("--download", action="store_true",
+                      help="Let tfds download the dataset.")
+  parser.add_argument("--batch_size", type=int, default=200,
+                      help="Evaluation batch size.")
+  parser.add_argument("--require_match", action="store_true",
+                      help="Exit 1 when any prediction does not match.")
+  args = parser.parse_args(argv)
+  imagenet = args.experiment == "imagenet-resnet50"
+  if args.download and imagenet:
+    parser.error("--download does not apply to ImageNet: pass --data_dir "
+                 "with your indexed TFRecords, or a prepared tfds "
+                 "imagenet2012 directory and --imagenet_index_map.")
+  if args.imagenet_index_map and not imagenet:
+    parser.error(f"--imagenet_index_map does not apply to {args.experiment}.")
+  if args.batch_size < 1:
+    parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+  return args
+
+
+def parse_run_ids(text: str):
+  """`--runs` as a list of run ids, or None for 'all'."""
+  if text.strip() == "all":
+    return None
+  ids = []
+  for item in text.split(","):
+    item = item.strip()
+    if not item:
+      continue
+    if not re.fullmatch(r"[0-9]+", item):
+      raise errors.UsageError(
+          f"--runs: {item!r} is not a run id; pass 'all' or comma-separated "
+          "ids such as 0,3,7")
+    ids.append(int(item))
+  if not ids:
+    raise errors.UsageError(f"--runs: no run ids in {text!r}")
+  return ids
 
 
 def select_runs(root, experiment, ratio, runs_flag, run):
   """`[(run_id, run_dir)]` requested on the command line (may not exist)."""
   if runs_flag is None:
-    return [(run, runs.run_dir(root, experiment, ratio, run))]
-  if runs_flag == "all":
-    return [(r, path) for name, r, path in
-            runs.list_runs(root, experiment, [ratio])]
-  ids = [int(r) for r in runs_flag.split(",") if r.strip()]
-  return [(r, runs.run_dir(root, experiment, ratio, r)) for r in ids]
+    return [(run, layout.run_dir(root, experiment, ratio, run))]
+  ids = parse_run_ids(runs_flag)
+  if ids is None:
+    return [(r.run, r.path) for r in layout.list_runs(root, experiment,
+                                                      [ratio])]
+  return [(r, layout.run_dir(root, experiment, ratio, r)) for r in ids]
 
 
-def evaluate_runs(experiment, selected):
-  """Restores and evaluates each selected run; True when all match."""
-  # Heavy imports (TensorFlow) here, so `--help` is instant.
-  from heldout_tf import checkpoints, data, evaluation, models  # pylint: disable=g-import-not-at-top,g-multiple-import
-
-  dataset = data.load(experiment.dataset, FLAGS.data_dir, FLAGS.download,
-                      index_map=FLAGS.imagenet_index_map)
-  model = models.ensure_built(
-      models.build_model(experiment.arch, experiment.num_classes),
-      experiment.arch)
-  all_match = True
-  for run_id, path in selected:
-    info = checkpoints.restore(model, path)
-    aux = runs.read_aux(path)
-    n_train = len(aux["index_train"]) + len(aux["index_removed"])
-    subset = 100.0 * len(aux["subsample_idx"]) / n_train
-    result = evaluation.evaluate(model, dataset, FLAGS.split,
-                                 FLAGS.batch_size)
-    check = evaluation.cross_check(aux, result, FLAGS.split)
-    all_match &= check.ok
-    print(f"{experiment.name} ratio {runs.format_ratio(FLAGS.ratio)} run "
-          f"{run_id}: epoch {info.epoch}, global step {info.global_step}, "
-          f"trained on {subset:.1f}% of the training set")
-    print(f"  {FLAGS.split} accuracy: {100 * result.accuracy:.2f}%")
-    print(f"  {check}")
-    if not check.ok:
-      shown = ", ".join(str(i) for i in check.mismatched_index[:10])
-      print(f"  mismatched example indices: {shown}"
-            f"{' ...' if len(check.mismatched_index) > 10 else ''}")
-  return all_match
+def print_run(experiment, ratio, run_id, split, evaluated):
+  """Prints one `evaluation.RunEvaluation`."""
+  info, check = evaluated.info, evaluated.check
+  print(f"{experiment.name} ratio {layout.format_ratio(ratio)} run {run_id}: "
+        f"epoch {info.epoch}, global step {info.global_step}, trained on "
+        f"{100 * evaluated.subset_fraction:.1f}% of the training set")
+  print(f"  {split} accuracy: {100 * evaluated.result.accuracy:.2f}%")
+  print(f"  {check}")
+  if not check.ok:
+    shown = ", ".join(str(i) for i in check.mismatched_index[:MISMATCHES_SHOWN])
+    more = " ..." if len(check.mismatched_index) > MISMATCHES_SHOWN else ""
+    print(f"  mismatched example indices: {shown}{more}", flush=True)
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # Quiet tfds' info lines.
-  experiment = released.get(FLAGS.experiment)
-  root = FLAGS.root or default_root()
-  selected = select_runs(root, experiment.name, FLAGS.ratio, FLAGS.runs,
-                         FLAGS.run)
-  absent = [path for _, path in selected
-            if not os.path.exists(os.path.join(path, runs.AUX_FILENAME))]
-  if not selected or absent:
-    what = absent[0] if absent else os.path.join(
-        root, experiment.name, runs.format_ratio(FLAGS.ratio))
-    print(f"No run found at {what}.\n", file=sys.stderr)
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  experiment = released.get(args.experiment)
+  root = args.root or default_root()
+  selected = select_runs(root, experiment.name, args.ratio, args.runs,
+                         args.run)
+  # The kit's TensorFlow modules only now: importing `demo` stays light.
+  from heldout_tf import data, evaluation  # pylint: disable=g-import-not-at-top,g-multiple-import
+  missing = evaluation.check_runs_present(path for _, path in selected)
+  if not selected or missing:
+    what = missing[0] if missing else "No run found at " + layout.ratio_dir(
+        root, experiment.name, args.ratio)
+    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    print(f"{what}{more}.\n", file=sys.stderr)
     print(released.download_instructions(experiment.name, root),
           file=sys.stderr)
     return 2
-
-  if FLAGS.download and experiment.dataset == "imagenet":
-    print("--download does not apply to ImageNet: pass --data_dir with your "
-          "indexed TFRecords, or a prepared tfds imagenet2012 directory and "
-          "--imagenet_index_map.", file=sys.stderr)
-    return 2
-  if FLAGS.imagenet_index_map and experiment.dataset != "imagenet":
-    print(f"--imagenet_index_map does not apply to {experiment.name}.",
-          file=sys.stderr)
-    return 2
-  try:
-    all_match = evaluate_runs(experiment, selected)
-  # Missing data, checkpoint mismatches, bad aux files: say what, no traceback.
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  if FLAGS.require_match and not all_match:
+  dataset = data.load(experiment.dataset, args.data_dir, args.download,
+                      index_map=args.imagenet_index_map)
+  all_match = True
+  run_ids = [run_id for run_id, _ in selected]
+  for run_id, evaluated in zip(run_ids, evaluation.evaluate_runs(
+      experiment, [path for _, path in selected], dataset, args.split,
+      args.batch_size)):
+    print_run(experiment, args.ratio, run_id, args.split, evaluated)
+    all_match &= evaluated.check.ok
+  if args.require_match and not all_match:
     print("Some predictions do not match the recorded correctness.",
           file=sys.stderr)
     return 1
@@ -130,4 +164,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -8,8 +8,10 @@ in-memory images, in one process:
   would be slower still), `tf.train.Checkpoint(model=model).restore(prefix)`
   (deferred: the values land when the first call creates the variables),
   and run the batches through it;
-- kit: build one model once; per run, `checkpoints.restore` (strict) then
-  `evaluation.evaluate`, which reuses the model's traced forward pass.
+- kit: `heldout_tf.evaluation.evaluate_runs`, the loop `demo.py` uses: one
+  model built once; per run a strict `checkpoints.restore`, reading
+  aux_arrays.npz, `evaluation.evaluate` (which reuses the model's traced
+  forward pass) and the cross-check.
 
 The pure forward-pass time is the same batches, already materialised as
 tensors, run through an already-traced function. Per-checkpoint overhead is
@@ -23,81 +25,73 @@ processes on the machine disturb it much less (medians are printed for the
 same reason).
 
   python benchmarks/evaluate_many.py --num_runs=8 --num_images=1000
+
+The synthetic runs (random weights, aux_arrays.npz from the model's own
+predictions) come from `heldout_tf.synthetic`.
 """
 
+from heldout_tf import cli
+
+if __name__ == "__main__":
+  cli.quiet_tensorflow()  # Imports TensorFlow, hiding its start-up lines.
+
+# pylint: disable=g-import-not-at-top,g-bad-import-order
+import argparse
 import gc
 import os
-import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
-from absl import logging
 import numpy as np
 import tensorflow as tf
-import tqdm
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
-sys.path.insert(0, os.path.join(_ROOT, "tests"))
-
-from heldout_tf import checkpoints  # pylint: disable=g-import-not-at-top
-from heldout_tf import data
+from heldout_tf import checkpoints
 from heldout_tf import evaluation
+from heldout_tf import layout
 from heldout_tf import models
-from heldout_tf import runs
-import release_fixtures
-
-_NUM_RUNS = flags.DEFINE_integer("num_runs", 8, "K: checkpoints to evaluate.")
-_NUM_IMAGES = flags.DEFINE_integer("num_images", 1000,
-                                   "Evaluation images per checkpoint.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 200, "Evaluation batch size.")
-_NUM_CLASSES = flags.DEFINE_integer("num_classes", 10, "Model output classes.")
-_WORK_DIR = flags.DEFINE_string(
-    "work_dir", None, "Where the synthetic runs are written (and reused on a "
-    "later call); a temporary directory when unset.")
+from heldout_tf import progress
+from heldout_tf import synthetic
 
 ARCH = "inception"
 EXPERIMENT = "synthetic-inception"
 RATIO = 0.5
 SPLIT = "test"
+N_TRAIN = 100  # Training examples of the synthetic runs' aux_arrays.
 
 
-def write_runs(root, num_runs, num_classes):
-  """Writes (or reuses) `num_runs` random checkpoints; returns run dirs."""
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--num_runs", type=int, default=8,
+                      help="K: checkpoints to evaluate.")
+  parser.add_argument("--num_images", type=int, default=1000,
+                      help="Evaluation images per checkpoint.")
+  parser.add_argument("--batch_size", type=int, default=200,
+                      help="Evaluation batch size.")
+  parser.add_argument("--num_classes", type=int, default=10,
+                      help="Model output classes.")
+  parser.add_argument("--work_dir", default=None,
+                      help="Where the synthetic runs are written (and reused "
+                      "on a later call); a temporary directory when unset.")
+  args = parser.parse_args(argv)
+  for name in ("num_runs", "num_images", "batch_size", "num_classes"):
+    if getattr(args, name) < 1:
+      parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+  return args
+
+
+def write_runs(root, num_runs, arrays, num_classes):
+  """Writes (or reuses) `num_runs` synthetic runs; returns their dirs."""
   paths = []
-  for run in tqdm.trange(num_runs, desc="write runs", leave=False):
-    path = runs.run_dir(root, EXPERIMENT, RATIO, run)
-    try:
-      checkpoints.find_checkpoint(path)
-    except checkpoints.CheckpointNotFoundError:
-      model = release_fixtures.randomize(
-          models.build_model(ARCH, num_classes), ARCH, seed=run)
-      checkpoints.save(model, os.path.join(path, runs.CHECKPOINTS_DIRNAME),
-                       step=100, epoch=10, global_step=100)
-    paths.append(path)
+  model = models.build_model(ARCH, num_classes)
+  with progress.bar(num_runs, "write runs", "run") as bar:
+    for run in range(num_runs):
+      path = layout.run_dir(root, EXPERIMENT, RATIO, run)
+      if evaluation.missing_files(path) is not None:
+        synthetic.write_release_run(root, EXPERIMENT, RATIO, run, model, ARCH,
+                                    arrays, seed=run, step=100, epoch=10)
+      paths.append(path)
+      bar.update(1)
   return paths
-
-
-def synthetic_dataset(num_images, num_classes, seed=0):
-  """In-memory uint8 images behind the same pipeline as CIFAR evaluation."""
-  rng = np.random.default_rng(seed)
-  arrays = {
-      "image": rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8),
-      "label": rng.integers(0, num_classes, num_images).astype(np.int64),
-      "index": np.arange(num_images, dtype=np.int64),
-  }
-
-  def make_split(split):
-    del split
-    ds = tf.data.Dataset.from_tensor_slices(arrays).map(
-        lambda ex: dict(ex, image=tf.cast(ex["image"], tf.float32) / 255.0))
-    return ds, num_images
-
-  return data.Dataset("synthetic", make_split)
 
 
 def clock():
@@ -112,10 +106,10 @@ def clock():
 class PureForward:
   """The batches as ready tensors through an already-traced function."""
 
-  def __init__(self, dataset, num_classes):
+  def __init__(self, dataset, num_classes, batch_size):
     model = models.ensure_built(models.build_model(ARCH, num_classes), ARCH)
     self._forward = tf.function(lambda x: model(x, is_training=False))
-    batches, _ = dataset.batches(SPLIT, _BATCH_SIZE.value)
+    batches, _ = dataset.batches(SPLIT, batch_size)
     self._images = [b["image"] for b in batches]
     self.num_batches = len(self._images)
     self()  # Trace and warm up.
@@ -128,16 +122,16 @@ class PureForward:
     return clock() - start
 
 
-def iterate_pipeline(dataset):
+def iterate_pipeline(dataset, batch_size):
   """Iterates the input pipeline alone; returns its (wall, CPU) seconds."""
   start = clock()
-  batches, _ = dataset.batches(SPLIT, _BATCH_SIZE.value)
+  batches, _ = dataset.batches(SPLIT, batch_size)
   for batch in batches:
     batch["image"].numpy()
   return clock() - start
 
 
-def evaluate_naive(path, dataset, num_classes):
+def evaluate_naive(path, dataset, num_classes, batch_size):
   """Fresh model + tf.function + tf.train.Checkpoint restore + evaluate.
 
   Returns logits, (wall, CPU) seconds, and those of building, restoring and
@@ -151,7 +145,7 @@ def evaluate_naive(path, dataset, num_classes):
   built = clock()
   tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
   restored = clock()
-  batches, _ = dataset.batches(SPLIT, _BATCH_SIZE.value)
+  batches, _ = dataset.batches(SPLIT, batch_size)
   logits, first = [], None
   for batch in batches:
     logits.append(forward(batch["image"]).numpy())
@@ -163,25 +157,21 @@ def evaluate_naive(path, dataset, num_classes):
 
 
 class KitEvaluator:
-  """One model for all runs: restore + `evaluation.evaluate` per run."""
+  """`evaluation.evaluate_runs` over all runs, one run per call."""
 
-  def __init__(self, num_classes):
-    self._num_classes = num_classes
-    self._model = None
+  def __init__(self, paths, dataset, num_classes, batch_size):
+    self._runs = evaluation.evaluate_runs(
+        synthetic.experiment(ARCH, num_classes, EXPERIMENT), paths, dataset,
+        SPLIT, batch_size, progress=False)
 
-  def __call__(self, path, dataset):
-    """Evaluates one run; returns logits, (wall, CPU) seconds, and those of
-    the restore."""
+  def __call__(self):
+    """Evaluates the next run (the first builds the model); returns its
+    `RunEvaluation`, (wall, CPU) seconds, and the restore's wall seconds
+    (for both clocks: restore runs on one thread)."""
     start = clock()
-    if self._model is None:  # One-time setup, timed with the first run.
-      self._model = models.ensure_built(
-          models.build_model(ARCH, self._num_classes), ARCH)
-    restore_start = clock()
-    checkpoints.restore(self._model, path)
-    restored = clock()
-    result = evaluation.evaluate(self._model, dataset, SPLIT,
-                                 _BATCH_SIZE.value, progress=False)
-    return result.logits, clock() - start, restored - restore_start
+    evaluated = next(self._runs)
+    seconds = clock() - start
+    return evaluated, seconds, np.array([evaluated.restore_seconds] * 2)
 
 
 def ratio(naive_overhead, kit_overhead):
@@ -231,43 +221,51 @@ def report(column, name, k, n, forward, naive, naive_parts, kit, kit_restore,
       f"{f:.2f}/{a:.2f}/{b:.2f}" for f, a, b in zip(forward, naive, kit)))
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # TF's per-save INFO lines.
-  k, n = _NUM_RUNS.value, _NUM_IMAGES.value
-  num_classes = _NUM_CLASSES.value
-  print(f"K={k} checkpoints x {n} images, batch {_BATCH_SIZE.value}, "
+def main(argv=None):
+  args = parse_args(argv)
+  k, n = args.num_runs, args.num_images
+  num_classes, batch_size = args.num_classes, args.batch_size
+  print(f"K={k} checkpoints x {n} images, batch {batch_size}, "
         f"SmallInception/{num_classes}, TF {tf.__version__}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+  arrays = synthetic.random_cifar_arrays(N_TRAIN, n, num_classes)
+  dataset = synthetic.in_memory_dataset(arrays)
   with tempfile.TemporaryDirectory() as tmp:
-    paths = write_runs(_WORK_DIR.value or tmp, k, num_classes)
-    dataset = synthetic_dataset(n, num_classes)
-    pure = PureForward(dataset, num_classes)
-    kit = KitEvaluator(num_classes)
+    paths = write_runs(args.work_dir or tmp, k, arrays, num_classes)
+    pure = PureForward(dataset, num_classes, batch_size)
+    kit = KitEvaluator(paths, dataset, num_classes, batch_size)
     # Interleaved rounds, so load from other processes hits all three alike.
     forward, naive, naive_parts, kit_s, kit_restore, pipeline = (
         [], [], [], [], [], [])
-    for path in tqdm.tqdm(paths, desc="pure / naive / kit per run"):
-      gc.collect()
-      forward.append(pure())
-      gc.collect()
-      pipeline.append(iterate_pipeline(dataset))
-      # Alternate which goes first, so neither always finds warmer caches.
-      for way in ("naive", "kit") if len(naive) % 2 == 0 else ("kit", "naive"):
-        # Untimed: without it, the next timed step pays for collecting the
-        # naive way's discarded models and graphs (~0.2-0.5 s CPU measured).
+    matched = 0
+    with progress.bar(k, "pure / naive / kit per run", "run") as bar:
+      for path in paths:
         gc.collect()
-        if way == "naive":
-          naive_logits, seconds, parts = evaluate_naive(path, dataset,
-                                                        num_classes)
-          naive.append(seconds)
-          naive_parts.append(parts)
-        else:
-          kit_logits, seconds, restore_seconds = kit(path, dataset)
-          kit_s.append(seconds)
-          kit_restore.append(restore_seconds)
-      if not np.array_equal(naive_logits, kit_logits):
-        raise AssertionError(f"{path}: kit and naive logits differ")
+        forward.append(pure())
+        gc.collect()
+        pipeline.append(iterate_pipeline(dataset, batch_size))
+        # Alternate which goes first, so neither always finds warmer caches.
+        order = ("naive", "kit") if len(naive) % 2 == 0 else ("kit", "naive")
+        for way in order:
+          # Untimed: without it, the next timed step pays for collecting the
+          # naive way's discarded models and graphs (~0.2-0.5 s CPU
+          # measured).
+          gc.collect()
+          if way == "naive":
+            naive_logits, seconds, parts = evaluate_naive(
+                path, dataset, num_classes, batch_size)
+            naive.append(seconds)
+            naive_parts.append(parts)
+          else:
+            evaluated, seconds, restore_seconds = kit()
+            kit_s.append(seconds)
+            kit_restore.append(restore_seconds)
+        if evaluated.path != path:
+          raise AssertionError(f"kit evaluated {evaluated.path}, not {path}")
+        if not np.array_equal(naive_logits, evaluated.result.logits):
+          raise AssertionError(f"{path}: kit and naive logits differ")
+        matched += evaluated.check.ok
+        bar.update(1)
   forward = np.array(forward)
   figures = dict(k=k, n=n, forward=forward, naive=np.array(naive),
                  naive_parts=np.array(naive_parts), kit=np.array(kit_s),
@@ -276,9 +274,10 @@ def main(argv):
                  batch_forward=forward.mean(axis=0) / pure.num_batches)
   report(0, "wall", **figures)
   report(1, "process CPU", **figures)
-  print(f"kit and naive logits identical for all {k} runs; load average now "
+  print(f"kit and naive logits identical for all {k} runs; cross-check: "
+        f"{matched} of {k} runs match their aux_arrays; load average now "
         f"{os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

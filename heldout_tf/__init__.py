@@ -22,7 +22,8 @@ and the download path never load TensorFlow):
 - making collections: `training` (many subset models at once), `hardware`
   (precision choice), `ray_engine` (the same on a Ray cluster);
 - plumbing: `errors` (`HeldoutError`, the base of every input error),
-  `sizes`, `progress`, `cli`.
+  `sizes`, `progress`, `cli`; `synthetic` (offline stand-ins for tests
+  and benchmarks).
 """
 
 import importlib
@@ -34,7 +35,7 @@ __all__ = [
     "archive", "checkpoints", "cli", "data", "detection", "errors",
     "estimates", "evaluation", "exports", "hardware", "layout", "models",
     "progress", "published", "ray_engine", "released", "runs", "runstore",
-    "scores", "signals", "sizes", "training",
+    "scores", "signals", "sizes", "synthetic", "training",
 ]
 
 from heldout_tf.errors import HeldoutError  # noqa: E402  (no TensorFlow)

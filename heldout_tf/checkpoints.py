@@ -1,53 +1,108 @@
-"""Strict restore (and save) of released `ckpt-<N>` checkpoints.
+"""Strict, all-or-nothing restore (and safe save) of `ckpt-<N>` checkpoints.
 
 Released runs were saved with
 `tf.train.Checkpoint(model=..., epoch=..., global_step=..., ...)`.
 `restore` loads the `model/...` values into a module built by
-`heldout_tf.models.build_model` and refuses anything but an exact match.
+`heldout_tf.models.build_model` (building it first when needed) and refuses
+anything but an exact match. It reads and checks every value before it
+assigns any, so a mismatched or corrupt checkpoint leaves the model as it
+was.
+
+A mismatch error shows the counts and the first few keys of each kind; its
+`.missing`, `.unexpected` and `.shape_mismatches` attributes hold all of
+them, `diff(model, path)` computes them without raising, and setting
+`HELDOUT_VERBOSE_ERRORS=1` puts every key in the message.
 """
 
 import collections
+import contextlib
 import dataclasses
+import fcntl
 import glob
 import os
 import re
-from typing import Optional
+import secrets
+import shutil
+from typing import List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from heldout_tf import runs
+from heldout_tf import errors
+from heldout_tf import layout
+from heldout_tf import models
+
+VERBOSE_ERRORS_ENV = "HELDOUT_VERBOSE_ERRORS"
+KEYS_SHOWN = 5  # Keys of each kind a mismatch message shows.
 
 _VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _CKPT_RE = re.compile(r"ckpt-(\d+)\.index")
+# Temporary names of `save`: `.tmp-ckpt-<step>-<pid>-<random>` plus TF's
+# `.index`, `.data-*` and `_temp/` suffixes (older saves had no `-<random>`).
+_TMP_RE = re.compile(r"\.tmp-ckpt-\d+-(\d+)(?:-[0-9a-f]+)?(?:\..*|_temp.*)?")
 
 
-class CheckpointMismatchError(ValueError):
-  """The checkpoint's model variables are not exactly the model's."""
+class CheckpointMismatchError(errors.HeldoutError, ValueError):
+  """The checkpoint's model variables are not exactly the model's.
 
-  def __init__(self, path, missing=(), unexpected=(), shape_mismatches=()):
+  Attributes:
+    path: the `ckpt-<N>` prefix.
+    missing: keys of model variables the checkpoint lacks.
+    unexpected: `model/...` keys of the checkpoint the model lacks.
+    shape_mismatches: `(key, model shape, checkpoint shape)`.
+    dtype_mismatches: `(key, model dtype, checkpoint dtype)`.
+  """
+
+  def __init__(self, path, missing=(), unexpected=(), shape_mismatches=(),
+               dtype_mismatches=()):
     self.path = path
     self.missing = list(missing)
     self.unexpected = list(unexpected)
     self.shape_mismatches = list(shape_mismatches)
-    lines = [f"Checkpoint {path} does not match the model:"]
-    if self.missing:
-      lines.append(f"  {len(self.missing)} model variable(s) missing from "
-                   "the checkpoint:")
-      lines += [f"    {k}" for k in self.missing]
-    if self.unexpected:
-      lines.append(f"  {len(self.unexpected)} checkpoint value(s) the model "
-                   "does not have:")
-      lines += [f"    {k}" for k in self.unexpected]
-    if self.shape_mismatches:
-      lines.append(f"  {len(self.shape_mismatches)} shape mismatch(es) "
-                   "(key: model vs checkpoint):")
-      lines += [f"    {k}: {m} vs {c}" for k, m, c in self.shape_mismatches]
-    super().__init__("\n".join(lines))
+    self.dtype_mismatches = list(dtype_mismatches)
+    super().__init__(self._message())
+
+  @property
+  def mismatched(self) -> List[str]:
+    """Keys present on both sides whose shape or dtype differ."""
+    return sorted({k for k, _, _ in
+                   self.shape_mismatches + self.dtype_mismatches})
+
+  def _message(self) -> str:
+    verbose = os.environ.get(VERBOSE_ERRORS_ENV, "") not in ("", "0")
+    shown = None if verbose else KEYS_SHOWN
+    lines = [f"Checkpoint {self.path} does not match the model:"]
+    cut = False
+    kinds = [
+        (self.missing, "model variable(s) missing from the checkpoint",
+         lambda k: k),
+        (self.unexpected, "checkpoint value(s) the model does not have",
+         lambda k: k),
+        (self.shape_mismatches, "shape mismatch(es) (key: model vs "
+         "checkpoint)", lambda m: f"{m[0]}: {m[1]} vs {m[2]}"),
+        (self.dtype_mismatches, "dtype mismatch(es) (key: model vs "
+         "checkpoint)", lambda m: f"{m[0]}: {m[1]} vs {m[2]}"),
+    ]
+    for items, what, fmt in kinds:
+      if not items:
+        continue
+      lines.append(f"  {len(items)} {what}:")
+      lines += [f"    {fmt(item)}" for item in items[:shown]]
+      if shown is not None and len(items) > shown:
+        lines.append(f"    ... and {len(items) - shown} more")
+        cut = True
+    if cut:
+      lines.append(f"  Set {VERBOSE_ERRORS_ENV}=1 or call heldout_tf."
+                   "checkpoints.diff(model, path) to list all.")
+    return "\n".join(lines)
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(errors.HeldoutError, FileNotFoundError):
   """No single `ckpt-<N>` could be found at the given path."""
+
+
+class CheckpointCorruptError(errors.HeldoutError, ValueError):
+  """A checkpoint file cannot be read (truncated, bit-flipped, missing)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +110,27 @@ class RestoreInfo:
   path: str  # The `ckpt-<N>` prefix that was restored.
   epoch: Optional[int]
   global_step: Optional[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointDiff:
+  """How a checkpoint's `model/...` values differ from a model's variables
+  (the fields of `CheckpointMismatchError`)."""
+  path: str
+  missing: List[str]
+  unexpected: List[str]
+  shape_mismatches: List[Tuple[str, list, list]]
+  dtype_mismatches: List[Tuple[str, str, str]]
+
+  @property
+  def ok(self) -> bool:
+    return not (self.missing or self.unexpected or self.shape_mismatches or
+                self.dtype_mismatches)
+
+  def error(self) -> CheckpointMismatchError:
+    return CheckpointMismatchError(self.path, self.missing, self.unexpected,
+                                   self.shape_mismatches,
+                                   self.dtype_mismatches)
 
 
 def model_variables(model, prefix="model"):
@@ -94,7 +170,7 @@ def find_checkpoint(path: str) -> str:
         f"{path}: neither a directory nor a checkpoint prefix "
         f"({path}.index does not exist)")
   directory = path
-  sub = os.path.join(path, runs.CHECKPOINTS_DIRNAME)
+  sub = os.path.join(path, layout.CHECKPOINTS_DIRNAME)
   if os.path.isdir(sub):
     directory = sub
   found = sorted(
@@ -105,80 +181,221 @@ def find_checkpoint(path: str) -> str:
   if len(found) != 1:
     what = ("no ckpt-<N>.index file" if not found else
             f"{len(found)} checkpoints ({', '.join(n for _, n in found)})")
-    listing = sorted(os.listdir(directory))[:20]
+    with errors.user_path(directory, "read"):
+      listing = sorted(os.listdir(directory))[:20]
     raise CheckpointNotFoundError(
         f"{directory}: expected exactly one ckpt-<N> checkpoint, found {what}. "
         f"Directory contents: {listing}")
   return os.path.join(directory, found[0][1])
 
 
-def restore(model, path: str) -> RestoreInfo:
-  """Restores `model` (already built) from the checkpoint at `path`, strictly.
+def _built_variables(model, arch):
+  """`model_variables(model)`, building a `models.build_model` module first."""
+  arch = arch or models.arch_of(model)
+  if arch is not None:
+    models.ensure_built(model, arch)
+  variables = model_variables(model)
+  if not variables:
+    raise ValueError("The model has no variables yet: call it once on a "
+                     "batch of inputs before restoring.")
+  return variables
 
-  Every model variable must be in the checkpoint with the same shape, and
+
+def _open(prefix):
+  """A `CheckpointReader` of `prefix`; CheckpointCorruptError when its index
+  cannot be read."""
+  try:
+    return tf.train.load_checkpoint(prefix)
+  except tf.errors.OpError as e:
+    raise CheckpointCorruptError(
+        f"{prefix}.index: not a readable checkpoint index "
+        f"({_first_line(e.message)})") from e
+
+
+def _first_line(text, limit=200):
+  line = text.strip().splitlines()[0] if text.strip() else ""
+  return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _compare(prefix, variables, reader) -> CheckpointDiff:
+  shapes = reader.get_variable_to_shape_map()
+  dtypes = reader.get_variable_to_dtype_map()
+  stored = {k for k in shapes if k.startswith("model/")}
+  both = sorted(set(variables) & stored)
+  return CheckpointDiff(
+      prefix,
+      missing=sorted(set(variables) - stored),
+      unexpected=sorted(stored - set(variables)),
+      shape_mismatches=[
+          (k, list(variables[k].shape), list(shapes[k])) for k in both
+          if list(variables[k].shape) != list(shapes[k])],
+      dtype_mismatches=[
+          (k, variables[k].dtype.name, dtypes[k].name) for k in both
+          if variables[k].dtype.base_dtype != dtypes[k].base_dtype])
+
+
+def diff(model, path: str, arch: Optional[str] = None) -> CheckpointDiff:
+  """Every difference between `model`'s variables and the checkpoint at
+  `path` (building a `models.build_model` module first), without raising."""
+  prefix = find_checkpoint(path)
+  variables = _built_variables(model, arch)
+  return _compare(prefix, variables, _open(prefix))
+
+
+def _data_file(prefix) -> str:
+  files = sorted(glob.glob(glob.escape(prefix) + ".data-*"))
+  return files[0] if len(files) == 1 else prefix + ".data-*"
+
+
+def _read(reader, prefix, key, shape, dtype) -> np.ndarray:
+  """One stored value, checked against `shape` and `dtype`."""
+  try:
+    value = np.asarray(reader.get_tensor(key))
+  except (tf.errors.OpError, IndexError, ValueError) as e:
+    reason = _first_line(getattr(e, "message", None) or str(e))
+    raise CheckpointCorruptError(
+        f"{_data_file(prefix)}: corrupt checkpoint data, cannot read {key} "
+        f"({reason}); nothing was restored") from e
+  if list(value.shape) != list(shape) or value.dtype != dtype:
+    raise CheckpointCorruptError(
+        f"{_data_file(prefix)}: corrupt checkpoint data, {key} reads as "
+        f"{value.dtype}{list(value.shape)}, its index says "
+        f"{dtype}{list(shape)}; nothing was restored")
+  return value
+
+
+def restore(model, path: str, arch: Optional[str] = None) -> RestoreInfo:
+  """Restores `model` from the checkpoint at `path`, strictly and atomically.
+
+  A module made by `models.build_model` is built first when needed (`arch`
+  defaults to `models.arch_of(model)`); other modules must be built. Every
+  model variable must be in the checkpoint with the same shape and dtype, and
   every `model/...` value in the checkpoint must belong to the model; other
-  top-level objects (optimizer, counters) are ignored.
+  top-level objects (optimizer, counters) are ignored. All values are read
+  and checked before any is assigned: on any error the model is unchanged.
 
   Raises:
     CheckpointNotFoundError: no single `ckpt-<N>` at `path`.
-    CheckpointMismatchError: missing / unexpected keys or shape mismatches.
+    CheckpointMismatchError: missing / unexpected keys, shape or dtype
+      mismatches.
+    CheckpointCorruptError: a checkpoint file cannot be read.
   """
   prefix = find_checkpoint(path)
-  variables = model_variables(model)
-  if not variables:
-    raise ValueError("The model has no variables yet: call it once (e.g. "
-                     "heldout_tf.models.ensure_built) before restoring.")
-  reader = tf.train.load_checkpoint(prefix)
-  shapes = reader.get_variable_to_shape_map()
-  stored = {k: v for k, v in shapes.items() if k.startswith("model/")}
-  missing = sorted(set(variables) - set(stored))
-  unexpected = sorted(set(stored) - set(variables))
-  mismatched = sorted(
-      (k, list(variables[k].shape), list(stored[k]))
-      for k in set(variables) & set(stored)
-      if list(variables[k].shape) != list(stored[k]))
-  if missing or unexpected or mismatched:
-    raise CheckpointMismatchError(prefix, missing, unexpected, mismatched)
+  variables = _built_variables(model, arch)
+  reader = _open(prefix)
+  found = _compare(prefix, variables, reader)
+  if not found.ok:
+    raise found.error()
+  values = {key: _read(reader, prefix, key, var.shape, var.dtype.as_numpy_dtype)
+            for key, var in variables.items()}
+  info = RestoreInfo(prefix, _scalar(reader, prefix, "epoch"),
+                     _scalar(reader, prefix, "global_step"))
   for key, var in variables.items():
-    var.assign(reader.get_tensor(key))
-  return RestoreInfo(prefix, _scalar(reader, shapes, "epoch"),
-                     _scalar(reader, shapes, "global_step"))
+    var.assign(values[key])
+  return info
 
 
-def _scalar(reader, shapes, name):
+def _scalar(reader, prefix, name):
   key = name + _VALUE_SUFFIX
-  if key not in shapes:
+  if not reader.has_tensor(key):
     return None
-  return int(np.asarray(reader.get_tensor(key)))
+  try:
+    return int(np.asarray(reader.get_tensor(key)))
+  except (tf.errors.OpError, IndexError, ValueError, TypeError) as e:
+    raise CheckpointCorruptError(
+        f"{_data_file(prefix)}: corrupt checkpoint data, cannot read {key} "
+        f"({_first_line(str(e))}); nothing was restored") from e
+
+
+def _pid_alive(pid: int) -> bool:
+  """Whether process `pid` exists (on this machine)."""
+  if pid <= 0:
+    return False
+  if pid == os.getpid():
+    return True
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # Exists, owned by someone else.
+    return True
+  return True
+
+
+def _remove(path: str):
+  """Removes a file, link or directory tree; gone already is fine."""
+  try:
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
+  except FileNotFoundError:
+    pass
+
+
+def remove_stale_temporaries(directory: str) -> List[str]:
+  """Removes what saves killed mid-way left in `directory`; returns it.
+
+  Only leftovers of processes that no longer exist are removed (files and
+  TF's `_temp/` directories alike), so concurrent savers never delete each
+  other's files.
+  """
+  removed = []
+  for name in sorted(os.listdir(directory)):
+    match = _TMP_RE.fullmatch(name)
+    if match and not _pid_alive(int(match.group(1))):
+      _remove(os.path.join(directory, name))
+      removed.append(name)
+  return removed
+
+
+@contextlib.contextmanager
+def _locked(directory: str):
+  """An exclusive lock on `directory` (not a file in it) while held."""
+  fd = os.open(directory, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    yield
+  finally:
+    os.close(fd)  # Releases the lock.
 
 
 def save(model, directory: str, step: int, epoch: int = 0,
          global_step: int = 0, **extra) -> str:
   """Writes `directory/ckpt-<step>` in the released format; returns its prefix.
 
-  Files are written under a temporary name and renamed, so an interrupted save
-  never leaves a partial `ckpt-<N>` behind. `extra` are further trackables
-  (e.g. an optimizer) saved beside the model.
+  Files are written under a temporary name unique to this process and call,
+  then renamed, the `.index` last, under a lock on `directory`: an
+  interrupted save never leaves a partial `ckpt-<N>` behind, and processes
+  saving into one directory do not disturb each other. Leftovers of saves
+  killed mid-way (by processes no longer alive) are removed first. `extra`
+  are further trackables (e.g. an optimizer) saved beside the model.
   """
-  os.makedirs(directory, exist_ok=True)
+  with errors.user_path(directory, "write"):
+    os.makedirs(directory, exist_ok=True)
+    remove_stale_temporaries(directory)
   ckpt = tf.train.Checkpoint(
       model=model, epoch=tf.Variable(epoch, dtype=tf.int64),
       global_step=tf.Variable(global_step, dtype=tf.int64), **extra)
   final = os.path.join(directory, f"ckpt-{step}")
-  # Leftovers of saves killed mid-way (any process) would stay forever.
-  for stale in glob.glob(os.path.join(directory, f".tmp-ckpt-{step}-*")):
-    os.remove(stale)
-  tmp = os.path.join(directory, f".tmp-ckpt-{step}-{os.getpid()}")
+  tmp = os.path.join(directory, f".tmp-ckpt-{step}-{os.getpid()}-"
+                     f"{secrets.token_hex(4)}")
   moved = []
   try:
     written = ckpt.write(tmp)
-    for f in glob.glob(written + ".data-*"):
-      moved.append(final + f[len(written):])
-      os.replace(f, moved[-1])
-    os.replace(written + ".index", final + ".index")  # Last: marks completion.
+    with _locked(directory):
+      # An older ckpt-<step> stops being one before its data is replaced.
+      if os.path.exists(final + ".index"):
+        os.remove(final + ".index")
+      for f in sorted(glob.glob(glob.escape(written) + ".data-*")):
+        moved.append(final + f[len(written):])
+        os.replace(f, moved[-1])
+      os.replace(written + ".index", final + ".index")  # Marks completion.
+      moved = []
   except BaseException:
-    for f in glob.glob(tmp + "*") + moved:
-      if os.path.exists(f):
-        os.remove(f)
+    if os.path.exists(final + ".index"):  # Complete after all: keep it.
+      moved = []
+    for f in glob.glob(glob.escape(tmp) + "*") + moved:
+      _remove(f)
     raise
   return final

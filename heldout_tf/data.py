@@ -10,6 +10,11 @@ order, the same index `aux_arrays.npz` uses.
   - a prepared tfds `imagenet2012` directory (read, never downloaded) plus
     an index map file of `split,file_name,index` lines;
   centre crop with padding 32, 224x224, mean/std normalisation.
+
+Errors derive from `heldout_tf.errors.HeldoutError`: `DatasetNotFoundError`
+(a FileNotFoundError: nothing prepared where it was looked for), `DataError`
+(a ValueError: bad data or index map, naming file and line) and
+`errors.UsageError` (arguments that do not fit together).
 """
 
 import dataclasses
@@ -21,6 +26,8 @@ from typing import Optional
 
 import numpy as np
 import tensorflow as tf
+
+from heldout_tf import errors
 
 CIFAR_PAD = 4
 IMAGENET_SIZE = 224
@@ -36,6 +43,16 @@ INDEX_MAP_HEADER = ("split", "file_name", "index")
 INDEX_LOOKUP_CHUNK = 256
 
 
+class DataError(errors.HeldoutError, ValueError):
+  """Bad data: an undecodable image, a file name missing from the ImageNet
+  index map, a malformed index map or dataset_info.json."""
+
+
+class DatasetNotFoundError(errors.HeldoutError, FileNotFoundError):
+  """A dataset (tfds directory, TFRecord files, index map) is not where it
+  was looked for."""
+
+
 @dataclasses.dataclass
 class Dataset:
   """A dataset whose splits yield `{'image', 'label', 'index'}` examples."""
@@ -49,7 +66,8 @@ class Dataset:
     Each split is opened once and reused (CIFAR splits live in memory).
     """
     if split not in ("train", "test"):
-      raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+      raise errors.UsageError(
+          f"split must be 'train' or 'test', got {split!r}")
     if split not in self._splits:
       self._splits[split] = self.make_split(split)
     return self._splits[split]
@@ -72,20 +90,20 @@ def load(dataset: str, data_dir: Optional[str] = None,
   """
   if dataset == "imagenet":
     if not data_dir:
-      raise ValueError("ImageNet needs --data_dir: a directory of indexed "
-                       "TFRecords (train-*, validation-*) with features "
-                       "image/encoded, label, index, or a prepared tfds "
-                       "imagenet2012 directory (with an index map).")
+      raise errors.UsageError(
+          "ImageNet needs --data_dir: a directory of indexed TFRecords "
+          "(train-*, validation-*) with features image/encoded, label, index, "
+          "or a prepared tfds imagenet2012 directory (with an index map).")
     tfds_dir = find_tfds_imagenet(data_dir)
     if tfds_dir is None:
       if index_map:
-        raise ValueError(
+        raise errors.UsageError(
             f"An index map ({index_map}) is only used with a tfds "
             f"imagenet2012 directory, but {data_dir} holds none (no "
             "imagenet2012/<version>/dataset_info.json).")
       return Dataset(dataset, lambda split: imagenet_split(data_dir, split))
     if not index_map:
-      raise ValueError(
+      raise errors.UsageError(
           f"{tfds_dir} is a tfds imagenet2012 dataset: it needs an index map "
           "(--imagenet_index_map), a file of split,file_name,index lines "
           "giving each image's canonical index.")
@@ -93,7 +111,8 @@ def load(dataset: str, data_dir: Optional[str] = None,
     return Dataset(dataset, lambda split: imagenet_tfds_split(
         tfds_dir, split, entries))
   if index_map:
-    raise ValueError(f"An index map applies only to ImageNet, not {dataset}.")
+    raise errors.UsageError(
+        f"An index map applies only to ImageNet, not {dataset}.")
   return Dataset(dataset,
                  lambda split: cifar_split(dataset, split, data_dir, download))
 
@@ -106,7 +125,7 @@ def load_tfds_arrays(name: str, split: str, data_dir=None, download=False):
                        data_dir=data_dir, download=download)
   except (tfds.core.DatasetNotFoundError, AssertionError, FileNotFoundError) as e:
     where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
-    raise FileNotFoundError(
+    raise DatasetNotFoundError(
         f"tfds dataset {name!r} split {split!r} is not prepared in {where}. "
         "Pass --data_dir pointing at a prepared tfds directory, or --download "
         f"where a network is available. ({type(e).__name__}: {e})") from e
@@ -147,7 +166,7 @@ def imagenet_split(data_dir: str, split: str):
   pattern = os.path.join(data_dir, IMAGENET_SPLIT_FILES[split])
   files = sorted(glob.glob(pattern))
   if not files:
-    raise FileNotFoundError(
+    raise DatasetNotFoundError(
         f"No TFRecord files match {pattern} (and {data_dir} holds no "
         "prepared tfds imagenet2012/<version>/).")
   features = {
@@ -185,7 +204,7 @@ def find_tfds_imagenet(data_dir: str) -> Optional[str]:
       with open(info_path, encoding="utf-8") as f:
         name = json.load(f).get("name")
     except (ValueError, AttributeError) as e:
-      raise ValueError(f"{info_path} is not a tfds dataset_info.json: "
+      raise DataError(f"{info_path} is not a tfds dataset_info.json: "
                        f"{e}") from e
     if name == IMAGENET_TFDS_NAME:
       return path
@@ -230,16 +249,16 @@ def read_index_map(path: str) -> IndexMap:
   indices unique within a split. Errors name the file and line.
   """
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"ImageNet index map {path} does not exist.")
+    raise DatasetNotFoundError(f"ImageNet index map {path} does not exist.")
   splits = {s: ([], []) for s in IMAGENET_TFDS_SPLITS.values()}
   line_of_name = {}
-  with open(path, "rb") as f:
+  with errors.user_path(path, "read"), open(path, "rb") as f:
     for number, raw in enumerate(f, 1):
       where = f"{path}:{number}"
       try:
         line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
       except UnicodeDecodeError as e:
-        raise ValueError(f"{where}: not UTF-8 text ({e})") from e
+        raise DataError(f"{where}: not UTF-8 text ({e})") from e
       line = line.rstrip("\r\n")
       if not line.strip():
         continue
@@ -248,19 +267,19 @@ def read_index_map(path: str) -> IndexMap:
       if number == 1 and tuple(fields) == INDEX_MAP_HEADER:
         continue
       if len(fields) != 3:
-        raise ValueError(f"{where}: expected split,file_name,index, got "
+        raise DataError(f"{where}: expected split,file_name,index, got "
                          f"{line!r}")
       split, name, index = fields
       if split not in splits:
-        raise ValueError(f"{where}: split must be 'train' or 'validation', "
+        raise DataError(f"{where}: split must be 'train' or 'validation', "
                          f"got {split!r}")
       if not name:
-        raise ValueError(f"{where}: empty file name in {line!r}")
+        raise DataError(f"{where}: empty file name in {line!r}")
       if not re.fullmatch(r"[0-9]{1,18}", index):
-        raise ValueError(f"{where}: index must be an integer >= 0, got "
+        raise DataError(f"{where}: index must be an integer >= 0, got "
                          f"{index!r}")
       if name in line_of_name:
-        raise ValueError(f"{where}: file name {name!r} is already on line "
+        raise DataError(f"{where}: file name {name!r} is already on line "
                          f"{line_of_name[name]}")
       line_of_name[name] = number
       splits[split][0].append(name)
@@ -272,7 +291,7 @@ def read_index_map(path: str) -> IndexMap:
     if np.any(counts > 1):
       index = unique[counts > 1][0]
       lines = [line_of_name[names[i]] for i in np.flatnonzero(indices == index)]
-      raise ValueError(f"{path}:{lines[1]}: {split} index {index} is already "
+      raise DataError(f"{path}:{lines[1]}: {split} index {index} is already "
                        f"on line {lines[0]}")
     arrays[split] = (np.array(names, dtype=object), indices)
   return IndexMap(path, arrays)
@@ -290,13 +309,13 @@ def imagenet_tfds_split(tfds_dir: str, split: str, index_map: IndexMap):
   tfds_split = IMAGENET_TFDS_SPLITS[split]
   builder = tfds.builder_from_directory(tfds_dir)
   if tfds_split not in builder.info.splits:
-    raise FileNotFoundError(
+    raise DatasetNotFoundError(
         f"{tfds_dir} has no {tfds_split!r} split (it has "
         f"{', '.join(sorted(builder.info.splits))}).")
   num_examples = builder.info.splits[tfds_split].num_examples
   num_mapped = len(index_map.splits[tfds_split][1])
   if num_mapped < num_examples:
-    raise ValueError(
+    raise DataError(
         f"ImageNet index map {index_map.path} has {num_mapped} "
         f"{tfds_split} lines but {tfds_dir} has {num_examples} "
         f"{tfds_split} examples.")

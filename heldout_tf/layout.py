@@ -23,6 +23,9 @@ from heldout_tf import errors
 AUX_FILENAME = "aux_arrays.npz"
 CHECKPOINTS_DIRNAME = "checkpoints"
 CONFIG_FILENAME = "config.json"
+# Result directories the kit writes next to the runs of a ratio: not runs,
+# and not worth a warning.
+RESULT_DIRNAMES = frozenset({"figures", "quality"})
 
 _RUN_RE = re.compile(r"(0|[1-9][0-9]*)")
 _LOOSE_NUMBER_RE = re.compile(r"[+-]?[0-9]*\.?[0-9]+([eE][+-]?[0-9]+)?")
@@ -173,7 +176,7 @@ def list_runs(root: str, experiment: str, ratios=None,
       continue
     ratio_path = os.path.join(exp_dir, ratio_name)
     names = select_names(
-        [n for n in _subdirs(ratio_path) if n != CHECKPOINTS_DIRNAME],
+        [n for n in _subdirs(ratio_path) if n not in RESULT_DIRNAMES],
         parse_run, ratio_path, "run", warn)
     found += [RunPath(ratio, run, os.path.join(ratio_path, name))
               for run, name in names.items()]

@@ -6,8 +6,12 @@
 shapes of the released checkpoints (tests/data/checkpoint_keys/*.tsv).
 """
 
+from typing import Optional
+
 import sonnet as snt
 import tensorflow as tf
+
+from heldout_tf import errors
 
 MLP_HIDDEN = (512, 256)
 ARCHS = ("inception", "resnet50", "mlp")
@@ -100,16 +104,51 @@ def build_model(arch: str, num_classes: int) -> snt.Module:
     return snt.nets.ResNet50(num_classes=num_classes)
   if arch == "mlp":
     return MLP(num_classes)
-  raise ValueError(f"Unknown architecture {arch!r}; known: {ARCHS}")
+  raise errors.UsageError(f"Unknown architecture {arch!r}; known: {ARCHS}")
 
 
 def input_shape(arch: str):
   """Per-example input shape the released models were trained on."""
-  return {"inception": (32, 32, 3), "resnet50": (224, 224, 3),
-          "mlp": (28, 28, 1)}[arch]
+  shapes = {"inception": (32, 32, 3), "resnet50": (224, 224, 3),
+            "mlp": (28, 28, 1)}
+  if arch not in shapes:
+    raise errors.UsageError(f"Unknown architecture {arch!r}; known: {ARCHS}")
+  return shapes[arch]
 
 
-def ensure_built(model: snt.Module, arch: str) -> snt.Module:
-  """Creates `model`'s variables by calling it once on zeros."""
+def arch_of(model: snt.Module) -> Optional[str]:
+  """The architecture `build_model` makes `model` for, or None (other
+  modules)."""
+  if isinstance(model, SmallInception):
+    return "inception"
+  if isinstance(model, snt.nets.ResNet50):
+    return "resnet50"
+  if isinstance(model, MLP):
+    return "mlp"
+  return None
+
+
+def is_built(model: snt.Module) -> bool:
+  """Whether every linear, convolution and batch-norm layer of `model` has
+  created its variables (Sonnet creates them on the first call)."""
+  layers = [m for m in (model,) + tuple(model.submodules)
+            if isinstance(m, (snt.Linear, snt.Conv2D, snt.BatchNorm))]
+  return all(hasattr(m, "scale" if isinstance(m, snt.BatchNorm) else "w")
+             for m in layers)
+
+
+def ensure_built(model: snt.Module, arch: Optional[str] = None) -> snt.Module:
+  """Creates `model`'s variables by calling it once on zeros (in evaluation
+  mode, so no value changes); does nothing when they exist already.
+
+  `arch` defaults to `arch_of(model)`.
+  """
+  if is_built(model):
+    return model
+  arch = arch or arch_of(model)
+  if arch is None:
+    raise errors.UsageError(
+        f"cannot build a {type(model).__name__}: not a heldout_tf.models "
+        "architecture; call it once on a batch of inputs instead")
   model(tf.zeros((1,) + input_shape(arch)), is_training=False)
   return model

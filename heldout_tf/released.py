@@ -1,6 +1,9 @@
 """Registry of the publicly released held-out training experiments."""
 
 import dataclasses
+import shlex
+
+from heldout_tf import errors
 
 GS_PREFIX = "gs://gresearch/heldout-training-checkpoints"
 HTTPS_PREFIX = "https://storage.googleapis.com/gresearch/heldout-training-checkpoints"
@@ -42,25 +45,30 @@ EXPERIMENTS = {
 
 
 def get(name: str) -> Experiment:
-  """Returns the experiment called `name`, or raises a ValueError listing them."""
+  """Returns the experiment called `name`, or raises a UsageError (a
+  ValueError) listing them."""
   try:
     return EXPERIMENTS[name]
   except KeyError:
-    raise ValueError(f"Unknown experiment {name!r}; known: "
-                     f"{', '.join(sorted(EXPERIMENTS))}") from None
+    raise errors.UsageError(f"Unknown experiment {name!r}; known: "
+                            f"{', '.join(sorted(EXPERIMENTS))}") from None
 
 
 def download_instructions(experiment: str, dest: str) -> str:
-  """Human-readable commands that fetch `experiment` into `dest`."""
+  """Human-readable commands that fetch `experiment` into `dest`.
+
+  Every command works as printed, also when `dest` does not exist yet.
+  """
   e = get(experiment)
+  quoted = shlex.quote(dest)
   return "\n".join([
       f"The {e.name} runs come in one archive ({e.archive}, ~{e.approx_size}).",
       "Fetch only what you need with the kit (streams, verifies MD5, resumes):",
-      f"  python -m heldout_tf.download --experiment {e.name} --dest {dest}"
+      f"  python -m heldout_tf.download --experiment {e.name} --dest {quoted}"
       " [--ratios 0.7 --runs 0 --only all|aux|checkpoints]",
       "or download the whole archive and extract it yourself:",
       f"  gsutil cp {e.gs_url} .",
       f"  curl -C - -O {e.https_url}",
       f"  echo '{e.md5}  {e.archive}' | md5sum -c",
-      f"  tar xzf {e.archive} -C {dest}",
+      f"  mkdir -p {quoted} && tar xzf {e.archive} -C {quoted}",
   ])

@@ -7,7 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # pylint: disable=g-import-not-at-top
 
 from heldout_tf import models  # pylint: disable=g-import-not-at-top
-import release_fixtures  # pylint: disable=g-import-not-at-top
+from heldout_tf import synthetic  # pylint: disable=g-import-not-at-top
 
 EXPERIMENT = "cifar10-inception"
 RATIO = 0.7
@@ -18,7 +18,7 @@ NUM_RUNS = 3
 def cifar10(tmp_path_factory):
   """`(data_dir, arrays)` of a tiny synthetic tfds cifar10:3.0.2."""
   data_dir = str(tmp_path_factory.mktemp("tfds"))
-  arrays = release_fixtures.write_synthetic_cifar(data_dir)
+  arrays = synthetic.write_synthetic_cifar(data_dir)
   return data_dir, arrays
 
 
@@ -29,7 +29,7 @@ def release_root(tmp_path_factory, cifar10):
   root = str(tmp_path_factory.mktemp("release"))
   model = models.build_model("inception", 10)
   for run in range(NUM_RUNS):
-    release_fixtures.write_release_run(root, EXPERIMENT, RATIO, run, model,
-                                       "inception", arrays, seed=run,
-                                       step=1000 + run, epoch=20 + run)
+    synthetic.write_release_run(root, EXPERIMENT, RATIO, run, model,
+                                "inception", arrays, seed=run,
+                                step=1000 + run, epoch=20 + run)
   return root

@@ -1,4 +1,8 @@
-"""Small offline stand-ins for the released data and runs, built in tests."""
+"""Small offline stand-ins for the released data and runs, built in tests.
+
+CIFAR data and released-layout runs come from `heldout_tf.synthetic` (shared
+with the benchmarks); the ImageNet stand-ins live here.
+"""
 
 import io
 import os
@@ -8,89 +12,10 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from heldout_tf import checkpoints
-from heldout_tf import models
-from heldout_tf import runs
-
-CIFAR_FEATURES = dict(
-    id=tfds.features.Text(),
-    image=tfds.features.Image(shape=(32, 32, 3)),
-)
-
-
-def write_synthetic_cifar(data_dir, name="cifar10", num_classes=10,
-                          n_train=48, n_test=32, seed=0):
-  """Stores a tiny random `<name>:3.0.2` tfds dataset; returns its arrays."""
-  rng = np.random.default_rng(seed)
-  arrays = {}
-  for split, n in (("train", n_train), ("test", n_test)):
-    arrays[split] = {
-        "id": np.array([f"{split}_{i:05d}" for i in range(n)]),
-        "image": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-        "label": rng.integers(0, num_classes, n).astype(np.int64),
-    }
-  features = tfds.features.FeaturesDict(
-      dict(CIFAR_FEATURES,
-           label=tfds.features.ClassLabel(num_classes=num_classes)))
-  tfds.dataset_builders.store_as_tfds_dataset(
-      name=name, version="3.0.2", features=features, data_dir=data_dir,
-      split_datasets={s: tf.data.Dataset.from_tensor_slices(a)
-                      for s, a in arrays.items()},
-      disable_shuffling=True)
-  return arrays
-
-
-def randomize(model, arch, seed):
-  """Gives `model` random weights and non-trivial BatchNorm statistics."""
-  models.ensure_built(model, arch)
-  rng = np.random.default_rng(seed)
-  for var in model.trainable_variables:
-    if var.shape.rank == 1:  # Biases, BatchNorm offsets and scales.
-      base = 1.0 if "scale" in var.name else 0.0
-      value = base + 0.1 * rng.standard_normal(var.shape)
-    else:
-      value = rng.standard_normal(var.shape) / np.sqrt(np.prod(var.shape[:-1]))
-    var.assign(value)
-  # Two training-mode passes move every BatchNorm's moving statistics (and
-  # their EMA counters) away from their initial values.
-  for _ in range(2):
-    model(rng.uniform(size=(8,) + models.input_shape(arch)).astype(np.float32),
-          is_training=True)
-  return model
-
-
-def predictions_correct(model, images, labels):
-  logits = model(tf.constant(images, tf.float32) / 255.0, is_training=False)
-  return np.argmax(logits.numpy(), -1) == labels
-
-
-def write_release_run(root, experiment, ratio, run, model, arch, arrays,
-                      seed, step=100, epoch=10):
-  """Writes one run in the released layout: checkpoint + aux_arrays.npz.
-
-  The model is randomised with `seed`; its subset holds `ratio` of the
-  training examples; correctness comes from the model itself.
-  """
-  randomize(model, arch, seed)
-  path = runs.run_dir(root, experiment, ratio, run)
-  checkpoints.save(model, os.path.join(path, runs.CHECKPOINTS_DIRNAME),
-                   step=step, epoch=epoch, global_step=step)
-  n_train = len(arrays["train"]["label"])
-  rng = np.random.default_rng(seed)
-  subset = np.sort(rng.choice(n_train, int(ratio * n_train), replace=False))
-  removed = np.setdiff1d(np.arange(n_train), subset)
-  train_ok = predictions_correct(model, arrays["train"]["image"],
-                                 arrays["train"]["label"])
-  test_ok = predictions_correct(model, arrays["test"]["image"],
-                                arrays["test"]["label"])
-  runs.write_aux(
-      path,
-      correctness={"train": train_ok[subset], "removed": train_ok[removed],
-                   "test": test_ok},
-      index={"train": subset, "removed": removed,
-             "test": np.arange(len(test_ok))},
-      subsample_idx=subset)
-  return path
+from heldout_tf.synthetic import predictions_correct  # pylint: disable=unused-import
+from heldout_tf.synthetic import randomize  # pylint: disable=unused-import
+from heldout_tf.synthetic import write_release_run  # pylint: disable=unused-import
+from heldout_tf.synthetic import write_synthetic_cifar  # pylint: disable=unused-import
 
 
 def random_jpegs(n, seed=0, shape=(300, 400, 3)):

@@ -1,6 +1,10 @@
 """Strict restore: exact values back, loud errors on any mismatch."""
 
 import os
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -8,6 +12,7 @@ import sonnet as snt
 import tensorflow as tf
 
 from heldout_tf import checkpoints
+from heldout_tf import errors
 from heldout_tf import models
 import release_fixtures
 
@@ -144,10 +149,124 @@ def test_other_top_level_objects_are_ignored(tmp_path):
                                 model.layers[0].w.numpy())
 
 
-def test_unbuilt_model_is_refused(tmp_path):
+def scramble(model, seed):
+  """Random values in every float variable (no forward pass: fast for
+  ResNet-50)."""
+  rng = np.random.default_rng(seed)
+  for var in checkpoints.model_variables(model).values():
+    if var.dtype.is_floating:
+      var.assign(rng.standard_normal(var.shape).astype(np.float32))
+  return model
+
+
+def values(model):
+  return {k: v.numpy().copy()
+          for k, v in checkpoints.model_variables(model).items()}
+
+
+def assert_values_equal(model, expected):
+  got = values(model)
+  assert sorted(got) == sorted(expected)
+  for key, value in expected.items():
+    np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("arch,num_classes", [("mlp", 10), ("inception", 100),
+                                              ("resnet50", 10)])
+def test_restore_into_a_model_fresh_from_build_model(tmp_path, arch,
+                                                     num_classes):
+  source = scramble(models.ensure_built(
+      models.build_model(arch, num_classes), arch), seed=0)
+  prefix = checkpoints.save(source, str(tmp_path), step=1)
+  fresh = models.build_model(arch, num_classes)
+  # Sonnet creates most variables on the first call.
+  assert len(checkpoints.model_variables(fresh)) < len(values(source))
+  checkpoints.restore(fresh, prefix)
+  assert_values_equal(fresh, values(source))
+
+
+def test_unbuilt_custom_module_is_refused(tmp_path):
   run = saved_run(tmp_path, built("mlp"))
+  custom = snt.nets.MLP([512, 256, 10])  # Not a models.build_model module.
   with pytest.raises(ValueError, match="no variables yet"):
+    checkpoints.restore(custom, str(run))
+
+
+def test_mismatch_message_shows_counts_and_first_keys(tmp_path, monkeypatch):
+  run = saved_run(tmp_path, built("inception"))
+  monkeypatch.delenv(checkpoints.VERBOSE_ERRORS_ENV, raising=False)
+  with pytest.raises(checkpoints.CheckpointMismatchError) as raised:
     checkpoints.restore(models.build_model("mlp", 10), str(run))
+  error = raised.value
+  assert isinstance(error, errors.HeldoutError)
+  assert len(error.missing) == 6 and len(error.unexpected) > 100
+  message = str(error)
+  assert "6 model variable(s) missing from the checkpoint:" in message
+  assert (f"{len(error.unexpected)} checkpoint value(s) the model does not "
+          "have:") in message
+  assert f"... and {len(error.unexpected) - 5} more" in message
+  assert "HELDOUT_VERBOSE_ERRORS=1" in message
+  assert "checkpoints.diff(model, path)" in message
+  assert len(message.splitlines()) < 25
+  shown = [k for k in error.unexpected if k in message]
+  assert shown == error.unexpected[:5]
+  # All of them: the attributes, diff(), or the environment variable.
+  found = checkpoints.diff(models.build_model("mlp", 10), str(run))
+  assert (found.missing, found.unexpected) == (error.missing,
+                                               error.unexpected)
+  assert not found.ok
+  monkeypatch.setenv(checkpoints.VERBOSE_ERRORS_ENV, "1")
+  with pytest.raises(checkpoints.CheckpointMismatchError) as raised:
+    checkpoints.restore(models.build_model("mlp", 10), str(run))
+  assert all(k in str(raised.value) for k in error.unexpected)
+  assert "more" not in str(raised.value)
+
+
+def test_diff_of_a_matching_checkpoint_is_ok(tmp_path):
+  run = saved_run(tmp_path, built("mlp"))
+  assert checkpoints.diff(models.build_model("mlp", 10), str(run)).ok
+
+
+def corrupt(data_file, how):
+  raw = bytearray(open(data_file, "rb").read())
+  if how == "truncated":
+    raw = raw[:len(raw) // 2]
+  else:  # One flipped bit late in the file: earlier values read fine.
+    raw[int(len(raw) * 0.9)] ^= 0x10
+  with open(data_file, "wb") as f:
+    f.write(bytes(raw))
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit-flipped"])
+def test_corrupt_data_raises_and_leaves_the_model_unchanged(tmp_path, how):
+  run = saved_run(tmp_path, built("mlp", seed=1))
+  data_file = str(run / "checkpoints" / "ckpt-5.data-00000-of-00001")
+  corrupt(data_file, how)
+  target = built("mlp", seed=2)
+  before = values(target)
+  with pytest.raises(checkpoints.CheckpointCorruptError) as raised:
+    checkpoints.restore(target, str(run))
+  assert isinstance(raised.value, errors.HeldoutError)
+  assert str(raised.value).startswith(
+      f"{data_file}: corrupt checkpoint data")
+  assert "nothing was restored" in str(raised.value)
+  assert_values_equal(target, before)
+
+
+def test_corrupt_index_is_a_clear_error(tmp_path):
+  run = saved_run(tmp_path, built("mlp"))
+  index = run / "checkpoints" / "ckpt-5.index"
+  index.write_bytes(b"not an index")
+  with pytest.raises(checkpoints.CheckpointCorruptError,
+                     match=f"{index}: not a readable checkpoint index"):
+    checkpoints.restore(built("mlp"), str(run))
+
+
+def dead_pid():
+  """The id of a process that has exited."""
+  proc = subprocess.Popen([sys.executable, "-c", "pass"])
+  proc.wait()
+  return proc.pid
 
 
 def test_interrupted_save_leaves_no_checkpoint(tmp_path, monkeypatch):
@@ -169,10 +288,59 @@ def test_interrupted_save_leaves_no_checkpoint(tmp_path, monkeypatch):
 
 
 def test_save_removes_leftovers_of_killed_saves(tmp_path):
-  stale = tmp_path / ".tmp-ckpt-1-99999.index"
+  stale = tmp_path / f".tmp-ckpt-1-{dead_pid()}.index"
   stale.write_bytes(b"left by a killed process")
   checkpoints.save(built("mlp"), str(tmp_path), step=1)
   assert not stale.exists()
   assert sorted(os.listdir(tmp_path)) == [
       "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
 
+
+def test_save_after_a_killed_save_left_a_temp_directory(tmp_path):
+  """TF's `<prefix>_temp/` directory of a SIGKILLed save is removed; the
+  files of a save still running in a live process are kept."""
+  dead, live = dead_pid(), os.getppid()
+  stale_dir = tmp_path / f".tmp-ckpt-3-{dead}_temp"
+  stale_dir.mkdir()
+  (stale_dir / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x")
+  stale_new = tmp_path / f".tmp-ckpt-2-{dead}-0a1b2c3d_temp"
+  stale_new.mkdir()
+  running_dir = tmp_path / f".tmp-ckpt-3-{live}-0123abcd_temp"
+  running_dir.mkdir()
+  running_file = tmp_path / f".tmp-ckpt-3-{live}-0123abcd.index"
+  running_file.write_bytes(b"being written")
+  checkpoints.save(built("mlp"), str(tmp_path), step=3)
+  assert not stale_dir.exists() and not stale_new.exists()
+  assert running_dir.is_dir() and running_file.exists()
+  assert checkpoints.find_checkpoint(str(tmp_path)).endswith("ckpt-3")
+
+
+_CONCURRENT_SAVER = textwrap.dedent("""
+    import os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    from heldout_tf import checkpoints, models
+    model = models.ensure_built(models.build_model("mlp", 10), "mlp")
+    open(sys.argv[2], "w").close()  # Ready.
+    for _ in range(int(sys.argv[3])):
+      checkpoints.save(model, sys.argv[1], step=1)
+    """)
+
+
+def test_two_processes_saving_into_one_directory(tmp_path):
+  directory, ready = tmp_path / "checkpoints", tmp_path / "ready"
+  child = subprocess.Popen(
+      [sys.executable, "-c", _CONCURRENT_SAVER, str(directory), str(ready),
+       "40"], stderr=subprocess.PIPE, text=True)
+  model = built("mlp", seed=1)
+  while not ready.exists() and child.poll() is None:
+    time.sleep(0.05)
+  while child.poll() is None:
+    checkpoints.save(model, str(directory), step=1)
+  _, stderr = child.communicate()
+  assert child.returncode == 0, stderr
+  checkpoints.save(model, str(directory), step=1)
+  assert sorted(os.listdir(directory)) == [
+      "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+  target = built("mlp")
+  checkpoints.restore(target, str(directory))
+  assert_values_equal(target, values(model))

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from heldout_tf import data
+from heldout_tf import errors
 import release_fixtures
 
 
@@ -63,3 +64,15 @@ def test_imagenet_needs_data_dir(tmp_path):
     data.load("imagenet")
   with pytest.raises(FileNotFoundError, match="No TFRecord files match"):
     data.load("imagenet", str(tmp_path)).split("train")
+
+
+def test_data_errors_derive_from_the_kit_error_base(tmp_path):
+  with pytest.raises(data.DatasetNotFoundError) as raised:
+    data.load("cifar100:3.0.2", str(tmp_path)).split("test")
+  assert isinstance(raised.value, errors.HeldoutError)
+  bad_map = tmp_path / "map.csv"
+  bad_map.write_text("validation,a.JPEG,first\n")
+  with pytest.raises(data.DataError, match="map.csv:1: index must be"):
+    data.read_index_map(str(bad_map))
+  with pytest.raises(errors.UsageError, match="split must be"):
+    data.load("cifar10:3.0.2", str(tmp_path)).split("validation")

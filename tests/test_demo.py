@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 
+import tarfile
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ from heldout_tf import checkpoints
 from heldout_tf import data
 from heldout_tf import evaluation
 from heldout_tf import models
+from heldout_tf import released
 from heldout_tf import runs
 import release_fixtures
 
@@ -70,6 +73,81 @@ def test_missing_run_says_how_to_download(tmp_path):
           in proc.stderr)
   assert ("python -m heldout_tf.download --experiment cifar100-inception "
           f"--dest {tmp_path}") in proc.stderr
+  assert (f"mkdir -p {tmp_path} && tar xzf cifar100-inception.tar.gz -C "
+          f"{tmp_path}") in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_extract_command_of_the_help_creates_the_directory(tmp_path):
+  """The printed `tar` line works as is when the destination is new."""
+  member = tmp_path / "aux_arrays.npz"
+  member.write_bytes(b"aux")
+  with tarfile.open(tmp_path / "cifar10-inception.tar.gz", "w:gz") as tar:
+    tar.add(member, arcname="cifar10-inception/0.7/0/aux_arrays.npz")
+  dest = tmp_path / "new dir" / "runs"
+  help_text = released.download_instructions("cifar10-inception", str(dest))
+  command = [line for line in help_text.splitlines() if "tar xzf" in line]
+  assert len(command) == 1
+  subprocess.run(["bash", "-c", command[0]], cwd=tmp_path, check=True)
+  assert (dest / "cifar10-inception" / "0.7" / "0" /
+          "aux_arrays.npz").read_bytes() == b"aux"
+
+
+def test_checkpoint_without_aux_arrays_is_reported_as_such(release_root,
+                                                          tmp_path):
+  root = str(tmp_path / "root")
+  shutil.copytree(release_root, root)
+  path = runs.run_dir(root, EXPERIMENT, RATIO, 2)
+  os.remove(os.path.join(path, runs.AUX_FILENAME))
+  proc = run_demo("--experiment", EXPERIMENT, "--root", root, "--runs", "0,2")
+  assert proc.returncode == 2
+  assert (f"{path} has a checkpoint but no aux_arrays.npz "
+          f"({path}/aux_arrays.npz does not exist)") in proc.stderr
+  assert "No run found" not in proc.stderr
+  assert "python -m heldout_tf.download" in proc.stderr
+
+
+@pytest.mark.parametrize("runs_flag,message", [
+    ("0,abc", "error: --runs: 'abc' is not a run id; pass 'all' or "
+     "comma-separated ids such as 0,3,7"),
+    ("-1", "error: --runs: '-1' is not a run id"),
+    (",", "error: --runs: no run ids in ','"),
+])
+def test_bad_run_ids_are_an_error_line(tmp_path, runs_flag, message):
+  proc = run_demo("--root", str(tmp_path), f"--runs={runs_flag}")
+  assert proc.returncode == 1
+  assert proc.stderr.startswith(message), proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_bad_ratio_is_an_error_line(tmp_path):
+  proc = run_demo("--root", str(tmp_path), "--ratio", "1.5")
+  assert proc.returncode == 1
+  assert "error: ratio must be in (0, 1], got 1.5" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_corrupt_checkpoint_is_an_error_line(release_root, cifar10,
+                                             tmp_path):
+  root = str(tmp_path / "root")
+  shutil.copytree(release_root, root)
+  data_file = os.path.join(runs.run_dir(root, EXPERIMENT, RATIO, 1),
+                           "checkpoints", "ckpt-1001.data-00000-of-00001")
+  with open(data_file, "r+b") as f:
+    f.truncate(os.path.getsize(data_file) // 2)
+  proc = run_demo("--experiment", EXPERIMENT, "--root", root, "--data_dir",
+                  cifar10[0], "--runs", "all")
+  assert proc.returncode == 1
+  assert "run 0: epoch 20" in proc.stdout  # Runs before it are shown.
+  assert f"error: {data_file}: corrupt checkpoint data" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_demo_and_the_mnist_trainer_import_in_one_process():
+  proc = subprocess.run(
+      [sys.executable, "-c", "import demo, mnist_example.train"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
 
 
 def test_unknown_experiment():

@@ -1,5 +1,8 @@
 """Re-evaluation of released-layout runs and cross-checks against aux_arrays."""
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,8 +10,11 @@ import tensorflow as tf
 from conftest import EXPERIMENT, NUM_RUNS, RATIO
 from heldout_tf import checkpoints
 from heldout_tf import data
+from heldout_tf import errors
 from heldout_tf import evaluation
+from heldout_tf import layout
 from heldout_tf import models
+from heldout_tf import released
 from heldout_tf import runs
 
 
@@ -23,7 +29,7 @@ def model():
 
 
 def run_path(root, run):
-  return runs.run_dir(root, EXPERIMENT, RATIO, run)
+  return layout.run_dir(root, EXPERIMENT, RATIO, run)
 
 
 @pytest.mark.parametrize("split", ["test", "train"])
@@ -126,3 +132,82 @@ def test_unreadable_data_is_a_data_error_naming_the_split():
     evaluation.evaluate(model, dataset, "test", progress=False)
   assert "Traceback" not in str(raised.value)
   assert "[Op:" not in str(raised.value)
+
+
+def test_evaluate_runs_restores_evaluates_and_checks_every_run(
+    release_root, dataset, cifar10):
+  _, arrays = cifar10
+  paths = [run_path(release_root, run) for run in range(NUM_RUNS)]
+  model = models.build_model("inception", 10)
+  evaluated = list(evaluation.evaluate_runs(
+      released.get(EXPERIMENT), paths, dataset, "train", progress=False,
+      model=model))
+  assert [e.path for e in evaluated] == paths
+  n_train = len(arrays["train"]["label"])
+  for run, e in enumerate(evaluated):
+    assert (e.info.epoch, e.info.global_step) == (20 + run, 1000 + run)
+    assert e.check.ok and e.check.total == n_train
+    assert e.subset_fraction == int(RATIO * n_train) / n_train
+    assert e.restore_seconds >= 0 and e.evaluate_seconds >= 0
+  # One model, one traced forward pass, different weights per run.
+  assert evaluation.compiled_forward(model).experimental_get_tracing_count() \
+      == 1
+  assert not np.array_equal(evaluated[0].result.logits,
+                            evaluated[1].result.logits)
+
+
+def copy_root(release_root, tmp_path):
+  root = str(tmp_path / "root")
+  shutil.copytree(release_root, root)
+  return root
+
+
+def test_evaluate_runs_checks_every_run_first(release_root, dataset,
+                                              tmp_path):
+  root = copy_root(release_root, tmp_path)
+  aux = os.path.join(run_path(root, 1), runs.AUX_FILENAME)
+  os.remove(aux)
+  results = evaluation.evaluate_runs(
+      released.get(EXPERIMENT), [run_path(root, 0), run_path(root, 1)],
+      dataset, "test", progress=False)
+  with pytest.raises(evaluation.RunNotFoundError) as raised:
+    next(results)  # Before run 0 is evaluated.
+  assert isinstance(raised.value, errors.HeldoutError)
+  assert str(raised.value) == (
+      f"{run_path(root, 1)} has a checkpoint but no aux_arrays.npz ({aux} "
+      "does not exist)")
+
+
+def test_missing_files_says_what_is_missing(release_root, tmp_path):
+  root = copy_root(release_root, tmp_path)
+  path = run_path(root, 0)
+  assert evaluation.missing_files(path) is None
+  shutil.rmtree(os.path.join(path, "checkpoints"))
+  assert evaluation.missing_files(path) == (
+      f"{path} has aux_arrays.npz but no checkpoint (no {path}/checkpoints/"
+      "ckpt-<N>.index)")
+  assert evaluation.missing_files(run_path(root, 9)) == (
+      f"No run found at {run_path(root, 9)}")
+
+
+def test_cross_check_error_of_evaluate_runs_names_the_aux_file(
+    release_root, dataset, tmp_path):
+  root = copy_root(release_root, tmp_path)
+  path = run_path(root, 0)
+  aux = runs.read_aux(path)
+  aux["index_test"] = aux["index_test"] + 1
+  runs.save_npz(os.path.join(path, runs.AUX_FILENAME), **aux)
+  with pytest.raises(evaluation.CrossCheckError,
+                     match=f"^{path}/aux_arrays.npz: aux_arrays 'test' "
+                     r"covers 32 examples \(indices 1..32\)") as raised:
+    list(evaluation.evaluate_runs(released.get(EXPERIMENT), [path], dataset,
+                                  "test", progress=False))
+  assert isinstance(raised.value, errors.HeldoutError)
+
+
+def test_data_errors_are_heldout_errors(tmp_path):
+  assert issubclass(evaluation.DataError, errors.HeldoutError)
+  with pytest.raises(errors.HeldoutError, match="not prepared in"):
+    data.load("cifar100:3.0.2", str(tmp_path)).split("test")
+  with pytest.raises(errors.UsageError, match="ImageNet needs --data_dir"):
+    data.load("imagenet")

@@ -3,9 +3,11 @@
 import os
 
 import pytest
+import sonnet as snt
 import tensorflow as tf
 
 from heldout_tf import checkpoints
+from heldout_tf import errors
 from heldout_tf import models
 
 SPEC_DIR = os.path.join(os.path.dirname(__file__), "data", "checkpoint_keys")
@@ -52,3 +54,23 @@ def test_forward_shapes(arch, num_classes):
 def test_unknown_arch():
   with pytest.raises(ValueError, match="Unknown architecture 'vgg'"):
     models.build_model("vgg", 10)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "inception"])
+def test_ensure_built_knows_the_architecture_and_builds_once(arch):
+  model = models.build_model(arch, 10)
+  assert models.arch_of(model) == arch
+  assert not models.is_built(model)
+  models.ensure_built(model)
+  assert models.is_built(model)
+  before = {v.name: v.numpy() for v in model.variables}
+  models.ensure_built(model)
+  assert {v.name: v.numpy().tobytes() for v in model.variables} == {
+      k: v.tobytes() for k, v in before.items()}
+
+
+def test_ensure_built_needs_an_arch_for_other_modules():
+  other = snt.Linear(3)
+  assert models.arch_of(other) is None
+  with pytest.raises(errors.UsageError, match="cannot build a Linear"):
+    models.ensure_built(other)
