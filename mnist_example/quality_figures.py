@@ -30,6 +30,10 @@ def _save(fig, path):
   return path
 
 
+def _legend_outside(ax):
+  ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+
 def roc_curves(path, scores: Mapping[str, np.ndarray], noisy_idx):
   """One ROC curve per score (noisy = positive), AUC in the legend."""
   fig = _figure(5.5, 5)
@@ -64,7 +68,7 @@ def precision_curves(path, scores: Mapping[str, np.ndarray], noisy_idx,
   ax.set_ylabel("precision at k (fraction noisy)")
   ax.set_ylim(0, 1.02)
   ax.set_title(f"Precision at k ({num_noisy} noisy of {n}; line: k = noisy)")
-  ax.legend(fontsize=8)
+  _legend_outside(ax)
   return _save(fig, path)
 
 
@@ -89,24 +93,33 @@ def removal_plot(path, rows: Sequence[dict]):
                  label="nothing removed")
   ax.set_xlabel("training examples removed (%), most suspicious first")
   ax.set_ylabel("clean test accuracy")
+  ax.set_xticks(sorted({100 * r["fraction"] for r in rows
+                        if r["method"] != detection.NO_REMOVAL}))
   ax.set_title("Removal ablation (retrained models, mean +- sd)")
-  ax.legend(fontsize=8)
+  _legend_outside(ax)
   return _save(fig, path)
 
 
 def top_examples(path, images, labels, clean_labels,
-                 scores: Mapping[str, np.ndarray], noisy_idx, count=12):
+                 scores: Mapping[str, np.ndarray], noisy_idx, count=12,
+                 tiebreak="loss"):
   """Per score (one row each), the `count` examples it ranks most
-  suspicious; noisy ones titled in red with their original label."""
+  suspicious; noisy ones titled in red with their original label.
+
+  Ties (e.g. many C-scores of exactly 0) are broken by the `tiebreak`
+  score (held-out loss by default), then by index.
+  """
+  tie_values = scores.get(tiebreak)
   noisy = detection.noisy_mask(len(labels), noisy_idx)
   rows = len(scores)
   fig = _figure(1.1 * count + 1.5, 1.35 * rows + 0.4)
   axes = fig.subplots(rows, count, squeeze=False)
   for r, (name, value) in enumerate(scores.items()):
-    found = int(noisy[detection.ranking(value)[:count]].sum())
+    top = detection.ranking(value, tie_values)[:count]
+    found = int(noisy[top].sum())
     axes[r, 0].set_ylabel(f"{name}\n{found}/{count} noisy", fontsize=8,
                           rotation=0, ha="right", va="center")
-    for c, i in enumerate(detection.ranking(value)[:count]):
+    for c, i in enumerate(top):
       ax = axes[r, c]
       ax.imshow(np.asarray(images[i]).reshape(28, 28), cmap="gray_r",
                 vmin=0, vmax=1)
@@ -123,7 +136,9 @@ def top_examples(path, images, labels, clean_labels,
           spine.set_linewidth(2)
       ax.set_title(text, fontsize=6.5, color=color)
   fig.suptitle("Most suspicious examples per score (red: noisy; label "
-               "(original) or (img) for input noise)", fontsize=10)
+               "(original) or (img) for input noise; ties by "
+               f"{tiebreak if tie_values is not None else 'index'})",
+               fontsize=10, y=1.0)
   return _save(fig, path)
 
 

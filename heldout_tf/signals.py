@@ -1,0 +1,439 @@
+"""Per-epoch training signals of each run, aggregated per example as it trains.
+
+Data-quality scores (`heldout_tf.scores`) need, besides each run's final
+correctness, what happened *during* training. `SignalRecorder` is an
+`EnsembleTrainer.train(..., on_epoch_end=recorder.on_epoch_end)` hook: at the
+end of every epoch it evaluates each model of the group on its own training
+subset (float32, from the group's weights `view.params()`, gathered per
+model like a training step) and adds, per example,
+
+  margin   logit of the trained label minus the largest other logit (AUM);
+  correct  1 if the model predicts the trained label;
+  tracin   lr * ||a||^2 * ||p - y||^2, the squared gradient norm of softmax
+           cross-entropy with respect to the last Linear layer's weights
+           (`a` its input, `p` the softmax, `y` the one-hot trained label):
+           TracIn self-influence at this checkpoint (Captum's TracInCPFast);
+
+to running sums. After the last epoch it keeps each model's softmax on the
+examples it did *not* train on (out-of-sample probabilities).
+`ForgettingRecorder` does the same for a second training phase on the
+held-out complement (second-split forgetting, SSFT): the epoch after which
+each first-split example stays misclassified.
+
+Memory is bounded by the group: `[G, n]` running sums, never
+`[runs, epochs, n]`. Each run's aggregates are saved as one small file,
+`<run>/signals.npz` (`RunSignals`, written atomically), and `load_totals`
+sums the files of a collection per example, so a resumed or re-trained run
+replaces its file instead of being counted twice.
+"""
+
+import dataclasses
+import os
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from heldout_tf import errors
+from heldout_tf import progress as progress_lib
+from heldout_tf import runs as runs_lib
+
+SIGNALS_FILENAME = "signals.npz"
+FORMAT_VERSION = 1
+DEFAULT_CHUNK = 1024  # Examples per evaluation call: [G, chunk, hidden].
+
+
+class SignalsError(errors.HeldoutError, ValueError):
+  """A signals file is unreadable or inconsistent (names file and key)."""
+
+
+# ------------------------------------------------------------ per example --
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+  """Softmax over the last axis, float64."""
+  z = np.asarray(logits, np.float64)
+  z = z - z.max(axis=-1, keepdims=True)
+  e = np.exp(z)
+  return e / e.sum(axis=-1, keepdims=True)
+
+
+def _label_index(labels, shape):
+  return np.broadcast_to(np.asarray(labels, np.int64), shape[:-1])[..., None]
+
+
+def margins(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """Logit of `labels` minus the largest other logit.
+
+  Args:
+    logits: float `[..., n, classes]`.
+    labels: int, broadcastable to `[..., n]`.
+
+  Returns:
+    float64 `[..., n]`; negative where the label is not predicted.
+  """
+  logits = np.asarray(logits, np.float64)
+  index = _label_index(labels, logits.shape)
+  own = np.take_along_axis(logits, index, axis=-1)[..., 0]
+  others = logits.copy()
+  np.put_along_axis(others, index, -np.inf, axis=-1)
+  return own - others.max(axis=-1)
+
+
+def tracin_terms(features: np.ndarray, logits: np.ndarray,
+                 labels: np.ndarray, learning_rate: float) -> np.ndarray:
+  """`lr * ||a||^2 * ||softmax(logits) - onehot(labels)||^2`.
+
+  The squared norm of d(cross-entropy)/dW for a last layer `logits = a W + b`
+  is `||a||^2 ||p - y||^2` (the gradient is the outer product `a (p - y)^T`).
+
+  Args:
+    features: float `[..., n, hidden]`, the last layer's input `a`.
+    logits: float `[..., n, classes]`.
+    labels: int, broadcastable to `[..., n]`.
+    learning_rate: the step size at this checkpoint.
+
+  Returns:
+    float64 `[..., n]`.
+  """
+  a = np.asarray(features)
+  squared_norm = np.einsum("...h,...h->...", a, a).astype(np.float64)
+  p = softmax(logits)
+  p_label = np.take_along_axis(p, _label_index(labels, p.shape), axis=-1)
+  residual = np.sum(p * p, axis=-1) - 2.0 * p_label[..., 0] + 1.0
+  return learning_rate * squared_norm * residual
+
+
+# --------------------------------------------------------------- one run --
+
+
+@dataclasses.dataclass
+class RunSignals:
+  """One run's per-example aggregates over its training epochs.
+
+  `subset` are the examples the run trained on (sorted), `heldout` the rest.
+  Sums run over the run's `epochs` epoch-end checkpoints.
+  """
+  n_train: int
+  num_classes: int
+  epochs: int
+  learning_rate: float
+  subset: np.ndarray          # int64 [m]
+  margin_sum: np.ndarray      # float64 [m]: sum over epochs of the margin.
+  correct_epochs: np.ndarray  # int32 [m]: epochs ending correct.
+  tracin_sum: np.ndarray      # float64 [m]: sum over epochs of the term.
+  heldout: np.ndarray         # int64 [k]: examples not trained on.
+  heldout_probs: np.ndarray   # float32 [k, classes]: final softmax.
+  ssft_epochs: int = 0        # Second-phase epochs (0: no SSFT).
+  # int32 [m]: second-phase epoch after which the example stays
+  # misclassified (0: already wrong after phase 1; ssft_epochs + 1: never).
+  forget_epoch: Optional[np.ndarray] = None
+
+  def save(self, path: str):
+    """Writes the run's signals atomically to `path` (an .npz file)."""
+    arrays = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    if arrays["forget_epoch"] is None:
+      arrays["forget_epoch"] = np.zeros([0], np.int32)
+    for key, dtype in _STORED_DTYPES.items():  # About half the bytes.
+      arrays[key] = np.asarray(arrays[key]).astype(dtype)
+    arrays["version"] = FORMAT_VERSION
+    with errors.user_path(path, "write"):
+      runs_lib.save_npz(path, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+_INT_SCALARS = ("n_train", "num_classes", "epochs", "ssft_epochs")
+# On disk: int32 indices, float32 sums (summed in float64 while recording),
+# int16 epoch counts. Real MNIST: ~1.5 MB per run.
+_STORED_DTYPES = {"subset": np.int32, "heldout": np.int32,
+                  "margin_sum": np.float32, "tracin_sum": np.float32,
+                  "correct_epochs": np.int16, "forget_epoch": np.int16,
+                  "heldout_probs": np.float32}
+
+
+def read_run_signals(path: str) -> RunSignals:
+  """Reads and checks one `signals.npz` (a file or its run directory).
+
+  Raises:
+    SignalsError: missing file or key, or inconsistent shapes (names both).
+  """
+  if os.path.isdir(path):
+    path = os.path.join(path, SIGNALS_FILENAME)
+  names = [f.name for f in dataclasses.fields(RunSignals)]
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      missing = [k for k in names if k not in npz.files]
+      if missing:
+        raise SignalsError(f"{path}: missing key(s) {missing}")
+      arrays = {k: npz[k] for k in names}
+  except FileNotFoundError:
+    raise SignalsError(f"{path}: file not found") from None
+  except SignalsError:
+    raise
+  except Exception as e:  # Truncated / corrupt zip, pickled objects.
+    raise SignalsError(f"{path}: cannot read ({e})") from e
+  for key in _INT_SCALARS + ("learning_rate",):
+    if arrays[key].shape != ():
+      raise SignalsError(f"{path}: key {key!r} must be a scalar")
+    arrays[key] = (int(arrays[key]) if key in _INT_SCALARS
+                   else float(arrays[key]))
+  if arrays["ssft_epochs"] == 0:
+    arrays["forget_epoch"] = None
+  signals = RunSignals(**arrays)
+  _check(signals, path)
+  return signals
+
+
+def _check(s: RunSignals, path: str):
+  m, k = len(s.subset), len(s.heldout)
+  if m + k != s.n_train:
+    raise SignalsError(f"{path}: keys 'subset' ({m}) and 'heldout' ({k}) "
+                       f"do not add up to n_train={s.n_train}")
+  for key in ("margin_sum", "correct_epochs", "tracin_sum") + (
+      ("forget_epoch",) if s.forget_epoch is not None else ()):
+    if getattr(s, key).shape != (m,):
+      raise SignalsError(f"{path}: key {key!r} has shape "
+                         f"{getattr(s, key).shape}, expected ({m},)")
+  if s.heldout_probs.shape != (k, s.num_classes):
+    raise SignalsError(f"{path}: key 'heldout_probs' has shape "
+                       f"{s.heldout_probs.shape}, expected "
+                       f"({k}, {s.num_classes})")
+  both = np.concatenate([s.subset, s.heldout])
+  if both.size and (not np.issubdtype(both.dtype, np.integer) or
+                    both.min() < 0 or both.max() >= s.n_train or
+                    len(np.unique(both)) != s.n_train):
+    raise SignalsError(f"{path}: keys 'subset' and 'heldout' must split "
+                       f"0..{s.n_train - 1} into two disjoint sets")
+
+
+# ------------------------------------------------------------- recording --
+
+
+class GatheredForward:
+  """Each model of a group on its own examples: `x[g] = images[idx[g]]`.
+
+  Computed from the group's weights (`view.params()`, `[G, in, out]`) in
+  float32 with the training step's batched layout, so a model is evaluated
+  only on the examples it needs (its subset each epoch, its complement
+  once) rather than every model on every example. Layers: ReLU between
+  Linear layers, as `heldout_tf.models.MLP`.
+  """
+
+  def __init__(self, images, chunk: int = DEFAULT_CHUNK):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    self._tf = tf
+    images = np.asarray(images, np.float32)
+    self._images = tf.constant(images.reshape(len(images), -1))
+    self.chunk = int(chunk)
+    self._fn = tf.function(self._forward)
+
+  def _forward(self, idx, params):
+    tf = self._tf
+    x = tf.gather(self._images, idx)
+    for i in range(0, len(params) - 2, 2):
+      x = tf.nn.relu(tf.matmul(x, params[i], transpose_b=True)
+                     + params[i + 1][:, None, :])
+    logits = (tf.matmul(x, params[-2], transpose_b=True)
+              + params[-1][:, None, :])
+    return x, logits
+
+  def __call__(self, params, idx):
+    """Yields `(columns, features [G,c,h], logits [G,c,C])` over `idx`'s
+    columns (`idx`: int `[G, m]`), float32 numpy."""
+    tf = self._tf
+    # [G, out, in] weights: the faster batched layout (see training._Group).
+    step_params = [tf.constant(np.swapaxes(p, 1, 2) if p.ndim == 3 else p,
+                               tf.float32) for p in params]
+    idx = np.asarray(idx, np.int32)
+    for start in range(0, idx.shape[1], self.chunk):
+      cols = slice(start, start + self.chunk)
+      features, logits = self._fn(tf.constant(idx[:, cols]), step_params)
+      yield cols, features.numpy(), logits.numpy()
+
+
+class SignalRecorder:
+  """Accumulates the per-epoch signals of one group of runs.
+
+  Pass `on_epoch_end` to `EnsembleTrainer.train`; then `run_signals(g)` gives
+  model g's `RunSignals`. Each epoch every model is evaluated on its own
+  training subset (float32, from `view.params()`); after the last epoch
+  also on its held-out complement, for the out-of-sample probabilities.
+  """
+
+  def __init__(self, images, labels, subsets: Sequence[np.ndarray],
+               learning_rate: float, epochs: int, num_classes: int,
+               chunk: int = DEFAULT_CHUNK, forward=None):
+    """Args:
+      images: float `[n, ...]`, the training images the runs see.
+      labels: int `[n]`, the labels they are trained with.
+      subsets: per model, the int indices it trains on (`[G, m]`).
+      learning_rate: of every epoch (TracIn's step size).
+      epochs: the epochs of training; probabilities are kept after the last.
+      num_classes: logits width.
+      chunk: examples per model per evaluation call.
+      forward: a `GatheredForward` on `images` to share (default: new).
+    """
+    self.forward = forward or GatheredForward(images, chunk)
+    self.labels = np.asarray(labels, np.int64)
+    n = len(self.labels)
+    self.subsets = np.stack([np.asarray(s, np.int64) for s in subsets])
+    self.heldout = np.stack([np.setdiff1d(np.arange(n), s)
+                             for s in self.subsets])
+    self.learning_rate = float(learning_rate)
+    self.epochs = int(epochs)
+    self.num_classes = int(num_classes)
+    shape = self.subsets.shape
+    self.margin_sum = np.zeros(shape)
+    self.correct_epochs = np.zeros(shape, np.int32)
+    self.tracin_sum = np.zeros(shape)
+    self.final_correct = np.zeros(shape, bool)  # On the subsets.
+    self.final_probs = None  # float32 [G, k, classes]: on the complements.
+    self.epochs_seen = 0
+
+  def on_epoch_end(self, epoch, view):
+    """Adds every model's signals after one epoch (`epoch` unused: epochs
+    are counted, so any numbering works)."""
+    del epoch
+    self.epochs_seen += 1
+    params = view.params()
+    for cols, features, logits in self.forward(params, self.subsets):
+      labels = self.labels[self.subsets[:, cols]]
+      margin = margins(logits, labels)
+      self.margin_sum[:, cols] += margin
+      self.correct_epochs[:, cols] += margin > 0
+      self.tracin_sum[:, cols] += tracin_terms(features, logits, labels,
+                                               self.learning_rate)
+      if self.epochs_seen == self.epochs:
+        self.final_correct[:, cols] = margin > 0
+    if self.epochs_seen == self.epochs:
+      self.final_probs = np.zeros(self.heldout.shape + (self.num_classes,),
+                                  np.float32)
+      for cols, _, logits in self.forward(params, self.heldout):
+        self.final_probs[:, cols] = softmax(logits)
+
+  def run_signals(self, g: int) -> RunSignals:
+    """Model g's signals; call after the last epoch."""
+    if self.final_probs is None:
+      raise RuntimeError(f"signals recorded for {self.epochs_seen} of "
+                         f"{self.epochs} epochs")
+    return RunSignals(
+        n_train=len(self.labels), num_classes=self.num_classes,
+        epochs=self.epochs, learning_rate=self.learning_rate,
+        subset=self.subsets[g], margin_sum=self.margin_sum[g],
+        correct_epochs=self.correct_epochs[g],
+        tracin_sum=self.tracin_sum[g], heldout=self.heldout[g],
+        heldout_probs=self.final_probs[g])
+
+
+class ForgettingRecorder:
+  """Second-split forgetting of one group (Maini et al. 2022).
+
+  After the first phase (each model trained on its subset A), training
+  continues on the held-out complement B only. Per A example this records
+  the forgetting epoch: 1 + the last second-phase epoch at which the model
+  still predicted its label (epoch 0 = the end of the first phase). 0 means
+  wrong already after the first phase, `epochs + 1` never forgotten.
+  """
+
+  def __init__(self, first: SignalRecorder, epochs: int):
+    """Args:
+      first: the first phase's recorder (its subsets, correctness at the
+        end, evaluator).
+      epochs: second-phase epochs.
+    """
+    self.first = first
+    self.epochs = int(epochs)
+    # Last epoch (0 = start) at which each example was correct; -1: never.
+    self.last_correct = np.where(first.final_correct, 0, -1).astype(np.int32)
+    self.epochs_seen = 0
+
+  def on_epoch_end(self, epoch, view):
+    del epoch
+    self.epochs_seen += 1
+    subsets = self.first.subsets
+    for cols, _, logits in self.first.forward(view.params(), subsets):
+      correct = margins(logits, self.first.labels[subsets[:, cols]]) > 0
+      block = self.last_correct[:, cols]  # A view: cols is a slice.
+      block[correct] = self.epochs_seen
+
+  def add_to(self, signals: RunSignals, g: int) -> RunSignals:
+    """`signals` (model g's) with its forgetting epochs filled in."""
+    if self.epochs_seen != self.epochs:
+      raise RuntimeError(f"forgetting recorded for {self.epochs_seen} of "
+                         f"{self.epochs} epochs")
+    return dataclasses.replace(
+        signals, ssft_epochs=self.epochs,
+        forget_epoch=(self.last_correct[g] + 1).astype(np.int32))
+
+
+# ------------------------------------------------------------ collection --
+
+
+@dataclasses.dataclass
+class Totals:
+  """Per-example sums over the runs of a collection."""
+  n_in: np.ndarray            # int64 [n]: runs that trained on i.
+  epochs_in: np.ndarray       # int64 [n]: their epochs, summed.
+  margin_sum: np.ndarray      # float64 [n]
+  correct_epochs: np.ndarray  # int64 [n]
+  tracin_sum: np.ndarray      # float64 [n]
+  n_out: np.ndarray           # int64 [n]: runs that held i out.
+  prob_sum: np.ndarray        # float64 [n, classes]: their final softmax.
+  ssft_runs: np.ndarray       # int64 [n]: runs with forgetting recorded.
+  forget_fraction_sum: np.ndarray  # float64 [n]: forget_epoch/(epochs+1).
+  num_runs: int = 0
+
+  @classmethod
+  def zeros(cls, n_train: int, num_classes: int) -> "Totals":
+    z = lambda dtype: np.zeros(n_train, dtype)
+    return cls(n_in=z(np.int64), epochs_in=z(np.int64),
+               margin_sum=z(np.float64), correct_epochs=z(np.int64),
+               tracin_sum=z(np.float64), n_out=z(np.int64),
+               prob_sum=np.zeros([n_train, num_classes]),
+               ssft_runs=z(np.int64), forget_fraction_sum=z(np.float64))
+
+  @property
+  def n_train(self) -> int:
+    return len(self.n_in)
+
+  @property
+  def num_classes(self) -> int:
+    return self.prob_sum.shape[1]
+
+  def add(self, s: RunSignals, where: str = "signals"):
+    """Adds one run's signals (checked against the totals' sizes)."""
+    if (s.n_train, s.num_classes) != (self.n_train, self.num_classes):
+      raise SignalsError(
+          f"{where}: has n_train={s.n_train}, num_classes={s.num_classes}; "
+          f"the other runs {self.n_train}, {self.num_classes}")
+    i, o = s.subset, s.heldout
+    self.n_in[i] += 1
+    self.epochs_in[i] += s.epochs
+    self.margin_sum[i] += s.margin_sum
+    self.correct_epochs[i] += s.correct_epochs
+    self.tracin_sum[i] += s.tracin_sum
+    self.n_out[o] += 1
+    self.prob_sum[o] += s.heldout_probs
+    if s.forget_epoch is not None:
+      self.ssft_runs[i] += 1
+      self.forget_fraction_sum[i] += s.forget_epoch / (s.ssft_epochs + 1.0)
+    self.num_runs += 1
+
+
+def load_totals(paths: Iterable[str], n_train: int, num_classes: int,
+                progress: bool = True) -> Totals:
+  """Sums the `signals.npz` of `paths` (files or run directories).
+
+  Memory: `O(n_train * num_classes)`, whatever the number of runs.
+  """
+  paths = list(paths)
+  totals = Totals.zeros(n_train, num_classes)
+  with progress_lib.bar(len(paths), "reading signals", "run",
+                        enabled=progress) as bar:
+    for path in paths:
+      totals.add(read_run_signals(path), path)
+      bar.update(1)
+  return totals
+
+
+def signals_path(run_path: str) -> str:
+  """`<run>/signals.npz`."""
+  return os.path.join(run_path, SIGNALS_FILENAME)

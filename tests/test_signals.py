@@ -1,0 +1,242 @@
+"""Tests of heldout_tf.signals: per-epoch signals against independent
+computations from the saved per-epoch checkpoints."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from heldout_tf import checkpoints
+from heldout_tf import errors
+from heldout_tf import signals
+from heldout_tf import training
+from mnist_example import data as data_lib
+
+N = 120
+HIDDEN = (32, 16)
+LR = 0.1
+
+
+@pytest.fixture(scope="module")
+def digits():
+  arrays = data_lib.load_digits()
+  return arrays["train_images"][:N], arrays["train_labels"][:N]
+
+
+def _config(**kwargs):
+  values = dict(ratio=0.7, epochs=3, batch_size=16, learning_rate=LR,
+                seed=3, hidden=HIDDEN)
+  values.update(kwargs)
+  return training.TrainConfig(**values)
+
+
+def _train_group(images, labels, config, runs, trajectory_dir=None):
+  """Trains `runs` with a recorder; saves per-epoch checkpoints of each."""
+  trainer = training.EnsembleTrainer(images, labels, config)
+  subsets = [training.subset_indices(config, r, N) for r in runs]
+  recorder = signals.SignalRecorder(images, labels, subsets, LR,
+                                    config.epochs, 10)
+  module = training.build_module(config, training.init_params(config, 0, 784))
+
+  def on_epoch_end(epoch, view):
+    recorder.on_epoch_end(epoch, view)
+    if trajectory_dir is not None:
+      params = view.params()
+      for g, run in enumerate(runs):
+        training.set_params(module, [p[g] for p in params])
+        checkpoints.save(module, os.path.join(trajectory_dir, str(run)),
+                         step=recorder.epochs_seen)
+
+  trainer.train(runs, on_epoch_end=on_epoch_end)
+  return recorder
+
+
+def _independent(module, images, labels):
+  """Per example: (margin, lr * ||dloss/dW_last||^2, softmax) by autodiff."""
+  x = tf.constant(np.asarray(images, np.float32).reshape(len(images), -1))
+  y = tf.constant(np.asarray(labels, np.int64))
+  last = module.layers[-1]
+  with tf.GradientTape() as tape:
+    logits = module(x)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
+  grads = tape.jacobian(losses, last.w)  # [n, hidden, classes]
+  tracin = LR * tf.reduce_sum(grads**2, axis=[1, 2]).numpy()
+  logits = logits.numpy().astype(np.float64)
+  margin = np.array([logits[i, labels[i]] - np.max(np.delete(logits[i],
+                                                              labels[i]))
+                     for i in range(len(labels))])
+  probs = tf.nn.softmax(logits).numpy()
+  return margin, tracin, probs
+
+
+def test_signals_match_gradient_tape_at_each_checkpoint(digits, tmp_path):
+  images, labels = digits
+  config = _config()
+  runs = [4, 9]
+  recorder = _train_group(images, labels, config, runs, str(tmp_path))
+  module = training.build_module(config, training.init_params(config, 0, 784))
+  for g, run in enumerate(runs):
+    got = recorder.run_signals(g)
+    subset = got.subset
+    np.testing.assert_array_equal(
+        subset, training.subset_indices(config, run, N))
+    margin_sum = np.zeros(len(subset))
+    tracin_sum = np.zeros(len(subset))
+    correct = np.zeros(len(subset), int)
+    for epoch in range(1, config.epochs + 1):
+      prefix = os.path.join(tmp_path, str(run), f"ckpt-{epoch}")
+      assert checkpoints.restore(module, prefix).path == prefix
+      margin, tracin, probs = _independent(module, images, labels)
+      margin_sum += margin[subset]
+      tracin_sum += tracin[subset]
+      correct += margin[subset] > 0
+    np.testing.assert_allclose(got.tracin_sum, tracin_sum, rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_allclose(got.margin_sum, margin_sum, rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_array_equal(got.correct_epochs, correct)
+    # Out-of-sample probabilities: the last checkpoint, on the complement.
+    np.testing.assert_array_equal(got.heldout,
+                                  np.setdiff1d(np.arange(N), subset))
+    np.testing.assert_allclose(got.heldout_probs, probs[got.heldout],
+                               atol=1e-5)
+    assert tracin_sum.min() > 0 and np.ptp(margin_sum) > 0
+
+
+def _alone_signals(images, labels, config, run):
+  """Signals of `run` from `training.train_alone` stopped after each epoch.
+
+  Each run's shuffles depend on (seed, run, epoch) only, so training for e
+  epochs gives the model a longer run has after epoch e.
+  """
+  subset = training.subset_indices(config, run, N)
+  margin_sum, tracin_sum = 0.0, 0.0
+  for epoch in range(1, config.epochs + 1):
+    module = training.train_alone(
+        images, labels, dataclasses.replace(config, epochs=epoch), run)
+    margin, tracin, probs = _independent(module, images, labels)
+    margin_sum = margin_sum + margin[subset]
+    tracin_sum = tracin_sum + tracin[subset]
+  heldout = np.setdiff1d(np.arange(N), subset)
+  return margin_sum, tracin_sum, probs[heldout]
+
+
+def test_group_signals_equal_the_run_trained_alone(digits):
+  images, labels = digits
+  config = _config(epochs=2)
+  runs = [0, 5, 6]
+  recorder = _train_group(images, labels, config, runs)
+  got = recorder.run_signals(1)
+  margin_sum, tracin_sum, probs = _alone_signals(images, labels, config, 5)
+  np.testing.assert_allclose(got.margin_sum, margin_sum, rtol=1e-3,
+                             atol=1e-3)
+  np.testing.assert_allclose(got.tracin_sum, tracin_sum, rtol=1e-3,
+                             atol=1e-5)
+  np.testing.assert_allclose(got.heldout_probs, probs, atol=1e-4)
+
+
+class _ScriptedForward:
+  """Logits making model 0 correct on example j at epochs script[j]."""
+
+  def __init__(self, script, labels):
+    self.script, self.labels, self.epoch = script, labels, 0
+
+  def __call__(self, params, idx):
+    del params
+    g, m = idx.shape
+    logits = np.zeros([g, m, 10], np.float32)
+    for j in range(m):
+      label = self.labels[idx[0, j]]
+      right = self.epoch in self.script[j]
+      logits[:, j, label if right else (label + 1) % 10] = 1.0
+    yield slice(0, m), np.ones([g, m, 2], np.float32), logits
+
+
+class _View:
+  def params(self):
+    return []
+
+
+def test_forgetting_epoch_is_one_after_the_last_correct_epoch():
+  labels = np.arange(5) % 10
+  # Correct at epochs (0 = end of the first phase, then 1..3):
+  script = [{0, 1, 2, 3}, {0}, set(), {0, 2}, {1}]
+  forward = _ScriptedForward(script, labels)
+  first = signals.SignalRecorder(np.zeros([5, 4]), labels, [np.arange(5)],
+                                 LR, epochs=1, num_classes=10,
+                                 forward=forward)
+  first.on_epoch_end(0, _View())
+  forgetting = signals.ForgettingRecorder(first, epochs=3)
+  for epoch in (1, 2, 3):
+    forward.epoch = epoch
+    forgetting.on_epoch_end(epoch, _View())
+  got = forgetting.add_to(first.run_signals(0), 0)
+  np.testing.assert_array_equal(got.forget_epoch, [4, 1, 0, 3, 2])
+  assert got.ssft_epochs == 3
+
+
+def _run_signals(n=6, subset=(0, 2, 3), value=1.0):
+  subset = np.array(subset)
+  heldout = np.setdiff1d(np.arange(n), subset)
+  return signals.RunSignals(
+      n_train=n, num_classes=3, epochs=2, learning_rate=LR, subset=subset,
+      margin_sum=np.full(len(subset), value),
+      correct_epochs=np.full(len(subset), 2, np.int32),
+      tracin_sum=np.full(len(subset), 2 * value), heldout=heldout,
+      heldout_probs=np.full([len(heldout), 3], 1 / 3, np.float32),
+      ssft_epochs=1, forget_epoch=np.array([0, 1, 2], np.int32))
+
+
+def test_save_read_round_trip_and_rewrite_is_not_double_counted(tmp_path):
+  path = str(tmp_path / "0" / signals.SIGNALS_FILENAME)
+  os.makedirs(os.path.dirname(path))
+  first = _run_signals(value=1.0)
+  first.save(path)
+  back = signals.read_run_signals(os.path.dirname(path))
+  for field in dataclasses.fields(signals.RunSignals):
+    np.testing.assert_allclose(getattr(back, field.name),
+                               getattr(first, field.name))
+  # A resumed run rewrites its file: the totals count it once.
+  _run_signals(value=3.0).save(path)
+  totals = signals.load_totals([path], 6, 3, progress=False)
+  assert totals.num_runs == 1
+  np.testing.assert_array_equal(totals.n_in, [1, 0, 1, 1, 0, 0])
+  np.testing.assert_array_equal(totals.margin_sum[[0, 2, 3]], 3.0)
+  assert not [f for f in os.listdir(os.path.dirname(path))
+              if f != signals.SIGNALS_FILENAME]  # No temporary left.
+
+
+def test_bad_signals_files_name_file_and_key(tmp_path):
+  path = str(tmp_path / "signals.npz")
+  arrays = {f.name: getattr(_run_signals(), f.name)
+            for f in dataclasses.fields(signals.RunSignals)}
+  del arrays["tracin_sum"]
+  np.savez(path, **arrays)
+  with pytest.raises(signals.SignalsError, match="tracin_sum") as e:
+    signals.read_run_signals(path)
+  assert isinstance(e.value, errors.HeldoutError) and path in str(e.value)
+  arrays["tracin_sum"] = np.zeros(5)
+  np.savez(path, **arrays)
+  with pytest.raises(signals.SignalsError, match="'tracin_sum' has shape"):
+    signals.read_run_signals(path)
+  with open(path, "wb") as f:
+    f.write(b"PK\x03\x04 truncated")
+  with pytest.raises(signals.SignalsError, match="cannot read"):
+    signals.read_run_signals(path)
+  with pytest.raises(signals.SignalsError, match="not found"):
+    signals.read_run_signals(str(tmp_path / "none.npz"))
+  totals = signals.Totals.zeros(7, 3)
+  with pytest.raises(signals.SignalsError, match="n_train=6"):
+    totals.add(_run_signals(), "run 0")
+
+
+def test_tracin_terms_formula_and_margins():
+  features = np.array([[3.0, 4.0]])  # ||a||^2 = 25
+  logits = np.array([[0.0, 0.0]])  # p = (1/2, 1/2); label 0: ||p-y||^2 = 1/2
+  np.testing.assert_allclose(signals.tracin_terms(features, logits, [0], 0.1),
+                             [0.1 * 25 * 0.5])
+  np.testing.assert_allclose(
+      signals.margins(np.array([[1.0, 5.0, 2.0], [4.0, 1.0, 3.0]]), [0, 0]),
+      [-4.0, 1.0])
