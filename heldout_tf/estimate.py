@@ -74,6 +74,15 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--compare_plot", default=None, metavar="FILE",
                       help="--compare: scatter plot PNG (default: --out "
                       "without .npz + '_compare.png').")
+  parser.add_argument(
+      "--engine", choices=("local", "ray"), default="local",
+      help="'ray': count over shards of runs and find the pairs over blocks "
+      "of test examples as Ray tasks (byte-identical results; --root must "
+      "be storage every node sees).")
+  parser.add_argument(
+      "--ray_address", default=None,
+      help="--engine ray: the cluster to join (HEAD:6379 or 'auto'); unset: "
+      "a Ray instance on this machine only.")
   args = parser.parse_args(argv)
   _check(args)
   return args
@@ -98,6 +107,11 @@ def _check(args):
   if os.path.isdir(args.out):
     raise errors.UsageError(f"--out {args.out} is a directory; give a file "
                             "name such as estimates.npz")
+  if args.engine != "ray" and args.ray_address is not None:
+    raise errors.UsageError("--ray_address needs --engine ray")
+  if args.engine == "ray" and args.mmap_dir is not None:
+    raise errors.UsageError("--mmap_dir does not apply with --engine ray "
+                            "(each task holds only its shard of runs)")
   if args.compare_plot is None and args.compare is not None:
     base = args.out[:-4] if args.out.endswith(".npz") else args.out
     args.compare_plot = base + "_compare.png"
@@ -131,11 +145,18 @@ def main(argv=None):
   _check_writable(args.out)
   if args.compare is not None:  # A bad published file fails before the work.
     _published().load(args.compare)
-  runs = estimates.load_runs(args.root, args.experiment, args.ratios,
-                             mmap_dir=args.mmap_dir)
-  result = estimates.compute(
-      runs, args.what, infl_threshold=args.infl_threshold,
-      mem_threshold=args.mem_threshold, memory_budget=args.memory_budget)
+  if args.engine == "ray":
+    from heldout_tf import ray_engine  # pylint: disable=g-import-not-at-top
+    result = ray_engine.estimate_on_ray(
+        args.root, args.experiment, args.ratios, what=args.what,
+        infl_threshold=args.infl_threshold, mem_threshold=args.mem_threshold,
+        memory_budget=args.memory_budget, address=args.ray_address)
+  else:
+    runs = estimates.load_runs(args.root, args.experiment, args.ratios,
+                               mmap_dir=args.mmap_dir)
+    result = estimates.compute(
+        runs, args.what, infl_threshold=args.infl_threshold,
+        mem_threshold=args.mem_threshold, memory_budget=args.memory_budget)
   estimates.save_estimates(args.out, result)
   print(estimates.summary(result))
   print(f"wrote {args.out}")

@@ -53,6 +53,7 @@ from typing import Optional, Sequence
 from absl import flags
 import numpy as np
 
+from heldout_tf import detection
 from heldout_tf import errors
 from heldout_tf import estimates
 from heldout_tf import hardware
@@ -93,6 +94,11 @@ class Options:
   infl_threshold: float = 0.15
   mem_threshold: float = 0.25
   progress: bool = True
+  engine: str = "local"  # 'local' or 'ray'.
+  ray_address: Optional[str] = None  # None: a Ray instance on this machine.
+
+
+ENGINES = ("local", "ray")
 
 
 # -------------------------------------------------------------- validation --
@@ -110,6 +116,9 @@ def validate(options: Options):
     return isinstance(value, (int, float)) and math.isfinite(value)
 
   need(options.stage in STAGES, "stage", f"must be one of {STAGES}")
+  need(options.engine in ENGINES, "engine", f"must be one of {ENGINES}")
+  need(options.ray_address is None or options.engine == "ray", "ray_address",
+       "needs --engine ray")
   need(options.dataset in data_lib.DATASETS, "dataset",
        f"must be one of {data_lib.DATASETS}")
   need(options.precision in hardware.CHOICES, "precision",
@@ -265,10 +274,9 @@ def train_stage(options: Options, data: data_lib.MnistData) -> dict:
   if not todo:
     return {"trained": 0, "seconds": 0.0, "group_size": group_size,
             "precision": precision.name}
-  trainer = training.EnsembleTrainer(data.train_images, data.train_labels,
-                                     config)
-  evaluator = runstore.float32_evaluator(trainer, data.train_images,
-                                         data.train_labels)
+  if options.engine == "ray":
+    return _train_on_ray(options, data, precision, group_size, mine)
+  trainer, evaluator = block_inputs_of(data, config)
   start, done = time.perf_counter(), 0
   with progress.bar(len(todo), "training", unit="run",
                     enabled=options.progress) as bar:
@@ -288,6 +296,50 @@ def train_stage(options: Options, data: data_lib.MnistData) -> dict:
         flush=True)
   return {"trained": done, "seconds": seconds, "group_size": group_size,
           "precision": precision.name}
+
+
+def block_inputs_of(data: data_lib.MnistData, config: training.TrainConfig):
+  """`(trainer, evaluator)` for `runstore.train_block`: the evaluator
+  records correctness in float32, as the saved float32 checkpoint
+  predicts, whatever the training precision."""
+  trainer = training.EnsembleTrainer(data.train_images, data.train_labels,
+                                     config)
+  return trainer, runstore.float32_evaluator(trainer, data.train_images,
+                                             data.train_labels)
+
+
+def ray_block_inputs(options: Options, precision: str, fingerprint: str):
+  """What a Ray worker trains blocks with: the same data and trainer as the
+  driver's (checked by the data fingerprint). Top level, so Ray ships it."""
+  from heldout_tf import ray_engine  # pylint: disable=g-import-not-at-top
+  data = load_data(options)
+  if data_fingerprint(data) != fingerprint:
+    raise errors.ConfigError(
+        f"a Ray worker loaded other {data.name} data than the driver: "
+        "every node needs the same --data_dir contents")
+  trainer, evaluator = block_inputs_of(data, train_config(options, precision))
+  return ray_engine.BlockInputs(trainer, data.train_images, data.train_labels,
+                                data.test_images, data.test_labels,
+                                evaluator=evaluator)
+
+
+def _train_on_ray(options: Options, data: data_lib.MnistData,
+                  precision: hardware.Precision, group_size: int, mine):
+  from heldout_tf import ray_engine  # pylint: disable=g-import-not-at-top
+  spec = ray_engine.TrainSpec(
+      options.out, EXPERIMENT, options.ratio, group_size, ray_block_inputs,
+      (dataclasses.replace(options, dataset=data.name), precision.name,
+       data_fingerprint(data)),
+      save_checkpoints=options.save_checkpoints)
+  report = ray_engine.train_on_ray(spec, mine, address=options.ray_address,
+                                   progress=options.progress)
+  seconds = report["seconds"]
+  print(f"Trained {report['trained']} runs on Ray in {seconds:.0f} s "
+        f"({report['tasks']} tasks) under {store_for(options).path}",
+        flush=True)
+  return {"trained": report["trained"], "seconds": seconds,
+          "group_size": group_size, "precision": precision.name,
+          "engine": "ray"}
 
 
 # ---------------------------------------------------------------- estimate --
@@ -345,7 +397,7 @@ def estimate_stage(options: Options,
                                          mem, result)
   print(estimates.summary(result))
   if len(data.noisy_idx):
-    auc = roc_auc(mem, data.noisy_idx)
+    auc = detection.metrics(mem, data.noisy_idx)["auc"]
     print(f"label noise sanity check: {len(data.noisy_idx)} flipped labels, "
           f"mean memorization {mem[data.noisy_idx].mean():.3f} vs "
           f"{np.delete(mem, data.noisy_idx).mean():.3f} for the rest; "
@@ -355,24 +407,6 @@ def estimate_stage(options: Options,
         f"{paths['pairs']}\nFigures:\n  " + "\n  ".join(paths["figures"]))
   result["paths"] = paths
   return result
-
-
-def roc_auc(scores, positive_idx) -> float:
-  """Probability a positive example scores above a negative (ties: 1/2)."""
-  scores = np.asarray(scores, np.float64)
-  positive = np.zeros(len(scores), bool)
-  positive[positive_idx] = True
-  ranks = np.empty(len(scores))
-  order = np.argsort(scores, kind="stable")
-  sorted_scores = scores[order]
-  # Average ranks over ties.
-  _, first, counts = np.unique(sorted_scores, return_index=True,
-                               return_counts=True)
-  average = first + (counts - 1) / 2.0
-  ranks[order] = np.repeat(average, counts)
-  n_pos, n_neg = positive.sum(), (~positive).sum()
-  return float((ranks[positive].sum() - n_pos * (n_pos - 1) / 2.0)
-               / (n_pos * n_neg))
 
 
 def run(options: Options) -> dict:
@@ -455,6 +489,13 @@ def flag_values() -> flags.FlagValues:
                      flag_values=fv)
   flags.DEFINE_bool("progress", d.progress, "Show progress bars.",
                     flag_values=fv)
+  flags.DEFINE_enum("engine", d.engine, ENGINES, "'local': train here; "
+                    "'ray': one Ray task per block of runs (identical "
+                    "results; --out must be storage every node sees).",
+                    flag_values=fv)
+  flags.DEFINE_string("ray_address", d.ray_address, "With --engine ray: "
+                      "the cluster to join (HEAD:6379 or 'auto'); unset: a "
+                      "Ray instance on this machine only.", flag_values=fv)
   return fv
 
 

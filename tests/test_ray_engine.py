@@ -5,6 +5,7 @@ for the module; every test trains or estimates a tiny collection (digits,
 200 training examples, 1 epoch, 6 runs in blocks of 2).
 """
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -316,3 +317,33 @@ def test_bad_aux_file_in_a_task_is_a_clear_error(ray_instance,
   with pytest.raises(runs_lib.AuxArraysError, match="0.7/11/aux_arrays"):
     ray_engine.estimate_on_ray(root, EXPERIMENT, runs_per_task=8,
                                progress=False)
+
+
+# ------------------------------------------------------ the command lines --
+
+
+def test_mnist_train_engine_ray_equals_engine_local(ray_instance, tmp_path):
+  del ray_instance
+  from mnist_example import train  # pylint: disable=g-import-not-at-top
+  base = train.Options(num_runs=5, group_size=2, epochs=1, train_size=200,
+                       test_size=100, dataset="digits", precision="float32",
+                       stage="train", progress=False)
+  local = train.run(dataclasses.replace(base, out=str(tmp_path / "local")))
+  on_ray = train.run(dataclasses.replace(base, out=str(tmp_path / "ray"),
+                                         engine="ray"))
+  assert local["train"]["trained"] == on_ray["train"]["trained"] == 5
+  _assert_same_collection(_collection(tmp_path / "local"),
+                          _collection(tmp_path / "ray"))
+  assert not _leftovers(tmp_path / "ray")
+
+
+def test_estimate_engine_ray_writes_the_local_file(ray_instance,
+                                                   synthetic_root, tmp_path):
+  del ray_instance
+  from heldout_tf import estimate  # pylint: disable=g-import-not-at-top
+  args = ["--root", synthetic_root, "--experiment", EXPERIMENT]
+  estimate.main(args + ["--out", str(tmp_path / "local.npz")])
+  estimate.main(args + ["--out", str(tmp_path / "ray.npz"),
+                        "--engine", "ray"])
+  assert (_npz_members(str(tmp_path / "local.npz")) ==
+          _npz_members(str(tmp_path / "ray.npz")))
