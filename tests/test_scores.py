@@ -172,3 +172,20 @@ def test_removal_sets_and_rows():
 def test_bad_removal_fractions(text):
   with pytest.raises(errors.UsageError, match="--removal_fractions"):
     detection.parse_fractions(text)
+
+
+def test_missing_cleanlab_is_a_clear_error(monkeypatch):
+  import builtins  # pylint: disable=g-import-not-at-top
+  real_import = builtins.__import__
+
+  def no_cleanlab(name, *args, **kwargs):
+    if name.startswith("cleanlab"):
+      raise ImportError("No module named 'cleanlab'")
+    return real_import(name, *args, **kwargs)
+
+  monkeypatch.setattr(builtins, "__import__", no_cleanlab)
+  totals = signals.Totals.zeros(4, 3)
+  totals.n_out[:] = 1
+  totals.prob_sum[:] = 1 / 3
+  with pytest.raises(scores_lib.MissingExtraError, match=r"\.\[quality\]"):
+    scores_lib.confident_learning(totals, np.zeros(4, int))
