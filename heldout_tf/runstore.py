@@ -32,6 +32,7 @@ only its unfinished runs are written). `shard_runs` hands out whole blocks.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Callable, Dict, List, Optional, Sequence
@@ -281,7 +282,12 @@ def train_block(store: RunStore, trainer, runs: Sequence[int],
                 group_size: int, *, train_images, train_labels, test_images,
                 test_labels, save_checkpoints: bool = True,
                 on_step: Optional[Callable[[int, int], None]] = None,
-                evaluator=None) -> List[int]:
+                evaluator=None,
+                is_done: Optional[Callable[[int], bool]] = None,
+                on_epoch_end=None,
+                after_training: Optional[Callable] = None,
+                after_write: Optional[Callable[[int, int], None]] = None
+                ) -> List[int]:
   """Trains the canonical block holding `runs`; writes its unfinished runs.
 
   The block (runs `[k*G, (k+1)*G)`, `k = runs[0] // G`) is always trained
@@ -304,6 +310,14 @@ def train_block(store: RunStore, trainer, runs: Sequence[int],
       the aux arrays are what the float32 checkpoint predicts when restored
       and re-evaluated (`heldout_tf.evaluation`), whatever the training
       precision. Pass one to reuse it across blocks.
+    is_done: `is_done(run)`, when a run counts as finished (default: the
+      store's `is_finished`); pipelines that write more per run (e.g.
+      signals) pass their own.
+    on_epoch_end: passed to `trainer.train` (per-epoch signals).
+    after_training: `after_training(members, result)` after the block is
+      trained, before any run is written (e.g. a second training phase).
+    after_write: `after_write(run, g)` after run `run` (block position `g`)
+      is written (e.g. its signals file).
 
   Returns:
     The run ids written (the unfinished ones of `runs`).
@@ -320,10 +334,15 @@ def train_block(store: RunStore, trainer, runs: Sequence[int],
   if strays:
     raise ValueError(f"runs {strays} are not in block {block} "
                      f"(runs {members[0]}..{members[-1]})")
-  todo = store.unfinished(runs, save_checkpoints)
+  if is_done is None:
+    todo = store.unfinished(runs, save_checkpoints)
+  else:
+    todo = [r for r in runs if not is_done(r)]
   if not todo:
     return []
-  result = trainer.train(members, on_step=on_step)
+  result = trainer.train(members, on_step=on_step, on_epoch_end=on_epoch_end)
+  if after_training is not None:
+    after_training(members, result)
   if evaluator is None:
     evaluator = float32_evaluator(trainer, train_images, train_labels)
   correct_train = evaluator.predict(result, train_images) == np.asarray(
@@ -348,7 +367,18 @@ def train_block(store: RunStore, trainer, runs: Sequence[int],
     store.write_run(run, subset=result.subsets[g],
                     correct_train=correct_train[g],
                     correct_test=correct_test[g], save_checkpoint=save)
+    if after_write is not None:
+      after_write(run, g)
   return todo
+
+
+def fingerprint(*arrays) -> str:
+  """A short hash of the arrays a collection's runs depend on (its data),
+  for the recorded config: same data or not."""
+  digest = hashlib.sha256()
+  for array in arrays:
+    digest.update(np.ascontiguousarray(array).tobytes())
+  return digest.hexdigest()[:16]
 
 
 def float32_evaluator(trainer, train_images, train_labels):

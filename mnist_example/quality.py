@@ -39,7 +39,6 @@ if __name__ == "__main__":
 import argparse
 import csv
 import dataclasses
-import hashlib
 import os
 import time
 from typing import Dict, List, Optional, Sequence
@@ -149,13 +148,6 @@ def load_data(options: Options):
   return noise_lib.apply_to(data, specs, options.seed)
 
 
-def _fingerprint(*arrays) -> str:
-  digest = hashlib.sha256()
-  for array in arrays:
-    digest.update(np.ascontiguousarray(array).tobytes())
-  return digest.hexdigest()[:16]
-
-
 def collection_config(options: Options, config, data) -> dict:
   """What every run (and its signals) of the collection depends on."""
   recorded = dataclasses.asdict(config)
@@ -165,7 +157,7 @@ def collection_config(options: Options, config, data) -> dict:
           noise_lib.parse(options.noise)),
       group_size=options.group_size, ssft_epochs=options.ssft_epochs,
       train_size=len(data.train_labels), test_size=len(data.test_labels),
-      data_fingerprint=_fingerprint(data.train_labels, data.test_labels,
+      data_fingerprint=runstore.fingerprint(data.train_labels, data.test_labels,
                                     data.train_images[:64],
                                     data.train_images[data.noisy_idx[:64]]),
       signals=signals_lib.FORMAT_VERSION)
@@ -186,10 +178,11 @@ def _complements(subsets, n):
 
 
 def train_block(store, trainer, runs: Sequence[int], options: Options,
-                data, module, on_step=None) -> List[int]:
-  """Trains the canonical block holding `runs` with signals; writes the
-  runs of `runs` not yet done (trajectory checkpoints, checkpoint, aux
-  arrays, then signals.npz). Returns the runs written."""
+                data, module, evaluator=None) -> List[int]:
+  """Trains the canonical block holding `runs` with signals recorded
+  (`runstore.train_block` with this pipeline's hooks) and writes the runs of
+  `runs` not yet done: trajectory checkpoints, checkpoint, aux arrays, then
+  signals.npz. Returns the runs written."""
   from heldout_tf import checkpoints  # pylint: disable=g-import-not-at-top
   from heldout_tf import training  # pylint: disable=g-import-not-at-top
   todo = [r for r in runs if not is_done(store, r)]
@@ -219,33 +212,31 @@ def train_block(store, trainer, runs: Sequence[int], options: Options,
                                               TRAJECTORY_DIRNAME),
                          step=done, epoch=done, global_step=done * steps)
 
-  result = trainer.train(members, on_step=on_step, on_epoch_end=on_epoch_end)
-  forgetting = None
-  if options.ssft_epochs:
-    forgetting = signals_lib.ForgettingRecorder(recorder,
-                                                options.ssft_epochs)
-    trainer.train(members, subsets=_complements(result.subsets, n),
-                  init=result.params, first_epoch=config.epochs,
-                  epochs=options.ssft_epochs,
-                  on_epoch_end=forgetting.on_epoch_end)
-  correct_train = trainer.predict(result, data.train_images) == (
-      data.train_labels[None])
-  correct_test = trainer.predict(result, data.test_images) == (
-      data.test_labels[None])
-  for run in todo:
-    g = members.index(run)
-    training.set_params(module, result.model_params(g))
-    store.write_run(
-        run, subset=result.subsets[g], correct_train=correct_train[g],
-        correct_test=correct_test[g],
-        save_checkpoint=lambda d: checkpoints.save(
-            module, d, step=config.epochs, epoch=config.epochs,
-            global_step=config.epochs * steps))
+  forgetting = []
+
+  def second_split(block, result):
+    """SSFT: each run goes on training on its held-out complement."""
+    if options.ssft_epochs:
+      forgetting.append(signals_lib.ForgettingRecorder(
+          recorder, options.ssft_epochs))
+      trainer.train(block, subsets=_complements(result.subsets, n),
+                    init=result.params, first_epoch=config.epochs,
+                    epochs=options.ssft_epochs,
+                    on_epoch_end=forgetting[0].on_epoch_end)
+
+  def save_signals(run, g):
     run_signals = recorder.run_signals(g)
-    if forgetting is not None:
-      run_signals = forgetting.add_to(run_signals, g)
+    if forgetting:
+      run_signals = forgetting[0].add_to(run_signals, g)
     run_signals.save(signals_lib.signals_path(store.run_dir(run)))
-  return todo
+
+  return runstore.train_block(
+      store, trainer, todo, options.group_size,
+      train_images=data.train_images, train_labels=data.train_labels,
+      test_images=data.test_images, test_labels=data.test_labels,
+      evaluator=evaluator, is_done=lambda r: is_done(store, r),
+      on_epoch_end=on_epoch_end, after_training=second_split,
+      after_write=save_signals)
 
 
 def train_stage(options: Options, data, store) -> dict:
@@ -265,12 +256,15 @@ def train_stage(options: Options, data, store) -> dict:
   module = training.build_module(
       config, training.init_params(config, 0, trainer.input_dim),
       trainer.input_dim)
+  evaluator = runstore.float32_evaluator(trainer, data.train_images,
+                                         data.train_labels)
   start = time.perf_counter()
   with progress_lib.bar(len(todo), "training", "run",
                         enabled=options.progress) as bar:
     for runs in runstore.groups(todo, options.group_size):
       with errors.user_path(store.path, "write"):
-        written = train_block(store, trainer, runs, options, data, module)
+        written = train_block(store, trainer, runs, options, data, module,
+                              evaluator)
       bar.update(len(written))
   seconds = time.perf_counter() - start
   print(f"Trained {len(todo)} runs in {seconds:.0f} s.", flush=True)

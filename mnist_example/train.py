@@ -43,7 +43,6 @@ if __name__ == "__main__":
   cli.quiet_tensorflow()  # Imports TensorFlow.
 
 import dataclasses  # pylint: disable=g-import-not-at-top,g-bad-import-order
-import hashlib
 import math
 import os
 import sys
@@ -174,10 +173,8 @@ def load_data(options: Options, dataset=None) -> data_lib.MnistData:
 
 def data_fingerprint(data: data_lib.MnistData) -> str:
   """A short hash of the labels and the first images: same data or not."""
-  digest = hashlib.sha256()
-  for array in (data.train_labels, data.test_labels, data.train_images[:64]):
-    digest.update(np.ascontiguousarray(array).tobytes())
-  return digest.hexdigest()[:16]
+  return runstore.fingerprint(data.train_labels, data.test_labels,
+                              data.train_images[:64])
 
 
 # ------------------------------------------------------------------- train --
