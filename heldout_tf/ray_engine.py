@@ -206,6 +206,10 @@ class BlockInputs:
   test_labels: np.ndarray  # [n_test]
   # Computes the recorded correctness; None: `runstore.float32_evaluator`.
   evaluator: Any = None
+  # A pipeline's own block trainer, `train_block(store, runs) -> written`
+  # (e.g. one that also records signals); None: `runstore.train_block`.
+  train_block: Optional[Callable[[runstore.RunStore, List[int]],
+                                 List[int]]] = None
 
   def with_evaluator(self) -> "BlockInputs":
     if self.evaluator is None:
@@ -230,6 +234,8 @@ class TrainSpec:
     save_checkpoints: also write each run's checkpoint.
     config: if given, the driver records it (`RunStore.record_config`)
       before training: it must agree with the collection's config.json.
+    is_done: a top-level `is_done(store, run)`, when a run counts as
+      finished for the pipeline (default: `RunStore.is_finished`).
   """
   root: str
   experiment: str
@@ -239,6 +245,7 @@ class TrainSpec:
   inputs_args: tuple = ()
   save_checkpoints: bool = True
   config: Optional[Dict[str, Any]] = None
+  is_done: Optional[Callable[[runstore.RunStore, int], bool]] = None
 
   def store(self) -> runstore.RunStore:
     return runstore.RunStore(self.root, self.experiment, self.ratio)
@@ -282,6 +289,8 @@ def _train_block_task(spec: TrainSpec, runs: List[int]) -> dict:
 
 def _train_block(spec: TrainSpec, store: runstore.RunStore,
                  inputs: BlockInputs, runs: List[int]) -> List[int]:
+  if inputs.train_block is not None:
+    return inputs.train_block(store, runs)
   return runstore.train_block(
       store, inputs.trainer, runs, spec.group_size,
       train_images=inputs.train_images, train_labels=inputs.train_labels,
@@ -311,8 +320,11 @@ def _plan(spec: TrainSpec, run_ids: Sequence[int]):
   store = spec.store()
   if spec.config is not None:
     store.record_config(spec.config)
-  todo = store.unfinished(sorted(set(int(r) for r in run_ids)),
-                          spec.save_checkpoints)
+  wanted = sorted(set(int(r) for r in run_ids))
+  if spec.is_done is None:
+    todo = store.unfinished(wanted, spec.save_checkpoints)
+  else:
+    todo = [r for r in wanted if not spec.is_done(store, r)]
   return store, todo, runstore.groups(todo, spec.group_size)
 
 

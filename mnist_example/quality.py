@@ -89,6 +89,8 @@ class Options:
   trajectory_runs: int = 4  # Runs with per-epoch checkpoints; -1: all.
   precision: str = "float32"
   progress: bool = True
+  engine: str = "local"  # 'local' or 'ray' (one Ray task per block).
+  ray_address: Optional[str] = None  # None: Ray on this machine only.
 
 
 def validate(options: Options) -> Options:
@@ -112,6 +114,9 @@ def validate(options: Options) -> Options:
   need(options.test_size >= 0, "test_size", ">= 0")
   need(options.removal_models >= 0, "removal_models", ">= 0")
   need(options.trajectory_runs >= -1, "trajectory_runs", ">= -1")
+  need(options.engine in ("local", "ray"), "engine", "local or ray")
+  need(options.ray_address is None or options.engine == "ray",
+       "ray_address", "unset without --engine ray")
   detection.parse_fractions(options.removal_fractions)
   noise_lib.parse(options.noise)
   if options.precision not in ("auto",) + hardware.PRECISIONS:
@@ -241,7 +246,6 @@ def train_block(store, trainer, runs: Sequence[int], options: Options,
 
 def train_stage(options: Options, data, store) -> dict:
   """Trains (with signals) every run of 0..num_runs-1 not done yet."""
-  from heldout_tf import training  # pylint: disable=g-import-not-at-top
   config = train_config(options)
   store.record_config(collection_config(options, config, data))
   todo = [r for r in range(options.num_runs) if not is_done(store, r)]
@@ -251,13 +255,9 @@ def train_stage(options: Options, data, store) -> dict:
         flush=True)
   if not todo:
     return {"trained": 0, "seconds": 0.0}
-  trainer = training.EnsembleTrainer(data.train_images, data.train_labels,
-                                     config)
-  module = training.build_module(
-      config, training.init_params(config, 0, trainer.input_dim),
-      trainer.input_dim)
-  evaluator = runstore.float32_evaluator(trainer, data.train_images,
-                                         data.train_labels)
+  if options.engine == "ray":
+    return _train_on_ray(options, config, data, store)
+  trainer, module, evaluator = _block_tools(config, data)
   start = time.perf_counter()
   with progress_lib.bar(len(todo), "training", "run",
                         enabled=options.progress) as bar:
@@ -269,6 +269,56 @@ def train_stage(options: Options, data, store) -> dict:
   seconds = time.perf_counter() - start
   print(f"Trained {len(todo)} runs in {seconds:.0f} s.", flush=True)
   return {"trained": len(todo), "seconds": seconds}
+
+
+def _block_tools(config, data):
+  """`(trainer, module, evaluator)` that `train_block` works with."""
+  from heldout_tf import training  # pylint: disable=g-import-not-at-top
+  trainer = training.EnsembleTrainer(data.train_images, data.train_labels,
+                                     config)
+  module = training.build_module(
+      config, training.init_params(config, 0, trainer.input_dim),
+      trainer.input_dim)
+  return trainer, module, runstore.float32_evaluator(
+      trainer, data.train_images, data.train_labels)
+
+
+def ray_block_inputs(options: Options, fingerprint: str):
+  """What a Ray worker trains blocks with: the driver's data (checked by
+  its fingerprint) and this pipeline's `train_block`. Top level: Ray ships
+  it by reference."""
+  from heldout_tf import ray_engine  # pylint: disable=g-import-not-at-top
+  data, _ = load_data(options)
+  config = train_config(options)
+  if collection_config(options, config, data)["data_fingerprint"] != (
+      fingerprint):
+    raise errors.ConfigError(
+        f"a Ray worker loaded other {data.name} data than the driver: "
+        "every node needs the same --data_dir contents")
+  trainer, module, evaluator = _block_tools(config, data)
+  return ray_engine.BlockInputs(
+      trainer, data.train_images, data.train_labels, data.test_images,
+      data.test_labels, evaluator=evaluator,
+      train_block=lambda store, runs: train_block(
+          store, trainer, runs, options, data, module, evaluator))
+
+
+def _train_on_ray(options: Options, config, data, store) -> dict:
+  from heldout_tf import ray_engine  # pylint: disable=g-import-not-at-top
+  worker_options = dataclasses.replace(options, dataset=data.name,
+                                       precision=config.precision)
+  spec = ray_engine.TrainSpec(
+      options.out, EXPERIMENT, options.ratio, options.group_size,
+      ray_block_inputs,
+      (worker_options,
+       collection_config(options, config, data)["data_fingerprint"]),
+      is_done=is_done)
+  report = ray_engine.train_on_ray(spec, range(options.num_runs),
+                                   address=options.ray_address,
+                                   progress=options.progress)
+  print(f"Trained {report['trained']} runs on Ray in "
+        f"{report['seconds']:.0f} s ({report['tasks']} tasks).", flush=True)
+  return {"trained": report["trained"], "seconds": report["seconds"]}
 
 
 # ----------------------------------------------------------------- scoring --
@@ -448,6 +498,12 @@ def parse_args(argv=None) -> Options:
                    help=f"{text} (default {getattr(d, name)})")
   p.add_argument("--no_progress", action="store_true",
                  help="no progress bars")
+  p.add_argument("--engine", choices=("local", "ray"), default=d.engine,
+                 help="'ray': one Ray task per block of runs (identical "
+                 "results; --out must be storage every node sees)")
+  p.add_argument("--ray_address", default=d.ray_address,
+                 help="--engine ray: the cluster to join (HEAD:6379 or "
+                 "'auto'); unset: a Ray instance on this machine only")
   args = p.parse_args(argv)
   values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Options)
             if f.name not in ("noise", "progress")}

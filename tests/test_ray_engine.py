@@ -347,3 +347,28 @@ def test_estimate_engine_ray_writes_the_local_file(ray_instance,
                         "--engine", "ray"])
   assert (_npz_members(str(tmp_path / "local.npz")) ==
           _npz_members(str(tmp_path / "ray.npz")))
+
+
+def test_quality_engine_ray_equals_engine_local(ray_instance, tmp_path):
+  del ray_instance
+  from heldout_tf import signals  # pylint: disable=g-import-not-at-top
+  from mnist_example import quality  # pylint: disable=g-import-not-at-top
+  args = ["--num_runs", "4", "--group_size", "2", "--epochs", "1",
+          "--ssft_epochs", "1", "--train_size", "200", "--test_size", "100",
+          "--dataset", "digits", "--removal_models", "0",
+          "--trajectory_runs", "1", "--no_progress"]
+  local = quality.run(quality.parse_args(
+      args + ["--out", str(tmp_path / "local")]))
+  on_ray = quality.run(quality.parse_args(
+      args + ["--out", str(tmp_path / "ray"), "--engine", "ray"]))
+  assert local["train"]["trained"] == on_ray["train"]["trained"] == 4
+  _assert_same_collection(_collection(tmp_path / "local"),
+                          _collection(tmp_path / "ray"))
+  for run in range(4):
+    paths = [signals.signals_path(layout.run_dir(str(tmp_path / where),
+                                                 EXPERIMENT, RATIO, run))
+             for where in ("local", "ray")]
+    assert _npz_members(paths[0]) == _npz_members(paths[1]), run
+  assert os.path.isdir(os.path.join(
+      layout.run_dir(str(tmp_path / "ray"), EXPERIMENT, RATIO, 0),
+      quality.TRAJECTORY_DIRNAME))
