@@ -128,6 +128,10 @@ def main(argv=None):
     return 0
   if not args.experiment or not args.dest:
     raise errors.UsageError("--experiment and --dest are required")
+  for flag in ("retries", "backoff"):
+    if not getattr(args, flag) >= 0:  # Also refuses nan.
+      raise errors.UsageError(f"--{flag} must be >= 0, got "
+                              f"{getattr(args, flag)!r}")
   if args.md5 is None and args.experiment not in released.EXPERIMENTS:
     raise errors.UsageError(
         f"unknown --experiment {args.experiment!r} (known: "

@@ -14,6 +14,7 @@ working.
 
 import contextlib
 import os
+import tempfile
 
 
 class HeldoutError(Exception):
@@ -30,6 +31,10 @@ class PathError(HeldoutError, OSError):
 
 class ConfigError(HeldoutError, ValueError):
   """Settings disagree with what a collection on disk was made with."""
+
+
+class MissingExtraError(HeldoutError, ImportError):
+  """An optional package is not installed (the message names the extra)."""
 
 
 def describe_os_error(error: OSError) -> str:
@@ -53,3 +58,23 @@ def user_path(path: str, action: str = "write"):
     where = e.filename if isinstance(e.filename, str) else path
     raise PathError(f"cannot {action} {os.fspath(where)}: "
                     f"{describe_os_error(e)}") from e
+
+
+def check_writable(path: str):
+  """Fails early (before long work) when file `path` cannot be written:
+  `PathError` naming it when it is a directory, lies under a file, or its
+  directory is not writable. Creates the missing parent directories."""
+  if os.path.isdir(path):
+    raise PathError(f"cannot write {path}: Is a directory")
+  directory = os.path.dirname(os.path.abspath(path))
+  existing = directory
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise PathError(f"cannot write {path}: {existing} is not a directory")
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.TemporaryFile(dir=directory):
+      pass
+  except OSError as e:  # Name `path`, not the probe file.
+    raise PathError(f"cannot write {path}: {describe_os_error(e)}") from e

@@ -19,7 +19,6 @@ if __name__ == "__main__":
 
 import argparse  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import os  # pylint: disable=g-import-not-at-top
-import tempfile  # pylint: disable=g-import-not-at-top
 
 from heldout_tf import cli  # pylint: disable=g-import-not-at-top
 from heldout_tf import errors  # pylint: disable=g-import-not-at-top
@@ -117,24 +116,6 @@ def _check(args):
     args.compare_plot = base + "_compare.png"
 
 
-def _check_writable(out):
-  """Fails before the long work when `--out` cannot be written."""
-  parent = os.path.dirname(os.path.abspath(out))
-  existing = parent
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    raise errors.PathError(f"cannot write {out}: {existing} is not a "
-                           "directory")
-  try:
-    os.makedirs(parent, exist_ok=True)
-    with tempfile.TemporaryFile(dir=parent):
-      pass
-  except OSError as e:
-    raise errors.PathError(
-        f"cannot write {out}: {errors.describe_os_error(e)}") from e
-
-
 def _published():
   from heldout_tf import published  # pylint: disable=g-import-not-at-top
   return published
@@ -142,7 +123,7 @@ def _published():
 
 def main(argv=None):
   args = parse_args(argv)
-  _check_writable(args.out)
+  errors.check_writable(args.out)
   if args.compare is not None:  # A bad published file fails before the work.
     _published().load(args.compare)
   if args.engine == "ray":

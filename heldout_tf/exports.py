@@ -29,7 +29,6 @@ import dataclasses
 import io
 import json
 import os
-import tempfile
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -77,8 +76,7 @@ class ParityError(ExportError):
   """The exported file does not reproduce the TensorFlow model."""
 
 
-class MissingExtraError(errors.HeldoutError, ImportError):
-  """An optional package of the `export` extra is not installed."""
+MissingExtraError = errors.MissingExtraError  # The `export` extra.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,7 +338,10 @@ def parse_weights(payload: bytes, where: str = "<bytes>"):
     if METADATA_KEY not in arrays:
       raise ExportError(f"{where}: no {METADATA_KEY} entry: not a heldout_tf "
                         "export")
-    return arrays, json.loads(str(arrays.pop(METADATA_KEY)))
+    try:
+      return arrays, json.loads(str(arrays.pop(METADATA_KEY)))
+    except ValueError as e:
+      raise ExportError(f"{where}: {METADATA_KEY} is not JSON ({e})") from e
   st = _require("safetensors.numpy", "safetensors")
   try:
     arrays = st.load(payload)
@@ -367,21 +368,6 @@ def check_weights(payload: bytes, checkpoint_prefix: str):
         or not np.array_equal(stored[key], value)):
       raise ParityError(f"{key}: exported value differs from "
                         f"{checkpoint_prefix}")
-
-
-def _check_writable(out: str):
-  """Fails early (before a slow conversion) if `out` cannot be written."""
-  if os.path.isdir(out):
-    raise errors.PathError(f"cannot write {out}: Is a directory")
-  directory = os.path.dirname(os.path.abspath(out))
-  if os.path.exists(directory) and not os.path.isdir(directory):
-    raise errors.PathError(f"cannot write {out}: {directory} is not a "
-                           "directory")
-  with errors.user_path(out, "write"):
-    os.makedirs(directory, exist_ok=True)
-    fd, probe = tempfile.mkstemp(dir=directory, prefix=".tmp-probe-")
-    os.close(fd)
-    os.unlink(probe)
 
 
 def _write(out: str, payload: bytes):
@@ -420,7 +406,7 @@ def export(experiment: str, run_dir: str, out: str, fmt: str, *,
       _require(module, fmt)
   elif fmt == "safetensors":
     _require("safetensors.numpy", fmt)
-  _check_writable(out)
+  errors.check_writable(out)
   model, info = load_model(spec, run_dir)
   meta = metadata(spec, model, info)
   arrays = variables(model)

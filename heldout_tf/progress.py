@@ -12,6 +12,8 @@ from typing import Optional
 
 import tqdm
 
+from heldout_tf import sizes
+
 
 class _LogLines:
   """tqdm's small interface (`update`, `n`, `set_postfix_str`, `close`) as
@@ -30,7 +32,7 @@ class _LogLines:
 
   def _fmt(self, value):
     if self._unit_scale:
-      return tqdm.tqdm.format_sizeof(value)
+      return sizes.format_bytes(value)
     return str(int(value))
 
   def _line(self):
@@ -39,7 +41,8 @@ class _LogLines:
     total = f"/{self._fmt(self.total)}" if self.total else ""
     pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
     post = f", {self._postfix}" if self._postfix else ""
-    print(f"{self.desc}: {self._fmt(self.n)}{total} {self.unit}{pct}, "
+    unit = "" if self._unit_scale else f" {self.unit}"  # Sizes say it.
+    print(f"{self.desc}: {self._fmt(self.n)}{total}{unit}{pct}, "
           f"{elapsed:.0f} s{post}", file=self._file, flush=True)
 
   def update(self, n=1):

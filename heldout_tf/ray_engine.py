@@ -58,6 +58,7 @@ import numpy as np
 from heldout_tf import cli
 from heldout_tf import errors
 from heldout_tf import estimates
+from heldout_tf import layout
 from heldout_tf import progress as progress_lib
 from heldout_tf import runs as runs_lib
 from heldout_tf import runstore
@@ -533,7 +534,7 @@ def estimate_on_ray(root: str, experiment: str,
     count = ray.remote(_count_task).options(num_cpus=1, num_returns=3,
                                             max_retries=DEFAULT_MAX_RETRIES)
     keep = "pairs" in what
-    outputs = [count.remote([os.path.join(r.path, "aux_arrays.npz")
+    outputs = [count.remote([os.path.join(r.path, layout.AUX_FILENAME)
                              for r in shard], [r.ratio for r in shard],
                             [r.run for r in shard], experiment, keep)
                for shard in shards]

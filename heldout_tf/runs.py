@@ -75,11 +75,16 @@ def _umask() -> int:
 
 
 def atomic_write(path: str, write_fn, mode="wb"):
-  """Calls `write_fn(file)` on a temporary file, then renames it to `path`."""
+  """Calls `write_fn(file)` on a temporary file, then renames it to `path`.
+
+  An unwritable `path` (read-only directory, a file in the way) raises
+  `errors.PathError` naming it; the temporary file never survives.
+  """
   directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
-                             suffix=os.path.basename(path))
+  with errors.user_path(path, "write"):
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
+                               suffix=os.path.basename(path))
   try:
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would stick.
     with os.fdopen(fd, mode) as f:

@@ -44,8 +44,7 @@ class ScoresError(errors.HeldoutError, ValueError):
   """Inputs to the scores are inconsistent (names what disagrees)."""
 
 
-class MissingExtraError(errors.HeldoutError, ImportError):
-  """An optional package a score needs is not installed."""
+MissingExtraError = errors.MissingExtraError  # The `quality` extra.
 
 
 @dataclasses.dataclass
@@ -71,14 +70,10 @@ def _mean(total, count):
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def _binomial_se(correct, count):
-  """Standard error of the mean of `count` Bernoulli draws."""
-  p = _mean(correct, count)
-  return np.sqrt(p * (1.0 - p) / np.maximum(count, 1))
-
-
 def memorization_and_cscore(mask, correct_train):
-  """`(values, standard_errors)` dicts for memorization and 1 - C-score.
+  """`(values, standard_errors)` dicts for memorization and 1 - C-score
+  (held-out accuracy at the collection's one ratio), from one counting pass
+  (`heldout_tf.estimates.counts`).
 
   Args:
     mask: bool `[runs, n_train]`, run trained on example.
@@ -86,12 +81,9 @@ def memorization_and_cscore(mask, correct_train):
   """
   counts = estimates.counts(mask, correct_train)
   values = {"memorization": counts.memorization,
-            "cscore": 1.0 - estimates.cscores(mask, correct_train)}
-  se_in = _binomial_se(counts.correct_in, counts.n_in)
-  se_out = _binomial_se(counts.correct_out, counts.n_out)
-  ses = {"memorization": np.where(counts.defined,
-                                  np.sqrt(se_in**2 + se_out**2), np.nan),
-         "cscore": np.where(counts.n_out > 0, se_out, np.nan)}
+            "cscore": 1.0 - counts.heldout_accuracy}
+  ses = {"memorization": counts.memorization_se,
+         "cscore": np.sqrt(counts.heldout_accuracy_variance)}
   return values, ses
 
 

@@ -15,17 +15,15 @@ whose correctness comes from that model). Nothing here touches the network.
     ...
 """
 
-import os
 
 import numpy as np
 import tensorflow as tf
 
 from heldout_tf import checkpoints
 from heldout_tf import data
-from heldout_tf import layout
 from heldout_tf import models
 from heldout_tf import released
-from heldout_tf import runs
+from heldout_tf import runstore
 
 CIFAR_SHAPE = (32, 32, 3)
 
@@ -127,22 +125,17 @@ def write_release_run(root, experiment_name, ratio, run, model, arch, arrays,
   run directory.
   """
   randomize(model, arch, seed)
-  path = layout.run_dir(root, experiment_name, ratio, run)
-  checkpoints.save(model, os.path.join(path, layout.CHECKPOINTS_DIRNAME),
-                   step=step, epoch=epoch, global_step=step)
   n_train = len(arrays["train"]["label"])
   rng = np.random.default_rng(seed)
   subset = np.sort(rng.choice(n_train, int(ratio * n_train), replace=False))
-  removed = np.setdiff1d(np.arange(n_train), subset)
-  train_ok = predictions_correct(model, arrays["train"]["image"],
-                                 arrays["train"]["label"])
-  test_ok = predictions_correct(model, arrays["test"]["image"],
-                                arrays["test"]["label"])
-  runs.write_aux(
-      path,
-      correctness={"train": train_ok[subset], "removed": train_ok[removed],
-                   "test": test_ok},
-      index={"train": subset, "removed": removed,
-             "test": np.arange(len(test_ok))},
-      subsample_idx=subset)
+  store = runstore.RunStore(root, experiment_name, ratio)
+  store.write_run(
+      run, subset=subset,
+      correct_train=predictions_correct(model, arrays["train"]["image"],
+                                        arrays["train"]["label"]),
+      correct_test=predictions_correct(model, arrays["test"]["image"],
+                                       arrays["test"]["label"]),
+      save_checkpoint=lambda directory: checkpoints.save(
+          model, directory, step=step, epoch=epoch, global_step=step))
+  path = store.run_dir(run)
   return path

@@ -98,6 +98,33 @@ def load(dataset: str = "auto", data_dir: Optional[str] = None,
       clean_train_labels=arrays["train_labels"], noisy_idx=noisy_idx)
 
 
+def first_examples(data: MnistData, train_size: int = 0,
+                   test_size: int = 0) -> MnistData:
+  """`data` cut to its first `train_size` / `test_size` examples (0: all).
+
+  Raises `errors.UsageError` naming --train_size / --test_size when larger
+  than the data.
+  """
+  sizes = {"train": len(data.train_labels), "test": len(data.test_labels)}
+  for split, size in [("train", train_size), ("test", test_size)]:
+    if size > sizes[split]:
+      raise errors.UsageError(
+          f"--{split}_size {size} is larger than the {sizes[split]} "
+          f"{split} examples of {data.name}")
+  if not (train_size or test_size):
+    return data
+  n_train, n_test = train_size or sizes["train"], test_size or sizes["test"]
+  return dataclasses.replace(
+      data, train_images=data.train_images[:n_train],
+      train_labels=data.train_labels[:n_train],
+      clean_train_labels=data.clean_train_labels[:n_train],
+      test_images=data.test_images[:n_test],
+      test_labels=data.test_labels[:n_test],
+      noisy_idx=data.noisy_idx[data.noisy_idx < n_train],
+      description=data.description +
+      f", first {n_train} train / {n_test} test examples")
+
+
 @contextlib.contextmanager
 def _quiet_absl_warnings():
   previous = logging.get_verbosity()

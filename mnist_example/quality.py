@@ -140,16 +140,9 @@ def load_data(options: Options):
   """`(data, by_kind)`: the dataset (first train/test sizes) with
   `options.noise` applied, and the indices each noise kind touched."""
   specs = noise_lib.parse(options.noise)
-  data = data_lib.load(options.dataset, options.data_dir)
-  n_train = options.train_size or len(data.train_labels)
-  n_test = options.test_size or len(data.test_labels)
-  data = dataclasses.replace(
-      data, train_images=data.train_images[:n_train],
-      train_labels=data.train_labels[:n_train],
-      clean_train_labels=data.clean_train_labels[:n_train],
-      test_images=data.test_images[:n_test],
-      test_labels=data.test_labels[:n_test],
-      noisy_idx=np.zeros([0], np.int64))
+  data = data_lib.first_examples(
+      data_lib.load(options.dataset, options.data_dir), options.train_size,
+      options.test_size)
   return noise_lib.apply_to(data, specs, options.seed)
 
 
@@ -496,7 +489,7 @@ def parse_args(argv=None) -> Options:
       ("precision", str, "auto, float32 or bfloat16")]:
     p.add_argument(f"--{name}", type=kind, default=getattr(d, name),
                    help=f"{text} (default {getattr(d, name)})")
-  p.add_argument("--no_progress", action="store_true",
+  p.add_argument("--no_progress", "--noprogress", action="store_true",
                  help="no progress bars")
   p.add_argument("--engine", choices=("local", "ray"), default=d.engine,
                  help="'ray': one Ray task per block of runs (identical "
@@ -512,7 +505,7 @@ def parse_args(argv=None) -> Options:
 
 
 def main(argv=None):
-  options = validate(parse_args(argv))  # Bad flags: no TensorFlow import.
+  options = validate(parse_args(argv))  # Bad flags fail before any work.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   # The ablation trains groups of several subset sizes: retracing is
   # expected, TensorFlow's warning about it is noise here.

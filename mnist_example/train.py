@@ -12,7 +12,7 @@ the most / least memorized examples and the top high-influence pairs, next to
 the runs in `<out>/mnist-mlp/<ratio>/` (estimates.npz, the pairs file,
 figures/), so runs at several ratios under one --out keep their own results.
 
-  python -m mnist_example.train                   # 6–7 min on 2 CPU cores
+  python -m mnist_example.train                   # ~4 min on 2 CPU cores
   python -m mnist_example.train --preset=paper --data_dir=~/tensorflow_datasets
   python -m mnist_example.train --label_noise=0.1 --out=/tmp/noisy
   python -m mnist_example.train --stage=train --shard=0/2 --group_size=32
@@ -33,7 +33,7 @@ runs; `--stage=estimate` uses exactly runs 0..num_runs-1 and refuses others.
 The entry point hides TensorFlow's C++ start-up lines and, unless set, sets
 TF_ENABLE_ONEDNN_OPTS=1: TF turns oneDNN on by itself on CPUs with AVX-512
 (no change there), not on AVX2-only CPUs, where it was measured to about
-double matmul throughput (see DESIGN.md). Importing this module sets nothing.
+double matmul throughput. Importing this module sets nothing.
 """
 
 if __name__ == "__main__":
@@ -149,26 +149,7 @@ def load_data(options: Options, dataset=None) -> data_lib.MnistData:
   --train_size / --test_size (`errors.UsageError` if larger than the data)."""
   data = data_lib.load(dataset or options.dataset, options.data_dir,
                        options.download, options.label_noise, options.seed)
-  sizes = {"train": len(data.train_labels), "test": len(data.test_labels)}
-  for split, size in [("train", options.train_size),
-                      ("test", options.test_size)]:
-    if size > sizes[split]:
-      raise errors.UsageError(
-          f"--{split}_size {size} is larger than the {sizes[split]} "
-          f"{split} examples of {data.name}")
-  if options.train_size or options.test_size:
-    n_train = options.train_size or sizes["train"]
-    n_test = options.test_size or sizes["test"]
-    noisy = data.noisy_idx[data.noisy_idx < n_train]
-    data = dataclasses.replace(
-        data, train_images=data.train_images[:n_train],
-        train_labels=data.train_labels[:n_train],
-        clean_train_labels=data.clean_train_labels[:n_train],
-        test_images=data.test_images[:n_test],
-        test_labels=data.test_labels[:n_test], noisy_idx=noisy,
-        description=data.description +
-        f", first {n_train} train / {n_test} test examples")
-  return data
+  return data_lib.first_examples(data, options.train_size, options.test_size)
 
 
 def data_fingerprint(data: data_lib.MnistData) -> str:
@@ -341,6 +322,8 @@ def _train_on_ray(options: Options, data: data_lib.MnistData,
 
 # ---------------------------------------------------------------- estimate --
 
+_RECORDED_KEYS = ("label_noise", "seed", "train_size", "test_size",
+                  "dataset", "data_fingerprint")
 _FINISH_HINT = ("Finish them with --stage=train (each --shard i/n again, same "
                 "flags), then run --stage=estimate.")
 
@@ -356,6 +339,12 @@ def estimate_stage(options: Options,
   from mnist_example import figures  # pylint: disable=g-import-not-at-top
   store = store_for(options)
   config = store.require_config()
+  missing = [k for k in _RECORDED_KEYS if k not in config]
+  if missing:
+    raise errors.ConfigError(
+        f"{store.config_path}: not a mnist_example.train collection (no "
+        f"{', '.join(missing)}); was it made by another pipeline (e.g. "
+        "mnist_example.quality)? Use that pipeline or another --out")
   # The runs define the data: same dataset, noise, seed and sizes.
   options = dataclasses.replace(
       options, label_noise=config["label_noise"], seed=config["seed"],

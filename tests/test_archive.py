@@ -1012,6 +1012,8 @@ def test_cli_flag_errors(released, tmp_path, capsys):
   common = ("--experiment", EXP, "--dest", str(tmp_path / "d"), "--base_url",
             released["dir"], "--md5", released["md5"], "--noprogress")
   for flags, message in [
+      (("--retries", "-1"), "--retries must be >= 0"),
+      (("--backoff", "nan"), "--backoff must be >= 0"),
       (("--max_member_size", "weights=1GiB"), "--max_member_size"),
       (("--max_member_size", "aux=lots"), "--max_member_size aux"),
       (("--runs", "0,abc"), "--runs"), (("--runs", "03"), "--runs"),

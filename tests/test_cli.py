@@ -57,3 +57,18 @@ def test_user_path_names_the_path(tmp_path):
   with pytest.raises(errors.PathError, match=r"cannot write .*file/sub: "):
     with errors.user_path(str(blocker / "sub")):
       (blocker / "sub").mkdir()
+
+
+def test_check_writable_names_the_path_not_a_probe(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  with pytest.raises(errors.PathError,
+                     match=r"cannot write .*file/out.npz: .* not a directory"):
+    errors.check_writable(str(blocker / "out.npz"))
+  with pytest.raises(errors.PathError, match=r"Is a directory"):
+    errors.check_writable(str(tmp_path))
+  with pytest.raises(errors.PathError,
+                     match=r"^cannot write /sys/x\.npz: Permission denied"):
+    errors.check_writable("/sys/x.npz")
+  errors.check_writable(str(tmp_path / "new" / "out.npz"))  # Fine: creates.
+  assert (tmp_path / "new").is_dir()

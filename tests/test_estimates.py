@@ -780,7 +780,7 @@ def test_cli_read_only_out_is_an_error_line(release, tmp_path, capsys,
 
   # Root ignores directory permissions: fail the final write itself.
   monkeypatch.setattr(runs, "atomic_write", read_only)
-  monkeypatch.setattr(estimate, "_check_writable", lambda out: None)
+  monkeypatch.setattr(errors, "check_writable", lambda out: None)
   code, _, stderr = run_cli(capsys, "--root", root, "--experiment",
                             EXPERIMENT, "--out", out)
   assert code == 1

@@ -252,3 +252,11 @@ def test_corrupt_checkpoint_is_one_error_line(tmp_path, capsys):
   assert code == 1 and err.count("\n") == 1
   assert err.startswith("error: ") and run in err
   assert not (tmp_path / "m.npz").exists()
+
+
+def test_tampered_npz_metadata_is_an_export_error(tmp_path):
+  path = str(tmp_path / "w.npz")
+  np.savez(path, **{exports.METADATA_KEY: np.array("{not json"),
+                    "model/w": np.zeros(2, np.float32)})
+  with pytest.raises(exports.ExportError, match="not JSON"):
+    exports.read_weights(path)

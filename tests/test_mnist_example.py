@@ -294,6 +294,14 @@ def test_estimate_stage_alone_needs_trained_runs(tmp_path, small_run):
   assert len(report["paths"]["figures"]) == 3
 
 
+def test_estimate_stage_refuses_another_pipelines_collection(tmp_path):
+  store = runstore.RunStore(str(tmp_path), train.EXPERIMENT, 0.7)
+  store.record_config({"noise": "label:0.1", "seed": 0})  # As quality's.
+  with pytest.raises(errors.ConfigError, match="not a mnist_example.train "
+                     "collection .*label_noise"):
+    train.run(_options(tmp_path, stage="estimate"))
+
+
 def test_estimate_refuses_unfinished_or_extra_runs(small_run, tmp_path):
   out = tmp_path / "copy"
   shutil.copytree(small_run, out)

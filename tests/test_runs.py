@@ -289,3 +289,13 @@ def test_layout_names_are_re_exported_and_list_runs_keeps_tuples(tmp_path):
   assert runs.list_runs(str(tmp_path), "e") == [
       ("0.7", 3, str(tmp_path / "e" / "0.7" / "3")),
       ("1.0", 0, str(tmp_path / "e" / "1.0" / "0"))]
+
+
+def test_atomic_write_names_an_unwritable_path(tmp_path):
+  from heldout_tf import errors  # pylint: disable=g-import-not-at-top
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  target = str(blocker / "aux_arrays.npz")
+  # Names the path in the way (a file where a directory must be).
+  with pytest.raises(errors.PathError, match=f"cannot write {blocker}: "):
+    runs.atomic_write(target, lambda f: f.write(b"data"))
