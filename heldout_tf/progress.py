@@ -41,7 +41,12 @@ class _LogLines:
     total = f"/{self._fmt(self.total)}" if self.total else ""
     pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
     post = f", {self._postfix}" if self._postfix else ""
-    unit = "" if self._unit_scale else f" {self.unit}"  # Sizes say it.
+    if self._unit_scale:
+      unit = ""  # Sizes say it.
+    elif (self.total or self.n) == 1 or self.unit.endswith("s"):
+      unit = f" {self.unit}"
+    else:
+      unit = f" {self.unit}s"  # '3/3 runs', '1/1 run'.
     print(f"{self.desc}: {self._fmt(self.n)}{total}{unit}{pct}, "
           f"{elapsed:.0f} s{post}", file=self._file, flush=True)
 

@@ -98,7 +98,10 @@ class _Connection:
     ray = _import_ray()
     if ray.is_initialized():
       return ray
-    env = {"env_vars": _quiet_env()}
+    # Each worker imports TensorFlow quietly before any task is unpickled
+    # (unpickling a task imports the pipeline, and so TensorFlow).
+    env = {"env_vars": _quiet_env(),
+           "worker_process_setup_hook": "heldout_tf.cli.quiet_tensorflow"}
     try:
       if self._address:
         _check_reachable(self._address)

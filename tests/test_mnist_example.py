@@ -588,8 +588,8 @@ def test_cli_output_is_quiet_and_counts_whole_runs(tmp_path):
   # No TensorFlow C++ start-up lines, no `\r` updates; whole runs.
   for noise in ("oneDNN", "cpu_feature_guard", "cuInit", "\r"):
     assert noise not in proc.stderr, proc.stderr
-  assert "training: 3/3 run (100%)" in proc.stderr
-  assert "/3 run" not in proc.stderr.replace("3/3 run", "")
+  assert "training: 3/3 runs (100%)" in proc.stderr
+  assert "/3 runs" not in proc.stderr.replace("3/3 runs", "")
   bad = subprocess.run(
       [sys.executable, "-m", "mnist_example.train", f"--out={tmp_path}",
        "--group_size=-4"], cwd=REPO, env=env, capture_output=True, text=True)
