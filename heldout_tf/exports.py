@@ -372,8 +372,7 @@ def check_weights(payload: bytes, checkpoint_prefix: str):
 
 def _write(out: str, payload: bytes):
   from heldout_tf import runs  # pylint: disable=g-import-not-at-top
-  with errors.user_path(out, "write"):
-    runs.atomic_write(out, lambda f: f.write(payload))
+  runs.atomic_write(out, lambda f: f.write(payload))  # PathError if unwritable.
 
 
 def export(experiment: str, run_dir: str, out: str, fmt: str, *,

@@ -166,9 +166,8 @@ class RunStore:
       os.makedirs(self.path, exist_ok=True)
     recorded = self.recorded_config()
     if recorded is None:
-      with errors.user_path(self.path, "write"):
-        runs_lib.atomic_write(self.config_path, lambda f: f.write(json.dumps(
-            config, indent=2, sort_keys=True) + "\n"), mode="w")
+      runs_lib.atomic_write(self.config_path, lambda f: f.write(json.dumps(
+          config, indent=2, sort_keys=True) + "\n"), mode="w")
       return config
     differ = sorted(k for k in set(config) | set(recorded)
                     if config.get(k) != recorded.get(k))

@@ -136,8 +136,7 @@ class RunSignals:
     for key, dtype in _STORED_DTYPES.items():  # About half the bytes.
       arrays[key] = np.asarray(arrays[key]).astype(dtype)
     arrays["version"] = FORMAT_VERSION
-    with errors.user_path(path, "write"):
-      runs_lib.save_npz(path, **{k: np.asarray(v) for k, v in arrays.items()})
+    runs_lib.save_npz(path, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
 _INT_SCALARS = ("n_train", "num_classes", "epochs", "ssft_epochs")

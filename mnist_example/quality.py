@@ -392,8 +392,7 @@ def write_csv(path: str, rows: Sequence[dict], columns: Sequence[str]):
     for row in rows:
       writer.writerow({c: (f"{row[c]:.6g}" if isinstance(row[c], float)
                            else row[c]) for c in columns})
-  with errors.user_path(path, "write"):
-    runs_lib.atomic_write(path, write, mode="w")
+  runs_lib.atomic_write(path, write, mode="w")
 
 
 def scores_arrays(scores: scores_lib.Scores, data, by_kind,
@@ -426,8 +425,7 @@ def run(options: Options) -> dict:
            "detection": os.path.join(directory, DETECTION_FILENAME),
            "removal": os.path.join(directory, REMOVAL_FILENAME)}
   arrays = scores_arrays(scores, data, by_kind, specs)
-  with errors.user_path(paths["scores"], "write"):
-    runs_lib.save_npz(paths["scores"], **arrays)
+  runs_lib.save_npz(paths["scores"], **arrays)
   table = detection.detection_table(scores.values, data.noisy_idx)
   write_csv(paths["detection"], table, detection.DETECTION_COLUMNS)
   start = time.perf_counter()

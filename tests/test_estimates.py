@@ -775,11 +775,12 @@ def test_cli_read_only_out_is_an_error_line(release, tmp_path, capsys,
   root, _ = release
   out = str(tmp_path / "e.npz")
 
-  def read_only(path, *args, **kwargs):
-    raise PermissionError(13, "Permission denied", path)
+  def read_only(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
 
-  # Root ignores directory permissions: fail the final write itself.
-  monkeypatch.setattr(runs, "atomic_write", read_only)
+  # Root ignores directory permissions: fail the final write itself, where
+  # runs.atomic_write creates its temporary file.
+  monkeypatch.setattr(runs.tempfile, "mkstemp", read_only)
   monkeypatch.setattr(errors, "check_writable", lambda out: None)
   code, _, stderr = run_cli(capsys, "--root", root, "--experiment",
                             EXPERIMENT, "--out", out)

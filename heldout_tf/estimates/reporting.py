@@ -14,7 +14,6 @@ from typing import List, Optional
 
 import numpy as np
 
-from heldout_tf import errors
 from heldout_tf import runs as runs_lib
 from heldout_tf.estimates.counting import EstimateError
 
@@ -114,8 +113,7 @@ def summary(result: dict, top=10) -> str:
 
 
 def _save(path, arrays):
-  with errors.user_path(path, "write"):
-    runs_lib.save_npz(path, **arrays)
+  runs_lib.save_npz(path, **arrays)  # PathError if unwritable.
 
 
 def save_estimates(path, result: dict):
