@@ -15,9 +15,7 @@ them, `diff(model, path)` computes them without raising, and setting
 """
 
 import collections
-import contextlib
 import dataclasses
-import fcntl
 import glob
 import os
 import re
@@ -29,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from heldout_tf import errors
+from heldout_tf import files
 from heldout_tf import layout
 from heldout_tf import models
 
@@ -349,17 +348,6 @@ def remove_stale_temporaries(directory: str) -> List[str]:
   return removed
 
 
-@contextlib.contextmanager
-def _locked(directory: str):
-  """An exclusive lock on `directory` (not a file in it) while held."""
-  fd = os.open(directory, os.O_RDONLY)
-  try:
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    yield
-  finally:
-    os.close(fd)  # Releases the lock.
-
-
 def save(model, directory: str, step: int, epoch: int = 0,
          global_step: int = 0, **extra) -> str:
   """Writes `directory/ckpt-<step>` in the released format; returns its prefix.
@@ -383,7 +371,7 @@ def save(model, directory: str, step: int, epoch: int = 0,
   moved = []
   try:
     written = ckpt.write(tmp)
-    with _locked(directory):
+    with files.locked(directory):
       # An older ckpt-<step> stops being one before its data is replaced.
       if os.path.exists(final + ".index"):
         os.remove(final + ".index")

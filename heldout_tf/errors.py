@@ -43,19 +43,22 @@ def describe_os_error(error: OSError) -> str:
 
 
 @contextlib.contextmanager
-def user_path(path: str, action: str = "write"):
+def user_path(path: str, action: str = "write", name_path: bool = False):
   """Turns an OSError raised inside the block into a `PathError`.
 
   `with user_path(out, "write"): os.makedirs(out)` raises
   `PathError("cannot write /ro/out: Permission denied")` instead of a
-  traceback. Use it only around I/O on paths the user chose.
+  traceback. Use it only around I/O on paths the user chose. The message
+  names the file the OS error names (e.g. a file in the way), or `path`
+  when `name_path` (e.g. around a hidden temporary file's writes).
   """
   try:
     yield
   except PathError:
     raise
   except OSError as e:
-    where = e.filename if isinstance(e.filename, str) else path
+    where = (e.filename if isinstance(e.filename, str) and not name_path
+             else path)
     raise PathError(f"cannot {action} {os.fspath(where)}: "
                     f"{describe_os_error(e)}") from e
 

@@ -114,6 +114,14 @@ def _check(args):
   if args.compare_plot is None and args.compare is not None:
     base = args.out[:-4] if args.out.endswith(".npz") else args.out
     args.compare_plot = base + "_compare.png"
+  if args.compare_plot is not None and _same_file(args.compare_plot,
+                                                   args.out):
+    raise errors.UsageError(f"--compare_plot {args.compare_plot} is the "
+                            "--out file; give the plot another name")
+
+
+def _same_file(a: str, b: str) -> bool:
+  return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _published():
@@ -124,8 +132,10 @@ def _published():
 def main(argv=None):
   args = parse_args(argv)
   errors.check_writable(args.out)
-  if args.compare is not None:  # A bad published file fails before the work.
+  if args.compare is not None:  # Bad inputs and outputs fail before the work.
+    _published().check_compatible(args.compare, args.experiment)
     _published().load(args.compare)
+    errors.check_writable(args.compare_plot)
   if args.engine == "ray":
     from heldout_tf import ray_engine  # pylint: disable=g-import-not-at-top
     result = ray_engine.estimate_on_ray(

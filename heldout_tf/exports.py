@@ -34,6 +34,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from heldout_tf import errors
+from heldout_tf import files
 from heldout_tf import released
 
 FORMATS = ("onnx", "safetensors", "npz")
@@ -371,8 +372,7 @@ def check_weights(payload: bytes, checkpoint_prefix: str):
 
 
 def _write(out: str, payload: bytes):
-  from heldout_tf import runs  # pylint: disable=g-import-not-at-top
-  runs.atomic_write(out, lambda f: f.write(payload))  # PathError if unwritable.
+  files.atomic_write(out, lambda f: f.write(payload))  # PathError if unwritable.
 
 
 def export(experiment: str, run_dir: str, out: str, fmt: str, *,

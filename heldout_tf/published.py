@@ -17,14 +17,16 @@ influence files (`infl-matrix`, `pairs`) are taken to be in tfds order, as
 the MNIST and ImageNet C-scores are taken to be in the order the runs use;
 `compare` says which order it assumed.
 
-Files are opened only if they are regular files, with `allow_pickle=False`
-except the ImageNet `filenames` entry (see `load_cscores`). Every problem is
-a `PublishedFileError` naming the file and key.
+Files are opened only if they are regular files; nothing is unpickled
+unless asked for (the ImageNet `filenames` entry, `load_cscores`'s
+`unpickle_filenames`, and then only strings). Every problem is a
+`PublishedFileError` naming the file and key.
 """
 
 import dataclasses
 import io
 import os
+import pickle
 import re
 import stat
 from typing import Dict, Optional, Tuple, Union
@@ -34,6 +36,7 @@ from absl import logging
 import numpy as np
 
 from heldout_tf import errors
+from heldout_tf import files
 
 CIFAR10_CSCORES = "cifar10-cscores"
 CIFAR100_CSCORES = "cifar100-cscores"
@@ -186,22 +189,89 @@ class _Npz:
   def __exit__(self, *unused):
     self._npz.close()
 
-  def get(self, key: str, allow_pickle: bool = False) -> np.ndarray:
+  def get(self, key: str) -> np.ndarray:
+    """Member `key`, never unpickled (an object array is refused)."""
+    self._require(key)
+    try:
+      return self._npz[key]
+    except ValueError as e:
+      if "allow_pickle" in str(e):
+        raise PublishedFileError(
+            f"{self.path}: key {key!r} is a pickled object array; refusing "
+            "to unpickle it") from e
+      raise PublishedFileError(f"{self.path}: key {key!r}: {e}") from e
+
+  def is_object_array(self, key: str) -> bool:
+    """Whether member `key` is stored as an object (pickled) array."""
+    self._require(key)
+    with self._npz.zip.open(f"{key}.npy") as f:
+      dtype = _npy_dtype(f, self.path, key)
+    return dtype.hasobject
+
+  def get_strings_unpickled(self, key: str) -> np.ndarray:
+    """An object array of str/bytes, unpickled by `_StringArrayUnpickler`.
+
+    Only numpy's array reconstruction is allowed: any other global the pickle
+    names (a function, a class) is refused before it is called, so the file
+    cannot run code; the result must hold only str/bytes.
+    """
+    self._require(key)
+    with self._npz.zip.open(f"{key}.npy") as f:
+      dtype = _npy_dtype(f, self.path, key)
+      if not dtype.hasobject:
+        raise PublishedFileError(f"{self.path}: key {key!r} is not an object "
+                                 "array")
+      try:
+        array = _StringArrayUnpickler(f).load()
+      except pickle.UnpicklingError as e:
+        raise PublishedFileError(
+            f"{self.path}: key {key!r}: refusing to unpickle ({e})") from e
+      except Exception as e:  # pylint: disable=broad-except
+        raise PublishedFileError(f"{self.path}: key {key!r}: not a pickled "
+                                 f"string array ({type(e).__name__})") from e
+    if not isinstance(array, np.ndarray) or array.dtype != object:
+      raise PublishedFileError(f"{self.path}: key {key!r}: not a pickled "
+                               "string array")
+    return array
+
+  def _require(self, key: str):
     if key not in self.keys:
       raise PublishedFileError(
           f"{self.path}: missing key {key!r} (has "
           f"{', '.join(sorted(self.keys)[:12]) or 'no keys'})")
-    try:
-      return self._npz[key]
-    except ValueError as e:
-      if "allow_pickle" not in str(e):
-        raise PublishedFileError(f"{self.path}: key {key!r}: {e}") from e
-      if not allow_pickle:
-        raise PublishedFileError(
-            f"{self.path}: key {key!r} is a pickled object array; refusing "
-            "to unpickle it (allow_pickle=False)") from e
-    with np.load(self.path, allow_pickle=True) as npz:
-      return npz[key]
+
+
+# numpy pickles an object array as `_reconstruct(ndarray, shape, dtype)` plus
+# its state (a list of the objects): these globals only.
+_ARRAY_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+
+
+class _StringArrayUnpickler(pickle.Unpickler):
+  """Unpickles a numpy object array and nothing else (no code runs)."""
+
+  def find_class(self, module, name):
+    if (module, name) in _ARRAY_GLOBALS:
+      return super().find_class(module, name)
+    raise pickle.UnpicklingError(f"the pickle names {module}.{name}, not "
+                                 "allowed in a string array")
+
+
+def _npy_dtype(f, path, key) -> np.dtype:
+  """The dtype in an npy member's header (the stream is left at its data)."""
+  try:
+    version = np.lib.format.read_magic(f)
+    reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+              else np.lib.format.read_array_header_2_0)
+    _, _, dtype = reader(f)
+  except ValueError as e:
+    raise PublishedFileError(f"{path}: key {key!r}: not an npy array "
+                             f"({e})") from e
+  return dtype
 
 
 def _checked(path, key, array, kinds, shape=None) -> np.ndarray:
@@ -276,11 +346,15 @@ def detect_kind(path: str) -> str:
       f"{', '.join(sorted(keys)[:12]) or 'none'})")
 
 
-def load(path: str, kind: Optional[str] = None) -> Published:
-  """Loads and validates any published file (kind detected when None)."""
+def load(path: str, kind: Optional[str] = None, *,
+         unpickle_filenames: bool = False) -> Published:
+  """Loads and validates any published file (kind detected when None).
+
+  Nothing is unpickled unless `unpickle_filenames` (see `load_cscores`).
+  """
   kind = kind or detect_kind(path)
   if kind in NUM_EXAMPLES:
-    return load_cscores(path, kind)
+    return load_cscores(path, kind, unpickle_filenames=unpickle_filenames)
   if kind == INFL_MATRIX:
     return load_infl_matrix(path)
   if kind == PAIRS:
@@ -288,14 +362,16 @@ def load(path: str, kind: Optional[str] = None) -> Published:
   raise errors.UsageError(f"unknown published file kind {kind!r}")
 
 
-def load_cscores(path: str, kind: Optional[str] = None) -> CScores:
+def load_cscores(path: str, kind: Optional[str] = None, *,
+                 unpickle_filenames: bool = False) -> CScores:
   """Loads a C-score file (`kind` one of the `*_CSCORES`; detected if None).
 
-  The ImageNet file's `filenames` may be stored as an object array, which
-  numpy can only read by unpickling: for that one key of that one file,
-  `allow_pickle=True` is used (unpickling runs code from the file: load only
-  the file from the papers' project page). Every other array is read with
-  `allow_pickle=False`.
+  Nothing is unpickled by default. The ImageNet file's `filenames` is read
+  when stored as a string array; the papers' file stores it as an object
+  array, which only pickle can read: then `filenames` is None unless
+  `unpickle_filenames=True`, which unpickles that one key with an unpickler
+  that allows numpy's array reconstruction only (no other code can run) and
+  accepts only str/bytes values. Scores and labels never need it.
   """
   kind = kind or detect_kind(path)
   if kind not in NUM_EXAMPLES:
@@ -319,9 +395,17 @@ def load_cscores(path: str, kind: Optional[str] = None) -> CScores:
                       NUM_CLASSES[kind])
     filenames = None
     if kind == IMAGENET_CSCORES:
-      filenames = _strings(path, "filenames", _vector(
-          path, "filenames", npz.get("filenames", allow_pickle=True),
-          _STRING, len(scores)))
+      if not npz.is_object_array("filenames"):
+        raw = npz.get("filenames")
+      elif unpickle_filenames:
+        raw = npz.get_strings_unpickled("filenames")
+      else:
+        raw = None
+        logging.info("%s: 'filenames' is a pickled object array: not read "
+                     "(pass unpickle_filenames=True to read it)", path)
+      if raw is not None:
+        filenames = _strings(path, "filenames", _vector(
+            path, "filenames", raw, _STRING, len(scores)))
   return CScores(kind, path, scores, labels, filenames)
 
 
@@ -464,9 +548,8 @@ def _read_cached_order(path, num_examples, info_file) -> Optional[np.ndarray]:
 
 
 def _write_cached_order(path, order):
-  from heldout_tf import runs  # pylint: disable=g-import-not-at-top
   try:
-    runs.atomic_write(path, lambda f: np.save(f, order))
+    files.atomic_write(path, lambda f: np.save(f, order))
   except OSError as e:
     logging.warning("Not caching the tfds order in %s: %s", path,
                     errors.describe_os_error(e))
@@ -541,7 +624,6 @@ def write_scatter(path: str, ours, published, xlabel: str, ylabel: str,
   # pylint: disable=g-import-not-at-top
   from matplotlib import figure
   from matplotlib.backends import backend_agg
-  from heldout_tf import runs
   # pylint: enable=g-import-not-at-top
   x = np.asarray(ours, np.float64)
   y = np.asarray(published, np.float64)
@@ -560,7 +642,7 @@ def write_scatter(path: str, ours, published, xlabel: str, ylabel: str,
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png")
   with errors.user_path(path, "write"):
-    runs.atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    files.atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def _experiment_dataset(experiment: str) -> str:
@@ -573,6 +655,29 @@ def _experiment_dataset(experiment: str) -> str:
     return prefix
   raise errors.UsageError(f"--experiment {experiment!r}: cannot tell its "
                           "dataset (cifar10, cifar100, imagenet or mnist)")
+
+
+def check_compatible(path: str, experiment: str) -> str:
+  """The experiment's dataset, after checking `path` is a file of it.
+
+  Reads only the file's name and member names (and, for unnamed C-score
+  files, its labels), so it is cheap enough to run before a long estimate.
+
+  Raises:
+    CompareError: the file belongs to another dataset.
+    PublishedFileError, UsageError: unreadable file, unknown experiment.
+  """
+  dataset = _experiment_dataset(experiment)
+  kind = detect_kind(path)
+  if kind == PAIRS:
+    match = PAIRS_NAME_RE.fullmatch(os.path.basename(path))
+    expected = match.group("dataset") if match else None
+  else:
+    expected = DATASET_OF_KIND[kind]
+  if expected is not None and expected != dataset:
+    raise CompareError(f"{path} is a {expected} file but --experiment "
+                       f"{experiment} is {dataset}")
+  return dataset
 
 
 def _ours(result, key: str, what: str, path: str) -> np.ndarray:
@@ -613,13 +718,8 @@ def compare(result, path: str, *, experiment: str,
   Raises:
     PublishedFileError, DatasetNotPreparedError, CompareError, UsageError.
   """
+  dataset = check_compatible(path, experiment)
   published = load(path)
-  dataset = _experiment_dataset(experiment)
-  expected = (published.dataset if isinstance(published, Pairs)
-              else DATASET_OF_KIND[published.kind])
-  if expected is not None and expected != dataset:
-    raise CompareError(f"{path} is a {expected} file but --experiment "
-                       f"{experiment} is {dataset}")
   name = os.path.basename(path)
   if isinstance(published, CScores):
     lines, x, y, what = _compare_cscores(result, published, dataset, data_dir)

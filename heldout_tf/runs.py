@@ -1,4 +1,4 @@
-"""`aux_arrays.npz`: the one reader and writer, plus atomic writes.
+"""`aux_arrays.npz`: the one reader and writer.
 
 Each run directory `<root>/<experiment>/<ratio>/<run>/` (see
 `heldout_tf.layout`, which owns the names) holds `aux_arrays.npz` and
@@ -24,13 +24,13 @@ import os
 import re
 import stat
 import struct
-import tempfile
 import zipfile
 import zlib
 
 import numpy as np
 
 from heldout_tf import errors
+from heldout_tf import files
 from heldout_tf import layout
 
 AUX_FILENAME = layout.AUX_FILENAME
@@ -68,41 +68,6 @@ def list_runs(root: str, experiment: str, ratios=None):
 # ---------------------------------------------------------------- writing --
 
 
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
-
-
-def atomic_write(path: str, write_fn, mode="wb"):
-  """Calls `write_fn(file)` on a temporary file, then renames it to `path`.
-
-  An unwritable `path` (read-only directory, a file in the way) raises
-  `errors.PathError` naming it; the temporary file never survives.
-  """
-  directory = os.path.dirname(os.path.abspath(path))
-  with errors.user_path(path, "write"):
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
-                               suffix=os.path.basename(path))
-  try:
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would stick.
-    with os.fdopen(fd, mode) as f:
-      write_fn(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
-def save_npz(path: str, **arrays):
-  """Atomically writes an uncompressed npz file."""
-  atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
 def write_aux(run_path: str, *, correctness, index, subsample_idx):
   """Writes `aux_arrays.npz` for one run.
 
@@ -116,7 +81,7 @@ def write_aux(run_path: str, *, correctness, index, subsample_idx):
   for split in SPLITS:
     arrays[f"correctness_{split}"] = np.asarray(correctness[split], bool)
     arrays[f"index_{split}"] = np.asarray(index[split], np.int64)
-  save_npz(os.path.join(run_path, AUX_FILENAME), **arrays)
+  files.save_npz(os.path.join(run_path, AUX_FILENAME), **arrays)
 
 
 # ---------------------------------------------------------------- reading --

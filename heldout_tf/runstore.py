@@ -40,6 +40,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from heldout_tf import errors
+from heldout_tf import files
 from heldout_tf import layout
 from heldout_tf import runs as runs_lib
 
@@ -166,7 +167,7 @@ class RunStore:
       os.makedirs(self.path, exist_ok=True)
     recorded = self.recorded_config()
     if recorded is None:
-      runs_lib.atomic_write(self.config_path, lambda f: f.write(json.dumps(
+      files.atomic_write(self.config_path, lambda f: f.write(json.dumps(
           config, indent=2, sort_keys=True) + "\n"), mode="w")
       return config
     differ = sorted(k for k in set(config) | set(recorded)

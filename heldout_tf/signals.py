@@ -34,6 +34,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from heldout_tf import errors
+from heldout_tf import files
 from heldout_tf import progress as progress_lib
 from heldout_tf import runs as runs_lib
 
@@ -136,7 +137,7 @@ class RunSignals:
     for key, dtype in _STORED_DTYPES.items():  # About half the bytes.
       arrays[key] = np.asarray(arrays[key]).astype(dtype)
     arrays["version"] = FORMAT_VERSION
-    runs_lib.save_npz(path, **{k: np.asarray(v) for k, v in arrays.items()})
+    files.save_npz(path, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
 _INT_SCALARS = ("n_train", "num_classes", "epochs", "ssft_epochs")

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from heldout_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
+from heldout_tf import files  # pylint: disable=g-import-not-at-top
 
 _NOISY_COLOR = "tab:red"
 
@@ -28,7 +28,7 @@ def _score(value):
 def _save(fig, path):
   def write(f):
     fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-  runs_lib.atomic_write(path, write)
+  files.atomic_write(path, write)
   plt.close(fig)
   return path
 

@@ -48,6 +48,7 @@ import numpy as np
 from heldout_tf import cli
 from heldout_tf import detection
 from heldout_tf import errors
+from heldout_tf import files
 from heldout_tf import estimates
 from heldout_tf import hardware
 from heldout_tf import progress as progress_lib
@@ -392,7 +393,7 @@ def write_csv(path: str, rows: Sequence[dict], columns: Sequence[str]):
     for row in rows:
       writer.writerow({c: (f"{row[c]:.6g}" if isinstance(row[c], float)
                            else row[c]) for c in columns})
-  runs_lib.atomic_write(path, write, mode="w")
+  files.atomic_write(path, write, mode="w")
 
 
 def scores_arrays(scores: scores_lib.Scores, data, by_kind,
@@ -425,7 +426,7 @@ def run(options: Options) -> dict:
            "detection": os.path.join(directory, DETECTION_FILENAME),
            "removal": os.path.join(directory, REMOVAL_FILENAME)}
   arrays = scores_arrays(scores, data, by_kind, specs)
-  runs_lib.save_npz(paths["scores"], **arrays)
+  files.save_npz(paths["scores"], **arrays)
   table = detection.detection_table(scores.values, data.noisy_idx)
   write_csv(paths["detection"], table, detection.DETECTION_COLUMNS)
   start = time.perf_counter()

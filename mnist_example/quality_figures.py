@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from heldout_tf import detection
-from heldout_tf import runs as runs_lib
+from heldout_tf import files
 
 NOISY_COLOR = "tab:red"
 RANDOM_STYLE = dict(color="black", linestyle="--")
@@ -25,7 +25,7 @@ def _figure(width, height):
 
 
 def _save(fig, path):
-  runs_lib.atomic_write(path, lambda f: fig.savefig(
+  files.atomic_write(path, lambda f: fig.savefig(
       f, format="png", dpi=110, bbox_inches="tight"))
   return path
 

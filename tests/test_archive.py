@@ -14,6 +14,7 @@ import pytest
 
 from heldout_tf import archive
 from heldout_tf import errors
+from heldout_tf import files
 from heldout_tf import layout
 from heldout_tf import released as released_lib
 from heldout_tf import runs as runs_lib
@@ -648,7 +649,7 @@ def test_staging_is_locked_from_the_moment_it_is_visible(tmp_path):
   with archive.staging.staging_dir(str(dest), EXP) as staging:
     assert os.path.basename(staging).startswith(archive.STAGING_PREFIX)
     assert os.listdir(dest) == [os.path.basename(staging)]
-    assert archive.staging.lock_dir(staging) is None  # Held: not removable.
+    assert files.try_lock(staging) is files.BUSY  # Held: not removable.
     archive.staging.remove_stale_staging(str(dest), EXP)
     assert os.path.isdir(staging)
   assert os.listdir(dest) == []

@@ -40,8 +40,36 @@ def test_run_prints_kit_errors_as_one_line(capsys):
     raise errors.UsageError("--flag: bad value")
   with pytest.raises(SystemExit) as exit_info:
     cli.run(main)
-  assert exit_info.value.code == 1
+  assert exit_info.value.code == cli.USAGE_EXIT == 2  # A bad flag.
   assert capsys.readouterr().err == "error: --flag: bad value\n"
+
+  def main2(argv):
+    raise errors.PathError("cannot read x: No such file or directory")
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run(main2)
+  assert exit_info.value.code == cli.ERROR_EXIT == 1  # Other bad input.
+  assert capsys.readouterr().err.startswith("error: cannot read x")
+
+
+def test_parser_style_bad_flags_exit_2_with_one_line(capsys):
+  parser = cli.Parser("heldout test", "A test command.")
+  cli.add_root(parser)
+  cli.add_progress(parser)
+  cli.add_engine(parser)
+  args = parser.parse_args(["--root", "r", "--noprogress"])
+  assert (args.root, args.progress, args.engine) == ("r", False, "local")
+  assert parser.parse_args([]).progress is True
+  with pytest.raises(SystemExit) as exit_info:
+    parser.parse_args(["--bogus"])
+  assert exit_info.value.code == 2
+  assert capsys.readouterr().err == (
+      "error: unrecognized arguments: --bogus\n")
+  with pytest.raises(SystemExit):
+    parser.parse_args(["--engine", "spark"])
+  assert capsys.readouterr().err.startswith("error: argument --engine")
+  with pytest.raises(errors.UsageError, match="--ray_address needs"):
+    cli.check_engine(parser.parse_args(["--ray_address", "h:1"]))
+  assert "(default: local)" in " ".join(parser.format_help().split())
 
 
 def test_run_keeps_tracebacks_of_bugs():

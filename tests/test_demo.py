@@ -15,6 +15,7 @@ from conftest import EXPERIMENT, NUM_RUNS, RATIO
 from heldout_tf import checkpoints
 from heldout_tf import data
 from heldout_tf import evaluation
+from heldout_tf import files
 from heldout_tf import models
 from heldout_tf import released
 from heldout_tf import runs
@@ -49,7 +50,7 @@ def test_mismatch_is_reported_and_fails_with_require_match(
   path = runs.run_dir(root, EXPERIMENT, RATIO, 1)
   aux = runs.read_aux(path)
   aux["correctness_train"][[0, 2]] ^= True
-  runs.save_npz(os.path.join(path, runs.AUX_FILENAME), **aux)
+  files.save_npz(os.path.join(path, runs.AUX_FILENAME), **aux)
   args = ["--experiment", EXPERIMENT, "--root", root, "--data_dir",
           cifar10[0], "--ratio", str(RATIO), "--run", "1", "--split", "train"]
   proc = run_demo(*args)

@@ -11,6 +11,7 @@ import pytest
 import heldout_tf
 from heldout_tf import cli
 from heldout_tf import errors
+from heldout_tf import files
 from heldout_tf import estimate
 from heldout_tf import estimates
 from heldout_tf import layout
@@ -357,7 +358,7 @@ def _rewrite(root, ratio, run, **changes):
   aux.update(changes)
   for key in [k for k, v in changes.items() if v is None]:
     del aux[key]
-  runs.save_npz(path, **aux)
+  files.save_npz(path, **aux)
   return path, aux
 
 
@@ -779,8 +780,8 @@ def test_cli_read_only_out_is_an_error_line(release, tmp_path, capsys,
     raise PermissionError(13, "Permission denied")
 
   # Root ignores directory permissions: fail the final write itself, where
-  # runs.atomic_write creates its temporary file.
-  monkeypatch.setattr(runs.tempfile, "mkstemp", read_only)
+  # files.atomic_write creates its temporary file.
+  monkeypatch.setattr(files.tempfile, "mkstemp", read_only)
   monkeypatch.setattr(errors, "check_writable", lambda out: None)
   code, _, stderr = run_cli(capsys, "--root", root, "--experiment",
                             EXPERIMENT, "--out", out)
@@ -820,11 +821,14 @@ def test_cli_compare_flags(release, tmp_path, capsys, monkeypatch):
 
   def load(path):
     calls.append(("load", path))
+
+  def check_compatible(path, experiment):
     if path == "bad.npz":
       raise errors.HeldoutError("bad.npz: not a published file")
 
   monkeypatch.setitem(sys.modules, "heldout_tf.published",
-                      types.SimpleNamespace(compare=compare, load=load))
+                      types.SimpleNamespace(compare=compare, load=load,
+                                            check_compatible=check_compatible))
   monkeypatch.setattr(heldout_tf, "published",
                       sys.modules["heldout_tf.published"], raising=False)
   root, _ = release
@@ -842,3 +846,24 @@ def test_cli_compare_flags(release, tmp_path, capsys, monkeypatch):
   assert code == 1 and stdout == ""
   assert stderr == "error: bad.npz: not a published file\n"
   assert not os.path.exists(tmp_path / "o.npz")
+
+
+def test_cli_compare_checks_inputs_and_outputs_before_the_work(
+    release, tmp_path, capsys):
+  root, _ = release
+  out = str(tmp_path / "est.npz")
+  # The plot may not replace the estimates file.
+  code, stdout, stderr = run_cli(capsys, "--root", root, "--experiment",
+                                 EXPERIMENT, "--out", out, "--compare",
+                                 "pub.npz", "--compare_plot", out)
+  assert code == 1 and stdout == ""
+  assert stderr.startswith(f"error: --compare_plot {out} is the --out file")
+  # A file of another dataset is refused before the runs are read.
+  mnist = tmp_path / "mnist-cscores.npy"
+  np.save(mnist, np.zeros(60_000))
+  code, stdout, stderr = run_cli(capsys, "--root", root, "--experiment",
+                                 "cifar10-inception", "--out", out,
+                                 "--compare", str(mnist))
+  assert code == 1 and stdout == ""
+  assert "is a mnist file but --experiment cifar10-inception" in stderr
+  assert not os.path.exists(out)

@@ -11,6 +11,7 @@ from conftest import EXPERIMENT, NUM_RUNS, RATIO
 from heldout_tf import checkpoints
 from heldout_tf import data
 from heldout_tf import errors
+from heldout_tf import files
 from heldout_tf import evaluation
 from heldout_tf import layout
 from heldout_tf import models
@@ -196,7 +197,7 @@ def test_cross_check_error_of_evaluate_runs_names_the_aux_file(
   path = run_path(root, 0)
   aux = runs.read_aux(path)
   aux["index_test"] = aux["index_test"] + 1
-  runs.save_npz(os.path.join(path, runs.AUX_FILENAME), **aux)
+  files.save_npz(os.path.join(path, runs.AUX_FILENAME), **aux)
   with pytest.raises(evaluation.CrossCheckError,
                      match=f"^{path}/aux_arrays.npz: aux_arrays 'test' "
                      r"covers 32 examples \(indices 1..32\)") as raised:

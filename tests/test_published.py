@@ -80,9 +80,48 @@ def test_cifar100_mnist_and_imagenet_cscores(tmp_path):
   path = write_npz(tmp_path / "imagenet-cscores-with-filename.npz",
                    labels=np.array([0, 999, 5]), scores=np.array([.1, .2, .3]),
                    filenames=names)
-  loaded = published.load(path)
+  # Pickled filenames are read only when asked for, and only as strings.
+  assert published.load(path).filenames is None
+  loaded = published.load(path, unpickle_filenames=True)
   assert loaded.filenames.tolist() == ["n01440764_10026.JPEG",
                                        "n01440764_10027.JPEG", "x.JPEG"]
+  # A string (not pickled) array is read without asking.
+  path = write_npz(tmp_path / "imagenet-cscores-with-filename.npz",
+                   labels=np.array([0, 1]), scores=np.array([.1, .2]),
+                   filenames=np.array(["a.JPEG", "b.JPEG"]))
+  assert published.load(path).filenames.tolist() == ["a.JPEG", "b.JPEG"]
+
+
+class _RunsCommand:
+  """Unpickling this calls os.system: what a crafted score file carries."""
+
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("name", ["imagenet-cscores-with-filename.npz",
+                                  "anything.npz"])
+def test_a_crafted_score_file_is_never_unpickled(tmp_path, name):
+  marker = tmp_path / "pwned"
+  names = np.empty(2, dtype=object)
+  names[0], names[1] = "a.JPEG", _RunsCommand(marker)
+  path = write_npz(tmp_path / name, labels=np.array([0, 1]),
+                   scores=np.array([.1, .2]), filenames=names)
+  assert published.load(path).filenames is None   # Not read by default.
+  published.check_compatible(path, "imagenet-resnet50")
+  with pytest.raises(published.PublishedFileError,
+                     match="'filenames': refusing to unpickle .*system"):
+    published.load(path, unpickle_filenames=True)  # Opted in: still refused.
+  assert not marker.exists()
+  # Nor may any other key of any file carry a pickle.
+  path = write_npz(tmp_path / "cifar10-cscores-orig-order.npz",
+                   labels=names, scores=np.zeros(50_000))
+  with pytest.raises(published.PublishedFileError, match="refusing"):
+    published.load(path)
+  assert not marker.exists()
 
 
 def test_infl_matrix_and_pairs(tmp_path):

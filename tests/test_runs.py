@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from heldout_tf import errors
+from heldout_tf import files
 from heldout_tf import layout
 from heldout_tf import runs
 
@@ -18,7 +19,7 @@ def test_written_files_follow_the_umask(tmp_path):
   old = os.umask(0o022)
   try:
     path = str(tmp_path / "a.npz")
-    runs.save_npz(path, x=np.arange(3))
+    files.save_npz(path, x=np.arange(3))
   finally:
     os.umask(old)
   assert os.stat(path).st_mode & 0o777 == 0o644
@@ -26,14 +27,14 @@ def test_written_files_follow_the_umask(tmp_path):
 
 def test_failed_write_leaves_nothing(tmp_path):
   path = str(tmp_path / "a.npz")
-  runs.save_npz(path, x=np.arange(3))
+  files.save_npz(path, x=np.arange(3))
 
   def fail(f):
     f.write(b"partial")
     raise KeyboardInterrupt
 
   with pytest.raises(KeyboardInterrupt):
-    runs.atomic_write(path, fail)
+    files.atomic_write(path, fail)
   assert os.listdir(tmp_path) == ["a.npz"]
   with np.load(path) as f:
     np.testing.assert_array_equal(f["x"], np.arange(3))
@@ -96,7 +97,7 @@ def test_reads_valid_unusual_dtypes_like_numpy(tmp_path):
                 index_removed=np.zeros(0, np.int32),
                 index_test=np.array([1, 0], np.int32),
                 subsample_idx=train.astype(np.int32))
-  runs.save_npz(path, **arrays)
+  files.save_npz(path, **arrays)
   for source in (path, str(tmp_path)):  # The file or its run directory.
     aux = runs.read_aux(source)
     assert sorted(aux) == sorted(runs.AUX_KEYS)
@@ -298,4 +299,4 @@ def test_atomic_write_names_an_unwritable_path(tmp_path):
   target = str(blocker / "aux_arrays.npz")
   # Names the path in the way (a file where a directory must be).
   with pytest.raises(errors.PathError, match=f"cannot write {blocker}: "):
-    runs.atomic_write(target, lambda f: f.write(b"data"))
+    files.atomic_write(target, lambda f: f.write(b"data"))

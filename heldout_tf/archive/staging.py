@@ -16,16 +16,11 @@ import os
 import shutil
 import tempfile
 
-try:
-  import fcntl  # pylint: disable=g-import-not-at-top
-except ImportError:  # Windows: no locks, so leftover staging is always stale.
-  fcntl = None
-
 from absl import logging
 
 from heldout_tf import errors
 from heldout_tf import layout
-from heldout_tf import runs as runs_lib
+from heldout_tf import files
 from heldout_tf import sizes
 from heldout_tf.archive import members
 from heldout_tf.archive.exceptions import DestinationBusyError
@@ -35,33 +30,6 @@ MARKER_FILENAME = ".heldout_extracted.json"
 MANIFEST_FILENAME = ".heldout_manifest.json"
 STAGING_PREFIX = ".heldout-staging-"
 _NEW_STAGING_PREFIX = ".heldout-new-"  # Staging until it is locked.
-NO_LOCKING = -1  # `lock_dir`: file locks unsupported here.
-
-
-def lock_dir(path):
-  """Takes an exclusive lock on directory `path` without waiting.
-
-  Returns the fd holding it; None if another process (or another open of
-  it in this one) holds it; `NO_LOCKING` where locks are unsupported
-  (Windows, some network file systems).
-  """
-  if fcntl is None:
-    return NO_LOCKING
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except BlockingIOError:
-    os.close(fd)
-    return None
-  except OSError:
-    os.close(fd)
-    return NO_LOCKING
-  return fd
-
-
-def unlock(lock):
-  if lock not in (None, NO_LOCKING):
-    os.close(lock)
 
 
 @contextlib.contextmanager
@@ -79,9 +47,9 @@ def locked_dest(dest):
   created = not os.path.isdir(dest)
   with errors.user_path(dest, "write"):
     os.makedirs(dest, exist_ok=True)
-    lock = lock_dir(dest)
+    lock = files.try_lock(dest)
   try:
-    if lock is None:
+    if lock is files.BUSY:
       raise DestinationBusyError(
           f"another download is extracting into {dest}; wait for it to "
           "finish (then re-run: committed runs are skipped) or use another "
@@ -95,7 +63,7 @@ def locked_dest(dest):
         pass
     raise
   finally:
-    unlock(lock)
+    files.unlock(lock)
 
 
 @contextlib.contextmanager
@@ -107,7 +75,7 @@ def staging_dir(dest, experiment):
   with errors.user_path(dest, "write"):
     fresh = tempfile.mkdtemp(prefix=f"{_NEW_STAGING_PREFIX}{experiment}-",
                              dir=dest)
-    lock = lock_dir(fresh)
+    lock = files.try_lock(fresh)
     staging = os.path.join(dest, STAGING_PREFIX + os.path.basename(fresh)[
         len(_NEW_STAGING_PREFIX):])
     os.rename(fresh, staging)
@@ -115,7 +83,7 @@ def staging_dir(dest, experiment):
     yield staging
   finally:
     shutil.rmtree(staging, ignore_errors=True)
-    unlock(lock)
+    files.unlock(lock)
 
 
 def remove_stale_staging(dest, experiment):
@@ -126,16 +94,16 @@ def remove_stale_staging(dest, experiment):
         not os.path.isdir(path)):
       continue
     try:
-      lock = lock_dir(path)
+      lock = files.try_lock(path)
     except OSError:  # Gone meanwhile.
       continue
-    if lock is None:
+    if lock is files.BUSY:
       logging.info("Leaving %s: another download is using it.", path)
       continue
     try:
       shutil.rmtree(path, ignore_errors=True)
     finally:
-      unlock(lock)
+      files.unlock(lock)
 
 
 def check_free_space(staging, target, size):
@@ -160,7 +128,7 @@ def read_json(path):
 
 
 def write_json(path, obj):
-  runs_lib.atomic_write(path, lambda f: json.dump(obj, f, indent=1), mode="w")
+  files.atomic_write(path, lambda f: json.dump(obj, f, indent=1), mode="w")
 
 
 def run_key(ratio, run):
@@ -182,19 +150,20 @@ def committed_runs(dest, experiment, md5, warn=logging.warning):
     listed = marker.get("files")
     parts = {}
     for kind in marker.get("kinds", ()):
-      files = listed.get(kind) if isinstance(listed, dict) else None
-      if _part_on_disk(found.path, kind, files):
-        parts[kind] = files if isinstance(files, dict) else {}
+      sizes_by_name = listed.get(kind) if isinstance(listed, dict) else None
+      if _part_on_disk(found.path, kind, sizes_by_name):
+        parts[kind] = (sizes_by_name if isinstance(sizes_by_name, dict)
+                       else {})
     committed[run_key(found.ratio, found.run)] = parts
   return committed
 
 
-def _part_on_disk(run_path, kind, files):
-  if isinstance(files, dict) and files:
+def _part_on_disk(run_path, kind, sizes_by_name):
+  if isinstance(sizes_by_name, dict) and sizes_by_name:
     try:
       return all(os.path.isfile(os.path.join(run_path, name)) and
                  os.path.getsize(os.path.join(run_path, name)) == size
-                 for name, size in files.items())
+                 for name, size in sizes_by_name.items())
     except (OSError, TypeError, ValueError):
       return False
   if kind == "aux":

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from heldout_tf import runs as runs_lib
+from heldout_tf import files
 from heldout_tf.estimates.counting import EstimateError
 
 # Thresholds closer to zero than this many standard errors are warned about.
@@ -113,7 +113,7 @@ def summary(result: dict, top=10) -> str:
 
 
 def _save(path, arrays):
-  runs_lib.save_npz(path, **arrays)  # PathError if unwritable.
+  files.save_npz(path, **arrays)  # PathError if unwritable.
 
 
 def save_estimates(path, result: dict):
