@@ -1,51 +1,43 @@
-r"""Computes memorization, influence and C-scores from released-layout runs.
+r"""Computes memorization, influence and C-scores from a collection of runs.
 
-  python -m heldout_tf.estimate --root DIR --experiment NAME --out FILE.npz \
-      [--ratios 0.7,...] [--what mem,pairs,cscores] [--infl_threshold 0.15] \
-      [--mem_threshold 0.25] [--memory_budget 4GB] [--mmap_dir DIR] \
-      [--compare PUBLISHED_FILE [--data_dir DIR] [--compare_plot FILE.png]]
+  heldout estimate --root DIR --experiment cifar10-inception \
+      --out estimates.npz --ratios 0.7 --what mem,pairs,cscores
+  heldout estimate --root DIR --experiment cifar10-inception \
+      --out estimates.npz --compare cifar10-cscores-orig-order.npz
 
-Reads every `<root>/<experiment>/<ratio>/<run>/aux_arrays.npz`, writes the
-estimates (see `heldout_tf.estimates.compute` for the keys) atomically to
-`--out` and prints a short summary with the estimates' standard errors (and
-a warning when the pairs thresholds are within two of them of zero). With
-`--compare` also prints how the estimates agree with a published score file
+(`heldout estimate` is `python -m heldout_tf.estimate`.) Reads every
+<root>/<experiment>/<ratio>/<run>/aux_arrays.npz, writes the estimates (see
+`heldout_tf.estimates.compute` for the keys) atomically to --out and prints
+a short summary with the estimates' standard errors (and a warning when the
+pairs thresholds are within two of them of zero). With --compare also prints
+how the estimates agree with a published score file
 (`heldout_tf.published.compare`).
 """
 
-if __name__ == "__main__":
-  from heldout_tf import cli  # pylint: disable=g-import-not-at-top
-  cli.quiet_tensorflow()
+import os
 
-import argparse  # pylint: disable=g-import-not-at-top,g-bad-import-order
-import os  # pylint: disable=g-import-not-at-top
+from heldout_tf import cli
+from heldout_tf import errors
+from heldout_tf import estimates  # No TensorFlow.
+from heldout_tf import layout
+from heldout_tf import sizes
 
-from heldout_tf import cli  # pylint: disable=g-import-not-at-top
-from heldout_tf import errors  # pylint: disable=g-import-not-at-top
-from heldout_tf import estimates  # pylint: disable=g-import-not-at-top
-from heldout_tf import layout  # pylint: disable=g-import-not-at-top
-from heldout_tf import sizes  # pylint: disable=g-import-not-at-top
+PROG = "heldout estimate"
 
 
-def _comma_list(text):
-  return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-  """The flags; `errors.UsageError` naming the flag for a bad value."""
-  parser = argparse.ArgumentParser(
-      prog="python -m heldout_tf.estimate",
-      description="Memorization, influence and C-scores from the runs' "
-      "aux_arrays.npz files.")
-  parser.add_argument("--root", required=True,
-                      help="Directory holding <experiment>/.")
-  parser.add_argument("--experiment", required=True,
-                      help="Experiment name, e.g. cifar10-inception.")
-  parser.add_argument("--out", required=True, help="Output .npz file.")
-  parser.add_argument("--ratios", type=_comma_list, default=None,
-                      help="Subset ratios to use (default: all on disk).")
+def build_parser() -> cli.Parser:
+  """The command line's flags (imports no TensorFlow)."""
+  parser = cli.Parser(PROG, __doc__)
+  cli.add_root(parser, required=True)
+  parser.add_argument("--experiment", required=True, metavar="NAME",
+                      help="The <experiment> directory, e.g. "
+                      "cifar10-inception.")
+  parser.add_argument("--out", required=True, metavar="FILE.npz",
+                      help="The estimates file to write.")
+  parser.add_argument("--ratios", default="all", metavar="LIST",
+                      help="Subset ratios to use, e.g. 0.3,0.7.")
   parser.add_argument(
-      "--what", type=_comma_list, default=list(estimates.DEFAULT_WHAT),
+      "--what", default=",".join(estimates.DEFAULT_WHAT), metavar="LIST",
       help="Estimates to compute, from mem,infl,pairs,cscores. 'infl' is "
       "the dense [n_test, n_train] float32 matrix (opt-in: 2.4 GB for "
       "MNIST).")
@@ -55,11 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="Pairs: minimum memorization of the training "
                       "example.")
   parser.add_argument(
-      "--memory_budget", default=estimates.DEFAULT_MEMORY_BUDGET,
+      "--memory_budget", default=estimates.DEFAULT_MEMORY_BUDGET, metavar="SIZE",
       help="Working memory for pairs and the dense influence, e.g. 4GB, "
       "512MB.")
   parser.add_argument(
-      "--mmap_dir", default=None,
+      "--mmap_dir", default=None, metavar="DIR",
       help="Keep the loaded [runs, examples] matrices in memory-mapped .npy "
       "files in this directory instead of memory (ImageNet scale: 5.2 GB "
       "as bool).")
@@ -67,22 +59,21 @@ def parse_args(argv=None) -> argparse.Namespace:
       "--compare", default=None, metavar="FILE",
       help="A published score file (C-scores, memorization/influence or "
       "high-influence pairs) to compare the estimates with.")
-  parser.add_argument("--data_dir", default=None,
+  parser.add_argument("--data_dir", default=None, metavar="DIR",
                       help="--compare: tfds data directory (for the tfds "
                       "<-> original example order).")
-  parser.add_argument("--compare_plot", default=None, metavar="FILE",
+  parser.add_argument("--compare_plot", default=None, metavar="FILE.png",
                       help="--compare: scatter plot PNG (default: --out "
                       "without .npz + '_compare.png').")
-  parser.add_argument(
-      "--engine", choices=("local", "ray"), default="local",
-      help="'ray': count over shards of runs and find the pairs over blocks "
-      "of test examples as Ray tasks (byte-identical results; --root must "
-      "be storage every node sees).")
-  parser.add_argument(
-      "--ray_address", default=None,
-      help="--engine ray: the cluster to join (HEAD:6379 or 'auto'); unset: "
-      "a Ray instance on this machine only.")
-  args = parser.parse_args(argv)
+  cli.add_engine(parser, "the counting (over shards of runs) and the pairs "
+                 "(over blocks of test examples)")
+  return parser
+
+
+def parse_args(argv=None):
+  """The flags, checked; `errors.UsageError` naming the flag for a bad
+  value."""
+  args = build_parser().parse_args(argv)
   _check(args)
   return args
 
@@ -90,15 +81,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def _check(args):
   """Validates flag values before any work; UsageError naming the flag."""
   try:
-    args.what = estimates.parse_what(args.what)
+    args.what = estimates.parse_what(
+        [w.strip() for w in args.what.split(",") if w.strip()])
   except estimates.EstimateError as e:
     raise errors.UsageError(f"--what: {e}") from None
   sizes.parse_bytes(args.memory_budget, "--memory_budget")
-  if args.ratios is not None:
-    try:
-      args.ratios = [float(layout.format_ratio(r)) for r in args.ratios]
-    except errors.UsageError as e:
-      raise errors.UsageError(f"--ratios: {e}") from None
+  args.ratios = layout.parse_ratios(args.ratios)
   for name in ("infl_threshold", "mem_threshold"):
     value = getattr(args, name)
     if value != value:  # NaN selects nothing, silently.
@@ -106,8 +94,7 @@ def _check(args):
   if os.path.isdir(args.out):
     raise errors.UsageError(f"--out {args.out} is a directory; give a file "
                             "name such as estimates.npz")
-  if args.engine != "ray" and args.ray_address is not None:
-    raise errors.UsageError("--ray_address needs --engine ray")
+  cli.check_engine(args)
   if args.engine == "ray" and args.mmap_dir is not None:
     raise errors.UsageError("--mmap_dir does not apply with --engine ray "
                             "(each task holds only its shard of runs)")

@@ -7,11 +7,10 @@ restore`). `evaluate` and `cross_check` are its steps.
 """
 
 import dataclasses
-import glob
 import os
 import re
 import time
-from typing import Iterable, Iterator, List, Optional
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 import weakref
 
 import numpy as np
@@ -20,6 +19,7 @@ import tensorflow as tf
 from heldout_tf import checkpoints
 from heldout_tf import data
 from heldout_tf import errors
+from heldout_tf import experiments
 from heldout_tf import layout
 from heldout_tf import models
 from heldout_tf import progress as progress_lib
@@ -39,6 +39,9 @@ class RunNotFoundError(errors.HeldoutError, FileNotFoundError):
 
 
 _COMPILED = weakref.WeakKeyDictionary()
+# `evaluate_runs` reads a split into memory once when its images take at
+# most this many bytes (CIFAR train: 614 MB as float32); larger ones stream.
+READ_ONCE_MAX_BYTES = 2 << 30
 
 
 def _eval_options():
@@ -121,31 +124,73 @@ def op_error_message(error: tf.errors.OpError) -> str:
   return str(error)
 
 
+@dataclasses.dataclass
+class SplitBatches:
+  """One split of a dataset, batched: read from the pipeline on every pass,
+  or once into memory (`read_split`)."""
+  name: str  # The dataset's name, for messages.
+  split: str
+  batches: Iterable  # Of {'image', 'label', 'index'} batches.
+  num_examples: Optional[int]
+
+
+def _batches(dataset, split: str, batch_size: int) -> SplitBatches:
+  batches, num_examples = dataset.batches(split, batch_size)
+  return SplitBatches(dataset.name, split,
+                      batches.with_options(_eval_options()), num_examples)
+
+
+def _read_batches(source: SplitBatches):
+  """Yields `source`'s batches; DataError for data that cannot be read."""
+  try:
+    yield from source.batches
+  except tf.errors.InvalidArgumentError as e:
+    raise DataError(f"{op_error_message(e)} (reading {source.name} "
+                    f"{source.split})") from e
+
+
+def read_split(dataset, split: str, batch_size: int = 200,
+               max_bytes: int = READ_ONCE_MAX_BYTES) -> SplitBatches:
+  """`split` of `dataset`, decoded once into memory when it fits.
+
+  Evaluating many runs then pays for reading and decoding the images once,
+  not once per run. A split whose images would take more than `max_bytes`
+  as float32 (ImageNet) stays a pipeline, read on every pass.
+  """
+  source = _batches(dataset, split, batch_size)
+  spec = source.batches.element_spec["image"]
+  per_example = int(np.prod(spec.shape[1:])) * spec.dtype.size if (
+      spec.shape[1:].is_fully_defined()) else None
+  if (source.num_examples is None or per_example is None or
+      source.num_examples * per_example > max_bytes):
+    return source
+  return dataclasses.replace(source, batches=list(_read_batches(source)))
+
+
 def evaluate(model, dataset, split: str, batch_size: int = 200,
              progress: bool = True) -> EvalResult:
-  """Evaluates `model` on `split` of a `heldout_tf.data.Dataset`.
+  """Evaluates `model` on `split` of a `heldout_tf.data.Dataset` (or on a
+  `SplitBatches` from `read_split`, then `split` must be its split).
 
   Returns logits, labels and canonical indices in dataset order. Raises
   DataError (a HeldoutError and ValueError) when the data cannot be read or
   the split is empty.
   """
   forward = compiled_forward(model)
-  batches, num_examples = dataset.batches(split, batch_size)
-  batches = batches.with_options(_eval_options())
+  if isinstance(dataset, SplitBatches):
+    source = dataset
+  else:
+    source = _batches(dataset, split, batch_size)
   logits, labels, index = [], [], []
-  with progress_lib.bar(num_examples, f"evaluate {split}", "img",
+  with progress_lib.bar(source.num_examples, f"evaluate {split}", "img",
                         enabled=progress) as bar:
-    try:
-      for batch in batches:
-        logits.append(forward(batch["image"]).numpy())
-        labels.append(batch["label"].numpy())
-        index.append(batch["index"].numpy())
-        bar.update(len(index[-1]))
-    except tf.errors.InvalidArgumentError as e:
-      raise DataError(f"{op_error_message(e)} (reading {dataset.name} "
-                      f"{split})") from e
+    for batch in _read_batches(source):
+      logits.append(forward(batch["image"]).numpy())
+      labels.append(np.asarray(batch["label"]))
+      index.append(np.asarray(batch["index"]))
+      bar.update(len(index[-1]))
   if not logits:
-    raise DataError(f"Split {split!r} of {dataset.name} is empty")
+    raise DataError(f"Split {split!r} of {source.name} is empty")
   return EvalResult(np.concatenate(logits), np.concatenate(labels),
                     np.concatenate(index))
 
@@ -210,28 +255,30 @@ def missing_files(run_dir: str) -> Optional[str]:
   """Why `run_dir` cannot be evaluated for lack of files, or None.
 
   Says whether the directory, its checkpoint or its aux_arrays.npz is
-  missing, naming the path. (Files that exist but are bad are reported by
-  `evaluate_runs`.)
+  missing, naming the path; the checkpoint is found as `evaluate_runs` will
+  restore it (`checkpoints.find_checkpoint`: exactly one `ckpt-<N>`), so a
+  run that passes here does not stop later for want of a checkpoint.
+  (Files that exist but are bad are reported by `evaluate_runs`.)
   """
   if not os.path.isdir(run_dir):
     return f"No run found at {run_dir}"
   aux = os.path.join(run_dir, layout.AUX_FILENAME)
   has_aux = os.path.isfile(aux)
-  has_checkpoint = bool(
-      glob.glob(os.path.join(glob.escape(run_dir), "ckpt-*.index")) or
-      glob.glob(os.path.join(glob.escape(run_dir), layout.CHECKPOINTS_DIRNAME,
-                             "ckpt-*.index")))
-  if has_aux and has_checkpoint:
+  try:
+    checkpoints.find_checkpoint(run_dir)
+    no_checkpoint = None
+  except checkpoints.CheckpointNotFoundError as e:
+    no_checkpoint = str(e)
+  if has_aux and no_checkpoint is None:
     return None
-  if has_checkpoint:
+  if no_checkpoint is None:
     return (f"{run_dir} has a checkpoint but no {layout.AUX_FILENAME} "
             f"({aux} does not exist)")
   if has_aux:
-    return (f"{run_dir} has {layout.AUX_FILENAME} but no checkpoint (no "
-            f"{os.path.join(run_dir, layout.CHECKPOINTS_DIRNAME)}/"
-            "ckpt-<N>.index)")
+    return (f"{run_dir} has {layout.AUX_FILENAME} but no usable checkpoint: "
+            f"{no_checkpoint}")
   return (f"No run found at {run_dir} (neither {layout.AUX_FILENAME} nor a "
-          "checkpoint)")
+          f"checkpoint: {no_checkpoint})")
 
 
 def check_runs_present(run_dirs: Iterable[str]) -> List[str]:
@@ -255,10 +302,11 @@ def evaluate_runs(experiment, run_dirs: Iterable[str], dataset, split: str,
   its files before the first is evaluated.
 
   Args:
-    experiment: a `heldout_tf.released.Experiment`, or any object with the
-      `arch` and `num_classes` of the runs.
+    experiment: a `heldout_tf.experiments.Experiment`, or any object with
+      the `arch` and `num_classes` of the runs.
     run_dirs: run directories (`<root>/<experiment>/<ratio>/<run>`).
-    dataset: a `heldout_tf.data.Dataset` of the experiment's data.
+    dataset: a `heldout_tf.data.Dataset` of the experiment's data (its
+      split is read once for all runs, see `read_split`).
     split: 'test' or 'train' (train + removed examples).
     batch_size: evaluation batch size.
     progress: show a progress bar per run.
@@ -287,12 +335,15 @@ def evaluate_runs(experiment, run_dirs: Iterable[str], dataset, split: str,
   if model is None:
     model = models.build_model(experiment.arch, experiment.num_classes)
   models.ensure_built(model, experiment.arch)
+  source = None  # Read after the first restore: a bad checkpoint fails first.
   for path in run_dirs:
     start = time.perf_counter()
     info = checkpoints.restore(model, path, arch=experiment.arch)
     restored = time.perf_counter()
     aux = runs.read_aux(path)
-    result = evaluate(model, dataset, split, batch_size, progress=progress)
+    if source is None:
+      source = read_split(dataset, split, batch_size)
+    result = evaluate(model, source, split, batch_size, progress=progress)
     try:
       check = cross_check(aux, result, split)
     except CrossCheckError as e:
@@ -301,3 +352,64 @@ def evaluate_runs(experiment, run_dirs: Iterable[str], dataset, split: str,
     yield RunEvaluation(path, info, result, check, _subset_fraction(aux),
                         restore_seconds=restored - start,
                         evaluate_seconds=time.perf_counter() - restored)
+
+
+def select_runs(root: str, experiment: str, ratios: Optional[Sequence] = None,
+                run_ids: Optional[Sequence[int]] = None
+                ) -> List[layout.RunPath]:
+  """The runs a command line asks for, sorted (they may not exist).
+
+  `ratios` None: every ratio on disk; `run_ids` None: every run on disk at
+  the ratios. Explicit ratios and ids name directories whether or not they
+  exist (`missing_files` says what is missing).
+  """
+  if run_ids is None:
+    return layout.list_runs(root, experiment, ratios)
+  if ratios is None:
+    ratios = sorted({r.ratio for r in layout.list_runs(root, experiment)})
+  return sorted(
+      layout.RunPath(layout.ratio_value(ratio), run,
+                     layout.run_dir(root, experiment, ratio, run))
+      for ratio in ratios for run in run_ids)
+
+
+def evaluate_collection(root: str, experiment, ratios=(0.7,), run_ids=(0,),
+                        split: str = "test", data_dir: Optional[str] = None,
+                        download: bool = False,
+                        index_map: Optional[str] = None,
+                        batch_size: int = 200, progress: bool = True
+                        ) -> Iterator[Tuple[layout.RunPath, RunEvaluation]]:
+  """Re-evaluates the selected runs of a collection; the evaluate workflow.
+
+  Selects the runs (`select_runs`), checks that every one has its files,
+  opens the experiment's dataset (`heldout_tf.data.load`) and yields
+  `(run, RunEvaluation)` per run from `evaluate_runs`.
+
+  Args:
+    root: the collection root, holding `<experiment>/<ratio>/<run>/`.
+    experiment: an experiment name or `heldout_tf.experiments.Experiment`.
+    ratios, run_ids: the runs (None: all on disk), as in `select_runs`.
+    split, batch_size, progress: as in `evaluate_runs`.
+    data_dir, download, index_map: as in `heldout_tf.data.load`.
+
+  Raises:
+    RunNotFoundError: no run selected, or one lacks its files (nothing was
+      evaluated); and the errors of `data.load` and `evaluate_runs`.
+  """
+  if isinstance(experiment, str):
+    experiment = experiments.get(experiment)
+  selected = select_runs(root, experiment.name, ratios, run_ids)
+  if not selected:
+    where = os.path.join(root, experiment.name)
+    raise RunNotFoundError(f"No run found under {where}" + (
+        "" if ratios is None else " at ratio(s) " + ", ".join(
+            layout.format_ratio(r) for r in ratios)))
+  missing = check_runs_present(run.path for run in selected)
+  if missing:
+    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    raise RunNotFoundError(missing[0] + more)
+  dataset = data.load(experiment.dataset, data_dir, download,
+                      index_map=index_map)
+  yield from zip(selected, evaluate_runs(
+      experiment, [run.path for run in selected], dataset, split,
+      batch_size, progress=progress))

@@ -181,3 +181,92 @@ def list_runs(root: str, experiment: str, ratios=None,
     found += [RunPath(ratio, run, os.path.join(ratio_path, name))
               for run, name in names.items()]
   return sorted(found)
+
+
+# Run ids and ratios as people type them (flags, API arguments). Directory
+# names above are strict; here `03` is run 3 and `0.70` ratio 0.7, the same
+# in every command and function that takes a list of them.
+
+_RUN_RANGE_RE = re.compile(r"([0-9]+)-([0-9]+)")
+MAX_RUN_RANGE = 1_000_000  # Ids in one `a-b` range (a typo guard).
+
+
+def run_id(value, flag: str = "run id") -> int:
+  """A run id from what a person typed: 3, '3', '03', 3.0 -> 3.
+
+  Raises `errors.UsageError` naming `flag` for anything else (negative,
+  fractional, '+3', non-ASCII digits, booleans).
+  """
+  if isinstance(value, str):
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+      return int(text)
+  elif not isinstance(value, bool):
+    try:
+      number = float(value)
+    except (TypeError, ValueError):
+      number = None
+    if number is not None and number >= 0 and number == int(number):
+      return int(number)
+  raise errors.UsageError(f"{flag}: {value!r} is not a run id (an integer "
+                          ">= 0, e.g. 0, 3 or 12)")
+
+
+def ratio_value(value, flag: str = "ratio") -> float:
+  """A subset ratio from what a person typed: '0.70', 0.7, '7e-1' -> 0.7.
+
+  Raises `errors.UsageError` naming `flag` outside (0, 1] or for a
+  non-number.
+  """
+  try:
+    return float(format_ratio(value.strip() if isinstance(value, str)
+                              else value))
+  except errors.UsageError as e:
+    raise errors.UsageError(f"{flag}: {e}") from None
+
+
+def _items(text: str, flag: str) -> List[str]:
+  items = [item.strip() for item in text.split(",")]
+  items = [item for item in items if item]
+  if not items:
+    raise errors.UsageError(f"{flag}: nothing in {text!r}; leave the flag "
+                            "out for all")
+  return items
+
+
+def parse_run_ids(text: Optional[str], flag: str = "--runs"
+                  ) -> Optional[List[int]]:
+  """`--runs` text as sorted, distinct run ids; None for all.
+
+  `None` and 'all' mean every run; otherwise comma-separated ids and
+  inclusive ranges: '0,3,7', '03' (run 3), '0-9', '0-4,8'.
+  """
+  if text is None or text.strip() == "all":
+    return None
+  ids = set()
+  for item in _items(text, flag):
+    span = _RUN_RANGE_RE.fullmatch(item)
+    if span:
+      first, last = int(span.group(1)), int(span.group(2))
+      if first > last:
+        raise errors.UsageError(f"{flag}: range {item!r} is empty (the "
+                                "first id must not exceed the last)")
+      if last - first >= MAX_RUN_RANGE:
+        raise errors.UsageError(f"{flag}: range {item!r} holds more than "
+                                f"{MAX_RUN_RANGE} ids")
+      ids.update(range(first, last + 1))
+    else:
+      ids.add(run_id(item, flag))
+  return sorted(ids)
+
+
+def parse_ratios(text: Optional[str], flag: str = "--ratios"
+                 ) -> Optional[List[float]]:
+  """`--ratios` text as sorted, distinct ratios; None for all.
+
+  `None` and 'all' mean every ratio; otherwise comma-separated numbers in
+  (0, 1]: '0.1,0.7', '0.70' (0.7).
+  """
+  if text is None or text.strip() == "all":
+    return None
+  return sorted({ratio_value(item, flag) for item in _items(text, flag)})

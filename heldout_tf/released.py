@@ -1,71 +1,46 @@
-"""Registry of the publicly released held-out training experiments."""
+"""The publicly released held-out training experiments and their archives.
 
-import dataclasses
+The experiments themselves are in the one registry, `heldout_tf.experiments`
+(`EXPERIMENTS` here is its released part). `download_instructions` is what a
+command prints when runs are not on disk.
+"""
+
 import shlex
+from typing import Optional, Sequence
 
-from heldout_tf import errors
+from heldout_tf import experiments
+from heldout_tf import layout
 
-GS_PREFIX = "gs://gresearch/heldout-training-checkpoints"
-HTTPS_PREFIX = "https://storage.googleapis.com/gresearch/heldout-training-checkpoints"
-
-
-@dataclasses.dataclass(frozen=True)
-class Experiment:
-  """One released collection of subset-trained models."""
-  name: str
-  arch: str
-  num_classes: int
-  dataset: str  # tfds name:version, or 'imagenet' (user-built TFRecords).
-  md5: str
-  approx_size: str
-
-  @property
-  def archive(self) -> str:
-    return f"{self.name}.tar.gz"
-
-  @property
-  def gs_url(self) -> str:
-    return f"{GS_PREFIX}/{self.archive}"
-
-  @property
-  def https_url(self) -> str:
-    return f"{HTTPS_PREFIX}/{self.archive}"
-
-
-EXPERIMENTS = {
-    e.name: e for e in [
-        Experiment("cifar10-inception", "inception", 10, "cifar10:3.0.2",
-                   "bc3b75203381709f8224810946be14b1", "239 GB"),
-        Experiment("cifar100-inception", "inception", 100, "cifar100:3.0.2",
-                   "f87218368528afa6e2407c8410f1ffa1", "244 GB"),
-        Experiment("imagenet-resnet50", "resnet50", 1000, "imagenet",
-                   "64c39ef7702462b83959af9de622b4b8", "367 GB"),
-    ]
-}
+Experiment = experiments.Experiment
+GS_PREFIX = experiments.GS_PREFIX
+HTTPS_PREFIX = experiments.HTTPS_PREFIX
+EXPERIMENTS = experiments.RELEASED
 
 
 def get(name: str) -> Experiment:
-  """Returns the experiment called `name`, or raises a UsageError (a
-  ValueError) listing them."""
-  try:
-    return EXPERIMENTS[name]
-  except KeyError:
-    raise errors.UsageError(f"Unknown experiment {name!r}; known: "
-                            f"{', '.join(sorted(EXPERIMENTS))}") from None
+  """The released experiment called `name`; a UsageError (a ValueError)
+  listing them otherwise."""
+  return experiments.get(name, released_only=True)
 
 
-def download_instructions(experiment: str, dest: str) -> str:
-  """Human-readable commands that fetch `experiment` into `dest`.
+def download_instructions(experiment: str, root: str, ratio=0.7,
+                          run_ids: Optional[Sequence[int]] = (0,)) -> str:
+  """Human-readable commands that fetch `experiment` into `root`.
 
-  Every command works as printed, also when `dest` does not exist yet.
+  The first fetches the runs `run_ids` (None: all) at `ratio` with the kit;
+  every line can be pasted as printed, also when `root` does not exist yet.
   """
   e = get(experiment)
-  quoted = shlex.quote(dest)
+  quoted = shlex.quote(root)
+  runs = "" if run_ids is None else " --runs " + ",".join(
+      str(r) for r in run_ids)
   return "\n".join([
       f"The {e.name} runs come in one archive ({e.archive}, ~{e.approx_size}).",
       "Fetch only what you need with the kit (streams, verifies MD5, resumes):",
-      f"  python -m heldout_tf.download --experiment {e.name} --dest {quoted}"
-      " [--ratios 0.7 --runs 0 --only all|aux|checkpoints]",
+      f"  python -m heldout_tf.download --experiment {e.name} --root {quoted} "
+      f"--ratios {layout.format_ratio(ratio)}{runs}",
+      "(`heldout download` is the same; --only aux or --only checkpoints "
+      "fetch one part of each run)",
       "or download the whole archive and extract it yourself:",
       f"  gsutil cp {e.gs_url} .",
       f"  curl -C - -O {e.https_url}",

@@ -43,6 +43,24 @@ def test_all_runs_match(release_root, cifar10):
   assert len(re.findall(r"test accuracy: \d+\.\d\d%", proc.stdout)) == NUM_RUNS
 
 
+def test_run_lists_and_ranges_mean_the_same_as_elsewhere(release_root,
+                                                        cifar10, tmp_path):
+  """`--runs 00,1-2 --ratios 0.70` is runs 0, 1, 2 at 0.7; `python -m
+  heldout_tf.evaluate` works from any directory."""
+  proc = subprocess.run(
+      [sys.executable, "-m", "heldout_tf.evaluate", "--experiment",
+       EXPERIMENT, "--root", release_root, "--data_dir", cifar10[0],
+       "--ratios", "0.70", "--runs", "00,1-2", "--require_match",
+       "--noprogress"],
+      capture_output=True, text=True, timeout=300, cwd=tmp_path,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO))
+  assert proc.returncode == 0, proc.stderr
+  for run in range(NUM_RUNS):
+    assert f"{EXPERIMENT} ratio 0.7 run {run}: epoch {20 + run}" \
+        in proc.stdout
+  assert proc.stdout.count("32 out of 32 predictions match") == NUM_RUNS
+
+
 def test_mismatch_is_reported_and_fails_with_require_match(
     release_root, cifar10, tmp_path):
   root = str(tmp_path / "root")
@@ -52,7 +70,7 @@ def test_mismatch_is_reported_and_fails_with_require_match(
   aux["correctness_train"][[0, 2]] ^= True
   files.save_npz(os.path.join(path, runs.AUX_FILENAME), **aux)
   args = ["--experiment", EXPERIMENT, "--root", root, "--data_dir",
-          cifar10[0], "--ratio", str(RATIO), "--run", "1", "--split", "train"]
+          cifar10[0], "--ratios", str(RATIO), "--runs", "1", "--split", "train"]
   proc = run_demo(*args)
   assert proc.returncode == 0, proc.stderr
   assert "46 out of 48 predictions match" in proc.stdout
@@ -63,8 +81,8 @@ def test_mismatch_is_reported_and_fails_with_require_match(
 
 
 def test_missing_run_says_how_to_download(tmp_path):
-  proc = run_demo("--experiment", "cifar100-inception", "--ratio", "0.3",
-                  "--run", "7", env={"HELDOUT_ROOT": str(tmp_path)})
+  proc = run_demo("--experiment", "cifar100-inception", "--ratios", "0.3",
+                  "--runs", "7", env={"HELDOUT_ROOT": str(tmp_path)})
   assert proc.returncode == 2
   assert f"No run found at {tmp_path}/cifar100-inception/0.3/7" in proc.stderr
   assert ("gsutil cp gs://gresearch/heldout-training-checkpoints/"
@@ -73,7 +91,7 @@ def test_missing_run_says_how_to_download(tmp_path):
           "heldout-training-checkpoints/cifar100-inception.tar.gz"
           in proc.stderr)
   assert ("python -m heldout_tf.download --experiment cifar100-inception "
-          f"--dest {tmp_path}") in proc.stderr
+          f"--root {tmp_path} --ratios 0.3 --runs 7\n") in proc.stderr
   assert (f"mkdir -p {tmp_path} && tar xzf cifar100-inception.tar.gz -C "
           f"{tmp_path}") in proc.stderr
   assert "Traceback" not in proc.stderr
@@ -109,22 +127,21 @@ def test_checkpoint_without_aux_arrays_is_reported_as_such(release_root,
 
 
 @pytest.mark.parametrize("runs_flag,message", [
-    ("0,abc", "error: --runs: 'abc' is not a run id; pass 'all' or "
-     "comma-separated ids such as 0,3,7"),
+    ("0,abc", "error: --runs: 'abc' is not a run id (an integer >= 0"),
     ("-1", "error: --runs: '-1' is not a run id"),
-    (",", "error: --runs: no run ids in ','"),
+    (",", "error: --runs: nothing in ','"),
 ])
 def test_bad_run_ids_are_an_error_line(tmp_path, runs_flag, message):
   proc = run_demo("--root", str(tmp_path), f"--runs={runs_flag}")
-  assert proc.returncode == 1
+  assert proc.returncode == 2
   assert proc.stderr.startswith(message), proc.stderr
   assert "Traceback" not in proc.stderr
 
 
 def test_bad_ratio_is_an_error_line(tmp_path):
-  proc = run_demo("--root", str(tmp_path), "--ratio", "1.5")
-  assert proc.returncode == 1
-  assert "error: ratio must be in (0, 1], got 1.5" in proc.stderr
+  proc = run_demo("--root", str(tmp_path), "--ratios", "1.5")
+  assert proc.returncode == 2
+  assert "error: --ratios: ratio must be in (0, 1], got '1.5'" in proc.stderr
   assert "Traceback" not in proc.stderr
 
 
@@ -159,7 +176,7 @@ def test_unknown_experiment():
 
 def test_missing_dataset_is_a_clear_error(release_root, tmp_path):
   proc = run_demo("--experiment", EXPERIMENT, "--root", release_root,
-                  "--data_dir", str(tmp_path), "--run", "0")
+                  "--data_dir", str(tmp_path), "--runs", "0")
   assert proc.returncode == 1
   assert "error: tfds dataset 'cifar10:3.0.2'" in proc.stderr
   assert "is not prepared in" in proc.stderr
@@ -172,7 +189,7 @@ def test_checkpoint_of_other_experiment_is_a_clear_error(release_root,
   shutil.copytree(os.path.join(release_root, EXPERIMENT),
                   root / "cifar100-inception")
   proc = run_demo("--experiment", "cifar100-inception", "--root", str(root),
-                  "--ratio", str(RATIO), "--run", "0", "--data_dir",
+                  "--ratios", str(RATIO), "--runs", "0", "--data_dir",
                   str(tmp_path))
   assert proc.returncode == 1
   assert "error:" in proc.stderr and "shape" in proc.stderr
@@ -184,9 +201,9 @@ def test_imagenet_needs_data_dir(release_root, tmp_path):
   shutil.copytree(os.path.join(release_root, EXPERIMENT),
                   root / "imagenet-resnet50")
   args = ["--experiment", "imagenet-resnet50", "--root", str(root),
-          "--ratio", str(RATIO), "--run", "0"]
+          "--ratios", str(RATIO), "--runs", "0"]
   proc = run_demo(*args)
-  assert proc.returncode == 1
+  assert proc.returncode == 2  # A flag is missing.
   assert "error: ImageNet needs --data_dir" in proc.stderr
   proc = run_demo(*args, "--download")
   assert proc.returncode == 2
@@ -201,9 +218,9 @@ def test_imagenet_tfds_needs_an_index_map(release_root, tmp_path):
   release_fixtures.write_imagenet_tfds(tfds_dir, {"validation": (
       release_fixtures.random_jpegs(1), [3], ["ILSVRC2012_val_00000001.JPEG"])})
   args = ["--experiment", "imagenet-resnet50", "--root", str(root),
-          "--ratio", str(RATIO), "--run", "0", "--data_dir", tfds_dir]
+          "--ratios", str(RATIO), "--runs", "0", "--data_dir", tfds_dir]
   proc = run_demo(*args)
-  assert proc.returncode == 1
+  assert proc.returncode == 2  # A flag is missing.
   assert (f"error: {tfds_dir}/imagenet2012/5.1.0 is a tfds imagenet2012 "
           "dataset: it needs an index map (--imagenet_index_map)"
           in proc.stderr)
@@ -267,8 +284,8 @@ def test_imagenet_resnet50_end_to_end(tmp_path, source):
                  index={"train": subset, "removed": removed,
                         "test": np.arange(6)},
                  subsample_idx=subset)
-  args = ["--experiment", "imagenet-resnet50", "--root", root, "--ratio",
-          str(RATIO), "--run", "0", *data_args]
+  args = ["--experiment", "imagenet-resnet50", "--root", root, "--ratios",
+          str(RATIO), "--runs", "0", *data_args]
   proc = run_demo(*args, "--require_match")
   assert proc.returncode == 0, proc.stderr
   assert "epoch 3, global step 7, trained on 70.0% of the training set" \

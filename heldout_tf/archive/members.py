@@ -157,9 +157,9 @@ class Selection:
       raise errors.UsageError(
           f"only must be one of {ONLY_CHOICES}, got {only!r}")
     if ratios is not None:
-      ratios = frozenset(float(layout.format_ratio(r)) for r in ratios)
+      ratios = frozenset(layout.ratio_value(r, "ratios") for r in ratios)
     if runs is not None:
-      runs = frozenset(_run_id(r) for r in runs)
+      runs = frozenset(layout.run_id(r, "runs") for r in runs)
     if ratios is not None and not ratios:
       raise errors.UsageError("ratios is empty; pass None for all ratios")
     if runs is not None and not runs:
@@ -182,16 +182,6 @@ class Selection:
     """Selected parts every run should have that the archive's run lacks."""
     return [kind for kind in EXPECTED_PARTS
             if kind in self.kinds and kind not in present]
-
-
-def _run_id(value):
-  try:
-    run = int(value)
-  except (TypeError, ValueError):
-    raise errors.UsageError(f"run id {value!r} is not an integer") from None
-  if run < 0 or run != float(value):
-    raise errors.UsageError(f"run ids must be integers >= 0, got {value!r}")
-  return run
 
 
 class LayoutNames:
