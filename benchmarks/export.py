@@ -32,11 +32,10 @@ import tensorflow as tf
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
-sys.path.insert(0, os.path.join(_ROOT, "tests"))
 
 from heldout_tf import exports  # pylint: disable=g-import-not-at-top
 from heldout_tf import models
-import release_fixtures
+from heldout_tf import synthetic
 
 
 def parse_args():
@@ -60,7 +59,7 @@ def main():
   args = parse_args()
   load_before = os.getloadavg()
   spec = exports.model_spec("cifar10-inception")
-  model = release_fixtures.randomize(
+  model = synthetic.randomize(
       models.build_model("inception", args.num_classes), "inception", 0)
   function = exports.inference_function(model, spec)
   start = time.perf_counter()

@@ -39,7 +39,7 @@ sys.path.insert(0, REPO)
 
 # pylint: disable=g-import-not-at-top
 from heldout_tf import layout
-from heldout_tf.archive import synthetic
+from heldout_tf.synthetic import archives
 # pylint: enable=g-import-not-at-top
 
 EXPERIMENT = "cifar10-inception"
@@ -123,7 +123,7 @@ def make_archive(directory, archive_gb, seed=0):
                _FloatStream(rng, ckpt_bytes), size=ckpt_bytes)
           # In the released archives aux_arrays.npz follows the checkpoints.
           _add(tar, f"{base}/{layout.AUX_FILENAME}",
-               synthetic.aux_bytes(rng, n_train=50_000, n_test=10_000,
+               archives.aux_bytes(rng, n_train=50_000, n_test=10_000,
                                    ratio=float(ratio)))
     gz.stdin.close()
     if gz.wait():

@@ -109,5 +109,5 @@ def get(name: str, released_only: bool = False,
   try:
     return table[name]
   except KeyError:
-    raise errors.UsageError(f"{flag}: unknown experiment {name!r}; known: "
+    raise errors.UsageError(f"{flag} {name!r} is unknown; known: "
                             f"{', '.join(sorted(table))}") from None

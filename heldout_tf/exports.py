@@ -34,8 +34,8 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from heldout_tf import errors
+from heldout_tf import experiments
 from heldout_tf import files
-from heldout_tf import released
 
 FORMATS = ("onnx", "safetensors", "npz")
 ONNX_OPSET = 17  # tf2onnx 1.16+ writes it; every onnxruntime >= 1.14 runs it.
@@ -48,15 +48,6 @@ METADATA_KEY = "__metadata__.json"
 KEY_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 EXTRA_HINT = "pip install -e '.[export]'"
 
-
-_CIFAR_PREPROCESSING = ("uint8 RGB image / 255.0, values in [0, 1]; no "
-                        "mean/std normalisation")
-_IMAGENET_PREPROCESSING = (
-    "decode RGB, centre crop of side 224/256 * min(height, width), bicubic "
-    "resize to 224x224, / 255.0, then (x - mean) / std with mean "
-    "[0.485, 0.456, 0.406], std [0.229, 0.224, 0.225]")
-_MNIST_PREPROCESSING = ("uint8 28x28 grey image / 255.0, values in [0, 1], "
-                        "flattened row-major to 784")
 
 CONVENTIONS = (
     "Keys are the TF checkpoint keys (model/<path>/.ATTRIBUTES/"
@@ -98,11 +89,7 @@ class ModelSpec:
 
   @property
   def preprocessing(self) -> str:
-    if self.arch == "mlp":
-      return _MNIST_PREPROCESSING
-    if self.dataset == "imagenet":
-      return _IMAGENET_PREPROCESSING
-    return _CIFAR_PREPROCESSING
+    return experiments.get(self.experiment).preprocessing
 
   def random_inputs(self, n: int, seed: int = 0) -> np.ndarray:
     """`n` random inputs in the range the pipeline produces, float32."""
@@ -111,10 +98,6 @@ class ModelSpec:
       from heldout_tf import data  # pylint: disable=g-import-not-at-top
       x = (x - np.array(data.IMAGENET_MEAN)) / np.array(data.IMAGENET_STD)
     return x.astype(np.float32)
-
-
-# Experiments the kit trains itself (not in `released.EXPERIMENTS`).
-KIT_EXPERIMENTS = {"mnist-mlp": ModelSpec("mnist-mlp", "mlp", 10, "mnist")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,14 +113,8 @@ class ExportInfo:
 
 
 def model_spec(experiment: str) -> ModelSpec:
-  """The model of a released experiment (or of the kit's `mnist-mlp`)."""
-  if experiment in KIT_EXPERIMENTS:
-    return KIT_EXPERIMENTS[experiment]
-  if experiment not in released.EXPERIMENTS:
-    known = sorted(set(released.EXPERIMENTS) | set(KIT_EXPERIMENTS))
-    raise errors.UsageError(f"--experiment {experiment!r} is unknown; known: "
-                            f"{', '.join(known)}")
-  e = released.get(experiment)
+  """The model of an experiment of `heldout_tf.experiments`."""
+  e = experiments.get(experiment)
   return ModelSpec(e.name, e.arch, e.num_classes, e.dataset)
 
 

@@ -646,10 +646,11 @@ def write_scatter(path: str, ours, published, xlabel: str, ylabel: str,
 
 
 def _experiment_dataset(experiment: str) -> str:
-  """'cifar10', 'cifar100', 'imagenet' or 'mnist' for an experiment name."""
-  from heldout_tf import released  # pylint: disable=g-import-not-at-top
-  if experiment in released.EXPERIMENTS:
-    return released.get(experiment).dataset.split(":")[0]
+  """'cifar10', 'cifar100', 'imagenet' or 'mnist' for an experiment name
+  (from `heldout_tf.experiments`, else the name's prefix)."""
+  from heldout_tf import experiments  # pylint: disable=g-import-not-at-top
+  if experiment in experiments.EXPERIMENTS:
+    return experiments.get(experiment).dataset_name
   prefix = experiment.split("-")[0]
   if prefix in ("cifar10", "cifar100", "imagenet", "mnist"):
     return prefix

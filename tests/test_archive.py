@@ -12,6 +12,8 @@ import threading
 
 import pytest
 
+# First: sets gcsfs's plain-filesystem switch before anything loads gcsfs.
+from heldout_tf.synthetic import servers  # pylint: disable=unused-import
 from heldout_tf import archive
 from heldout_tf import errors
 from heldout_tf import files
@@ -19,18 +21,17 @@ from heldout_tf import layout
 from heldout_tf import released as released_lib
 from heldout_tf import runs as runs_lib
 from heldout_tf import sizes
+from heldout_tf import synthetic
 
-import archive_fixtures as af  # pylint: disable=g-bad-import-order
-
-EXP = af.EXPERIMENT
+EXP = synthetic.EXPERIMENT
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
   """A small released-layout archive: 2 ratios x 3 runs."""
-  files = af.layout_files()
-  path, data, md5 = af.write_archive(
+  files = synthetic.layout_files()
+  path, data, md5 = synthetic.write_archive(
       str(tmp_path_factory.mktemp("src")), files)
   return dict(files=files, path=path, dir=os.path.dirname(path), data=data,
               md5=md5)
@@ -44,7 +45,7 @@ def _fetch(dest, base_url, md5, **kwargs):
 
 def _extracted(dest):
   """Extracted member files (markers and manifest left out)."""
-  return {k: v for k, v in af.snapshot(str(dest)).items()
+  return {k: v for k, v in synthetic.snapshot(str(dest)).items()
           if v != "dir" and not os.path.basename(k).startswith(".heldout")}
 
 
@@ -108,7 +109,7 @@ def test_aux_files_are_readable(released, tmp_path):
 
 def test_http_drop_and_resume_gives_identical_bytes(released, tmp_path):
   objects = {f"/bucket/{EXP}.tar.gz": released["data"]}
-  with af.FaultyServer(objects) as server:
+  with synthetic.FaultyServer(objects) as server:
     server.drops = [70_000, 1, 120_000]
     result = _fetch(tmp_path / "d", server.url + "/bucket", released["md5"],
                     keep_archive=str(tmp_path / "kept.tar.gz"))
@@ -126,12 +127,12 @@ def test_http_gives_up_after_bounded_retries_and_rerun_succeeds(
   dest = tmp_path / "d"
   dest.mkdir()
   (dest / "mine.txt").write_text("user file")
-  before = af.snapshot(str(dest))
-  with af.FaultyServer(objects) as server:
+  before = synthetic.snapshot(str(dest))
+  with synthetic.FaultyServer(objects) as server:
     server.drops = [10_000, 0, 0]  # Progress, then two stalls in a row.
     with pytest.raises(archive.DownloadError, match="after 2 retries"):
       _fetch(dest, server.url + "/x", released["md5"], retries=2)
-    assert af.snapshot(str(dest)) == before
+    assert synthetic.snapshot(str(dest)) == before
     gets = [r for m, _, r in server.requests if m == "GET"]
     assert gets == [None, "bytes=10000-", "bytes=10000-"]
     server.drops = []
@@ -140,7 +141,7 @@ def test_http_gives_up_after_bounded_retries_and_rerun_succeeds(
 
 
 def test_http_server_ignoring_range_is_an_error(released, tmp_path):
-  with af.FaultyServer({f"/{EXP}.tar.gz": released["data"]}) as server:
+  with synthetic.FaultyServer({f"/{EXP}.tar.gz": released["data"]}) as server:
     server.drops, server.honor_range = [5000], False
     with pytest.raises(archive.DownloadError, match="ignored the byte-range"):
       _fetch(tmp_path / "d", server.url, released["md5"])
@@ -152,7 +153,7 @@ def test_keep_archive_resumes_from_partial_file(released, tmp_path):
   keep.mkdir()
   cut = len(released["data"]) // 3
   (keep / f"{EXP}.tar.gz.part").write_bytes(released["data"][:cut])
-  with af.FaultyServer({f"/{EXP}.tar.gz": released["data"]}) as server:
+  with synthetic.FaultyServer({f"/{EXP}.tar.gz": released["data"]}) as server:
     _fetch(tmp_path / "d", server.url, released["md5"], keep_archive=str(keep),
            only="aux")
     gets = [r for m, _, r in server.requests if m == "GET"]
@@ -173,7 +174,7 @@ def _populated_dest(tmp_path, released):
   _fetch(dest, released["dir"], released["md5"], only="aux", ratios=[0.1],
          runs=[0])
   (dest / "notes.txt").write_text("keep me")
-  return dest, af.snapshot(str(dest))
+  return dest, synthetic.snapshot(str(dest))
 
 
 def test_wrong_md5_is_refused_and_dest_untouched(released, tmp_path):
@@ -182,7 +183,7 @@ def test_wrong_md5_is_refused_and_dest_untouched(released, tmp_path):
   with pytest.raises(archive.ChecksumError, match="MD5 mismatch") as e:
     _fetch(dest, released["dir"], wrong, keep_archive=str(tmp_path / "k"))
   assert released["md5"] in str(e.value) and wrong in str(e.value)
-  assert af.snapshot(str(dest)) == before
+  assert synthetic.snapshot(str(dest)) == before
   assert not os.path.exists(tmp_path / "k.part")
   assert not os.path.exists(tmp_path / "k")
 
@@ -191,20 +192,20 @@ def test_wrong_md5_is_refused_and_dest_untouched(released, tmp_path):
 def test_corrupted_byte_is_refused_and_dest_untouched(released, tmp_path,
                                                       where):
   dest, before = _populated_dest(tmp_path, released)
-  with af.FaultyServer({f"/{EXP}.tar.gz": released["data"]}) as server:
+  with synthetic.FaultyServer({f"/{EXP}.tar.gz": released["data"]}) as server:
     server.corrupt_at = int(len(released["data"]) * where)
     with pytest.raises(archive.ArchiveError,
                        match="MD5 mismatch|corrupt|not a valid tar"):
       _fetch(dest, server.url, released["md5"],
              keep_archive=str(tmp_path / "k.tar.gz"))
-  assert af.snapshot(str(dest)) == before
+  assert synthetic.snapshot(str(dest)) == before
   assert not os.path.exists(tmp_path / "k.tar.gz.part")
 
 
 def test_flipped_byte_in_stored_data_is_refused(tmp_path):
   """A byte flipped inside a stored (uncompressed) gzip block is caught."""
-  files = af.layout_files(ratios=("0.5",), run_ids=(0,))
-  good = af.gzip_bytes(af.tar_bytes(files), level=0)
+  files = synthetic.layout_files(ratios=("0.5",), run_ids=(0,))
+  good = synthetic.gzip_bytes(synthetic.tar_bytes(files), level=0)
   bad = bytearray(good)
   bad[len(bad) // 2] ^= 0x01  # Inside a stored block: gzip CRC catches it.
   src = tmp_path / "src"
@@ -242,9 +243,9 @@ def _malicious(kind):
                                   "chardev", "blockdev", "fifo"])
 def test_malicious_members_are_refused(tmp_path, kind):
   info, data = _malicious(kind)
-  files = af.layout_files(ratios=("0.1",), run_ids=(0,), ckpt_bytes=1000)
+  files = synthetic.layout_files(ratios=("0.1",), run_ids=(0,), ckpt_bytes=1000)
   src = tmp_path / "src"
-  _, _, md5 = af.write_archive(str(src), files, [(info, data)])
+  _, _, md5 = synthetic.write_archive(str(src), files, [(info, data)])
   dest = tmp_path / "d"
   dest.mkdir()
   with pytest.raises(archive.UnsafeMemberError) as e:
@@ -255,12 +256,12 @@ def test_malicious_members_are_refused(tmp_path, kind):
 
 
 def test_members_outside_layout_are_ignored(tmp_path):
-  files = af.layout_files(ratios=("0.1",), run_ids=(0,), ckpt_bytes=1000)
+  files = synthetic.layout_files(ratios=("0.1",), run_ids=(0,), ckpt_bytes=1000)
   stray = {f"{EXP}/README.txt": b"hi", "other/0.1/0/aux_arrays.npz": b"x",
            f"{EXP}/0.1/notarun/f": b"y", f"{EXP}/0.1/\u00b2/f": b"z",
            f"{EXP}/nan?/0/f": b"w"}
   src = tmp_path / "src"
-  _, _, md5 = af.write_archive(str(src), {**stray, **files})
+  _, _, md5 = synthetic.write_archive(str(src), {**stray, **files})
   result = _fetch(tmp_path / "d", str(src), md5)
   assert _extracted(tmp_path / "d") == files
   assert sorted(result.ignored_members) == sorted(stray)
@@ -314,9 +315,9 @@ def test_stale_staging_from_a_crash_is_cleaned(released, tmp_path):
 
 
 def test_multi_member_gzip(tmp_path):
-  files = af.layout_files(ratios=("0.2",), run_ids=(0, 1), ckpt_bytes=5000)
-  tar = af.tar_bytes(files)
-  data = af.gzip_bytes(tar[:7000]) + af.gzip_bytes(tar[7000:])
+  files = synthetic.layout_files(ratios=("0.2",), run_ids=(0, 1), ckpt_bytes=5000)
+  tar = synthetic.tar_bytes(files)
+  data = synthetic.gzip_bytes(tar[:7000]) + synthetic.gzip_bytes(tar[7000:])
   (tmp_path / "src").mkdir()
   (tmp_path / "src" / f"{EXP}.tar.gz").write_bytes(data)
   _fetch(tmp_path / "d", str(tmp_path / "src"), hashlib.md5(data).hexdigest())
@@ -335,7 +336,7 @@ def test_truncated_archive_is_refused(released, tmp_path):
 def test_gcs_emulator(released, tmp_path, monkeypatch):
   # Many ranged GETs.
   monkeypatch.setattr(archive.transport, "GCS_CHUNK_BYTES", 50_000)
-  with af.gcs_emulator() as endpoint:
+  with synthetic.gcs_emulator() as endpoint:
     fs = archive.transport.gcs_filesystem(endpoint)
     fs.pipe(f"bucket/ckpts/{EXP}.tar.gz", released["data"])
     # Two ranged reads fail (a stall, then after progress): resumed from the
@@ -412,7 +413,7 @@ def _cli(*args, env=None, timeout=120):
 
 
 def test_cli_end_to_end(released, tmp_path):
-  with af.FaultyServer({f"/h/{EXP}.tar.gz": released["data"]}) as server:
+  with synthetic.FaultyServer({f"/h/{EXP}.tar.gz": released["data"]}) as server:
     server.drops = [50_000]
     proc = _cli("--experiment", EXP, "--root", str(tmp_path / "d"),
                 "--source", "https", "--base_url", server.url + "/h",
@@ -458,8 +459,8 @@ def _within(seconds, fn):
 
 
 def test_tar_without_end_blocks_does_not_hang(tmp_path):
-  files = af.layout_files(ratios=("0.2",), run_ids=(0,), ckpt_bytes=5000)
-  data = af.gzip_bytes(af.tar_bytes(files, end_blocks=False))
+  files = synthetic.layout_files(ratios=("0.2",), run_ids=(0,), ckpt_bytes=5000)
+  data = synthetic.gzip_bytes(synthetic.tar_bytes(files, end_blocks=False))
   (tmp_path / "src").mkdir()
   (tmp_path / "src" / f"{EXP}.tar.gz").write_bytes(data)
   _within(30, lambda: _fetch(tmp_path / "d", str(tmp_path / "src"),
@@ -470,7 +471,7 @@ def test_tar_without_end_blocks_does_not_hang(tmp_path):
 def test_complete_part_file_is_not_fetched_again(released, tmp_path):
   keep = tmp_path / f"{EXP}.tar.gz"
   (tmp_path / f"{EXP}.tar.gz.part").write_bytes(released["data"])
-  with af.FaultyServer({f"/{EXP}.tar.gz": released["data"]}) as server:
+  with synthetic.FaultyServer({f"/{EXP}.tar.gz": released["data"]}) as server:
     result = _fetch(tmp_path / "d", server.url, released["md5"],
                     keep_archive=str(keep), only="aux", retries=1)
     gets = [r for m, _, r in server.requests if m == "GET"]
@@ -545,11 +546,11 @@ def test_cli_errors_without_traceback(released, tmp_path):
 
 def _archive_without(tmp_path, *left_out):
   """A 2 ratios x 2 runs archive without the members `left_out`."""
-  files = af.layout_files(ratios=("0.1", "0.7"), run_ids=(0, 1),
+  files = synthetic.layout_files(ratios=("0.1", "0.7"), run_ids=(0, 1),
                           ckpt_bytes=1000)
   for name in left_out:
     del files[name]
-  path, _, md5 = af.write_archive(str(tmp_path / "src"), files)
+  path, _, md5 = synthetic.write_archive(str(tmp_path / "src"), files)
   return files, path, md5
 
 
@@ -633,9 +634,9 @@ def test_manifest_without_kinds_and_malformed_records(released, tmp_path):
 
 
 def test_non_finite_ratio_directories_are_ignored(tmp_path):
-  files = af.layout_files(ratios=("0.1",), run_ids=(0,), ckpt_bytes=1000)
+  files = synthetic.layout_files(ratios=("0.1",), run_ids=(0,), ckpt_bytes=1000)
   stray = {f"{EXP}/nan/0/aux_arrays.npz": b"x", f"{EXP}/inf/0/f": b"y"}
-  _, _, md5 = af.write_archive(str(tmp_path / "src"), {**files, **stray})
+  _, _, md5 = synthetic.write_archive(str(tmp_path / "src"), {**files, **stray})
   result = _fetch(tmp_path / "d", str(tmp_path / "src"), md5)
   assert result.committed == [("0.1", 0)]
   assert sorted(result.ignored_members) == sorted(stray)
@@ -702,17 +703,17 @@ def test_sizes_are_formatted_in_binary_units():
 
 def _one_run_archive(tmp_path, extra_members=(), ckpt_bytes=1000, **files):
   """A 1-run archive (+ `extra_members`); returns (files, source dir, md5)."""
-  files = {**af.layout_files(ratios=("0.1",), run_ids=(0,),
+  files = {**synthetic.layout_files(ratios=("0.1",), run_ids=(0,),
                              ckpt_bytes=ckpt_bytes), **files}
   src = tmp_path / "src"
-  _, _, md5 = af.write_archive(str(src), files, extra_members)
+  _, _, md5 = synthetic.write_archive(str(src), files, extra_members)
   return files, str(src), md5
 
 
 @pytest.mark.parametrize("fmt", ["gnu", "pax"])
 def test_sparse_member_is_refused_before_writing(tmp_path, fmt):
   name = f"{EXP}/0.1/1/{layout.AUX_FILENAME}"
-  sparse = af.sparse_member(name, declared_size=8 * 2**20, fmt=fmt)
+  sparse = synthetic.sparse_member(name, declared_size=8 * 2**20, fmt=fmt)
   _, src, md5 = _one_run_archive(tmp_path, [sparse])
   assert os.path.getsize(os.path.join(src, f"{EXP}.tar.gz")) < 10_000
   dest = tmp_path / "d"
@@ -799,11 +800,11 @@ def test_member_larger_than_free_space_is_refused(released, tmp_path,
 @pytest.mark.parametrize("twin_first", [False, True])
 def test_non_canonical_twin_of_a_selected_ratio_is_an_error(tmp_path,
                                                             twin_first):
-  files = af.layout_files(ratios=("0.1", "0.7"), run_ids=(0,),
+  files = synthetic.layout_files(ratios=("0.1", "0.7"), run_ids=(0,),
                           ckpt_bytes=100)
   twin = {f"{EXP}/0.70/0/{layout.AUX_FILENAME}": b"which one?"}
   ordered = {**twin, **files} if twin_first else {**files, **twin}
-  _, _, md5 = af.write_archive(str(tmp_path / "src"), ordered)
+  _, _, md5 = synthetic.write_archive(str(tmp_path / "src"), ordered)
   with pytest.raises(archive.AmbiguousMemberError, match="'0.70'.*'0.7'"):
     _fetch(tmp_path / "d", str(tmp_path / "src"), md5)
   with pytest.raises(layout.LayoutError):  # The layout's own error, too.
@@ -816,9 +817,9 @@ def test_non_canonical_twin_of_a_selected_ratio_is_an_error(tmp_path,
 
 
 def test_non_canonical_run_twin_is_an_error(tmp_path):
-  files = af.layout_files(ratios=("0.1",), run_ids=(0, 1), ckpt_bytes=100)
+  files = synthetic.layout_files(ratios=("0.1",), run_ids=(0, 1), ckpt_bytes=100)
   twin = {f"{EXP}/0.1/00/{layout.AUX_FILENAME}": b"x"}
-  _, _, md5 = af.write_archive(str(tmp_path / "src"), {**files, **twin})
+  _, _, md5 = synthetic.write_archive(str(tmp_path / "src"), {**files, **twin})
   with pytest.raises(archive.AmbiguousMemberError, match="'00'.*'0'"):
     _fetch(tmp_path / "d", str(tmp_path / "src"), md5)
   result = _fetch(tmp_path / "d", str(tmp_path / "src"), md5, runs=[1])
@@ -826,11 +827,11 @@ def test_non_canonical_run_twin_is_an_error(tmp_path):
 
 
 def test_non_canonical_names_are_skipped_and_listed(tmp_path):
-  files = af.layout_files(ratios=("0.1",), run_ids=(0,), ckpt_bytes=100)
+  files = synthetic.layout_files(ratios=("0.1",), run_ids=(0,), ckpt_bytes=100)
   stray = {f"{EXP}/0.70/0/{layout.AUX_FILENAME}": b"a",
            f"{EXP}/0.1/02/{layout.AUX_FILENAME}": b"b",
            f"{EXP}/1/0/{layout.AUX_FILENAME}": b"c"}
-  _, _, md5 = af.write_archive(str(tmp_path / "src"), {**files, **stray})
+  _, _, md5 = synthetic.write_archive(str(tmp_path / "src"), {**files, **stray})
   result = _fetch(tmp_path / "d", str(tmp_path / "src"), md5)
   assert _extracted(tmp_path / "d") == files
   assert result.committed == [("0.1", 0)]
@@ -872,7 +873,7 @@ def test_deleted_files_of_a_committed_run_are_extracted_again(
 
 def test_concurrent_download_into_one_dest_is_refused(released, tmp_path):
   dest = tmp_path / "d"
-  with af.FaultyServer({f"/{EXP}.tar.gz": released["data"]}) as server:
+  with synthetic.FaultyServer({f"/{EXP}.tar.gz": released["data"]}) as server:
     server.hold_at = len(released["data"]) // 2
     first = threading.Thread(
         target=lambda: _fetch(dest, server.url, released["md5"], only="aux"),
@@ -967,7 +968,7 @@ def test_cli_read_only_dest(released, tmp_path):
 @pytest.mark.parametrize("scheme", ["gs", "http"])
 def test_cli_unreachable_source_fails_fast_with_one_error_line(tmp_path,
                                                                scheme):
-  port = af.free_port()  # Nothing listens: the connection is refused.
+  port = synthetic.free_port()  # Nothing listens: the connection is refused.
   where = (("--base_url", "gs://bucket/x", "--gcs_endpoint",
             f"http://127.0.0.1:{port}") if scheme == "gs" else
            ("--base_url", f"http://127.0.0.1:{port}/x"))
@@ -989,7 +990,7 @@ def test_cli_unreachable_source_fails_fast_with_one_error_line(tmp_path,
 def test_download_cli_imports_neither_tensorflow_nor_flags():
   code = ("import sys; from absl import flags; "
           "import heldout_tf.download, heldout_tf.archive; "
-          "heldout_tf.download.parse_args(['--experiment', 'x']); "
+          "heldout_tf.download.build_parser().parse_args(['--experiment', 'x']); "
           "print(sorted(m for m in sys.modules "
           "if m.split('.')[0] in ('tensorflow', 'sonnet', 'keras')), "
           "'experiment' in flags.FLAGS)")
@@ -1017,15 +1018,33 @@ def test_cli_flag_errors(released, tmp_path, capsys):
       (("--backoff", "nan"), "--backoff must be >= 0"),
       (("--max_member_size", "weights=1GiB"), "--max_member_size"),
       (("--max_member_size", "aux=lots"), "--max_member_size aux"),
-      (("--runs", "0,abc"), "--runs"), (("--runs", "03"), "--runs"),
+      (("--runs", "0,abc"), "--runs"), (("--runs", "3-1"), "--runs"),
       (("--ratios", "0.1,2"), "--ratios")]:
     code, stderr = _run_cli_in_process(capsys, *common, *flags)
     lines = _error_lines(stderr)
-    assert code == 1 and len(lines) == 1 and message in lines[0], stderr
+    assert code == 2 and len(lines) == 1 and message in lines[0], stderr
   code, stderr = _run_cli_in_process(capsys, *common, "--max_member_size",
                                      "aux=1KiB", "--only", "aux")
   assert code == 1 and "over the 1.0 KiB limit" in stderr
   assert not (tmp_path / "d").exists()
+
+
+def test_cli_run_ids_and_ratios_as_everywhere(released, tmp_path, capsys):
+  """`--runs 02` is run 2 and `--ratios 0.70` ratio 0.7, as in evaluate."""
+  code, stderr = _run_cli_in_process(
+      capsys, "--experiment", EXP, "--root", str(tmp_path / "d"),
+      "--base_url", released["dir"], "--md5", released["md5"], "--noprogress",
+      "--only", "aux", "--ratios", "0.70", "--runs", "02")
+  assert code == 0, stderr
+  assert _extracted(tmp_path / "d") == _expected(
+      released["files"], ["0.7"], [2], "aux")
+  code, stderr = _run_cli_in_process(
+      capsys, "--experiment", EXP, "--root", str(tmp_path / "e"),
+      "--base_url", released["dir"], "--md5", released["md5"], "--noprogress",
+      "--only", "aux", "--ratios", "0.1", "--runs", "0-1")
+  assert code == 0, stderr
+  assert _extracted(tmp_path / "e") == _expected(
+      released["files"], ["0.1"], [0, 1], "aux")
 
 
 def test_cli_progress_in_a_redirected_log_is_plain_lines(released, tmp_path):

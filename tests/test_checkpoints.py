@@ -14,14 +14,14 @@ import tensorflow as tf
 from heldout_tf import checkpoints
 from heldout_tf import errors
 from heldout_tf import models
-import release_fixtures
+from heldout_tf import synthetic
 
 
 def built(arch="inception", num_classes=10, seed=None):
   model = models.build_model(arch, num_classes)
   if seed is None:
     return models.ensure_built(model, arch)
-  return release_fixtures.randomize(model, arch, seed)
+  return synthetic.randomize(model, arch, seed)
 
 
 def saved_run(tmp_path, model, step=5):

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from heldout_tf import data
 from heldout_tf import errors
-import release_fixtures
+from heldout_tf import synthetic
 
 
 def test_cifar_examples_in_canonical_order(cifar10):
@@ -45,7 +45,7 @@ def test_cifar_augment_pads_crops_and_flips():
 
 
 def test_imagenet_indexed_records(tmp_path):
-  release_fixtures.write_imagenet_records(
+  synthetic.write_imagenet_records(
       str(tmp_path / "validation-00000-of-00001"), labels=[0, 1, 2],
       indices=[100, 101, 102])
   ds, n = data.load("imagenet", str(tmp_path)).split("test")

@@ -19,7 +19,7 @@ from heldout_tf import files
 from heldout_tf import models
 from heldout_tf import released
 from heldout_tf import runs
-import release_fixtures
+from heldout_tf import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -215,8 +215,8 @@ def test_imagenet_tfds_needs_an_index_map(release_root, tmp_path):
   shutil.copytree(os.path.join(release_root, EXPERIMENT),
                   root / "imagenet-resnet50")
   tfds_dir = str(tmp_path / "tfds")
-  release_fixtures.write_imagenet_tfds(tfds_dir, {"validation": (
-      release_fixtures.random_jpegs(1), [3], ["ILSVRC2012_val_00000001.JPEG"])})
+  synthetic.write_imagenet_tfds(tfds_dir, {"validation": (
+      synthetic.random_jpegs(1), [3], ["ILSVRC2012_val_00000001.JPEG"])})
   args = ["--experiment", "imagenet-resnet50", "--root", str(root),
           "--ratios", str(RATIO), "--runs", "0", "--data_dir", tfds_dir]
   proc = run_demo(*args)
@@ -247,24 +247,24 @@ def test_imagenet_resnet50_end_to_end(tmp_path, source):
   os.makedirs(records_dir)
   records = os.path.join(records_dir, "validation-00000-of-00001")
   indices = [4, 1, 5, 0, 3, 2]
-  images = release_fixtures.random_jpegs(6)
-  model = release_fixtures.randomize(models.build_model("resnet50", 1000),
+  images = synthetic.random_jpegs(6)
+  model = synthetic.randomize(models.build_model("resnet50", 1000),
                                      "resnet50", seed=5)
   # Label half the examples with the model's own prediction, so the
   # recorded correctness has both values.
-  release_fixtures.write_imagenet_records(records, [0] * 6, indices,
+  synthetic.write_imagenet_records(records, [0] * 6, indices,
                                           images=images)
   predicted = evaluation.evaluate(model, data.load("imagenet", records_dir),
                                   "test", progress=False).logits.argmax(-1)
   labels = [p if i % 2 else (p + 1) % 1000 for i, p in enumerate(predicted)]
   if source == "tfrecords":
-    release_fixtures.write_imagenet_records(records, labels, indices,
+    synthetic.write_imagenet_records(records, labels, indices,
                                             images=images)
     data_args = ["--data_dir", records_dir]
   else:
     data_dir = str(tmp_path / "tensorflow_datasets")
     file_names = [f"ILSVRC2012_val_{i + 1:08d}.JPEG" for i in indices]
-    release_fixtures.write_imagenet_tfds(
+    synthetic.write_imagenet_tfds(
         data_dir, {"validation": (images, labels, file_names)})
     index_map = tmp_path / "index.csv"
     index_map.write_text("split,file_name,index\n" + "".join(

@@ -185,10 +185,74 @@ def test_missing_files_says_what_is_missing(release_root, tmp_path):
   assert evaluation.missing_files(path) is None
   shutil.rmtree(os.path.join(path, "checkpoints"))
   assert evaluation.missing_files(path) == (
-      f"{path} has aux_arrays.npz but no checkpoint (no {path}/checkpoints/"
-      "ckpt-<N>.index)")
+      f"{path} has aux_arrays.npz but no usable checkpoint: {path}: expected "
+      "exactly one ckpt-<N> checkpoint, found no ckpt-<N>.index file. "
+      "Directory contents: ['aux_arrays.npz']")
   assert evaluation.missing_files(run_path(root, 9)) == (
       f"No run found at {run_path(root, 9)}")
+
+
+def test_two_checkpoints_fail_the_file_check_not_the_loop(release_root,
+                                                          tmp_path):
+  """The file check finds checkpoints as the restore does: a run with two
+  is refused before any run is evaluated."""
+  root = copy_root(release_root, tmp_path)
+  ckpt_dir = os.path.join(run_path(root, 1), "checkpoints")
+  for name in os.listdir(ckpt_dir):
+    shutil.copy(os.path.join(ckpt_dir, name),
+                os.path.join(ckpt_dir, name.replace("ckpt-1001", "ckpt-5")))
+  message = evaluation.missing_files(run_path(root, 1))
+  assert message.startswith(f"{run_path(root, 1)} has aux_arrays.npz but "
+                            f"no usable checkpoint: {ckpt_dir}: expected "
+                            "exactly one ckpt-<N> checkpoint, found 2")
+  results = evaluation.evaluate_runs(
+      released.get(EXPERIMENT), [run_path(root, 0), run_path(root, 1)],
+      dataset=None, split="test", progress=False)
+  with pytest.raises(evaluation.RunNotFoundError, match="found 2"):
+    next(results)
+
+
+def test_evaluate_runs_reads_the_split_once(release_root, dataset,
+                                            monkeypatch):
+  calls = []
+  real = dataset.batches
+
+  def counted(split, batch_size):
+    calls.append(split)
+    return real(split, batch_size)
+
+  monkeypatch.setattr(dataset, "batches", counted)
+  results = list(evaluation.evaluate_runs(
+      released.get(EXPERIMENT), [run_path(release_root, r)
+                                 for r in range(NUM_RUNS)],
+      dataset, "test", batch_size=7, progress=False))
+  assert calls == ["test"]
+  assert [r.check.ok for r in results] == [True] * NUM_RUNS
+  # Over the byte budget the split streams, read on every pass.
+  assert not isinstance(
+      evaluation.read_split(dataset, "test", 7, max_bytes=1).batches, list)
+  assert len(evaluation.read_split(dataset, "test", 7).batches) == 5
+
+
+def test_evaluate_collection_selects_runs_like_the_flags(release_root,
+                                                         cifar10, tmp_path):
+  got = evaluation.select_runs(release_root, EXPERIMENT, None, None)
+  assert [(r.ratio, r.run) for r in got] == [(RATIO, r)
+                                             for r in range(NUM_RUNS)]
+  got = evaluation.select_runs(release_root, EXPERIMENT, [RATIO], [2, 7])
+  assert [(r.ratio, r.run) for r in got] == [(RATIO, 2), (RATIO, 7)]
+  assert got[1].path == run_path(release_root, 7)
+  with pytest.raises(evaluation.RunNotFoundError,
+                     match=f"^No run found at {run_path(release_root, 7)}"):
+    next(evaluation.evaluate_collection(release_root, EXPERIMENT, [RATIO],
+                                        [2, 7], data_dir=cifar10[0]))
+  with pytest.raises(evaluation.RunNotFoundError, match="No run found under"):
+    next(evaluation.evaluate_collection(str(tmp_path), EXPERIMENT, None,
+                                        None))
+  done = list(evaluation.evaluate_collection(
+      release_root, EXPERIMENT, [RATIO], [1], data_dir=cifar10[0],
+      progress=False))
+  assert [(run.run, e.check.ok) for run, e in done] == [(1, True)]
 
 
 def test_cross_check_error_of_evaluate_runs_names_the_aux_file(

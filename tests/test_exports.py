@@ -15,7 +15,7 @@ from heldout_tf import cli
 from heldout_tf import export
 from heldout_tf import exports
 from heldout_tf import models
-import release_fixtures
+from heldout_tf import synthetic
 
 EXPERIMENT_OF = {"mlp": ("mnist-mlp", 10), "inception": ("cifar10-inception",
                                                          10),
@@ -26,7 +26,7 @@ def saved_run(root, arch, seed=1):
   """A run directory holding one checkpoint of a random `arch` model with
   non-trivial BatchNorm statistics; returns `(run_dir, model)`."""
   _, num_classes = EXPERIMENT_OF[arch]
-  model = release_fixtures.randomize(models.build_model(arch, num_classes),
+  model = synthetic.randomize(models.build_model(arch, num_classes),
                                      arch, seed)
   run = os.path.join(str(root), arch, "run")
   checkpoints.save(model, os.path.join(run, "checkpoints"), step=7, epoch=3,

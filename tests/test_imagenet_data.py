@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from heldout_tf import data
-import release_fixtures
+from heldout_tf import synthetic
 
 # Stored order differs from index order; the map gives each file its index.
 SPLITS = {
@@ -46,13 +46,13 @@ def imagenet(tmp_path_factory):
   tfds_splits = {}
   for seed, (split, (names, labels, indices)) in enumerate(SPLITS.items()):
     # Odd and portrait sizes exercise the crop window.
-    images = release_fixtures.random_jpegs(len(names), seed=seed,
+    images = synthetic.random_jpegs(len(names), seed=seed,
                                            shape=(257, 193, 3))
     tfds_splits[split] = (images, labels, names)
-    release_fixtures.write_imagenet_records(
+    synthetic.write_imagenet_records(
         os.path.join(records_dir, f"{split}-00000-of-00001"), labels,
         indices, images=images)
-  release_fixtures.write_imagenet_tfds(tfds_dir, tfds_splits)
+  synthetic.write_imagenet_tfds(tfds_dir, tfds_splits)
   index_map = write_map(root / "index.csv",
                         ["split,file_name,index"] + map_lines())
   return tfds_dir, index_map, records_dir
@@ -212,7 +212,7 @@ def encode(pixels, image_format, **kwargs):
 
 @pytest.mark.parametrize("shape", [(300, 400, 3), (257, 193, 3)])
 def test_png_and_jpeg_of_the_same_pixels_preprocess_alike(shape):
-  jpeg = release_fixtures.random_jpegs(1, seed=3, shape=shape)[0]
+  jpeg = synthetic.random_jpegs(1, seed=3, shape=shape)[0]
   pixels = tf.io.decode_jpeg(jpeg).numpy()  # What the JPEG decodes to.
   from_jpeg = data.imagenet_eval_image(jpeg).numpy()
   from_png = data.imagenet_eval_image(encode(pixels, "PNG")).numpy()
@@ -227,7 +227,7 @@ def test_png_and_jpeg_of_the_same_pixels_preprocess_alike(shape):
 
 
 def test_preprocessing_works_inside_tf_data():
-  jpeg = release_fixtures.random_jpegs(1, seed=4)[0]
+  jpeg = synthetic.random_jpegs(1, seed=4)[0]
   png = encode(tf.io.decode_jpeg(jpeg).numpy(), "PNG")
   out = list(tf.data.Dataset.from_tensor_slices([jpeg, png]).map(
       data.imagenet_eval_image).as_numpy_iterator())

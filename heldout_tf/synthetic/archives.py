@@ -1,4 +1,4 @@
-"""Small released-layout archives, for tests and benchmarks.
+"""Small released-layout archives.
 
 `layout_files()` gives `{member path: bytes}` of a few runs (a valid
 aux_arrays.npz and random checkpoint bytes each); `write_archive` gzips them

@@ -1,7 +1,10 @@
-"""Small offline stand-ins for the released data and runs, built in tests.
+"""Offline ImageNet stand-ins: random JPEGs as indexed TFRecords or as a tiny
+tfds `imagenet2012`.
 
-CIFAR data and released-layout runs come from `heldout_tf.synthetic` (shared
-with the benchmarks); the ImageNet stand-ins live here.
+  images = imagenet.random_jpegs(6)
+  imagenet.write_imagenet_records(path, labels, indices, images=images)
+  imagenet.write_imagenet_tfds(data_dir, {"validation": (images, labels,
+                                                         file_names)})
 """
 
 import io
@@ -11,11 +14,6 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
-
-from heldout_tf.synthetic import predictions_correct  # pylint: disable=unused-import
-from heldout_tf.synthetic import randomize  # pylint: disable=unused-import
-from heldout_tf.synthetic import write_release_run  # pylint: disable=unused-import
-from heldout_tf.synthetic import write_synthetic_cifar  # pylint: disable=unused-import
 
 
 def random_jpegs(n, seed=0, shape=(300, 400, 3)):

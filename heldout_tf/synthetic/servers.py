@@ -1,7 +1,9 @@
-"""Loopback servers and snapshots for the archive tests.
+"""Loopback servers for offline download tests: HTTP with faults, a GCS
+emulator; and `snapshot` of a directory tree.
 
-The archives themselves come from `heldout_tf.archive.synthetic` (shared
-with the benchmarks); the names are re-exported here for the tests.
+  with servers.FaultyServer({"/d/x.tar.gz": data}) as server:
+    server.drops = [50_000]  # The first GET stops after 50 000 bytes.
+    archive.fetch(..., base_url=server.url + "/d")
 """
 
 import contextlib
@@ -10,18 +12,9 @@ import os
 import socket
 import threading
 
-from heldout_tf.archive import synthetic
-
 # gcsfs reads this at import: keep its plain (not zonal/HNS) filesystem, which
 # would otherwise probe the emulator over gRPC for a minute per bucket.
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
-
-EXPERIMENT = synthetic.EXPERIMENT
-layout_files = synthetic.layout_files
-tar_bytes = synthetic.tar_bytes
-gzip_bytes = synthetic.gzip_bytes
-write_archive = synthetic.write_archive
-sparse_member = synthetic.sparse_member
 
 
 def snapshot(root):

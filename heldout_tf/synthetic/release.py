@@ -1,6 +1,6 @@
-"""Small offline stand-ins for the released data and runs.
+"""Offline stand-ins for the released CIFAR data and runs.
 
-For tests and benchmarks: random images in the CIFAR pipeline, a tiny tfds
+Random images in the CIFAR pipeline, a tiny tfds
 CIFAR dataset, and runs in the released layout (a checkpoint of a model with
 random weights and non-trivial BatchNorm statistics, plus an aux_arrays.npz
 whose correctness comes from that model). Nothing here touches the network.
@@ -22,17 +22,16 @@ import tensorflow as tf
 from heldout_tf import checkpoints
 from heldout_tf import data
 from heldout_tf import models
-from heldout_tf import released
+from heldout_tf import experiments
 from heldout_tf import runstore
 
 CIFAR_SHAPE = (32, 32, 3)
 
 
 def experiment(arch: str = "inception", num_classes: int = 10,
-               name: str = "synthetic-inception") -> released.Experiment:
-  """A stand-in `released.Experiment` of `arch` with `num_classes`."""
-  return released.Experiment(name, arch, num_classes, dataset="synthetic",
-                             md5="", approx_size="0 B")
+               name: str = "synthetic-inception") -> experiments.Experiment:
+  """A stand-in `experiments.Experiment` of `arch` with `num_classes`."""
+  return experiments.Experiment(name, arch, num_classes, dataset="synthetic")
 
 
 def random_cifar_arrays(n_train=48, n_test=32, num_classes=10, seed=0,

@@ -1,0 +1,47 @@
+"""Offline stand-ins for the released data, runs and archives: the one
+package tests and benchmarks build them with. Nothing here touches the
+network.
+
+  release   random CIFAR arrays, a tiny tfds CIFAR, runs in the released
+            layout (checkpoint + aux_arrays.npz from the model itself)
+  imagenet  random JPEGs as indexed TFRecords or a tiny tfds imagenet2012
+  archives  small released-layout `.tar.gz` archives, hostile members
+  servers   loopback HTTP (with faults) and GCS emulator, tree snapshots
+
+Each name is importable from here (`synthetic.write_release_run`), loading
+only its module: `archives` and `servers` need no TensorFlow.
+"""
+
+import importlib
+
+_MODULE_OF = {
+    "release": ("CIFAR_SHAPE", "experiment", "random_cifar_arrays",
+                "in_memory_dataset", "write_synthetic_cifar", "randomize",
+                "predictions_correct", "write_release_run"),
+    "imagenet": ("random_jpegs", "write_imagenet_records",
+                 "write_imagenet_tfds"),
+    "archives": ("EXPERIMENT", "aux_bytes", "layout_files", "tar_bytes",
+                 "gzip_bytes", "write_archive", "sparse_member"),
+    "servers": ("snapshot", "free_port", "FaultyServer", "gcs_emulator"),
+}
+_NAMES = {name: module for module, names in _MODULE_OF.items()
+          for name in names}
+
+__all__ = sorted(_MODULE_OF) + sorted(_NAMES)
+
+
+def __getattr__(name):
+  """Imports the module holding `name` on first use."""
+  if name in _MODULE_OF:
+    module = importlib.import_module(f"{__name__}.{name}")
+  elif name in _NAMES:
+    module = getattr(importlib.import_module(
+        f"{__name__}.{_NAMES[name]}"), name)
+  else:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  globals()[name] = module
+  return module
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))
