@@ -20,6 +20,11 @@ setuptools.setup(
                                                "mnist_example",
                                                "mnist_example.*"]),
     py_modules=["demo"],
+    entry_points={
+        # `heldout <command>`: the same as `python -m <module>` (see
+        # heldout_tf/commands.py for the commands).
+        "console_scripts": ["heldout = heldout_tf.commands:entry_point"],
+    },
     install_requires=[
         "tensorflow>=2.12",
         "dm-sonnet>=2.0.1",

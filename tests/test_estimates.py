@@ -609,15 +609,20 @@ def test_summary_states_standard_errors_and_warns_on_few_runs():
   # 32 runs at 0.7: n_in ~ 22, n_out ~ 10, so 0.5 sqrt(1/22 + 1/10) ~ 0.19.
   bound = float(np.median(0.5 * np.sqrt(1 / few["n_in"] + 1 / few["n_out"])))
   assert 0.15 < bound < 0.25
-  assert (f"median over examples): memorization "
-          f"{np.median(few['memorization_se']):.3f}, worst case "
-          f"0.5*sqrt(1/n_in + 1/n_out) {bound:.3f}") in text
+  se = few["memorization_se"][~np.isnan(few["memorization_se"])]
+  assert 0 < (se == 0).sum() < len(se)  # Both kinds of examples.
+  assert (f"standard errors from the in/out run counts: memorization "
+          f"{np.median(se[se > 0]):.3f} (median over the {(se > 0).sum()} "
+          f"examples the runs disagree on; exactly 0 for the other "
+          f"{(se == 0).sum()}, right or wrong in every run), worst case "
+          f"0.5*sqrt(1/n_in + 1/n_out) {bound:.3f} (median over examples)"
+          ) in text
   assert "warning: infl_threshold 0.15 is within 2 standard errors" in text
   assert "warning: mem_threshold 0.25 is within 2 standard errors" in text
   many = estimates.compute(estimates.Runs.from_arrays(
       *random_runs(rng, 2000, 60, 40, 0.7), 0.7), progress=False)
   text = estimates.summary(many)
-  assert "standard error from the in/out run counts" in text
+  assert "standard errors from the in/out run counts" in text
   assert "warning" not in text
   no_pairs = estimates.compute(estimates.Runs.from_arrays(
       *random_runs(rng, 32, 60, 40, 0.7), 0.7), "mem", progress=False)

@@ -64,17 +64,33 @@ def uncertainty(result: dict) -> Uncertainty:
   return Uncertainty(mem_se, typical, tuple(warnings))
 
 
+def _memorization_se_text(result: dict) -> str:
+  """Memorization's standard error, told so that a typical 0 is not read
+  as a bug: most examples are right (or wrong) in every run, and their
+  estimate has no spread at all."""
+  if "memorization_se" not in result:
+    return ""
+  se = np.asarray(result["memorization_se"], np.float64)
+  se = se[~np.isnan(se)]
+  if not len(se):
+    return ""
+  varies = se[se > 0]
+  if not len(varies):
+    return (f"memorization 0 for all {len(se)} examples (every run got each "
+            "of them right, or every run wrong), ")
+  return (f"memorization {np.median(varies):.3f} (median over the "
+          f"{len(varies)} examples the runs disagree on; exactly 0 for the "
+          f"other {len(se) - len(varies)}, right or wrong in every run), ")
+
+
 def _uncertainty_lines(result: dict) -> List[str]:
   u = uncertainty(result)
   if np.isnan(u.bound):
     return []
-  mem = (f"memorization {u.memorization_se:.3f}, "
-         if u.memorization_se is not None and not np.isnan(u.memorization_se)
-         else "")
-  return [f"standard error from the in/out run counts (median over "
-          f"examples): {mem}worst case 0.5*sqrt(1/n_in + 1/n_out) "
-          f"{u.bound:.3f}, which also bounds each influence estimate"
-          ] + list(u.warnings)
+  return [f"standard errors from the in/out run counts: "
+          f"{_memorization_se_text(result)}worst case 0.5*sqrt(1/n_in + "
+          f"1/n_out) {u.bound:.3f} (median over examples), which also "
+          "bounds each influence estimate"] + list(u.warnings)
 
 
 def summary(result: dict, top=10) -> str:
