@@ -8,10 +8,10 @@ in-memory images, in one process:
   would be slower still), `tf.train.Checkpoint(model=model).restore(prefix)`
   (deferred: the values land when the first call creates the variables),
   and run the batches through it;
-- kit: `heldout_tf.evaluation.evaluate_runs`, the loop `demo.py` uses: one
-  model built once; per run a strict `checkpoints.restore`, reading
-  aux_arrays.npz, `evaluation.evaluate` (which reuses the model's traced
-  forward pass) and the cross-check.
+- kit: `heldout_tf.evaluation.evaluate_runs`, the loop `heldout evaluate`
+  uses: one model built once and the split read once; per run a strict
+  `checkpoints.restore`, reading aux_arrays.npz, `evaluation.evaluate`
+  (which reuses the model's traced forward pass) and the cross-check.
 
 The pure forward-pass time is the same batches, already materialised as
 tensors, run through an already-traced function. Per-checkpoint overhead is
@@ -27,7 +27,7 @@ same reason).
   python benchmarks/evaluate_many.py --num_runs=8 --num_images=1000
 
 The synthetic runs (random weights, aux_arrays.npz from the model's own
-predictions) come from `heldout_tf.synthetic`.
+predictions) come from `heldout_tf.synthetic` (the offline stand-ins).
 """
 
 from heldout_tf import cli

@@ -47,7 +47,8 @@ def build_parser() -> cli.Parser:
                       help="Pairs: minimum memorization of the training "
                       "example.")
   parser.add_argument(
-      "--memory_budget", default=estimates.DEFAULT_MEMORY_BUDGET, metavar="SIZE",
+      "--memory_budget", default=estimates.DEFAULT_MEMORY_BUDGET,
+      metavar="SIZE",
       help="Working memory for pairs and the dense influence, e.g. 4GB, "
       "512MB.")
   parser.add_argument(

@@ -154,7 +154,10 @@ def test_help_through_the_dispatcher_does_not_load_tensorflow():
 
 
 def test_every_build_parser_shows_defaults_and_the_root_flag():
-  from heldout_tf import download, estimate, evaluate  # pylint: disable=g-import-not-at-top,g-multiple-import
+  # pylint: disable=g-import-not-at-top
+  from heldout_tf import download
+  from heldout_tf import estimate
+  from heldout_tf import evaluate
   for module in (download, estimate, evaluate):
     parser = module.build_parser()
     assert isinstance(parser, cli.Parser)
@@ -246,7 +249,8 @@ def test_run_id_lists_read_the_same_everywhere(text, want):
     ("abc", "'abc' is not a run id"), ("-1", "'-1' is not a run id"),
     ("+3", "'+3' is not a run id"), ("1.5", "'1.5' is not a run id"),
     ("٣", "'٣' is not a run id"), (",", "nothing in ','"),
-    ("5-2", "range '5-2' is empty"), ("0-99999999", "range '0-99999999' holds more than")])
+    ("5-2", "range '5-2' is empty"),
+    ("0-99999999", "range '0-99999999' holds more than")])
 def test_bad_run_id_lists_name_the_flag(text, message):
   with pytest.raises(errors.UsageError,
                      match="^" + re.escape(f"--runs: {message}")):
@@ -283,13 +287,17 @@ def test_one_registry_of_experiments():
   assert experiments.get("imagenet-resnet50").input_shape == (224, 224, 3)
   with pytest.raises(errors.UsageError, match="'mnist-mlp' is unknown"):
     released.get("mnist-mlp")
-  from heldout_tf import exports, published, models  # pylint: disable=g-import-not-at-top,g-multiple-import
+  # pylint: disable=g-import-not-at-top
+  from heldout_tf import exports
+  from heldout_tf import models
+  from heldout_tf import published
   for name, e in experiments.EXPERIMENTS.items():
     spec = exports.model_spec(name)
     assert (spec.arch, spec.num_classes, spec.preprocessing) == (
         e.arch, e.num_classes, e.preprocessing)
     assert tuple(models.input_shape(e.arch)) == e.input_shape
-    assert published._experiment_dataset(name) == e.dataset_name  # pylint: disable=protected-access
+    dataset = published._experiment_dataset(name)  # pylint: disable=protected-access
+    assert dataset == e.dataset_name
 
 
 def test_download_hint_can_be_pasted(tmp_path):

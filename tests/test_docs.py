@@ -8,7 +8,6 @@ parser accepts (the command is not run). Pages are discovered, so a new
 page is checked as soon as it is added.
 """
 
-import argparse
 import dataclasses
 import glob
 import importlib
@@ -99,10 +98,6 @@ def find_commands(text: str, page: str) -> List[Command]:
   return found
 
 
-def _options(parser: argparse.ArgumentParser) -> set:
-  return set(parser._option_string_actions)  # pylint: disable=protected-access
-
-
 def problems(command: Command) -> List[str]:
   """What is wrong with `command` (empty when it is as the parser takes it):
   a missing module, no `build_parser`, an unknown flag, a value outside a
@@ -124,7 +119,7 @@ def problems(command: Command) -> List[str]:
     return [f"{command.where()}: {command.module} has no build_parser(), so "
             f"its flags cannot be checked, in: {command.text}"]
   parser = module.build_parser()
-  options = _options(parser)
+  options = parser._option_string_actions  # pylint: disable=protected-access
   found = []
   args = [a.strip("[]") for a in command.args]
   for i, arg in enumerate(args):
@@ -135,7 +130,7 @@ def problems(command: Command) -> List[str]:
       found.append(f"{command.where()}: {flag} is not a flag of "
                    f"{command.module} in: {command.text}")
       continue
-    action = parser._option_string_actions[flag]  # pylint: disable=protected-access
+    action = options[flag]
     if not value and action.nargs != 0 and i + 1 < len(args):
       value = args[i + 1]
     if (action.choices and value and not value.startswith("--") and
