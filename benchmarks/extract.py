@@ -213,7 +213,7 @@ def main(argv=None):
       shutil.rmtree(dest, ignore_errors=True)
       return timed(
           [sys.executable, "-m", "heldout_tf.download", "--experiment",
-           EXPERIMENT, "--dest", dest, "--base_url", src, "--md5", md5,
+           EXPERIMENT, "--root", dest, "--base_url", src, "--md5", md5,
            "--only", only, "--noprogress"], dest, env=env,
           stdout=subprocess.DEVNULL)
 

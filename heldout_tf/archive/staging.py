@@ -53,7 +53,7 @@ def locked_dest(dest):
       raise DestinationBusyError(
           f"another download is extracting into {dest}; wait for it to "
           "finish (then re-run: committed runs are skipped) or use another "
-          "--dest")
+          "--root")
     yield created
   except BaseException:
     if created:
@@ -113,7 +113,7 @@ def check_free_space(staging, target, size):
     raise DiskSpaceError(
         f"not enough disk space for {target}: it needs "
         f"{sizes.format_bytes(size)}, {sizes.format_bytes(free)} free in "
-        f"{os.path.dirname(staging)}; free some space or pick another --dest")
+        f"{os.path.dirname(staging)}; free some space or pick another --root")
 
 
 # ------------------------------------------------------- markers/manifest ---
