@@ -426,8 +426,8 @@ def test_load_runs_refuses_pickled_arrays(release):
 
 def _matrices_from_aux(root, experiment):
   """mask, correct_train, correct_test built with runs.read_aux."""
-  rows = [runs.read_aux(path)
-          for _, _, path in runs.list_runs(root, experiment)]
+  rows = [runs.read_aux(found.path)
+          for found in layout.list_runs(root, experiment)]
   n_train = len(rows[0]["index_train"]) + len(rows[0]["index_removed"])
   n_test = len(rows[0]["index_test"])
   mask = np.zeros((len(rows), n_train), bool)
