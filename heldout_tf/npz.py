@@ -430,14 +430,13 @@ def read(source: Source, keys: Sequence[str], error=NpzError,
 # ---------------------------------------------------------------- npy files --
 
 
-def read_npy(path: str, error=NpzError, *, os_error=None,
-             kinds: Optional[str] = None, ndim: Optional[int] = None,
+def read_npy(path: str, error=NpzError, *, key: str = "array",
+             os_error=None, kinds: Optional[str] = None, ndim: Optional[int] = None,
              shape: Optional[Sequence[Optional[int]]] = None,
              max_elements: Optional[int] = None) -> np.ndarray:
   """A single-array `.npy` file, under the same checks as an npz member
-  (messages call its array `key 'array'`); the file's size must be what its
-  header declares."""
-  key = "array"
+  (messages call its array `key`); the file's size must be what its header
+  declares."""
   with open_regular(path, error, os_error) as f:
     size = os.fstat(f.fileno()).st_size
     try:

@@ -811,7 +811,8 @@ def test_cli_compare_flags(release, tmp_path, capsys, monkeypatch):
       "pub.npz", "tfds", "x/est_compare.png")
   assert estimate.parse_args(["--root", "r", "--experiment", "e", "--out",
                               "o.npz"]).compare is None
-  # The CLI hands the result to heldout_tf.published.compare, lazily.
+  # The CLI checks the file with heldout_tf.published and hands the result
+  # to heldout_tf.comparison.compare, both imported lazily.
   calls = []
 
   def compare(result, path, experiment, data_dir, plot_path):
@@ -826,11 +827,12 @@ def test_cli_compare_flags(release, tmp_path, capsys, monkeypatch):
     if path == "bad.npz":
       raise errors.HeldoutError("bad.npz: not a published file")
 
-  monkeypatch.setitem(sys.modules, "heldout_tf.published",
-                      types.SimpleNamespace(compare=compare, load=load,
-                                            check_compatible=check_compatible))
-  monkeypatch.setattr(heldout_tf, "published",
-                      sys.modules["heldout_tf.published"], raising=False)
+  fakes = {"published": types.SimpleNamespace(
+      load=load, check_compatible=check_compatible),
+           "comparison": types.SimpleNamespace(compare=compare)}
+  for name, fake in fakes.items():
+    monkeypatch.setitem(sys.modules, f"heldout_tf.{name}", fake)
+    monkeypatch.setattr(heldout_tf, name, fake, raising=False)
   root, _ = release
   out = str(tmp_path / "est.npz")
   code, stdout, _ = run_cli(capsys, "--root", root, "--experiment",
