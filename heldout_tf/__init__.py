@@ -22,8 +22,8 @@ and the download path never load TensorFlow):
 - making collections: `training` (many subset models at once), `hardware`
   (precision choice), `ray_engine` (the same on a Ray cluster);
 - plumbing: `errors` (`HeldoutError`, the base of every input error),
-  `npz` (the one hardened npz/npy reader), `sizes`, `progress`, `cli`; `synthetic` (offline stand-ins for tests
-  and benchmarks).
+  `npz` (the one hardened npz/npy reader), `sizes`, `progress`, `cli`;
+  `synthetic` (offline stand-ins for tests and benchmarks).
 """
 
 import importlib
@@ -34,8 +34,9 @@ __all__ = [
     "HeldoutError",
     "archive", "checkpoints", "cli", "comparison", "data", "detection",
     "errors", "estimates", "evaluation", "exports", "hardware", "layout",
-    "models", "npz", "progress", "published", "ray_engine", "released", "runs", "runstore",
-    "scores", "signals", "sizes", "synthetic", "training",
+    "models", "npz", "progress", "published", "ray_engine", "released",
+    "runs", "runstore", "scores", "signals", "sizes", "synthetic",
+    "training",
 ]
 
 from heldout_tf.errors import HeldoutError  # noqa: E402  (no TensorFlow)

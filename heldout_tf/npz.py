@@ -431,7 +431,8 @@ def read(source: Source, keys: Sequence[str], error=NpzError,
 
 
 def read_npy(path: str, error=NpzError, *, key: str = "array",
-             os_error=None, kinds: Optional[str] = None, ndim: Optional[int] = None,
+             os_error=None, kinds: Optional[str] = None,
+             ndim: Optional[int] = None,
              shape: Optional[Sequence[Optional[int]]] = None,
              max_elements: Optional[int] = None) -> np.ndarray:
   """A single-array `.npy` file, under the same checks as an npz member
