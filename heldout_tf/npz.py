@@ -154,7 +154,10 @@ def read_header(f, path: str, key: str, error=NpzError):
       pass  # An unknown descr: let numpy name the problem.
     else:
       dims = match.group(3)
-      shape = tuple(int(d) for d in dims.split(", ")) if dims else ()
+      if "," not in dims:  # The usual vector (or a scalar).
+        shape = (int(dims),) if dims else ()
+      else:
+        shape = tuple(int(d) for d in dims.split(", "))
       return dtype, shape, match.group(2) == "True", raw
   parse = (np.lib.format.read_array_header_1_0 if start[6] == 1
            else np.lib.format.read_array_header_2_0)
@@ -297,8 +300,9 @@ class Reader:
           f"{', '.join(repr(k) for k in shown) + more or 'no keys'}")
 
   def _info(self, key: str) -> zipfile.ZipInfo:
-    self.require([key])
-    info = self._members[key]
+    info = self._members.get(key)
+    if info is None:
+      self.require([key])
     err = self.error
     if info.flag_bits & 0x1:
       raise err(f"{self.path}: cannot read key {key!r}: encrypted")
