@@ -17,13 +17,13 @@ and the download path never load TensorFlow):
   safetensors, npz);
 - evaluation: `data`, `evaluation` (re-evaluate and cross-check many runs);
 - estimates: `estimates` (memorization, influence, C-scores), `published`
-  (the papers' score files, side by side with ours);
+  (the papers' score files), `comparison` (them side by side with ours);
 - data quality: `signals`, `scores`, `detection`;
 - making collections: `training` (many subset models at once), `hardware`
   (precision choice), `ray_engine` (the same on a Ray cluster);
 - plumbing: `errors` (`HeldoutError`, the base of every input error),
-  `sizes`, `progress`, `cli`; `synthetic` (offline stand-ins for tests
-  and benchmarks).
+  `npz` (the one hardened npz/npy reader), `sizes`, `progress`, `cli`;
+  `synthetic` (offline stand-ins for tests and benchmarks).
 """
 
 import importlib
@@ -32,10 +32,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "HeldoutError",
-    "archive", "checkpoints", "cli", "data", "detection", "errors",
-    "estimates", "evaluation", "exports", "hardware", "layout", "models",
-    "progress", "published", "ray_engine", "released", "runs", "runstore",
-    "scores", "signals", "sizes", "synthetic", "training",
+    "archive", "checkpoints", "cli", "comparison", "data", "detection",
+    "errors", "estimates", "evaluation", "exports", "hardware", "layout",
+    "models", "npz", "progress", "published", "ray_engine", "released",
+    "runs", "runstore", "scores", "signals", "sizes", "synthetic",
+    "training",
 ]
 
 from heldout_tf.errors import HeldoutError  # noqa: E402  (no TensorFlow)

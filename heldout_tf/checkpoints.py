@@ -30,6 +30,7 @@ from heldout_tf import errors
 from heldout_tf import files
 from heldout_tf import layout
 from heldout_tf import models
+from heldout_tf import npz
 
 VERBOSE_ERRORS_ENV = "HELDOUT_VERBOSE_ERRORS"
 KEYS_SHOWN = 5  # Keys of each kind a mismatch message shows.
@@ -200,9 +201,19 @@ def _built_variables(model, arch):
   return variables
 
 
+def _check_regular_files(prefix):
+  """Refuses a checkpoint whose `.index` or `.data-*` files are not regular
+  files (a FIFO would block TensorFlow's reader forever)."""
+  for path in [prefix + ".index"] + sorted(
+      glob.glob(glob.escape(prefix) + ".data-*")):
+    npz.check_regular(path, CheckpointCorruptError,
+                      os_error=CheckpointCorruptError)
+
+
 def _open(prefix):
-  """A `CheckpointReader` of `prefix`; CheckpointCorruptError when its index
-  cannot be read."""
+  """A `CheckpointReader` of `prefix`; CheckpointCorruptError when its files
+  are not regular files or its index cannot be read."""
+  _check_regular_files(prefix)
   try:
     return tf.train.load_checkpoint(prefix)
   except tf.errors.OpError as e:
@@ -332,6 +343,21 @@ def _remove(path: str):
     pass
 
 
+def _save_failure(error, tmp: str, final: str) -> str:
+  """Why a save failed, in one line naming no hidden temporary file.
+
+  TensorFlow says `{{function_node ...}} <temp file>; File too large
+  [Op:SaveV2]`: the part after the last `; ` is the OS's reason.
+  """
+  if not isinstance(error, tf.errors.OpError):
+    return errors.describe_os_error(error)
+  text = re.sub(r"\{\{.*?\}\}\s*", "", error.message or "")
+  text = re.sub(r"\s*\[Op:\w+\]\s*$", "", _first_line(text, 1000))
+  if "; " in text:
+    text = text.rsplit("; ", 1)[1]
+  return re.sub(re.escape(tmp) + r"\S*", final, text).strip() or "failed"
+
+
 def remove_stale_temporaries(directory: str) -> List[str]:
   """Removes what saves killed mid-way left in `directory`; returns it.
 
@@ -358,6 +384,10 @@ def save(model, directory: str, step: int, epoch: int = 0,
   saving into one directory do not disturb each other. Leftovers of saves
   killed mid-way (by processes no longer alive) are removed first. `extra`
   are further trackables (e.g. an optimizer) saved beside the model.
+
+  Raises:
+    errors.PathError: the directory cannot be written (read-only, a full
+      disk, a file size limit), naming it; nothing of the save is left.
   """
   with errors.user_path(directory, "write"):
     os.makedirs(directory, exist_ok=True)
@@ -370,16 +400,21 @@ def save(model, directory: str, step: int, epoch: int = 0,
                      f"{secrets.token_hex(4)}")
   moved = []
   try:
-    written = ckpt.write(tmp)
-    with files.locked(directory):
-      # An older ckpt-<step> stops being one before its data is replaced.
-      if os.path.exists(final + ".index"):
-        os.remove(final + ".index")
-      for f in sorted(glob.glob(glob.escape(written) + ".data-*")):
-        moved.append(final + f[len(written):])
-        os.replace(f, moved[-1])
-      os.replace(written + ".index", final + ".index")  # Marks completion.
-      moved = []
+    try:
+      written = ckpt.write(tmp)
+      with files.locked(directory):
+        # An older ckpt-<step> stops being one before its data is replaced.
+        if os.path.exists(final + ".index"):
+          os.remove(final + ".index")
+        for f in sorted(glob.glob(glob.escape(written) + ".data-*")):
+          moved.append(final + f[len(written):])
+          os.replace(f, moved[-1])
+        os.replace(written + ".index", final + ".index")  # Marks completion.
+        moved = []
+    except (tf.errors.OpError, OSError) as e:  # E.g. a full disk.
+      raise errors.PathError(
+          f"cannot write checkpoint {os.path.basename(final)} in "
+          f"{directory}: {_save_failure(e, tmp, final)}") from e
   except BaseException:
     if os.path.exists(final + ".index"):  # Complete after all: keep it.
       moved = []

@@ -5,6 +5,8 @@ order, the same index `aux_arrays.npz` uses.
 
 - CIFAR-10/100: `tfds.load(name, batch_size=-1, shuffle_files=False)`, images
   `uint8 / 255.0`, no mean/std normalisation.
+  `tfds_original_order` maps the tfds order to the original CIFAR order
+  (the order of the papers' CIFAR C-score files), from the tfds `id`.
 - ImageNet, either of
   - user-built TFRecords with features `image/encoded`, `label`, `index`;
   - a prepared tfds `imagenet2012` directory (read, never downloaded) plus
@@ -24,10 +26,13 @@ import os
 import re
 from typing import Optional
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from heldout_tf import errors
+from heldout_tf import files
+from heldout_tf import npz
 
 CIFAR_PAD = 4
 IMAGENET_SIZE = 224
@@ -41,6 +46,8 @@ INDEX_MAP_HEADER = ("split", "file_name", "index")
 # Examples are looked up in the index map in chunks, so that file names
 # missing from the map are reported a few at a time.
 INDEX_LOOKUP_CHUNK = 256
+# Under a tfds data directory: cached tfds -> original CIFAR orders.
+ORDER_CACHE_DIRNAME = "heldout_tf_cache"
 
 
 class DataError(errors.HeldoutError, ValueError):
@@ -164,8 +171,8 @@ def cifar_augment(image, seed=None):
 def imagenet_split(data_dir: str, split: str):
   """Evaluation examples of indexed ImageNet TFRecords in `data_dir`."""
   pattern = os.path.join(data_dir, IMAGENET_SPLIT_FILES[split])
-  files = sorted(glob.glob(pattern))
-  if not files:
+  record_files = sorted(glob.glob(pattern))
+  if not record_files:
     raise DatasetNotFoundError(
         f"No TFRecord files match {pattern} (and {data_dir} holds no "
         "prepared tfds imagenet2012/<version>/).")
@@ -180,7 +187,7 @@ def imagenet_split(data_dir: str, split: str):
     return {"image": imagenet_eval_image(ex["image/encoded"]),
             "label": ex["label"], "index": ex["index"]}
 
-  ds = tf.data.TFRecordDataset(files)
+  ds = tf.data.TFRecordDataset(record_files)
   # The number of records is unknown without reading them all.
   return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE), None
 
@@ -373,3 +380,111 @@ def imagenet_eval_image(encoded):
                           method="bicubic")
   image = image / 255.0
   return (image - IMAGENET_MEAN) / IMAGENET_STD
+
+
+# ------------------------------------------------ tfds order <-> original
+
+
+def default_data_dir() -> str:
+  """tfds' default data directory: `$TFDS_DATA_DIR`, ~/tensorflow_datasets."""
+  return os.path.expanduser(os.environ.get("TFDS_DATA_DIR",
+                                           "~/tensorflow_datasets"))
+
+
+def parse_ids(ids, split: str, where: str) -> np.ndarray:
+  """`['train_16399', ...]` -> original positions [n] int64 (a permutation).
+
+  Raises:
+    DataError: an id is not `<split>_<digits>` or the positions are not a
+      permutation of 0..n-1 (naming `where`).
+  """
+  pattern = re.compile(rf"{re.escape(split)}_([0-9]+)")
+  positions = np.empty(len(ids), np.int64)
+  for k, raw in enumerate(ids):
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+    match = pattern.fullmatch(text)
+    if not match:
+      raise DataError(f"{where}: example {k} has id {text!r}, "
+                               f"expected {split}_<number>")
+    positions[k] = int(match.group(1))
+  seen = np.zeros(len(ids), bool)
+  inside = positions < len(ids)
+  seen[positions[inside]] = True
+  if not inside.all() or not seen.all():
+    raise DataError(
+        f"{where}: the ids are not {split}_0 .. {split}_{len(ids) - 1} "
+        f"(each once): {int((~seen).sum())} positions missing")
+  return positions
+
+
+def tfds_original_order(dataset: str, split: str = "train",
+                        data_dir: Optional[str] = None,
+                        cache: bool = True) -> np.ndarray:
+  """Original position of each example of a tfds CIFAR split, in tfds order.
+
+  `order[k]` is the original CIFAR position of the example at position `k` of
+  `tfds.load(dataset, split=split, shuffle_files=False)` (the index the
+  released runs use), read from the tfds `id` feature. So a vector in the
+  original order becomes one in the runs' order as `values[order]`.
+
+  Reads a prepared tfds dataset (`dataset` as 'cifar10' or 'cifar10:3.0.2')
+  from `data_dir` (tfds' default when None), never downloads. The mapping is
+  cached atomically in `<data_dir>/heldout_tf_cache/<name>-<version>-<split>-
+  order.npy` (skipped with a warning when that is not writable) and rebuilt
+  when the dataset was prepared again since.
+
+  Raises:
+    DatasetNotFoundError: the dataset is not prepared in `data_dir`.
+    DataError: its ids are not `<split>_<n>` for n = 0..N-1.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  data_dir = os.path.expanduser(data_dir) if data_dir else default_data_dir()
+  try:
+    builder = tfds.builder(dataset, data_dir=data_dir)
+    info_file = os.path.join(builder.data_dir, "dataset_info.json")
+    if not os.path.isfile(info_file) or split not in builder.info.splits:
+      raise FileNotFoundError(info_file)
+  except (tfds.core.DatasetNotFoundError, AssertionError, FileNotFoundError,
+          ValueError) as e:
+    raise DatasetNotFoundError(
+        f"tfds dataset {dataset!r} split {split!r} is not prepared in "
+        f"{data_dir} (needed to map the original CIFAR order to the runs' "
+        "tfds order; prepare it with tfds, or pass --data_dir)") from e
+  name = f"{builder.name}-{builder.version}-{split}"
+  cache_path = os.path.join(data_dir, ORDER_CACHE_DIRNAME,
+                            f"{name}-order.npy")
+  num_examples = builder.info.splits[split].num_examples
+  if cache:
+    cached = _read_cached_order(cache_path, num_examples, info_file)
+    if cached is not None:
+      return cached
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          decoders=tfds.decode.PartialDecoding({"id": True}))
+  ids = [i for batch in tfds.as_numpy(ds.batch(10_000)) for i in batch["id"]]
+  order = parse_ids(ids, split, f"tfds {builder.name}:{builder.version} "
+                    f"{split} in {data_dir}")
+  if cache:
+    _write_cached_order(cache_path, order)
+  return order
+
+
+def _read_cached_order(path, num_examples, info_file) -> Optional[np.ndarray]:
+  """The cached order if present, newer than the dataset and well formed."""
+  try:
+    if os.path.getmtime(path) < os.path.getmtime(info_file):
+      return None
+    order = npz.read_npy(path, DataError, kinds="i",
+                         shape=(num_examples,)).astype(np.int64)
+  except (OSError, errors.HeldoutError):
+    return None
+  if not np.array_equal(np.sort(order), np.arange(num_examples)):
+    return None
+  return order
+
+
+def _write_cached_order(path, order):
+  try:
+    files.atomic_write(path, lambda f: np.save(f, order))
+  except OSError as e:
+    logging.warning("Not caching the tfds order in %s: %s", path,
+                    errors.describe_os_error(e))

@@ -11,7 +11,7 @@ r"""Computes memorization, influence and C-scores from a collection of runs.
 a short summary with the estimates' standard errors (and a warning when the
 pairs thresholds are within two of them of zero). With --compare also prints
 how the estimates agree with a published score file
-(`heldout_tf.published.compare`).
+(`heldout_tf.comparison.compare`).
 """
 
 import os
@@ -117,6 +117,11 @@ def _published():
   return published
 
 
+def _comparison():
+  from heldout_tf import comparison  # pylint: disable=g-import-not-at-top
+  return comparison
+
+
 def main(argv=None):
   args = parse_args(argv)
   errors.check_writable(args.out)
@@ -140,10 +145,10 @@ def main(argv=None):
   print(estimates.summary(result))
   print(f"wrote {args.out}")
   if args.compare is not None:
-    print(_published().compare(result, args.compare,
-                               experiment=args.experiment,
-                               data_dir=args.data_dir,
-                               plot_path=args.compare_plot))
+    print(_comparison().compare(result, args.compare,
+                                experiment=args.experiment,
+                                data_dir=args.data_dir,
+                                plot_path=args.compare_plot))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import numpy as np
 from heldout_tf import errors
 from heldout_tf import experiments
 from heldout_tf import files
+from heldout_tf import npz
 
 FORMATS = ("onnx", "safetensors", "npz")
 ONNX_OPSET = 17  # tf2onnx 1.16+ writes it; every onnxruntime >= 1.14 runs it.
@@ -44,9 +45,14 @@ OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
 PARITY_TOLERANCE = 1e-4
 DEFAULT_CHECK_BATCH = 4
+MAX_CHECK_BATCH = 256  # ImageNet: 256 inputs are 154 MB.
 METADATA_KEY = "__metadata__.json"
 KEY_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 EXTRA_HINT = "pip install -e '.[export]'"
+# Reading an npz export: most bytes its members may declare (beyond this, the
+# file must be at least 1/BUDGET_RATIO of it: a compressed bomb is refused).
+MIN_BUDGET_BYTES = 256 << 20
+BUDGET_RATIO = 64
 
 
 CONVENTIONS = (
@@ -298,28 +304,58 @@ def weights_bytes(arrays: Dict[str, np.ndarray], meta: Dict[str, str],
 
 
 def read_weights(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
-  """Reads an exported safetensors/npz file: `(key -> array, metadata)`."""
-  with errors.user_path(path, "read"):
-    with open(path, "rb") as f:
-      payload = f.read()
+  """Reads an exported safetensors/npz file: `(key -> array, metadata)`.
+
+  Only a regular file is read (a FIFO or `/dev/zero` is refused at once);
+  an npz file goes through the hardened reader (`heldout_tf.npz`).
+
+  Raises:
+    ExportError: not a heldout_tf export, or corrupt (names the file).
+    PathError: the file cannot be read.
+  """
+  with npz.open_regular(path, ExportError, os_error=errors.PathError) as f:
+    is_npz = f.read(2) == b"PK"
+    if not is_npz:
+      f.seek(0)
+      with errors.user_path(path, "read"):
+        payload = f.read()  # A regular file: its size is bounded.
+  if is_npz:
+    return _read_npz_weights(path, path)
   return parse_weights(payload, path)
+
+
+def _read_npz_weights(source, where: str):
+  """`(arrays, metadata)` of an npz export (a path or bytes)."""
+  with npz.Reader(source, ExportError, name=where,
+                  os_error=errors.PathError) as reader:
+    reader.max_total_bytes = max(MIN_BUDGET_BYTES,
+                                 BUDGET_RATIO * reader.size)
+    if METADATA_KEY not in reader:
+      raise ExportError(f"{where}: no {METADATA_KEY} entry: not a heldout_tf "
+                        "export")
+    text = reader.read(METADATA_KEY, kinds="U", shape=())
+    arrays = {key: reader.read(key)
+              for key in reader.keys if key != METADATA_KEY}
+  try:
+    meta = json.loads(str(text))
+  except ValueError as e:
+    raise ExportError(f"{where}: {METADATA_KEY} is not JSON ({e})") from e
+  return arrays, _checked_metadata(meta, where)
+
+
+def _checked_metadata(meta, where: str) -> Dict[str, str]:
+  """`meta` if it maps strings to strings (as safetensors requires)."""
+  if not isinstance(meta, dict) or not all(
+      isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+    raise ExportError(f"{where}: the metadata must map strings to strings, "
+                      f"got {type(meta).__name__}")
+  return meta
 
 
 def parse_weights(payload: bytes, where: str = "<bytes>"):
   """`(key -> array, metadata)` of serialized safetensors or npz bytes."""
   if payload.startswith(b"PK"):
-    try:
-      with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    except ValueError as e:
-      raise ExportError(f"{where}: not a readable npz file ({e})") from e
-    if METADATA_KEY not in arrays:
-      raise ExportError(f"{where}: no {METADATA_KEY} entry: not a heldout_tf "
-                        "export")
-    try:
-      return arrays, json.loads(str(arrays.pop(METADATA_KEY)))
-    except ValueError as e:
-      raise ExportError(f"{where}: {METADATA_KEY} is not JSON ({e})") from e
+    return _read_npz_weights(payload, where)
   st = _require("safetensors.numpy", "safetensors")
   try:
     arrays = st.load(payload)
@@ -327,7 +363,16 @@ def parse_weights(payload: bytes, where: str = "<bytes>"):
     header = json.loads(payload[8:8 + header_size])
   except Exception as e:  # pylint: disable=broad-except
     raise ExportError(f"{where}: not a safetensors file ({e})") from e
-  return arrays, dict(header.get("__metadata__") or {})
+  return arrays, _checked_metadata(dict(header.get("__metadata__") or {}),
+                                   where)
+
+
+def non_finite(arrays: Dict[str, np.ndarray]) -> Optional[str]:
+  """The first key whose floating point values are not all finite, or None."""
+  for key, value in arrays.items():
+    if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+      return key
+  return None
 
 
 def check_weights(payload: bytes, checkpoint_prefix: str):
@@ -363,8 +408,10 @@ def export(experiment: str, run_dir: str, out: str, fmt: str, *,
     out: the file to write (atomically: a failed export leaves no file).
     fmt: 'onnx', 'safetensors' or 'npz'.
     check: verify the file written (ONNX parity; weights equal the
-      checkpoint's). A failed check writes nothing.
-    batch_size: number of random inputs of the ONNX parity check.
+      checkpoint's). A failed check writes nothing; a run with non-finite
+      weights cannot be checked (ExportError).
+    batch_size: number of random inputs of the ONNX parity check (1 to
+      `MAX_CHECK_BATCH`).
     opset: ONNX opset.
     seed: seed of the random inputs.
 
@@ -374,8 +421,9 @@ def export(experiment: str, run_dir: str, out: str, fmt: str, *,
   if fmt not in FORMATS:
     raise errors.UsageError(f"--format must be one of {', '.join(FORMATS)}, "
                             f"got {fmt!r}")
-  if batch_size < 1:
-    raise errors.UsageError(f"--batch_size must be >= 1, got {batch_size}")
+  if not 1 <= batch_size <= MAX_CHECK_BATCH:
+    raise errors.UsageError(f"--batch_size must be in 1..{MAX_CHECK_BATCH}, "
+                            f"got {batch_size}")
   spec = model_spec(experiment)
   if fmt == "onnx":  # Missing packages before any slow work.
     for module in ("tf2onnx", "onnx", "onnxruntime"):
@@ -386,6 +434,11 @@ def export(experiment: str, run_dir: str, out: str, fmt: str, *,
   model, info = load_model(spec, run_dir)
   meta = metadata(spec, model, info)
   arrays = variables(model)
+  if check and non_finite(arrays) is not None:
+    raise ExportError(
+        f"{info.path}: the run has non-finite weights (NaN or infinity in "
+        f"{non_finite(arrays)}; did its training diverge?): the export "
+        "cannot be checked (--nocheck exports them as they are)")
   difference = None
   if fmt == "onnx":
     function = inference_function(model, spec)

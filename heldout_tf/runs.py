@@ -3,35 +3,27 @@
 Each run directory `<root>/<experiment>/<ratio>/<run>/` (see
 `heldout_tf.layout`, which owns the names) holds `aux_arrays.npz` and
 `checkpoints/ckpt-<N>.*`. `read_aux` is the only code that opens an
-`aux_arrays.npz`; it treats the file as untrusted:
+`aux_arrays.npz`; it treats the file as untrusted, through the kit's one
+hardened npz reader (`heldout_tf.npz`: regular files only, only the seven
+needed members read, each refused from its npy header before anything is
+inflated), plus:
 
-- only a regular file is opened (a FIFO, a device such as a symlink to
-  `/dev/zero`, or a directory is refused before anything is read);
-- only the seven needed members are read: extra members are never inflated;
-- each member's npy header (dtype, shape) is read first and the member is
-  refused when it claims more elements than expected, when its zip entry's
-  size differs from what the header implies, or when it is neither stored
-  nor deflated; so nothing inflates beyond its declared shape;
+- each member must be 1-D and hold at most `member_limits(...)` entries;
 - correctness must be bool, or integers holding only 0 and 1; indices must
   be integers.
 
-`run_dir`, `format_ratio`, `list_runs`, `AUX_FILENAME` and
-`CHECKPOINTS_DIRNAME` are re-exported from `heldout_tf.layout`.
+`run_dir`, `format_ratio`, `AUX_FILENAME` and `CHECKPOINTS_DIRNAME` are
+re-exported from `heldout_tf.layout` (list runs with `layout.list_runs`).
 """
 
-import io
 import os
-import re
-import stat
-import struct
-import zipfile
-import zlib
 
 import numpy as np
 
 from heldout_tf import errors
 from heldout_tf import files
 from heldout_tf import layout
+from heldout_tf import npz
 
 AUX_FILENAME = layout.AUX_FILENAME
 CHECKPOINTS_DIRNAME = layout.CHECKPOINTS_DIRNAME
@@ -44,25 +36,10 @@ AUX_KEYS = tuple(f"{kind}_{split}" for kind in ("correctness", "index")
 # Default bound on every member's length when the dataset's sizes are not
 # known yet: 6.5x ImageNet's 1 281 167 training examples.
 MAX_EXAMPLES = 2**23
-_MAX_HEADER_BYTES = 10_000  # numpy's own default limit.
-_NPY_MAGIC = b"\x93NUMPY"
-_NPY_HEADER = re.compile(
-    r"\{'descr': '([<>|=][a-zA-Z][0-9]+)', 'fortran_order': (?:False|True), "
-    r"'shape': \(([0-9]+),?\), \}\s*")
 
 
 class AuxArraysError(errors.HeldoutError, ValueError):
   """An `aux_arrays.npz` file is unreadable, or its arrays are inconsistent."""
-
-
-def list_runs(root: str, experiment: str, ratios=None):
-  """Sorted `(ratio_name, run_id, run_dir)` of every canonical run directory.
-
-  A thin wrapper of `heldout_tf.layout.list_runs` (which see: non-canonical
-  names are skipped with a warning, ambiguous ones raise `LayoutError`).
-  """
-  return [(found.ratio_name, found.run, found.path)
-          for found in layout.list_runs(root, experiment, ratios)]
 
 
 # ---------------------------------------------------------------- writing --
@@ -100,170 +77,28 @@ def member_limits(n_train=None, n_test=None) -> dict:
           for key in AUX_KEYS}
 
 
-def _open_regular(path: str):
-  """A binary file object for `path`, refusing anything but a regular file.
-
-  Checks with `os.stat` before opening (a FIFO would block in `open`), opens
-  without blocking and checks the opened file again (it may have been
-  swapped in between).
-  """
-  try:
-    before = os.stat(path)
-  except FileNotFoundError:
-    raise AuxArraysError(f"{path}: file not found") from None
-  except OSError as e:
-    raise AuxArraysError(
-        f"{path}: cannot read ({errors.describe_os_error(e)})") from None
-  if not stat.S_ISREG(before.st_mode):
-    raise AuxArraysError(f"{path}: not a regular file ({_kind(before)})")
-  try:
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC",
-                                                             0))
-  except OSError as e:
-    raise AuxArraysError(
-        f"{path}: cannot read ({errors.describe_os_error(e)})") from None
-  try:
-    after = os.fstat(fd)
-    if not stat.S_ISREG(after.st_mode):
-      raise AuxArraysError(f"{path}: not a regular file ({_kind(after)})")
-    return os.fdopen(fd, "rb")
-  except BaseException:
-    os.close(fd)
-    raise
-
-
-def _kind(st) -> str:
-  for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-                     (stat.S_ISCHR, "a character device"),
-                     (stat.S_ISBLK, "a block device"),
-                     (stat.S_ISSOCK, "a socket")):
-    if test(st.st_mode):
-      return name
-  return "not a file"
-
-
-def _npy_header(f, path, key):
-  """`(dtype, shape, header)` from an npy stream; `header` is its raw bytes.
-
-  A regex parses the usual header (much faster than numpy's `ast` parse for
-  thousands of files); anything else goes through `np.lib.format` with its
-  header size limit.
-  """
+def _check_member(key, limit, path):
+  """The aux-specific header checks of member `key` (see `npz.Reader.read`)."""
   err = AuxArraysError
-  start = f.read(8)
-  if len(start) != 8 or start[:6] != _NPY_MAGIC or start[6] not in (1, 2, 3):
-    raise err(f"{path}: cannot read key {key!r}: not an npy array")
-  width = 2 if start[6] == 1 else 4
-  length_bytes = f.read(width)
-  header_len = int.from_bytes(length_bytes, "little")
-  if len(length_bytes) != width or header_len > _MAX_HEADER_BYTES:
-    raise err(f"{path}: cannot read key {key!r}: npy header of "
-              f"{header_len} bytes (at most {_MAX_HEADER_BYTES})")
-  header = f.read(header_len)
-  if len(header) != header_len:
-    raise err(f"{path}: cannot read key {key!r}: truncated npy header")
-  raw = start + length_bytes + header
-  match = _NPY_HEADER.fullmatch(header.decode("latin1"))
-  if match:
-    try:
-      return np.dtype(match.group(1)), (int(match.group(2)),), raw
-    except TypeError:
-      pass  # An unknown descr: let numpy name the problem.
-  reader = (np.lib.format.read_array_header_1_0 if start[6] == 1
-            else np.lib.format.read_array_header_2_0)
-  try:
-    shape, _, dtype = reader(io.BytesIO(length_bytes + header),
-                             max_header_size=_MAX_HEADER_BYTES)
-  except ValueError as e:
-    raise err(f"{path}: cannot read key {key!r} ({e})") from None
-  return dtype, shape, raw
 
-
-def _check_header(dtype, shape, limit, path, key):
-  """Refuses a dtype or shape `key` cannot have before reading its data."""
-  err = AuxArraysError
-  if dtype.hasobject:
-    raise err(f"{path}: cannot read key {key!r}: dtype {dtype} holds Python "
-              "objects (pickled data is never loaded)")
-  if len(shape) != 1:
-    raise err(f"{path}: key {key!r} must be 1-D, has shape {shape}")
-  if key.startswith("correctness_"):
-    if dtype.kind not in "biu":
-      raise err(f"{path}: key {key!r} must be bool (or 0/1 integers), is "
-                f"{dtype}")
-  elif dtype.kind not in "iu":
-    raise err(f"{path}: key {key!r} must be integer, is {dtype}")
-  if dtype.itemsize > 8:
-    raise err(f"{path}: key {key!r} has {dtype.itemsize}-byte items, at "
-              "most 8")
-  if shape[0] > limit:
-    raise err(f"{path}: key {key!r} claims {shape[0]} entries, more than "
-              f"the {limit} expected")
-
-
-def _check_size(info, header, dtype, shape, path, key) -> int:
-  """The data bytes the header declares; refuses a zip entry of other size."""
-  nbytes = shape[0] * dtype.itemsize
-  if info.file_size != len(header) + nbytes:
-    raise AuxArraysError(
-        f"{path}: key {key!r} is {info.file_size} bytes uncompressed but its "
-        f"header declares {len(header) + nbytes} ({shape[0]} x {dtype})")
-  return nbytes
-
-
-def _read_stored(raw, info, key, limit, path) -> np.ndarray:
-  """A stored (uncompressed) member, read straight into its array.
-
-  One copy from the file instead of zipfile's two; the CRC is checked as
-  zipfile would.
-  """
-  err = AuxArraysError
-  raw.seek(info.header_offset)
-  local = raw.read(30)
-  if len(local) != 30 or local[:4] != b"PK\x03\x04":
-    raise err(f"{path}: cannot read key {key!r}: bad zip local header")
-  name_len, extra_len = struct.unpack("<HH", local[26:30])
-  raw.seek(info.header_offset + 30 + name_len + extra_len)
-  dtype, shape, header = _npy_header(raw, path, key)
-  _check_header(dtype, shape, limit, path, key)
-  nbytes = _check_size(info, header, dtype, shape, path, key)
-  array = np.empty(shape, dtype)
-  data = memoryview(array).cast("B")
-  if nbytes and raw.readinto(data) != nbytes:
-    raise err(f"{path}: cannot read key {key!r}: truncated")
-  if zlib.crc32(data, zlib.crc32(header)) != info.CRC:
-    raise err(f"{path}: cannot read key {key!r}: bad CRC-32")
-  return array
-
-
-def _read_deflated(zf, info, key, limit, path) -> np.ndarray:
-  """A deflated member, never inflating more than its header declares."""
-  err = AuxArraysError
-  with zf.open(info) as f:
-    dtype, shape, header = _npy_header(f, path, key)
-    _check_header(dtype, shape, limit, path, key)
-    nbytes = _check_size(info, header, dtype, shape, path, key)
-    array = np.empty(shape, dtype)
-    got = f.readinto(memoryview(array).cast("B")) if nbytes else 0
-    if got != nbytes or f.read(1):  # The read at the end checks the CRC.
-      raise err(f"{path}: cannot read key {key!r}: truncated")
-  return array
-
-
-def _read_member(raw, zf, info, key, limit, path) -> np.ndarray:
-  """One member as an array, refused before reading when oversized."""
-  if info.flag_bits & 0x1:
-    raise AuxArraysError(f"{path}: cannot read key {key!r}: encrypted")
-  if info.compress_type == zipfile.ZIP_STORED:
-    if info.compress_size != info.file_size:
-      raise AuxArraysError(f"{path}: cannot read key {key!r}: stored entry "
-                           "with different compressed size")
-    return _read_stored(raw, info, key, limit, path)
-  if info.compress_type == zipfile.ZIP_DEFLATED:
-    return _read_deflated(zf, info, key, limit, path)
-  raise AuxArraysError(f"{path}: cannot read key {key!r}: zip compression "
-                       f"method {info.compress_type} (only stored or "
-                       "deflated)")
+  def check(dtype, shape):
+    if dtype.hasobject:
+      return  # `npz.check_header` refuses it.
+    if len(shape) != 1:
+      raise err(f"{path}: key {key!r} must be 1-D, has shape {shape}")
+    if key.startswith("correctness_"):
+      if dtype.kind not in "biu":
+        raise err(f"{path}: key {key!r} must be bool (or 0/1 integers), is "
+                  f"{dtype}")
+    elif dtype.kind not in "iu":
+      raise err(f"{path}: key {key!r} must be integer, is {dtype}")
+    if dtype.itemsize > 8:
+      raise err(f"{path}: key {key!r} has {dtype.itemsize}-byte items, at "
+                "most 8")
+    if shape[0] > limit:
+      raise err(f"{path}: key {key!r} claims {shape[0]} entries, more than "
+                f"the {limit} expected")
+  return check
 
 
 def aux_file(path: str) -> str:
@@ -288,24 +123,10 @@ def read_aux(path: str, n_train=None, n_test=None) -> dict:
   """
   path = aux_file(path)
   limits = member_limits(n_train, n_test)
-  aux = {}
-  with _open_regular(path) as raw:
-    try:
-      with zipfile.ZipFile(raw) as zf:
-        members = {name[:-4]: info for info in zf.infolist()
-                   if (name := info.filename).endswith(".npy")}
-        missing = [k for k in AUX_KEYS if k not in members]
-        if missing:
-          raise AuxArraysError(f"{path}: missing key(s) {missing}; has "
-                               f"{sorted(members)}")
-        for key in AUX_KEYS:
-          aux[key] = _read_member(raw, zf, members[key], key, limits[key],
-                                  path)
-    except AuxArraysError:
-      raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError,
-            ValueError, NotImplementedError, RuntimeError) as e:
-      raise AuxArraysError(f"{path}: cannot read ({e})") from e
+  with npz.Reader(path, AuxArraysError) as f:
+    f.require(AUX_KEYS)
+    aux = {key: f.read(key, check=_check_member(key, limits[key], path))
+           for key in AUX_KEYS}
   return validate_aux(aux, path)
 
 

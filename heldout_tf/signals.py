@@ -35,6 +35,7 @@ import numpy as np
 
 from heldout_tf import errors
 from heldout_tf import files
+from heldout_tf import npz
 from heldout_tf import progress as progress_lib
 from heldout_tf import runs as runs_lib
 
@@ -149,40 +150,79 @@ _STORED_DTYPES = {"subset": np.int32, "heldout": np.int32,
                   "heldout_probs": np.float32}
 
 
-def read_run_signals(path: str) -> RunSignals:
+# Bounds of a signals file's scalars (beyond what the caller expects).
+MAX_EXAMPLES = runs_lib.MAX_EXAMPLES
+MAX_CLASSES = 100_000
+# Most bytes a file's members may declare (beyond this, the file must be at
+# least 1/BUDGET_RATIO of it: a compressed bomb is refused).
+MIN_BUDGET_BYTES = 256 << 20
+BUDGET_RATIO = 64
+
+
+def _scalar(reader, key: str, kinds: str, low, high=None):
+  """Scalar member `key` of `kinds`, finite and within [low, high]."""
+  path = reader.path
+  value = reader.read(key, kinds=kinds, shape=())
+  value = float(value) if kinds == "f" else int(value)
+  if not np.isfinite(value) or value < low or (high is not None and
+                                               value > high):
+    bound = f"at least {low}" if high is None else f"in {low}..{high}"
+    raise SignalsError(f"{path}: key {key!r} is {value}, must be {bound}")
+  return value
+
+
+def _expected(path, key, value, expected):
+  if expected is not None and value != expected:
+    raise SignalsError(f"{path}: key {key!r} is {value}, but the runs have "
+                       f"{expected}")
+
+
+def read_run_signals(path: str, n_train: Optional[int] = None,
+                     num_classes: Optional[int] = None) -> RunSignals:
   """Reads and checks one `signals.npz` (a file or its run directory).
 
+  The file is untrusted: read by `heldout_tf.npz` (regular files only, each
+  member refused from its header unless its dtype and shape are the ones
+  the scalars imply); scalars must be finite numbers in range and equal
+  `n_train` / `num_classes` when given; counts must be within the epochs.
+
   Raises:
-    SignalsError: missing file or key, or inconsistent shapes (names both).
+    SignalsError: missing file or key, or inconsistent values (names both).
   """
   if os.path.isdir(path):
-    path = os.path.join(path, SIGNALS_FILENAME)
-  names = [f.name for f in dataclasses.fields(RunSignals)]
-  try:
-    with np.load(path, allow_pickle=False) as npz:
-      missing = [k for k in names if k not in npz.files]
-      if missing:
-        raise SignalsError(f"{path}: missing key(s) {missing}")
-      arrays = {k: npz[k] for k in names}
-  except FileNotFoundError:
-    raise SignalsError(f"{path}: file not found") from None
-  except SignalsError:
-    raise
-  except Exception as e:  # Truncated / corrupt zip, pickled objects.
-    raise SignalsError(f"{path}: cannot read ({e})") from e
-  for key in _INT_SCALARS + ("learning_rate",):
-    if arrays[key].shape != ():
-      raise SignalsError(f"{path}: key {key!r} must be a scalar")
-    arrays[key] = (int(arrays[key]) if key in _INT_SCALARS
-                   else float(arrays[key]))
-  if arrays["ssft_epochs"] == 0:
-    arrays["forget_epoch"] = None
-  signals = RunSignals(**arrays)
+    path = signals_path(path)
+  with npz.Reader(path, SignalsError) as reader:
+    reader.max_total_bytes = max(MIN_BUDGET_BYTES, BUDGET_RATIO * reader.size)
+    reader.require([f.name for f in dataclasses.fields(RunSignals)])
+    values = dict(
+        n_train=_scalar(reader, "n_train", "iu", 1, MAX_EXAMPLES),
+        num_classes=_scalar(reader, "num_classes", "iu", 1, MAX_CLASSES),
+        epochs=_scalar(reader, "epochs", "iu", 1),
+        learning_rate=_scalar(reader, "learning_rate", "f", 0.0),
+        ssft_epochs=_scalar(reader, "ssft_epochs", "iu", 0))
+    _expected(path, "n_train", values["n_train"], n_train)
+    _expected(path, "num_classes", values["num_classes"], num_classes)
+    n, classes = values["n_train"], values["num_classes"]
+    subset = reader.read("subset", kinds="iu", ndim=1, max_elements=n)
+    m, k = len(subset), n - len(subset)
+    values.update(
+        subset=subset,
+        heldout=reader.read("heldout", kinds="iu", shape=(k,)),
+        margin_sum=reader.read("margin_sum", kinds="f", shape=(m,)),
+        correct_epochs=reader.read("correct_epochs", kinds="iu",
+                                   shape=(m,)),
+        tracin_sum=reader.read("tracin_sum", kinds="f", shape=(m,)),
+        heldout_probs=reader.read("heldout_probs", kinds="f",
+                                  shape=(k, classes)),
+        forget_epoch=(reader.read("forget_epoch", kinds="iu", shape=(m,))
+                      if values["ssft_epochs"] else None))
+  signals = RunSignals(**values)
   _check(signals, path)
   return signals
 
 
 def _check(s: RunSignals, path: str):
+  """Shapes, the subset/heldout split and count ranges of `s`."""
   m, k = len(s.subset), len(s.heldout)
   if m + k != s.n_train:
     raise SignalsError(f"{path}: keys 'subset' ({m}) and 'heldout' ({k}) "
@@ -202,6 +242,14 @@ def _check(s: RunSignals, path: str):
                     len(np.unique(both)) != s.n_train):
     raise SignalsError(f"{path}: keys 'subset' and 'heldout' must split "
                        f"0..{s.n_train - 1} into two disjoint sets")
+  for key, high in (("correct_epochs", s.epochs),
+                    ("forget_epoch", s.ssft_epochs + 1)):
+    values = getattr(s, key)
+    if values is not None and values.size and (values.min() < 0 or
+                                               values.max() > high):
+      bad = values.min() if values.min() < 0 else values.max()
+      raise SignalsError(f"{path}: key {key!r} must be in 0..{high}, has "
+                         f"{bad}")
 
 
 # ------------------------------------------------------------- recording --
@@ -418,18 +466,60 @@ class Totals:
     self.num_runs += 1
 
 
+def check_run(s: RunSignals, path: str):
+  """Raises unless signals `s` (read from `path`) belong to the run whose
+  directory holds `path`: its subset must be the `subsample_idx` of the
+  run's `aux_arrays.npz`, over the same training set.
+
+  Raises:
+    SignalsError: they do not (e.g. a file copied from another run).
+    runs.AuxArraysError: the run's aux arrays are missing or unreadable.
+  """
+  run_path = os.path.dirname(os.path.abspath(path))
+  aux = runs_lib.read_aux(run_path, n_train=s.n_train)
+  aux_n_train = len(aux["index_train"]) + len(aux["index_removed"])
+  trained = np.unique(aux["subsample_idx"])
+  if aux_n_train != s.n_train or not np.array_equal(np.sort(s.subset),
+                                                    trained):
+    raise SignalsError(
+        f"{path}: not the signals of its run: they cover {len(s.subset)} "
+        f"of {s.n_train} examples, the run's {runs_lib.AUX_FILENAME} trained "
+        f"on {len(trained)} of {aux_n_train}"
+        + ("" if len(trained) != len(s.subset) or aux_n_train != s.n_train
+           else " (other examples)") + "; was it copied from another run?")
+
+
 def load_totals(paths: Iterable[str], n_train: int, num_classes: int,
-                progress: bool = True) -> Totals:
+                progress: bool = True, check_runs: bool = True) -> Totals:
   """Sums the `signals.npz` of `paths` (files or run directories).
 
+  Each file is read by `read_run_signals` (with `n_train` and `num_classes`
+  expected) and, when `check_runs`, checked against its run (`check_run`:
+  the run's `aux_arrays.npz` beside it); all files must share `epochs`,
+  `ssft_epochs` and `learning_rate` (one collection's settings).
+
   Memory: `O(n_train * num_classes)`, whatever the number of runs.
+
+  Raises:
+    SignalsError, runs.AuxArraysError: naming the file at fault.
   """
-  paths = list(paths)
+  paths = [signals_path(p) if os.path.isdir(p) else p for p in paths]
   totals = Totals.zeros(n_train, num_classes)
+  first = None
   with progress_lib.bar(len(paths), "reading signals", "run",
                         enabled=progress) as bar:
     for path in paths:
-      totals.add(read_run_signals(path), path)
+      s = read_run_signals(path, n_train, num_classes)
+      if check_runs:
+        check_run(s, path)
+      settings = (s.epochs, s.ssft_epochs, s.learning_rate)
+      if first is None:
+        first = (settings, path)
+      elif settings != first[0]:
+        raise SignalsError(
+            f"{path}: epochs, ssft_epochs, learning_rate {settings} differ "
+            f"from {first[0]} in {first[1]}: not one collection's signals")
+      totals.add(s, path)
       bar.update(1)
   return totals
 

@@ -128,13 +128,41 @@ def _mix(images, idx, spec, rng):
   return np.clip(mixed, 0.0, 1.0).astype(images.dtype)
 
 
+def counts(specs: Sequence[NoiseSpec], n: int) -> Dict[str, int]:
+  """Examples each kind touches among `n`: kind -> count, summing to <= n.
+
+  `label` takes `round(fraction * n)`, as `data.add_label_noise` does. The
+  other kinds share what they jointly ask for, `round(sum of fractions *
+  n)` (at most what `label` left): each gets the floor of its quota, and
+  the examples left over go to the largest fractional parts (ties in
+  `KINDS` order). Rounding each kind on its own could ask for more
+  examples than exist.
+  """
+  count = {s.kind: 0 for s in specs}
+  rest = [s for s in specs if s.kind != "label"]
+  if "label" in count:
+    label = next(s for s in specs if s.kind == "label")
+    count["label"] = int(round(label.fraction * n))
+  quotas = np.array([s.fraction * n for s in rest], np.float64)
+  total = min(n - count.get("label", 0), int(round(quotas.sum())))
+  floors = np.floor(quotas).astype(np.int64)
+  order = sorted(range(len(rest)),
+                 key=lambda i: (-(quotas[i] - floors[i]),
+                                KINDS.index(rest[i].kind)))
+  for i in order[:max(0, total - int(floors.sum()))]:
+    floors[i] += 1
+  for spec, c in zip(rest, floors):
+    count[spec.kind] = int(c)
+  return count
+
+
 def apply(images, labels, specs: Sequence[NoiseSpec], seed: int,
           num_classes: int = data_lib.NUM_CLASSES) -> NoisyTrainSet:
   """Applies `specs` to copies of `images` and `labels`.
 
   `label` noise (if any) comes first, from `data.add_label_noise(labels,
-  fraction, seed)`; every other kind draws its examples, from its own
-  seeded stream, among those not yet touched.
+  fraction, seed)`; every other kind draws `counts(specs, n)[kind]`
+  examples, from its own seeded stream, among those not yet touched.
   """
   images = np.array(images, copy=True)
   clean = np.asarray(labels, np.int64)
@@ -142,6 +170,7 @@ def apply(images, labels, specs: Sequence[NoiseSpec], seed: int,
   n = len(clean)
   touched = np.zeros(n, bool)
   by_kind = {}
+  count_of = counts(specs, n)
   for spec in sorted(specs, key=lambda s: KINDS.index(s.kind)):
     if spec.kind == "label":
       noisy_labels, idx = data_lib.add_label_noise(
@@ -149,8 +178,7 @@ def apply(images, labels, specs: Sequence[NoiseSpec], seed: int,
     else:
       rng = _rng(seed, spec.kind)
       free = np.flatnonzero(~touched)
-      count = int(round(spec.fraction * n))
-      idx = np.sort(rng.choice(free, count, replace=False))
+      idx = np.sort(rng.choice(free, count_of[spec.kind], replace=False))
       if spec.kind == "label_pair":
         noisy_labels[idx] = (clean[idx] + 1) % num_classes
       else:

@@ -1,9 +1,12 @@
 """Strict restore: exact values back, loud errors on any mismatch."""
 
+import errno
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -285,6 +288,67 @@ def test_interrupted_save_leaves_no_checkpoint(tmp_path, monkeypatch):
   with pytest.raises(checkpoints.CheckpointNotFoundError):
     checkpoints.find_checkpoint(str(tmp_path))
   assert os.listdir(tmp_path) == []  # No temporary or half-moved files.
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"),
+                    reason="needs RLIMIT_FSIZE (POSIX)")
+def test_a_full_disk_is_a_path_error_and_leaves_nothing(tmp_path):
+  # A file size limit makes TensorFlow's own write fail as a full disk
+  # would (EFBIG instead of ENOSPC): a real failed write, no root needed.
+  resource = pytest.importorskip("resource")
+  model = built("mlp")  # ~0.4 MB of weights.
+  soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+  previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+  resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))
+  try:
+    with pytest.raises(errors.PathError) as e:
+      checkpoints.save(model, str(tmp_path), step=1)
+  finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    signal.signal(signal.SIGXFSZ, previous)
+  assert str(e.value) == (f"cannot write checkpoint ckpt-1 in {tmp_path}: "
+                          "File too large")
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_rename_names_the_directory_not_the_temporary(
+    tmp_path, monkeypatch):
+  real_replace = os.replace
+
+  def no_space(src, dst):
+    if dst.endswith(".index"):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), src)
+    real_replace(src, dst)
+
+  monkeypatch.setattr(os, "replace", no_space)
+  with pytest.raises(errors.PathError) as e:
+    checkpoints.save(built("mlp"), str(tmp_path), step=2)
+  monkeypatch.undo()
+  assert str(e.value) == (f"cannot write checkpoint ckpt-2 in {tmp_path}: "
+                          "No space left on device")
+  assert ".tmp" not in str(e.value) and os.listdir(tmp_path) == []
+
+
+def test_a_fifo_in_a_checkpoint_is_refused_without_blocking(tmp_path):
+  run = saved_run(tmp_path, built("mlp"))
+  index = run / "checkpoints" / "ckpt-5.index"
+  index.unlink()
+  os.mkfifo(index)
+  outcome = []
+
+  def restore():
+    try:
+      checkpoints.restore(built("mlp"), str(run))
+    except checkpoints.CheckpointCorruptError as e:
+      outcome.append(str(e))
+
+  thread = threading.Thread(target=restore, daemon=True)
+  thread.start()
+  thread.join(60)
+  if thread.is_alive():
+    os.close(os.open(index, os.O_WRONLY | os.O_NONBLOCK))
+    pytest.fail("restore blocked on a FIFO")
+  assert outcome == [f"{index}: not a regular file (a FIFO)"]
 
 
 def test_save_removes_leftovers_of_killed_saves(tmp_path):

@@ -1,8 +1,11 @@
 """Input pipelines: canonical indices, scaling, augmentation, ImageNet."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from heldout_tf import data
 from heldout_tf import errors
@@ -76,3 +79,85 @@ def test_data_errors_derive_from_the_kit_error_base(tmp_path):
     data.read_index_map(str(bad_map))
   with pytest.raises(errors.UsageError, match="split must be"):
     data.load("cifar10:3.0.2", str(tmp_path)).split("validation")
+
+
+def write_cifar_with_ids(data_dir, ids, seed=0, name="cifar10"):
+  """A tfds `<name>:3.0.2` whose train examples carry the given `id`s."""
+  rng = np.random.default_rng(seed)
+  n = len(ids)
+  labels = rng.integers(0, 10, n).astype(np.int64)
+  split = {"id": np.array(ids),
+           "image": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+           "label": labels}
+  features = tfds.features.FeaturesDict({
+      "id": tfds.features.Text(),
+      "image": tfds.features.Image(shape=(32, 32, 3)),
+      "label": tfds.features.ClassLabel(num_classes=10)})
+  tfds.dataset_builders.store_as_tfds_dataset(
+      name=name, version="3.0.2", features=features, data_dir=str(data_dir),
+      split_datasets={"train": tf.data.Dataset.from_tensor_slices(split)},
+      disable_shuffling=True)
+  return labels
+
+
+
+# ------------------------------------------------------ tfds <-> original
+
+
+N_TRAIN = 48
+
+
+@pytest.fixture(scope="module")
+def shuffled_cifar(tmp_path_factory):
+  """`(data_dir, original, labels)`: tfds example k is original example
+  original[k]."""
+  data_dir = tmp_path_factory.mktemp("tfds")
+  original = np.random.default_rng(7).permutation(N_TRAIN)
+  labels = write_cifar_with_ids(data_dir, [f"train_{i}" for i in original])
+  return str(data_dir), original, labels
+
+
+
+def test_order_mapping_from_shuffled_ids_is_cached(shuffled_cifar,
+                                                   monkeypatch):
+  data_dir, original, _ = shuffled_cifar
+  order = data.tfds_original_order("cifar10:3.0.2", "train", data_dir)
+  np.testing.assert_array_equal(order, original)
+  cache = os.path.join(data_dir, "heldout_tf_cache",
+                       "cifar10-3.0.2-train-order.npy")
+  np.testing.assert_array_equal(np.load(cache), original)
+
+  def no_reading(*args, **kwargs):
+    raise AssertionError("read the dataset despite the cache")
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "as_dataset", no_reading)
+  np.testing.assert_array_equal(
+      data.tfds_original_order("cifar10", "train", data_dir), original)
+
+
+def test_stale_cache_is_rebuilt(shuffled_cifar, tmp_path):
+  data_dir, original, _ = shuffled_cifar
+  cache = os.path.join(data_dir, "heldout_tf_cache",
+                       "cifar10-3.0.2-train-order.npy")
+  data.tfds_original_order("cifar10", "train", data_dir)
+  np.save(cache, np.arange(N_TRAIN))  # Wrong but well formed... and newer,
+  info = os.path.join(data_dir, "cifar10", "3.0.2", "dataset_info.json")
+  os.utime(cache, (0, 0))  # ... so make it older than the dataset.
+  np.testing.assert_array_equal(
+      data.tfds_original_order("cifar10", "train", data_dir), original)
+  assert os.path.getmtime(cache) >= os.path.getmtime(info)
+
+
+def test_unprepared_dataset_is_a_clear_error(tmp_path):
+  with pytest.raises(data.DatasetNotFoundError,
+                     match="'cifar100' split 'train' is not prepared in"):
+    data.tfds_original_order("cifar100", "train", str(tmp_path))
+  assert not os.path.exists(tmp_path / "downloads")  # Nothing fetched.
+
+
+def test_bad_ids_are_an_error(tmp_path):
+  write_cifar_with_ids(tmp_path, ["train_0", "train_1", "train_1"])
+  with pytest.raises(data.DataError, match="not train_0 .. "
+                     "train_2"):
+    data.tfds_original_order("cifar10", "train", str(tmp_path))
+  with pytest.raises(data.DataError, match="id 'test_3'"):
+    data.parse_ids([b"train_1", b"test_3"], "train", "here")

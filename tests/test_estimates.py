@@ -426,8 +426,8 @@ def test_load_runs_refuses_pickled_arrays(release):
 
 def _matrices_from_aux(root, experiment):
   """mask, correct_train, correct_test built with runs.read_aux."""
-  rows = [runs.read_aux(path)
-          for _, _, path in runs.list_runs(root, experiment)]
+  rows = [runs.read_aux(found.path)
+          for found in layout.list_runs(root, experiment)]
   n_train = len(rows[0]["index_train"]) + len(rows[0]["index_removed"])
   n_test = len(rows[0]["index_test"])
   mask = np.zeros((len(rows), n_train), bool)
@@ -817,7 +817,8 @@ def test_cli_compare_flags(release, tmp_path, capsys, monkeypatch):
       "pub.npz", "tfds", "x/est_compare.png")
   assert estimate.parse_args(["--root", "r", "--experiment", "e", "--out",
                               "o.npz"]).compare is None
-  # The CLI hands the result to heldout_tf.published.compare, lazily.
+  # The CLI checks the file with heldout_tf.published and hands the result
+  # to heldout_tf.comparison.compare, both imported lazily.
   calls = []
 
   def compare(result, path, experiment, data_dir, plot_path):
@@ -832,11 +833,12 @@ def test_cli_compare_flags(release, tmp_path, capsys, monkeypatch):
     if path == "bad.npz":
       raise errors.HeldoutError("bad.npz: not a published file")
 
-  monkeypatch.setitem(sys.modules, "heldout_tf.published",
-                      types.SimpleNamespace(compare=compare, load=load,
-                                            check_compatible=check_compatible))
-  monkeypatch.setattr(heldout_tf, "published",
-                      sys.modules["heldout_tf.published"], raising=False)
+  fakes = {"published": types.SimpleNamespace(
+      load=load, check_compatible=check_compatible),
+           "comparison": types.SimpleNamespace(compare=compare)}
+  for name, fake in fakes.items():
+    monkeypatch.setitem(sys.modules, f"heldout_tf.{name}", fake)
+    monkeypatch.setattr(heldout_tf, name, fake, raising=False)
   root, _ = release
   out = str(tmp_path / "est.npz")
   code, stdout, _ = run_cli(capsys, "--root", root, "--experiment",

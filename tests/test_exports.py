@@ -1,8 +1,12 @@
 """Export: ONNX parity with TF, exact weight round trips, one-line errors."""
 
+import io
 import json
 import os
+import subprocess
 import sys
+import threading
+import zipfile
 
 import numpy as np
 import onnx
@@ -175,11 +179,23 @@ def test_unknown_experiment_and_bad_flags_are_usage_errors(tmp_path, capsys):
   code, _, err = run_cli(["--experiment", "cifar10-resnet", "--run_dir",
                           str(tmp_path), "--format", "npz", "--out",
                           str(tmp_path / "x.npz")], capsys)
-  assert code == 1 and err.startswith("error: --experiment 'cifar10-resnet'")
+  assert code == 2 and err.startswith("error: --experiment 'cifar10-resnet'")
   code, _, err = run_cli(["--experiment", "mnist-mlp", "--run_dir",
                           str(tmp_path), "--format", "pt", "--out", "x"],
                          capsys)
-  assert code == 1 and err.startswith("error: argument --format")
+  assert code == 2 and err.startswith("error: argument --format")
+  code, _, err = run_cli(["--experiment", "mnist-mlp", "--run_dir",
+                          str(tmp_path), "--format", "onnx", "--out", "x",
+                          "--batch_size", str(10**9)], capsys)
+  assert code == 2 and err == ("error: --batch_size must be in 1..256, got "
+                               "1000000000\n")
+
+
+def test_help_does_not_import_tensorflow():
+  code = ("import sys; from heldout_tf import export; "
+          "export.build_parser().format_help(); "
+          "assert 'tensorflow' not in sys.modules, 'imported'")
+  subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_unwritable_out_fails_before_restoring(mlp_run, tmp_path, capsys):
@@ -260,3 +276,115 @@ def test_tampered_npz_metadata_is_an_export_error(tmp_path):
                     "model/w": np.zeros(2, np.float32)})
   with pytest.raises(exports.ExportError, match="not JSON"):
     exports.read_weights(path)
+
+
+@pytest.mark.parametrize("meta", [[1, 2], 3, {"a": 1}])
+def test_metadata_must_map_strings_to_strings_in_both_formats(tmp_path,
+                                                              meta):
+  path = str(tmp_path / "w.npz")
+  np.savez(path, **{exports.METADATA_KEY: np.array(json.dumps(meta)),
+                    "model/w": np.zeros(2, np.float32)})
+  with pytest.raises(exports.ExportError, match="map strings to strings"):
+    exports.read_weights(path)
+  header = json.dumps({"__metadata__": meta, "model/w": {
+      "dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+  payload = len(header).to_bytes(8, "little") + header + bytes(8)
+  with pytest.raises(exports.ExportError):
+    exports.parse_weights(payload, "w.safetensors")
+
+
+def test_special_files_are_refused_without_blocking(tmp_path):
+  fifo = str(tmp_path / "w.npz")
+  os.mkfifo(fifo)
+  outcome = []
+
+  def read():
+    try:
+      exports.read_weights(fifo)
+    except exports.ExportError as e:
+      outcome.append(str(e))
+
+  thread = threading.Thread(target=read, daemon=True)
+  thread.start()
+  thread.join(20)
+  if thread.is_alive():
+    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    pytest.fail("read_weights blocked on a FIFO")
+  assert outcome == [f"{fifo}: not a regular file (a FIFO)"]
+  zero = str(tmp_path / "w.safetensors")
+  os.symlink("/dev/zero", zero)
+  with pytest.raises(exports.ExportError, match="a character device"):
+    exports.read_weights(zero)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupt_npz_exports_are_export_errors(mlp_run, tmp_path, damage):
+  run, _ = mlp_run
+  out = str(tmp_path / "m.npz")
+  exports.export("mnist-mlp", run, out, "npz")
+  data = bytearray(open(out, "rb").read())
+  if damage == "truncate":
+    data = data[:len(data) // 2]
+  else:  # A byte inside the first layer's weights.
+    data[len(data) // 3] ^= 0xFF
+  with open(out, "wb") as f:
+    f.write(data)
+  with pytest.raises(exports.ExportError) as e:
+    exports.read_weights(out)
+  assert str(e.value).startswith(out)
+
+
+def test_a_compressed_bomb_is_refused_before_it_inflates(tmp_path):
+  members = {exports.METADATA_KEY: np.array("{}"),
+             "model/w": np.zeros(1 << 30, np.uint8)}  # 1 GiB -> ~1 MiB.
+  path = str(tmp_path / "w.npz")
+  with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+    for key, value in members.items():
+      buffer = io.BytesIO()
+      np.save(buffer, value)
+      zf.writestr(key + ".npy", buffer.getvalue())
+  del members
+  assert os.path.getsize(path) < 2 << 20
+  with pytest.raises(exports.ExportError, match="more than the 268435456 "
+                     "allowed"):
+    exports.read_weights(path)
+
+
+def test_diverged_run_says_its_weights_are_not_finite(tmp_path, capsys):
+  model = models.ensure_built(models.build_model("mlp", 10), "mlp")
+  model.layers[0].w.assign(tf.fill(model.layers[0].w.shape, np.nan))
+  run = str(tmp_path / "run")
+  checkpoints.save(model, os.path.join(run, "checkpoints"), step=1)
+  out = tmp_path / "m.npz"
+  argv = ["--experiment", "mnist-mlp", "--run_dir", run, "--format", "npz",
+          "--out", str(out)]
+  code, _, err = run_cli(argv, capsys)
+  assert code == 1 and "the run has non-finite weights" in err
+  assert "model/net/_layers/0/w/" in err and not out.exists()
+  code, _, _ = run_cli(argv + ["--nocheck"], capsys)
+  assert code == 0 and out.exists()
+
+
+def test_a_fifo_named_like_a_checkpoint_index_is_refused(tmp_path, capsys):
+  checkpoint_dir = tmp_path / "run" / "checkpoints"
+  checkpoint_dir.mkdir(parents=True)
+  os.mkfifo(checkpoint_dir / "ckpt-1.index")
+  outcome = []
+
+  def export_it():
+    try:
+      outcome.append(run_cli(["--experiment", "mnist-mlp", "--run_dir",
+                              str(tmp_path / "run"), "--format", "npz",
+                              "--out", str(tmp_path / "m.npz")], capsys))
+    except BaseException as e:  # pylint: disable=broad-except
+      outcome.append(e)
+
+  thread = threading.Thread(target=export_it, daemon=True)
+  thread.start()
+  thread.join(120)
+  if thread.is_alive():
+    os.close(os.open(checkpoint_dir / "ckpt-1.index",
+                     os.O_WRONLY | os.O_NONBLOCK))
+    pytest.fail("export blocked on a FIFO")
+  code, _, err = outcome[0]
+  assert code == 1 and "ckpt-1.index: not a regular file (a FIFO)" in err

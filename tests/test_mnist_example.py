@@ -15,6 +15,7 @@ import tensorflow as tf
 from heldout_tf import checkpoints
 from heldout_tf import errors
 from heldout_tf import evaluation
+from heldout_tf import layout
 from heldout_tf import models
 from heldout_tf import runs as runs_lib
 from heldout_tf import runstore
@@ -40,15 +41,15 @@ def _options(out, **kwargs):
 
 
 def _aux(out, ratio=0.7):
-  return {run: runs_lib.read_aux(path) for _, run, path in
-          runs_lib.list_runs(str(out), train.EXPERIMENT, [ratio])}
+  return {found.run: runs_lib.read_aux(found.path) for found in
+          layout.list_runs(str(out), train.EXPERIMENT, [ratio])}
 
 
 def _num_finished(out, ratio=0.7):
   """Runs whose aux_arrays.npz is in place (the last file a run writes)."""
-  return sum(os.path.exists(os.path.join(path, runs_lib.AUX_FILENAME))
-             for _, _, path in runs_lib.list_runs(str(out), train.EXPERIMENT,
-                                                  [ratio]))
+  return sum(os.path.exists(os.path.join(found.path, runs_lib.AUX_FILENAME))
+             for found in layout.list_runs(str(out), train.EXPERIMENT,
+                                           [ratio]))
 
 
 def _assert_same_runs(a, b):
@@ -160,9 +161,10 @@ def test_outputs_restore_and_reevaluate_to_recorded_correctness(small_run):
   data = train.load_data(_options(small_run))
   dataset = data.eval_dataset()
   model = models.ensure_built(models.build_model("mlp", 10), "mlp")
-  found = runs_lib.list_runs(str(small_run), train.EXPERIMENT)
-  assert [run for _, run, _ in found] == list(range(6))
-  for _, run, path in found:
+  found = [(r.run, r.path)
+           for r in layout.list_runs(str(small_run), train.EXPERIMENT)]
+  assert [run for run, _ in found] == list(range(6))
+  for run, path in found:
     info = checkpoints.restore(model, path)
     assert os.path.basename(info.path) == "ckpt-2" and info.epoch == 2
     aux = runs_lib.read_aux(path)

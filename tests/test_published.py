@@ -1,14 +1,16 @@
-"""Published score files: strict loaders, the tfds order bridge, compare."""
+"""Published score files (strict loaders) and the comparison with ours."""
 
+import io
 import os
+import tracemalloc
 
 import numpy as np
 import pytest
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
+from heldout_tf import comparison
 from heldout_tf import errors
 from heldout_tf import published
+from test_data import write_cifar_with_ids
 
 N_TRAIN = 48
 
@@ -25,25 +27,6 @@ def cifar_cscores(tmp_path, name="cifar10-cscores-orig-order.npz",
             "scores": rng.uniform(size=n).astype(np.float32)}
   arrays.update(overrides)
   return write_npz(tmp_path / name, **arrays), arrays
-
-
-def write_cifar_with_ids(data_dir, ids, seed=0, name="cifar10"):
-  """A tfds `<name>:3.0.2` whose train examples carry the given `id`s."""
-  rng = np.random.default_rng(seed)
-  n = len(ids)
-  labels = rng.integers(0, 10, n).astype(np.int64)
-  split = {"id": np.array(ids),
-           "image": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-           "label": labels}
-  features = tfds.features.FeaturesDict({
-      "id": tfds.features.Text(),
-      "image": tfds.features.Image(shape=(32, 32, 3)),
-      "label": tfds.features.ClassLabel(num_classes=10)})
-  tfds.dataset_builders.store_as_tfds_dataset(
-      name=name, version="3.0.2", features=features, data_dir=str(data_dir),
-      split_datasets={"train": tf.data.Dataset.from_tensor_slices(split)},
-      disable_shuffling=True)
-  return labels
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +142,7 @@ def test_kind_is_detected_from_keys_when_renamed(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(scores=None), "missing key 'scores'"),
+    (dict(scores=None), r"missing key\(s\) \['scores'\]"),
     (dict(scores=np.zeros(49_999, np.float32)),
      r"key 'scores' has shape \(49999,\), expected \(50000,\)"),
     (dict(scores=np.zeros(50_000, np.int64)),
@@ -169,7 +152,7 @@ def test_kind_is_detected_from_keys_when_renamed(tmp_path):
     (dict(labels=np.full(50_000, 10)),
      r"'labels' has values outside \[0, 10\)"),
     (dict(labels=np.array([1] * 50_000, dtype=object)),
-     "key 'labels' is a pickled object array; refusing"),
+     r"key 'labels': a pickled object array \(object\); refusing"),
 ])
 def test_bad_cscore_files_name_file_and_key(tmp_path, bad, message):
   arrays = {"labels": np.zeros(50_000, np.int64),
@@ -213,52 +196,50 @@ def test_fifo_and_non_npz_are_refused_without_blocking(tmp_path):
     published.load(str(tmp_path / "mnist-cscores.npy"))
 
 
-# -------------------------------------------------------------- tfds order
+def test_a_compressed_bomb_is_refused_before_it_inflates(tmp_path):
+  # 256 MiB of float32 zeros deflate to ~256 KiB; the file's kind fixes
+  # 50 000 scores, so the member is refused from its header.
+  path = str(tmp_path / "cifar10-cscores-orig-order.npz")
+  np.savez_compressed(path, labels=np.zeros(50_000, np.int64),
+                      scores=np.zeros(64 << 20, np.float32))
+  assert os.path.getsize(path) < 1 << 20
+  tracemalloc.start()
+  try:
+    with pytest.raises(published.PublishedFileError,
+                       match=r"'scores' has shape \(67108864,\), expected "
+                       r"\(50000,\)"):
+      published.load(path)
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert peak < 16 << 20
 
 
-def test_order_mapping_from_shuffled_ids_is_cached(shuffled_cifar,
-                                                   monkeypatch):
-  data_dir, original, _ = shuffled_cifar
-  order = published.tfds_original_order("cifar10:3.0.2", "train", data_dir)
-  np.testing.assert_array_equal(order, original)
-  cache = os.path.join(data_dir, "heldout_tf_cache",
-                       "cifar10-3.0.2-train-order.npy")
-  np.testing.assert_array_equal(np.load(cache), original)
-
-  def no_reading(*args, **kwargs):
-    raise AssertionError("read the dataset despite the cache")
-  monkeypatch.setattr(tfds.core.DatasetBuilder, "as_dataset", no_reading)
-  np.testing.assert_array_equal(
-      published.tfds_original_order("cifar10", "train", data_dir), original)
+def test_npy_declaring_a_trillion_scores_is_refused(tmp_path):
+  path = tmp_path / "mnist-cscores.npy"
+  header = io.BytesIO()
+  np.lib.format.write_array_header_1_0(
+      header, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+  path.write_bytes(header.getvalue() + bytes(800))
+  with pytest.raises(published.PublishedFileError,
+                     match=r"'scores' has shape \(1000000000000,\), "
+                     r"expected \(60000,\)"):
+    published.load(str(path))
 
 
-def test_stale_cache_is_rebuilt(shuffled_cifar, tmp_path):
-  data_dir, original, _ = shuffled_cifar
-  cache = os.path.join(data_dir, "heldout_tf_cache",
-                       "cifar10-3.0.2-train-order.npy")
-  published.tfds_original_order("cifar10", "train", data_dir)
-  np.save(cache, np.arange(N_TRAIN))  # Wrong but well formed... and newer,
-  info = os.path.join(data_dir, "cifar10", "3.0.2", "dataset_info.json")
-  os.utime(cache, (0, 0))  # ... so make it older than the dataset.
-  np.testing.assert_array_equal(
-      published.tfds_original_order("cifar10", "train", data_dir), original)
-  assert os.path.getmtime(cache) >= os.path.getmtime(info)
-
-
-def test_unprepared_dataset_is_a_clear_error(tmp_path):
-  with pytest.raises(published.DatasetNotPreparedError,
-                     match="'cifar100' split 'train' is not prepared in"):
-    published.tfds_original_order("cifar100", "train", str(tmp_path))
-  assert not os.path.exists(tmp_path / "downloads")  # Nothing fetched.
-
-
-def test_bad_ids_are_an_error(tmp_path):
-  write_cifar_with_ids(tmp_path, ["train_0", "train_1", "train_1"])
-  with pytest.raises(published.PublishedFileError, match="not train_0 .. "
-                     "train_2"):
-    published.tfds_original_order("cifar10", "train", str(tmp_path))
-  with pytest.raises(published.PublishedFileError, match="id 'test_3'"):
-    published.parse_ids([b"train_1", b"test_3"], "train", "here")
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_truncated_or_bit_flipped_files_name_the_file(tmp_path, damage):
+  path, _ = cifar_cscores(tmp_path)
+  data = bytearray(open(path, "rb").read())
+  if damage == "truncate":
+    data = data[:len(data) // 2]
+  else:  # A byte of the scores' data: the CRC-32 no longer matches.
+    data[len(data) - 5000] ^= 0xFF
+  with open(path, "wb") as f:
+    f.write(data)
+  with pytest.raises(published.PublishedFileError) as e:
+    published.load(path)
+  assert str(e.value).startswith(path)
 
 
 # ------------------------------------------------------------------ compare
@@ -267,14 +248,14 @@ def test_bad_ids_are_an_error(tmp_path):
 def test_correlate_excludes_and_counts_nans():
   x = np.array([1., 2., 3., 4., np.nan, 6.])
   y = np.array([-1., -8., -27., np.nan, np.nan, -216.])
-  c = published.correlate(x, y)  # y = -x**3 where both are finite.
+  c = comparison.correlate(x, y)  # y = -x**3 where both are finite.
   assert (c.n, c.num_nan_ours, c.num_nan_published) == (4, 1, 1)
   assert c.spearman == pytest.approx(-1.0)
   assert -1.0 < c.pearson < -0.9
 
 
 def test_jaccard_of_pair_sets():
-  score, n_ours, n_published, both = published.jaccard(
+  score, n_ours, n_published, both = comparison.jaccard(
       ([1, 2, 3, 4, 5], [0, 0, 0, 1, 1]),
       ([1, 2, 3, 9, 9, 9], [0, 0, 0, 1, 2, 3]))
   assert (n_ours, n_published, both) == (5, 6, 3)
@@ -295,7 +276,7 @@ def test_compare_cscores_maps_original_to_tfds_order(shuffled_cifar,
   ours = published_scores[original] ** 3  # tfds order, monotone transform.
   ours[5] = np.nan
   plot = tmp_path / "plot.png"
-  report = published.compare(
+  report = comparison.compare(
       {"cscores": ours, "labels": tfds_labels}, path,
       experiment="cifar10-inception", data_dir=data_dir, plot_path=str(plot))
   assert "C-scores: Spearman 1.0000, Pearson 0.9" in report
@@ -312,7 +293,7 @@ def test_compare_memorization_and_pairs(tmp_path):
                    tr_labels=np.zeros(6, int), tt_labels=np.zeros(2, int),
                    infl_matrix_class0=np.zeros((6, 2)),
                    tr_classidx_0=np.arange(6), tt_classidx_0=np.arange(2))
-  report = published.compare({"memorization": mem}, path,
+  report = comparison.compare({"memorization": mem}, path,
                              experiment="cifar100-inception")
   assert "memorization: Spearman 1.0000, Pearson 1.0000 over 6" in report
   pairs = write_npz(tmp_path / "cifar100_high_infl_pairs_infl0.15_mem0.25.npz",
@@ -321,7 +302,7 @@ def test_compare_memorization_and_pairs(tmp_path):
                     infl=np.full(4, .2), mem=mem[[0, 0, 3, 5]])
   ours = {"tr_idx": np.array([0, 3, 4]), "tt_idx": np.array([1, 1, 1]),
           "memorization": mem}
-  report = published.compare(ours, pairs, experiment="cifar100-inception",
+  report = comparison.compare(ours, pairs, experiment="cifar100-inception",
                              plot_path=str(tmp_path / "pairs.png"))
   assert "Jaccard 0.4000 (2 in both, 3 ours, 4 published)" in report
   assert "Spearman 1.0000, Pearson 1.0000 over 3 examples" in report
@@ -332,14 +313,14 @@ def test_compare_errors(tmp_path):
   path, _ = cifar_cscores(tmp_path, n=50_000)
   with pytest.raises(published.CompareError, match="a cifar10 file but "
                      "--experiment cifar100-inception is cifar100"):
-    published.compare({"cscores": np.zeros(50_000)}, path,
+    comparison.compare({"cscores": np.zeros(50_000)}, path,
                       experiment="cifar100-inception")
   with pytest.raises(published.CompareError, match="no 'cscores'"):
-    published.compare({"memorization": np.zeros(50_000)}, path,
+    comparison.compare({"memorization": np.zeros(50_000)}, path,
                       experiment="cifar10-inception")
   mnist = tmp_path / "mnist-cscores.npy"
   np.save(mnist, np.zeros(60_000))
   with pytest.raises(published.CompareError, match="60000 published C-scores "
                      "but 5000 of ours"):
-    published.compare({"cscores": np.zeros(5000)}, str(mnist),
+    comparison.compare({"cscores": np.zeros(5000)}, str(mnist),
                       experiment="mnist-mlp")

@@ -86,6 +86,28 @@ def test_noise_kinds_are_seeded_disjoint_and_recorded():
   assert not np.array_equal(other.noisy_idx, got.noisy_idx)
 
 
+@pytest.mark.parametrize("n", [2, 5, 11, 1000, 1999, 2000])
+def test_fractions_summing_below_one_never_ask_for_more_than_n(n):
+  # Rounded one by one, three quotas of 0.3331 n could exceed n (n = 5:
+  # 2 + 2 + 2); allocated jointly they never do.
+  specs = noise.parse("label_pair:0.3331,input_gaussian:0.3331,"
+                      "input_uniform:0.3331")
+  counts = noise.counts(specs, n)
+  assert sum(counts.values()) == round(0.9993 * n) <= n
+  assert all(abs(c - 0.3331 * n) < 1 for c in counts.values())
+  images = np.random.default_rng(0).random([n, 28, 28, 1]).astype(np.float32)
+  got = noise.apply(images, np.arange(n) % 10, specs, seed=1)
+  assert [len(got.by_kind[k]) for k in noise.KINDS[1:]] == [
+      counts[k] for k in noise.KINDS[1:]]
+  assert len(got.noisy_idx) == sum(counts.values())  # Disjoint.
+  # With `label` (rounded as data.add_label_noise does), still at most n.
+  specs = noise.parse("label:0.6,input_uniform:0.3999")
+  counts = noise.counts(specs, n)
+  assert counts["label"] == round(0.6 * n) and sum(counts.values()) <= n
+  assert len(noise.apply(images, np.arange(n) % 10, specs, 1).noisy_idx) == (
+      sum(counts.values()))
+
+
 # ---------------------------------------------------------------- pipeline --
 
 TINY = ["--num_runs", "6", "--group_size", "4", "--epochs", "2",

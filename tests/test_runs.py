@@ -281,13 +281,15 @@ def test_aux_errors_are_kit_errors():
 # ----------------------------------------------------------------- layout --
 
 
-def test_layout_names_are_re_exported_and_list_runs_keeps_tuples(tmp_path):
+def test_layout_names_are_re_exported_and_runs_are_listed_by_layout(tmp_path):
+  assert not hasattr(runs, "list_runs")  # One lister: layout.list_runs.
   assert runs.run_dir("r", "e", 0.7, 3) == layout.run_dir("r", "e", 0.7, 3)
   assert runs.format_ratio(1) == "1.0"
   assert runs.AUX_FILENAME == layout.AUX_FILENAME
   for name in ("0.7/3", "0.7/x", "0.70_x/1", "1.0/0"):
     (tmp_path / "e" / name).mkdir(parents=True)
-  assert runs.list_runs(str(tmp_path), "e") == [
+  assert [(r.ratio_name, r.run, r.path)
+          for r in layout.list_runs(str(tmp_path), "e")] == [
       ("0.7", 3, str(tmp_path / "e" / "0.7" / "3")),
       ("1.0", 0, str(tmp_path / "e" / "1.0" / "0"))]
 

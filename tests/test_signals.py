@@ -2,7 +2,11 @@
 computations from the saved per-epoch checkpoints."""
 
 import dataclasses
+import io
 import os
+import shutil
+import tracemalloc
+import zipfile
 
 import numpy as np
 import pytest
@@ -10,6 +14,7 @@ import tensorflow as tf
 
 from heldout_tf import checkpoints
 from heldout_tf import errors
+from heldout_tf import runs as runs_lib
 from heldout_tf import signals
 from heldout_tf import training
 from mnist_example import data as data_lib
@@ -189,9 +194,22 @@ def _run_signals(n=6, subset=(0, 2, 3), value=1.0):
       ssft_epochs=1, forget_epoch=np.array([0, 1, 2], np.int32))
 
 
+def _write_run(run_path, subset, n=6, n_test=2):
+  """A run's aux_arrays.npz: trained on `subset` of `n` examples."""
+  os.makedirs(run_path, exist_ok=True)
+  subset = np.asarray(subset)
+  removed = np.setdiff1d(np.arange(n), subset)
+  runs_lib.write_aux(
+      run_path, subsample_idx=subset,
+      correctness={"train": np.ones(len(subset), bool),
+                   "removed": np.zeros(len(removed), bool),
+                   "test": np.ones(n_test, bool)},
+      index={"train": subset, "removed": removed, "test": np.arange(n_test)})
+
+
 def test_save_read_round_trip_and_rewrite_is_not_double_counted(tmp_path):
   path = str(tmp_path / "0" / signals.SIGNALS_FILENAME)
-  os.makedirs(os.path.dirname(path))
+  _write_run(os.path.dirname(path), (0, 2, 3))
   first = _run_signals(value=1.0)
   first.save(path)
   back = signals.read_run_signals(os.path.dirname(path))
@@ -204,8 +222,8 @@ def test_save_read_round_trip_and_rewrite_is_not_double_counted(tmp_path):
   assert totals.num_runs == 1
   np.testing.assert_array_equal(totals.n_in, [1, 0, 1, 1, 0, 0])
   np.testing.assert_array_equal(totals.margin_sum[[0, 2, 3]], 3.0)
-  assert not [f for f in os.listdir(os.path.dirname(path))
-              if f != signals.SIGNALS_FILENAME]  # No temporary left.
+  assert sorted(os.listdir(os.path.dirname(path))) == [
+      runs_lib.AUX_FILENAME, signals.SIGNALS_FILENAME]  # No temporary left.
 
 
 def test_bad_signals_files_name_file_and_key(tmp_path):
@@ -230,6 +248,86 @@ def test_bad_signals_files_name_file_and_key(tmp_path):
   totals = signals.Totals.zeros(7, 3)
   with pytest.raises(signals.SignalsError, match="n_train=6"):
     totals.add(_run_signals(), "run 0")
+
+
+def test_signals_copied_from_another_run_are_refused(tmp_path):
+  for run, subset in ((0, (0, 2, 3)), (3, (1, 4, 5))):
+    _write_run(str(tmp_path / str(run)), subset)
+    _run_signals(subset=subset).save(signals.signals_path(
+        str(tmp_path / str(run))))
+  paths = [str(tmp_path / r) for r in ("0", "3")]
+  assert signals.load_totals(paths, 6, 3, progress=False).num_runs == 2
+  # Run 0's file copied over run 3's: same sizes, other examples.
+  shutil.copy(signals.signals_path(paths[0]), signals.signals_path(paths[1]))
+  with pytest.raises(signals.SignalsError,
+                     match="3/signals.npz: not the signals of its run.*"
+                     r"\(other examples\); was it copied from another run"):
+    signals.load_totals(paths, 6, 3, progress=False)
+  # Settings of another collection (here: epochs) are refused too.
+  _run_signals(subset=(1, 4, 5)).save(signals.signals_path(paths[1]))
+  other = dataclasses.replace(_run_signals(subset=(1, 4, 5)), epochs=3)
+  other.save(signals.signals_path(paths[1]))
+  with pytest.raises(signals.SignalsError, match="differ from"):
+    signals.load_totals(paths, 6, 3, progress=False)
+  # And sizes other than the data's.
+  with pytest.raises(signals.SignalsError, match="'n_train' is 6, but the "
+                     "runs have 7"):
+    signals.load_totals(paths[:1], 7, 3, progress=False)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("n_train", np.float64(np.nan), "'n_train' has dtype float64, expected "
+     "integer"),
+    ("learning_rate", np.float64(np.nan), "'learning_rate' is nan, must be"),
+    ("epochs", np.array("three"), "'epochs' has dtype <U5, expected integer"),
+    ("num_classes", np.int64(0), "'num_classes' is 0, must be in"),
+    ("epochs", np.array([2, 2]), r"'epochs' has shape \(2,\), expected "
+     r"\(\)"),
+    ("correct_epochs", np.array([0, 3, 1], np.int16),
+     "'correct_epochs' must be in 0..2, has 3"),
+])
+def test_bad_metadata_is_a_signals_error(tmp_path, key, value, message):
+  path = str(tmp_path / "signals.npz")
+  _run_signals().save(path)
+  with np.load(path) as npz:
+    arrays = dict(npz)
+  arrays[key] = value
+  np.savez(path, **arrays)
+  with pytest.raises(signals.SignalsError, match=message) as e:
+    signals.read_run_signals(path)
+  assert str(e.value).startswith(path)
+
+
+def test_a_compressed_bomb_is_refused_before_it_inflates(tmp_path):
+  # 18 000 x 4 000 float32 probabilities: 288 MB of zeros in ~0.3 MB.
+  n, classes = 60_000, 4_000
+  subset = np.arange(42_000)
+  arrays = dict(n_train=n, num_classes=classes, epochs=1,
+                learning_rate=0.1, ssft_epochs=0, subset=subset,
+                margin_sum=np.zeros(42_000),
+                correct_epochs=np.zeros(42_000, np.int16),
+                tracin_sum=np.zeros(42_000),
+                heldout=np.arange(42_000, n), forget_epoch=np.zeros(0),
+                heldout_probs=np.zeros([18_000, classes], np.float32))
+  path = str(tmp_path / "signals.npz")
+  with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+    for key, value in arrays.items():
+      buffer = io.BytesIO()
+      np.save(buffer, np.asarray(value))
+      zf.writestr(f"{key}.npy", buffer.getvalue())
+  del arrays
+  assert os.path.getsize(path) < 2 << 20
+  tracemalloc.start()
+  try:
+    with pytest.raises(signals.SignalsError, match="more than the"):
+      signals.read_run_signals(path)
+    # Loading for scores expects the data's 10 classes: refused at once.
+    with pytest.raises(signals.SignalsError, match="'num_classes' is 4000"):
+      signals.load_totals([path], n, 10, progress=False)
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert peak < 32 << 20
 
 
 def test_tracin_terms_formula_and_margins():
