@@ -1,0 +1,424 @@
+"""The HTML report: its data, its command line, and the page in Chromium.
+
+Browser tests drive Debian's /usr/bin/chromium (headless) with Playwright
+and open the page from file:// with every network request aborted. They
+are skipped, with the reason, when Playwright or Chromium is missing (CI
+installs both: `.ci/run`, the `test` extra).
+"""
+
+import csv
+import hashlib
+import io
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from heldout_tf import errors
+from heldout_tf import report
+from heldout_tf.report import gather
+from heldout_tf.report import images as images_lib
+from heldout_tf.report import inputs
+
+sys.path.insert(0, os.path.dirname(__file__))
+import report_fixtures as fixtures  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+try:
+  from playwright.sync_api import sync_playwright  # pylint: disable=g-import-not-at-top
+except ImportError:
+  sync_playwright = None
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run",
+                 "--disable-sync"]
+_MISSING = ("the playwright package is not installed" if sync_playwright is
+            None else f"{CHROMIUM} is missing (apt-get install chromium)"
+            if not os.path.exists(CHROMIUM) else None)
+needs_browser = pytest.mark.skipif(_MISSING is not None,
+                                   reason=f"browser tests: {_MISSING}")
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+  """The collection, its report, and what the page must show."""
+  root = str(tmp_path_factory.mktemp("collection"))
+  info = fixtures.make_collection(root)
+  out = os.path.join(str(tmp_path_factory.mktemp("report")), "report.html")
+  info["summary"] = report.write(root, fixtures.EXPERIMENT, out,
+                                 progress=False)
+  info["root"], info["out"] = root, out
+  return info
+
+
+def _suspicion_order(values, direction):
+  """numpy's order: value (direction), ties by index, NaN last."""
+  values = np.asarray(values, np.float64)
+  key = -values if direction == "desc" else values
+  return np.lexsort((np.arange(len(values)), key))
+
+
+def _expected_columns(made):
+  """Column key -> the values the page must show, from the files."""
+  scores = made["scores"]
+  return {"memorization": made["result"]["memorization"],
+          "cscore": made["result"]["cscores"], "loss": scores["loss"],
+          "aum": scores["aum"]}
+
+
+# ------------------------------------------------------------ no browser --
+
+
+def test_gather_reads_estimates_scores_and_config(made):
+  data = gather.gather(made["root"], fixtures.EXPERIMENT, progress=False)
+  assert [c.key for c in data.columns] == ["memorization", "cscore", "loss",
+                                           "aum"]
+  expected = _expected_columns(made)
+  for column in data.columns:
+    np.testing.assert_array_equal(column.values, expected[column.key])
+  np.testing.assert_array_equal(data.labels, made["data"].train_labels)
+  np.testing.assert_array_equal(data.noisy_idx, made["data"].noisy_idx)
+  acc = made["runs"].correct_test.mean(axis=1)
+  (row,) = data.provenance["accuracy"]
+  assert row["runs"] == fixtures.NUM_RUNS
+  assert row["mean"] == pytest.approx(acc.mean())
+  assert row["sd"] == pytest.approx(acc.std(ddof=1))
+  assert data.provenance["dataset"] == "digits"
+  assert data.provenance["settings"]["label_noise"] == "0.1"
+  # 24 runs put the default thresholds within 2 standard errors of zero.
+  assert any("infl_threshold" in w for w in data.warnings)
+  assert len(data.detection) == 4  # Noise known: one row per score.
+  # The scores file is the one offered for download.
+  with open(made["scores_path"], "rb") as f:
+    assert data.downloads == [("scores.npz", f.read())]
+
+
+def test_mean_rank_and_agreement_follow_the_rankings():
+  values = np.array([0.9, 0.1, np.nan, 0.5])
+  up = gather.Column("a", "a", values, None, +1, "")
+  down = gather.Column("b", "b", values, None, -1, "")
+  np.testing.assert_array_equal(gather.ranks(up), [1, 3, 4, 2])
+  np.testing.assert_array_equal(gather.ranks(down), [3, 1, 4, 2])
+  np.testing.assert_array_equal(gather.mean_rank([up, down]),
+                                [2.0, 2.0, 4.0, 2.0])
+  assert gather.agreement([up, down], 2) == [[1.0, 0.5], [0.5, 1.0]]
+
+
+def test_sprites_keep_priority_examples_within_budget():
+  rng = np.random.default_rng(0)
+  pictures = rng.integers(0, 256, (300, 8, 8, 1)).astype(np.uint8)
+  everything = images_lib.sprites(pictures)
+  np.testing.assert_array_equal(everything.slots, np.arange(300))
+  some = images_lib.sprites(pictures, priority=[299, 5],
+                            budget_bytes=everything.num_bytes // 3)
+  kept = np.flatnonzero(some.slots >= 0)
+  assert 0 < len(kept) < 300
+  assert some.slots[299] == 0 and some.slots[5] == 1
+  assert some.num_bytes <= everything.num_bytes // 2
+
+
+def test_estimates_file_from_other_runs_is_refused(made, tmp_path):
+  result = dict(made["result"])
+  result["n_in"] = result["n_in"] + 1
+  path = str(tmp_path / "other.npz")
+  np.savez(path, **{k: np.asarray(v) for k, v in result.items()})
+  with pytest.raises(inputs.ReportInputError, match="n_in"):
+    report.write(made["root"], fixtures.EXPERIMENT, str(tmp_path / "r.html"),
+                 estimates=path, progress=False, with_images=False)
+
+
+def test_missing_inputs_name_what_is_missing(made, tmp_path):
+  with pytest.raises(inputs.ReportInputError, match="no runs under"):
+    report.write(made["root"], "no-such-experiment", str(tmp_path / "a.html"),
+                 progress=False)
+  with pytest.raises(inputs.ReportInputError, match="--scores"):
+    report.write(made["root"], fixtures.EXPERIMENT, str(tmp_path / "b.html"),
+                 scores=str(tmp_path / "none.npz"), progress=False)
+  with pytest.raises(errors.PathError):
+    report.write(made["root"], fixtures.EXPERIMENT, str(tmp_path),
+                 progress=False)
+
+
+def _run_cli(*argv):
+  env = dict(os.environ, PYTHONPATH=os.getcwd())
+  return subprocess.run([sys.executable, "-m", "heldout_tf.report"] +
+                        list(argv), capture_output=True, text=True, env=env,
+                        check=False, timeout=300)
+
+
+def test_cli_help_imports_no_tensorflow():
+  code = ("import sys; from heldout_tf.report import __main__ as m; "
+          "m.build_parser().format_help(); "
+          "print('tensorflow' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, check=True)
+  assert out.stdout.strip() == "False"
+  bad = _run_cli("--root", "x", "--experiment", "y", "--out", "z",
+                 "--ratio", "half")
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines()[-1].startswith("error: argument "
+                                                        "--ratio")
+
+
+def test_cli_writes_the_report_without_images(made, tmp_path):
+  out = str(tmp_path / "cli.html")
+  done = _run_cli("--root", made["root"], "--experiment", fixtures.EXPERIMENT,
+                  "--out", out, "--noimages", "--noprogress")
+  assert done.returncode == 0, done.stderr
+  assert f"Wrote {out}" in done.stdout
+  with open(out, encoding="utf-8") as f:
+    text = f.read()
+  assert "no images (not asked for)" in text
+  missing = _run_cli("--root", made["root"], "--experiment", "nope", "--out",
+                     out, "--noprogress")
+  assert missing.returncode == 1
+  assert missing.stderr.strip().splitlines()[-1].startswith(
+      "error: no runs under")
+
+
+# --------------------------------------------------------------- browser --
+
+
+@pytest.fixture(scope="module")
+def browser():
+  if _MISSING is not None:
+    pytest.skip(f"browser tests: {_MISSING}")
+  with sync_playwright() as p:
+    chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()
+
+
+class Page:
+  """One tab on the report, offline, recording requests and errors."""
+
+  def __init__(self, browser, path, width=1280, height=900):
+    self.url = "file://" + os.path.abspath(path)
+    self.context = browser.new_context(
+        viewport={"width": width, "height": height}, accept_downloads=True)
+    self.page = self.context.new_page()
+    self.requests, self.errors = [], []
+    self.page.on("console", lambda m: m.type == "error" and self.errors.append(
+        m.text))
+    self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def abort_network(route):
+      if route.request.url.split("#")[0] == self.url:
+        route.continue_()  # The page itself.
+      else:
+        self.requests.append(route.request.url)
+        route.abort()
+    self.context.route("**/*", abort_network)
+
+  def open(self, fragment=""):
+    self.page.goto(self.url + fragment)
+    self.ready()
+
+  def ready(self):
+    self.page.wait_for_selector("body[data-ready]", state="attached",
+                                timeout=30_000)
+
+  def grid_indices(self):
+    return [int(i) for i in self.page.eval_on_selector_all(
+        "#grid .tile", "els => els.map(e => e.dataset.index)")]
+
+  def images_loaded(self):
+    """(images, loaded) after every thumbnail finished."""
+    self.page.wait_for_function(
+        "Array.from(document.images).every(i => i.complete && i.src)",
+        timeout=20_000)
+    return self.page.evaluate(
+        "[document.images.length, Array.from(document.images)"
+        ".filter(i => i.naturalWidth > 0).length]")
+
+  def close(self):
+    self.context.close()
+
+
+@pytest.fixture
+def page(browser, made):
+  tab = Page(browser, made["out"])
+  tab.open()
+  yield tab
+  tab.close()
+
+
+@needs_browser
+def test_page_is_offline_complete_and_clean(page, made, tmp_path):
+  count, loaded = page.images_loaded()
+  assert count >= 96 + 50  # Grid page, candidates (and pairs).
+  assert loaded == count
+  text = page.page.inner_text("body")
+  assert not re.search(r"NaN|undefined|null|Infinity", text)
+  assert f"{fixtures.N_TRAIN} of {fixtures.N_TRAIN} training examples" in text
+  while page.page.is_visible("#more"):  # Every tile of the grid.
+    page.page.click("#more")
+  assert len(page.grid_indices()) == fixtures.N_TRAIN
+  count, loaded = page.images_loaded()
+  assert loaded == count
+  page.page.screenshot(path=str(tmp_path / "report-1280.png"))
+  assert page.requests == [] and page.errors == []
+
+
+@needs_browser
+def test_phone_width_and_card_screenshots(browser, made, tmp_path):
+  tab = Page(browser, made["out"], width=390, height=844)
+  tab.open("#train/3")
+  tab.images_loaded()
+  width = tab.page.evaluate("document.documentElement.scrollWidth")
+  assert width <= 390  # Nothing wider than the phone.
+  tab.page.screenshot(path=str(tmp_path / "report-390-card.png"))
+  tab.page.keyboard.press("Escape")
+  tab.page.wait_for_selector("#card", state="hidden")
+  tab.page.screenshot(path=str(tmp_path / "report-390.png"), full_page=True)
+  assert tab.requests == [] and tab.errors == []
+  tab.close()
+
+
+@needs_browser
+@pytest.mark.parametrize("index", [0, 17])
+def test_search_shows_the_files_values(page, made, index):
+  page.page.fill("#search-input", f"train {index}")
+  page.page.press("#search-input", "Enter")
+  page.page.wait_for_selector("#card:not([hidden])")
+  assert page.page.inner_text("#card-title") == f"Training example #{index}"
+  for key, values in _expected_columns(made).items():
+    shown = page.page.inner_text(f"#card tr[data-key='{key}'] .value")
+    if np.isnan(values[index]):
+      assert shown == "\u2014"
+    else:
+      assert float(shown) == values[index]  # Exactly, float64.
+  assert page.page.url.endswith(f"#train/{index}")
+  assert page.errors == []
+
+
+@needs_browser
+def test_top_ten_under_each_sort_equal_numpy(page, made):
+  for key, values in _expected_columns(made).items():
+    for direction in ("desc", "asc"):
+      page.page.select_option("#sort", key)
+      page.page.select_option("#dir", direction)
+      top = page.grid_indices()[:10]
+      assert top == list(_suspicion_order(values, direction)[:10]), (
+          key, direction)
+  assert page.errors == []
+
+
+@needs_browser
+def test_class_filter_counts_and_histograms_follow(page, made):
+  labels = made["data"].train_labels
+  totals = lambda: page.page.eval_on_selector_all(
+      ".hplot", "els => els.map(e => +e.dataset.total)")
+  before = totals()
+  assert before == [fixtures.N_TRAIN] * 3 + [fixtures.N_TRAIN - 3]
+  page.page.select_option("#class", "3")
+  want = int(np.sum(labels == 3))
+  assert page.page.inner_text("#count").startswith(
+      f"{want} of {fixtures.N_TRAIN} training examples")
+  assert totals() == [want] * 3 + [int(np.sum(
+      (labels == 3) & ~np.isnan(made["scores"]["aum"])))]
+  assert sorted(page.grid_indices()) == list(np.flatnonzero(labels == 3))
+  # Searching a class name applies the same filter.
+  page.page.click("#reset")
+  page.page.fill("#search-input", "class 3")
+  page.page.press("#search-input", "Enter")
+  assert page.page.input_value("#class") == "3"
+  assert totals()[0] == want
+
+
+@needs_browser
+def test_histogram_brush_filters_the_grid(page, made):
+  mem = made["result"]["memorization"]
+  plot = page.page.locator("#hist-memorization svg")
+  plot.scroll_into_view_if_needed()
+  box = plot.bounding_box()
+  y = box["y"] + box["height"] / 2
+  page.page.mouse.move(box["x"] + 2, y)
+  page.page.mouse.down()
+  page.page.mouse.move(box["x"] + box["width"] * 0.3, y)
+  page.page.mouse.up()
+  while page.page.is_visible("#more"):
+    page.page.click("#more")
+  shown = page.grid_indices()
+  count = int(page.page.inner_text("#count").split()[0])
+  assert 0 < count < fixtures.N_TRAIN and len(shown) == count
+  limit = float(page.page.input_value("#range-max"))
+  assert all(mem[i] < limit for i in shown)
+  assert count == int(np.sum(mem < limit))
+  # The other histograms now count only the selected examples.
+  totals = page.page.eval_on_selector_all(
+      ".hplot", "els => els.map(e => +e.dataset.total)")
+  assert totals[0] == fixtures.N_TRAIN and totals[1] == count
+
+
+@needs_browser
+def test_deep_link_survives_reload_and_history(page):
+  page.open("#train/7")
+  assert page.page.inner_text("#card-title") == "Training example #7"
+  page.page.reload()
+  page.ready()
+  assert page.page.inner_text("#card-title") == "Training example #7"
+  page.page.fill("#search-input", "test 4")
+  page.page.press("#search-input", "Enter")
+  page.page.wait_for_function(
+      "document.getElementById('card-title').textContent.includes('Test')")
+  assert page.page.inner_text("#card-title") == "Test example #4"
+  page.page.go_back()
+  page.page.wait_for_function(
+      "document.getElementById('card-title').textContent.endsWith('#7')")
+  page.page.go_forward()
+  page.page.wait_for_function(
+      "document.getElementById('card-title').textContent.endsWith('#4')")
+  page.page.click("#card .close")
+  page.page.wait_for_selector("#card", state="hidden")
+  assert page.errors == [] and page.requests == []
+
+
+@needs_browser
+def test_downloads_match_their_sha256(page, made, tmp_path):
+  page.page.select_option("#class", "5")
+  with page.page.expect_download() as got:
+    page.page.click("#download-csv")
+  path = str(tmp_path / "examples.csv")
+  got.value.save_as(path)
+  with open(path, "rb") as f:
+    content = f.read()
+  page.page.wait_for_function(
+      "document.getElementById('csv-sha256').textContent.length === 64")
+  assert page.page.inner_text("#csv-sha256") == hashlib.sha256(
+      content).hexdigest()
+  rows = list(csv.DictReader(io.StringIO(content.decode())))
+  labels = made["data"].train_labels
+  assert [int(r["index"]) for r in rows] == list(
+      i for i in _suspicion_order(made["result"]["memorization"], "desc")
+      if labels[i] == 5)
+  for r in rows:
+    assert float(r["loss"]) == made["scores"]["loss"][int(r["index"])]
+  with page.page.expect_download() as got:
+    page.page.click(".download-file")
+  path = str(tmp_path / "scores.npz")
+  got.value.save_as(path)
+  with open(path, "rb") as f, open(made["scores_path"], "rb") as g:
+    digest = hashlib.sha256(f.read()).hexdigest()
+    assert digest == hashlib.sha256(g.read()).hexdigest()
+  assert page.page.inner_text(".file-sha256") == digest
+  assert page.errors == [] and page.requests == []
+
+
+@needs_browser
+def test_keyboard_moves_between_tiles(page):
+  first = page.page.locator("#grid .tile").first
+  first.focus()
+  page.page.keyboard.press("ArrowRight")
+  second = page.grid_indices()[1]
+  assert page.page.evaluate(
+      "document.activeElement.dataset.index") == str(second)
+  page.page.keyboard.press("Enter")
+  page.page.wait_for_selector("#card:not([hidden])")
+  assert page.page.inner_text("#card-title") == f"Training example #{second}"
+  page.page.keyboard.press("Escape")
+  page.page.wait_for_selector("#card", state="hidden")
