@@ -17,6 +17,7 @@ from heldout_tf import files
 from heldout_tf import layout
 from heldout_tf import runs as runs_lib
 from heldout_tf import runstore
+from heldout_tf import signals as signals_lib
 from mnist_example import data as data_lib
 
 EXPERIMENT = "mnist-mlp"
@@ -35,10 +36,13 @@ def load_digits():
 
 
 def make_collection(root: str, with_scores: bool = True) -> dict:
-  """Writes runs, config.json and (optionally) quality/scores.npz.
+  """Writes runs (with signals.npz), config.json and (optionally)
+  quality/scores.npz.
 
-  Returns what a test compares the page against: the data, the runs'
-  estimates (`estimates.compute`) and the scores file's arrays.
+  Each run's held-out softmax is one-hot on its prediction: the label when
+  it is right, another class when wrong. Returns what a test compares the
+  page against: the data, the runs' estimates (`estimates.compute`), the
+  scores file's arrays and the held-out majority prediction.
   """
   data = load_digits()
   rng = np.random.default_rng(1)
@@ -47,6 +51,7 @@ def make_collection(root: str, with_scores: bool = True) -> dict:
   typical[data.noisy_idx] = 0.05  # Flipped labels: right only if trained.
   partner = rng.integers(0, n, m)  # Test j follows training example partner.
   follows = rng.uniform(size=m) < 0.3
+  votes = np.zeros((n, data_lib.NUM_CLASSES), np.int64)
   for r in range(NUM_RUNS):
     subset = np.sort(rng.choice(n, n // 2, replace=False))
     mask = np.zeros(n, bool)
@@ -62,6 +67,18 @@ def make_collection(root: str, with_scores: bool = True) -> dict:
                      "test": correct_test},
         index={"train": subset, "removed": removed, "test": np.arange(m)},
         subsample_idx=subset)
+    wrong = (data.train_labels[removed] + rng.integers(
+        1, data_lib.NUM_CLASSES, len(removed))) % data_lib.NUM_CLASSES
+    predicted = np.where(correct[removed], data.train_labels[removed], wrong)
+    votes[removed, predicted] += 1
+    probs = np.eye(data_lib.NUM_CLASSES, dtype=np.float32)[predicted]
+    signals_lib.RunSignals(
+        n_train=n, num_classes=data_lib.NUM_CLASSES, epochs=1,
+        learning_rate=0.1, subset=subset, margin_sum=np.zeros(len(subset)),
+        correct_epochs=np.zeros(len(subset), np.int32),
+        tracin_sum=np.zeros(len(subset)), heldout=removed,
+        heldout_probs=probs).save(signals_lib.signals_path(
+            layout.run_dir(root, EXPERIMENT, RATIO, r)))
   fingerprint = runstore.fingerprint(data.train_labels, data.test_labels,
                                      data.train_images[:64])
   config = {"dataset": "digits", "label_noise": LABEL_NOISE, "seed": 0,
@@ -74,7 +91,9 @@ def make_collection(root: str, with_scores: bool = True) -> dict:
   runs = estimates.load_runs(root, EXPERIMENT, progress=False)
   result = estimates.compute(runs, ("mem", "pairs", "cscores"),
                              progress=False)
-  out = {"data": data, "result": result, "runs": runs, "scores": None}
+  prediction = np.where(votes.sum(axis=1) > 0, np.argmax(votes, axis=1), -1)
+  out = {"data": data, "result": result, "runs": runs, "scores": None,
+         "prediction": prediction}
   if with_scores:
     scores = {
         "memorization": result["memorization"],

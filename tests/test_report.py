@@ -6,15 +6,18 @@ are skipped, with the reason, when Playwright or Chromium is missing (CI
 installs both: `.ci/run`, the `test` extra).
 """
 
+import base64
 import csv
 import hashlib
 import io
+import json
 import os
 import re
 import subprocess
 import sys
 
 import numpy as np
+import PIL.Image
 import pytest
 
 from heldout_tf import errors
@@ -82,6 +85,8 @@ def test_gather_reads_estimates_scores_and_config(made):
     np.testing.assert_array_equal(column.values, expected[column.key])
   np.testing.assert_array_equal(data.labels, made["data"].train_labels)
   np.testing.assert_array_equal(data.noisy_idx, made["data"].noisy_idx)
+  np.testing.assert_array_equal(data.prediction, made["prediction"])
+  assert (data.prediction != data.labels).any()
   acc = made["runs"].correct_test.mean(axis=1)
   (row,) = data.provenance["accuracy"]
   assert row["runs"] == fixtures.NUM_RUNS
@@ -95,6 +100,59 @@ def test_gather_reads_estimates_scores_and_config(made):
   # The scores file is the one offered for download.
   with open(made["scores_path"], "rb") as f:
     assert data.downloads == [("scores.npz", f.read())]
+
+
+def _meta(path):
+  """The page's embedded metadata (JSON)."""
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  found = re.search(r'<script type="application/json" id="report-meta">'
+                    r"(.*?)</script>", text, re.S)
+  return json.loads(found.group(1))
+
+
+def _tile(meta, split, i):
+  """Example i's thumbnail pixels, cut from the page's sprite sheet."""
+  sheets = meta["images"][split]
+  slot = i  # Every example has a thumbnail here.
+  sheet = sheets["sheets"][slot // sheets["per_sheet"]]
+  png = base64.b64decode(sheet.split(",", 1)[1])
+  picture = np.asarray(PIL.Image.open(io.BytesIO(png)))
+  k = slot % sheets["per_sheet"]
+  row, col = divmod(k, sheets["columns"])
+  h, w = sheets["height"], sheets["width"]
+  return picture[row * h:(row + 1) * h, col * w:(col + 1) * w]
+
+
+def test_thumbnails_are_the_runs_images(made):
+  meta = _meta(made["out"])
+  assert made["summary"].images
+  pixels = np.round(made["data"].train_images[..., 0] * 255)
+  for i in (0, 7, fixtures.N_TRAIN - 1):
+    tile = _tile(meta, "train", i).astype(np.float64)  # 16 grey levels.
+    assert np.abs(tile - pixels[i]).max() <= 8.5
+  assert meta["class_names"] == [str(c) for c in range(10)]
+
+
+def test_cifar_images_and_class_names_come_from_tfds(release_root, cifar10,
+                                                     tmp_path):
+  data_dir, arrays = cifar10
+  out = str(tmp_path / "cifar.html")
+  summary = report.write(release_root, "cifar10-inception", out,
+                         data_dir=data_dir, progress=False)
+  assert summary.images
+  meta = _meta(out)
+  for split in ("train", "test"):
+    for i in (0, len(arrays[split]["label"]) - 1):
+      np.testing.assert_array_equal(_tile(meta, split, i),
+                                    arrays[split]["image"][i])
+  assert meta["class_names"] == [str(c) for c in range(10)]  # tfds' names.
+  assert meta["provenance"]["dataset"] == "cifar10:3.0.2"
+  bare = report.write(release_root, "cifar10-inception",
+                      str(tmp_path / "bare.html"),
+                      data_dir=str(tmp_path / "empty"), progress=False)
+  assert not bare.images and "not prepared" in bare.images_note
+  assert "not prepared" in _meta(bare.path)["images_note"]
 
 
 def test_mean_rank_and_agreement_follow_the_rankings():
@@ -292,6 +350,8 @@ def test_search_shows_the_files_values(page, made, index):
       assert shown == "\u2014"
     else:
       assert float(shown) == values[index]  # Exactly, float64.
+  assert page.page.inner_text("#card tr[data-key='prediction'] td") == str(
+      made["prediction"][index])  # MNIST class names are the digits.
   assert page.page.url.endswith(f"#train/{index}")
   assert page.errors == []
 
@@ -406,6 +466,11 @@ def test_downloads_match_their_sha256(page, made, tmp_path):
     digest = hashlib.sha256(f.read()).hexdigest()
     assert digest == hashlib.sha256(g.read()).hexdigest()
   assert page.page.inner_text(".file-sha256") == digest
+  page.page.wait_for_function(
+      "document.querySelector('.file-check').textContent.length")
+  assert "checked" in page.page.inner_text(".file-check")
+  # The file's arrays that the page holds anyway are not stored twice.
+  assert "col_memorization" in _meta(made["out"])["downloads"][0]["pieces"]
   assert page.errors == [] and page.requests == []
 
 

@@ -62,6 +62,7 @@ def write(root: str, experiment: str, out: str,
           ratio: Optional[float] = None, estimates: Optional[str] = None,
           scores: Optional[str] = None, data_dir: Optional[str] = None,
           progress: bool = True, with_images: bool = True,
+          images: Optional[images_lib.Images] = None,
           budget_bytes: int = images_lib.DEFAULT_BUDGET_BYTES,
           now: Optional[datetime.datetime] = None) -> Summary:
   """Writes the report of `<root>/<experiment>` to the HTML file `out`.
@@ -79,6 +80,8 @@ def write(root: str, experiment: str, out: str,
       nothing is downloaded.
     progress: progress bars while loading.
     with_images: False: no thumbnails (no dataset is read).
+    images: the collection's images, when the caller has them (e.g. a
+      pipeline that just trained on them); None: loaded as above.
     budget_bytes: thumbnails per split beyond this many PNG bytes are left
       out (the most interesting examples keep theirs).
     now: the time stamp shown on the page (default now).
@@ -96,8 +99,13 @@ def write(root: str, experiment: str, out: str,
                            progress=progress, now=now)
   sprites, note, description = None, "no images (not asked for)", ""
   if with_images:
-    loaded, note = images_lib.load(experiment, data.config, data_dir,
-                                   data.n_train, data.n_test)
+    loaded, note = (images, "") if images is not None else images_lib.load(
+        experiment, data.config, data_dir, data.n_train, data.n_test)
+    if loaded is not None and (len(loaded.train), len(loaded.test)) != (
+        data.n_train, data.n_test):
+      raise errors.UsageError(
+          f"images: {len(loaded.train)} / {len(loaded.test)} examples, the "
+          f"runs have {data.n_train} / {data.n_test}")
     if loaded is not None:
       sprites = {
           "train": images_lib.sprites(loaded.train, _priority(data),

@@ -33,7 +33,7 @@ SCORE_LABELS = {
     "loss": "held-out loss", "tracin": "TracIn self-influence",
     "aum": "\u2212AUM (margin)", "ssft": "second-split forgetting",
     "confident_learning": "confident learning"}
-_NON_SCORE_KEYS = ("labels", "clean_labels", "noisy_idx", "noise")
+MAX_PAIRS = 20_000  # Shown on the page: the strongest (counts: all).
 MNIST_CLASS_NAMES = [str(c) for c in range(10)]
 
 
@@ -408,6 +408,15 @@ def gather(root: str, experiment: str, ratio: Optional[float] = None,
            if "tr_idx" in result else
            {"tr_idx": np.zeros([0], np.int64),
             "tt_idx": np.zeros([0], np.int64), "infl": np.zeros([0])})
+  pair_counts = {"pairs": len(pairs["tr_idx"]),
+                 "pair_train": len(np.unique(pairs["tr_idx"])),
+                 "pair_test": len(np.unique(pairs["tt_idx"]))}
+  if len(pairs["tr_idx"]) > MAX_PAIRS:
+    keep = np.sort(np.lexsort((pairs["tt_idx"], pairs["tr_idx"],
+                               -pairs["infl"]))[:MAX_PAIRS])
+    notes.append(f"{len(pairs['tr_idx'])} high-influence pairs: the page "
+                 f"shows the {MAX_PAIRS} with the highest influence")
+    pairs = {k: v[keep] for k, v in pairs.items()}
   thresholds = {k: float(result.get(f"{k}_threshold", np.nan))
                 for k in ("infl", "mem")}
   dataset, model = _dataset_and_model(experiment, config)
@@ -444,5 +453,6 @@ def gather(root: str, experiment: str, ratio: Optional[float] = None,
   k = (len(noisy) if noisy is not None and len(noisy)
        else max(1, min(n, int(round(0.01 * n)))))
   data.summary = _summary(data, result, k)
+  data.summary.update(pair_counts)
   return data
 

@@ -9,7 +9,9 @@ every network request, so the page behaves the same offline):
   <script type="application/octet-stream" id="report-blob">  base64 of one
       gzip stream: every per-example array, little-endian, 8-byte aligned
       (float64 scores exactly as in the files, int32 labels and counts),
-      then the offered score file's bytes
+      then the offered score file: an npz is stored as its bytes between
+      the arrays the blob already holds (the page joins the pieces back;
+      the sha256 shown is the file's), any other file whole
   <style>, <script>: `style.STYLE`, `script.SCRIPT` (plain JavaScript,
       no library), which inflates the blob with the browser's
       DecompressionStream and draws everything.
@@ -19,9 +21,12 @@ import base64
 import gzip
 import hashlib
 import html
+import io
 import json
 import math
+import struct
 from typing import Dict, List, Optional, Tuple
+import zipfile
 
 import numpy as np
 
@@ -32,6 +37,7 @@ from heldout_tf.report import style
 
 _ALIGN = 8
 _DTYPES = {"f8": "<f8", "i4": "<i4", "u1": "|u1"}
+_SHARED_MIN_BYTES = 1024  # Smaller arrays of a file are stored again.
 
 
 class _Blob:
@@ -42,18 +48,68 @@ class _Blob:
     self.size = 0
     self.index: Dict[str, dict] = {}
 
+    self.by_digest: Dict[bytes, str] = {}  # sha256 of bytes -> array.
+
   def add(self, name: str, values, dtype: str):
     array = np.ascontiguousarray(np.asarray(values).astype(_DTYPES[dtype]))
     raw = array.tobytes()
     self.index[name] = {"dtype": dtype, "offset": self.size,
                         "length": int(array.size)}
+    if len(raw) >= _SHARED_MIN_BYTES:
+      self.by_digest.setdefault(hashlib.sha256(raw).digest(), name)
     pad = (-len(raw)) % _ALIGN
     self.parts.append(raw + b"\0" * pad)
     self.size += len(raw) + pad
 
+  def add_file(self, name: str, content: bytes) -> List[str]:
+    """Stores `content`; returns the arrays whose bytes, joined, are it.
+
+    The arrays of an uncompressed npz that the blob already holds (same
+    bytes) are not stored twice.
+    """
+    pieces, at = [], 0
+    for start, end, array in _shared_regions(content, self.by_digest):
+      pieces.append(content[at:start])
+      pieces.append(array)
+      at = end
+    pieces.append(content[at:])
+    names = []
+    for k, piece in enumerate(pieces):
+      if isinstance(piece, str):
+        names.append(piece)
+      elif piece:
+        self.add(f"{name}_{k}", np.frombuffer(piece, np.uint8), "u1")
+        names.append(f"{name}_{k}")
+    return names
+
   def encoded(self) -> str:
     return base64.b64encode(gzip.compress(b"".join(self.parts), 6,
                                           mtime=0)).decode("ascii")
+
+
+def _shared_regions(content: bytes, by_digest: Dict[bytes, str]):
+  """`(start, end, array)`: the byte ranges of `content` (an npz) holding
+  the data of a member equal to a blob array; nothing if not an npz."""
+  try:
+    members = zipfile.ZipFile(io.BytesIO(content)).infolist()
+  except (zipfile.BadZipFile, OSError, ValueError):
+    return []
+  regions = []
+  for info in members:
+    header = content[info.header_offset:info.header_offset + 30]
+    if info.compress_type != zipfile.ZIP_STORED or len(header) < 30:
+      continue
+    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    start = info.header_offset + 30 + name_len + extra_len
+    data = content[start:start + info.compress_size]
+    if not data.startswith(b"\x93NUMPY") or len(data) < 12:
+      continue
+    size_bytes = 2 if data[6] == 1 else 4
+    prefix = 8 + size_bytes + int.from_bytes(data[8:8 + size_bytes], "little")
+    array = by_digest.get(hashlib.sha256(data[prefix:]).digest())
+    if array is not None:
+      regions.append((start + prefix, start + len(data), array))
+  return sorted(regions)
 
 
 def _clean(value):
@@ -121,9 +177,8 @@ def build(data: gather.ReportData,
   blob.add("pair_infl", data.pairs["infl"], "f8")
   downloads = []
   for number, (name, content) in enumerate(data.downloads):
-    blob.add(f"file_{number}", np.frombuffer(content, np.uint8), "u1")
-    downloads.append({"name": name, "array": f"file_{number}",
-                      "bytes": len(content),
+    downloads.append({"name": name, "bytes": len(content),
+                      "pieces": blob.add_file(f"file_{number}", content),
                       "sha256": hashlib.sha256(content).hexdigest()})
   class_names = data.class_names
   num_classes = data.provenance.get("num_classes") or 0

@@ -711,12 +711,19 @@ function drawDownloads() {
   add(el, h('p', null, 'The examples grid\u2019s current rows: the ' +
     'button under the grid (its sha256 appears beside it).'));
   META.downloads.forEach(d => {
+    const check = h('span', {class: 'file-check', role: 'status'});
     add(el, h('p', {class: 'file'}, h('button', {type: 'button',
       class: 'download-file', 'data-name': d.name, onclick: () => {
-        save(new Blob([A[d.array]], {type: 'application/octet-stream'}),
-             d.name);
+        const pieces = d.pieces.map(name => new Uint8Array(
+          A[name].buffer, A[name].byteOffset, A[name].byteLength));
+        const file = new Blob(pieces, {type: 'application/octet-stream'});
+        save(file, d.name);
+        file.arrayBuffer().then(sha256).then(digest => {
+          check.textContent = digest === null ? '' : digest === d.sha256 ?
+            ' ✓ checked' : ' ✗ differs: ' + digest;
+        });
       }}, 'Download ' + d.name), ' (' + d.bytes + ' bytes) sha256 ',
-      h('code', {class: 'file-sha256'}, d.sha256)));
+      h('code', {class: 'file-sha256'}, d.sha256), check));
   });
 }
 
@@ -729,8 +736,13 @@ function trainCard(i) {
   const rows = [row('given label', cname(label(i)))];
   if (A.clean_labels) rows.push(row('clean label', cname(A.clean_labels[i])));
   if (A.noisy) rows.push(row('known noisy', A.noisy[i] ? 'yes' : 'no'));
-  if (A.prediction) rows.push(row('held-out prediction',
-    A.prediction[i] >= 0 ? cname(A.prediction[i]) : 'never held out'));
+  if (A.prediction) {
+    const r = row('held-out prediction (argmax of the mean softmax of ' +
+      'the runs that held it out)', A.prediction[i] >= 0 ? cname(A.prediction[i]) :
+      'never held out');
+    r.setAttribute('data-key', 'prediction');
+    rows.push(r);
+  }
   rows.push(row('runs that trained on it', String(A.n_in[i])),
             row('runs that held it out', String(A.n_out[i])));
   COLS.forEach(c => {
@@ -863,7 +875,7 @@ async function main() {
   window.addEventListener('hashchange', route);
   route();
   status.hidden = true;
-  document.body.setAttribute('data-ready', '1');
+  document.body.setAttribute('data-ready', Math.round(performance.now()));
 }
 main().catch(e => {
   document.getElementById('status').textContent =
