@@ -232,7 +232,7 @@ def screenshots(args):
     try:
       for name, width, height, fragment in (
           ("report-screenshot.png", 1280, 860, "#explore"),
-          ("report-screenshot-phone.png", 390, 844, ""),
+          ("report-screenshot-phone.png", 390, 844, "#explore"),
           ("report-screenshot-card.png", 1280, 860, "#train/" +
            str(args.card))):
         context, page, url, errors = browser.page(out, width, height)

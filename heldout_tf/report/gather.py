@@ -25,6 +25,8 @@ import heldout_tf
 from heldout_tf import detection
 from heldout_tf import estimates
 from heldout_tf import released
+from heldout_tf import scores as scores_lib
+from heldout_tf import signals as signals_lib
 from heldout_tf.report import inputs
 
 # Quality scores (`heldout_tf.scores.SCORES`): labels shown on the page.
@@ -177,7 +179,6 @@ def _quality_columns(scores: dict, path: str, n: int,
                      base: List[Column]) -> Tuple[List[Column], List[str]]:
   """The quality scores as columns; a score equal to an estimate's column
   (memorization, 1 - C-score) is said once."""
-  from heldout_tf import scores as scores_lib  # pylint: disable=g-import-not-at-top
   by_key = {c.key: c for c in base}
   columns, notes = [], []
   for name in scores_lib.SCORES:
@@ -265,7 +266,6 @@ def _settings(config: Optional[dict]) -> Dict[str, str]:
 def _prediction(found, n_train, num_classes, progress) -> Optional[np.ndarray]:
   """Held-out predicted class (argmax of the mean out-of-sample softmax)
   from every run's signals.npz, or None when a run has none."""
-  from heldout_tf import signals as signals_lib  # pylint: disable=g-import-not-at-top
   paths = [signals_lib.signals_path(r.path) for r in found]
   if not num_classes or not all(os.path.isfile(p) for p in paths):
     return None

@@ -738,8 +738,8 @@ function trainCard(i) {
   if (A.noisy) rows.push(row('known noisy', A.noisy[i] ? 'yes' : 'no'));
   if (A.prediction) {
     const r = row('held-out prediction (argmax of the mean softmax of ' +
-      'the runs that held it out)', A.prediction[i] >= 0 ? cname(A.prediction[i]) :
-      'never held out');
+      'the runs that held it out)',
+      A.prediction[i] >= 0 ? cname(A.prediction[i]) : 'never held out');
     r.setAttribute('data-key', 'prediction');
     rows.push(r);
   }
@@ -757,7 +757,9 @@ function trainCard(i) {
   });
   rows.push(row('mean suspicion rank', A.mean_rank[i].toFixed(1)));
   const pairs = [];
-  for (let p = 0; p < A.pair_tr.length; p++) if (A.pair_tr[p] === i) pairs.push(p);
+  for (let p = 0; p < A.pair_tr.length; p++) {
+    if (A.pair_tr[p] === i) pairs.push(p);
+  }
   pairs.sort((a, b) => A.pair_infl[b] - A.pair_infl[a] ||
     A.pair_tt[a] - A.pair_tt[b]);
   return [h('h2', {id: 'card-title'}, 'Training example #' + i),
@@ -771,7 +773,9 @@ function trainCard(i) {
 }
 function testCard(j) {
   const pairs = [];
-  for (let p = 0; p < A.pair_tt.length; p++) if (A.pair_tt[p] === j) pairs.push(p);
+  for (let p = 0; p < A.pair_tt.length; p++) {
+    if (A.pair_tt[p] === j) pairs.push(p);
+  }
   pairs.sort((a, b) => A.pair_infl[b] - A.pair_infl[a] ||
     A.pair_tr[a] - A.pair_tr[b]);
   const c = A.test_labels ? A.test_labels[j] : -1;
@@ -874,6 +878,9 @@ async function main() {
   });
   window.addEventListener('hashchange', route);
   route();
+  const section = /^#[a-z]+$/.test(location.hash) &&
+    document.getElementById(location.hash.slice(1));
+  if (section) section.scrollIntoView();  // Now that it has its content.
   status.hidden = true;
   document.body.setAttribute('data-ready', Math.round(performance.now()));
 }

@@ -115,7 +115,8 @@ td .thumb { width: 36px; height: 36px; vertical-align: middle; }
   box-shadow: 0 10px 40px rgba(0, 0, 0, .35); }
 .card .close { position: absolute; right: .6em; top: .5em;
   font-size: 1.3em; line-height: 1; }
-.card-main { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.card-main { display: flex; flex-wrap: wrap; gap: 1em;
+  align-items: flex-start; }
 .values td { text-align: left; white-space: normal; }
 .values .rank { color: var(--muted); font-size: .9em; }
 footer { text-align: center; color: var(--muted); font-size: .85em;
