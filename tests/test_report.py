@@ -179,6 +179,21 @@ def test_sprites_keep_priority_examples_within_budget():
   assert some.num_bytes <= everything.num_bytes // 2
 
 
+def test_estimates_file_is_used_when_given(made, tmp_path):
+  result = dict(made["result"], test_labels=made["data"].test_labels)
+  path = str(tmp_path / "estimates.npz")
+  np.savez(path, **{k: np.asarray(v) for k, v in result.items()})
+  data = gather.gather(made["root"], fixtures.EXPERIMENT,
+                       estimates_path=path, scores_path=None, progress=False)
+  assert data.provenance["sources"]["estimates"] == path
+  np.testing.assert_array_equal(data.pairs["tr_idx"], result["tr_idx"])
+  np.testing.assert_array_equal(data.test_labels, made["data"].test_labels)
+  assert data.summary["pairs"] == len(result["tr_idx"])
+  # The quality scores are still found next to the runs.
+  assert [c.key for c in data.columns] == ["memorization", "cscore", "loss",
+                                           "aum"]
+
+
 def test_estimates_file_from_other_runs_is_refused(made, tmp_path):
   result = dict(made["result"])
   result["n_in"] = result["n_in"] + 1

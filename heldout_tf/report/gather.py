@@ -135,9 +135,11 @@ def _estimates(runs, path: Optional[str], infl_threshold, mem_threshold,
     return result, "computed from the runs", _estimates_npz_bytes(result)
   result = inputs.read_npz(path)
   n_train, n_test = runs.n_train, runs.n_test
-  for key in ("memorization", "cscores"):
-    if key not in result:
-      raise inputs.ReportInputError(f"{path}: no key {key!r}")
+  if "memorization" not in result or "cscores" not in result:
+    # E.g. pairs only: the per-example estimates come from the runs.
+    computed = estimates.compute(runs, ("mem", "cscores"), progress=progress)
+    for key in ("memorization", "memorization_se", "cscores", "cscores_se"):
+      result.setdefault(key, computed[key])
   for key in ("memorization", "memorization_se", "cscores", "cscores_se",
               "n_in", "n_out"):
     if key in result:
@@ -359,7 +361,9 @@ def gather(root: str, experiment: str, ratio: Optional[float] = None,
     estimates_path = paths["estimates"]
   if scores_path is None and os.path.isfile(paths.get("scores", "")):
     scores_path = paths["scores"]
-  config = inputs.read_json(paths["config"]) if paths else None
+  # Every ratio of a collection shares its dataset and model.
+  config = inputs.read_json(inputs.result_paths(
+      os.path.dirname(found[0].path))["config"])
 
   runs = estimates.load_runs(root, experiment, ratios, progress=progress)
   result, source, estimates_bytes = _estimates(

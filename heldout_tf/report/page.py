@@ -168,9 +168,12 @@ def build(data: gather.ReportData,
   blob.add("test_correct", data.test_correct, "i4")
   for name in ("labels", "clean_labels", "prediction", "test_labels"):
     value = getattr(data, name)
+    if name == "clean_labels" and value is not None and np.array_equal(
+        value, data.labels):
+      continue  # No label was changed: nothing to show.
     if value is not None:
       blob.add(name, value, "i4")
-  if data.noisy_idx is not None:
+  if data.noisy_idx is not None and len(data.noisy_idx):
     blob.add("noisy", np.isin(np.arange(data.n_train), data.noisy_idx), "u1")
   blob.add("pair_tr", data.pairs["tr_idx"], "i4")
   blob.add("pair_tt", data.pairs["tt_idx"], "i4")
