@@ -502,3 +502,26 @@ def test_keyboard_moves_between_tiles(page):
   assert page.page.inner_text("#card-title") == f"Training example #{second}"
   page.page.keyboard.press("Escape")
   page.page.wait_for_selector("#card", state="hidden")
+
+
+@needs_browser
+def test_page_without_images_or_labels_works(browser, release_root,
+                                             tmp_path):
+  out = str(tmp_path / "bare.html")
+  report.write(release_root, "cifar10-inception", out, progress=False,
+               with_images=False)
+  tab = Page(browser, out)
+  tab.open("#test/2")
+  assert tab.page.inner_text("#card-title") == "Test example #2"
+  tab.page.keyboard.press("Escape")
+  text = tab.page.inner_text("body")
+  assert "no images (not asked for)" in text
+  assert not re.search(r"NaN|undefined|null|Infinity", text)
+  assert tab.page.is_disabled("#class")  # No labels: no class filter.
+  tab.page.fill("#search-input", "train 99999")
+  tab.page.press("#search-input", "Enter")
+  tab.page.wait_for_selector("#card:not([hidden])")
+  assert tab.page.inner_text("#card-title") == "No train example #99999"
+  assert tab.errors == [] and tab.requests == []
+  tab.close()
+

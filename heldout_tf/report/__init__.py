@@ -29,6 +29,7 @@ from heldout_tf import files
 from heldout_tf.report import gather as gather_lib
 from heldout_tf.report import images as images_lib
 from heldout_tf.report import page
+from heldout_tf.report.images import Images  # noqa: F401  (for `images=`)
 from heldout_tf.report.inputs import ReportInputError  # noqa: F401
 
 PRIORITY_PER_SCORE = 500  # Per end: examples first given thumbnails.

@@ -1,4 +1,4 @@
-"""Writes one self-contained HTML report of a collection.
+r"""Writes one self-contained HTML report of a collection.
 
   python -m heldout_tf.report --root ./heldout_mnist --experiment mnist-mlp \
       --out report.html

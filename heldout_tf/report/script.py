@@ -474,8 +474,10 @@ function drawExploreFrame() {
           onclick: () => { delete st.ranges[c.key]; syncRangeInputs();
                            update(); }}, '\u00d7')),
       plot,
-      h('div', {class: 'axis'}, h('span', null, fmt(hist[c.key].lo)),
-        h('span', null, fmt(hist[c.key].hi))));
+      h('div', {class: 'axis'}, hist[c.key].lo <= hist[c.key].hi ?
+        [h('span', null, fmt(hist[c.key].lo)),
+         h('span', null, fmt(hist[c.key].hi))] :
+        h('span', null, 'no example has a value')));
   })));
   const grid = h('div', {id: 'grid', class: 'grid', onkeydown: gridKeys});
   add(el, grid, h('button', {type: 'button', id: 'more', onclick: () => {
@@ -484,7 +486,8 @@ function drawExploreFrame() {
   add(el, h('div', {class: 'csv'}, h('button', {type: 'button',
     id: 'download-csv', onclick: downloadCSV},
     'Download these examples as CSV'),
-    h('span', null, ' sha256 '), h('code', {id: 'csv-sha256'}, '\u2014')));
+    h('span', null, ' sha256 '),
+    h('code', {id: 'csv-sha256', class: 'csv-sha256'}, '\u2014')));
 }
 function applyRangeInputs() {
   const lo = parseFloat(document.getElementById('range-min').value);
@@ -700,16 +703,19 @@ function csvText() {
 async function downloadCSV() {
   const bytes = new TextEncoder().encode(csvText());
   const digest = await sha256(bytes);
-  const out = document.getElementById('csv-sha256');
-  out.textContent = digest || 'unavailable in this browser';
-  out.setAttribute('data-rows', current.length);
+  document.querySelectorAll('.csv-sha256').forEach(out => {
+    out.textContent = digest || 'unavailable in this browser';
+    out.setAttribute('data-rows', current.length);
+  });
   save(new Blob([bytes], {type: 'text/csv'}),
        META.provenance.experiment + '-examples.csv');
 }
 function drawDownloads() {
   const el = body('downloads');
-  add(el, h('p', null, 'The examples grid\u2019s current rows: the ' +
-    'button under the grid (its sha256 appears beside it).'));
+  add(el, h('p', {class: 'csv'}, h('button', {type: 'button',
+    onclick: downloadCSV}, 'Download the examples grid\u2019s rows as CSV'),
+    ' (every example passing the current filters, in the grid\u2019s ' +
+    'order) sha256 ', h('code', {class: 'csv-sha256'}, '\u2014')));
   META.downloads.forEach(d => {
     const check = h('span', {class: 'file-check', role: 'status'});
     add(el, h('p', {class: 'file'}, h('button', {type: 'button',
