@@ -280,7 +280,9 @@ def _prediction(found, n_train, num_classes, progress) -> Optional[np.ndarray]:
 # ------------------------------------------------------------------ gather --
 
 
-def _summary(data: ReportData, result: dict, k: int) -> dict:
+def _summary(data: ReportData, result: dict, k: int,
+             pair_counts: dict) -> dict:
+  """Counts at the thresholds, and each score's top-k candidates."""
   mem = data.columns[0].values
   thresholds = data.thresholds
   out = {"n_train": data.n_train, "n_test": data.n_test,
@@ -289,13 +291,10 @@ def _summary(data: ReportData, result: dict, k: int) -> dict:
          if not np.isnan(thresholds["mem"]) else None,
          "memorized_half": int(np.sum(mem >= 0.5)),
          "low_cscore": int(np.sum(data.columns[1].values < 0.5)),
-         "pairs": int(len(data.pairs["tr_idx"])),
-         "pair_train": int(len(np.unique(data.pairs["tr_idx"]))),
-         "pair_test": int(len(np.unique(data.pairs["tt_idx"]))),
          "never_held_out": int(result.get("num_never_held_out", np.sum(
              data.n_out == 0))),
          "never_trained": int(result.get("num_never_trained", np.sum(
-             data.n_in == 0)))}
+             data.n_in == 0))), **pair_counts}
   noisy = (set(data.noisy_idx.tolist()) if data.noisy_idx is not None
            else set())
   rows = []
@@ -318,6 +317,80 @@ def _summary(data: ReportData, result: dict, k: int) -> dict:
 def _detection_rows(columns: List[Column], noisy_idx) -> List[dict]:
   return [dict(method=c.label, **detection.metrics(_oriented(c), noisy_idx))
           for c in columns]
+
+
+def _pairs(result: dict, notes: List[str]) -> Tuple[dict, dict]:
+  """`(pairs shown, counts of all pairs)`: at most MAX_PAIRS, strongest
+  first chosen (ties by training, then test index)."""
+  pairs = ({k: result[k] for k in ("tr_idx", "tt_idx", "infl")}
+           if "tr_idx" in result else
+           {"tr_idx": np.zeros([0], np.int64),
+            "tt_idx": np.zeros([0], np.int64), "infl": np.zeros([0])})
+  counts = {"pairs": len(pairs["tr_idx"]),
+            "pair_train": len(np.unique(pairs["tr_idx"])),
+            "pair_test": len(np.unique(pairs["tt_idx"]))}
+  if len(pairs["tr_idx"]) > MAX_PAIRS:
+    keep = np.sort(np.lexsort((pairs["tt_idx"], pairs["tr_idx"],
+                               -pairs["infl"]))[:MAX_PAIRS])
+    notes.append(f"{len(pairs['tr_idx'])} high-influence pairs: the page "
+                 f"shows the {MAX_PAIRS} with the highest influence")
+    pairs = {k: v[keep] for k, v in pairs.items()}
+  return pairs, counts
+
+
+@dataclasses.dataclass
+class _Labels:
+  """What the estimates and scores files say about the labels."""
+  labels: Optional[np.ndarray] = None
+  clean: Optional[np.ndarray] = None
+  noisy: Optional[np.ndarray] = None
+  test: Optional[np.ndarray] = None
+
+  def update(self, arrays: dict, where: str, n: int, n_test: int,
+             names=("labels", "clean_train_labels")):
+    """Takes the arrays' labels (`names`: given, clean), noisy_idx and
+    test_labels where present."""
+    for attr, key in zip(("labels", "clean"), names):
+      value = _vector(arrays, key, n, where, np.int64)
+      if value is not None:
+        setattr(self, attr, value)
+    if "noisy_idx" in arrays:
+      self.noisy = _indices(arrays, "noisy_idx", n, where)
+    test = _vector(arrays, "test_labels", n_test, where, np.int64)
+    if test is not None:
+      self.test = test
+
+
+def _locate(root, experiment, ratio, estimates_path, scores_path):
+  """`(runs found, estimates path, scores path, config, notes)`."""
+  found = inputs.choose_ratio(root, experiment, ratio)
+  single = len({r.ratio for r in found}) == 1
+  paths = inputs.result_paths(os.path.dirname(found[0].path))
+  notes = []
+  if not single:
+    notes.append(f"{len({r.ratio for r in found})} ratios: estimates over "
+                 "all runs (C-scores averaged over ratios); pass --ratio for "
+                 "one ratio's files")
+  for given, flag in ((estimates_path, "--estimates"),
+                      (scores_path, "--scores")):
+    if given is not None and not os.path.isfile(given):
+      raise inputs.ReportInputError(f"{flag} {given}: file not found")
+  if estimates_path is None and single and os.path.isfile(
+      paths["estimates"]):
+    estimates_path = paths["estimates"]
+  if scores_path is None and single and os.path.isfile(paths["scores"]):
+    scores_path = paths["scores"]
+  # Every ratio of a collection shares its dataset and model.
+  config = inputs.read_json(paths["config"])
+  return found, estimates_path, scores_path, config, notes
+
+
+def _num_classes(experiment, config, labels) -> int:
+  if config and "num_classes" in config:
+    return int(config["num_classes"])
+  if experiment in released.EXPERIMENTS:
+    return released.EXPERIMENTS[experiment].num_classes
+  return int(labels.max()) + 1 if labels is not None and len(labels) else 0
 
 
 def gather(root: str, experiment: str, ratio: Optional[float] = None,
@@ -345,26 +418,9 @@ def gather(root: str, experiment: str, ratio: Optional[float] = None,
     inputs.ReportInputError naming a missing or inconsistent file;
     runs.AuxArraysError for a bad aux file.
   """
-  found = inputs.choose_ratio(root, experiment, ratio)
+  found, estimates_path, scores_path, config, notes = _locate(
+      root, experiment, ratio, estimates_path, scores_path)
   ratios = sorted({r.ratio for r in found})
-  paths = (inputs.result_paths(os.path.dirname(found[0].path))
-           if len(ratios) == 1 else {})
-  notes = []
-  if len(ratios) > 1:
-    notes.append(f"{len(ratios)} ratios: estimates over all runs (C-scores "
-                 "averaged over ratios); pass --ratio for one ratio's files")
-  for given, flag in ((estimates_path, "--estimates"),
-                      (scores_path, "--scores")):
-    if given is not None and not os.path.isfile(given):
-      raise inputs.ReportInputError(f"{flag} {given}: file not found")
-  if estimates_path is None and os.path.isfile(paths.get("estimates", "")):
-    estimates_path = paths["estimates"]
-  if scores_path is None and os.path.isfile(paths.get("scores", "")):
-    scores_path = paths["scores"]
-  # Every ratio of a collection shares its dataset and model.
-  config = inputs.read_json(inputs.result_paths(
-      os.path.dirname(found[0].path))["config"])
-
   runs = estimates.load_runs(root, experiment, ratios, progress=progress)
   result, source, estimates_bytes = _estimates(
       runs, estimates_path, infl_threshold, mem_threshold, progress)
@@ -376,12 +432,8 @@ def gather(root: str, experiment: str, ratio: Optional[float] = None,
       Column("cscore", "C-score", result["cscores"],
              result.get("cscores_se"), -1,
              "held-out accuracy (low: atypical or mislabeled)")]
-  where = estimates_path or "estimates"
-  labels = _vector(result, "labels", n, where, np.int64)
-  clean = _vector(result, "clean_train_labels", n, where, np.int64)
-  noisy = (_indices(result, "noisy_idx", n, where)
-           if "noisy_idx" in result else None)
-  test_labels = _vector(result, "test_labels", runs.n_test, where, np.int64)
+  labels = _Labels()
+  labels.update(result, estimates_path or "estimates", n, runs.n_test)
   downloads = [(os.path.basename(estimates_path) if estimates_path
                 else "estimates.npz", estimates_bytes)]
   sources = {"estimates": source}
@@ -391,12 +443,8 @@ def gather(root: str, experiment: str, ratio: Optional[float] = None,
     quality, more = _quality_columns(scores, scores_path, n, columns)
     columns += quality
     notes += more
-    labels = _vector(scores, "labels", n, scores_path, np.int64)
-    if labels is None:
-      labels = _vector(result, "labels", n, where, np.int64)
-    clean = _vector(scores, "clean_labels", n, scores_path, np.int64)
-    if "noisy_idx" in scores:
-      noisy = _indices(scores, "noisy_idx", n, scores_path)
+    labels.update(scores, scores_path, n, runs.n_test,
+                  ("labels", "clean_labels"))
     downloads = [(os.path.basename(scores_path),
                   inputs.read_bytes(scores_path))]
     sources["scores"] = scores_path
@@ -405,32 +453,11 @@ def gather(root: str, experiment: str, ratio: Optional[float] = None,
         os.path.join(quality_dir, inputs.DETECTION_FILENAME))
     removal_rows = inputs.read_csv(
         os.path.join(quality_dir, inputs.REMOVAL_FILENAME))
-  if noisy is not None and len(noisy) and not detection_rows:
-    detection_rows = _detection_rows(columns, noisy)
-
-  pairs = ({k: result[k] for k in ("tr_idx", "tt_idx", "infl")}
-           if "tr_idx" in result else
-           {"tr_idx": np.zeros([0], np.int64),
-            "tt_idx": np.zeros([0], np.int64), "infl": np.zeros([0])})
-  pair_counts = {"pairs": len(pairs["tr_idx"]),
-                 "pair_train": len(np.unique(pairs["tr_idx"])),
-                 "pair_test": len(np.unique(pairs["tt_idx"]))}
-  if len(pairs["tr_idx"]) > MAX_PAIRS:
-    keep = np.sort(np.lexsort((pairs["tt_idx"], pairs["tr_idx"],
-                               -pairs["infl"]))[:MAX_PAIRS])
-    notes.append(f"{len(pairs['tr_idx'])} high-influence pairs: the page "
-                 f"shows the {MAX_PAIRS} with the highest influence")
-    pairs = {k: v[keep] for k, v in pairs.items()}
-  thresholds = {k: float(result.get(f"{k}_threshold", np.nan))
-                for k in ("infl", "mem")}
+  if labels.noisy is not None and len(labels.noisy) and not detection_rows:
+    detection_rows = _detection_rows(columns, labels.noisy)
+  pairs, pair_counts = _pairs(result, notes)
   dataset, model = _dataset_and_model(experiment, config)
-  num_classes = (int(config["num_classes"]) if config and
-                 "num_classes" in config else
-                 released.EXPERIMENTS[experiment].num_classes
-                 if experiment in released.EXPERIMENTS else
-                 int(labels.max()) + 1 if labels is not None and n else 0)
-  class_names = (MNIST_CLASS_NAMES if dataset in ("mnist", "digits")
-                 else None)
+  num_classes = _num_classes(experiment, config, labels.labels)
   se, warnings = _uncertainty(result)
   now = now or datetime.datetime.now(datetime.timezone.utc)
   provenance = {
@@ -448,15 +475,18 @@ def gather(root: str, experiment: str, ratio: Optional[float] = None,
       n_in=np.asarray(result["n_in"], np.int64),
       n_out=np.asarray(result["n_out"], np.int64),
       test_correct=runs.correct_test.sum(axis=0).astype(np.int64),
-      num_runs=runs.num_runs, pairs=pairs, thresholds=thresholds,
-      mean_rank=mean_rank(columns), labels=labels, clean_labels=clean,
-      noisy_idx=noisy, test_labels=test_labels, class_names=class_names,
+      num_runs=runs.num_runs, pairs=pairs,
+      thresholds={k: float(result.get(f"{k}_threshold", np.nan))
+                  for k in ("infl", "mem")},
+      mean_rank=mean_rank(columns), labels=labels.labels,
+      clean_labels=labels.clean, noisy_idx=labels.noisy,
+      test_labels=labels.test,
+      class_names=(MNIST_CLASS_NAMES if dataset in ("mnist", "digits")
+                   else None),
       detection=detection_rows, removal=removal_rows, downloads=downloads,
-      warnings=warnings, notes=notes, config=config)
-  data.prediction = _prediction(found, n, num_classes, progress)
-  k = (len(noisy) if noisy is not None and len(noisy)
+      warnings=warnings, notes=notes, config=config,
+      prediction=_prediction(found, n, num_classes, progress))
+  k = (len(labels.noisy) if labels.noisy is not None and len(labels.noisy)
        else max(1, min(n, int(round(0.01 * n)))))
-  data.summary = _summary(data, result, k)
-  data.summary.update(pair_counts)
+  data.summary = _summary(data, result, k, pair_counts)
   return data
-
