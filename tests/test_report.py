@@ -21,7 +21,9 @@ import PIL.Image
 import pytest
 
 from heldout_tf import errors
+from heldout_tf import layout
 from heldout_tf import report
+from heldout_tf import runs as runs_lib
 from heldout_tf.report import gather
 from heldout_tf.report import images as images_lib
 from heldout_tf.report import inputs
@@ -44,6 +46,14 @@ _MISSING = ("the playwright package is not installed" if sync_playwright is
             if not os.path.exists(CHROMIUM) else None)
 needs_browser = pytest.mark.skipif(_MISSING is not None,
                                    reason=f"browser tests: {_MISSING}")
+# Screenshots go to each test's tmp directory, and here too when set.
+SCREENSHOTS = os.environ.get("HELDOUT_REPORT_SCREENSHOTS")
+
+
+def _screenshot(page, tmp_path, name, **kwargs):
+  for directory in filter(None, (str(tmp_path), SCREENSHOTS)):
+    os.makedirs(directory, exist_ok=True)
+    page.screenshot(path=os.path.join(directory, name), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +204,38 @@ def test_estimates_file_is_used_when_given(made, tmp_path):
                                            "aum"]
 
 
+def _tiny_collection(root, ratios, num_runs=4, n=20, m=6):
+  rng = np.random.default_rng(3)
+  for ratio in ratios:
+    for r in range(num_runs):
+      subset = np.sort(rng.choice(n, int(ratio * n), replace=False))
+      removed = np.setdiff1d(np.arange(n), subset)
+      runs_lib.write_aux(
+          layout.run_dir(root, "tiny", ratio, r),
+          correctness={"train": rng.uniform(size=len(subset)) < 0.9,
+                       "removed": rng.uniform(size=len(removed)) < 0.5,
+                       "test": rng.uniform(size=m) < 0.7},
+          index={"train": subset, "removed": removed, "test": np.arange(m)},
+          subsample_idx=subset)
+
+
+def test_several_ratios_together_or_one(tmp_path):
+  root = str(tmp_path)
+  _tiny_collection(root, [0.25, 0.5])
+  both = gather.gather(root, "tiny", progress=False)
+  assert both.provenance["ratios"] == [0.25, 0.5]
+  assert both.provenance["runs_per_ratio"] == [4, 4]
+  assert [a["ratio"] for a in both.provenance["accuracy"]] == [0.25, 0.5]
+  assert any("2 ratios" in note for note in both.notes)
+  one = gather.gather(root, "tiny", ratio=0.5, progress=False)
+  assert one.provenance["ratios"] == [0.5] and one.num_runs == 4
+  assert not np.array_equal(one.columns[1].values, both.columns[1].values,
+                            equal_nan=True)
+  out = str(tmp_path / "tiny.html")
+  written = report.write(root, "tiny", out, progress=False)
+  assert not written.images and "no offline source" in written.images_note
+
+
 def test_estimates_file_from_other_runs_is_refused(made, tmp_path):
   result = dict(made["result"])
   result["n_in"] = result["n_in"] + 1
@@ -333,7 +375,7 @@ def test_page_is_offline_complete_and_clean(page, made, tmp_path):
   assert len(page.grid_indices()) == fixtures.N_TRAIN
   count, loaded = page.images_loaded()
   assert loaded == count
-  page.page.screenshot(path=str(tmp_path / "report-1280.png"))
+  _screenshot(page.page, tmp_path, "report-1280.png")
   assert page.requests == [] and page.errors == []
 
 
@@ -343,11 +385,14 @@ def test_phone_width_and_card_screenshots(browser, made, tmp_path):
   tab.open("#train/3")
   tab.images_loaded()
   width = tab.page.evaluate("document.documentElement.scrollWidth")
-  assert width <= 390  # Nothing wider than the phone.
-  tab.page.screenshot(path=str(tmp_path / "report-390-card.png"))
+  assert width <= 390  # Nothing wider than the phone,
+  assert tab.page.evaluate(  # the card's values included.
+      "(() => { const c = document.querySelector('#card .card');"
+      " return c.scrollWidth <= c.clientWidth; })()")
+  _screenshot(tab.page, tmp_path, "report-390-card.png")
   tab.page.keyboard.press("Escape")
   tab.page.wait_for_selector("#card", state="hidden")
-  tab.page.screenshot(path=str(tmp_path / "report-390.png"), full_page=True)
+  _screenshot(tab.page, tmp_path, "report-390.png", full_page=True)
   assert tab.requests == [] and tab.errors == []
   tab.close()
 

@@ -743,10 +743,10 @@ function trainCard(i) {
   if (A.clean_labels) rows.push(row('clean label', cname(A.clean_labels[i])));
   if (A.noisy) rows.push(row('known noisy', A.noisy[i] ? 'yes' : 'no'));
   if (A.prediction) {
-    const r = row('held-out prediction (argmax of the mean softmax of ' +
-      'the runs that held it out)',
+    const r = row('held-out prediction',
       A.prediction[i] >= 0 ? cname(A.prediction[i]) : 'never held out');
     r.setAttribute('data-key', 'prediction');
+    r.title = 'argmax of the mean softmax of the runs that held it out';
     rows.push(r);
   }
   rows.push(row('runs that trained on it', String(A.n_in[i])),

@@ -117,7 +117,9 @@ td .thumb { width: 36px; height: 36px; vertical-align: middle; }
   font-size: 1.3em; line-height: 1; }
 .card-main { display: flex; flex-wrap: wrap; gap: 1em;
   align-items: flex-start; }
-.values td { text-align: left; white-space: normal; }
+.values { flex: 1 1 18em; min-width: 0; }
+.values th, .values td { text-align: left; white-space: normal; }
+.values td { overflow-wrap: anywhere; }
 .values .rank { color: var(--muted); font-size: .9em; }
 footer { text-align: center; color: var(--muted); font-size: .85em;
   padding: 1em; }
