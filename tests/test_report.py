@@ -253,6 +253,11 @@ def test_missing_inputs_name_what_is_missing(made, tmp_path):
   with pytest.raises(inputs.ReportInputError, match="--scores"):
     report.write(made["root"], fixtures.EXPERIMENT, str(tmp_path / "b.html"),
                  scores=str(tmp_path / "none.npz"), progress=False)
+  garbage = tmp_path / "garbage.npz"
+  garbage.write_bytes(b"not a zip file")
+  with pytest.raises(inputs.ReportInputError, match="garbage.npz: not a"):
+    report.write(made["root"], fixtures.EXPERIMENT, str(tmp_path / "c.html"),
+                 scores=str(garbage), progress=False, with_images=False)
   with pytest.raises(errors.PathError):
     report.write(made["root"], fixtures.EXPERIMENT, str(tmp_path),
                  progress=False)

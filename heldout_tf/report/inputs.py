@@ -16,6 +16,7 @@ import csv
 import json
 import os
 from typing import Dict, List, Optional
+import zipfile
 
 import numpy as np
 
@@ -73,14 +74,19 @@ def read_npz(path: str) -> Dict[str, np.ndarray]:
   is not one."""
   if not os.path.isfile(path):
     raise ReportInputError(f"{path}: file not found")
+  unreadable = (ValueError, OSError, EOFError, zipfile.BadZipFile)
   try:
-    with np.load(path, allow_pickle=False) as npz:
-      return {k: npz[k] for k in npz.files}
-  except (ValueError, OSError, EOFError) as e:
+    npz = np.load(path, allow_pickle=False)
+  except unreadable as e:
     raise ReportInputError(f"{path}: not a readable npz file ({e})") from None
-  except Exception as e:  # zipfile.BadZipFile and relatives.
-    raise ReportInputError(f"{path}: not a readable npz file "
-                           f"({type(e).__name__}: {e})") from None
+  if not isinstance(npz, np.lib.npyio.NpzFile):
+    raise ReportInputError(f"{path}: a single .npy array, not an npz file")
+  with npz:
+    try:
+      return {k: npz[k] for k in npz.files}
+    except unreadable as e:
+      raise ReportInputError(f"{path}: not a readable npz file "
+                             f"({e})") from None
 
 
 def read_json(path: str) -> Optional[dict]:
