@@ -500,6 +500,9 @@ def test_deep_link_survives_reload_and_history(page):
       "document.getElementById('card-title').textContent.endsWith('#4')")
   page.page.click("#card .close")
   page.page.wait_for_selector("#card", state="hidden")
+  page.page.go_back()  # Back reopens the card that was closed.
+  page.page.wait_for_selector("#card:not([hidden])")
+  assert page.page.inner_text("#card-title") == "Test example #4"
   assert page.errors == [] and page.requests == []
 
 
@@ -550,8 +553,14 @@ def test_keyboard_moves_between_tiles(page):
   page.page.keyboard.press("Enter")
   page.page.wait_for_selector("#card:not([hidden])")
   assert page.page.inner_text("#card-title") == f"Training example #{second}"
+  for _ in range(30):  # Tab never leaves the open card.
+    page.page.keyboard.press("Tab")
+    assert page.page.evaluate(
+        "document.getElementById('card').contains(document.activeElement)")
   page.page.keyboard.press("Escape")
   page.page.wait_for_selector("#card", state="hidden")
+  assert page.page.evaluate(  # Focus is back on the tile.
+      "document.activeElement.dataset.index") == str(second)
 
 
 @needs_browser

@@ -824,7 +824,22 @@ function route() {
 }
 function closeCard() {
   if (/^#(train|test)\//.test(location.hash)) {
-    location.hash = '#explore';
+    // A new history entry without the card (Back reopens it), no scroll.
+    history.pushState(null, '', location.pathname + location.search);
+    route();
+  }
+}
+function trapFocus(ev) {  // Tab stays inside the open card.
+  const overlay = document.getElementById('card');
+  if (ev.key !== 'Tab' || overlay.hidden) return;
+  const all = Array.from(overlay.querySelectorAll('a[href], button'));
+  const first = all[0], last = all[all.length - 1];
+  if (ev.shiftKey && document.activeElement === first) {
+    ev.preventDefault(); last.focus();
+  } else if (!ev.shiftKey && document.activeElement === last) {
+    ev.preventDefault(); first.focus();
+  } else if (!overlay.contains(document.activeElement)) {
+    ev.preventDefault(); first.focus();
   }
 }
 
@@ -881,6 +896,7 @@ async function main() {
   });
   document.addEventListener('keydown', ev => {
     if (ev.key === 'Escape' && !overlay.hidden) closeCard();
+    trapFocus(ev);
   });
   window.addEventListener('hashchange', route);
   route();
