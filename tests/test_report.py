@@ -165,6 +165,20 @@ def test_cifar_images_and_class_names_come_from_tfds(release_root, cifar10,
   assert "not prepared" in _meta(bare.path)["images_note"]
 
 
+def test_images_given_by_the_caller_must_match_the_runs(made, tmp_path):
+  data = made["data"]
+  images = report.Images(data.train_images, data.test_images[:5], "mine")
+  with pytest.raises(errors.UsageError, match="images: 240 / 5"):
+    report.write(made["root"], fixtures.EXPERIMENT, str(tmp_path / "x.html"),
+                 images=images, progress=False)
+  images.test = data.test_images
+  written = report.write(made["root"], fixtures.EXPERIMENT,
+                         str(tmp_path / "x.html"), images=images,
+                         progress=False)
+  assert written.images and _meta(written.path)["images_description"] == (
+      "mine")
+
+
 def test_mean_rank_and_agreement_follow_the_rankings():
   values = np.array([0.9, 0.1, np.nan, 0.5])
   up = gather.Column("a", "a", values, None, +1, "")
