@@ -598,3 +598,23 @@ def test_page_without_images_or_labels_works(browser, release_root,
   assert tab.errors == [] and tab.requests == []
   tab.close()
 
+
+@needs_browser
+def test_thumbnails_beyond_the_budget_are_left_out(browser, made, tmp_path):
+  out = str(tmp_path / "budget.html")
+  report.write(made["root"], fixtures.EXPERIMENT, out, progress=False,
+               budget_bytes=4000)
+  slots = _meta(out)["images"]["train"]["count"]
+  assert 0 < slots < fixtures.N_TRAIN
+  tab = Page(browser, out)
+  tab.open()
+  count, loaded = tab.images_loaded()
+  assert 0 < loaded == count
+  assert tab.page.locator("#grid .noimg").count() > 0
+  # The most memorized example is among those that keep theirs.
+  top = tab.grid_indices()[0]
+  assert tab.page.locator(f"#grid .tile[data-index='{top}'] img").count() == 1
+  assert "exceed the size budget" in tab.page.inner_text("#provenance")
+  assert tab.errors == [] and tab.requests == []
+  tab.close()
+

@@ -59,6 +59,30 @@ def _priority(data: gather_lib.ReportData) -> List[int]:
   return [int(i) for i in first]
 
 
+def _thumbnails(data: gather_lib.ReportData, loaded: images_lib.Images,
+                budget_bytes: int):
+  """`(sprites by split, description)`; fills in the labels and class
+  names the images' dataset knows and the estimates did not."""
+  sprites = {
+      "train": images_lib.sprites(loaded.train, _priority(data),
+                                  budget_bytes),
+      "test": images_lib.sprites(loaded.test, list(data.pairs["tt_idx"]),
+                                 budget_bytes)}
+  if loaded.class_names and not data.class_names:
+    data.class_names = loaded.class_names
+  if data.labels is None:  # The labels the runs were trained with.
+    data.labels = loaded.train_labels
+  if data.test_labels is None:
+    data.test_labels = loaded.test_labels
+  description = loaded.description
+  shown = {k: int(np.sum(s.slots >= 0)) for k, s in sprites.items()}
+  if shown["train"] < data.n_train or shown["test"] < data.n_test:
+    description += (f" (thumbnails of {shown['train']} training and "
+                    f"{shown['test']} test examples: the rest exceed the "
+                    "size budget)")
+  return sprites, description
+
+
 def write(root: str, experiment: str, out: str,
           ratio: Optional[float] = None, estimates: Optional[str] = None,
           scores: Optional[str] = None, data_dir: Optional[str] = None,
@@ -108,23 +132,7 @@ def write(root: str, experiment: str, out: str,
           f"images: {len(loaded.train)} / {len(loaded.test)} examples, the "
           f"runs have {data.n_train} / {data.n_test}")
     if loaded is not None:
-      sprites = {
-          "train": images_lib.sprites(loaded.train, _priority(data),
-                                      budget_bytes),
-          "test": images_lib.sprites(loaded.test, list(data.pairs["tt_idx"]),
-                                     budget_bytes)}
-      description = loaded.description
-      if loaded.class_names and not data.class_names:
-        data.class_names = loaded.class_names
-      if data.labels is None:  # The labels the runs were trained with.
-        data.labels = loaded.train_labels
-      if data.test_labels is None:
-        data.test_labels = loaded.test_labels
-      shown = {k: int(np.sum(s.slots >= 0)) for k, s in sprites.items()}
-      if shown["train"] < data.n_train or shown["test"] < data.n_test:
-        description += (f" (thumbnails of {shown['train']} training and "
-                        f"{shown['test']} test examples: the rest exceed "
-                        "the size budget)")
+      sprites, description = _thumbnails(data, loaded, budget_bytes)
   meta, blob = page.build(data, sprites, note, description)
   text = page.render(meta, blob).encode("utf-8")
   files.atomic_write(out, lambda f: f.write(text))
