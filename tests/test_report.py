@@ -3,7 +3,10 @@
 Browser tests drive Debian's /usr/bin/chromium (headless) with Playwright
 and open the page from file:// with every network request aborted. They
 are skipped, with the reason, when Playwright or Chromium is missing (CI
-installs both: `.ci/run`, the `test` extra).
+installs both: `.ci/run`, the `test` extra; $HELDOUT_CHROMIUM names another
+Chromium binary). Screenshots at 1280 and 390 px land in the tests' tmp
+directories, and in $HELDOUT_REPORT_SCREENSHOTS when set. The page's CSP
+forbids eval, so waits poll `page.evaluate` (which is not subject to it).
 """
 
 import base64
@@ -15,28 +18,31 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import PIL.Image
 import pytest
 
 from heldout_tf import errors
+from heldout_tf import estimates
+from heldout_tf import files
 from heldout_tf import layout
 from heldout_tf import report
 from heldout_tf import runs as runs_lib
+from heldout_tf import runstore
+from heldout_tf import signals as signals_lib
 from heldout_tf.report import gather
 from heldout_tf.report import images as images_lib
 from heldout_tf.report import inputs
-
-sys.path.insert(0, os.path.dirname(__file__))
-import report_fixtures as fixtures  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_example import data as data_lib
 
 try:
   from playwright.sync_api import sync_playwright  # pylint: disable=g-import-not-at-top
 except ImportError:
   sync_playwright = None
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("HELDOUT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking",
                  "--disable-component-update", "--no-first-run",
@@ -56,13 +62,112 @@ def _screenshot(page, tmp_path, name, **kwargs):
     page.screenshot(path=os.path.join(directory, name), **kwargs)
 
 
+# ------------------------------------------------------------ collection --
+# A small mnist-mlp collection on the embedded digits. The runs' correctness
+# is simulated (no training): each run trains on a seeded random half of the
+# first N_TRAIN digits; typical examples are right whether trained on or
+# not, atypical and flipped ones mostly only when trained on, and some test
+# examples follow one training example (high-influence pairs). Its
+# config.json is what `mnist_example.train` records, so the report finds the
+# images the runs would have seen.
+
+EXPERIMENT = "mnist-mlp"
+RATIO = 0.5
+NUM_RUNS = 24
+N_TRAIN = 240
+N_TEST = 60
+LABEL_NOISE = 0.1
+
+
+def load_digits():
+  """The collection's data: digits with 10 % label noise, cut."""
+  return data_lib.first_examples(
+      data_lib.load("digits", label_noise=LABEL_NOISE, seed=0), N_TRAIN,
+      N_TEST)
+
+
+def make_collection(root: str, with_scores: bool = True) -> dict:
+  """Writes runs (with signals.npz), config.json and (optionally)
+  quality/scores.npz.
+
+  Each run's held-out softmax is one-hot on its prediction: the label when
+  it is right, another class when wrong. Returns what a test compares the
+  page against: the data, the runs' estimates (`estimates.compute`), the
+  scores file's arrays and the held-out majority prediction.
+  """
+  data = load_digits()
+  rng = np.random.default_rng(1)
+  n, m = N_TRAIN, N_TEST
+  typical = rng.uniform(0.0, 1.0, n)
+  typical[data.noisy_idx] = 0.05  # Flipped labels: right only if trained.
+  partner = rng.integers(0, n, m)  # Test j follows training example partner.
+  follows = rng.uniform(size=m) < 0.3
+  votes = np.zeros((n, data_lib.NUM_CLASSES), np.int64)
+  for r in range(NUM_RUNS):
+    subset = np.sort(rng.choice(n, n // 2, replace=False))
+    mask = np.zeros(n, bool)
+    mask[subset] = True
+    correct = np.where(mask, rng.uniform(size=n) < 0.97,
+                       rng.uniform(size=n) < typical)
+    correct_test = np.where(follows, mask[partner],
+                            rng.uniform(size=m) < 0.8)
+    removed = np.flatnonzero(~mask)
+    runs_lib.write_aux(
+        layout.run_dir(root, EXPERIMENT, RATIO, r),
+        correctness={"train": correct[subset], "removed": correct[removed],
+                     "test": correct_test},
+        index={"train": subset, "removed": removed, "test": np.arange(m)},
+        subsample_idx=subset)
+    wrong = (data.train_labels[removed] + rng.integers(
+        1, data_lib.NUM_CLASSES, len(removed))) % data_lib.NUM_CLASSES
+    predicted = np.where(correct[removed], data.train_labels[removed], wrong)
+    votes[removed, predicted] += 1
+    probs = np.eye(data_lib.NUM_CLASSES, dtype=np.float32)[predicted]
+    signals_lib.RunSignals(
+        n_train=n, num_classes=data_lib.NUM_CLASSES, epochs=1,
+        learning_rate=0.1, subset=subset, margin_sum=np.zeros(len(subset)),
+        correct_epochs=np.zeros(len(subset), np.int32),
+        tracin_sum=np.zeros(len(subset)), heldout=removed,
+        heldout_probs=probs).save(signals_lib.signals_path(
+            layout.run_dir(root, EXPERIMENT, RATIO, r)))
+  fingerprint = runstore.fingerprint(data.train_labels, data.test_labels,
+                                     data.train_images[:64])
+  config = {"dataset": "digits", "label_noise": LABEL_NOISE, "seed": 0,
+            "train_size": n, "test_size": m, "data_fingerprint": fingerprint,
+            "hidden": [512, 256], "num_classes": 10, "ratio": RATIO,
+            "epochs": 10, "batch_size": 128, "learning_rate": 0.1,
+            "group_size": 8, "precision": "float32"}
+  store = runstore.RunStore(root, EXPERIMENT, RATIO)
+  store.record_config(config)
+  runs = estimates.load_runs(root, EXPERIMENT, progress=False)
+  result = estimates.compute(runs, ("mem", "pairs", "cscores"),
+                             progress=False)
+  prediction = np.where(votes.sum(axis=1) > 0, np.argmax(votes, axis=1), -1)
+  out = {"data": data, "result": result, "runs": runs, "scores": None,
+         "prediction": prediction}
+  if with_scores:
+    scores = {
+        "memorization": result["memorization"],
+        "cscore": 1.0 - result["cscores"],
+        "loss": np.round(rng.exponential(1.0, n), 2),  # Ties on purpose.
+        "aum": rng.normal(0.0, 1.0, n),
+        "labels": data.train_labels, "clean_labels": data.clean_train_labels,
+        "noisy_idx": data.noisy_idx, "noise": np.array("label:0.1")}
+    scores["aum"][:3] = np.nan  # Undefined for a few examples.
+    path = os.path.join(store.path, "quality", "scores.npz")
+    files.save_npz(path, **scores)
+    out["scores"] = scores
+    out["scores_path"] = path
+  return out
+
+
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
   """The collection, its report, and what the page must show."""
   root = str(tmp_path_factory.mktemp("collection"))
-  info = fixtures.make_collection(root)
+  info = make_collection(root)
   out = os.path.join(str(tmp_path_factory.mktemp("report")), "report.html")
-  info["summary"] = report.write(root, fixtures.EXPERIMENT, out,
+  info["summary"] = report.write(root, EXPERIMENT, out,
                                  progress=False)
   info["root"], info["out"] = root, out
   return info
@@ -87,7 +192,7 @@ def _expected_columns(made):
 
 
 def test_gather_reads_estimates_scores_and_config(made):
-  data = gather.gather(made["root"], fixtures.EXPERIMENT, progress=False)
+  data = gather.gather(made["root"], EXPERIMENT, progress=False)
   assert [c.key for c in data.columns] == ["memorization", "cscore", "loss",
                                            "aum"]
   expected = _expected_columns(made)
@@ -99,7 +204,7 @@ def test_gather_reads_estimates_scores_and_config(made):
   assert (data.prediction != data.labels).any()
   acc = made["runs"].correct_test.mean(axis=1)
   (row,) = data.provenance["accuracy"]
-  assert row["runs"] == fixtures.NUM_RUNS
+  assert row["runs"] == NUM_RUNS
   assert row["mean"] == pytest.approx(acc.mean())
   assert row["sd"] == pytest.approx(acc.std(ddof=1))
   assert data.provenance["dataset"] == "digits"
@@ -138,7 +243,7 @@ def test_thumbnails_are_the_runs_images(made):
   meta = _meta(made["out"])
   assert made["summary"].images
   pixels = np.round(made["data"].train_images[..., 0] * 255)
-  for i in (0, 7, fixtures.N_TRAIN - 1):
+  for i in (0, 7, N_TRAIN - 1):
     tile = _tile(meta, "train", i).astype(np.float64)  # 16 grey levels.
     assert np.abs(tile - pixels[i]).max() <= 8.5
   assert meta["class_names"] == [str(c) for c in range(10)]
@@ -169,10 +274,10 @@ def test_images_given_by_the_caller_must_match_the_runs(made, tmp_path):
   data = made["data"]
   images = report.Images(data.train_images, data.test_images[:5], "mine")
   with pytest.raises(errors.UsageError, match="images: 240 / 5"):
-    report.write(made["root"], fixtures.EXPERIMENT, str(tmp_path / "x.html"),
+    report.write(made["root"], EXPERIMENT, str(tmp_path / "x.html"),
                  images=images, progress=False)
   images.test = data.test_images
-  written = report.write(made["root"], fixtures.EXPERIMENT,
+  written = report.write(made["root"], EXPERIMENT,
                          str(tmp_path / "x.html"), images=images,
                          progress=False)
   assert written.images and _meta(written.path)["images_description"] == (
@@ -207,7 +312,7 @@ def test_estimates_file_is_used_when_given(made, tmp_path):
   result = dict(made["result"], test_labels=made["data"].test_labels)
   path = str(tmp_path / "estimates.npz")
   np.savez(path, **{k: np.asarray(v) for k, v in result.items()})
-  data = gather.gather(made["root"], fixtures.EXPERIMENT,
+  data = gather.gather(made["root"], EXPERIMENT,
                        estimates_path=path, scores_path=None, progress=False)
   assert data.provenance["sources"]["estimates"] == path
   np.testing.assert_array_equal(data.pairs["tr_idx"], result["tr_idx"])
@@ -256,7 +361,7 @@ def test_estimates_file_from_other_runs_is_refused(made, tmp_path):
   path = str(tmp_path / "other.npz")
   np.savez(path, **{k: np.asarray(v) for k, v in result.items()})
   with pytest.raises(inputs.ReportInputError, match="n_in"):
-    report.write(made["root"], fixtures.EXPERIMENT, str(tmp_path / "r.html"),
+    report.write(made["root"], EXPERIMENT, str(tmp_path / "r.html"),
                  estimates=path, progress=False, with_images=False)
 
 
@@ -265,15 +370,15 @@ def test_missing_inputs_name_what_is_missing(made, tmp_path):
     report.write(made["root"], "no-such-experiment", str(tmp_path / "a.html"),
                  progress=False)
   with pytest.raises(inputs.ReportInputError, match="--scores"):
-    report.write(made["root"], fixtures.EXPERIMENT, str(tmp_path / "b.html"),
+    report.write(made["root"], EXPERIMENT, str(tmp_path / "b.html"),
                  scores=str(tmp_path / "none.npz"), progress=False)
   garbage = tmp_path / "garbage.npz"
   garbage.write_bytes(b"not a zip file")
   with pytest.raises(inputs.ReportInputError, match="garbage.npz: not a"):
-    report.write(made["root"], fixtures.EXPERIMENT, str(tmp_path / "c.html"),
+    report.write(made["root"], EXPERIMENT, str(tmp_path / "c.html"),
                  scores=str(garbage), progress=False, with_images=False)
   with pytest.raises(errors.PathError):
-    report.write(made["root"], fixtures.EXPERIMENT, str(tmp_path),
+    report.write(made["root"], EXPERIMENT, str(tmp_path),
                  progress=False)
 
 
@@ -300,7 +405,7 @@ def test_cli_help_imports_no_tensorflow():
 
 def test_cli_writes_the_report_without_images(made, tmp_path):
   out = str(tmp_path / "cli.html")
-  done = _run_cli("--root", made["root"], "--experiment", fixtures.EXPERIMENT,
+  done = _run_cli("--root", made["root"], "--experiment", EXPERIMENT,
                   "--out", out, "--noimages", "--noprogress")
   assert done.returncode == 0, done.stderr
   assert f"Wrote {out}" in done.stdout
@@ -356,15 +461,22 @@ class Page:
     self.page.wait_for_selector("body[data-ready]", state="attached",
                                 timeout=30_000)
 
+  def wait(self, expression, timeout=20.0):
+    """Polls `expression` until truthy. (Playwright's wait_for_function
+    evaluates strings with eval, which the page's CSP forbids.)"""
+    deadline = time.monotonic() + timeout
+    while not self.page.evaluate(expression):
+      if time.monotonic() > deadline:
+        raise TimeoutError(f"still false after {timeout} s: {expression}")
+      time.sleep(0.05)
+
   def grid_indices(self):
     return [int(i) for i in self.page.eval_on_selector_all(
         "#grid .tile", "els => els.map(e => e.dataset.index)")]
 
   def images_loaded(self):
     """(images, loaded) after every thumbnail finished."""
-    self.page.wait_for_function(
-        "Array.from(document.images).every(i => i.complete && i.src)",
-        timeout=20_000)
+    self.wait("Array.from(document.images).every(i => i.complete && i.src)")
     return self.page.evaluate(
         "[document.images.length, Array.from(document.images)"
         ".filter(i => i.naturalWidth > 0).length]")
@@ -388,10 +500,10 @@ def test_page_is_offline_complete_and_clean(page, made, tmp_path):
   assert loaded == count
   text = page.page.inner_text("body")
   assert not re.search(r"NaN|undefined|null|Infinity", text)
-  assert f"{fixtures.N_TRAIN} of {fixtures.N_TRAIN} training examples" in text
+  assert f"{N_TRAIN} of {N_TRAIN} training examples" in text
   while page.page.is_visible("#more"):  # Every tile of the grid.
     page.page.click("#more")
-  assert len(page.grid_indices()) == fixtures.N_TRAIN
+  assert len(page.grid_indices()) == N_TRAIN
   count, loaded = page.images_loaded()
   assert loaded == count
   _screenshot(page.page, tmp_path, "report-1280.png")
@@ -453,11 +565,11 @@ def test_class_filter_counts_and_histograms_follow(page, made):
   totals = lambda: page.page.eval_on_selector_all(
       ".hplot", "els => els.map(e => +e.dataset.total)")
   before = totals()
-  assert before == [fixtures.N_TRAIN] * 3 + [fixtures.N_TRAIN - 3]
+  assert before == [N_TRAIN] * 3 + [N_TRAIN - 3]
   page.page.select_option("#class", "3")
   want = int(np.sum(labels == 3))
   assert page.page.inner_text("#count").startswith(
-      f"{want} of {fixtures.N_TRAIN} training examples")
+      f"{want} of {N_TRAIN} training examples")
   assert totals() == [want] * 3 + [int(np.sum(
       (labels == 3) & ~np.isnan(made["scores"]["aum"])))]
   assert sorted(page.grid_indices()) == list(np.flatnonzero(labels == 3))
@@ -484,14 +596,14 @@ def test_histogram_brush_filters_the_grid(page, made):
     page.page.click("#more")
   shown = page.grid_indices()
   count = int(page.page.inner_text("#count").split()[0])
-  assert 0 < count < fixtures.N_TRAIN and len(shown) == count
+  assert 0 < count < N_TRAIN and len(shown) == count
   limit = float(page.page.input_value("#range-max"))
   assert all(mem[i] < limit for i in shown)
   assert count == int(np.sum(mem < limit))
   # The other histograms now count only the selected examples.
   totals = page.page.eval_on_selector_all(
       ".hplot", "els => els.map(e => +e.dataset.total)")
-  assert totals[0] == fixtures.N_TRAIN and totals[1] == count
+  assert totals[0] == N_TRAIN and totals[1] == count
 
 
 @needs_browser
@@ -503,14 +615,14 @@ def test_deep_link_survives_reload_and_history(page):
   assert page.page.inner_text("#card-title") == "Training example #7"
   page.page.fill("#search-input", "test 4")
   page.page.press("#search-input", "Enter")
-  page.page.wait_for_function(
+  page.wait(
       "document.getElementById('card-title').textContent.includes('Test')")
   assert page.page.inner_text("#card-title") == "Test example #4"
   page.page.go_back()
-  page.page.wait_for_function(
+  page.wait(
       "document.getElementById('card-title').textContent.endsWith('#7')")
   page.page.go_forward()
-  page.page.wait_for_function(
+  page.wait(
       "document.getElementById('card-title').textContent.endsWith('#4')")
   page.page.click("#card .close")
   page.page.wait_for_selector("#card", state="hidden")
@@ -529,7 +641,7 @@ def test_downloads_match_their_sha256(page, made, tmp_path):
   got.value.save_as(path)
   with open(path, "rb") as f:
     content = f.read()
-  page.page.wait_for_function(
+  page.wait(
       "document.getElementById('csv-sha256').textContent.length === 64")
   assert page.page.inner_text("#csv-sha256") == hashlib.sha256(
       content).hexdigest()
@@ -548,7 +660,7 @@ def test_downloads_match_their_sha256(page, made, tmp_path):
     digest = hashlib.sha256(f.read()).hexdigest()
     assert digest == hashlib.sha256(g.read()).hexdigest()
   assert page.page.inner_text(".file-sha256") == digest
-  page.page.wait_for_function(
+  page.wait(
       "document.querySelector('.file-check').textContent.length")
   assert "checked" in page.page.inner_text(".file-check")
   # The file's arrays that the page holds anyway are not stored twice.
@@ -602,10 +714,10 @@ def test_page_without_images_or_labels_works(browser, release_root,
 @needs_browser
 def test_thumbnails_beyond_the_budget_are_left_out(browser, made, tmp_path):
   out = str(tmp_path / "budget.html")
-  report.write(made["root"], fixtures.EXPERIMENT, out, progress=False,
+  report.write(made["root"], EXPERIMENT, out, progress=False,
                budget_bytes=4000)
   slots = _meta(out)["images"]["train"]["count"]
-  assert 0 < slots < fixtures.N_TRAIN
+  assert 0 < slots < N_TRAIN
   tab = Page(browser, out)
   tab.open()
   count, loaded = tab.images_loaded()
