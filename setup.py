@@ -46,6 +46,8 @@ setuptools.setup(
         "ray": _RAY,
         "export": _EXPORT,
         "quality": _QUALITY,
-        "test": ["pytest", "gcp-storage-emulator"] + _RAY + _EXPORT + _QUALITY,
+        # playwright: the report's browser tests (Chromium from the OS).
+        "test": ["pytest", "gcp-storage-emulator", "playwright"] + _RAY +
+                _EXPORT + _QUALITY,
     },
 )

@@ -1,0 +1,732 @@
+"""The HTML report: its data, its command line, and the page in Chromium.
+
+Browser tests drive Debian's /usr/bin/chromium (headless) with Playwright
+and open the page from file:// with every network request aborted. They
+are skipped, with the reason, when Playwright or Chromium is missing (CI
+installs both: `.ci/run`, the `test` extra; $HELDOUT_CHROMIUM names another
+Chromium binary). Screenshots at 1280 and 390 px land in the tests' tmp
+directories, and in $HELDOUT_REPORT_SCREENSHOTS when set. The page's CSP
+forbids eval, so waits poll `page.evaluate` (which is not subject to it).
+"""
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from heldout_tf import errors
+from heldout_tf import estimates
+from heldout_tf import files
+from heldout_tf import layout
+from heldout_tf import report
+from heldout_tf import runs as runs_lib
+from heldout_tf import runstore
+from heldout_tf import signals as signals_lib
+from heldout_tf.report import gather
+from heldout_tf.report import images as images_lib
+from heldout_tf.report import inputs
+from mnist_example import data as data_lib
+
+try:
+  from playwright.sync_api import sync_playwright  # pylint: disable=g-import-not-at-top
+except ImportError:
+  sync_playwright = None
+
+CHROMIUM = os.environ.get("HELDOUT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run",
+                 "--disable-sync"]
+_MISSING = ("the playwright package is not installed" if sync_playwright is
+            None else f"{CHROMIUM} is missing (apt-get install chromium)"
+            if not os.path.exists(CHROMIUM) else None)
+needs_browser = pytest.mark.skipif(_MISSING is not None,
+                                   reason=f"browser tests: {_MISSING}")
+# Screenshots go to each test's tmp directory, and here too when set.
+SCREENSHOTS = os.environ.get("HELDOUT_REPORT_SCREENSHOTS")
+
+
+def _screenshot(page, tmp_path, name, **kwargs):
+  for directory in filter(None, (str(tmp_path), SCREENSHOTS)):
+    os.makedirs(directory, exist_ok=True)
+    page.screenshot(path=os.path.join(directory, name), **kwargs)
+
+
+# ------------------------------------------------------------ collection --
+# A small mnist-mlp collection on the embedded digits. The runs' correctness
+# is simulated (no training): each run trains on a seeded random half of the
+# first N_TRAIN digits; typical examples are right whether trained on or
+# not, atypical and flipped ones mostly only when trained on, and some test
+# examples follow one training example (high-influence pairs). Its
+# config.json is what `mnist_example.train` records, so the report finds the
+# images the runs would have seen.
+
+EXPERIMENT = "mnist-mlp"
+RATIO = 0.5
+NUM_RUNS = 24
+N_TRAIN = 240
+N_TEST = 60
+LABEL_NOISE = 0.1
+
+
+def load_digits():
+  """The collection's data: digits with 10 % label noise, cut."""
+  return data_lib.first_examples(
+      data_lib.load("digits", label_noise=LABEL_NOISE, seed=0), N_TRAIN,
+      N_TEST)
+
+
+def make_collection(root: str, with_scores: bool = True) -> dict:
+  """Writes runs (with signals.npz), config.json and (optionally)
+  quality/scores.npz.
+
+  Each run's held-out softmax is one-hot on its prediction: the label when
+  it is right, another class when wrong. Returns what a test compares the
+  page against: the data, the runs' estimates (`estimates.compute`), the
+  scores file's arrays and the held-out majority prediction.
+  """
+  data = load_digits()
+  rng = np.random.default_rng(1)
+  n, m = N_TRAIN, N_TEST
+  typical = rng.uniform(0.0, 1.0, n)
+  typical[data.noisy_idx] = 0.05  # Flipped labels: right only if trained.
+  partner = rng.integers(0, n, m)  # Test j follows training example partner.
+  follows = rng.uniform(size=m) < 0.3
+  votes = np.zeros((n, data_lib.NUM_CLASSES), np.int64)
+  for r in range(NUM_RUNS):
+    subset = np.sort(rng.choice(n, n // 2, replace=False))
+    mask = np.zeros(n, bool)
+    mask[subset] = True
+    correct = np.where(mask, rng.uniform(size=n) < 0.97,
+                       rng.uniform(size=n) < typical)
+    correct_test = np.where(follows, mask[partner],
+                            rng.uniform(size=m) < 0.8)
+    removed = np.flatnonzero(~mask)
+    runs_lib.write_aux(
+        layout.run_dir(root, EXPERIMENT, RATIO, r),
+        correctness={"train": correct[subset], "removed": correct[removed],
+                     "test": correct_test},
+        index={"train": subset, "removed": removed, "test": np.arange(m)},
+        subsample_idx=subset)
+    wrong = (data.train_labels[removed] + rng.integers(
+        1, data_lib.NUM_CLASSES, len(removed))) % data_lib.NUM_CLASSES
+    predicted = np.where(correct[removed], data.train_labels[removed], wrong)
+    votes[removed, predicted] += 1
+    probs = np.eye(data_lib.NUM_CLASSES, dtype=np.float32)[predicted]
+    signals_lib.RunSignals(
+        n_train=n, num_classes=data_lib.NUM_CLASSES, epochs=1,
+        learning_rate=0.1, subset=subset, margin_sum=np.zeros(len(subset)),
+        correct_epochs=np.zeros(len(subset), np.int32),
+        tracin_sum=np.zeros(len(subset)), heldout=removed,
+        heldout_probs=probs).save(signals_lib.signals_path(
+            layout.run_dir(root, EXPERIMENT, RATIO, r)))
+  fingerprint = runstore.fingerprint(data.train_labels, data.test_labels,
+                                     data.train_images[:64])
+  config = {"dataset": "digits", "label_noise": LABEL_NOISE, "seed": 0,
+            "train_size": n, "test_size": m, "data_fingerprint": fingerprint,
+            "hidden": [512, 256], "num_classes": 10, "ratio": RATIO,
+            "epochs": 10, "batch_size": 128, "learning_rate": 0.1,
+            "group_size": 8, "precision": "float32"}
+  store = runstore.RunStore(root, EXPERIMENT, RATIO)
+  store.record_config(config)
+  runs = estimates.load_runs(root, EXPERIMENT, progress=False)
+  result = estimates.compute(runs, ("mem", "pairs", "cscores"),
+                             progress=False)
+  prediction = np.where(votes.sum(axis=1) > 0, np.argmax(votes, axis=1), -1)
+  out = {"data": data, "result": result, "runs": runs, "scores": None,
+         "prediction": prediction}
+  if with_scores:
+    scores = {
+        "memorization": result["memorization"],
+        "cscore": 1.0 - result["cscores"],
+        "loss": np.round(rng.exponential(1.0, n), 2),  # Ties on purpose.
+        "aum": rng.normal(0.0, 1.0, n),
+        "labels": data.train_labels, "clean_labels": data.clean_train_labels,
+        "noisy_idx": data.noisy_idx, "noise": np.array("label:0.1")}
+    scores["aum"][:3] = np.nan  # Undefined for a few examples.
+    path = os.path.join(store.path, "quality", "scores.npz")
+    files.save_npz(path, **scores)
+    out["scores"] = scores
+    out["scores_path"] = path
+  return out
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+  """The collection, its report, and what the page must show."""
+  root = str(tmp_path_factory.mktemp("collection"))
+  info = make_collection(root)
+  out = os.path.join(str(tmp_path_factory.mktemp("report")), "report.html")
+  info["summary"] = report.write(root, EXPERIMENT, out,
+                                 progress=False)
+  info["root"], info["out"] = root, out
+  return info
+
+
+def _suspicion_order(values, direction):
+  """numpy's order: value (direction), ties by index, NaN last."""
+  values = np.asarray(values, np.float64)
+  key = -values if direction == "desc" else values
+  return np.lexsort((np.arange(len(values)), key))
+
+
+def _expected_columns(made):
+  """Column key -> the values the page must show, from the files."""
+  scores = made["scores"]
+  return {"memorization": made["result"]["memorization"],
+          "cscore": made["result"]["cscores"], "loss": scores["loss"],
+          "aum": scores["aum"]}
+
+
+# ------------------------------------------------------------ no browser --
+
+
+def test_gather_reads_estimates_scores_and_config(made):
+  data = gather.gather(made["root"], EXPERIMENT, progress=False)
+  assert [c.key for c in data.columns] == ["memorization", "cscore", "loss",
+                                           "aum"]
+  expected = _expected_columns(made)
+  for column in data.columns:
+    np.testing.assert_array_equal(column.values, expected[column.key])
+  np.testing.assert_array_equal(data.labels, made["data"].train_labels)
+  np.testing.assert_array_equal(data.noisy_idx, made["data"].noisy_idx)
+  np.testing.assert_array_equal(data.prediction, made["prediction"])
+  assert (data.prediction != data.labels).any()
+  acc = made["runs"].correct_test.mean(axis=1)
+  (row,) = data.provenance["accuracy"]
+  assert row["runs"] == NUM_RUNS
+  assert row["mean"] == pytest.approx(acc.mean())
+  assert row["sd"] == pytest.approx(acc.std(ddof=1))
+  assert data.provenance["dataset"] == "digits"
+  assert data.provenance["settings"]["label_noise"] == "0.1"
+  # 24 runs put the default thresholds within 2 standard errors of zero.
+  assert any("infl_threshold" in w for w in data.warnings)
+  assert len(data.detection) == 4  # Noise known: one row per score.
+  # The scores file is the one offered for download.
+  with open(made["scores_path"], "rb") as f:
+    assert data.downloads == [("scores.npz", f.read())]
+
+
+def _meta(path):
+  """The page's embedded metadata (JSON)."""
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  found = re.search(r'<script type="application/json" id="report-meta">'
+                    r"(.*?)</script>", text, re.S)
+  return json.loads(found.group(1))
+
+
+def _tile(meta, split, i):
+  """Example i's thumbnail pixels, cut from the page's sprite sheet."""
+  sheets = meta["images"][split]
+  slot = i  # Every example has a thumbnail here.
+  sheet = sheets["sheets"][slot // sheets["per_sheet"]]
+  png = base64.b64decode(sheet.split(",", 1)[1])
+  picture = np.asarray(PIL.Image.open(io.BytesIO(png)))
+  k = slot % sheets["per_sheet"]
+  row, col = divmod(k, sheets["columns"])
+  h, w = sheets["height"], sheets["width"]
+  return picture[row * h:(row + 1) * h, col * w:(col + 1) * w]
+
+
+def test_thumbnails_are_the_runs_images(made):
+  meta = _meta(made["out"])
+  assert made["summary"].images
+  pixels = np.round(made["data"].train_images[..., 0] * 255)
+  for i in (0, 7, N_TRAIN - 1):
+    tile = _tile(meta, "train", i).astype(np.float64)  # 16 grey levels.
+    assert np.abs(tile - pixels[i]).max() <= 8.5
+  assert meta["class_names"] == [str(c) for c in range(10)]
+
+
+def test_cifar_images_and_class_names_come_from_tfds(release_root, cifar10,
+                                                     tmp_path):
+  data_dir, arrays = cifar10
+  out = str(tmp_path / "cifar.html")
+  summary = report.write(release_root, "cifar10-inception", out,
+                         data_dir=data_dir, progress=False)
+  assert summary.images
+  meta = _meta(out)
+  for split in ("train", "test"):
+    for i in (0, len(arrays[split]["label"]) - 1):
+      np.testing.assert_array_equal(_tile(meta, split, i),
+                                    arrays[split]["image"][i])
+  assert meta["class_names"] == [str(c) for c in range(10)]  # tfds' names.
+  assert meta["provenance"]["dataset"] == "cifar10:3.0.2"
+  bare = report.write(release_root, "cifar10-inception",
+                      str(tmp_path / "bare.html"),
+                      data_dir=str(tmp_path / "empty"), progress=False)
+  assert not bare.images and "not prepared" in bare.images_note
+  assert "not prepared" in _meta(bare.path)["images_note"]
+
+
+def test_images_given_by_the_caller_must_match_the_runs(made, tmp_path):
+  data = made["data"]
+  images = report.Images(data.train_images, data.test_images[:5], "mine")
+  with pytest.raises(errors.UsageError, match="images: 240 / 5"):
+    report.write(made["root"], EXPERIMENT, str(tmp_path / "x.html"),
+                 images=images, progress=False)
+  images.test = data.test_images
+  written = report.write(made["root"], EXPERIMENT,
+                         str(tmp_path / "x.html"), images=images,
+                         progress=False)
+  assert written.images and _meta(written.path)["images_description"] == (
+      "mine")
+
+
+def test_mean_rank_and_agreement_follow_the_rankings():
+  values = np.array([0.9, 0.1, np.nan, 0.5])
+  up = gather.Column("a", "a", values, None, +1, "")
+  down = gather.Column("b", "b", values, None, -1, "")
+  np.testing.assert_array_equal(gather.ranks(up), [1, 3, 4, 2])
+  np.testing.assert_array_equal(gather.ranks(down), [3, 1, 4, 2])
+  np.testing.assert_array_equal(gather.mean_rank([up, down]),
+                                [2.0, 2.0, 4.0, 2.0])
+  assert gather.agreement([up, down], 2) == [[1.0, 0.5], [0.5, 1.0]]
+
+
+def test_sprites_keep_priority_examples_within_budget():
+  rng = np.random.default_rng(0)
+  pictures = rng.integers(0, 256, (300, 8, 8, 1)).astype(np.uint8)
+  everything = images_lib.sprites(pictures)
+  np.testing.assert_array_equal(everything.slots, np.arange(300))
+  some = images_lib.sprites(pictures, priority=[299, 5],
+                            budget_bytes=everything.num_bytes // 3)
+  kept = np.flatnonzero(some.slots >= 0)
+  assert 0 < len(kept) < 300
+  assert some.slots[299] == 0 and some.slots[5] == 1
+  assert some.num_bytes <= everything.num_bytes // 2
+
+
+def test_estimates_file_is_used_when_given(made, tmp_path):
+  result = dict(made["result"], test_labels=made["data"].test_labels)
+  path = str(tmp_path / "estimates.npz")
+  np.savez(path, **{k: np.asarray(v) for k, v in result.items()})
+  data = gather.gather(made["root"], EXPERIMENT,
+                       estimates_path=path, scores_path=None, progress=False)
+  assert data.provenance["sources"]["estimates"] == path
+  np.testing.assert_array_equal(data.pairs["tr_idx"], result["tr_idx"])
+  np.testing.assert_array_equal(data.test_labels, made["data"].test_labels)
+  assert data.summary["pairs"] == len(result["tr_idx"])
+  # The quality scores are still found next to the runs.
+  assert [c.key for c in data.columns] == ["memorization", "cscore", "loss",
+                                           "aum"]
+
+
+def _tiny_collection(root, ratios, num_runs=4, n=20, m=6):
+  rng = np.random.default_rng(3)
+  for ratio in ratios:
+    for r in range(num_runs):
+      subset = np.sort(rng.choice(n, int(ratio * n), replace=False))
+      removed = np.setdiff1d(np.arange(n), subset)
+      runs_lib.write_aux(
+          layout.run_dir(root, "tiny", ratio, r),
+          correctness={"train": rng.uniform(size=len(subset)) < 0.9,
+                       "removed": rng.uniform(size=len(removed)) < 0.5,
+                       "test": rng.uniform(size=m) < 0.7},
+          index={"train": subset, "removed": removed, "test": np.arange(m)},
+          subsample_idx=subset)
+
+
+def test_several_ratios_together_or_one(tmp_path):
+  root = str(tmp_path)
+  _tiny_collection(root, [0.25, 0.5])
+  both = gather.gather(root, "tiny", progress=False)
+  assert both.provenance["ratios"] == [0.25, 0.5]
+  assert both.provenance["runs_per_ratio"] == [4, 4]
+  assert [a["ratio"] for a in both.provenance["accuracy"]] == [0.25, 0.5]
+  assert any("2 ratios" in note for note in both.notes)
+  one = gather.gather(root, "tiny", ratio=0.5, progress=False)
+  assert one.provenance["ratios"] == [0.5] and one.num_runs == 4
+  assert not np.array_equal(one.columns[1].values, both.columns[1].values,
+                            equal_nan=True)
+  out = str(tmp_path / "tiny.html")
+  written = report.write(root, "tiny", out, progress=False)
+  assert not written.images and "no offline source" in written.images_note
+
+
+def test_estimates_file_from_other_runs_is_refused(made, tmp_path):
+  result = dict(made["result"])
+  result["n_in"] = result["n_in"] + 1
+  path = str(tmp_path / "other.npz")
+  np.savez(path, **{k: np.asarray(v) for k, v in result.items()})
+  with pytest.raises(inputs.ReportInputError, match="n_in"):
+    report.write(made["root"], EXPERIMENT, str(tmp_path / "r.html"),
+                 estimates=path, progress=False, with_images=False)
+
+
+def test_missing_inputs_name_what_is_missing(made, tmp_path):
+  with pytest.raises(inputs.ReportInputError, match="no runs under"):
+    report.write(made["root"], "no-such-experiment", str(tmp_path / "a.html"),
+                 progress=False)
+  with pytest.raises(inputs.ReportInputError, match="--scores"):
+    report.write(made["root"], EXPERIMENT, str(tmp_path / "b.html"),
+                 scores=str(tmp_path / "none.npz"), progress=False)
+  garbage = tmp_path / "garbage.npz"
+  garbage.write_bytes(b"not a zip file")
+  with pytest.raises(inputs.ReportInputError, match="garbage.npz: not a"):
+    report.write(made["root"], EXPERIMENT, str(tmp_path / "c.html"),
+                 scores=str(garbage), progress=False, with_images=False)
+  with pytest.raises(errors.PathError):
+    report.write(made["root"], EXPERIMENT, str(tmp_path),
+                 progress=False)
+
+
+def _run_cli(*argv):
+  env = dict(os.environ, PYTHONPATH=os.getcwd())
+  return subprocess.run([sys.executable, "-m", "heldout_tf.report"] +
+                        list(argv), capture_output=True, text=True, env=env,
+                        check=False, timeout=300)
+
+
+def test_cli_help_imports_no_tensorflow():
+  code = ("import sys; from heldout_tf.report import __main__ as m; "
+          "m.build_parser().format_help(); "
+          "print('tensorflow' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, check=True)
+  assert out.stdout.strip() == "False"
+  bad = _run_cli("--root", "x", "--experiment", "y", "--out", "z",
+                 "--ratio", "half")
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines()[-1].startswith("error: argument "
+                                                        "--ratio")
+
+
+def test_cli_writes_the_report_without_images(made, tmp_path):
+  out = str(tmp_path / "cli.html")
+  done = _run_cli("--root", made["root"], "--experiment", EXPERIMENT,
+                  "--out", out, "--noimages", "--noprogress")
+  assert done.returncode == 0, done.stderr
+  assert f"Wrote {out}" in done.stdout
+  with open(out, encoding="utf-8") as f:
+    text = f.read()
+  assert "no images (not asked for)" in text
+  missing = _run_cli("--root", made["root"], "--experiment", "nope", "--out",
+                     out, "--noprogress")
+  assert missing.returncode == 1
+  assert missing.stderr.strip().splitlines()[-1].startswith(
+      "error: no runs under")
+
+
+# --------------------------------------------------------------- browser --
+
+
+@pytest.fixture(scope="module")
+def browser():
+  if _MISSING is not None:
+    pytest.skip(f"browser tests: {_MISSING}")
+  with sync_playwright() as p:
+    chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()
+
+
+class Page:
+  """One tab on the report, offline, recording requests and errors."""
+
+  def __init__(self, browser, path, width=1280, height=900):
+    self.url = "file://" + os.path.abspath(path)
+    self.context = browser.new_context(
+        viewport={"width": width, "height": height}, accept_downloads=True)
+    self.page = self.context.new_page()
+    self.requests, self.errors = [], []
+    self.page.on("console", lambda m: m.type == "error" and self.errors.append(
+        m.text))
+    self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def abort_network(route):
+      if route.request.url.split("#")[0] == self.url:
+        route.continue_()  # The page itself.
+      else:
+        self.requests.append(route.request.url)
+        route.abort()
+    self.context.route("**/*", abort_network)
+
+  def open(self, fragment=""):
+    self.page.goto(self.url + fragment)
+    self.ready()
+
+  def ready(self):
+    self.page.wait_for_selector("body[data-ready]", state="attached",
+                                timeout=30_000)
+
+  def wait(self, expression, timeout=20.0):
+    """Polls `expression` until truthy. (Playwright's wait_for_function
+    evaluates strings with eval, which the page's CSP forbids.)"""
+    deadline = time.monotonic() + timeout
+    while not self.page.evaluate(expression):
+      if time.monotonic() > deadline:
+        raise TimeoutError(f"still false after {timeout} s: {expression}")
+      time.sleep(0.05)
+
+  def grid_indices(self):
+    return [int(i) for i in self.page.eval_on_selector_all(
+        "#grid .tile", "els => els.map(e => e.dataset.index)")]
+
+  def images_loaded(self):
+    """(images, loaded) after every thumbnail finished."""
+    self.wait("Array.from(document.images).every(i => i.complete && i.src)")
+    return self.page.evaluate(
+        "[document.images.length, Array.from(document.images)"
+        ".filter(i => i.naturalWidth > 0).length]")
+
+  def close(self):
+    self.context.close()
+
+
+@pytest.fixture
+def page(browser, made):
+  tab = Page(browser, made["out"])
+  tab.open()
+  yield tab
+  tab.close()
+
+
+@needs_browser
+def test_page_is_offline_complete_and_clean(page, made, tmp_path):
+  count, loaded = page.images_loaded()
+  assert count >= 96 + 50  # Grid page, candidates (and pairs).
+  assert loaded == count
+  text = page.page.inner_text("body")
+  assert not re.search(r"NaN|undefined|null|Infinity", text)
+  assert f"{N_TRAIN} of {N_TRAIN} training examples" in text
+  while page.page.is_visible("#more"):  # Every tile of the grid.
+    page.page.click("#more")
+  assert len(page.grid_indices()) == N_TRAIN
+  count, loaded = page.images_loaded()
+  assert loaded == count
+  _screenshot(page.page, tmp_path, "report-1280.png")
+  assert page.requests == [] and page.errors == []
+
+
+@needs_browser
+def test_phone_width_and_card_screenshots(browser, made, tmp_path):
+  tab = Page(browser, made["out"], width=390, height=844)
+  tab.open("#train/3")
+  tab.images_loaded()
+  width = tab.page.evaluate("document.documentElement.scrollWidth")
+  assert width <= 390  # Nothing wider than the phone,
+  assert tab.page.evaluate(  # the card's values included.
+      "(() => { const c = document.querySelector('#card .card');"
+      " return c.scrollWidth <= c.clientWidth; })()")
+  _screenshot(tab.page, tmp_path, "report-390-card.png")
+  tab.page.keyboard.press("Escape")
+  tab.page.wait_for_selector("#card", state="hidden")
+  _screenshot(tab.page, tmp_path, "report-390.png", full_page=True)
+  assert tab.requests == [] and tab.errors == []
+  tab.close()
+
+
+@needs_browser
+@pytest.mark.parametrize("index", [0, 17])
+def test_search_shows_the_files_values(page, made, index):
+  page.page.fill("#search-input", f"train {index}")
+  page.page.press("#search-input", "Enter")
+  page.page.wait_for_selector("#card:not([hidden])")
+  assert page.page.inner_text("#card-title") == f"Training example #{index}"
+  for key, values in _expected_columns(made).items():
+    shown = page.page.inner_text(f"#card tr[data-key='{key}'] .value")
+    if np.isnan(values[index]):
+      assert shown == "\u2014"
+    else:
+      assert float(shown) == values[index]  # Exactly, float64.
+  assert page.page.inner_text("#card tr[data-key='prediction'] td") == str(
+      made["prediction"][index])  # MNIST class names are the digits.
+  assert page.page.url.endswith(f"#train/{index}")
+  assert page.errors == []
+
+
+@needs_browser
+def test_top_ten_under_each_sort_equal_numpy(page, made):
+  for key, values in _expected_columns(made).items():
+    for direction in ("desc", "asc"):
+      page.page.select_option("#sort", key)
+      page.page.select_option("#dir", direction)
+      top = page.grid_indices()[:10]
+      assert top == list(_suspicion_order(values, direction)[:10]), (
+          key, direction)
+  assert page.errors == []
+
+
+@needs_browser
+def test_class_filter_counts_and_histograms_follow(page, made):
+  labels = made["data"].train_labels
+  totals = lambda: page.page.eval_on_selector_all(
+      ".hplot", "els => els.map(e => +e.dataset.total)")
+  before = totals()
+  assert before == [N_TRAIN] * 3 + [N_TRAIN - 3]
+  page.page.select_option("#class", "3")
+  want = int(np.sum(labels == 3))
+  assert page.page.inner_text("#count").startswith(
+      f"{want} of {N_TRAIN} training examples")
+  assert totals() == [want] * 3 + [int(np.sum(
+      (labels == 3) & ~np.isnan(made["scores"]["aum"])))]
+  assert sorted(page.grid_indices()) == list(np.flatnonzero(labels == 3))
+  # Searching a class name applies the same filter.
+  page.page.click("#reset")
+  page.page.fill("#search-input", "class 3")
+  page.page.press("#search-input", "Enter")
+  assert page.page.input_value("#class") == "3"
+  assert totals()[0] == want
+
+
+@needs_browser
+def test_histogram_brush_filters_the_grid(page, made):
+  mem = made["result"]["memorization"]
+  plot = page.page.locator("#hist-memorization svg")
+  plot.scroll_into_view_if_needed()
+  box = plot.bounding_box()
+  y = box["y"] + box["height"] / 2
+  page.page.mouse.move(box["x"] + 2, y)
+  page.page.mouse.down()
+  page.page.mouse.move(box["x"] + box["width"] * 0.3, y)
+  page.page.mouse.up()
+  while page.page.is_visible("#more"):
+    page.page.click("#more")
+  shown = page.grid_indices()
+  count = int(page.page.inner_text("#count").split()[0])
+  assert 0 < count < N_TRAIN and len(shown) == count
+  limit = float(page.page.input_value("#range-max"))
+  assert all(mem[i] < limit for i in shown)
+  assert count == int(np.sum(mem < limit))
+  # The other histograms now count only the selected examples.
+  totals = page.page.eval_on_selector_all(
+      ".hplot", "els => els.map(e => +e.dataset.total)")
+  assert totals[0] == N_TRAIN and totals[1] == count
+
+
+@needs_browser
+def test_deep_link_survives_reload_and_history(page):
+  page.open("#train/7")
+  assert page.page.inner_text("#card-title") == "Training example #7"
+  page.page.reload()
+  page.ready()
+  assert page.page.inner_text("#card-title") == "Training example #7"
+  page.page.fill("#search-input", "test 4")
+  page.page.press("#search-input", "Enter")
+  page.wait(
+      "document.getElementById('card-title').textContent.includes('Test')")
+  assert page.page.inner_text("#card-title") == "Test example #4"
+  page.page.go_back()
+  page.wait(
+      "document.getElementById('card-title').textContent.endsWith('#7')")
+  page.page.go_forward()
+  page.wait(
+      "document.getElementById('card-title').textContent.endsWith('#4')")
+  page.page.click("#card .close")
+  page.page.wait_for_selector("#card", state="hidden")
+  page.page.go_back()  # Back reopens the card that was closed.
+  page.page.wait_for_selector("#card:not([hidden])")
+  assert page.page.inner_text("#card-title") == "Test example #4"
+  assert page.errors == [] and page.requests == []
+
+
+@needs_browser
+def test_downloads_match_their_sha256(page, made, tmp_path):
+  page.page.select_option("#class", "5")
+  with page.page.expect_download() as got:
+    page.page.click("#download-csv")
+  path = str(tmp_path / "examples.csv")
+  got.value.save_as(path)
+  with open(path, "rb") as f:
+    content = f.read()
+  page.wait(
+      "document.getElementById('csv-sha256').textContent.length === 64")
+  assert page.page.inner_text("#csv-sha256") == hashlib.sha256(
+      content).hexdigest()
+  rows = list(csv.DictReader(io.StringIO(content.decode())))
+  labels = made["data"].train_labels
+  assert [int(r["index"]) for r in rows] == list(
+      i for i in _suspicion_order(made["result"]["memorization"], "desc")
+      if labels[i] == 5)
+  for r in rows:
+    assert float(r["loss"]) == made["scores"]["loss"][int(r["index"])]
+  with page.page.expect_download() as got:
+    page.page.click(".download-file")
+  path = str(tmp_path / "scores.npz")
+  got.value.save_as(path)
+  with open(path, "rb") as f, open(made["scores_path"], "rb") as g:
+    digest = hashlib.sha256(f.read()).hexdigest()
+    assert digest == hashlib.sha256(g.read()).hexdigest()
+  assert page.page.inner_text(".file-sha256") == digest
+  page.wait(
+      "document.querySelector('.file-check').textContent.length")
+  assert "checked" in page.page.inner_text(".file-check")
+  # The file's arrays that the page holds anyway are not stored twice.
+  assert "col_memorization" in _meta(made["out"])["downloads"][0]["pieces"]
+  assert page.errors == [] and page.requests == []
+
+
+@needs_browser
+def test_keyboard_moves_between_tiles(page):
+  first = page.page.locator("#grid .tile").first
+  first.focus()
+  page.page.keyboard.press("ArrowRight")
+  second = page.grid_indices()[1]
+  assert page.page.evaluate(
+      "document.activeElement.dataset.index") == str(second)
+  page.page.keyboard.press("Enter")
+  page.page.wait_for_selector("#card:not([hidden])")
+  assert page.page.inner_text("#card-title") == f"Training example #{second}"
+  for _ in range(30):  # Tab never leaves the open card.
+    page.page.keyboard.press("Tab")
+    assert page.page.evaluate(
+        "document.getElementById('card').contains(document.activeElement)")
+  page.page.keyboard.press("Escape")
+  page.page.wait_for_selector("#card", state="hidden")
+  assert page.page.evaluate(  # Focus is back on the tile.
+      "document.activeElement.dataset.index") == str(second)
+
+
+@needs_browser
+def test_page_without_images_or_labels_works(browser, release_root,
+                                             tmp_path):
+  out = str(tmp_path / "bare.html")
+  report.write(release_root, "cifar10-inception", out, progress=False,
+               with_images=False)
+  tab = Page(browser, out)
+  tab.open("#test/2")
+  assert tab.page.inner_text("#card-title") == "Test example #2"
+  tab.page.keyboard.press("Escape")
+  text = tab.page.inner_text("body")
+  assert "no images (not asked for)" in text
+  assert not re.search(r"NaN|undefined|null|Infinity", text)
+  assert tab.page.is_disabled("#class")  # No labels: no class filter.
+  tab.page.fill("#search-input", "train 99999")
+  tab.page.press("#search-input", "Enter")
+  tab.page.wait_for_selector("#card:not([hidden])")
+  assert tab.page.inner_text("#card-title") == "No train example #99999"
+  assert tab.errors == [] and tab.requests == []
+  tab.close()
+
+
+@needs_browser
+def test_thumbnails_beyond_the_budget_are_left_out(browser, made, tmp_path):
+  out = str(tmp_path / "budget.html")
+  report.write(made["root"], EXPERIMENT, out, progress=False,
+               budget_bytes=4000)
+  slots = _meta(out)["images"]["train"]["count"]
+  assert 0 < slots < N_TRAIN
+  tab = Page(browser, out)
+  tab.open()
+  count, loaded = tab.images_loaded()
+  assert 0 < loaded == count
+  assert tab.page.locator("#grid .noimg").count() > 0
+  # The most memorized example is among those that keep theirs.
+  top = tab.grid_indices()[0]
+  assert tab.page.locator(f"#grid .tile[data-index='{top}'] img").count() == 1
+  assert "exceed the size budget" in tab.page.inner_text("#provenance")
+  assert tab.errors == [] and tab.requests == []
+  tab.close()
+
