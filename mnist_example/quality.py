@@ -56,13 +56,12 @@ from heldout_tf.collection import options as options_lib
 from mnist_example import common
 from mnist_example import data as data_lib
 from mnist_example import noise as noise_lib
+from mnist_example import quality_figures
 
 EXPERIMENT = common.EXPERIMENT
 DEFAULT_FRACTIONS = "0.01,0.02,0.05,0.1,0.2"
-FIGURE_FILENAMES = ("roc.png", "precision_at_k.png", "top_suspicious.png",
-                    "removal.png")
 OUTPUT_FILENAMES = (layout.SCORES_FILENAME, layout.DETECTION_FILENAME,
-                    layout.REMOVAL_FILENAME) + FIGURE_FILENAMES
+                    layout.REMOVAL_FILENAME) + quality_figures.FILENAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,8 +108,9 @@ def build_parser() -> cli.Parser:
       help=f"kind:fraction[@intensity], kinds {', '.join(noise_lib.KINDS)}; "
       f"repeat or comma-separate to combine ('label:0' for none; default "
       f"{d.noise}).")
-  options_lib.add_flags(parser, d, what="training (one task per block)",
-                        sharding=False)
+  options_lib.add_flags(
+      parser, d, what="the training (one task per block of runs)",
+      sharding=False)
   common.add_data_flags(parser, d)
   for name, text in [
       ("ssft_epochs", "Second-split epochs on each run's held-out "
@@ -353,8 +353,6 @@ def write_manifest(directory: str, options: Options, written: Sequence[str]):
 def run(options: Options) -> dict:
   """Trains (or reuses) the runs, scores, evaluates; writes `quality/`."""
   options.check()
-  # pylint: disable-next=g-import-not-at-top
-  from mnist_example import quality_figures
   specs = noise_lib.parse(options.noise)
   data, by_kind = load_data(options)
   check_sizes(options, len(data.train_labels))

@@ -84,7 +84,8 @@ def build_parser() -> cli.Parser:
   """The command line (no TensorFlow imported)."""
   d = Options()
   parser = cli.Parser("python -m mnist_example.train", __doc__)
-  options_lib.add_flags(parser, d, what="training (one task per block)")
+  options_lib.add_flags(
+      parser, d, what="the training (one task per block of runs)")
   common.add_data_flags(parser, d)
   cli.add_bool(parser, "download", d.download,
                "Let tfds download MNIST (network).")

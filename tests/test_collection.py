@@ -250,8 +250,10 @@ def test_options_name_the_bad_flag(field, value):
 
 
 def test_options_flags_round_trip():
-  from heldout_tf import cli  # pylint: disable=g-import-not-at-top
-  from heldout_tf.collection import options  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from heldout_tf import cli
+  from heldout_tf.collection import options
+  # pylint: enable=g-import-not-at-top
   parser = cli.Parser("test")
   options.add_flags(parser, collection.Options(num_runs=7))
   args = parser.parse_args(["--root", "r", "--epochs", "3",

@@ -377,7 +377,8 @@ def test_paper_preset_sets_the_reference_setup():
 def test_flag_defaults_are_the_options_defaults():
   assert train.parse_args([]) == train.Options()
   assert train.Options().root == "./heldout_mnist"
-  flags = {a.dest for a in train.build_parser()._actions}  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  flags = {a.dest for a in train.build_parser()._actions}
   assert {f.name for f in dataclasses.fields(train.Options)} <= flags
   options = train.parse_args(["--noprogress", "--precision=float32",
                               "--nosave_checkpoints", "--root", "r"])
@@ -611,8 +612,56 @@ def test_cli_output_is_quiet_and_counts_whole_runs(tmp_path):
 
 
 def test_most_memorized_ties_put_more_evidence_first():
-  mem = np.array([1.0, 0.5, 1.0, 1.0, 0.0, 0.0])
-  n_out = np.array([2, 9, 5, 5, 1, 7])
+  mem = np.array([1.0, 0.5, 1.0, 1.0, 0.0, 0.0, np.nan])
+  n_out = np.array([2, 9, 5, 5, 1, 7, 0])
   most, least = figures.memorization_order(mem, n_out)
-  np.testing.assert_array_equal(most, [2, 3, 0, 1, 5, 4])
-  np.testing.assert_array_equal(least, [5, 4, 1, 2, 3, 0])
+  np.testing.assert_array_equal(most, [2, 3, 0, 1, 5, 4, 6])
+  np.testing.assert_array_equal(least, [5, 4, 1, 2, 3, 0, 6])
+
+
+def test_printed_top_list_and_figure_order_ties_alike():
+  from heldout_tf import estimates  # pylint: disable=g-import-not-at-top
+  mem = np.array([0.5, 1.0, 1.0, 1.0, 0.25])
+  n_out = np.array([3, 2, 9, 4, 5])
+  result = {"ratios": [0.7], "runs_per_ratio": [12], "num_runs": 12,
+            "n_train": 5, "n_test": 2, "num_never_held_out": 0,
+            "num_never_trained": 0, "memorization": mem,
+            "num_nan_memorization": 0, "n_out": n_out, "n_in": 12 - n_out}
+  line = next(l for l in estimates.summary(result).splitlines()
+              if l.startswith("top memorized"))
+  printed = [int(item.split(":")[0].strip(" #"))
+             for item in line.split(": ", 1)[1].split(", ")]
+  assert printed == list(figures.memorization_order(mem, n_out)[0])
+  assert printed == [2, 3, 1, 0, 4]
+
+
+def test_tiny_negative_scores_keep_their_sign():
+  assert figures.score_text(-0.0004) == "-4e-04"
+  assert figures.score_text(0.0004) == "4e-04"
+  assert figures.score_text(0.0) == "0.000"
+  assert figures.score_text(-0.0123) == "-0.012"
+  assert figures.score_text(1.0) == "1.000"
+
+
+def test_memorization_captions_do_not_run_into_each_other():
+  rng = np.random.default_rng(0)
+  images = rng.random([40, 28, 28, 1])
+  labels = rng.integers(0, 10, 40)
+  mem = rng.random(40) - 0.5
+  fig = figures.memorization_figure(
+      images, labels, mem, noisy_idx=np.arange(0, 40, 3),
+      clean_labels=(labels + 1) % 10, evidence=rng.integers(100, 999, 40))
+  fig.canvas.draw()
+  renderer = fig.canvas.get_renderer()
+  boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes
+           if ax.title.get_text()]
+  assert len(boxes) == 40
+  overlaps = [(a, b) for k, a in enumerate(boxes) for b in boxes[k + 1:]
+              if a.overlaps(b)]
+  assert not overlaps
+  # No caption runs into the images of the row below it either.
+  images_boxes = [ax.get_window_extent(renderer) for ax in fig.axes
+                  if ax.title.get_text()]
+  for title in boxes:
+    assert not any(title.overlaps(box) and title.y1 < box.y1 - 1
+                   for box in images_boxes)

@@ -150,7 +150,8 @@ def test_cli_end_to_end_writes_every_file(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_missing_signals_are_retrained_and_other_settings_refused(tmp_path):
+def test_missing_signals_are_retrained_and_other_settings_refused(
+    tmp_path, monkeypatch):
   out = str(tmp_path / "q")
   args = ["--root", out] + TINY + ["--removal_models", "0", "--epochs", "1",
                                   "--ssft_epochs", "1", "--num_runs", "4"]
@@ -165,6 +166,20 @@ def test_missing_signals_are_retrained_and_other_settings_refused(tmp_path):
   np.testing.assert_array_equal(after.tracin_sum, before.tracin_sum)
   with pytest.raises(errors.ConfigError, match="noise"):
     quality.run(quality.parse_args(args + ["--noise", "label:0.2"]))
+  # Another host, with bfloat16 units: 'auto' and group size 0 take the
+  # recorded float32 and 4, and resume (nothing to train) instead of
+  # refusing the collection.
+  from heldout_tf import hardware  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(hardware, "cpu_flags",
+                      lambda: frozenset(["avx512_bf16"]))
+  monkeypatch.setattr(hardware, "gpu_bf16", lambda: False)
+  resumed = quality.run(quality.parse_args(
+      args + ["--precision", "auto", "--group_size", "0"]))
+  assert resumed["train"]["trained"] == 0
+  assert resumed["train"]["precision"] == "float32"
+  assert resumed["train"]["group_size"] == 4
+  with pytest.raises(errors.ConfigError, match="--precision bfloat16"):
+    quality.run(quality.parse_args(args + ["--precision", "bfloat16"]))
 
 
 @pytest.mark.parametrize("flags,message,code", [

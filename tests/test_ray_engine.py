@@ -57,7 +57,8 @@ def tiny_blocks(kill_marker=None, env_dir=None, driver=None):
           "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
           "OMP_NUM_THREADS")))
   from heldout_tf import training  # pylint: disable=g-import-not-at-top
-  from mnist_example import data as data_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from mnist_example import data as data_lib
   data = data_lib.load("digits")
   config = training.TrainConfig(epochs=1, num_classes=data_lib.NUM_CLASSES)
   images = data.train_images[:TRAIN_SIZE]
