@@ -37,7 +37,7 @@ from heldout_tf import files  # pylint: disable=g-import-not-at-top
 from heldout_tf import layout  # pylint: disable=g-import-not-at-top
 from heldout_tf import report  # pylint: disable=g-import-not-at-top
 from heldout_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
-from heldout_tf import runstore  # pylint: disable=g-import-not-at-top
+from heldout_tf import collection  # pylint: disable=g-import-not-at-top
 from heldout_tf.report import images as images_lib  # pylint: disable=g-import-not-at-top
 
 EXPERIMENT = "mnist-mlp"
@@ -85,7 +85,7 @@ def make_collection(root, n_train, n_test, num_runs, rng):
                      "test": correct_test},
         index={"train": subset, "removed": removed,
                "test": np.arange(n_test)}, subsample_idx=subset)
-  store = runstore.RunStore(root, EXPERIMENT, RATIO)
+  store = collection.Store(root, EXPERIMENT, RATIO)
   store.record_config({"dataset": "synthetic digits", "hidden": [512, 256],
                        "num_classes": 10, "ratio": RATIO, "epochs": 10,
                        "seed": 0, "train_size": n_train,

@@ -9,9 +9,8 @@ and the download path never load TensorFlow):
 
 - get the archives: `released` (the three experiments), `archive` (stream,
   verify, extract), `download` (its command line);
-- the collection on disk: `layout` (directory names, parsed in one place),
-  `runs` (read/write `aux_arrays.npz`), `runstore` (a collection being made:
-  recorded config, finished runs, atomic run writes);
+- the collection on disk: `layout` (every file name, parsed in one place),
+  `runs` (read/write `aux_arrays.npz`);
 - models: `models` (Sonnet builders matching the checkpoints), `checkpoints`
   (strict, all-or-nothing restore; robust save), `exports` (ONNX,
   safetensors, npz);
@@ -19,8 +18,11 @@ and the download path never load TensorFlow):
 - estimates: `estimates` (memorization, influence, C-scores), `published`
   (the papers' score files), `comparison` (them side by side with ours);
 - data quality: `signals`, `scores`, `detection`;
-- making collections: `training` (many subset models at once), `hardware`
-  (precision choice), `ray_engine` (the same on a Ray cluster);
+- making collections: `collection` (the store, canonical blocks, the rules
+  for flags versus the recorded config, and the one `train` loop, locally
+  or on Ray), `training` (many subset MLPs at once), `hardware` (precision
+  choice), `raycluster` (Ray connection and tasks, shared with
+  `estimates.on_ray`);
 - plumbing: `errors` (`HeldoutError`, the base of every input error),
   `npz` (the one hardened npz/npy reader), `sizes`, `progress`, `cli`;
   `synthetic` (offline stand-ins for tests and benchmarks).
@@ -32,11 +34,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "HeldoutError",
-    "archive", "checkpoints", "cli", "comparison", "data", "detection",
-    "errors", "estimates", "evaluation", "exports", "hardware", "layout",
-    "models", "npz", "progress", "published", "ray_engine", "released",
-    "runs", "runstore", "scores", "signals", "sizes", "synthetic",
-    "training",
+    "archive", "checkpoints", "cli", "collection", "commands", "comparison",
+    "data", "detection", "errors", "estimates", "evaluate", "evaluation",
+    "experiments", "exports", "figures", "files", "hardware", "layout",
+    "models", "npz", "progress", "published", "raycluster", "released",
+    "report", "runs", "scores", "signals", "sizes", "synthetic", "training",
 ]
 
 from heldout_tf.errors import HeldoutError  # noqa: E402  (no TensorFlow)

@@ -30,7 +30,7 @@ from heldout_tf import files
 from heldout_tf import layout
 from heldout_tf import report
 from heldout_tf import runs as runs_lib
-from heldout_tf import runstore
+from heldout_tf import collection
 from heldout_tf import signals as signals_lib
 from heldout_tf.report import gather
 from heldout_tf.report import images as images_lib
@@ -130,14 +130,14 @@ def make_collection(root: str, with_scores: bool = True) -> dict:
         tracin_sum=np.zeros(len(subset)), heldout=removed,
         heldout_probs=probs).save(signals_lib.signals_path(
             layout.run_dir(root, EXPERIMENT, RATIO, r)))
-  fingerprint = runstore.fingerprint(data.train_labels, data.test_labels,
+  fingerprint = collection.fingerprint(data.train_labels, data.test_labels,
                                      data.train_images[:64])
   config = {"dataset": "digits", "label_noise": LABEL_NOISE, "seed": 0,
             "train_size": n, "test_size": m, "data_fingerprint": fingerprint,
             "hidden": [512, 256], "num_classes": 10, "ratio": RATIO,
             "epochs": 10, "batch_size": 128, "learning_rate": 0.1,
             "group_size": 8, "precision": "float32"}
-  store = runstore.RunStore(root, EXPERIMENT, RATIO)
+  store = collection.Store(root, EXPERIMENT, RATIO)
   store.record_config(config)
   runs = estimates.load_runs(root, EXPERIMENT, progress=False)
   result = estimates.compute(runs, ("mem", "pairs", "cscores"),

@@ -23,7 +23,7 @@ import numpy as np
 
 from heldout_tf import errors
 from heldout_tf import released
-from heldout_tf import runstore
+from heldout_tf import collection
 
 SHEET_COLUMNS = 64
 SHEET_ROWS = 64
@@ -69,7 +69,7 @@ def _mnist_fingerprint(data, config) -> str:
   arrays = [data.train_labels, data.test_labels, data.train_images[:64]]
   if "noise" in config:
     arrays.append(data.train_images[data.noisy_idx[:64]])
-  return runstore.fingerprint(*arrays)
+  return collection.fingerprint(*arrays)
 
 
 def _mnist(config: dict, data_dir) -> Tuple[Optional[Images], str]:
