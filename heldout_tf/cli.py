@@ -157,6 +157,16 @@ def check_engine(args: argparse.Namespace):
     raise errors.UsageError("--ray_address needs --engine ray")
 
 
+def command_module(name: str):
+  """The module `python -m name` runs (a package's `__main__`), imported:
+  the one that has `build_parser()` and `main(argv)`."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(name)
+  if hasattr(module, "__path__"):  # A package: python -m runs __main__.
+    module = importlib.import_module(f"{name}.__main__")
+  return module
+
+
 def run(main: Callable[[Optional[Sequence[str]]], Optional[int]],
         argv: Optional[Sequence[str]] = None):
   """Calls `main(argv)` and turns kit errors into `error:` lines (exit 2

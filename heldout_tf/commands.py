@@ -10,7 +10,6 @@ the module is imported only when its command runs, so `heldout --help` is
 instant and a command whose module is missing fails alone, saying so.
 """
 
-import importlib
 import sys
 from typing import Optional, Sequence
 
@@ -58,7 +57,7 @@ def load(command: str):
                             f"{', '.join(COMMANDS)}")
   module = COMMANDS[command][0]
   try:
-    return importlib.import_module(module)
+    return cli.command_module(module)
   except ModuleNotFoundError as e:
     if e.name is None or not module.startswith(e.name):
       raise  # A missing dependency inside the module: a real error.

@@ -32,6 +32,7 @@ TRAJECTORY_DIRNAME = "trajectory"  # ckpt-<epoch> of every epoch.
 # Per collection: <root>/<experiment>/<ratio>/...
 CONFIG_FILENAME = "config.json"  # The settings every run depends on.
 ESTIMATES_FILENAME = "estimates.npz"  # Memorization, influence, C-scores.
+REPORT_FILENAME = "report.html"  # The browsable page (heldout_tf.report).
 FIGURES_DIRNAME = "figures"  # The estimates' figures.
 QUALITY_DIRNAME = "quality"  # Data-quality results, the files below.
 SCORES_FILENAME = "scores.npz"

@@ -7,9 +7,11 @@ and `mnist_example.quality` extend it. No TensorFlow is imported here.
 
 import argparse
 import dataclasses
+import os
 from typing import Optional
 
 from heldout_tf import collection
+from heldout_tf import layout
 from heldout_tf.collection import options as options_lib
 from mnist_example import data as data_lib
 
@@ -73,3 +75,21 @@ def recorded_config(config, group_size: int, data, **extra) -> dict:
                   train_size=len(data.train_labels),
                   test_size=len(data.test_labels), **extra)
   return recorded
+
+
+def write_report(options, experiment: str, directory: str, data,
+                 estimates_path=None, scores_path=None) -> str:
+  """Writes `<directory>/report.html` (`heldout_tf.report`) of the
+  collection `options.root`/`experiment` at `options.ratio`, with `data`'s
+  images (no reload); returns its path."""
+  from heldout_tf import report  # pylint: disable=g-import-not-at-top
+  images = report.Images(
+      data.train_images, data.test_images, data.description,
+      [str(c) for c in range(data_lib.NUM_CLASSES)], data.train_labels,
+      data.test_labels)
+  return report.write(
+      options.root, experiment,
+      os.path.join(directory, layout.REPORT_FILENAME), ratio=options.ratio,
+      estimates=estimates_path, scores=scores_path,
+      data_dir=options.data_dir, progress=options.progress,
+      images=images).path

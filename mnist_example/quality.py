@@ -61,7 +61,8 @@ from mnist_example import quality_figures
 EXPERIMENT = common.EXPERIMENT
 DEFAULT_FRACTIONS = "0.01,0.02,0.05,0.1,0.2"
 OUTPUT_FILENAMES = (layout.SCORES_FILENAME, layout.DETECTION_FILENAME,
-                    layout.REMOVAL_FILENAME) + quality_figures.FILENAMES
+                    layout.REMOVAL_FILENAME, layout.REPORT_FILENAME
+                    ) + quality_figures.FILENAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,9 +376,12 @@ def run(options: Options) -> dict:
   write_csv(paths["removal"], removal, detection.REMOVAL_COLUMNS)
   paths["figures"] = quality_figures.write_all(directory, data,
                                                scores.values, removal)
+  paths["report"] = common.write_report(options, EXPERIMENT, directory, data,
+                                       scores_path=paths["scores"])
   paths["manifest"] = os.path.join(directory, layout.MANIFEST_FILENAME)
   write_manifest(directory, options, [paths["scores"], paths["detection"],
-                                      paths["removal"]] + paths["figures"])
+                                      paths["removal"], paths["report"]] +
+                 paths["figures"])
   undefined = ", ".join(f"{k} {v}" for k, v in scores.num_nan().items()
                         if v) or "none"
   print(f"\n{len(data.noisy_idx)} noisy of {len(data.train_labels)} training "
@@ -390,7 +394,7 @@ def run(options: Options) -> dict:
     print(detection.format_table(removal, detection.REMOVAL_COLUMNS))
   print("\nWrote " + ", ".join(
       [paths["scores"], paths["detection"], paths["removal"]] +
-      paths["figures"] + [paths["manifest"]]))
+      paths["figures"] + [paths["report"], paths["manifest"]]))
   out.update(scores=scores, detection=table, removal=removal, paths=paths)
   return out
 

@@ -255,6 +255,8 @@ def estimate_stage(options: Options,
     estimates.save_pairs(paths["pairs"], result)
     paths["figures"] = figures.write_all(
         os.path.join(root, layout.FIGURES_DIRNAME), data, mem, result)
+  paths["report"] = common.write_report(
+      options, EXPERIMENT, root, data, estimates_path=paths["estimates"])
   print(estimates.summary(result))
   if len(data.noisy_idx):
     auc = detection.metrics(mem, data.noisy_idx)["auc"]
@@ -264,7 +266,8 @@ def estimate_stage(options: Options,
           f"ROC AUC {auc:.3f}")
     result["noise_auc"] = auc
   print(f"Estimates: {paths['estimates']}\nHigh-influence pairs: "
-        f"{paths['pairs']}\nFigures:\n  " + "\n  ".join(paths["figures"]))
+        f"{paths['pairs']}\nFigures:\n  " + "\n  ".join(paths["figures"]) +
+        f"\nReport (open in a browser): {paths['report']}")
   result["paths"] = paths
   return result
 

@@ -10,7 +10,6 @@ page is checked as soon as it is added.
 
 import dataclasses
 import glob
-import importlib
 import os
 import re
 import shlex
@@ -19,6 +18,7 @@ from typing import List, Optional
 
 import pytest
 
+from heldout_tf import cli
 from heldout_tf import commands
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,7 +107,7 @@ def problems(command: Command) -> List[str]:
   if command.module == "demo" and REPO not in sys.path:
     sys.path.insert(0, REPO)
   try:
-    module = importlib.import_module(command.module)
+    module = cli.command_module(command.module)
   except ModuleNotFoundError as e:
     return [f"{command.where()}: module {command.module} does not exist "
             f"({e}) in: {command.text}"]

@@ -294,6 +294,14 @@ def test_estimate_stage_alone_needs_trained_runs(tmp_path, small_run):
   for path in [report["paths"]["estimates"], report["paths"]["pairs"]]:
     assert os.path.exists(path)
   assert len(report["paths"]["figures"]) == 3
+  # The browsable page, next to the figures, of this collection's 600
+  # examples with their thumbnails.
+  page = report["paths"]["report"]
+  assert os.path.dirname(page) == os.path.dirname(report["paths"]["pairs"])
+  with open(page, encoding="utf-8") as f:
+    html = f.read()
+  assert html.startswith("<!DOCTYPE html>") and "mnist-mlp" in html
+  assert "data:image/png;base64," in html
 
 
 def test_estimate_stage_refuses_another_pipelines_collection(tmp_path):

@@ -278,7 +278,8 @@ def test_a_failed_rerun_leaves_no_stale_outputs_beside_new_ones(
   assert manifest["files"] == sorted(os.listdir(directory)[:0] + [
       os.path.basename(p) for p in [first["paths"]["scores"],
                                     first["paths"]["detection"],
-                                    first["paths"]["removal"]]
+                                    first["paths"]["removal"],
+                                    first["paths"]["report"]]
       + first["paths"]["figures"]])
   assert manifest["options"]["noise"] == "label:0.1"
 
