@@ -1,0 +1,454 @@
+"""Trains any Sonnet model, one run at a time, by a recipe; resumable.
+
+  settings = RunSettings(recipes.get("resnet9"), "resnet9", ratio=0.7)
+  trainer = RunTrainer(settings, image_data.load("cifar10"))
+  trainer.train_and_write(store, run)   # or .train(run) for the model
+
+A run is a pure function of (settings, data, run id):
+- its subset is `heldout_tf.training.subset_indices` (the rule every kit
+  collection uses) and its per-epoch order `training.epoch_order`, both
+  drawn from `(settings.seed, run)`;
+- its initial weights come from building the model under
+  `tf.random.set_seed(init_seed(settings, run))`;
+- its augmentation at step s of epoch e uses stateless random ops seeded by
+  `(seed, run, e, s)`;
+- everything else (momentum, batch-norm statistics, the float16 loss scale)
+  is state saved with the model.
+
+Preemption: every `checkpoint_every` epochs the model, the optimizer state,
+the loss scale and the epoch are saved into the run's partial area
+(`<run>/partial/ckpt-<epoch>`); `train` resumes from the newest one, and
+the resumed run ends with the same bits as an uninterrupted one (tested).
+
+Precision: 'float32'; 'bfloat16' or 'float16' mixed precision (the kit's
+models run convolutions and matmuls in that dtype, see `models.
+precision_scope`; float32 master weights, optimizer, batch norm and loss),
+float16 with dynamic loss scaling; 'auto' picks per device
+(`resolve_precision`). The recorded correctness is always what the float32
+checkpoint predicts in evaluation mode (`heldout_tf.evaluation.evaluate`,
+the code the restore-and-cross-check runs), whatever the training precision.
+"""
+
+import dataclasses
+import glob
+import os
+import re
+import shutil
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from heldout_tf import checkpoints
+from heldout_tf import errors
+from heldout_tf import evaluation
+from heldout_tf import hardware
+from heldout_tf import image_data
+from heldout_tf import models
+from heldout_tf import recipes as recipes_lib
+from heldout_tf import training
+
+PRECISIONS = ("float32", "bfloat16", "float16")
+CHOICES = PRECISIONS + ("auto",)
+PARTIAL_DIRNAME = "partial"
+# Streams of a run's randomness beside heldout_tf.training's (subset 0,
+# shuffle 1, MLP init 2): entropy [seed, run, stream, ...].
+_MODEL_INIT_STREAM, _AUGMENT_STREAM = 4, 3
+_INITIAL_LOSS_SCALE = 2.0**15
+_LOSS_SCALE_GROWTH_STEPS = 2000
+_PARTIAL_RE = re.compile(r"ckpt-(\d+)\.index")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+  """Everything a run depends on besides the data and its id (picklable).
+
+  Attributes:
+    recipe: how to train.
+    model: a `models.build` name ('resnet9', 'small_inception', 'mlp',
+      'pkg.mod:fn').
+    ratio: the share of the training set each run trains on.
+    seed: the collection's seed.
+    precision: 'float32', 'bfloat16' or 'float16' (resolve 'auto' with
+      `resolve_precision` first).
+    model_options: keyword arguments of the model's constructor (e.g.
+      `{'width': 0.25}` for a small ResNet-9).
+    checkpoint_every: save the partial state every this many epochs (0:
+      never).
+  """
+  recipe: recipes_lib.Recipe
+  model: str
+  ratio: float
+  seed: int = 0
+  precision: str = "float32"
+  model_options: tuple = ()  # Sorted (key, value) pairs.
+  checkpoint_every: int = 1
+
+  def __post_init__(self):
+    if self.precision not in PRECISIONS:
+      raise errors.UsageError(
+          f"--precision must be one of {', '.join(CHOICES)} (resolve 'auto' "
+          f"first), got {self.precision!r}")
+    if not 0.0 < self.ratio <= 1.0:
+      raise errors.UsageError(f"ratio must be in (0, 1], got {self.ratio}")
+    if self.seed < 0:
+      raise errors.UsageError(f"--seed must be >= 0, got {self.seed}")
+    if self.checkpoint_every < 0:
+      raise errors.UsageError(
+          f"--checkpoint_every must be >= 0, got {self.checkpoint_every}")
+    if isinstance(self.model_options, dict):
+      object.__setattr__(self, "model_options",
+                         tuple(sorted(self.model_options.items())))
+
+  @property
+  def options(self) -> dict:
+    """The model's constructor options (with the recipe's `bn_decay`)."""
+    options = dict(self.model_options)
+    arch = models.MODEL_NAMES.get(self.model, self.model)
+    if (self.recipe.bn_decay is not None and arch in ("inception", "resnet9")
+        and "bn_decay" not in options):
+      options["bn_decay"] = self.recipe.bn_decay
+    return options
+
+  def subset_config(self) -> training.TrainConfig:
+    """The `training.TrainConfig` whose subset and order rules runs use."""
+    return training.TrainConfig(ratio=self.ratio, seed=self.seed,
+                                batch_size=self.recipe.batch_size)
+
+  def config(self) -> dict:
+    """JSON values recorded with a collection (all that fixes its runs)."""
+    return {"recipe": self.recipe.config(), "model": self.model,
+            "model_options": dict(self.model_options), "ratio": self.ratio,
+            "seed": self.seed, "precision": self.precision,
+            "checkpoint_every": self.checkpoint_every}
+
+
+def resolve_precision(requested: str) -> hardware.Precision:
+  """'float32' | 'bfloat16' | 'float16' | 'auto' -> what to train in.
+
+  'auto': bfloat16 where the device has fast bfloat16 units (see
+  `heldout_tf.hardware`), float16 on a GPU of compute capability 7.x (fast
+  float16, no bfloat16), else float32.
+  """
+  if requested not in CHOICES:
+    raise errors.UsageError(
+        f"--precision must be one of {', '.join(CHOICES)}, got {requested!r}")
+  if requested == "float16":
+    return hardware.Precision("float16", "requested")
+  chosen = hardware.resolve_precision(requested)
+  if requested == "auto" and chosen.name == "float32":
+    for gpu in tf.config.list_physical_devices("GPU"):
+      details = tf.config.experimental.get_device_details(gpu)
+      if tuple(details.get("compute_capability", (0, 0))) >= (7, 0):
+        return hardware.Precision("float16", "auto: GPU with float16 units")
+  return chosen
+
+
+def subset_indices(settings: RunSettings, run: int, n: int) -> np.ndarray:
+  """int64, sorted: the training examples run `run` trains on."""
+  return training.subset_indices(settings.subset_config(), run, n)
+
+
+def init_seed(settings: RunSettings, run: int) -> int:
+  """The global TensorFlow seed run `run`'s model is built under."""
+  return int(np.random.SeedSequence(
+      [settings.seed, int(run), _MODEL_INIT_STREAM]).generate_state(1)[0])
+
+
+def augment_seed(settings: RunSettings, run: int, epoch: int,
+                 step: int) -> np.ndarray:
+  """int64 [2]: the stateless seed of step `step` of epoch `epoch`."""
+  return np.random.SeedSequence(
+      [settings.seed, int(run), _AUGMENT_STREAM, int(epoch), int(step)]
+  ).generate_state(2).astype(np.int64)
+
+
+def augment(images, seed, recipe: recipes_lib.Recipe):
+  """The recipe's augmentation of a float batch `[b, h, w, c]`: flips,
+  translations (zero padding), cutout; every draw from the stateless `seed`
+  (int [2]), so the same seed gives the same batch."""
+  b, h, w = tf.shape(images)[0], images.shape[1], images.shape[2]
+  seeds = tf.random.experimental.stateless_split(seed, 5)
+  if recipe.flip:
+    flip = tf.random.stateless_uniform([b], seeds[0]) < 0.5
+    images = tf.where(flip[:, None, None, None], images[:, :, ::-1],
+                      images)
+  t = int(recipe.translate)
+  if t:
+    padded = tf.pad(images, [[0, 0], [t, t], [t, t], [0, 0]])
+    dy = tf.random.stateless_uniform([b], seeds[1], 0, 2 * t + 1, tf.int32)
+    dx = tf.random.stateless_uniform([b], seeds[2], 0, 2 * t + 1, tf.int32)
+    rows = dy[:, None] + tf.range(h)[None]
+    cols = dx[:, None] + tf.range(w)[None]
+    images = tf.gather(padded, rows, axis=1, batch_dims=1)
+    images = tf.gather(images, cols, axis=2, batch_dims=1)
+  s = int(recipe.cutout)
+  if s:
+    cy = tf.random.stateless_uniform([b], seeds[3], 0, h, tf.int32)
+    cx = tf.random.stateless_uniform([b], seeds[4], 0, w, tf.int32)
+    y0, x0 = cy - s // 2, cx - s // 2
+    in_rows = ((tf.range(h)[None] >= y0[:, None]) &
+               (tf.range(h)[None] < y0[:, None] + s))
+    in_cols = ((tf.range(w)[None] >= x0[:, None]) &
+               (tf.range(w)[None] < x0[:, None] + s))
+    hole = in_rows[:, :, None] & in_cols[:, None, :]
+    images = tf.where(hole[..., None], tf.zeros_like(images), images)
+  return images
+
+
+def smoothed_cross_entropy(labels, logits, smoothing: float):
+  """Mean softmax cross-entropy with label smoothing (PyTorch's
+  definition: `(1 - e) * nll + e * mean_k(-log p_k)`)."""
+  logp = tf.nn.log_softmax(logits)
+  nll = -tf.gather(logp, labels, axis=1, batch_dims=1)
+  if smoothing:
+    nll = (1.0 - smoothing) * nll + smoothing * -tf.reduce_mean(logp, -1)
+  return tf.reduce_mean(nll)
+
+
+class TrainState(tf.Module):
+  """The optimizer and loss-scale state of one run (saved for resuming).
+
+  SGD as PyTorch's: `g += wd * w; buf = mu * buf + g; w -= lr * (g + mu *
+  buf if nesterov else buf)`.
+  """
+
+  def __init__(self, variables):
+    super().__init__(name="train_state")
+    self.momenta = [tf.Variable(tf.zeros_like(v), trainable=False)
+                    for v in variables]
+    self.loss_scale = tf.Variable(_INITIAL_LOSS_SCALE, trainable=False)
+    self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+  def reset(self):
+    for m in self.momenta:
+      m.assign(tf.zeros_like(m))
+    self.loss_scale.assign(_INITIAL_LOSS_SCALE)
+    self.good_steps.assign(0)
+
+
+@dataclasses.dataclass
+class RunResult:
+  """One trained run: the trainer's model (valid until the next run)."""
+  run: int
+  model: object  # snt.Module at the run's final weights.
+  subset: np.ndarray  # int64 [k]
+  global_step: int
+  resumed_from: Optional[int]  # The epoch a partial checkpoint gave, or None.
+
+
+class RunTrainer:
+  """Trains runs of one collection on in-memory data, one at a time.
+
+  One model and one compiled step serve every run: a run starts by copying
+  into it the variables of a freshly built model (seeded by the run).
+  """
+
+  def __init__(self, settings: RunSettings, data: image_data.ImageData):
+    self.settings = settings
+    self.data = data
+    self.recipe = settings.recipe
+    self._images = tf.constant(data.train_images)
+    self._labels = tf.constant(data.train_labels.astype(np.int32))
+    self.model = self._fresh_model(0)
+    self._variables = self.model.trainable_variables
+    self.state = TrainState(self._variables)
+    self._dtype = tf.as_dtype(settings.precision)
+    self._step = tf.function(self._train_step, input_signature=[
+        tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.float32),
+        tf.TensorSpec([2], tf.int64)])
+    self._eval = None
+
+  # -- building --
+
+  def _fresh_model(self, run: int):
+    """The model run `run` starts from (built, float32)."""
+    tf.random.set_seed(init_seed(self.settings, run))
+    model = models.build(self.settings.model, self.data.num_classes,
+                         **self.settings.options)
+    models.check_output(model, self.settings.model, self.data.image_shape,
+                        self.data.num_classes)
+    return model
+
+  def _start(self, run: int):
+    fresh = self._fresh_model(run)
+    mine, theirs = self.model.variables, fresh.variables
+    if [v.shape for v in mine] != [v.shape for v in theirs]:
+      raise errors.UsageError(
+          f"--model {self.settings.model}: builds different variables on "
+          "each call; it must be deterministic in structure")
+    for var, value in zip(mine, theirs):
+      var.assign(value)
+    self.state.reset()
+
+  # -- the step --
+
+  def _train_step(self, idx, learning_rate, seed):
+    recipe = self.recipe
+    x = tf.cast(tf.gather(self._images, idx), tf.float32) / 255.0
+    y = tf.gather(self._labels, idx)
+    if recipe.augments:
+      x = augment(x, seed, recipe)
+    float16 = self._dtype == tf.float16
+    with tf.GradientTape() as tape:
+      with models.precision_scope(self._dtype):
+        logits = self.model(x, is_training=True)
+      loss = smoothed_cross_entropy(y, tf.cast(logits, tf.float32),
+                                    recipe.label_smoothing)
+      scaled = loss * self.state.loss_scale if float16 else loss
+    grads = tape.gradient(scaled, self._variables)
+    if float16:
+      grads = [g / self.state.loss_scale for g in grads]
+      finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
+                              for g in grads])
+    else:
+      finite = tf.constant(True)
+    mu = tf.constant(recipe.momentum, tf.float32)
+    wd = tf.constant(recipe.weight_decay, tf.float32)
+
+    def apply():
+      for var, buf, g in zip(self._variables, self.state.momenta, grads):
+        if recipe.weight_decay:
+          g = g + wd * var
+        buf.assign(mu * buf + g)
+        update = g + mu * buf if recipe.nesterov else buf
+        var.assign_sub(learning_rate * update)
+      return tf.constant(True)
+
+    if float16:
+      tf.cond(finite, apply, lambda: tf.constant(False))
+      self._update_loss_scale(finite)
+    else:
+      apply()
+    return loss
+
+  def _update_loss_scale(self, finite):
+    """Dynamic loss scaling: halve on overflow, double after a stretch of
+    finite steps."""
+    state = self.state
+    good = tf.where(finite, state.good_steps + 1, 0)
+    grow = good >= _LOSS_SCALE_GROWTH_STEPS
+    scale = tf.where(finite, tf.where(grow, state.loss_scale * 2.0,
+                                      state.loss_scale),
+                     tf.maximum(state.loss_scale / 2.0, 1.0))
+    state.loss_scale.assign(scale)
+    state.good_steps.assign(tf.where(grow, tf.zeros_like(good), good))
+
+  # -- partial checkpoints --
+
+  def _checkpoint(self, epoch=0, global_step=0):
+    return tf.train.Checkpoint(
+        model=self.model, train_state=self.state,
+        epoch=tf.Variable(epoch, dtype=tf.int64),
+        global_step=tf.Variable(global_step, dtype=tf.int64))
+
+  def _resume(self, partial_dir: str) -> Optional[int]:
+    """Restores the newest partial checkpoint; its epoch, or None."""
+    found = sorted(int(m.group(1)) for m in (
+        _PARTIAL_RE.fullmatch(os.path.basename(f)) for f in glob.glob(
+            os.path.join(glob.escape(partial_dir), "ckpt-*.index"))) if m)
+    if not found:
+      return None
+    prefix = os.path.join(partial_dir, f"ckpt-{found[-1]}")
+    ckpt = self._checkpoint()
+    try:
+      ckpt.read(prefix).assert_consumed()
+    except (tf.errors.OpError, AssertionError, ValueError) as e:
+      raise checkpoints.CheckpointCorruptError(
+          f"{prefix}: cannot resume from this partial checkpoint "
+          f"({str(e).splitlines()[0][:200]}); remove {partial_dir} to "
+          "restart the run") from e
+    return int(ckpt.epoch.numpy())
+
+  def _save_partial(self, partial_dir, epoch, global_step):
+    checkpoints.save(self.model, partial_dir, step=epoch, epoch=epoch,
+                     global_step=global_step, train_state=self.state)
+    for f in glob.glob(os.path.join(glob.escape(partial_dir), "ckpt-*")):
+      m = re.fullmatch(r"ckpt-(\d+)\..*", os.path.basename(f))
+      if m and int(m.group(1)) < epoch:
+        os.remove(f)
+
+  # -- training --
+
+  def total_steps(self) -> int:
+    size = len(subset_indices(self.settings, 0, len(self.data.train_labels)))
+    return self.recipe.epochs * self.recipe.steps_per_epoch(size)
+
+  def train(self, run: int, partial_dir: Optional[str] = None,
+            on_step: Optional[Callable[[int, int], None]] = None,
+            on_epoch_end: Optional[Callable[[int], None]] = None
+            ) -> RunResult:
+    """Trains run `run` (resuming from `partial_dir` when it holds a partial
+    checkpoint, saving there every `checkpoint_every` epochs).
+
+    Args:
+      run: the run id.
+      partial_dir: the run's partial area; None: no checkpoints.
+      on_step: `on_step(done, total)` after every step.
+      on_epoch_end: `on_epoch_end(epoch)` after each epoch (and its partial
+        checkpoint).
+
+    Returns:
+      The model at the run's final weights (the trainer's own module).
+    """
+    settings, recipe = self.settings, self.recipe
+    n = len(self.data.train_labels)
+    subset = subset_indices(settings, run, n)
+    config = settings.subset_config()
+    steps = recipe.steps_per_epoch(len(subset))
+    rates = recipe.learning_rates(len(subset))
+    total = recipe.epochs * steps
+    self._start(run)
+    first = 0
+    if partial_dir is not None and os.path.isdir(partial_dir):
+      first = self._resume(partial_dir) or 0
+    resumed = first or None
+    for epoch in range(first, recipe.epochs):
+      order = training.epoch_order(config, run, epoch, subset)
+      for s in range(steps):
+        idx = order[s * recipe.batch_size:(s + 1) * recipe.batch_size]
+        done = epoch * steps + s
+        self._step(tf.constant(idx.astype(np.int32)),
+                   tf.constant(rates[done]),
+                   tf.constant(augment_seed(settings, run, epoch, s)))
+        if on_step is not None:
+          on_step(done + 1, total)
+      every = settings.checkpoint_every
+      if (partial_dir is not None and every and (epoch + 1) % every == 0
+          and epoch + 1 < recipe.epochs):
+        self._save_partial(partial_dir, epoch + 1, (epoch + 1) * steps)
+      if on_epoch_end is not None:
+        on_epoch_end(epoch)
+    return RunResult(run, self.model, subset, total, resumed)
+
+  def correctness(self, model=None, split: str = "train") -> np.ndarray:
+    """bool [n]: what the float32 model predicts right in evaluation mode,
+    computed by `heldout_tf.evaluation.evaluate` (as a cross-check would)."""
+    if self._eval is None:
+      self._eval = self.data.eval_dataset()
+    result = evaluation.evaluate(model or self.model, self._eval, split,
+                                 self.recipe.eval_batch_size, progress=False)
+    return result.correct
+
+  def train_and_write(self, store, run: int,
+                      on_step: Optional[Callable[[int, int], None]] = None
+                      ) -> bool:
+    """Trains run `run` into `store` (a `runstore.RunStore`) unless it is
+    finished: final checkpoint, then `aux_arrays.npz`, then the partial area
+    is removed. Returns whether it trained."""
+    if store.is_finished(run, need_checkpoint=True):
+      return False
+    run_dir = store.run_dir(run)
+    partial = os.path.join(run_dir, PARTIAL_DIRNAME)
+    result = self.train(run, partial, on_step=on_step)
+    correct_train = self.correctness(result.model, "train")
+    correct_test = self.correctness(result.model, "test")
+    epochs = self.recipe.epochs
+    store.write_run(
+        run, subset=result.subset, correct_train=correct_train,
+        correct_test=correct_test,
+        save_checkpoint=lambda directory: checkpoints.save(
+            result.model, directory, step=epochs, epoch=epochs,
+            global_step=result.global_step))
+    shutil.rmtree(partial, ignore_errors=True)
+    return True
