@@ -1,0 +1,166 @@
+"""The one-model-at-a-time trainer: pure runs, resume, precision, layout."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from heldout_tf import checkpoints
+from heldout_tf import evaluation
+from heldout_tf import image_data
+from heldout_tf import model_training
+from heldout_tf import models
+from heldout_tf import recipes
+from heldout_tf import runs as runs_lib
+from heldout_tf import runstore
+from heldout_tf import synthetic
+from heldout_tf import training
+
+
+def _tiny_cifar(n_train=64, n_test=32, seed=0):
+  arrays = synthetic.random_cifar_arrays(n_train, n_test, seed=seed)
+  return image_data.ImageData(
+      "tiny", "tiny", arrays["train"]["image"], arrays["train"]["label"],
+      arrays["test"]["image"], arrays["test"]["label"], 10)
+
+
+def _settings(precision="float32", epochs=2, model="resnet9", **changes):
+  recipe = recipes.get("resnet9").replace(epochs=epochs, batch_size=16,
+                                           **changes)
+  options = {"width": 0.125} if model == "resnet9" else {}
+  return model_training.RunSettings(recipe, model, 0.7, seed=1,
+                                    precision=precision,
+                                    model_options=options)
+
+
+def _values(model):
+  return [v.numpy() for v in model.variables]
+
+
+class _Killed(Exception):
+  pass
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16"])
+def test_resume_after_a_kill_gives_the_same_bits(tmp_path, precision):
+  data, settings = _tiny_cifar(32, 8), _settings(precision)
+  trainer = model_training.RunTrainer(settings, data)
+  whole = _values(trainer.train(3).model)
+
+  def kill(epoch):
+    if epoch == 0:
+      raise _Killed()
+
+  partial = str(tmp_path / "partial")
+  with pytest.raises(_Killed):
+    trainer.train(3, partial, on_epoch_end=kill)
+  assert sorted(os.listdir(partial)) == ["ckpt-1.data-00000-of-00001",
+                                         "ckpt-1.index"]
+  # A new process would build a new trainer.
+  resumed = model_training.RunTrainer(settings, data).train(3, partial)
+  assert resumed.resumed_from == 1
+  after = _values(resumed.model)
+  assert len(after) == len(whole)
+  for a, b in zip(whole, after):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_run_is_a_pure_function_of_settings_and_run_id():
+  data, settings = _tiny_cifar(), _settings(epochs=1)
+  trainer = model_training.RunTrainer(settings, data)
+  first = _values(trainer.train(3).model)
+  other = _values(trainer.train(4).model)
+  again = _values(model_training.RunTrainer(settings, data).train(3).model)
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in zip(first, other))
+  result = trainer.train(5)
+  np.testing.assert_array_equal(
+      result.subset, training.subset_indices(settings.subset_config(), 5, 64))
+
+
+def test_augmentation_is_seeded_and_does_what_it_says():
+  recipe = recipes.get("resnet9")
+  images = tf.random.stateless_uniform((8, 12, 12, 1), seed=[0, 1]) + 0.5
+  seed = tf.constant([5, 6], tf.int64)
+  out = model_training.augment(images, seed, recipe).numpy()
+  np.testing.assert_array_equal(
+      out, model_training.augment(images, seed, recipe).numpy())
+  assert not np.array_equal(out, model_training.augment(
+      images, tf.constant([5, 7], tf.int64), recipe).numpy())
+  cut = recipes.Recipe("cut", "resnet9", 1, 1, 0.1, cutout=4)
+  holes = (model_training.augment(images, seed, cut).numpy() == 0)
+  for hole in holes[..., 0]:  # A square of side <= 4 (clipped at borders).
+    rows, cols = np.flatnonzero(hole.any(1)), np.flatnonzero(hole.any(0))
+    assert 1 <= len(rows) <= 4 and 1 <= len(cols) <= 4
+    assert hole.sum() == len(rows) * len(cols)
+  shift = recipes.Recipe("shift", "resnet9", 1, 1, 0.1, translate=2)
+  moved = model_training.augment(images, seed, shift).numpy()
+  x = images.numpy()
+  for a, b in zip(x, moved):  # Some shift by -2..2 in each direction.
+    assert any(np.array_equal(
+        np.pad(a, [(2, 2), (2, 2), (0, 0)])[2 + dy:14 + dy, 2 + dx:14 + dx],
+        b) for dy in range(-2, 3) for dx in range(-2, 3))
+
+
+def test_float16_overflow_skips_the_step_and_halves_the_scale():
+  data, settings = _tiny_cifar(), _settings("float16", epochs=1)
+  trainer = model_training.RunTrainer(settings, data)
+  before = [v.numpy() for v in trainer.model.trainable_variables]
+  trainer.state.loss_scale.assign(3e38)  # The scaled loss overflows.
+  trainer._step(tf.range(16), tf.constant(0.1), tf.constant([1, 2], tf.int64))
+  assert trainer.state.loss_scale.numpy() == pytest.approx(1.5e38)
+  for a, v in zip(before, trainer.model.trainable_variables):
+    np.testing.assert_array_equal(a, v.numpy())
+  trainer._step(tf.range(16), tf.constant(0.1), tf.constant([1, 2], tf.int64))
+  assert trainer.state.good_steps.numpy() in (0, 1)
+
+
+def test_precision_choices():
+  assert model_training.resolve_precision("float16").name == "float16"
+  assert model_training.resolve_precision("float32").name == "float32"
+  auto = model_training.resolve_precision("auto").name
+  assert auto in model_training.PRECISIONS
+  with pytest.raises(model_training.errors.UsageError, match="--precision"):
+    model_training.resolve_precision("int8")
+
+
+def test_mnist_mlp_recipe_learns_the_digits():
+  data = image_data.load("mnist", data_dir="/nonexistent")
+  recipe = recipes.get("mnist-mlp").replace(epochs=2)
+  settings = model_training.RunSettings(recipe, "mlp", 0.7)
+  trainer = model_training.RunTrainer(settings, data)
+  trainer.train(0)
+  assert trainer.correctness(split="test").mean() > 0.85
+
+
+@pytest.mark.slow
+def test_trained_small_inception_restores_and_cross_checks(tmp_path, cifar10):
+  data_dir, _ = cifar10
+  data = image_data.load("cifar10", data_dir=data_dir)
+  recipe = recipes.get("released").replace(epochs=1, batch_size=16)
+  settings = model_training.RunSettings(recipe, "small_inception", 0.7,
+                                        precision="bfloat16")
+  store = runstore.RunStore(str(tmp_path), "cifar10-inception", 0.7)
+  trainer = model_training.RunTrainer(settings, data)
+  assert trainer.train_and_write(store, 0)
+  assert not trainer.train_and_write(store, 0)  # Finished: skipped.
+  run_dir = store.run_dir(0)
+  assert sorted(os.listdir(run_dir)) == ["aux_arrays.npz", "checkpoints"]
+  aux = runs_lib.read_aux(run_dir)
+  subset = model_training.subset_indices(settings, 0, 48)
+  np.testing.assert_array_equal(aux["subsample_idx"], subset)
+  np.testing.assert_array_equal(aux["index_train"], subset)
+  np.testing.assert_array_equal(
+      np.sort(np.concatenate([aux["index_train"], aux["index_removed"]])),
+      np.arange(48))
+  model = models.build_model("inception", 10)
+  info = checkpoints.restore(model, run_dir)
+  assert info.epoch == 1 and info.global_step == 3
+  experiment = synthetic.experiment("inception", 10)
+  for split, n in (("train", 48), ("test", 32)):
+    [checked] = evaluation.evaluate_runs(experiment, [run_dir],
+                                         data.eval_dataset(), split,
+                                         progress=False)
+    assert checked.check.ok and checked.check.total == n, str(checked.check)
