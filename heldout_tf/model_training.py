@@ -237,6 +237,31 @@ class RunResult:
   resumed_from: Optional[int]  # The epoch a partial checkpoint gave, or None.
 
 
+class _Plan:
+  """The steps of one run: batches, learning rates, augmentation seeds."""
+
+  def __init__(self, settings: RunSettings, run: int, subset, first_epoch):
+    recipe = settings.recipe
+    self.settings, self.run, self.subset = settings, run, subset
+    self.first_epoch = first_epoch
+    self.steps = recipe.steps_per_epoch(len(subset))
+    self.total = recipe.epochs * self.steps
+    self._rates = recipe.learning_rates(len(subset))
+    self._config = settings.subset_config()
+    self._order = {}
+
+  def step_inputs(self, epoch: int, step: int):
+    """`(batch indices, learning rate, augmentation seed)` tensors."""
+    if epoch not in self._order:
+      self._order = {epoch: training.epoch_order(self._config, self.run,
+                                                 epoch, self.subset)}
+    b = self.settings.recipe.batch_size
+    idx = self._order[epoch][step * b:(step + 1) * b].astype(np.int32)
+    return (tf.constant(idx), tf.constant(self._rates[epoch * self.steps
+                                                      + step]),
+            tf.constant(augment_seed(self.settings, self.run, epoch, step)))
+
+
 class RunTrainer:
   """Trains runs of one collection on in-memory data, one at a time.
 
@@ -244,19 +269,26 @@ class RunTrainer:
   into it the variables of a freshly built model (seeded by the run).
   """
 
-  def __init__(self, settings: RunSettings, data: image_data.ImageData):
+  def __init__(self, settings: RunSettings, data: image_data.ImageData,
+               jit_compile: bool = False, tensors=None):
+    """`jit_compile`: compile the step with XLA (for GPUs); `tensors`: the
+    `(images, labels)` tensors of another trainer on the same data, to
+    share them."""
     self.settings = settings
     self.data = data
     self.recipe = settings.recipe
-    self._images = tf.constant(data.train_images)
-    self._labels = tf.constant(data.train_labels.astype(np.int32))
+    if tensors is None:
+      tensors = (tf.constant(data.train_images),
+                 tf.constant(data.train_labels.astype(np.int32)))
+    self.tensors = tensors
+    self._images, self._labels = tensors
     self.model = self._fresh_model(0)
     self._variables = self.model.trainable_variables
     self.state = TrainState(self._variables)
     self._dtype = tf.as_dtype(settings.precision)
     self._step = tf.function(self._train_step, input_signature=[
         tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.float32),
-        tf.TensorSpec([2], tf.int64)])
+        tf.TensorSpec([2], tf.int64)], jit_compile=jit_compile)
     self._eval = None
 
   # -- building --
@@ -391,35 +423,35 @@ class RunTrainer:
     Returns:
       The model at the run's final weights (the trainer's own module).
     """
-    settings, recipe = self.settings, self.recipe
+    plan = self.begin(run, partial_dir)
+    for epoch in range(plan.first_epoch, self.recipe.epochs):
+      for s in range(plan.steps):
+        self._step(*plan.step_inputs(epoch, s))
+        if on_step is not None:
+          on_step(epoch * plan.steps + s + 1, plan.total)
+      self.end_epoch(plan, epoch, partial_dir)
+      if on_epoch_end is not None:
+        on_epoch_end(epoch)
+    return RunResult(run, self.model, plan.subset, plan.total,
+                     plan.first_epoch or None)
+
+  def begin(self, run: int, partial_dir: Optional[str] = None) -> "_Plan":
+    """Starts run `run` (fresh weights, or the newest partial checkpoint in
+    `partial_dir`); returns what its steps are."""
     n = len(self.data.train_labels)
-    subset = subset_indices(settings, run, n)
-    config = settings.subset_config()
-    steps = recipe.steps_per_epoch(len(subset))
-    rates = recipe.learning_rates(len(subset))
-    total = recipe.epochs * steps
+    subset = subset_indices(self.settings, run, n)
     self._start(run)
     first = 0
     if partial_dir is not None and os.path.isdir(partial_dir):
       first = self._resume(partial_dir) or 0
-    resumed = first or None
-    for epoch in range(first, recipe.epochs):
-      order = training.epoch_order(config, run, epoch, subset)
-      for s in range(steps):
-        idx = order[s * recipe.batch_size:(s + 1) * recipe.batch_size]
-        done = epoch * steps + s
-        self._step(tf.constant(idx.astype(np.int32)),
-                   tf.constant(rates[done]),
-                   tf.constant(augment_seed(settings, run, epoch, s)))
-        if on_step is not None:
-          on_step(done + 1, total)
-      every = settings.checkpoint_every
-      if (partial_dir is not None and every and (epoch + 1) % every == 0
-          and epoch + 1 < recipe.epochs):
-        self._save_partial(partial_dir, epoch + 1, (epoch + 1) * steps)
-      if on_epoch_end is not None:
-        on_epoch_end(epoch)
-    return RunResult(run, self.model, subset, total, resumed)
+    return _Plan(self.settings, run, subset, first)
+
+  def end_epoch(self, plan: "_Plan", epoch: int, partial_dir: Optional[str]):
+    """Saves the partial checkpoint when one is due after `epoch`."""
+    every = self.settings.checkpoint_every
+    if (partial_dir is not None and every and (epoch + 1) % every == 0
+        and epoch + 1 < self.recipe.epochs):
+      self._save_partial(partial_dir, epoch + 1, (epoch + 1) * plan.steps)
 
   def correctness(self, model=None, split: str = "train") -> np.ndarray:
     """bool [n]: what the float32 model predicts right in evaluation mode,
@@ -452,3 +484,65 @@ class RunTrainer:
             global_step=result.global_step))
     shutil.rmtree(partial, ignore_errors=True)
     return True
+
+
+class GroupTrainer:
+  """Trains several runs side by side: one compiled step runs every
+  member's own step (the same ops as `RunTrainer`, one model each), so a
+  GPU gets several models' work per launch. Members share the data."""
+
+  def __init__(self, settings: RunSettings, data: image_data.ImageData,
+               size: int, jit_compile: bool = False):
+    if size < 1:
+      raise errors.UsageError(f"group size must be >= 1, got {size}")
+    first = RunTrainer(settings, data, jit_compile)
+    self.members = [first] + [
+        RunTrainer(settings, data, jit_compile, tensors=first.tensors)
+        for _ in range(size - 1)]
+    self.recipe = settings.recipe
+    spec = [tf.TensorSpec([size, None], tf.int32),
+            tf.TensorSpec([size], tf.float32), tf.TensorSpec([size, 2],
+                                                             tf.int64)]
+    self._step = tf.function(self._group_step, input_signature=spec,
+                             jit_compile=jit_compile)
+
+  def _group_step(self, idx, rates, seeds):
+    return tf.stack([m._train_step(idx[k], rates[k], seeds[k])  # pylint: disable=protected-access
+                     for k, m in enumerate(self.members)])
+
+  def train(self, runs, partial_dirs=None,
+            on_step: Optional[Callable[[int, int], None]] = None):
+    """Trains `runs` (at most the group size); returns their `RunResult`s
+    (each valid until the next `train`). Members resumed from different
+    epochs first catch up alone."""
+    runs = list(runs)
+    if not 0 < len(runs) <= len(self.members):
+      raise errors.UsageError(f"1 to {len(self.members)} runs per group, "
+                              f"got {len(runs)}")
+    partial_dirs = partial_dirs or [None] * len(runs)
+    members = self.members[:len(runs)]
+    plans = [m.begin(r, p) for m, r, p in zip(members, runs, partial_dirs)]
+    start = max(p.first_epoch for p in plans)
+    for m, plan, partial in zip(members, plans, partial_dirs):
+      for epoch in range(plan.first_epoch, start):
+        for s in range(plan.steps):
+          m._step(*plan.step_inputs(epoch, s))  # pylint: disable=protected-access
+        m.end_epoch(plan, epoch, partial)
+    if len(runs) < len(self.members):  # A short group trains alone.
+      for m, plan, partial in zip(members, plans, partial_dirs):
+        for epoch in range(start, self.recipe.epochs):
+          for s in range(plan.steps):
+            m._step(*plan.step_inputs(epoch, s))  # pylint: disable=protected-access
+          m.end_epoch(plan, epoch, partial)
+    else:
+      steps = plans[0].steps
+      for epoch in range(start, self.recipe.epochs):
+        for s in range(steps):
+          inputs = [p.step_inputs(epoch, s) for p in plans]
+          self._step(*[tf.stack([x[i] for x in inputs]) for i in range(3)])
+          if on_step is not None:
+            on_step(epoch * steps + s + 1, plans[0].total)
+        for m, plan, partial in zip(members, plans, partial_dirs):
+          m.end_epoch(plan, epoch, partial)
+    return [RunResult(r, m.model, p.subset, p.total, p.first_epoch or None)
+            for r, m, p in zip(runs, members, plans)]

@@ -164,3 +164,13 @@ def test_trained_small_inception_restores_and_cross_checks(tmp_path, cifar10):
                                          data.eval_dataset(), split,
                                          progress=False)
     assert checked.check.ok and checked.check.total == n, str(checked.check)
+
+
+def test_runs_trained_side_by_side_equal_runs_trained_alone():
+  data, settings = _tiny_cifar(32, 8), _settings(epochs=1)
+  alone = model_training.RunTrainer(settings, data)
+  expected = {run: _values(alone.train(run).model) for run in (2, 5)}
+  group = model_training.GroupTrainer(settings, data, 2)
+  for result in group.train([2, 5]):
+    for a, b in zip(expected[result.run], _values(result.model)):
+      np.testing.assert_array_equal(a, b)
