@@ -175,7 +175,7 @@ def memory(slice_n, group_size):
 def default_run(out):
   from mnist_example import quality  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
-  quality.run(quality.Options(out=out))
+  quality.run(quality.Options(root=out))
   print(f"default run: {time.perf_counter() - start:.0f} s wall, load "
         f"average now {os.getloadavg()}")
 

@@ -1,7 +1,7 @@
 """The Ray engine against the local engine on this machine, and a projection.
 
 The same N runs (the embedded digits, 4 000 training / 1 000 test examples,
-784-512-256-10 MLP, float32) are trained three ways into separate `--out`s:
+784-512-256-10 MLP, float32) are trained three ways into separate roots:
 
 - local: `mnist_example.train.train_stage`, one process (TF uses every
   core);
@@ -51,46 +51,33 @@ if __name__ == "__main__":
 # pylint: disable=g-import-not-at-top,g-bad-import-order
 import numpy as np
 
-from heldout_tf import errors
+from heldout_tf import collection
 from heldout_tf import estimates
 from heldout_tf import layout
-from heldout_tf import ray_engine
 from heldout_tf import training
+from heldout_tf.estimates import on_ray
+from mnist_example import blocks
+from mnist_example import common
 from mnist_example import train
 # pylint: enable=g-import-not-at-top,g-bad-import-order
 
-PAPER = dict(num_runs=2000, train_size=60000, test_size=10000, ratio=0.7,
-             epochs=10, batch_size=128)
+PAPER = dict(common.PAPER_PRESET, train_size=60000, test_size=10000)
 NODES = (1, 8, 64)
 
 
-def mnist_block_inputs(options, precision, fingerprint):
-  """What a worker trains with: `mnist_example.train`'s data and config.
-
-  Checks the data's fingerprint against the driver's, so a worker that
-  would load other data (e.g. 'auto' resolving differently) fails loudly.
-  """
-  data = train.load_data(options)
-  if train.data_fingerprint(data) != fingerprint:
-    raise errors.ConfigError(f"this worker loaded other {data.name} data "
-                             "than the driver")
-  return ray_engine.BlockInputs(
-      trainer=training.EnsembleTrainer(data.train_images, data.train_labels,
-                                       train.train_config(options, precision)),
-      train_images=data.train_images, train_labels=data.train_labels,
-      test_images=data.test_images, test_labels=data.test_labels)
-
-
 def ray_spec(options, data, precision="float32"):
-  config = train.train_config(options, precision)
-  return ray_engine.TrainSpec(
-      root=options.out, experiment=train.EXPERIMENT, ratio=options.ratio,
-      group_size=options.group_size, inputs=mnist_block_inputs,
-      inputs_args=(dataclasses.replace(options, dataset=data.name),
-                   precision, train.data_fingerprint(data)),
-      save_checkpoints=options.save_checkpoints,
-      config=train.experiment_config(config, options.group_size, options,
-                                     data))
+  """The collection `train.train_stage` makes, as a `collection.Spec`
+  (workers check the data's fingerprint against the driver's)."""
+  config = common.train_config(options, precision)
+  fingerprint = train.data_fingerprint(data)
+  return collection.Spec(
+      options.root, train.EXPERIMENT, options.ratio, options.group_size,
+      blocks.TrainBlocks,
+      (dataclasses.replace(options, dataset=data.name), precision,
+       options.group_size, fingerprint),
+      config=common.recorded_config(
+          config, options.group_size, data, label_noise=options.label_noise,
+          data_fingerprint=fingerprint))
 
 
 def collection_bytes(root):
@@ -170,7 +157,7 @@ def main(argv=None):
   outs = {name: os.path.join(work, name)
           for name in ("local", "ray_seq", "ray_par")}
   options = {name: train.Options(
-      out=out, num_runs=args.num_runs, epochs=args.epochs,
+      root=out, num_runs=args.num_runs, epochs=args.epochs,
       group_size=args.group_size, precision="float32", dataset="digits",
       stage="train", progress=False) for name, out in outs.items()}
   data = train.load_data(options["local"])
@@ -186,16 +173,16 @@ def main(argv=None):
            runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}})
   init = time.perf_counter() - start
   try:
-    seq_report = ray_engine.train_on_ray(
+    seq_report = collection.train(
         ray_spec(options["ray_seq"], data), range(args.num_runs),
-        cpus_per_task=cores, progress=False)
+        engine="ray", cpus_per_task=cores, progress=False)
     seq = seq_report["seconds"]
-    par = ray_engine.train_on_ray(
+    par = collection.train(
         ray_spec(options["ray_par"], data), range(args.num_runs),
-        cpus_per_task=1, progress=False)["seconds"]
+        engine="ray", cpus_per_task=1, progress=False)["seconds"]
     per_task = dispatch_seconds(ray)
     start = time.perf_counter()
-    est_ray = ray_engine.estimate_on_ray(
+    est_ray = on_ray.estimate_on_ray(
         outs["ray_par"], train.EXPERIMENT, progress=False)
     est_ray_seconds = time.perf_counter() - start
   finally:

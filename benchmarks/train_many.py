@@ -53,11 +53,11 @@ from heldout_tf import estimates
 from heldout_tf import hardware
 from heldout_tf import progress
 from heldout_tf import training
+from mnist_example import common
 from mnist_example import data as data_lib
 # pylint: enable=g-import-not-at-top,g-bad-import-order
 
-PAPER = dict(num_runs=2000, train_size=60000, test_size=10000, ratio=0.7,
-             epochs=10, batch_size=128)
+PAPER = dict(common.PAPER_PRESET, train_size=60000, test_size=10000)
 PRECISIONS = ("float32", "bfloat16")
 
 

@@ -9,9 +9,8 @@ and the download path never load TensorFlow):
 
 - get the archives: `released` (the three experiments), `archive` (stream,
   verify, extract), `download` (its command line);
-- the collection on disk: `layout` (directory names, parsed in one place),
-  `runs` (read/write `aux_arrays.npz`), `runstore` (a collection being made:
-  recorded config, finished runs, atomic run writes);
+- the collection on disk: `layout` (every file name, parsed in one place),
+  `runs` (read/write `aux_arrays.npz`);
 - models: `models` (Sonnet builders matching the checkpoints), `checkpoints`
   (strict, all-or-nothing restore; robust save), `exports` (ONNX,
   safetensors, npz);
@@ -19,8 +18,11 @@ and the download path never load TensorFlow):
 - estimates: `estimates` (memorization, influence, C-scores), `published`
   (the papers' score files, side by side with ours);
 - data quality: `signals`, `scores`, `detection`;
-- making collections: `training` (many subset models at once), `hardware`
-  (precision choice), `ray_engine` (the same on a Ray cluster);
+- making collections: `collection` (the store, canonical blocks, the rules
+  for flags versus the recorded config, and the one `train` loop, locally
+  or on Ray), `training` (many subset MLPs at once), `hardware` (precision
+  choice), `raycluster` (Ray connection and tasks, shared with
+  `estimates.on_ray`);
 - plumbing: `errors` (`HeldoutError`, the base of every input error),
   `sizes`, `progress`, `cli`; `synthetic` (offline stand-ins for tests
   and benchmarks).
@@ -32,9 +34,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "HeldoutError",
-    "archive", "checkpoints", "cli", "data", "detection", "errors",
-    "estimates", "evaluation", "exports", "hardware", "layout", "models",
-    "progress", "published", "ray_engine", "released", "runs", "runstore",
+    "archive", "checkpoints", "cli", "collection", "data", "detection",
+    "errors", "estimates", "evaluation", "exports", "hardware", "layout",
+    "models", "progress", "published", "raycluster", "released", "runs",
     "scores", "signals", "sizes", "synthetic", "training",
 ]
 

@@ -137,8 +137,9 @@ def main(argv=None):
     _published().load(args.compare)
     errors.check_writable(args.compare_plot)
   if args.engine == "ray":
-    from heldout_tf import ray_engine  # pylint: disable=g-import-not-at-top
-    result = ray_engine.estimate_on_ray(
+    # pylint: disable-next=g-import-not-at-top
+    from heldout_tf.estimates import on_ray
+    result = on_ray.estimate_on_ray(
         args.root, args.experiment, args.ratios, what=args.what,
         infl_threshold=args.infl_threshold, mem_threshold=args.mem_threshold,
         memory_budget=args.memory_budget, address=args.ray_address)

@@ -1,7 +1,10 @@
-"""The run layout's names, parsed in one place.
+"""The run layout's names: every file name in one place, parsed in one place.
 
   <root>/<experiment>/<ratio>/<run>/aux_arrays.npz
   <root>/<experiment>/<ratio>/<run>/checkpoints/ckpt-<N>.{index,data-*}
+  <root>/<experiment>/<ratio>/config.json, estimates.npz, figures/, ...
+
+(the per-run and per-collection names are the constants below).
 
 Directory names are canonical or ignored: a ratio is `repr(float)` of a
 number in (0, 1] (`0.7`, `1.0`; not `0.70`, `.7`, `nan`, `7e-1`); a run is an
@@ -20,12 +23,35 @@ from absl import logging
 
 from heldout_tf import errors
 
-AUX_FILENAME = "aux_arrays.npz"
-CHECKPOINTS_DIRNAME = "checkpoints"
-CONFIG_FILENAME = "config.json"
-# Result directories the kit writes next to the runs of a ratio: not runs,
-# and not worth a warning.
-RESULT_DIRNAMES = frozenset({"figures", "quality"})
+# Per run: <root>/<experiment>/<ratio>/<run>/...
+AUX_FILENAME = "aux_arrays.npz"  # Correctness and indices (released).
+CHECKPOINTS_DIRNAME = "checkpoints"  # ckpt-<N>.{index,data-*}
+SIGNALS_FILENAME = "signals.npz"  # Per-epoch signal sums (quality).
+TRAJECTORY_DIRNAME = "trajectory"  # ckpt-<epoch> of every epoch.
+
+# Per collection: <root>/<experiment>/<ratio>/...
+CONFIG_FILENAME = "config.json"  # The settings every run depends on.
+ESTIMATES_FILENAME = "estimates.npz"  # Memorization, influence, C-scores.
+FIGURES_DIRNAME = "figures"  # The estimates' figures.
+QUALITY_DIRNAME = "quality"  # Data-quality results, the files below.
+SCORES_FILENAME = "scores.npz"
+DETECTION_FILENAME = "detection.csv"
+REMOVAL_FILENAME = "removal.csv"
+MANIFEST_FILENAME = "manifest.json"  # Written last: the outputs belong
+                                     # together.
+
+# Result directories beside the runs of a ratio: not runs, and not worth a
+# warning.
+RESULT_DIRNAMES = frozenset({FIGURES_DIRNAME, QUALITY_DIRNAME})
+
+
+def pairs_filename(dataset: str, infl_threshold: float,
+                   mem_threshold: float) -> str:
+  """The high-influence pairs file of a collection, named as the published
+  ones: `<dataset>_high_infl_pairs_infl<t>_mem<m>.npz`."""
+  return (f"{dataset}_high_infl_pairs_infl{infl_threshold:g}"
+          f"_mem{mem_threshold:g}.npz")
+
 
 _RUN_RE = re.compile(r"(0|[1-9][0-9]*)")
 _LOOSE_NUMBER_RE = re.compile(r"[+-]?[0-9]*\.?[0-9]+([eE][+-]?[0-9]+)?")

@@ -35,10 +35,11 @@ import numpy as np
 
 from heldout_tf import errors
 from heldout_tf import files
+from heldout_tf import layout
 from heldout_tf import progress as progress_lib
 from heldout_tf import runs as runs_lib
 
-SIGNALS_FILENAME = "signals.npz"
+SIGNALS_FILENAME = layout.SIGNALS_FILENAME
 FORMAT_VERSION = 1
 DEFAULT_CHUNK = 1024  # Examples per evaluation call: [G, chunk, hidden].
 
@@ -211,37 +212,33 @@ class GatheredForward:
   """Each model of a group on its own examples: `x[g] = images[idx[g]]`.
 
   Computed from the group's weights (`view.params()`, `[G, in, out]`) in
-  float32 with the training step's batched layout, so a model is evaluated
-  only on the examples it needs (its subset each epoch, its complement
-  once) rather than every model on every example. Layers: ReLU between
-  Linear layers, as `heldout_tf.models.MLP`.
+  float32 by the trainer's own forward pass (`training.group_forward`), so
+  a model is evaluated only on the examples it needs (its subset each
+  epoch, its complement once) rather than every model on every example.
   """
 
   def __init__(self, images, chunk: int = DEFAULT_CHUNK):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    self._tf = tf
+    # pylint: disable=g-import-not-at-top
+    import tensorflow as tf
+    from heldout_tf import training
+    # pylint: enable=g-import-not-at-top
+    self._tf, self._training = tf, training
     images = np.asarray(images, np.float32)
     self._images = tf.constant(images.reshape(len(images), -1))
     self.chunk = int(chunk)
     self._fn = tf.function(self._forward)
 
   def _forward(self, idx, params):
-    tf = self._tf
-    x = tf.gather(self._images, idx)
-    for i in range(0, len(params) - 2, 2):
-      x = tf.nn.relu(tf.matmul(x, params[i], transpose_b=True)
-                     + params[i + 1][:, None, :])
-    logits = (tf.matmul(x, params[-2], transpose_b=True)
-              + params[-1][:, None, :])
-    return x, logits
+    return self._training.group_forward(self._tf.gather(self._images, idx),
+                                        params)
 
   def __call__(self, params, idx):
     """Yields `(columns, features [G,c,h], logits [G,c,C])` over `idx`'s
     columns (`idx`: int `[G, m]`), float32 numpy."""
     tf = self._tf
     # [G, out, in] weights: the faster batched layout (see training._Group).
-    step_params = [tf.constant(np.swapaxes(p, 1, 2) if p.ndim == 3 else p,
-                               tf.float32) for p in params]
+    step_params = [tf.constant(p, tf.float32)
+                   for p in self._training.to_step_layout(params)]
     idx = np.asarray(idx, np.int32)
     for start in range(0, idx.shape[1], self.chunk):
       cols = slice(start, start + self.chunk)

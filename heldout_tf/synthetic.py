@@ -23,7 +23,7 @@ from heldout_tf import checkpoints
 from heldout_tf import data
 from heldout_tf import models
 from heldout_tf import released
-from heldout_tf import runstore
+from heldout_tf import collection
 
 CIFAR_SHAPE = (32, 32, 3)
 
@@ -128,7 +128,7 @@ def write_release_run(root, experiment_name, ratio, run, model, arch, arrays,
   n_train = len(arrays["train"]["label"])
   rng = np.random.default_rng(seed)
   subset = np.sort(rng.choice(n_train, int(ratio * n_train), replace=False))
-  store = runstore.RunStore(root, experiment_name, ratio)
+  store = collection.Store(root, experiment_name, ratio)
   store.write_run(
       run, subset=subset,
       correct_train=predictions_correct(model, arrays["train"]["image"],

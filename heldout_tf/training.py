@@ -23,7 +23,7 @@ returns bfloat16 (there is no bfloat16 x bfloat16 -> float32 kernel), so each
 matmul output is rounded to bfloat16 once, then cast to float32 for the bias
 and the ReLU. Gradients flow back through the casts: the backward matmuls run
 in bfloat16 too and every variable receives a float32 gradient. The rounding
-points are spelled out once (`_mlp_forward`) and used by the ensemble step,
+points are spelled out once (`mlp_forward`) and used by the ensemble step,
 `EnsembleTrainer.predict`, `GroupView.features_and_logits` and `train_alone`,
 so "a model trained in a group equals the same run trained alone" holds in
 each precision to the same float32 tolerance: with the same rounding points
@@ -44,10 +44,13 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+from heldout_tf import checkpoints
 from heldout_tf import errors
 from heldout_tf import hardware
 from heldout_tf import models
 from heldout_tf import sizes
+from heldout_tf.collection import blocks
+from heldout_tf.collection import options
 
 # Independent random streams of one run: entropy [seed, run, stream, ...].
 # SeedSequence zero-pads lists shorter than 4 words, so [seed, run, 0] is
@@ -59,18 +62,15 @@ _EVAL_CHUNK = 1024
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """Hyper-parameters shared by every run (MNIST reference defaults)."""
-  ratio: float = 0.7
-  epochs: int = 10
-  batch_size: int = 128
-  learning_rate: float = 0.1
+class TrainConfig(options.RunSettings):
+  """Everything a run's bits depend on besides its id and the data: the
+  shared run settings (`collection.options.RunSettings`: ratio, epochs,
+  batch size, learning rate, seed) and the MLP's own."""
   momentum: float = 0.9
-  seed: int = 0
   hidden: Tuple[int, ...] = models.MLP_HIDDEN
   num_classes: int = 10
   # 'float32' or 'bfloat16' (matmul inputs; master weights, momentum and the
-  # loss stay float32). Resolve 'auto' with `hardware.resolve_precision`.
+  # loss stay float32). Resolve 'auto' with `collection.resolve_precision`.
   precision: str = "float32"
 
   def __post_init__(self):
@@ -78,14 +78,7 @@ class TrainConfig:
       raise errors.UsageError(
           f"precision must be one of {hardware.PRECISIONS}, got "
           f"{self.precision!r}")
-    if not 0.0 < self.ratio <= 1.0:
-      raise errors.UsageError(f"ratio must be in (0, 1], got {self.ratio}")
-    for name in ("epochs", "batch_size"):
-      if getattr(self, name) < 1:
-        raise errors.UsageError(
-            f"{name} must be >= 1, got {getattr(self, name)}")
-    if self.seed < 0:
-      raise errors.UsageError(f"seed must be >= 0, got {self.seed}")
+    self.check()
 
   def subset_size(self, num_examples: int) -> int:
     return max(1, int(round(self.ratio * num_examples)))
@@ -180,7 +173,7 @@ def compute_dtype(precision: str) -> tf.DType:
   return tf.bfloat16 if precision == "bfloat16" else tf.float32
 
 
-def _mlp_forward(x, layers, matmul, dtype):
+def mlp_forward(x, layers, matmul, dtype):
   """Penultimate activations and logits of an MLP: the rounding points.
 
   Each layer: `relu(float32(matmul(x, dtype(w))) + b)`, then cast to `dtype`
@@ -212,7 +205,7 @@ def train_alone(images, labels, config: TrainConfig, run: int) -> snt.Module:
   `snt.optimizers.Momentum`, one compiled step per batch. In float32 the
   step calls the module; in bfloat16 it runs the module's own float32
   variables through the mixed-precision forward of the ensemble step
-  (`_mlp_forward`: same casts, same rounding points, unbatched matmuls).
+  (`mlp_forward`: same casts, same rounding points, unbatched matmuls).
   """
   images = np.asarray(images, np.float32).reshape(len(images), -1)
   labels = np.asarray(labels, np.int64)
@@ -225,7 +218,7 @@ def train_alone(images, labels, config: TrainConfig, run: int) -> snt.Module:
     if dtype == tf.float32:
       return module(x)
     layers = [(layer.w, layer.b) for layer in module.layers]
-    return _mlp_forward(tf.cast(x, dtype), layers, tf.matmul, dtype)[1]
+    return mlp_forward(tf.cast(x, dtype), layers, tf.matmul, dtype)[1]
 
   @tf.function
   def step(x, y):
@@ -241,13 +234,30 @@ def train_alone(images, labels, config: TrainConfig, run: int) -> snt.Module:
   return module
 
 
-def _to_step_layout(params):
+def to_step_layout(params):
   """`[w0, b0, ...]` with weights `[G, in, out]` <-> `[G, out, in]`."""
   return [np.swapaxes(p, 1, 2) if p.ndim == 3 else p for p in params]
 
 
 def _batched_matmul(x, w):
   return tf.matmul(x, w, transpose_b=True)
+
+
+def group_forward(x, params, dtype=tf.float32):
+  """`(penultimate, logits)` of G stacked MLPs, each on its own inputs.
+
+  The one MLP forward pass of the kit (training steps, predictions,
+  per-epoch signals), rounding as `mlp_forward`.
+
+  Args:
+    x: `[G, n, in]` inputs, any float dtype.
+    params: `[w0, b0, ...]` float32, weights in the step layout
+      `[G, out, in]` (`to_step_layout`), biases `[G, out]`.
+    dtype: tf.float32 or tf.bfloat16, the dtype the matmuls run in.
+  """
+  layers = [(params[i], params[i + 1][:, None, :])
+            for i in range(0, len(params), 2)]
+  return mlp_forward(tf.cast(x, dtype), layers, _batched_matmul, dtype)
 
 
 class _Group(tf.Module):
@@ -276,10 +286,7 @@ class _Group(tf.Module):
 
   def _forward(self, x, params):
     """`(penultimate, logits)` of every model; `x` `[G, n, in]` any float."""
-    layers = [(params[i], params[i + 1][:, None, :])
-              for i in range(0, len(params), 2)]
-    return _mlp_forward(tf.cast(x, self.dtype), layers, _batched_matmul,
-                        self.dtype)
+    return group_forward(x, params, self.dtype)
 
   def _step(self, images, labels, idx):
     """One momentum-SGD step of every model on its own batch `idx[g]`."""
@@ -313,7 +320,7 @@ class _Group(tf.Module):
 
   def assign(self, stacked_params):
     """Sets the weights (`[G, in, out]` layout) and zeroes the momentum."""
-    for var, value in zip(self.params, _to_step_layout(stacked_params)):
+    for var, value in zip(self.params, to_step_layout(stacked_params)):
       var.assign(value)
     for var in self.momenta:
       var.assign(tf.zeros_like(var))
@@ -321,7 +328,7 @@ class _Group(tf.Module):
   def read(self) -> List[np.ndarray]:
     """The current weights, stacked `[G, in, out]`, as float32 numpy."""
     return [np.ascontiguousarray(p)
-            for p in _to_step_layout([v.numpy() for v in self.params])]
+            for p in to_step_layout([v.numpy() for v in self.params])]
 
   def evaluate(self, fn, images) -> List[np.ndarray]:
     """`fn` on `images` `[n, ...]`, chunk by chunk: `fn`'s output per chunk."""
@@ -531,3 +538,139 @@ def auto_group_size(config: TrainConfig, input_dim: int = 784,
   available memory (`sizes.available_memory()`) holds, at most `cap`."""
   available = sizes.available_memory() * memory_fraction
   return int(max(1, min(cap, available // bytes_per_model(config, input_dim))))
+
+
+def float32_evaluator(trainer: EnsembleTrainer) -> EnsembleTrainer:
+  """`trainer` if it trains in float32, else a float32 twin for `predict`.
+
+  A checkpoint holds float32 weights; recorded correctness must be what
+  those weights predict in float32, not the bfloat16 training forward pass.
+  """
+  if trainer.config.precision == "float32":
+    return trainer
+  return EnsembleTrainer(trainer.images_np, trainer.labels_np,
+                         dataclasses.replace(trainer.config,
+                                             precision="float32"))
+
+
+@dataclasses.dataclass
+class BlockData:
+  """The arrays a collection's runs are trained and recorded on."""
+  train_images: np.ndarray  # [n_train, ...]
+  train_labels: np.ndarray  # int [n_train]
+  test_images: np.ndarray  # [n_test, ...]
+  test_labels: np.ndarray  # int [n_test]
+
+
+@dataclasses.dataclass
+class BlockHooks:
+  """What a pipeline adds to one block's training (all optional).
+
+  on_epoch_end: passed to `EnsembleTrainer.train` (e.g. per-epoch signals).
+  after_training: `after_training(members, result)` after the block is
+    trained, before any run is written (e.g. a second training phase).
+  after_write: `after_write(run, g)` after run `run` (block slot `g`) is
+    written (e.g. its signals file).
+  """
+  on_epoch_end: Optional[Callable[[int, GroupView], None]] = None
+  after_training: Optional[Callable[[List[int], GroupResult], None]] = None
+  after_write: Optional[Callable[[int, int], None]] = None
+
+
+class EnsembleBlocks:
+  """MLP ensembles as a block trainer (`heldout_tf.collection` protocol).
+
+  Each canonical block of G runs is trained as one group by an
+  `EnsembleTrainer` (so a run's bits depend on G and its slot: hence the
+  canonical blocks); each unfinished run is written with its float32
+  checkpoint (`checkpoints/ckpt-<epochs>`) and its aux arrays, the
+  correctness recorded as the float32 checkpoint predicts whatever the
+  training precision.
+
+  Pass the data, or subclass and override `load_data` (called once, on the
+  first block, so a driver's planning copy never loads it). Subclasses add
+  per-block work with `block_hooks` and per-run files with `is_done`.
+  """
+
+  def __init__(self, config: TrainConfig, group_size: int,
+               save_checkpoints: bool = True,
+               data: Optional[BlockData] = None):
+    blocks.check_group_size(group_size)
+    self.config = config
+    self.group_size = int(group_size)
+    self.save_checkpoints = save_checkpoints
+    self._data = data
+    self._trainer = self._evaluator = self._module = None
+
+  def load_data(self) -> BlockData:
+    """The runs' data (override to load it lazily)."""
+    if self._data is None:
+      raise NotImplementedError("pass data= or override load_data")
+    return self._data
+
+  @property
+  def data(self) -> BlockData:
+    if self._data is None:
+      self._data = self.load_data()
+    return self._data
+
+  @property
+  def trainer(self) -> EnsembleTrainer:
+    """The `EnsembleTrainer` on the training data (built on first use)."""
+    if self._trainer is None:
+      self._trainer = EnsembleTrainer(self.data.train_images,
+                                      self.data.train_labels, self.config)
+      self._evaluator = float32_evaluator(self._trainer)
+    return self._trainer
+
+  def module(self, params: Sequence[np.ndarray]) -> snt.Module:
+    """One `models.MLP` (built once) holding `params`."""
+    if self._module is None:
+      self._module = build_module(self.config, params, self.trainer.input_dim)
+    else:
+      set_params(self._module, params)
+    return self._module
+
+  def is_done(self, store, run: int) -> bool:
+    """Finished: aux arrays, and a checkpoint if checkpoints are saved."""
+    return store.is_finished(run, need_checkpoint=self.save_checkpoints)
+
+  def block_hooks(self, store, members: List[int],
+                  todo: List[int]) -> BlockHooks:
+    """This block's hooks (none here; see `BlockHooks`)."""
+    del store, members, todo
+    return BlockHooks()
+
+  def train_block(self, store, runs: Sequence[int]) -> List[int]:
+    """Trains the canonical block holding `runs`; writes its runs of `runs`
+    that are not done. Returns the ids written."""
+    runs = sorted(set(int(r) for r in runs))
+    if not runs:
+      return []
+    members = blocks.block_of(runs, self.group_size)
+    todo = [r for r in runs if not self.is_done(store, r)]
+    if not todo:
+      return []
+    trainer, data = self.trainer, self.data
+    hooks = self.block_hooks(store, members, todo)
+    result = trainer.train(members, on_epoch_end=hooks.on_epoch_end)
+    if hooks.after_training is not None:
+      hooks.after_training(members, result)
+    correct_train = self._evaluator.predict(
+        result, data.train_images) == np.asarray(data.train_labels)[None]
+    correct_test = self._evaluator.predict(
+        result, data.test_images) == np.asarray(data.test_labels)[None]
+    for run in todo:
+      g = members.index(run)
+      save = None
+      if self.save_checkpoints:
+        module = self.module(result.model_params(g))
+        save = lambda directory, m=module: checkpoints.save(
+            m, directory, step=self.config.epochs, epoch=self.config.epochs,
+            global_step=trainer.total_steps())
+      store.write_run(run, subset=result.subsets[g],
+                      correct_train=correct_train[g],
+                      correct_test=correct_test[g], save_checkpoint=save)
+      if hooks.after_write is not None:
+        hooks.after_write(run, g)
+    return todo

@@ -18,7 +18,6 @@ from typing import Optional
 from absl import logging
 import numpy as np
 
-from heldout_tf import data as heldout_data
 from heldout_tf import errors
 
 DATASETS = ("auto", "mnist", "digits")
@@ -48,12 +47,15 @@ class MnistData:
   clean_train_labels: np.ndarray
   noisy_idx: np.ndarray  # int64, sorted; empty without label noise
 
-  def eval_dataset(self) -> heldout_data.Dataset:
+  def eval_dataset(self) -> "heldout_tf.data.Dataset":
     """The splits as a `heldout_tf.data.Dataset`, for `heldout_tf.evaluation`.
 
     Labels are the ones the runs were trained and scored with (noisy).
     """
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    import tensorflow as tf
+    from heldout_tf import data as heldout_data
+    # pylint: enable=g-import-not-at-top
 
     def make_split(split):
       images, labels = ((self.train_images, self.train_labels)
@@ -137,6 +139,8 @@ def _quiet_absl_warnings():
 
 def load_tfds_mnist(data_dir=None, download=False) -> dict:
   """tfds 'mnist' in canonical order; `MnistNotFoundError` if not prepared."""
+  # pylint: disable-next=g-import-not-at-top
+  from heldout_tf import data as heldout_data
   out = {"name": "mnist"}
   for split in ("train", "test"):
     try:

@@ -1,7 +1,7 @@
 """Figures of the data-quality comparison (`mnist_example.quality`).
 
-Drawn on `matplotlib.figure.Figure` objects with the Agg canvas: no pyplot,
-no global backend switch, nothing happens at import.
+Drawn with `heldout_tf.figures` (the kit's one figure writer: Agg canvas,
+no pyplot, atomic PNG writes); nothing happens at import.
 """
 
 import os
@@ -10,24 +10,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from heldout_tf import detection
-from heldout_tf import files
+from heldout_tf import figures
 
 NOISY_COLOR = "tab:red"
+FILENAMES = ("roc.png", "precision_at_k.png", "top_suspicious.png",
+             "removal.png")  # The last only with a removal ablation.
 RANDOM_STYLE = dict(color="black", linestyle="--")
-
-
-def _figure(width, height):
-  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
-  from matplotlib import figure  # pylint: disable=g-import-not-at-top
-  fig = figure.Figure(figsize=(width, height))
-  backend_agg.FigureCanvasAgg(fig)
-  return fig
-
-
-def _save(fig, path):
-  files.atomic_write(path, lambda f: fig.savefig(
-      f, format="png", dpi=110, bbox_inches="tight"))
-  return path
 
 
 def _legend_outside(ax):
@@ -36,7 +24,7 @@ def _legend_outside(ax):
 
 def roc_curves(path, scores: Mapping[str, np.ndarray], noisy_idx):
   """One ROC curve per score (noisy = positive), AUC in the legend."""
-  fig = _figure(5.5, 5)
+  fig = figures.new(5.5, 5)
   ax = fig.add_subplot()
   for name, value in scores.items():
     fpr, tpr = detection.roc_curve(value, noisy_idx)
@@ -47,7 +35,7 @@ def roc_curves(path, scores: Mapping[str, np.ndarray], noisy_idx):
   ax.set_ylabel("true positive rate (noisy found)")
   ax.set_title("Finding the noisy examples: ROC (AUC)")
   ax.legend(fontsize=8, loc="lower right")
-  return _save(fig, path)
+  return figures.save_png(fig, path)
 
 
 def precision_curves(path, scores: Mapping[str, np.ndarray], noisy_idx,
@@ -57,7 +45,7 @@ def precision_curves(path, scores: Mapping[str, np.ndarray], noisy_idx,
   num_noisy = len(noisy_idx)
   max_k = min(n, max_k or max(1, 2 * num_noisy))
   ks = np.arange(1, max_k + 1)
-  fig = _figure(6, 4)
+  fig = figures.new(6, 4)
   ax = fig.add_subplot()
   for name, value in scores.items():
     ax.plot(ks, detection.precision_at(value, noisy_idx, ks), label=name)
@@ -69,13 +57,13 @@ def precision_curves(path, scores: Mapping[str, np.ndarray], noisy_idx,
   ax.set_ylim(0, 1.02)
   ax.set_title(f"Precision at k ({num_noisy} noisy of {n}; line: k = noisy)")
   _legend_outside(ax)
-  return _save(fig, path)
+  return figures.save_png(fig, path)
 
 
 def removal_plot(path, rows: Sequence[dict]):
   """Test accuracy (mean +- sd) after removing the top fraction by each
   method; the no-removal accuracy as a horizontal line."""
-  fig = _figure(6, 4)
+  fig = figures.new(6, 4)
   ax = fig.add_subplot()
   methods = [m for m in dict.fromkeys(r["method"] for r in rows)
              if m != detection.NO_REMOVAL]
@@ -97,7 +85,7 @@ def removal_plot(path, rows: Sequence[dict]):
                         if r["method"] != detection.NO_REMOVAL}))
   ax.set_title("Removal ablation (retrained models, mean +- sd)")
   _legend_outside(ax)
-  return _save(fig, path)
+  return figures.save_png(fig, path)
 
 
 def top_examples(path, images, labels, clean_labels,
@@ -112,7 +100,7 @@ def top_examples(path, images, labels, clean_labels,
   tie_values = scores.get(tiebreak)
   noisy = detection.noisy_mask(len(labels), noisy_idx)
   rows = len(scores)
-  fig = _figure(1.1 * count + 1.5, 1.35 * rows + 0.4)
+  fig = figures.new(1.1 * count + 1.5, 1.35 * rows + 0.4)
   axes = fig.subplots(rows, count, squeeze=False)
   for r, (name, value) in enumerate(scores.items()):
     top = detection.ranking(value, tie_values)[:count]
@@ -139,7 +127,7 @@ def top_examples(path, images, labels, clean_labels,
                "(original) or (img) for input noise; ties by "
                f"{tiebreak if tie_values is not None else 'index'})",
                fontsize=10, y=1.0)
-  return _save(fig, path)
+  return figures.save_png(fig, path)
 
 
 def write_all(directory, data, scores: Mapping[str, np.ndarray],
@@ -147,14 +135,15 @@ def write_all(directory, data, scores: Mapping[str, np.ndarray],
   """Writes every figure into `directory`; returns their paths."""
   os.makedirs(directory, exist_ok=True)
   paths = [
-      roc_curves(os.path.join(directory, "roc.png"), scores, data.noisy_idx),
-      precision_curves(os.path.join(directory, "precision_at_k.png"),
+      roc_curves(os.path.join(directory, FILENAMES[0]), scores,
+                 data.noisy_idx),
+      precision_curves(os.path.join(directory, FILENAMES[1]),
                        scores, data.noisy_idx),
-      top_examples(os.path.join(directory, "top_suspicious.png"),
+      top_examples(os.path.join(directory, FILENAMES[2]),
                    data.train_images, data.train_labels,
                    data.clean_train_labels, scores, data.noisy_idx),
   ]
   if removal_rows:
-    paths.append(removal_plot(os.path.join(directory, "removal.png"),
+    paths.append(removal_plot(os.path.join(directory, FILENAMES[3]),
                               removal_rows))
   return paths

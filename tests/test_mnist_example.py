@@ -15,9 +15,11 @@ import tensorflow as tf
 from heldout_tf import checkpoints
 from heldout_tf import errors
 from heldout_tf import evaluation
+from heldout_tf import layout
 from heldout_tf import models
 from heldout_tf import runs as runs_lib
-from heldout_tf import runstore
+from heldout_tf import cli
+from heldout_tf import collection
 from heldout_tf import training
 from mnist_example import data as data_lib
 from mnist_example import figures
@@ -34,21 +36,21 @@ TINY = dict(num_runs=5, epochs=1, batch_size=32, train_size=200,
 
 
 def _options(out, **kwargs):
-  values = dict(SMALL, out=str(out))
+  values = dict(SMALL, root=str(out))
   values.update(kwargs)
   return train.Options(**values)
 
 
 def _aux(out, ratio=0.7):
-  return {run: runs_lib.read_aux(path) for _, run, path in
-          runs_lib.list_runs(str(out), train.EXPERIMENT, [ratio])}
+  return {found.run: runs_lib.read_aux(found.path) for found in
+          layout.list_runs(str(out), train.EXPERIMENT, [ratio])}
 
 
 def _num_finished(out, ratio=0.7):
   """Runs whose aux_arrays.npz is in place (the last file a run writes)."""
-  return sum(os.path.exists(os.path.join(path, runs_lib.AUX_FILENAME))
-             for _, _, path in runs_lib.list_runs(str(out), train.EXPERIMENT,
-                                                  [ratio]))
+  return sum(os.path.exists(os.path.join(found.path, layout.AUX_FILENAME))
+             for found in layout.list_runs(str(out), train.EXPERIMENT,
+                                           [ratio]))
 
 
 def _assert_same_runs(a, b):
@@ -160,9 +162,9 @@ def test_outputs_restore_and_reevaluate_to_recorded_correctness(small_run):
   data = train.load_data(_options(small_run))
   dataset = data.eval_dataset()
   model = models.ensure_built(models.build_model("mlp", 10), "mlp")
-  found = runs_lib.list_runs(str(small_run), train.EXPERIMENT)
-  assert [run for _, run, _ in found] == list(range(6))
-  for _, run, path in found:
+  found = layout.list_runs(str(small_run), train.EXPERIMENT)
+  assert [f.run for f in found] == list(range(6))
+  for run, path in [(f.run, f.path) for f in found]:
     info = checkpoints.restore(model, path)
     assert os.path.basename(info.path) == "ckpt-2" and info.epoch == 2
     aux = runs_lib.read_aux(path)
@@ -180,10 +182,10 @@ def test_is_finished_needs_aux_and_checkpoint_only(small_run, tmp_path):
   store = train.store_for(_options(tmp_path / "copy"))
   path = store.run_dir(0)
   assert store.is_finished(0, need_checkpoint=True)
-  shutil.rmtree(os.path.join(path, runs_lib.CHECKPOINTS_DIRNAME))
+  shutil.rmtree(os.path.join(path, layout.CHECKPOINTS_DIRNAME))
   assert not store.is_finished(0, need_checkpoint=True)
   assert store.is_finished(0, need_checkpoint=False)
-  os.remove(os.path.join(path, runs_lib.AUX_FILENAME))
+  os.remove(os.path.join(path, layout.AUX_FILENAME))
   assert not store.is_finished(0, need_checkpoint=False)
 
 
@@ -196,8 +198,8 @@ def test_training_does_not_import_the_figures():
 
 
 def test_rerun_skips_finished_runs_and_refuses_other_settings(small_run):
-  aux = os.path.join(runs_lib.run_dir(str(small_run), train.EXPERIMENT, 0.7,
-                                      0), runs_lib.AUX_FILENAME)
+  aux = os.path.join(layout.run_dir(str(small_run), train.EXPERIMENT, 0.7,
+                                      0), layout.AUX_FILENAME)
   before = os.stat(aux).st_mtime_ns
   report = train.run(_options(small_run, stage="train"))
   assert report["train"]["trained"] == 0
@@ -207,7 +209,7 @@ def test_rerun_skips_finished_runs_and_refuses_other_settings(small_run):
 
 
 def _cli(out, *extra):
-  return [sys.executable, "-m", "mnist_example.train", f"--out={out}",
+  return [sys.executable, "-m", "mnist_example.train", f"--root={out}",
           "--num_runs=10", "--epochs=3", "--train_size=1500",
           "--test_size=300", "--dataset=digits", "--group_size=2",
           "--stage=train", "--noprogress", *extra]
@@ -243,9 +245,9 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
   _assert_same_runs(_aux(killed), _aux(whole))
   for run in range(10):
     a = tf.train.load_checkpoint(checkpoints.find_checkpoint(
-        runs_lib.run_dir(str(whole), train.EXPERIMENT, 0.7, run)))
+        layout.run_dir(str(whole), train.EXPERIMENT, 0.7, run)))
     b = tf.train.load_checkpoint(checkpoints.find_checkpoint(
-        runs_lib.run_dir(str(killed), train.EXPERIMENT, 0.7, run)))
+        layout.run_dir(str(killed), train.EXPERIMENT, 0.7, run)))
     for key in a.get_variable_to_shape_map():
       if key.startswith("model/"):
         np.testing.assert_array_equal(a.get_tensor(key), b.get_tensor(key))
@@ -284,7 +286,7 @@ def test_label_noise_examples_come_out_memorized(tmp_path):
 
 
 def test_estimate_stage_alone_needs_trained_runs(tmp_path, small_run):
-  with pytest.raises(runstore.MissingConfigError, match="train first"):
+  with pytest.raises(collection.MissingConfigError, match="train first"):
     train.run(_options(tmp_path, stage="estimate"))
   report = train.run(_options(small_run, stage="estimate"))["estimate"]
   assert int(report["num_runs"]) == 6
@@ -295,7 +297,7 @@ def test_estimate_stage_alone_needs_trained_runs(tmp_path, small_run):
 
 
 def test_estimate_stage_refuses_another_pipelines_collection(tmp_path):
-  store = runstore.RunStore(str(tmp_path), train.EXPERIMENT, 0.7)
+  store = collection.Store(str(tmp_path), train.EXPERIMENT, 0.7)
   store.record_config({"noise": "label:0.1", "seed": 0})  # As quality's.
   with pytest.raises(errors.ConfigError, match="not a mnist_example.train "
                      "collection .*label_noise"):
@@ -306,7 +308,7 @@ def test_estimate_refuses_unfinished_or_extra_runs(small_run, tmp_path):
   out = tmp_path / "copy"
   shutil.copytree(small_run, out)
   estimates_path = os.path.join(out, train.EXPERIMENT, "0.7",
-                                train.ESTIMATES_FILENAME)
+                                layout.ESTIMATES_FILENAME)
   if os.path.exists(estimates_path):  # From an earlier test.
     os.remove(estimates_path)
   # More runs on disk than --num_runs: not silently included.
@@ -314,10 +316,10 @@ def test_estimate_refuses_unfinished_or_extra_runs(small_run, tmp_path):
                      match=r"beyond --num_runs=5 \(runs 5\.\.5\)"):
     train.run(_options(out, num_runs=5, stage="estimate"))
   # A killed job: run 4 has its checkpoint but no aux_arrays.npz.
-  os.remove(os.path.join(runs_lib.run_dir(str(out), train.EXPERIMENT, 0.7, 4),
-                         runs_lib.AUX_FILENAME))
+  os.remove(os.path.join(layout.run_dir(str(out), train.EXPERIMENT, 0.7, 4),
+                         layout.AUX_FILENAME))
   with pytest.raises(ValueError,
-                     match=r"1 of the 6 runs .* runs 4\. .*--stage=train"):
+                     match=r"1 of the 6 runs .* runs 4\. .*--stage train"):
     train.run(_options(out, stage="estimate"))
   with pytest.raises(ValueError, match="3 of the 8 runs .* runs 4, 6, 7"):
     train.run(_options(out, num_runs=8, stage="estimate"))
@@ -361,33 +363,53 @@ def test_noise_auc_is_the_tie_averaged_definition():
 
 
 def test_paper_preset_sets_the_reference_setup():
-  options = train.parse_args(["train", "--preset=paper"])
+  options = train.parse_args(["--preset=paper"])
   assert (options.num_runs, options.ratio, options.epochs, options.batch_size,
           options.learning_rate, options.dataset) == (
               2000, 0.7, 10, 128, 0.1, "mnist")
-  options = train.parse_args(["train", "--preset=paper", "--num_runs=50"])
+  options = train.parse_args(["--preset", "paper", "--num_runs=50",
+                              "--dataset", "digits"])
   assert options.num_runs == 50 and options.epochs == 10
-  defaults = dataclasses.asdict(train.Options())
-  assert defaults["num_runs"] == train.DEFAULT_NUM_RUNS
+  assert options.dataset == "digits"
+  assert train.parse_args([]).num_runs == 512
 
 
 def test_flag_defaults_are_the_options_defaults():
-  fv = train.flag_values()
-  for field in dataclasses.fields(train.Options):
-    assert fv[field.name].default == field.default, field.name
-  options = train.parse_args(["train", "--noprogress", "--precision=float32"])
+  assert train.parse_args([]) == train.Options()
+  assert train.Options().root == "./heldout_mnist"
+  # pylint: disable-next=protected-access
+  flags = {a.dest for a in train.build_parser()._actions}
+  assert {f.name for f in dataclasses.fields(train.Options)} <= flags
+  options = train.parse_args(["--noprogress", "--precision=float32",
+                              "--nosave_checkpoints", "--root", "r"])
   assert not options.progress and options.precision == "float32"
+  assert not options.save_checkpoints and options.root == "r"
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--num_runs=abc"], "num_runs"),
-    (["--no_such_flag=1"], "no_such_flag"),
-    (["extra"], "unexpected arguments"),
-    (["--precision=half"], "precision"),
+    (["--num_runs=abc"], "error: argument --num_runs: invalid int"),
+    (["--no_such_flag=1"], "error: unrecognized arguments: --no_such_flag"),
+    (["extra"], "error: unrecognized arguments: extra"),
+    (["--precision=half"], "error: argument --precision: invalid choice"),
+    (["--out=x"], "error: unrecognized arguments: --out"),
+    (["--group_size=-4"], "error: --group_size must be >= 1, or 0"),
+    (["--ray_address=h:1"], "error: --ray_address needs --engine ray"),
 ])
-def test_bad_command_lines_are_usage_errors(argv, match):
-  with pytest.raises(errors.UsageError, match=match):
-    train.parse_args(["train", *argv])
+def test_bad_command_lines_exit_2_with_one_error_line(argv, match, capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.run(train.main, argv)
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith(match) and err.count("\n") == 1, err
+
+
+def test_help_needs_no_tensorflow():
+  code = ("import sys; from mnist_example import train, quality; "
+          "train.build_parser().format_help(); "
+          "quality.build_parser().format_help(); "
+          "assert 'tensorflow' not in sys.modules, 'TF imported'")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO,
+                 env=_env(), capture_output=True)
 
 
 # ------------------------------------- defect 5: runs independent of how --
@@ -395,8 +417,8 @@ def test_bad_command_lines_are_usage_errors(argv, match):
 
 def _run_files(out, run):
   """{relative path: bytes} of run `run`'s checkpoint files."""
-  path = runs_lib.run_dir(str(out), train.EXPERIMENT, 0.7, run)
-  ckpt_dir = os.path.join(path, runs_lib.CHECKPOINTS_DIRNAME)
+  path = layout.run_dir(str(out), train.EXPERIMENT, 0.7, run)
+  ckpt_dir = os.path.join(path, layout.CHECKPOINTS_DIRNAME)
   files = {}
   for name in sorted(os.listdir(ckpt_dir)):
     with open(os.path.join(ckpt_dir, name), "rb") as f:
@@ -407,8 +429,8 @@ def _run_files(out, run):
 def _assert_identical_runs(a, b, runs):
   """Aux arrays and checkpoints of `runs` are exactly equal in `a` and `b`."""
   for run in runs:
-    aux_a, aux_b = [dict(np.load(os.path.join(runs_lib.run_dir(
-        str(out), train.EXPERIMENT, 0.7, run), runs_lib.AUX_FILENAME)))
+    aux_a, aux_b = [dict(np.load(os.path.join(layout.run_dir(
+        str(out), train.EXPERIMENT, 0.7, run), layout.AUX_FILENAME)))
                     for out in (a, b)]
     assert sorted(aux_a) == sorted(aux_b)
     for key in aux_a:
@@ -439,9 +461,9 @@ def test_resume_of_a_partly_finished_block_gives_the_same_bytes(
   out = tmp_path / "resumed"
   shutil.copytree(tiny_reference, out)
   for run in (3, 4):
-    shutil.rmtree(runs_lib.run_dir(str(out), train.EXPERIMENT, 0.7, run))
-  aux_2 = os.path.join(runs_lib.run_dir(str(out), train.EXPERIMENT, 0.7, 2),
-                       runs_lib.AUX_FILENAME)
+    shutil.rmtree(layout.run_dir(str(out), train.EXPERIMENT, 0.7, run))
+  aux_2 = os.path.join(layout.run_dir(str(out), train.EXPERIMENT, 0.7, 2),
+                       layout.AUX_FILENAME)
   before = os.stat(aux_2).st_mtime_ns
   report = train.run(_options(out, **TINY))
   assert report["train"]["trained"] == 2
@@ -459,17 +481,19 @@ def test_more_runs_later_equal_all_runs_at_once(tiny_reference, tmp_path):
   assert train.run(_options(tmp_path, **TINY))["train"]["trained"] == 2
   _assert_identical_runs(tmp_path, tiny_reference, range(5))
   # Estimating uses exactly --num_runs runs: the extra ones are refused.
-  with pytest.raises(runstore.IncompleteRunsError, match="beyond"):
+  with pytest.raises(collection.IncompleteRunsError, match="beyond"):
     train.run(_options(tmp_path, **dict(TINY, num_runs=3, stage="estimate")))
 
 
 def test_group_size_is_recorded_and_other_values_are_refused(
     tiny_reference, capsys):
   report = train.run(_options(tiny_reference, **dict(TINY, group_size=0)))
-  assert report["train"] == {"trained": 0, "seconds": 0.0, "group_size": 2,
-                             "precision": report["train"]["precision"]}
-  assert "group size recorded in this --out's config.json" in (
-      capsys.readouterr().out)
+  assert report["train"]["trained"] == report["train"]["tasks"] == 0
+  assert report["train"]["group_size"] == 2
+  printed = capsys.readouterr().out
+  assert "group size recorded in this --root's config.json" in printed
+  # One job, no sharding asked for: no "shard 0/1" in what it prints.
+  assert "shard" not in printed
   with pytest.raises(errors.ConfigError,
                      match=r"--group_size 3 differs from the group size 2"):
     train.run(_options(tiny_reference, **dict(TINY, group_size=3)))
@@ -501,17 +525,6 @@ def test_precision_is_resolved_recorded_and_announced(tmp_path, capsys):
   with pytest.raises(errors.ConfigError,
                      match="--precision bfloat16 .* differs .* float32"):
     train.run(dataclasses.replace(options, precision="bfloat16"))
-
-
-def test_auto_precision_follows_the_hardware(monkeypatch):
-  from heldout_tf import hardware  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(["avx2"]))
-  monkeypatch.setattr(hardware, "gpu_bf16", lambda: False)
-  assert train.resolve_precision("auto", None).name == "float32"
-  monkeypatch.setattr(hardware, "cpu_flags",
-                      lambda: frozenset(["avx512_bf16"]))
-  chosen = train.resolve_precision("auto", None)
-  assert chosen.name == "bfloat16" and "avx512_bf16" in chosen.reason
 
 
 # -------------------------------------- defects 10, 11: flags and paths --
@@ -578,7 +591,7 @@ def test_cli_output_is_quiet_and_counts_whole_runs(tmp_path):
   env = _env()
   env.pop("TF_CPP_MIN_LOG_LEVEL", None)
   proc = subprocess.run(
-      [sys.executable, "-m", "mnist_example.train", f"--out={tmp_path}",
+      [sys.executable, "-m", "mnist_example.train", f"--root={tmp_path}",
        "--num_runs=3", "--epochs=1", "--batch_size=32", "--train_size=200",
        "--test_size=50", "--dataset=digits", "--group_size=2",
        "--stage=train", "--precision=float32"],
@@ -591,16 +604,64 @@ def test_cli_output_is_quiet_and_counts_whole_runs(tmp_path):
   assert "training: 3/3 runs (100%)" in proc.stderr
   assert "/3 runs" not in proc.stderr.replace("3/3 runs", "")
   bad = subprocess.run(
-      [sys.executable, "-m", "mnist_example.train", f"--out={tmp_path}",
+      [sys.executable, "-m", "mnist_example.train", f"--root={tmp_path}",
        "--group_size=-4"], cwd=REPO, env=env, capture_output=True, text=True)
-  assert bad.returncode == 1
+  assert bad.returncode == 2
   assert bad.stderr.startswith("error: --group_size must be >= 1, or 0"), (
       bad.stderr)
 
 
 def test_most_memorized_ties_put_more_evidence_first():
-  mem = np.array([1.0, 0.5, 1.0, 1.0, 0.0, 0.0])
-  n_out = np.array([2, 9, 5, 5, 1, 7])
+  mem = np.array([1.0, 0.5, 1.0, 1.0, 0.0, 0.0, np.nan])
+  n_out = np.array([2, 9, 5, 5, 1, 7, 0])
   most, least = figures.memorization_order(mem, n_out)
-  np.testing.assert_array_equal(most, [2, 3, 0, 1, 5, 4])
-  np.testing.assert_array_equal(least, [5, 4, 1, 2, 3, 0])
+  np.testing.assert_array_equal(most, [2, 3, 0, 1, 5, 4, 6])
+  np.testing.assert_array_equal(least, [5, 4, 1, 2, 3, 0, 6])
+
+
+def test_printed_top_list_and_figure_order_ties_alike():
+  from heldout_tf import estimates  # pylint: disable=g-import-not-at-top
+  mem = np.array([0.5, 1.0, 1.0, 1.0, 0.25])
+  n_out = np.array([3, 2, 9, 4, 5])
+  result = {"ratios": [0.7], "runs_per_ratio": [12], "num_runs": 12,
+            "n_train": 5, "n_test": 2, "num_never_held_out": 0,
+            "num_never_trained": 0, "memorization": mem,
+            "num_nan_memorization": 0, "n_out": n_out, "n_in": 12 - n_out}
+  line = next(l for l in estimates.summary(result).splitlines()
+              if l.startswith("top memorized"))
+  printed = [int(item.split(":")[0].strip(" #"))
+             for item in line.split(": ", 1)[1].split(", ")]
+  assert printed == list(figures.memorization_order(mem, n_out)[0])
+  assert printed == [2, 3, 1, 0, 4]
+
+
+def test_tiny_negative_scores_keep_their_sign():
+  assert figures.score_text(-0.0004) == "-4e-04"
+  assert figures.score_text(0.0004) == "4e-04"
+  assert figures.score_text(0.0) == "0.000"
+  assert figures.score_text(-0.0123) == "-0.012"
+  assert figures.score_text(1.0) == "1.000"
+
+
+def test_memorization_captions_do_not_run_into_each_other():
+  rng = np.random.default_rng(0)
+  images = rng.random([40, 28, 28, 1])
+  labels = rng.integers(0, 10, 40)
+  mem = rng.random(40) - 0.5
+  fig = figures.memorization_figure(
+      images, labels, mem, noisy_idx=np.arange(0, 40, 3),
+      clean_labels=(labels + 1) % 10, evidence=rng.integers(100, 999, 40))
+  fig.canvas.draw()
+  renderer = fig.canvas.get_renderer()
+  boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes
+           if ax.title.get_text()]
+  assert len(boxes) == 40
+  overlaps = [(a, b) for k, a in enumerate(boxes) for b in boxes[k + 1:]
+              if a.overlaps(b)]
+  assert not overlaps
+  # No caption runs into the images of the row below it either.
+  images_boxes = [ax.get_window_extent(renderer) for ax in fig.axes
+                  if ax.title.get_text()]
+  for title in boxes:
+    assert not any(title.overlaps(box) and title.y1 < box.y1 - 1
+                   for box in images_boxes)

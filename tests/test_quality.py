@@ -1,6 +1,7 @@
 """Tests of mnist_example.noise and the mnist_example.quality pipeline."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from heldout_tf import checkpoints
 from heldout_tf import detection
 from heldout_tf import errors
+from heldout_tf import layout
 from heldout_tf import scores as scores_lib
 from heldout_tf import signals
 from heldout_tf import training
@@ -91,7 +93,7 @@ def test_noise_kinds_are_seeded_disjoint_and_recorded():
 TINY = ["--num_runs", "6", "--group_size", "4", "--epochs", "2",
         "--ssft_epochs", "2", "--train_size", "300", "--test_size", "100",
         "--removal_models", "2", "--removal_fractions", "0.05,0.1",
-        "--trajectory_runs", "1", "--dataset", "digits", "--no_progress"]
+        "--trajectory_runs", "1", "--dataset", "digits", "--noprogress"]
 
 
 def _read_csv(path):
@@ -102,13 +104,14 @@ def _read_csv(path):
 @pytest.mark.slow
 def test_cli_end_to_end_writes_every_file(tmp_path, capsys):
   out = str(tmp_path / "q")
-  quality.main(["--out", out, "--noise", "label:0.1",
+  quality.main(["--root", out, "--noise", "label:0.1",
                 "--noise", "input_uniform:0.05@0.8"] + TINY)
   printed = capsys.readouterr().out
   root = os.path.join(out, quality.EXPERIMENT, "0.7")
-  directory = os.path.join(root, quality.QUALITY_DIRNAME)
+  directory = os.path.join(root, layout.QUALITY_DIRNAME)
   for name in ("scores.npz", "detection.csv", "removal.csv", "roc.png",
-               "precision_at_k.png", "removal.png", "top_suspicious.png"):
+               "precision_at_k.png", "removal.png", "top_suspicious.png",
+               "manifest.json"):
     assert os.path.getsize(os.path.join(directory, name)) > 0, name
   with np.load(os.path.join(directory, "scores.npz")) as npz:
     keys = set(npz.files)
@@ -130,16 +133,16 @@ def test_cli_end_to_end_writes_every_file(tmp_path, capsys):
   config = training.TrainConfig(epochs=2)
   module = training.build_module(config, training.init_params(config, 0, 784))
   for epoch in (1, 2):
-    prefix = os.path.join(root, "0", quality.TRAJECTORY_DIRNAME,
+    prefix = os.path.join(root, "0", layout.TRAJECTORY_DIRNAME,
                           f"ckpt-{epoch}")
     assert checkpoints.restore(module, prefix).epoch == epoch
   assert not os.path.exists(os.path.join(root, "1",
-                                         quality.TRAJECTORY_DIRNAME))
+                                         layout.TRAJECTORY_DIRNAME))
   assert signals.read_run_signals(os.path.join(root, "5")).ssft_epochs == 2
   # A second run reuses every run and rewrites the same scores.
   before = dict(np.load(os.path.join(directory, "scores.npz")))
   result = quality.run(quality.parse_args(
-      ["--out", out, "--noise", "label:0.1,input_uniform:0.05@0.8"] + TINY))
+      ["--root", out, "--noise", "label:0.1,input_uniform:0.05@0.8"] + TINY))
   assert result["train"]["trained"] == 0
   with np.load(os.path.join(directory, "scores.npz")) as npz:
     for name in scores_lib.SCORES:
@@ -147,9 +150,10 @@ def test_cli_end_to_end_writes_every_file(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_missing_signals_are_retrained_and_other_settings_refused(tmp_path):
+def test_missing_signals_are_retrained_and_other_settings_refused(
+    tmp_path, monkeypatch):
   out = str(tmp_path / "q")
-  args = ["--out", out] + TINY + ["--removal_models", "0", "--epochs", "1",
+  args = ["--root", out] + TINY + ["--removal_models", "0", "--epochs", "1",
                                   "--ssft_epochs", "1", "--num_runs", "4"]
   quality.main(args)
   run_dir = os.path.join(out, quality.EXPERIMENT, "0.7", "2")
@@ -162,23 +166,50 @@ def test_missing_signals_are_retrained_and_other_settings_refused(tmp_path):
   np.testing.assert_array_equal(after.tracin_sum, before.tracin_sum)
   with pytest.raises(errors.ConfigError, match="noise"):
     quality.run(quality.parse_args(args + ["--noise", "label:0.2"]))
+  # Another host, with bfloat16 units: 'auto' and group size 0 take the
+  # recorded float32 and 4, and resume (nothing to train) instead of
+  # refusing the collection.
+  from heldout_tf import hardware  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(hardware, "cpu_flags",
+                      lambda: frozenset(["avx512_bf16"]))
+  monkeypatch.setattr(hardware, "gpu_bf16", lambda: False)
+  resumed = quality.run(quality.parse_args(
+      args + ["--precision", "auto", "--group_size", "0"]))
+  assert resumed["train"]["trained"] == 0
+  assert resumed["train"]["precision"] == "float32"
+  assert resumed["train"]["group_size"] == 4
+  with pytest.raises(errors.ConfigError, match="--precision bfloat16"):
+    quality.run(quality.parse_args(args + ["--precision", "bfloat16"]))
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--noise", "input_gaussian:0.1@2"], "intensity must be in"),
-    (["--num_runs", "1"], "error: --num_runs must be >= 2"),
-    (["--removal_fractions", "0.5,2"], "error: --removal_fractions"),
-    (["--ssft_epochs", "-1"], "error: --ssft_epochs must be >= 0"),
-    (["--out", "/proc/forbidden"], "error: cannot write /proc/forbidden"),
+@pytest.mark.parametrize("flags,message,code", [
+    (["--noise", "input_gaussian:0.1@2"],
+     "error: --noise 'input_gaussian:0.1@2': intensity must be in", 2),
+    (["--num_runs", "1"], "error: --num_runs must be >= 2", 2),
+    (["--removal_fractions", "0.5,2"], "error: --removal_fractions", 2),
+    (["--ssft_epochs", "-1"], "error: --ssft_epochs must be >= 0", 2),
+    (["--out", "x"], "error: unrecognized arguments: --out", 2),
+    (["--shard", "0/2"], "error: unrecognized arguments: --shard", 2),
+    (["--root", "/proc/forbidden"], "error: cannot write /proc/forbidden", 1),
+    # Sizes that leave nothing to hold out or to keep name their flag.
+    (["--train_size", "1"], "error: --train_size must be 0 (all) or >= 2",
+     2),
+    (["--train_size", "2", "--ratio", "0.9"], "error: --train_size 2: at "
+     "--ratio 0.9 each run would train on all 2 examples", 2),
+    (["--removal_fractions", "0.999"], "error: --removal_fractions 0.999: "
+     "removing 0.999 of the 50 training examples keeps none", 2),
 ])
-def test_cli_bad_flags_print_error_lines(flags, message, capsys):
+def test_cli_bad_flags_print_error_lines(flags, message, code, capsys,
+                                         tmp_path):
   from heldout_tf import cli
   with pytest.raises(SystemExit) as e:
     cli.run(quality.main, ["--dataset", "digits", "--train_size", "50",
-                           "--num_runs", "2", "--no_progress"] + flags)
-  assert e.value.code == 1
+                           "--num_runs", "2", "--noprogress",
+                           "--root", str(tmp_path / "q")] + flags)
+  assert e.value.code == code
   err = capsys.readouterr().err
-  assert message in err and "Traceback" not in err
+  assert err.startswith(message) and err.count("\n") == 1, err
+  assert not os.path.exists(tmp_path / "q")  # Refused before any work.
 
 
 def test_entry_point_prints_error_line_for_a_bad_noise_spec():
@@ -186,7 +217,7 @@ def test_entry_point_prints_error_line_for_a_bad_noise_spec():
       [sys.executable, "-m", "mnist_example.quality", "--noise",
        "gaussian:0.1"], cwd=REPO, capture_output=True, text=True,
       timeout=300)
-  assert proc.returncode == 1, proc.stderr
+  assert proc.returncode == 2, proc.stderr
   assert "error: --noise 'gaussian:0.1': unknown kind" in proc.stderr
   assert "Traceback" not in proc.stderr
 
@@ -199,11 +230,43 @@ def test_noisy_examples_rank_above_clean_ones(tmp_path):
   0.956 / 0.978, aum 0.983 / 0.991 (chance: 0.5).
   """
   result = quality.run(quality.parse_args([
-      "--out", str(tmp_path), "--num_runs", "24", "--group_size", "8",
+      "--root", str(tmp_path), "--num_runs", "24", "--group_size", "8",
       "--epochs", "8", "--batch_size", "32", "--ssft_epochs", "0",
       "--train_size", "1000", "--test_size", "100", "--removal_models", "0",
-      "--trajectory_runs", "0", "--dataset", "digits", "--no_progress"]))
+      "--trajectory_runs", "0", "--dataset", "digits", "--noprogress"]))
   auc = {row["method"]: row["auc"] for row in result["detection"]}
   assert auc["memorization"] > 0.75
   assert auc["tracin"] > 0.85
   assert auc["aum"] > 0.9
+
+
+@pytest.mark.slow
+def test_a_failed_rerun_leaves_no_stale_outputs_beside_new_ones(
+    tmp_path, monkeypatch):
+  out = str(tmp_path / "q")
+  args = ["--root", out, "--num_runs", "2", "--group_size", "2",
+          "--epochs", "1", "--ssft_epochs", "1", "--train_size", "100",
+          "--test_size", "50", "--removal_models", "1",
+          "--removal_fractions", "0.1", "--trajectory_runs", "0",
+          "--dataset", "digits", "--noprogress"]
+  first = quality.run(quality.parse_args(args))
+  directory = os.path.dirname(first["paths"]["scores"])
+  with open(os.path.join(directory, "manifest.json")) as f:
+    manifest = json.load(f)
+  assert manifest["files"] == sorted(os.listdir(directory)[:0] + [
+      os.path.basename(p) for p in [first["paths"]["scores"],
+                                    first["paths"]["detection"],
+                                    first["paths"]["removal"]]
+      + first["paths"]["figures"]])
+  assert manifest["options"]["noise"] == "label:0.1"
+
+  def fail(*args, **kwargs):
+    raise OSError("disk full")
+
+  monkeypatch.setattr(quality, "removal_stage", fail)
+  with pytest.raises(OSError, match="disk full"):
+    quality.run(quality.parse_args(args + ["--noise", "label:0.1"]))
+  left = sorted(os.listdir(directory))
+  # New scores and detection table, nothing of the previous run's removal
+  # ablation or figures, and no manifest claiming the files belong together.
+  assert left == ["detection.csv", "scores.npz"], left

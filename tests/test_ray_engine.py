@@ -1,5 +1,7 @@
 """The Ray engine reproduces the local engine byte for byte (one machine).
 
+`collection.train(..., engine="ray")` against `engine="local"` (the loop
+both MNIST pipelines run), `estimates.on_ray` against `estimates.compute`.
 A local Ray instance (2 CPUs, no dashboard, never a cluster) is started once
 for the module; every test trains or estimates a tiny collection (digits,
 200 training examples, 1 epoch, 6 runs in blocks of 2).
@@ -10,6 +12,8 @@ import os
 import shutil
 import socket
 import sys
+import threading
+import time
 import zipfile
 
 import numpy as np
@@ -18,12 +22,16 @@ import tensorflow as tf
 
 ray = pytest.importorskip("ray")
 
-from heldout_tf import checkpoints  # pylint: disable=g-import-not-at-top
-from heldout_tf import estimates  # pylint: disable=g-import-not-at-top
-from heldout_tf import layout  # pylint: disable=g-import-not-at-top
-from heldout_tf import ray_engine  # pylint: disable=g-import-not-at-top
-from heldout_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
-from heldout_tf import runstore  # pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top
+from heldout_tf import checkpoints
+from heldout_tf import collection
+from heldout_tf import errors
+from heldout_tf import estimates
+from heldout_tf import layout
+from heldout_tf import raycluster
+from heldout_tf import runs as runs_lib
+from heldout_tf.estimates import on_ray
+# pylint: enable=g-import-not-at-top
 
 pytestmark = pytest.mark.slow
 
@@ -34,13 +42,14 @@ GROUP_SIZE = 2
 TRAIN_SIZE, TEST_SIZE = 200, 100
 
 
-def tiny_inputs(kill_marker=None, env_dir=None) -> ray_engine.BlockInputs:
-  """The first 200/100 embedded digits and a 1-epoch trainer.
+def tiny_blocks(kill_marker=None, env_dir=None, driver=None):
+  """The MLP block trainer on the first 200/100 embedded digits, 1 epoch.
 
-  With `kill_marker` (a path), the worker process building these inputs
-  dies (`os._exit(1)`) right after the first run it writes, once: the
-  marker file records that it happened. With `env_dir`, each process
-  building them writes its TensorFlow thread settings to a file there.
+  With `kill_marker` (a path), a worker process (not the `driver` pid)
+  building it dies (`os._exit(1)`) right after the first run it writes,
+  once: the marker file records that it happened. With `env_dir`, each
+  process building it writes its TensorFlow thread settings to a file
+  there.
   """
   if env_dir is not None:
     with open(os.path.join(env_dir, str(os.getpid())), "w") as f:
@@ -48,24 +57,23 @@ def tiny_inputs(kill_marker=None, env_dir=None) -> ray_engine.BlockInputs:
           "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
           "OMP_NUM_THREADS")))
   from heldout_tf import training  # pylint: disable=g-import-not-at-top
-  from mnist_example import data as data_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from mnist_example import data as data_lib
   data = data_lib.load("digits")
   config = training.TrainConfig(epochs=1, num_classes=data_lib.NUM_CLASSES)
   images = data.train_images[:TRAIN_SIZE]
   labels = data.train_labels[:TRAIN_SIZE]
-  if kill_marker is not None:
+  if kill_marker is not None and os.getpid() != driver:
     _die_after_first_write(kill_marker)
-  return ray_engine.BlockInputs(
-      trainer=training.EnsembleTrainer(images, labels, config),
-      train_images=images, train_labels=labels,
-      test_images=data.test_images[:TEST_SIZE],
-      test_labels=data.test_labels[:TEST_SIZE])
+  return training.EnsembleBlocks(config, GROUP_SIZE, data=training.BlockData(
+      images, labels, data.test_images[:TEST_SIZE],
+      data.test_labels[:TEST_SIZE]))
 
 
 def _die_after_first_write(marker):
   """Makes this process exit hard after its first `write_run`, if no
   process did so before (the marker file exists then)."""
-  write_run = runstore.RunStore.write_run
+  write_run = collection.Store.write_run
 
   def write_then_die(self, run, **kwargs):
     write_run(self, run, **kwargs)
@@ -74,14 +82,19 @@ def _die_after_first_write(marker):
         f.write(f"killed after writing run {run}\n")
       os._exit(1)  # pylint: disable=protected-access
 
-  runstore.RunStore.write_run = write_then_die
+  collection.Store.write_run = write_then_die
 
 
 def _spec(root, **kwargs):
-  return ray_engine.TrainSpec(
+  return collection.Spec(
       root=str(root), experiment=EXPERIMENT, ratio=RATIO,
-      group_size=GROUP_SIZE, inputs=tiny_inputs,
+      group_size=GROUP_SIZE, factory=tiny_blocks,
       config={"group_size": GROUP_SIZE, "train_size": TRAIN_SIZE}, **kwargs)
+
+
+def _train(spec, runs=range(NUM_RUNS), engine="ray", **kwargs):
+  return collection.train(spec, runs, engine=engine, progress=False,
+                          **kwargs)
 
 
 def _npz_members(path):
@@ -127,9 +140,56 @@ def test_unreachable_cluster_is_a_clear_error_at_once(tmp_path):
   with socket.socket() as sock:  # A port nothing listens on.
     sock.bind(("127.0.0.1", 0))
     address = f"127.0.0.1:{sock.getsockname()[1]}"
-  with pytest.raises(ray_engine.RayUnavailableError, match="ray start --head"):
-    ray_engine.train_on_ray(_spec(tmp_path), range(NUM_RUNS),
-                            address=address, progress=False)
+  with pytest.raises(raycluster.RayUnavailableError, match="ray start --head"):
+    _train(_spec(tmp_path), address=address)
+
+
+def test_a_listener_that_is_not_ray_fails_in_seconds(tmp_path, monkeypatch):
+  # A plain TCP server on this machine that accepts and never answers:
+  # Ray itself would retry for minutes.
+  assert not ray.is_initialized()
+  monkeypatch.setattr(raycluster, "HANDSHAKE_SECONDS", 2.0)
+  accepted = []
+  with socket.socket() as server:
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+    thread = threading.Thread(target=lambda: accepted.append(
+        server.accept()), daemon=True)
+    thread.start()
+    start = time.monotonic()
+    with pytest.raises(raycluster.RayUnavailableError,
+                       match=f"{address} .*not a Ray head"):
+      _train(_spec(tmp_path), address=address)
+    assert time.monotonic() - start < 30
+    thread.join(5)
+    for conn, _ in accepted:
+      conn.close()
+  assert accepted, "the check never connected"
+  assert not ray.is_initialized()
+
+
+def test_a_listener_speaking_another_protocol_is_refused(monkeypatch):
+  answers = []
+
+  def http_server(server):
+    conn, _ = server.accept()
+    conn.recv(1024)
+    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    answers.append(conn)
+
+  with socket.socket() as server:
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    thread = threading.Thread(target=http_server, args=(server,),
+                              daemon=True)
+    thread.start()
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+    with pytest.raises(raycluster.RayUnavailableError, match="gRPC"):
+      raycluster.check_head(address, timeout=5)
+    thread.join(5)
+  assert answers
+  answers[0].close()
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +206,7 @@ def ray_instance():
 @pytest.fixture(scope="module")
 def local_collection(tmp_path_factory):
   root = tmp_path_factory.mktemp("local")
-  report = ray_engine.train_locally(_spec(root), range(NUM_RUNS),
-                                    progress=False)
+  report = _train(_spec(root), engine="local")
   assert report["trained"] == NUM_RUNS
   return _collection(root)
 
@@ -157,17 +216,17 @@ def test_ray_training_equals_local_training(ray_instance, local_collection,
   del ray_instance
   root, env_dir = tmp_path / "out", tmp_path / "env"
   env_dir.mkdir()
-  spec = _spec(root, inputs_args=(None, str(env_dir)))
-  report = ray_engine.train_on_ray(spec, range(NUM_RUNS), progress=False)
+  spec = _spec(root, factory_args=(None, str(env_dir)))
+  report = _train(spec)
   assert report["trained"] == NUM_RUNS and report["skipped"] == 0
   assert report["tasks"] == NUM_RUNS // GROUP_SIZE
   _assert_same_collection(_collection(root), local_collection)
   # Each worker's TensorFlow used the task's one CPU.
-  workers = os.listdir(env_dir)
+  workers = [w for w in os.listdir(env_dir) if w != str(os.getpid())]
   assert workers and {(env_dir / w).read_text() for w in workers} == {
       "1 1 1"}
   # Re-running finds every run finished: nothing is submitted.
-  again = ray_engine.train_on_ray(spec, range(NUM_RUNS), progress=False)
+  again = _train(spec)
   assert again["trained"] == 0 and again["skipped"] == NUM_RUNS
   assert again["tasks"] == 0
 
@@ -176,8 +235,8 @@ def test_killed_worker_is_retried_without_duplicate_or_partial_run(
     ray_instance, local_collection, tmp_path):
   del ray_instance
   root, marker = tmp_path / "out", str(tmp_path / "killed")
-  spec = _spec(root, inputs_args=(marker,))
-  report = ray_engine.train_on_ray(spec, range(NUM_RUNS), progress=False)
+  spec = _spec(root, factory_args=(marker, None, os.getpid()))
+  report = _train(spec)
   assert os.path.exists(marker), "no worker was killed"
   assert report["trained"] == NUM_RUNS
   _assert_same_collection(_collection(root), local_collection)
@@ -202,16 +261,15 @@ def test_resume_after_interrupted_driver(ray_instance, local_collection,
 
   monkeypatch.setattr(ray_instance, "wait", wait_then_interrupt)
   with pytest.raises(KeyboardInterrupt):
-    ray_engine.train_on_ray(_spec(root), range(NUM_RUNS), progress=False)
+    _train(_spec(root))
   monkeypatch.undo()
-  store = runstore.RunStore(str(root), EXPERIMENT, RATIO)
+  store = collection.Store(str(root), EXPERIMENT, RATIO)
   done = [r for r in range(NUM_RUNS) if store.is_finished(r, True)]
   assert len(done) >= GROUP_SIZE
   stamps = {r: os.stat(os.path.join(store.run_dir(r),
                                     layout.AUX_FILENAME)).st_mtime_ns
             for r in done}
-  report = ray_engine.train_on_ray(_spec(root), range(NUM_RUNS),
-                                   progress=False)
+  report = _train(_spec(root))
   assert report["skipped"] == len(done)
   assert report["trained"] == NUM_RUNS - len(done)
   for run, stamp in stamps.items():  # Finished runs were not rewritten.
@@ -224,18 +282,18 @@ def test_resume_after_interrupted_driver(ray_instance, local_collection,
 def test_other_config_on_disk_is_refused_before_any_task(ray_instance,
                                                          tmp_path):
   del ray_instance
-  ray_engine.train_locally(_spec(tmp_path), [0, 1], progress=False)
+  _train(_spec(tmp_path), [0, 1], engine="local")
   spec = _spec(tmp_path)
-  spec.config = dict(spec.config, train_size=TRAIN_SIZE + 1)
-  with pytest.raises(ray_engine.errors.ConfigError, match="train_size"):
-    ray_engine.train_on_ray(spec, range(NUM_RUNS), progress=False)
+  spec = dataclasses.replace(spec, config=dict(spec.config,
+                                               train_size=TRAIN_SIZE + 1))
+  with pytest.raises(errors.ConfigError, match="train_size"):
+    _train(spec)
 
 
 def test_missing_ray_is_a_clear_error(monkeypatch, tmp_path):
   monkeypatch.setitem(sys.modules, "ray", None)
-  with pytest.raises(ray_engine.RayUnavailableError, match=r"\.\[ray\]"):
-    ray_engine.train_on_ray(_spec(tmp_path), range(NUM_RUNS),
-                            progress=False)
+  with pytest.raises(raycluster.RayUnavailableError, match=r"\.\[ray\]"):
+    _train(_spec(tmp_path))
 
 
 # --------------------------------------------------------------- estimates --
@@ -252,7 +310,7 @@ def synthetic_root(tmp_path_factory):
   rng = np.random.default_rng(0)
   partner = rng.integers(0, N_TRAIN, N_TEST)
   for ratio, num_runs in ((0.5, 17), (0.7, 23)):
-    store = runstore.RunStore(root, EXPERIMENT, ratio)
+    store = collection.Store(root, EXPERIMENT, ratio)
     for run in range(num_runs):
       subset = np.sort(rng.choice(N_TRAIN, int(ratio * N_TRAIN),
                                   replace=False))
@@ -285,11 +343,11 @@ def test_estimates_on_ray_equal_local_estimates(ray_instance, synthetic_root,
       estimates.load_runs(synthetic_root, EXPERIMENT, progress=False), what,
       memory_budget=budget, labels=labels, progress=False)
   assert len(local["tr_idx"]) > 10  # The comparison covers real pairs.
-  on_ray = ray_engine.estimate_on_ray(
+  got = on_ray.estimate_on_ray(
       synthetic_root, EXPERIMENT, what=what, memory_budget=budget,
       labels=labels, progress=False, **tiling)
-  assert sorted(on_ray) == sorted(local)
-  assert (_saved_members(on_ray, tmp_path / "ray.npz") ==
+  assert sorted(got) == sorted(local)
+  assert (_saved_members(got, tmp_path / "ray.npz") ==
           _saved_members(local, tmp_path / "local.npz"))
 
 
@@ -298,10 +356,10 @@ def test_estimates_on_ray_of_one_ratio(ray_instance, synthetic_root,
   del ray_instance
   local = estimates.compute(estimates.load_runs(
       synthetic_root, EXPERIMENT, [0.7], progress=False), progress=False)
-  on_ray = ray_engine.estimate_on_ray(synthetic_root, EXPERIMENT, [0.7],
+  got = on_ray.estimate_on_ray(synthetic_root, EXPERIMENT, [0.7],
                                       runs_per_task=5, progress=False)
-  assert int(on_ray["num_runs"]) == 23
-  assert (_saved_members(on_ray, tmp_path / "ray.npz") ==
+  assert int(got["num_runs"]) == 23
+  assert (_saved_members(got, tmp_path / "ray.npz") ==
           _saved_members(local, tmp_path / "local.npz"))
 
 
@@ -310,12 +368,12 @@ def test_bad_aux_file_in_a_task_is_a_clear_error(ray_instance,
   del ray_instance
   root = str(tmp_path / "copy")
   shutil.copytree(synthetic_root, root)
-  bad = os.path.join(runstore.RunStore(root, EXPERIMENT, 0.7).run_dir(11),
+  bad = os.path.join(collection.Store(root, EXPERIMENT, 0.7).run_dir(11),
                      layout.AUX_FILENAME)
   with open(bad, "r+b") as f:
     f.truncate(100)
   with pytest.raises(runs_lib.AuxArraysError, match="0.7/11/aux_arrays"):
-    ray_engine.estimate_on_ray(root, EXPERIMENT, runs_per_task=8,
+    on_ray.estimate_on_ray(root, EXPERIMENT, runs_per_task=8,
                                progress=False)
 
 
@@ -328,10 +386,10 @@ def test_mnist_train_engine_ray_equals_engine_local(ray_instance, tmp_path):
   base = train.Options(num_runs=5, group_size=2, epochs=1, train_size=200,
                        test_size=100, dataset="digits", precision="float32",
                        stage="train", progress=False)
-  local = train.run(dataclasses.replace(base, out=str(tmp_path / "local")))
-  on_ray = train.run(dataclasses.replace(base, out=str(tmp_path / "ray"),
+  local = train.run(dataclasses.replace(base, root=str(tmp_path / "local")))
+  got = train.run(dataclasses.replace(base, root=str(tmp_path / "ray"),
                                          engine="ray"))
-  assert local["train"]["trained"] == on_ray["train"]["trained"] == 5
+  assert local["train"]["trained"] == got["train"]["trained"] == 5
   _assert_same_collection(_collection(tmp_path / "local"),
                           _collection(tmp_path / "ray"))
   assert not _leftovers(tmp_path / "ray")
@@ -356,12 +414,12 @@ def test_quality_engine_ray_equals_engine_local(ray_instance, tmp_path):
   args = ["--num_runs", "4", "--group_size", "2", "--epochs", "1",
           "--ssft_epochs", "1", "--train_size", "200", "--test_size", "100",
           "--dataset", "digits", "--removal_models", "0",
-          "--trajectory_runs", "1", "--no_progress"]
+          "--trajectory_runs", "1", "--noprogress"]
   local = quality.run(quality.parse_args(
-      args + ["--out", str(tmp_path / "local")]))
-  on_ray = quality.run(quality.parse_args(
-      args + ["--out", str(tmp_path / "ray"), "--engine", "ray"]))
-  assert local["train"]["trained"] == on_ray["train"]["trained"] == 4
+      args + ["--root", str(tmp_path / "local")]))
+  got = quality.run(quality.parse_args(
+      args + ["--root", str(tmp_path / "ray"), "--engine", "ray"]))
+  assert local["train"]["trained"] == got["train"]["trained"] == 4
   _assert_same_collection(_collection(tmp_path / "local"),
                           _collection(tmp_path / "ray"))
   for run in range(4):
@@ -371,4 +429,4 @@ def test_quality_engine_ray_equals_engine_local(ray_instance, tmp_path):
     assert _npz_members(paths[0]) == _npz_members(paths[1]), run
   assert os.path.isdir(os.path.join(
       layout.run_dir(str(tmp_path / "ray"), EXPERIMENT, RATIO, 0),
-      quality.TRAJECTORY_DIRNAME))
+      layout.TRAJECTORY_DIRNAME))

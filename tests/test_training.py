@@ -64,7 +64,7 @@ def test_init_has_sonnet_linear_distribution():
                                 training.init_params(_config(), 0, 784)[2])
 
 
-# Group and alone round at the same points (`training._mlp_forward`), so in
+# Group and alone round at the same points (`training.mlp_forward`), so in
 # both precisions they differ only by float32 accumulation order: one
 # tolerance for both. (A bfloat16 run differs from the float32 run by ~1e-2.)
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])

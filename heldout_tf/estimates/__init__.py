@@ -20,7 +20,8 @@ Modules: `counting` (exact counts; `Counts`, `CountsByRatio`, `counts_for`),
 `estimators` (memorization, influence, pairs, C-scores from matrices),
 `loading` (`Runs`, `load_runs`, `load_runs_from`), `pipeline` (`compute`,
 `compute_from_counts`), `reporting` (`summary` with standard errors,
-`save_*`). Sharded use (map over run shards, sum the counts):
+`memorization_order`, `save_*`), `on_ray` (the same estimates on a Ray
+cluster, `estimate_on_ray`; imported on use). Sharded use (map over run shards, sum the counts):
 
   total = sum((counts_for(load_runs_from(shard)) for shard in shards),
               CountsByRatio())
@@ -55,6 +56,7 @@ from heldout_tf.estimates.pipeline import compute_from_counts
 from heldout_tf.estimates.pipeline import DEFAULT_WHAT
 from heldout_tf.estimates.pipeline import parse_what
 from heldout_tf.estimates.pipeline import WHAT
+from heldout_tf.estimates.reporting import memorization_order
 from heldout_tf.estimates.reporting import save_cscores
 from heldout_tf.estimates.reporting import save_estimates
 from heldout_tf.estimates.reporting import save_pairs

@@ -77,6 +77,30 @@ def _uncertainty_lines(result: dict) -> List[str]:
           ] + list(u.warnings)
 
 
+def memorization_order(mem, evidence=None):
+  """`(most, least)`: training example indices, most / least memorized
+  first; the one order of every list and figure of top examples.
+
+  Scores tie often (many examples at 1.00 or 0.00). Ties are broken by
+  `evidence`, how many runs held the example out (more runs: a better
+  measured score, first), then by example index. NaN scores come last in
+  both.
+
+  Args:
+    mem: float [n] memorization scores.
+    evidence: int [n] runs holding each example out (`n_out`), or None.
+  """
+  mem = np.asarray(mem, np.float64)
+  evidence = (np.zeros(len(mem)) if evidence is None
+              else np.asarray(evidence, np.float64))
+  index, nan = np.arange(len(mem)), np.isnan(mem)
+  value = np.nan_to_num(mem, nan=0.0)
+  # np.lexsort sorts by its last key first.
+  most = np.lexsort((index, -evidence, -value, nan))
+  least = np.lexsort((index, -evidence, value, nan))
+  return most, least
+
+
 def summary(result: dict, top=10) -> str:
   """A few lines: counts, NaNs, standard errors, top memorized, pairs."""
   ratios = ", ".join(f"{r:g}: {n}" for r, n in zip(result["ratios"],
@@ -91,8 +115,8 @@ def summary(result: dict, top=10) -> str:
     mem = result["memorization"]
     lines.append(f"memorization: mean {np.nanmean(mem):.4f}, NaN "
                  f"{int(result['num_nan_memorization'])}")
-    order = np.argsort(-np.nan_to_num(mem, nan=-np.inf), kind="stable")
-    tops = ", ".join(f"#{i}: {mem[i]:.3f}" for i in order[:top]
+    most, _ = memorization_order(mem, result.get("n_out"))
+    tops = ", ".join(f"#{i}: {mem[i]:.3f}" for i in most[:top]
                      if not np.isnan(mem[i]))
     lines.append(f"top memorized: {tops}")
   if "influence" in result:

@@ -1,0 +1,67 @@
+"""The one home of a collection being made: store, blocks, rules, training.
+
+A collection is the runs of one experiment at one subset ratio under a
+root, in the released layout:
+
+  <root>/<experiment>/<ratio>/config.json     every setting runs depend on
+  <root>/<experiment>/<ratio>/<run>/aux_arrays.npz   (written last)
+  <root>/<experiment>/<ratio>/<run>/checkpoints/...
+
+Making one, whatever the data and model:
+
+  spec = collection.Spec(root, "my-exp", 0.7, group_size, factory,
+                         factory_args, config=recorded_settings)
+  report = collection.train(spec, collection.shard_runs(n, "0/1", G),
+                            engine="local")    # or "ray", address=...
+
+Modules: `store` (`Store`: recorded config, finished runs, atomic
+idempotent run writes), `blocks` (canonical blocks and shards), `rules`
+(flags versus the recorded config: `resolve_precision`,
+`resolve_group_size`; `fingerprint` of the data), `engine` (`Spec`,
+`train`, `plan`), `options` (`Options`, the flags every collection shares).
+
+The block-trainer protocol. `spec.factory(*spec.factory_args)` is a
+picklable top-level callable returning a block trainer: an object with
+
+  is_done(store, run) -> bool
+      Whether run `run` is finished for this pipeline (e.g.
+      `store.is_finished(run, need_checkpoint=True)`, plus any file the
+      pipeline writes per run). Must be cheap and must not need the data:
+      the driver builds one block trainer only to ask this.
+  train_block(store, runs) -> list of run ids written
+      Trains the canonical block holding `runs` (all of one block,
+      `blocks.block_of(runs, G)`) and writes those of `runs` that are not
+      done (`store.write_run`: checkpoint first, aux arrays last), each a
+      pure function of (recorded config, run id): a block whose runs are
+      partly finished is retrained whole and only its missing runs written,
+      so a run's bits never depend on how the collection was produced (one
+      job, shards, kill and resume, Ray). It may keep per-run state for a
+      mid-run resume (e.g. per-epoch checkpoints) as long as the result is
+      the same. Safe to repeat: finished runs are skipped, writes atomic.
+
+The factory is called once per process (the local engine's, or each Ray
+worker's) and its result reused for every block; build heavy state (data,
+compiled steps) lazily on the first `train_block`, so the driver's planning
+copy stays light. The MLP ensemble (`heldout_tf.training.EnsembleBlocks`)
+is one implementation; nothing here assumes a model.
+"""
+
+from heldout_tf.collection.blocks import block_of
+from heldout_tf.collection.blocks import block_runs
+from heldout_tf.collection.blocks import groups
+from heldout_tf.collection.blocks import is_sharded
+from heldout_tf.collection.blocks import NO_SHARD
+from heldout_tf.collection.blocks import parse_shard
+from heldout_tf.collection.blocks import shard_runs
+from heldout_tf.collection.engine import ENGINES
+from heldout_tf.collection.engine import plan
+from heldout_tf.collection.engine import Spec
+from heldout_tf.collection.engine import train
+from heldout_tf.collection.rules import fingerprint
+from heldout_tf.collection.rules import resolve_group_size
+from heldout_tf.collection.rules import resolve_precision
+from heldout_tf.collection.store import IncompleteRunsError
+from heldout_tf.collection.store import MissingConfigError
+from heldout_tf.collection.store import Store
+from heldout_tf.collection.options import Options
+from heldout_tf.collection.options import RunSettings

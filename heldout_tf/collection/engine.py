@@ -1,0 +1,205 @@
+"""`train(spec, run_ids, engine=...)`: the one loop that makes a collection.
+
+The same canonical blocks are trained whether the engine is "local" (one
+block after another in this process) or "ray" (one Ray task per block, on
+storage every node sees): runs are pure functions of (config, block), so
+both engines write byte-identical collections.
+"""
+
+import dataclasses
+import hashlib
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from heldout_tf import errors
+from heldout_tf import progress as progress_lib
+from heldout_tf import raycluster
+from heldout_tf.collection import blocks
+from heldout_tf.collection import store as store_lib
+
+ENGINES = ("local", "ray")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """A collection to make, in a form Ray can ship to every worker.
+
+  Attributes:
+    root: the collection root (`--root`), on storage every node mounts at
+      this same path for the Ray engine.
+    experiment: the experiment name, e.g. "mnist-mlp".
+    ratio: the subset ratio.
+    group_size: G, the collection's canonical block size (resolved, >= 1).
+    factory: a top-level (importable) callable; `factory(*factory_args)`
+      returns the block trainer (see the package docstring). Called once
+      per process and cached there.
+    factory_args: its arguments (small and picklable, e.g. an options
+      value; never the data).
+    config: if given, recorded (`Store.record_config`) before any training:
+      it must agree with the collection's config.json.
+  """
+  root: str
+  experiment: str
+  ratio: float
+  group_size: int
+  factory: Callable[..., Any]
+  factory_args: tuple = ()
+  config: Optional[Dict[str, Any]] = None
+
+  def store(self) -> store_lib.Store:
+    return store_lib.Store(self.root, self.experiment, self.ratio)
+
+  def make(self):
+    """`factory(*factory_args)`: a new block trainer."""
+    return self.factory(*self.factory_args)
+
+
+_WORKER_TRAINERS: Dict[str, Any] = {}  # One entry per worker process.
+
+
+def _spec_key(spec: Spec) -> str:
+  from ray import cloudpickle  # pylint: disable=g-import-not-at-top
+  return hashlib.sha256(cloudpickle.dumps(
+      (spec.factory, spec.factory_args))).hexdigest()
+
+
+def _worker_trainer(spec: Spec):
+  """`spec.make()`, built once per worker process."""
+  key = _spec_key(spec)
+  if key not in _WORKER_TRAINERS:
+    _WORKER_TRAINERS.clear()  # Keep one dataset per worker at most.
+    _WORKER_TRAINERS[key] = spec.make()
+  return _WORKER_TRAINERS[key]
+
+
+def _train_block_task(spec: Spec, runs: List[int]) -> dict:
+  """One Ray task: trains the canonical block holding `runs` (its worker's
+  TensorFlow threads come from `raycluster.thread_env`).
+
+  Returns {"written": the ids written (fewer than `runs` when a previous
+  attempt wrote some before its worker died), "setup_seconds": building
+  the worker's block trainer (0 once built), "train_seconds": the block}.
+  """
+  start = time.perf_counter()
+  if "tensorflow" not in sys.modules:  # This worker's first task.
+    from heldout_tf import cli  # pylint: disable=g-import-not-at-top
+    cli.quiet_tensorflow()  # No start-up lines from every worker.
+  trainer = _worker_trainer(spec)
+  setup = time.perf_counter() - start
+  written = list(trainer.train_block(spec.store(), runs))
+  return {"written": written, "setup_seconds": setup,
+          "train_seconds": time.perf_counter() - start - setup}
+
+
+def plan(spec: Spec, run_ids: Sequence[int], trainer):
+  """`(store, unfinished runs, their canonical blocks)`; records
+  `spec.config` first (a `errors.ConfigError` before any work)."""
+  store = spec.store()
+  if spec.config is not None:
+    store.record_config(spec.config)
+  wanted = sorted(set(int(r) for r in run_ids))
+  todo = [r for r in wanted if not trainer.is_done(store, r)]
+  return store, todo, blocks.groups(todo, spec.group_size)
+
+
+def train(spec: Spec, run_ids: Sequence[int], *, engine: str = "local",
+          address: Optional[str] = None, progress: bool = True,
+          trainer=None, num_cpus: Optional[int] = None,
+          cpus_per_task: int = 1,
+          max_retries: int = raycluster.DEFAULT_MAX_RETRIES) -> dict:
+  """Trains the unfinished runs of `run_ids`, block by block.
+
+  Args:
+    spec: the collection and how to build its block trainer.
+    run_ids: the runs wanted (e.g. `range(num_runs)` or a shard's
+      `blocks.shard_runs`); finished ones (`trainer.is_done`) are skipped,
+      so calling again resumes.
+    engine: "local" (this process) or "ray" (one task per block).
+    address: engine "ray": the cluster to join ("HEAD:6379", "auto"); None
+      starts a Ray instance on this machine only.
+    progress: show a bar counting finished runs.
+    trainer: a block trainer already built in this process (e.g. on data
+      the caller loaded); default `spec.make()`. The Ray engine uses it
+      only to plan (`is_done`); workers build their own.
+    num_cpus: engine "ray" without `address`: CPUs of the local instance
+      (None: all).
+    cpus_per_task: engine "ray": CPUs each task reserves, and its
+      TensorFlow threads.
+    max_retries: engine "ray": how often a task whose worker or node dies
+      is re-run (a retry never duplicates or half-writes a run).
+
+  Returns:
+    {"engine", "trained": runs finished by this call, "skipped": runs
+    already finished, "tasks": blocks trained, "seconds": wall time,
+    "setup_seconds" and "train_seconds" (engine "ray": summed over tasks:
+    workers building their trainer, training and writing blocks)}.
+  """
+  if engine not in ENGINES:
+    raise errors.UsageError(f"--engine must be one of {ENGINES}, got "
+                            f"{engine!r}")
+  if engine != "ray" and address is not None:
+    raise errors.UsageError("--ray_address needs --engine ray")
+  if cpus_per_task < 1:
+    raise errors.UsageError(f"cpus_per_task must be >= 1, got "
+                            f"{cpus_per_task}")
+  blocks.check_group_size(spec.group_size)
+  start = time.perf_counter()
+  if engine == "ray":
+    raycluster.import_ray()  # A clear error before any work.
+  if trainer is None:
+    trainer = spec.make()
+  store, todo, todo_blocks = plan(spec, run_ids, trainer)
+  report = {"engine": engine, "trained": len(todo),
+            "skipped": len(set(int(r) for r in run_ids)) - len(todo),
+            "tasks": len(todo_blocks), "setup_seconds": 0.0,
+            "train_seconds": 0.0}
+  if todo_blocks:
+    if engine == "ray":
+      _train_on_ray(spec, todo, todo_blocks, report, address, num_cpus,
+                    cpus_per_task, max_retries, progress)
+    else:
+      _train_here(store, trainer, todo, todo_blocks, report, progress)
+  report["seconds"] = time.perf_counter() - start
+  return report
+
+
+def _rate(bar, done, start):
+  elapsed = time.perf_counter() - start
+  if done and elapsed > 0:
+    bar.set_postfix_str(f"{3600 * done / elapsed:.0f} models/h")
+
+
+def _train_here(store, trainer, todo, todo_blocks, report, progress):
+  start, done = time.perf_counter(), 0
+  with progress_lib.bar(len(todo), "training", "run", progress) as bar:
+    for runs in todo_blocks:
+      written = trainer.train_block(store, runs)
+      done += len(written)
+      _rate(bar, done, start)
+      bar.update(len(written))
+  report["train_seconds"] = time.perf_counter() - start
+
+
+def _train_on_ray(spec, todo, todo_blocks, report, address, num_cpus,
+                  cpus_per_task, max_retries, progress):
+  with raycluster.connect(address, num_cpus) as ray:
+    task = ray.remote(_train_block_task).options(
+        num_cpus=cpus_per_task, max_retries=max_retries,
+        retry_exceptions=False,
+        runtime_env={"env_vars": raycluster.thread_env(cpus_per_task)})
+    spec_ref = ray.put(spec)
+    refs = [task.remote(spec_ref, runs) for runs in todo_blocks]
+    wanted = {ref: len(runs) for ref, runs in zip(refs, todo_blocks)}
+    start, done = time.perf_counter(), [0]
+    with progress_lib.bar(len(todo), "training on Ray", "run",
+                          progress) as bar:
+
+      def finished(ref, task_report):
+        for key in ("setup_seconds", "train_seconds"):
+          report[key] += task_report[key]
+        done[0] += wanted[ref]
+        _rate(bar, done[0], start)
+        bar.update(wanted[ref])
+
+      raycluster.run_tasks(ray, refs, finished)

@@ -1,0 +1,198 @@
+"""The store of one collection being made: one experiment at one ratio.
+
+  <root>/<experiment>/<ratio>/config.json
+  <root>/<experiment>/<ratio>/<run>/checkpoints/ckpt-<N>.{index,data-*}
+  <root>/<experiment>/<ratio>/<run>/aux_arrays.npz
+
+(names from `heldout_tf.layout`). `record_config` writes the collection's
+settings once and checks every later call against them. A run is finished
+once its `aux_arrays.npz` exists: `write_run` writes the checkpoint first
+and the aux arrays last, each atomically, so a killed job never leaves a run
+that looks finished but is not, and a repeated `write_run` rewrites the same
+bytes.
+"""
+
+import json
+import os
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+
+from heldout_tf import errors
+from heldout_tf import files
+from heldout_tf import layout
+from heldout_tf import runs as runs_lib
+
+_FINISH_HINT = "Train them (same settings), then estimate."
+
+
+class IncompleteRunsError(errors.HeldoutError, ValueError):
+  """The runs on disk are not exactly the ones asked for."""
+
+
+class MissingConfigError(errors.HeldoutError, FileNotFoundError):
+  """No collection here yet: its config.json does not exist."""
+
+
+class Store:
+  """The runs of one experiment at one subset ratio under `root`."""
+
+  def __init__(self, root: str, experiment: str, ratio):
+    self.root = os.fspath(root)
+    self.experiment = experiment
+    self.ratio = float(layout.format_ratio(ratio))
+    self.path = layout.ratio_dir(self.root, experiment, self.ratio)
+    self.config_path = os.path.join(self.path, layout.CONFIG_FILENAME)
+
+  def run_dir(self, run: int) -> str:
+    return layout.run_dir(self.root, self.experiment, self.ratio, run)
+
+  # -- recorded config --
+
+  def recorded_config(self) -> Optional[dict]:
+    """The collection's config.json, or None if there is none yet.
+
+    Raises `errors.PathError` if it cannot be read (e.g. `root` is a file)
+    and `errors.ConfigError` if it is not a JSON object.
+    """
+    with errors.user_path(self.config_path, "read"):
+      try:
+        with open(self.config_path) as f:
+          text = f.read()
+      except FileNotFoundError:
+        return None
+    try:
+      config = json.loads(text)
+    except ValueError as e:
+      raise errors.ConfigError(f"{self.config_path}: not JSON ({e})") from None
+    if not isinstance(config, dict):
+      raise errors.ConfigError(f"{self.config_path}: not a JSON object")
+    return config
+
+  def require_config(self) -> dict:
+    """`recorded_config()`, or `MissingConfigError` if there is none."""
+    config = self.recorded_config()
+    if config is None:
+      raise MissingConfigError(
+          f"{self.config_path} not found: no runs were trained here; train "
+          "first with the same --root and --ratio")
+    return config
+
+  def record_config(self, config: dict) -> dict:
+    """Writes `config` as config.json, or checks it equals the recorded one.
+
+    Values are compared as JSON (tuples equal lists). Raises
+    `errors.ConfigError` naming every differing key with both values, and
+    `errors.PathError` if the directory cannot be written.
+    """
+    config = json.loads(json.dumps(config))
+    with errors.user_path(self.path, "write"):
+      os.makedirs(self.path, exist_ok=True)
+    recorded = self.recorded_config()
+    if recorded is None:
+      files.atomic_write(self.config_path, lambda f: f.write(json.dumps(
+          config, indent=2, sort_keys=True) + "\n"), mode="w")
+      return config
+    differ = sorted(k for k in set(config) | set(recorded)
+                    if config.get(k) != recorded.get(k))
+    if differ:
+      details = "; ".join(f"{k}: on disk {recorded.get(k)!r}, now "
+                          f"{config.get(k)!r}" for k in differ)
+      raise errors.ConfigError(
+          f"{self.config_path}: the runs there were made with other settings "
+          f"({details}). Use another --root, or the same settings to resume.")
+    return recorded
+
+  # -- finished runs --
+
+  def is_finished(self, run: int, need_checkpoint: bool) -> bool:
+    """Whether run `run` has its aux_arrays.npz (and a checkpoint if asked).
+
+    The aux arrays are written last and atomically, so their presence is
+    enough; they are not read (2 000 runs would take minutes).
+    """
+    path = self.run_dir(run)
+    if not os.path.isfile(os.path.join(path, layout.AUX_FILENAME)):
+      return False
+    if need_checkpoint:
+      # Lazy: TensorFlow only when checkpoints matter.
+      from heldout_tf import checkpoints  # pylint: disable=g-import-not-at-top
+      try:
+        checkpoints.find_checkpoint(path)
+      except checkpoints.CheckpointNotFoundError:
+        return False
+    return True
+
+  def unfinished(self, run_ids: Sequence[int],
+                 need_checkpoint: bool) -> List[int]:
+    """The ids in `run_ids` that are not finished, in the given order."""
+    return [int(r) for r in run_ids
+            if not self.is_finished(r, need_checkpoint)]
+
+  def run_ids_on_disk(self) -> List[int]:
+    """Every canonical run directory's id, finished or not, sorted."""
+    return [p.run for p in layout.list_runs(self.root, self.experiment,
+                                            [self.ratio])]
+
+  def finished_runs(self) -> List[int]:
+    """The ids of the runs on disk that have their aux_arrays.npz."""
+    return [r for r in self.run_ids_on_disk()
+            if self.is_finished(r, need_checkpoint=False)]
+
+  def check_complete(self, num_runs: int, hint: str = _FINISH_HINT):
+    """Raises `IncompleteRunsError` unless exactly runs 0..num_runs-1 exist
+    and are finished (a run directory beyond them is refused too)."""
+    missing = self.unfinished(range(num_runs), need_checkpoint=False)
+    if missing:
+      shown = ", ".join(map(str, missing[:10])) + (
+          ", ..." if len(missing) > 10 else "")
+      raise IncompleteRunsError(
+          f"{len(missing)} of the {num_runs} runs under {self.path} are not "
+          f"finished (no {layout.AUX_FILENAME}): runs {shown}. {hint}")
+    extra = [r for r in self.run_ids_on_disk() if r >= num_runs]
+    if extra:
+      raise IncompleteRunsError(
+          f"{self.path} holds {len(extra)} run directories beyond --num_runs="
+          f"{num_runs} (runs {extra[0]}..{extra[-1]}): pass the --num_runs "
+          "they were trained with, or remove them.")
+
+  # -- writing --
+
+  def write_run(self, run: int, *, subset, correct_train, correct_test,
+                test_index=None,
+                save_checkpoint: Optional[Callable[[str], object]] = None):
+    """Writes one finished run: its checkpoint (optional), then its aux arrays.
+
+    The one place that turns a run's outputs into the released layout.
+
+    Args:
+      run: the run id.
+      subset: int [k], the training examples the run trained on.
+      correct_train: bool [n_train], correctness on every training example.
+      correct_test: bool [n_test], correctness on every test example.
+      test_index: int [n_test] canonical test indices (default 0..n_test-1).
+      save_checkpoint: called with the run's `checkpoints/` directory before
+        the aux arrays are written (e.g. `checkpoints.save(module, d, ...)`).
+    """
+    path = self.run_dir(run)
+    correct_train = np.asarray(correct_train, bool)
+    correct_test = np.asarray(correct_test, bool)
+    subset = np.asarray(subset, np.int64)
+    n_train = len(correct_train)
+    if subset.ndim != 1 or (len(subset) and (
+        subset.min() < 0 or subset.max() >= n_train)):
+      raise ValueError(f"run {run}: subset must be 1-D indices into "
+                       f"{n_train} training examples")
+    removed = np.setdiff1d(np.arange(n_train), subset)
+    if test_index is None:
+      test_index = np.arange(len(correct_test), dtype=np.int64)
+    with errors.user_path(path, "write"):
+      if save_checkpoint is not None:
+        save_checkpoint(os.path.join(path, layout.CHECKPOINTS_DIRNAME))
+      runs_lib.write_aux(
+          path,
+          correctness={"train": correct_train[subset],
+                       "removed": correct_train[removed],
+                       "test": correct_test},
+          index={"train": subset, "removed": removed, "test": test_index},
+          subsample_idx=subset)
