@@ -72,7 +72,7 @@ def settings_of(args):
                                ("batch_size", args.batch_size)) if v}
   recipe = recipe.replace(**changes) if changes else recipe
   precision = model_training.resolve_precision(args.precision)
-  return model_training.RunSettings(
+  return model_training.TrainSettings(
       recipe, "resnet9", 0.7, precision=precision.name,
       model_options={"width": args.width}, checkpoint_every=0), precision
 

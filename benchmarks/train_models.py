@@ -106,7 +106,7 @@ def random_data(n_train, n_test, seed=0):
 def time_kit(name, recipe, data, precision, width, steps):
   """Seconds per training step and per evaluated image of the kit."""
   options = {"width": width} if name == "resnet9" else {}
-  settings = model_training.RunSettings(recipe, name, CIFAR["ratio"],
+  settings = model_training.TrainSettings(recipe, name, CIFAR["ratio"],
                                         precision=precision,
                                         model_options=options)
   trainer = model_training.RunTrainer(settings, data)

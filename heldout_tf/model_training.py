@@ -1,6 +1,6 @@
 """Trains any Sonnet model, one run at a time, by a recipe; resumable.
 
-  settings = RunSettings(recipes.get("resnet9"), "resnet9", ratio=0.7)
+  settings = TrainSettings(recipes.get("resnet9"), "resnet9", ratio=0.7)
   trainer = RunTrainer(settings, image_data.load("cifar10"))
   trainer.train_and_write(store, run)   # or .train(run) for the model
 
@@ -60,7 +60,7 @@ _PARTIAL_RE = re.compile(r"ckpt-(\d+)\.index")
 
 
 @dataclasses.dataclass(frozen=True)
-class RunSettings:
+class TrainSettings:
   """Everything a run depends on besides the data and its id (picklable).
 
   Attributes:
@@ -144,18 +144,18 @@ def resolve_precision(requested: str) -> hardware.Precision:
   return chosen
 
 
-def subset_indices(settings: RunSettings, run: int, n: int) -> np.ndarray:
+def subset_indices(settings: TrainSettings, run: int, n: int) -> np.ndarray:
   """int64, sorted: the training examples run `run` trains on."""
   return training.subset_indices(settings.subset_config(), run, n)
 
 
-def init_seed(settings: RunSettings, run: int) -> int:
+def init_seed(settings: TrainSettings, run: int) -> int:
   """The global TensorFlow seed run `run`'s model is built under."""
   return int(np.random.SeedSequence(
       [settings.seed, int(run), _MODEL_INIT_STREAM]).generate_state(1)[0])
 
 
-def augment_seed(settings: RunSettings, run: int, epoch: int,
+def augment_seed(settings: TrainSettings, run: int, epoch: int,
                  step: int) -> np.ndarray:
   """int64 [2]: the stateless seed of step `step` of epoch `epoch`."""
   return np.random.SeedSequence(
@@ -240,7 +240,7 @@ class RunResult:
 class _Plan:
   """The steps of one run: batches, learning rates, augmentation seeds."""
 
-  def __init__(self, settings: RunSettings, run: int, subset, first_epoch):
+  def __init__(self, settings: TrainSettings, run: int, subset, first_epoch):
     recipe = settings.recipe
     self.settings, self.run, self.subset = settings, run, subset
     self.first_epoch = first_epoch
@@ -269,7 +269,7 @@ class RunTrainer:
   into it the variables of a freshly built model (seeded by the run).
   """
 
-  def __init__(self, settings: RunSettings, data: image_data.ImageData,
+  def __init__(self, settings: TrainSettings, data: image_data.ImageData,
                jit_compile: bool = False, tensors=None):
     """`jit_compile`: compile the step with XLA (for GPUs); `tensors`: the
     `(images, labels)` tensors of another trainer on the same data, to
@@ -465,25 +465,35 @@ class RunTrainer:
   def train_and_write(self, store, run: int,
                       on_step: Optional[Callable[[int, int], None]] = None
                       ) -> bool:
-    """Trains run `run` into `store` (a `runstore.RunStore`) unless it is
+    """Trains run `run` into `store` (a `collection.Store`) unless it is
     finished: final checkpoint, then `aux_arrays.npz`, then the partial area
     is removed. Returns whether it trained."""
     if store.is_finished(run, need_checkpoint=True):
       return False
-    run_dir = store.run_dir(run)
-    partial = os.path.join(run_dir, PARTIAL_DIRNAME)
-    result = self.train(run, partial, on_step=on_step)
+    partial = partial_dir(store, run)
+    self.write(store, self.train(run, partial, on_step=on_step), partial)
+    return True
+
+  def write(self, store, result: RunResult, partial: Optional[str] = None):
+    """Writes a trained run into `store`: its float32 checkpoint
+    (`checkpoints/ckpt-<epochs>`), then `aux_arrays.npz` with the
+    correctness that checkpoint predicts; then removes `partial`."""
     correct_train = self.correctness(result.model, "train")
     correct_test = self.correctness(result.model, "test")
     epochs = self.recipe.epochs
     store.write_run(
-        run, subset=result.subset, correct_train=correct_train,
+        result.run, subset=result.subset, correct_train=correct_train,
         correct_test=correct_test,
         save_checkpoint=lambda directory: checkpoints.save(
             result.model, directory, step=epochs, epoch=epochs,
             global_step=result.global_step))
-    shutil.rmtree(partial, ignore_errors=True)
-    return True
+    if partial is not None:
+      shutil.rmtree(partial, ignore_errors=True)
+
+
+def partial_dir(store, run: int) -> str:
+  """Run `run`'s partial area in `store`: `<run>/partial/`."""
+  return os.path.join(store.run_dir(run), PARTIAL_DIRNAME)
 
 
 class GroupTrainer:
@@ -491,7 +501,7 @@ class GroupTrainer:
   member's own step (the same ops as `RunTrainer`, one model each), so a
   GPU gets several models' work per launch. Members share the data."""
 
-  def __init__(self, settings: RunSettings, data: image_data.ImageData,
+  def __init__(self, settings: TrainSettings, data: image_data.ImageData,
                size: int, jit_compile: bool = False):
     if size < 1:
       raise errors.UsageError(f"group size must be >= 1, got {size}")

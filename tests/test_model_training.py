@@ -13,7 +13,7 @@ from heldout_tf import model_training
 from heldout_tf import models
 from heldout_tf import recipes
 from heldout_tf import runs as runs_lib
-from heldout_tf import runstore
+from heldout_tf import collection
 from heldout_tf import synthetic
 from heldout_tf import training
 
@@ -29,7 +29,7 @@ def _settings(precision="float32", epochs=2, model="resnet9", **changes):
   recipe = recipes.get("resnet9").replace(epochs=epochs, batch_size=16,
                                            **changes)
   options = {"width": 0.125} if model == "resnet9" else {}
-  return model_training.RunSettings(recipe, model, 0.7, seed=1,
+  return model_training.TrainSettings(recipe, model, 0.7, seed=1,
                                     precision=precision,
                                     model_options=options)
 
@@ -129,7 +129,7 @@ def test_precision_choices():
 def test_mnist_mlp_recipe_learns_the_digits():
   data = image_data.load("mnist", data_dir="/nonexistent")
   recipe = recipes.get("mnist-mlp").replace(epochs=2)
-  settings = model_training.RunSettings(recipe, "mlp", 0.7)
+  settings = model_training.TrainSettings(recipe, "mlp", 0.7)
   trainer = model_training.RunTrainer(settings, data)
   trainer.train(0)
   assert trainer.correctness(split="test").mean() > 0.85
@@ -140,9 +140,9 @@ def test_trained_small_inception_restores_and_cross_checks(tmp_path, cifar10):
   data_dir, _ = cifar10
   data = image_data.load("cifar10", data_dir=data_dir)
   recipe = recipes.get("released").replace(epochs=1, batch_size=16)
-  settings = model_training.RunSettings(recipe, "small_inception", 0.7,
+  settings = model_training.TrainSettings(recipe, "small_inception", 0.7,
                                         precision="bfloat16")
-  store = runstore.RunStore(str(tmp_path), "cifar10-inception", 0.7)
+  store = collection.Store(str(tmp_path), "cifar10-inception", 0.7)
   trainer = model_training.RunTrainer(settings, data)
   assert trainer.train_and_write(store, 0)
   assert not trainer.train_and_write(store, 0)  # Finished: skipped.
