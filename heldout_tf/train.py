@@ -51,10 +51,10 @@ def parse_ratios(text: str):
     raise errors.UsageError(
         f"--ratios {text!r}: expected a ratio (0.7), a list (0.1,0.5) or "
         "start:stop:step (0.1:0.9:0.1)") from None
-  ratios = sorted({float(layout.format_ratio(round(v, 6))) for v in values})
-  if not ratios or not all(0 < r <= 1 for r in ratios):
+  if not values or not all(0 < round(v, 6) <= 1 for v in values):
     raise errors.UsageError(f"--ratios {text!r}: ratios must be in (0, 1]")
-  return tuple(ratios)
+  return tuple(sorted({float(layout.format_ratio(round(v, 6)))
+                       for v in values}))
 
 
 def parse_counts(text: str, flag: str):
