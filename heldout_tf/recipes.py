@@ -145,7 +145,7 @@ RECIPES = {
                                      "learning_rate", "momentum")}),
     "released": Recipe(
         name="released", model="small_inception", epochs=40, batch_size=128,
-        learning_rate=0.1, schedule="triangular", peak_epoch=8,
+        learning_rate=0.01, schedule="triangular", peak_epoch=8,
         momentum=0.9, nesterov=True, weight_decay=5e-4, flip=True,
         translate=4, bn_decay=0.99,
         sources=dict(
