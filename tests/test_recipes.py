@@ -5,12 +5,12 @@ import pytest
 
 from heldout_tf import errors
 from heldout_tf import recipes
-from mnist_example import train as mnist_train
+from mnist_example import common as mnist_common
 
 
 def test_mnist_recipe_is_the_paper_preset():
   recipe = recipes.get("mnist-mlp")
-  preset = mnist_train.PAPER_PRESET
+  preset = mnist_common.PAPER_PRESET
   assert (recipe.epochs, recipe.batch_size, recipe.learning_rate) == (
       preset["epochs"], preset["batch_size"], preset["learning_rate"])
   assert recipe.momentum == 0.9 and recipe.schedule == "constant"
