@@ -6,7 +6,7 @@ the training set, and writes each in the released layout
   <root>/<experiment>/<ratio>/<run>/checkpoints/ckpt-<epochs>.{index,data-*}
   <root>/<experiment>/<ratio>/<run>/aux_arrays.npz
 
-so estimate, quality, export and evaluate work on it. Re-running the same
+so estimate, evaluate and export work on it. Re-running the same
 command resumes: finished runs are skipped and a run killed mid-way
 continues from its last epoch checkpoint with the same final bits.
 
@@ -90,26 +90,26 @@ def build_parser() -> cli.Parser:
                "Let tfds download the dataset (network).")
   parser.add_argument("--model", default="",
                       help="small_inception, resnet9, mlp, or "
-                      "module:function returning an snt.Module (default: "
-                      "the recipe's).")
+                      "module:function returning an snt.Module; empty: the "
+                      "recipe's.")
   parser.add_argument("--model_options", default="", metavar="JSON",
                       help='Constructor options, e.g. \'{"width": 0.5}\' '
                       "for a narrower ResNet-9.")
   parser.add_argument("--recipe", default="",
-                      help="mnist-mlp, released or resnet9 (default: the "
-                      "model's: mlp -> mnist-mlp, small_inception -> "
+                      help="mnist-mlp, released or resnet9; empty: the "
+                      "model's (mlp -> mnist-mlp, small_inception -> "
                       "released, else resnet9).")
   parser.add_argument("--ratios", default="0.7",
                       help="Subset ratio(s): 0.7, 0.1,0.5 or 0.1:0.9:0.1.")
   runs = parser.add_mutually_exclusive_group()
-  runs.add_argument("--num_runs", type=int, default=None,
-                    help="Runs at each ratio (default 8).")
+  runs.add_argument("--num_runs", type=int, default=8,
+                    help="Runs at each ratio.")
   runs.add_argument("--runs_per_ratio", default=None, metavar="N[,N...]",
                     help="Runs per ratio: one count, or one per ratio.")
   cli.add_root(parser, default="./heldout_runs")
   parser.add_argument("--experiment", default="",
-                      help="The experiment's directory name (default "
-                      "<dataset>-<model>).")
+                      help="The experiment's directory name; empty: "
+                      "<dataset>-<model>.")
   parser.add_argument("--seed", type=int, default=0,
                       help="Subsets, shuffles, initialisation and "
                       "augmentation are functions of (seed, run).")
@@ -145,7 +145,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
   if args.runs_per_ratio is not None:
     counts = parse_counts(args.runs_per_ratio, "runs_per_ratio")
   else:
-    counts = (8 if args.num_runs is None else args.num_runs,)
+    counts = (args.num_runs,)
   options = model_blocks.Options(
       dataset=args.dataset, data_dir=args.data_dir, download=args.download,
       model=args.model, model_options=parse_model_options(args.model_options),
