@@ -174,3 +174,42 @@ def test_runs_trained_side_by_side_equal_runs_trained_alone():
   for result in group.train([2, 5]):
     for a, b in zip(expected[result.run], _values(result.model)):
       np.testing.assert_array_equal(a, b)
+
+
+def test_block_trainer_resumes_a_killed_block_to_the_same_files(
+    tmp_path, monkeypatch):
+  from heldout_tf import model_blocks  # pylint: disable=g-import-not-at-top
+  data, settings = _tiny_cifar(32, 8), _settings(epochs=2)
+  source = model_blocks.DataSource("unused")
+  whole = collection.Store(str(tmp_path / "whole"), "tiny-resnet9", 0.7)
+  blocks = model_blocks.ModelBlocks(settings, source, 2, data=data)
+  assert blocks.train_block(whole, [0, 1]) == [0, 1]
+
+  killed = collection.Store(str(tmp_path / "killed"), "tiny-resnet9", 0.7)
+  end_epoch = model_training.RunTrainer.end_epoch
+
+  def die_after_saving(self, plan, epoch, partial):
+    end_epoch(self, plan, epoch, partial)
+    if plan.run == 1:  # Both members have saved epoch 1 by now.
+      raise _Killed()
+
+  monkeypatch.setattr(model_training.RunTrainer, "end_epoch",
+                      die_after_saving)
+  with pytest.raises(_Killed):
+    model_blocks.ModelBlocks(settings, source, 2, data=data).train_block(
+        killed, [0, 1])
+  monkeypatch.setattr(model_training.RunTrainer, "end_epoch", end_epoch)
+  for run in (0, 1):
+    assert sorted(os.listdir(model_training.partial_dir(killed, run))) == [
+        "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+    assert not killed.is_finished(run, need_checkpoint=False)
+  resumed = model_blocks.ModelBlocks(settings, source, 2, data=data)
+  assert resumed.train_block(killed, [0, 1]) == [0, 1]
+  for run in (0, 1):
+    for name in ("aux_arrays.npz", "checkpoints/ckpt-2.index",
+                 "checkpoints/ckpt-2.data-00000-of-00001"):
+      a = os.path.join(whole.run_dir(run), name)
+      b = os.path.join(killed.run_dir(run), name)
+      with open(a, "rb") as fa, open(b, "rb") as fb:
+        assert fa.read() == fb.read(), (run, name)
+    assert not os.path.exists(model_training.partial_dir(killed, run))
