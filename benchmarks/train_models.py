@@ -114,10 +114,10 @@ def time_kit(name, recipe, data, precision, width, steps):
   idx = [tf.constant(np.arange(i * b, (i + 1) * b, dtype=np.int32)
                      % len(data.train_labels)) for i in range(steps)]
   seed = tf.constant([1, 2], tf.int64)
-  trainer._step(idx[0], tf.constant(0.01), seed)  # pylint: disable=protected-access
+  trainer.compiled_step(idx[0], tf.constant(0.01), seed)
   start = time.perf_counter()
   for i in idx:
-    loss = trainer._step(i, tf.constant(0.01), seed)  # pylint: disable=protected-access
+    loss = trainer.compiled_step(i, tf.constant(0.01), seed)
   loss.numpy()
   per_step = (time.perf_counter() - start) / steps
   trainer.correctness(split="test")  # Warm-up (traces the forward pass).

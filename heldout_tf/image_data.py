@@ -219,7 +219,8 @@ def load_npz(path: str) -> ImageData:
     if num_classes.shape != () or not np.issubdtype(num_classes.dtype,
                                                     np.integer):
       raise DataError(f"{path}: key 'num_classes' must be an integer "
-                      f"scalar, got {num_classes.dtype}{list(num_classes.shape)}")
+                      f"scalar, got {num_classes.dtype}"
+                      f"{list(num_classes.shape)}")
     num_classes = int(num_classes)
   name = os.path.splitext(os.path.basename(path))[0]
   return _checked(name, path, "x", "y", arrays["x_train"],

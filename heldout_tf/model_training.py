@@ -286,7 +286,7 @@ class RunTrainer:
     self._variables = self.model.trainable_variables
     self.state = TrainState(self._variables)
     self._dtype = tf.as_dtype(settings.precision)
-    self._step = tf.function(self._train_step, input_signature=[
+    self.compiled_step = tf.function(self.train_step, input_signature=[
         tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.float32),
         tf.TensorSpec([2], tf.int64)], jit_compile=jit_compile)
     self._eval = None
@@ -315,7 +315,10 @@ class RunTrainer:
 
   # -- the step --
 
-  def _train_step(self, idx, learning_rate, seed):
+  def train_step(self, idx, learning_rate, seed):
+    """One SGD step on the examples `idx` (int32 [b]) at `learning_rate`,
+    augmented from the stateless `seed` (int64 [2]); the mean loss. Traced
+    into `compiled_step` (and into a `GroupTrainer`'s step)."""
     recipe = self.recipe
     x = tf.cast(tf.gather(self._images, idx), tf.float32) / 255.0
     y = tf.gather(self._labels, idx)
@@ -426,7 +429,7 @@ class RunTrainer:
     plan = self.begin(run, partial_dir)
     for epoch in range(plan.first_epoch, self.recipe.epochs):
       for s in range(plan.steps):
-        self._step(*plan.step_inputs(epoch, s))
+        self.compiled_step(*plan.step_inputs(epoch, s))
         if on_step is not None:
           on_step(epoch * plan.steps + s + 1, plan.total)
       self.end_epoch(plan, epoch, partial_dir)
@@ -513,11 +516,11 @@ class GroupTrainer:
     spec = [tf.TensorSpec([size, None], tf.int32),
             tf.TensorSpec([size], tf.float32), tf.TensorSpec([size, 2],
                                                              tf.int64)]
-    self._step = tf.function(self._group_step, input_signature=spec,
+    self.compiled_step = tf.function(self._group_step, input_signature=spec,
                              jit_compile=jit_compile)
 
   def _group_step(self, idx, rates, seeds):
-    return tf.stack([m._train_step(idx[k], rates[k], seeds[k])  # pylint: disable=protected-access
+    return tf.stack([m.train_step(idx[k], rates[k], seeds[k])
                      for k, m in enumerate(self.members)])
 
   def train(self, runs, partial_dirs=None,
@@ -536,20 +539,21 @@ class GroupTrainer:
     for m, plan, partial in zip(members, plans, partial_dirs):
       for epoch in range(plan.first_epoch, start):
         for s in range(plan.steps):
-          m._step(*plan.step_inputs(epoch, s))  # pylint: disable=protected-access
+          m.compiled_step(*plan.step_inputs(epoch, s))
         m.end_epoch(plan, epoch, partial)
     if len(runs) < len(self.members):  # A short group trains alone.
       for m, plan, partial in zip(members, plans, partial_dirs):
         for epoch in range(start, self.recipe.epochs):
           for s in range(plan.steps):
-            m._step(*plan.step_inputs(epoch, s))  # pylint: disable=protected-access
+            m.compiled_step(*plan.step_inputs(epoch, s))
           m.end_epoch(plan, epoch, partial)
     else:
       steps = plans[0].steps
       for epoch in range(start, self.recipe.epochs):
         for s in range(steps):
           inputs = [p.step_inputs(epoch, s) for p in plans]
-          self._step(*[tf.stack([x[i] for x in inputs]) for i in range(3)])
+          self.compiled_step(*[tf.stack([x[i] for x in inputs])
+                               for i in range(3)])
           if on_step is not None:
             on_step(epoch * steps + s + 1, plans[0].total)
         for m, plan, partial in zip(members, plans, partial_dirs):
