@@ -23,8 +23,10 @@ returns bfloat16 (there is no bfloat16 x bfloat16 -> float32 kernel), so each
 matmul output is rounded to bfloat16 once, then cast to float32 for the bias
 and the ReLU. Gradients flow back through the casts: the backward matmuls run
 in bfloat16 too and every variable receives a float32 gradient. The rounding
-points are spelled out once (`mlp_forward`) and used by the ensemble step,
-`EnsembleTrainer.predict`, `GroupView.features_and_logits` and `train_alone`,
+points are spelled out once (`mlp_forward`, batched as `group_forward`) and
+used by the ensemble step, `EnsembleTrainer.predict`,
+`GroupView.features_and_logits`, the per-epoch signals
+(`heldout_tf.signals.GatheredForward`, in float32) and `train_alone`,
 so "a model trained in a group equals the same run trained alone" holds in
 each precision to the same float32 tolerance: with the same rounding points
 the two differ only where float32 accumulation order would push a value
@@ -34,6 +36,10 @@ the bfloat16 rounding in between, but not the batched one, so group and alone
 would round differently.) bfloat16 runs differ from float32 runs of the same
 seed by ~1e-2 in the weights and reach the same accuracy
 (`benchmarks/RESULTS-train_many.md`).
+
+Collections: `EnsembleBlocks` is the MLP block trainer of
+`heldout_tf.collection.train` (a canonical block of runs trained as one
+group, each run written with its float32 checkpoint and aux arrays).
 """
 
 import dataclasses

@@ -33,8 +33,9 @@ class MnistOptions(collection.Options):
     need = options_lib.need
     need(self.dataset in data_lib.DATASETS, "dataset",
          f"must be one of {data_lib.DATASETS}", self.dataset)
-    need(self.train_size >= 0, "train_size", "must be >= 0 (0: all)",
-         self.train_size)
+    need(self.train_size >= 0 and self.train_size != 1, "train_size",
+         "must be 0 (all) or >= 2: a run must train on some examples and "
+         "hold others out", self.train_size)
     need(self.test_size >= 0, "test_size", "must be >= 0 (0: all)",
          self.test_size)
 

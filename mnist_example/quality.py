@@ -83,9 +83,6 @@ class Options(common.MnistOptions):
     need(self.num_runs >= 2, "num_runs", "must be >= 2", self.num_runs)
     need(self.ratio < 1.0, "ratio", "must be in (0, 1): runs must hold "
          "examples out", self.ratio)
-    need(self.train_size != 1, "train_size", "must be 0 (all) or >= 2: a "
-         "run must train on some examples and hold others out",
-         self.train_size)
     need(self.ssft_epochs >= 0, "ssft_epochs", "must be >= 0",
          self.ssft_epochs)
     need(self.removal_models >= 0, "removal_models", "must be >= 0",
@@ -167,10 +164,11 @@ def check_sizes(options: Options, n: int):
   the runs or the ablation (before any training)."""
   subset = max(1, int(round(options.ratio * n)))
   if subset >= n:
+    flag = (f"--train_size {options.train_size}: at --ratio {options.ratio}"
+            if options.train_size else f"--ratio {options.ratio}:")
     raise errors.UsageError(
-        f"--train_size {options.train_size or n}: at --ratio "
-        f"{options.ratio} each run would train on all {n} examples and hold "
-        "none out; use more training examples (or a smaller --ratio)")
+        f"{flag} each run would train on all {n} examples and hold none "
+        "out; use more training examples or a smaller --ratio")
   if options.removal_models:
     for fraction in detection.parse_fractions(options.removal_fractions):
       if n - int(round(fraction * n)) < 1:

@@ -405,6 +405,7 @@ def test_bad_command_lines_exit_2_with_one_error_line(argv, match, capsys):
 
 def test_help_needs_no_tensorflow():
   code = ("import sys; from mnist_example import train, quality; "
+          "import heldout_tf.collection, heldout_tf.raycluster; "
           "train.build_parser().format_help(); "
           "quality.build_parser().format_help(); "
           "assert 'tensorflow' not in sys.modules, 'TF imported'")
@@ -531,7 +532,8 @@ def test_precision_is_resolved_recorded_and_announced(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag, value", [
-    ("group_size", -4), ("train_size", -3990), ("test_size", -1),
+    ("group_size", -4), ("train_size", -3990), ("train_size", 1),
+    ("test_size", -1),
     ("learning_rate", float("nan")), ("learning_rate", float("inf")),
     ("learning_rate", 0.0), ("num_runs", -1), ("num_runs", 0),
     ("epochs", 0), ("batch_size", 0), ("ratio", 0.0), ("ratio", 1.5),
