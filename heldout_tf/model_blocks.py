@@ -200,10 +200,16 @@ def _recipe(options: Options):
 
 
 def experiment_name(options: Options, data_name: str, model: str) -> str:
+  """`--experiment`, else `<data>-<arch>`: e.g. 'cifar10-inception' (the
+  released experiment's name, so `demo.py --experiment cifar10-inception
+  --root <root>` evaluates the kit's runs), 'cifar10-resnet9', or the
+  function's name for a user module."""
   if options.experiment:
     return options.experiment
-  model = model.split(":")[-1] if ":" in model else model
-  return f"{data_name}-{model}"
+  if ":" in model:
+    return f"{data_name}-{model.split(':')[-1]}"
+  from heldout_tf import models  # pylint: disable=g-import-not-at-top
+  return f"{data_name}-{models.MODEL_NAMES.get(model, model)}"
 
 
 def accuracy(store, runs, limit: int = 50) -> Optional[float]:

@@ -109,7 +109,7 @@ def build_parser() -> cli.Parser:
   cli.add_root(parser, default="./heldout_runs")
   parser.add_argument("--experiment", default="",
                       help="The experiment's directory name; empty: "
-                      "<dataset>-<model>.")
+                      "<dataset>-<architecture>.")
   parser.add_argument("--seed", type=int, default=0,
                       help="Subsets, shuffles, initialisation and "
                       "augmentation are functions of (seed, run).")

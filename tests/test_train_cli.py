@@ -151,7 +151,7 @@ def test_user_module_from_the_command_line(tmp_path):
        "--num_runs", "1", "--root", str(tmp_path / "r"), "--noprogress"],
       capture_output=True, text=True, env=env, timeout=300)
   assert out.returncode == 0, out.stderr
-  assert "collection d-build" in out.stdout
+  assert "collection d-build " in out.stdout
   assert os.path.exists(tmp_path / "r" / "d-build" / "0.7" / "0" /
                         "aux_arrays.npz")
 
@@ -181,3 +181,22 @@ def test_ray_writes_what_local_writes(tmp_path):
       a = (tmp_path / "local" / rel / name).read_bytes()
       b = (tmp_path / "ray" / rel / name).read_bytes()
       assert a == b, (run, name)
+
+
+@pytest.mark.slow
+def test_small_inception_collection_evaluates_with_demo(tmp_path, cifar10):
+  data_dir, _ = cifar10
+  root = tmp_path / "runs"
+  reports = model_blocks.make(train.parse_args(
+      ["--dataset", "cifar10", "--data_dir", data_dir, "--model",
+       "small_inception", "--epochs", "1", "--batch_size", "16",
+       "--num_runs", "1", "--root", str(root), "--noprogress"]),
+                              say=lambda *_: None)
+  assert reports[0]["experiment"] == "cifar10-inception"
+  env = dict(os.environ, PYTHONPATH=ROOT_DIR)
+  out = subprocess.run(
+      [sys.executable, "demo.py", "--experiment", "cifar10-inception",
+       "--root", str(root), "--data_dir", data_dir, "--require_match"],
+      capture_output=True, text=True, env=env, cwd=ROOT_DIR, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert "32 out of 32 predictions match" in out.stdout
