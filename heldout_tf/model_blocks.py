@@ -84,7 +84,13 @@ class ModelBlocks:
     return self._trainer
 
   def is_done(self, store, run: int) -> bool:
-    return store.is_finished(run, need_checkpoint=True)
+    """Finished: checkpoint and aux arrays (and signals.npz if recorded)."""
+    if not store.is_finished(run, need_checkpoint=True):
+      return False
+    if not self.settings.signals:
+      return True
+    from heldout_tf import signals as signals_lib  # pylint: disable=g-import-not-at-top
+    return os.path.isfile(signals_lib.signals_path(store.run_dir(run)))
 
   def train_block(self, store, runs) -> List[int]:
     """Trains the canonical block holding `runs` (whole: its runs train
@@ -128,6 +134,7 @@ class Options:
   precision: str = "auto"
   group_size: int = 0  # 0: the recorded one, else 1.
   checkpoint_every: int = 1
+  signals: bool = False
   shard: str = blocks.NO_SHARD
   jit_compile: bool = False
   engine: str = "local"
@@ -257,7 +264,7 @@ def make(options: Options, say=print) -> List[dict]:
     settings = model_training.TrainSettings(
         recipe, model, ratio, seed=options.seed, precision=precision.name,
         model_options=options.model_options,
-        checkpoint_every=options.checkpoint_every)
+        checkpoint_every=options.checkpoint_every, signals=options.signals)
     config = dict(settings.config(), group_size=group_size,
                   dataset=data.name, num_classes=data.num_classes,
                   image_shape=list(data.image_shape),

@@ -83,6 +83,7 @@ class TrainSettings:
   precision: str = "float32"
   model_options: tuple = ()  # Sorted (key, value) pairs.
   checkpoint_every: int = 1
+  signals: bool = False  # Also write each run's per-epoch signals.npz.
 
   def __post_init__(self):
     if self.precision not in PRECISIONS:
@@ -120,7 +121,8 @@ class TrainSettings:
     return {"recipe": self.recipe.config(), "model": self.model,
             "model_options": dict(self.model_options), "ratio": self.ratio,
             "seed": self.seed, "precision": self.precision,
-            "checkpoint_every": self.checkpoint_every}
+            "checkpoint_every": self.checkpoint_every,
+            "signals": self.signals}
 
 
 def resolve_precision(requested: str) -> hardware.Precision:
@@ -235,6 +237,40 @@ class RunResult:
   subset: np.ndarray  # int64 [k]
   global_step: int
   resumed_from: Optional[int]  # The epoch a partial checkpoint gave, or None.
+  signals: Optional["_SignalSums"] = None  # With `settings.signals`.
+
+
+class _SignalSums:
+  """A run's per-example signal sums over its epochs so far."""
+
+  def __init__(self, m: int):
+    self.margin_sum = np.zeros([m])
+    self.correct_epochs = np.zeros([m], np.int32)
+    self.tracin_sum = np.zeros([m])
+    self.heldout = self.heldout_probs = None  # After the last epoch.
+
+  def save(self, path: str):
+    from heldout_tf import files  # pylint: disable=g-import-not-at-top
+    files.save_npz(path, margin_sum=self.margin_sum,
+                   correct_epochs=self.correct_epochs,
+                   tracin_sum=self.tracin_sum)
+
+  def load(self, path: str):
+    """The sums saved beside a partial checkpoint (written by `save`)."""
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        values = {k: f[k] for k in ("margin_sum", "correct_epochs",
+                                    "tracin_sum")}
+    except (OSError, KeyError, ValueError) as e:
+      raise checkpoints.CheckpointCorruptError(
+          f"{path}: cannot resume the run's signals ({e}); remove "
+          f"{os.path.dirname(path)} to restart the run") from e
+    for key, value in values.items():
+      if value.shape != getattr(self, key).shape:
+        raise checkpoints.CheckpointCorruptError(
+            f"{path}: {key} has shape {list(value.shape)}, expected "
+            f"{list(getattr(self, key).shape)}")
+      setattr(self, key, value.astype(getattr(self, key).dtype))
 
 
 class _Plan:
@@ -249,6 +285,11 @@ class _Plan:
     self._rates = recipe.learning_rates(len(subset))
     self._config = settings.subset_config()
     self._order = {}
+    self.signals = None  # A _SignalSums with `settings.signals`.
+
+  def rate(self, step: int) -> float:
+    """The learning rate of step `step` (counted over the whole run)."""
+    return self._rates[step]
 
   def step_inputs(self, epoch: int, step: int):
     """`(batch indices, learning rate, augmentation seed)` tensors."""
@@ -290,6 +331,10 @@ class RunTrainer:
         tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.float32),
         tf.TensorSpec([2], tf.int64)], jit_compile=jit_compile)
     self._eval = None
+    self._forward = tf.function(
+        lambda x: models.features_and_logits(self.model, x),
+        input_signature=[tf.TensorSpec((None,) + data.image_shape,
+                                       tf.float32)])
 
   # -- building --
 
@@ -398,8 +443,8 @@ class RunTrainer:
   def _save_partial(self, partial_dir, epoch, global_step):
     checkpoints.save(self.model, partial_dir, step=epoch, epoch=epoch,
                      global_step=global_step, train_state=self.state)
-    for f in glob.glob(os.path.join(glob.escape(partial_dir), "ckpt-*")):
-      m = re.fullmatch(r"ckpt-(\d+)\..*", os.path.basename(f))
+    for f in glob.glob(os.path.join(glob.escape(partial_dir), "*-*")):
+      m = re.fullmatch(r"(?:ckpt|signals)-(\d+)\..*", os.path.basename(f))
       if m and int(m.group(1)) < epoch:
         os.remove(f)
 
@@ -436,7 +481,7 @@ class RunTrainer:
       if on_epoch_end is not None:
         on_epoch_end(epoch)
     return RunResult(run, self.model, plan.subset, plan.total,
-                     plan.first_epoch or None)
+                     plan.first_epoch or None, plan.signals)
 
   def begin(self, run: int, partial_dir: Optional[str] = None) -> "_Plan":
     """Starts run `run` (fresh weights, or the newest partial checkpoint in
@@ -447,14 +492,70 @@ class RunTrainer:
     first = 0
     if partial_dir is not None and os.path.isdir(partial_dir):
       first = self._resume(partial_dir) or 0
-    return _Plan(self.settings, run, subset, first)
+    plan = _Plan(self.settings, run, subset, first)
+    if self.settings.signals:
+      plan.signals = _SignalSums(len(subset))
+      if first:
+        plan.signals.load(os.path.join(partial_dir, f"signals-{first}.npz"))
+    return plan
 
   def end_epoch(self, plan: "_Plan", epoch: int, partial_dir: Optional[str]):
-    """Saves the partial checkpoint when one is due after `epoch`."""
+    """Records the epoch's signals (with `settings.signals`), then saves the
+    partial checkpoint when one is due after `epoch` (signal sums first,
+    so a partial checkpoint always has its sums)."""
+    if plan.signals is not None:
+      self._record_signals(plan, epoch)
     every = self.settings.checkpoint_every
     if (partial_dir is not None and every and (epoch + 1) % every == 0
         and epoch + 1 < self.recipe.epochs):
+      if plan.signals is not None:
+        plan.signals.save(os.path.join(partial_dir,
+                                       f"signals-{epoch + 1}.npz"))
       self._save_partial(partial_dir, epoch + 1, (epoch + 1) * plan.steps)
+
+  def features_and_logits(self, idx: np.ndarray, chunk: int = 512):
+    """float32 `(features [k, d], logits [k, classes])` of the model in
+    evaluation mode on the training examples `idx`."""
+    out = [self._forward(tf.constant(image_data.as_float(
+        self.data.train_images[idx[i:i + chunk]])))
+           for i in range(0, len(idx), chunk)]
+    if not out:
+      return np.zeros([0, 0], np.float32), np.zeros(
+          [0, self.data.num_classes], np.float32)
+    return tuple(np.concatenate([o[k].numpy() for o in out])
+                 for k in range(2))
+
+  def _record_signals(self, plan: "_Plan", epoch: int):
+    """Adds this epoch's margin, correctness and last-layer TracIn term of
+    every training example of the run (evaluation mode, float32); after the
+    last epoch also keeps the softmax on its held-out examples."""
+    from heldout_tf import signals as signals_lib  # pylint: disable=g-import-not-at-top
+    labels = self.data.train_labels
+    features, logits = self.features_and_logits(plan.subset)
+    margin = signals_lib.margins(logits, labels[plan.subset])
+    sums = plan.signals
+    sums.margin_sum += margin
+    sums.correct_epochs += margin > 0
+    rate = float(plan.rate((epoch + 1) * plan.steps - 1))
+    sums.tracin_sum += signals_lib.tracin_terms(
+        features, logits, labels[plan.subset], rate)
+    if epoch + 1 == self.recipe.epochs:
+      heldout = np.setdiff1d(np.arange(len(labels)), plan.subset)
+      _, logits = self.features_and_logits(heldout)
+      sums.heldout = heldout
+      sums.heldout_probs = signals_lib.softmax(logits).astype(np.float32)
+
+  def run_signals(self, plan_or_result) -> "object":
+    """The `signals.RunSignals` of a finished run."""
+    from heldout_tf import signals as signals_lib  # pylint: disable=g-import-not-at-top
+    sums = plan_or_result.signals
+    return signals_lib.RunSignals(
+        n_train=len(self.data.train_labels),
+        num_classes=self.data.num_classes, epochs=self.recipe.epochs,
+        learning_rate=float(self.recipe.learning_rate),
+        subset=plan_or_result.subset, margin_sum=sums.margin_sum,
+        correct_epochs=sums.correct_epochs, tracin_sum=sums.tracin_sum,
+        heldout=sums.heldout, heldout_probs=sums.heldout_probs)
 
   def correctness(self, model=None, split: str = "train") -> np.ndarray:
     """bool [n]: what the float32 model predicts right in evaluation mode,
@@ -481,6 +582,10 @@ class RunTrainer:
     """Writes a trained run into `store`: its float32 checkpoint
     (`checkpoints/ckpt-<epochs>`), then `aux_arrays.npz` with the
     correctness that checkpoint predicts; then removes `partial`."""
+    if result.signals is not None:  # Before the aux arrays mark it done.
+      from heldout_tf import signals as signals_lib  # pylint: disable=g-import-not-at-top
+      self.run_signals(result).save(
+          signals_lib.signals_path(store.run_dir(result.run)))
     correct_train = self.correctness(result.model, "train")
     correct_test = self.correctness(result.model, "test")
     epochs = self.recipe.epochs
@@ -558,5 +663,5 @@ class GroupTrainer:
             on_step(epoch * steps + s + 1, plans[0].total)
         for m, plan, partial in zip(members, plans, partial_dirs):
           m.end_epoch(plan, epoch, partial)
-    return [RunResult(r, m.model, p.subset, p.total, p.first_epoch or None)
-            for r, m, p in zip(runs, members, plans)]
+    return [RunResult(r, m.model, p.subset, p.total, p.first_epoch or None,
+                      p.signals) for r, m, p in zip(runs, members, plans)]

@@ -130,6 +130,10 @@ def build_parser() -> cli.Parser:
                       "(0: none).")
   parser.add_argument("--shard", default="0/1", metavar="I/N",
                       help="Train only the i-th of n sets of whole blocks.")
+  cli.add_bool(parser, "signals", False,
+               "Also write each run's per-epoch data-quality signals "
+               "(<run>/signals.npz: margins, correctness, last-layer TracIn, "
+               "out-of-sample probabilities) for heldout_tf.scores.")
   cli.add_bool(parser, "jit_compile", False, "Compile steps with XLA.")
   cli.add_engine(parser, "the training (one task per block of runs)")
   cli.add_progress(parser)
@@ -153,7 +157,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
       experiment=args.experiment, seed=args.seed, epochs=args.epochs,
       batch_size=args.batch_size, learning_rate=args.learning_rate,
       precision=args.precision, group_size=args.group_size,
-      checkpoint_every=args.checkpoint_every, shard=args.shard,
+      checkpoint_every=args.checkpoint_every, signals=args.signals,
+      shard=args.shard,
       jit_compile=args.jit_compile, engine=args.engine,
       ray_address=args.ray_address, progress=args.progress)
   options.check()

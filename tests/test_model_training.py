@@ -1,5 +1,6 @@
 """The one-model-at-a-time trainer: pure runs, resume, precision, layout."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -185,7 +186,8 @@ def test_runs_trained_side_by_side_equal_runs_trained_alone():
 def test_block_trainer_resumes_a_killed_block_to_the_same_files(
     tmp_path, monkeypatch):
   from heldout_tf import model_blocks  # pylint: disable=g-import-not-at-top
-  data, settings = _tiny_cifar(32, 8), _settings(epochs=2)
+  data = _tiny_cifar(32, 8)
+  settings = dataclasses.replace(_settings(epochs=2), signals=True)
   source = model_blocks.DataSource("unused")
   whole = collection.Store(str(tmp_path / "whole"), "tiny-resnet9", 0.7)
   blocks = model_blocks.ModelBlocks(settings, source, 2, data=data)
@@ -207,15 +209,50 @@ def test_block_trainer_resumes_a_killed_block_to_the_same_files(
   monkeypatch.setattr(model_training.RunTrainer, "end_epoch", end_epoch)
   for run in (0, 1):
     assert sorted(os.listdir(model_training.partial_dir(killed, run))) == [
-        "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+        "ckpt-1.data-00000-of-00001", "ckpt-1.index", "signals-1.npz"]
     assert not killed.is_finished(run, need_checkpoint=False)
   resumed = model_blocks.ModelBlocks(settings, source, 2, data=data)
   assert resumed.train_block(killed, [0, 1]) == [0, 1]
   for run in (0, 1):
-    for name in ("aux_arrays.npz", "checkpoints/ckpt-2.index",
+    for name in ("aux_arrays.npz", "signals.npz", "checkpoints/ckpt-2.index",
                  "checkpoints/ckpt-2.data-00000-of-00001"):
       a = os.path.join(whole.run_dir(run), name)
       b = os.path.join(killed.run_dir(run), name)
       with open(a, "rb") as fa, open(b, "rb") as fb:
         assert fa.read() == fb.read(), (run, name)
     assert not os.path.exists(model_training.partial_dir(killed, run))
+
+
+def test_signals_of_any_model_feed_the_quality_scores(tmp_path):
+  from heldout_tf import estimates  # pylint: disable=g-import-not-at-top
+  from heldout_tf import scores  # pylint: disable=g-import-not-at-top
+  from heldout_tf import signals  # pylint: disable=g-import-not-at-top
+  data = _tiny_cifar(32, 8)
+  settings = dataclasses.replace(_settings(epochs=2), signals=True)
+  store = collection.Store(str(tmp_path), "tiny-resnet9", 0.7)
+  trainer = model_training.RunTrainer(settings, data)
+  for run in range(3):
+    trainer.train_and_write(store, run)
+  run_signals = signals.read_run_signals(store.run_dir(0))
+  aux = runs_lib.read_aux(store.run_dir(0))
+  np.testing.assert_array_equal(run_signals.subset, aux["index_train"])
+  np.testing.assert_array_equal(run_signals.heldout, aux["index_removed"])
+  assert run_signals.epochs == 2
+  assert np.all((0 <= run_signals.correct_epochs)
+                & (run_signals.correct_epochs <= 2))
+  # The held-out probabilities are the recorded final model's.
+  predicted = run_signals.heldout_probs.argmax(1)
+  np.testing.assert_array_equal(
+      predicted == data.train_labels[run_signals.heldout],
+      aux["correctness_removed"])
+  totals = signals.load_totals([store.run_dir(r) for r in range(3)], 32, 10,
+                               progress=False)
+  loaded = estimates.load_runs(str(tmp_path), "tiny-resnet9", progress=False)
+  result = scores.compute(loaded.mask, loaded.correct_train, totals,
+                          data.train_labels,
+                          names=("memorization", "loss", "tracin", "aum"))
+  trained = totals.n_in > 0  # Else never trained on: NaN.
+  assert trained.sum() >= 22
+  for name in ("tracin", "aum"):
+    assert result.values[name].shape == (32,)
+    np.testing.assert_array_equal(np.isfinite(result.values[name]), trained)
