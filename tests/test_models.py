@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 import sonnet as snt
 import tensorflow as tf
@@ -74,3 +75,107 @@ def test_ensure_built_needs_an_arch_for_other_modules():
   assert models.arch_of(other) is None
   with pytest.raises(errors.UsageError, match="cannot build a Linear"):
     models.ensure_built(other)
+
+
+# ------------------------------------------------- the kit's training models --
+
+
+@pytest.mark.parametrize("name,kwargs,dim", [
+    ("resnet9", {"width": 0.125}, 64), ("small_inception", {}, 336),
+    ("mlp", {}, 256)])
+def test_features_and_logits(name, kwargs, dim):
+  model = models.build(name, 10, **kwargs)
+  images = tf.random.stateless_uniform((3, 32, 32, 3), seed=[1, 2])
+  features, logits = model.features_and_logits(images, is_training=False)
+  assert features.shape == (3, dim) and logits.shape == (3, 10)
+  np.testing.assert_array_equal(logits.numpy(), model(images).numpy())
+  generic = models.features_and_logits(model, images)
+  np.testing.assert_array_equal(generic[0].numpy(), features.numpy())
+
+
+def test_resnet9_layers_and_scale():
+  model = models.build("resnet9", 10)
+  models.ensure_built(model)
+  assert models.arch_of(model) == "resnet9"
+  convs = [m for m in model.submodules if isinstance(m, snt.Conv2D)]
+  assert sorted(c.output_channels for c in convs) == [
+      64, 128, 128, 128, 256, 512, 512, 512]
+  assert model.head.w.shape == (512, 10) and not model.head.with_bias
+  features, logits = model.features_and_logits(tf.ones((2, 32, 32, 3)))
+  np.testing.assert_allclose(logits.numpy(),
+                             0.125 * (features @ model.head.w).numpy(),
+                             rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
+def test_precision_scope_keeps_float32_variables(dtype):
+  model = models.build("resnet9", 10, width=0.125)
+  images = tf.random.stateless_uniform((4, 32, 32, 3), seed=[3, 4])
+  with models.precision_scope(dtype):  # Built inside the scope.
+    low = model(images, is_training=True)
+  assert {v.dtype for v in model.variables} <= {tf.float32, tf.int64}
+  assert low.dtype == tf.float32
+  full = model(images, is_training=True)
+  assert not np.array_equal(low.numpy(), full.numpy())  # Really low.
+  np.testing.assert_allclose(low.numpy(), full.numpy(), rtol=0.05, atol=0.02)
+
+
+def _user_module(tmp_path, monkeypatch, body):
+  (tmp_path / "my_models.py").write_text(body)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  import sys
+  sys.modules.pop("my_models", None)
+
+
+def test_user_module_by_import_path(tmp_path, monkeypatch):
+  _user_module(tmp_path, monkeypatch, """
+import sonnet as snt
+import tensorflow as tf
+
+class Tiny(snt.Module):
+  def __init__(self, num_classes):
+    super().__init__()
+    self.head = snt.Linear(num_classes)
+  def __call__(self, images, is_training=False):
+    return self.head(tf.reduce_mean(images, axis=[1, 2]))
+
+def build(num_classes):
+  return Tiny(num_classes)
+
+def wrong_shape(num_classes):
+  return Tiny(num_classes + 1)
+
+def not_a_module(num_classes):
+  return lambda x: x
+
+NOT_CALLABLE = 3
+""")
+  model = models.build("my_models:build", 5)
+  models.check_output(model, "my_models:build", (8, 8, 3), 5)
+  features, logits = models.features_and_logits(model, tf.ones((2, 8, 8, 3)))
+  assert logits.shape == (2, 5) and features.shape == (2, 5)
+  with pytest.raises(errors.UsageError, match=r"returns \[2, 6\] for 2 "
+                     r"images; expected logits \[2, 5\]"):
+    models.check_output(models.build("my_models:wrong_shape", 5),
+                        "my_models:wrong_shape", (8, 8, 3), 5)
+  with pytest.raises(errors.UsageError, match="returned a function, not an "
+                     "snt.Module"):
+    models.build("my_models:not_a_module", 5)
+  with pytest.raises(errors.UsageError, match="has no attribute 'missing'"):
+    models.build("my_models:missing", 5)
+  with pytest.raises(errors.UsageError, match="a non-callable 'NOT_CALLABLE'"):
+    models.build("my_models:NOT_CALLABLE", 5)
+  with pytest.raises(errors.UsageError,
+                     match="cannot import module 'no_such_pkg.mod'"):
+    models.build("no_such_pkg.mod:build", 5)
+  with pytest.raises(errors.UsageError, match="--model 'vgg': unknown"):
+    models.build("vgg", 5)
+  with pytest.raises(errors.UsageError, match="expected a built-in name"):
+    models.build("my_models:", 5)
+
+
+def test_user_module_that_fails_to_import(tmp_path, monkeypatch):
+  _user_module(tmp_path, monkeypatch, "def build(:\n")
+  with pytest.raises(errors.UsageError,
+                     match="importing 'my_models' failed: SyntaxError"):
+    models.build("my_models:build", 5)

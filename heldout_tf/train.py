@@ -1,0 +1,176 @@
+r"""Makes a held-out collection for any image data and model.
+
+Trains --num_runs models per subset ratio, each on its own random subset of
+the training set, and writes each in the released layout
+
+  <root>/<experiment>/<ratio>/<run>/checkpoints/ckpt-<epochs>.{index,data-*}
+  <root>/<experiment>/<ratio>/<run>/aux_arrays.npz
+
+so estimate, evaluate and export work on it. Re-running the same
+command resumes: finished runs are skipped and a run killed mid-way
+continues from its last epoch checkpoint with the same final bits.
+
+  python -m heldout_tf.train --dataset cifar10 --data_dir ~/tensorflow_datasets \
+      --model small_inception --recipe released --ratios 0.7 --num_runs 200
+  python -m heldout_tf.train --dataset npz:my_data.npz --model resnet9 \
+      --ratios 0.1:0.9:0.1 --num_runs 20 --root ./cscores
+  python -m heldout_tf.train --dataset mnist --model my_pkg.models:build \
+      --recipe mnist-mlp --engine ray
+
+Data: a tfds name (prepared in --data_dir, never downloaded without
+--download), npz:FILE (x_train, y_train, x_test, y_test; uint8 images) or
+mnist. Models: small_inception, resnet9, mlp, or module:function returning
+an snt.Module. Recipes: mnist-mlp, released, resnet9 (see docs/collections.md
+for which settings are the papers').
+"""
+
+import json
+from typing import Optional, Sequence
+
+from heldout_tf import cli
+from heldout_tf import errors
+from heldout_tf import layout
+
+PROG = "python -m heldout_tf.train"
+PRECISION_CHOICES = ("auto", "float32", "bfloat16", "float16")
+
+
+def parse_ratios(text: str):
+  """'0.7' | '0.1,0.5' | '0.1:0.9:0.1' (start:stop:step, stop included) ->
+  sorted distinct ratios in (0, 1]."""
+  try:
+    if ":" in text:
+      start, stop, step = (float(x) for x in text.split(":"))
+      if step <= 0:
+        raise ValueError
+      count = int(round((stop - start) / step)) + 1
+      values = [start + k * step for k in range(max(count, 0))]
+    else:
+      values = [float(x) for x in text.split(",")]
+  except ValueError:
+    raise errors.UsageError(
+        f"--ratios {text!r}: expected a ratio (0.7), a list (0.1,0.5) or "
+        "start:stop:step (0.1:0.9:0.1)") from None
+  if not values or not all(0 < round(v, 6) <= 1 for v in values):
+    raise errors.UsageError(f"--ratios {text!r}: ratios must be in (0, 1]")
+  return tuple(sorted({float(layout.format_ratio(round(v, 6)))
+                       for v in values}))
+
+
+def parse_counts(text: str, flag: str):
+  try:
+    counts = tuple(int(x) for x in text.split(","))
+  except ValueError:
+    raise errors.UsageError(
+        f"--{flag} {text!r}: expected a count or one count per ratio "
+        "(20,20,40)") from None
+  return counts
+
+
+def parse_model_options(text: str):
+  try:
+    value = json.loads(text) if text else {}
+  except ValueError:
+    value = None
+  if not isinstance(value, dict):
+    raise errors.UsageError(f"--model_options {text!r}: expected a JSON "
+                            'object, e.g. \'{"width": 0.5}\'')
+  return tuple(sorted(value.items()))
+
+
+def build_parser() -> cli.Parser:
+  """The command line (no TensorFlow imported)."""
+  parser = cli.Parser(PROG, __doc__)
+  parser.add_argument("--dataset", required=True,
+                      help="A tfds name (cifar10, cifar100:3.0.2, ...), "
+                      "npz:FILE, or mnist.")
+  parser.add_argument("--data_dir", default=None, metavar="DIR",
+                      help="The tfds data directory.")
+  cli.add_bool(parser, "download", False,
+               "Let tfds download the dataset (network).")
+  parser.add_argument("--model", default="",
+                      help="small_inception, resnet9, mlp, or "
+                      "module:function returning an snt.Module; empty: the "
+                      "recipe's.")
+  parser.add_argument("--model_options", default="", metavar="JSON",
+                      help='Constructor options, e.g. \'{"width": 0.5}\' '
+                      "for a narrower ResNet-9.")
+  parser.add_argument("--recipe", default="",
+                      help="mnist-mlp, released or resnet9; empty: the "
+                      "model's (mlp -> mnist-mlp, small_inception -> "
+                      "released, else resnet9).")
+  parser.add_argument("--ratios", default="0.7",
+                      help="Subset ratio(s): 0.7, 0.1,0.5 or 0.1:0.9:0.1.")
+  runs = parser.add_mutually_exclusive_group()
+  runs.add_argument("--num_runs", type=int, default=8,
+                    help="Runs at each ratio.")
+  runs.add_argument("--runs_per_ratio", default=None, metavar="N[,N...]",
+                    help="Runs per ratio: one count, or one per ratio.")
+  cli.add_root(parser, default="./heldout_runs")
+  parser.add_argument("--experiment", default="",
+                      help="The experiment's directory name; empty: "
+                      "<dataset>-<architecture>.")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="Subsets, shuffles, initialisation and "
+                      "augmentation are functions of (seed, run).")
+  for flag, kind in (("epochs", int), ("batch_size", int),
+                     ("learning_rate", float)):
+    parser.add_argument(f"--{flag}", type=kind, default=0,
+                        help=f"Override the recipe's {flag} (0: keep).")
+  parser.add_argument("--precision", choices=PRECISION_CHOICES,
+                      default="auto",
+                      help="Training precision ('auto': the recorded one, "
+                      "else bfloat16 / float16 where the device is fast in "
+                      "it). Recorded correctness is always float32.")
+  parser.add_argument("--group_size", type=int, default=0,
+                      help="Models trained side by side in one step (GPUs); "
+                      "0: the recorded one, else 1.")
+  parser.add_argument("--checkpoint_every", type=int, default=1,
+                      help="Epochs between a run's resume checkpoints "
+                      "(0: none).")
+  parser.add_argument("--shard", default="0/1", metavar="I/N",
+                      help="Train only the i-th of n sets of whole blocks.")
+  cli.add_bool(parser, "signals", False,
+               "Also write each run's per-epoch data-quality signals "
+               "(<run>/signals.npz: margins, correctness, last-layer TracIn, "
+               "out-of-sample probabilities) for heldout_tf.scores.")
+  cli.add_bool(parser, "jit_compile", False, "Compile steps with XLA.")
+  cli.add_engine(parser, "the training (one task per block of runs)")
+  cli.add_progress(parser)
+  return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None):
+  """Flags -> checked `model_blocks.Options`."""
+  from heldout_tf import model_blocks  # pylint: disable=g-import-not-at-top
+  args = build_parser().parse_args(argv)
+  cli.check_engine(args)
+  ratios = parse_ratios(args.ratios)
+  if args.runs_per_ratio is not None:
+    counts = parse_counts(args.runs_per_ratio, "runs_per_ratio")
+  else:
+    counts = (args.num_runs,)
+  options = model_blocks.Options(
+      dataset=args.dataset, data_dir=args.data_dir, download=args.download,
+      model=args.model, model_options=parse_model_options(args.model_options),
+      recipe=args.recipe, ratios=ratios, num_runs=counts, root=args.root,
+      experiment=args.experiment, seed=args.seed, epochs=args.epochs,
+      batch_size=args.batch_size, learning_rate=args.learning_rate,
+      precision=args.precision, group_size=args.group_size,
+      checkpoint_every=args.checkpoint_every, signals=args.signals,
+      shard=args.shard,
+      jit_compile=args.jit_compile, engine=args.engine,
+      ray_address=args.ray_address, progress=args.progress)
+  options.check()
+  return options
+
+
+def main(argv: Optional[Sequence[str]] = None):
+  options = parse_args(argv)  # --help and bad flags: no TensorFlow.
+  cli.quiet_tensorflow()
+  from heldout_tf import model_blocks  # pylint: disable=g-import-not-at-top
+  model_blocks.make(options)
+
+
+if __name__ == "__main__":
+  cli.run(main)

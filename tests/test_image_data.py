@@ -1,0 +1,135 @@
+"""Image data for new collections: tfds, .npz and MNIST, checked strictly."""
+
+import numpy as np
+import pytest
+
+from heldout_tf import data as data_lib
+from heldout_tf import errors
+from heldout_tf import image_data
+
+
+def _write_npz(path, **arrays):
+  np.savez(path, **arrays)
+  return str(path)
+
+
+def _arrays(n_train=20, n_test=8, shape=(8, 8, 3), classes=4, seed=0):
+  rng = np.random.default_rng(seed)
+  return dict(
+      x_train=rng.integers(0, 256, (n_train,) + shape, dtype=np.uint8),
+      y_train=rng.integers(0, classes, n_train),
+      x_test=rng.integers(0, 256, (n_test,) + shape, dtype=np.uint8),
+      y_test=rng.integers(0, classes, n_test))
+
+
+def test_tfds_by_name_keeps_the_datasets_order(cifar10):
+  data_dir, arrays = cifar10
+  data = image_data.load("cifar10", data_dir=data_dir)
+  assert data.name == "cifar10" and data.num_classes == 10
+  assert data.image_shape == (32, 32, 3)
+  for split in ("train", "test"):
+    np.testing.assert_array_equal(data.images(split), arrays[split]["image"])
+    np.testing.assert_array_equal(data.labels(split), arrays[split]["label"])
+
+
+def test_tfds_missing_is_an_error_never_a_download(tmp_path):
+  with pytest.raises(data_lib.DatasetNotFoundError,
+                     match="'cifar100' split 'train' is not prepared in"):
+    image_data.load("cifar100", data_dir=str(tmp_path))
+
+
+def test_npz_images_and_flat_images(tmp_path):
+  arrays = _arrays()
+  data = image_data.load("npz:" + _write_npz(tmp_path / "mine.npz", **arrays))
+  assert data.name == "mine" and data.num_classes == 4
+  np.testing.assert_array_equal(data.train_images, arrays["x_train"])
+  flat = dict(arrays, x_train=arrays["x_train"].reshape(20, -1),
+              x_test=arrays["x_test"].reshape(8, -1))
+  data = image_data.load("npz:" + _write_npz(tmp_path / "flat.npz", **flat))
+  assert data.image_shape == (8, 8, 3)
+  np.testing.assert_array_equal(data.train_images, arrays["x_train"])
+  grey = _arrays(shape=(28 * 28,))
+  data = image_data.load("npz:" + _write_npz(tmp_path / "g.npz", **grey))
+  assert data.image_shape == (28, 28, 1)
+
+
+def test_npz_num_classes_key(tmp_path):
+  arrays = dict(_arrays(classes=3), num_classes=np.int64(7))
+  data = image_data.load("npz:" + _write_npz(tmp_path / "k.npz", **arrays))
+  assert data.num_classes == 7
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(x_train=np.zeros((20, 8, 8, 3), np.float32)),
+     "key 'x_train' must be uint8 images"),
+    (dict(y_test=np.full(8, 9)), r"key 'y_test' has labels outside \[0, 4\)"),
+    (dict(y_train=np.full(20, -1)), "key 'y_train' has labels outside"),
+    (dict(y_train=np.zeros(19, np.int64)),
+     "key 'y_train' has 19 labels for 20 images"),
+    (dict(y_train=np.zeros(20, np.float32)),
+     "key 'y_train' must be integer labels"),
+    (dict(x_test=np.zeros((8, 9, 9, 3), np.uint8)),
+     r"train images are \[8, 8, 3\] but test images \[9, 9, 3\]"),
+    (dict(x_train=np.zeros((20, 10), np.uint8)), "flat images of 10 values"),
+    (dict(num_classes=np.float32(3)), "key 'num_classes' must be an integer"),
+])
+def test_bad_npz_is_one_error_naming_file_and_key(tmp_path, change, message):
+  arrays = dict(_arrays(), **change)
+  if "y_test" in change:
+    arrays["num_classes"] = np.int64(4)
+  path = _write_npz(tmp_path / "bad.npz", **arrays)
+  with pytest.raises(image_data.DataError, match=message) as info:
+    image_data.load("npz:" + path)
+  assert path in str(info.value)
+  assert isinstance(info.value, errors.HeldoutError)
+
+
+def test_npz_missing_key_unreadable_and_pickles(tmp_path):
+  arrays = _arrays()
+  del arrays["y_test"]
+  path = _write_npz(tmp_path / "missing.npz", **arrays)
+  with pytest.raises(image_data.DataError, match="no key 'y_test'"):
+    image_data.load("npz:" + path)
+  junk = tmp_path / "junk.npz"
+  junk.write_bytes(b"not a zip")
+  with pytest.raises(errors.HeldoutError, match="junk.npz"):
+    image_data.load("npz:" + str(junk))
+  with pytest.raises(errors.PathError, match="no such file"):
+    image_data.load("npz:" + str(tmp_path / "absent.npz"))
+  objects = dict(_arrays(), y_train=np.array([object()] * 20))
+  path = _write_npz(tmp_path / "obj.npz", **objects)
+  with pytest.raises(image_data.DataError, match="not a readable .npz"):
+    image_data.load("npz:" + path)
+
+
+def test_too_few_examples_for_the_ratio(tmp_path):
+  data = image_data.load("npz:" + _write_npz(tmp_path / "s.npz",
+                                             **_arrays(n_train=3)))
+  image_data.check_ratio(data, 0.5)
+  with pytest.raises(image_data.DataError,
+                     match="3 training examples are too few for ratio 0.9"):
+    image_data.check_ratio(data, 0.9)
+  with pytest.raises(image_data.DataError, match="too few for ratio 0.1"):
+    image_data.check_ratio(data, 0.1)
+
+
+def test_mnist_is_the_embedded_digits_offline(tmp_path):
+  from mnist_example import data as mnist_data
+  data = image_data.load("mnist", data_dir=str(tmp_path))
+  digits = mnist_data.load("digits")
+  assert data.name == "digits" and data.image_shape == (28, 28, 1)
+  assert data.train_images.dtype == np.uint8
+  np.testing.assert_array_equal(image_data.as_float(data.train_images),
+                                digits.train_images)
+  np.testing.assert_array_equal(data.test_labels, digits.test_labels)
+
+
+def test_eval_dataset_is_the_cifar_pipeline(cifar10):
+  data_dir, arrays = cifar10
+  data = image_data.load("cifar10", data_dir=data_dir)
+  ds, n = data.eval_dataset().split("test")
+  first = next(iter(ds))
+  assert n == len(arrays["test"]["label"])
+  np.testing.assert_array_equal(first["image"].numpy(),
+                                arrays["test"]["image"][0] / np.float32(255))
+  assert int(first["index"]) == 0

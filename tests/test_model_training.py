@@ -1,0 +1,258 @@
+"""The one-model-at-a-time trainer: pure runs, resume, precision, layout."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from heldout_tf import checkpoints
+from heldout_tf import evaluation
+from heldout_tf import image_data
+from heldout_tf import model_training
+from heldout_tf import models
+from heldout_tf import recipes
+from heldout_tf import runs as runs_lib
+from heldout_tf import collection
+from heldout_tf import synthetic
+from heldout_tf import training
+
+
+def _tiny_cifar(n_train=64, n_test=32, seed=0):
+  arrays = synthetic.random_cifar_arrays(n_train, n_test, seed=seed)
+  return image_data.ImageData(
+      "tiny", "tiny", arrays["train"]["image"], arrays["train"]["label"],
+      arrays["test"]["image"], arrays["test"]["label"], 10)
+
+
+def _settings(precision="float32", epochs=2, model="resnet9", **changes):
+  recipe = recipes.get("resnet9").replace(epochs=epochs, batch_size=16,
+                                           **changes)
+  options = {"width": 0.125} if model == "resnet9" else {}
+  return model_training.TrainSettings(recipe, model, 0.7, seed=1,
+                                    precision=precision,
+                                    model_options=options)
+
+
+def _values(model):
+  return [v.numpy() for v in model.variables]
+
+
+class _Killed(Exception):
+  pass
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16"])
+def test_resume_after_a_kill_gives_the_same_bits(tmp_path, precision):
+  data, settings = _tiny_cifar(32, 8), _settings(precision)
+  trainer = model_training.RunTrainer(settings, data)
+  whole = _values(trainer.train(3).model)
+
+  def kill(epoch):
+    if epoch == 0:
+      raise _Killed()
+
+  partial = str(tmp_path / "partial")
+  with pytest.raises(_Killed):
+    trainer.train(3, partial, on_epoch_end=kill)
+  assert sorted(os.listdir(partial)) == ["ckpt-1.data-00000-of-00001",
+                                         "ckpt-1.index"]
+  # A new process would build a new trainer.
+  resumed = model_training.RunTrainer(settings, data).train(3, partial)
+  assert resumed.resumed_from == 1
+  after = _values(resumed.model)
+  assert len(after) == len(whole)
+  for a, b in zip(whole, after):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_run_is_a_pure_function_of_settings_and_run_id():
+  data, settings = _tiny_cifar(), _settings(epochs=1)
+  trainer = model_training.RunTrainer(settings, data)
+  first = _values(trainer.train(3).model)
+  other = _values(trainer.train(4).model)
+  again = _values(model_training.RunTrainer(settings, data).train(3).model)
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in zip(first, other))
+  result = trainer.train(5)
+  np.testing.assert_array_equal(
+      result.subset, training.subset_indices(settings.subset_config(), 5, 64))
+
+
+def test_augmentation_is_seeded_and_does_what_it_says():
+  recipe = recipes.get("resnet9")
+  images = tf.random.stateless_uniform((8, 12, 12, 1), seed=[0, 1]) + 0.5
+  seed = tf.constant([5, 6], tf.int64)
+  out = model_training.augment(images, seed, recipe).numpy()
+  np.testing.assert_array_equal(
+      out, model_training.augment(images, seed, recipe).numpy())
+  assert not np.array_equal(out, model_training.augment(
+      images, tf.constant([5, 7], tf.int64), recipe).numpy())
+  cut = recipes.Recipe("cut", "resnet9", 1, 1, 0.1, cutout=4)
+  holes = (model_training.augment(images, seed, cut).numpy() == 0)
+  for hole in holes[..., 0]:  # A square of side <= 4 (clipped at borders).
+    rows, cols = np.flatnonzero(hole.any(1)), np.flatnonzero(hole.any(0))
+    assert 1 <= len(rows) <= 4 and 1 <= len(cols) <= 4
+    assert hole.sum() == len(rows) * len(cols)
+  shift = recipes.Recipe("shift", "resnet9", 1, 1, 0.1, translate=2)
+  moved = model_training.augment(images, seed, shift).numpy()
+  x = images.numpy()
+  for a, b in zip(x, moved):  # Some shift by -2..2 in each direction.
+    assert any(np.array_equal(
+        np.pad(a, [(2, 2), (2, 2), (0, 0)])[2 + dy:14 + dy, 2 + dx:14 + dx],
+        b) for dy in range(-2, 3) for dx in range(-2, 3))
+
+
+def test_float16_overflow_skips_the_step_and_halves_the_scale():
+  data, settings = _tiny_cifar(), _settings("float16", epochs=1)
+  trainer = model_training.RunTrainer(settings, data)
+  before = [v.numpy() for v in trainer.model.trainable_variables]
+  trainer.state.loss_scale.assign(3e38)  # The scaled loss overflows.
+  trainer.compiled_step(tf.range(16), tf.constant(0.1),
+                        tf.constant([1, 2], tf.int64))
+  assert trainer.state.loss_scale.numpy() == pytest.approx(1.5e38)
+  for a, v in zip(before, trainer.model.trainable_variables):
+    np.testing.assert_array_equal(a, v.numpy())
+  trainer.state.loss_scale.assign(1024.0)
+  trainer.compiled_step(tf.range(16), tf.constant(0.1),
+                        tf.constant([1, 2], tf.int64))
+  assert trainer.state.good_steps.numpy() == 1  # A finite step counts.
+  assert trainer.state.loss_scale.numpy() == 1024.0
+  assert any(not np.array_equal(a, v.numpy()) for a, v in zip(
+      before, trainer.model.trainable_variables))
+
+
+def test_precision_choices():
+  assert model_training.resolve_precision("float16").name == "float16"
+  assert model_training.resolve_precision("float32").name == "float32"
+  auto = model_training.resolve_precision("auto").name
+  assert auto in model_training.PRECISIONS
+  with pytest.raises(model_training.errors.UsageError, match="--precision"):
+    model_training.resolve_precision("int8")
+
+
+def test_mnist_mlp_recipe_learns_the_digits():
+  data = image_data.load("mnist", data_dir="/nonexistent")
+  recipe = recipes.get("mnist-mlp").replace(epochs=2)
+  settings = model_training.TrainSettings(recipe, "mlp", 0.7)
+  trainer = model_training.RunTrainer(settings, data)
+  trainer.train(0)
+  assert trainer.correctness(split="test").mean() > 0.85
+
+
+@pytest.mark.slow
+def test_trained_small_inception_restores_and_cross_checks(tmp_path, cifar10):
+  data_dir, _ = cifar10
+  data = image_data.load("cifar10", data_dir=data_dir)
+  recipe = recipes.get("released").replace(epochs=1, batch_size=16)
+  settings = model_training.TrainSettings(recipe, "small_inception", 0.7,
+                                        precision="bfloat16")
+  store = collection.Store(str(tmp_path), "cifar10-inception", 0.7)
+  trainer = model_training.RunTrainer(settings, data)
+  assert trainer.train_and_write(store, 0)
+  assert not trainer.train_and_write(store, 0)  # Finished: skipped.
+  run_dir = store.run_dir(0)
+  assert sorted(os.listdir(run_dir)) == ["aux_arrays.npz", "checkpoints"]
+  aux = runs_lib.read_aux(run_dir)
+  subset = model_training.subset_indices(settings, 0, 48)
+  np.testing.assert_array_equal(aux["subsample_idx"], subset)
+  np.testing.assert_array_equal(aux["index_train"], subset)
+  np.testing.assert_array_equal(
+      np.sort(np.concatenate([aux["index_train"], aux["index_removed"]])),
+      np.arange(48))
+  model = models.build_model("inception", 10)
+  info = checkpoints.restore(model, run_dir)
+  assert info.epoch == 1 and info.global_step == 3
+  experiment = synthetic.experiment("inception", 10)
+  for split, n in (("train", 48), ("test", 32)):
+    [checked] = evaluation.evaluate_runs(experiment, [run_dir],
+                                         data.eval_dataset(), split,
+                                         progress=False)
+    assert checked.check.ok and checked.check.total == n, str(checked.check)
+
+
+def test_runs_trained_side_by_side_equal_runs_trained_alone():
+  data, settings = _tiny_cifar(32, 8), _settings(epochs=1)
+  alone = model_training.RunTrainer(settings, data)
+  expected = {run: _values(alone.train(run).model) for run in (2, 5)}
+  group = model_training.GroupTrainer(settings, data, 2)
+  for result in group.train([2, 5]):
+    for a, b in zip(expected[result.run], _values(result.model)):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_block_trainer_resumes_a_killed_block_to_the_same_files(
+    tmp_path, monkeypatch):
+  from heldout_tf import model_blocks  # pylint: disable=g-import-not-at-top
+  data = _tiny_cifar(32, 8)
+  settings = dataclasses.replace(_settings(epochs=2), signals=True)
+  source = model_blocks.DataSource("unused")
+  whole = collection.Store(str(tmp_path / "whole"), "tiny-resnet9", 0.7)
+  blocks = model_blocks.ModelBlocks(settings, source, 2, data=data)
+  assert blocks.train_block(whole, [0, 1]) == [0, 1]
+
+  killed = collection.Store(str(tmp_path / "killed"), "tiny-resnet9", 0.7)
+  end_epoch = model_training.RunTrainer.end_epoch
+
+  def die_after_saving(self, plan, epoch, partial):
+    end_epoch(self, plan, epoch, partial)
+    if plan.run == 1:  # Both members have saved epoch 1 by now.
+      raise _Killed()
+
+  monkeypatch.setattr(model_training.RunTrainer, "end_epoch",
+                      die_after_saving)
+  with pytest.raises(_Killed):
+    model_blocks.ModelBlocks(settings, source, 2, data=data).train_block(
+        killed, [0, 1])
+  monkeypatch.setattr(model_training.RunTrainer, "end_epoch", end_epoch)
+  for run in (0, 1):
+    assert sorted(os.listdir(model_training.partial_dir(killed, run))) == [
+        "ckpt-1.data-00000-of-00001", "ckpt-1.index", "signals-1.npz"]
+    assert not killed.is_finished(run, need_checkpoint=False)
+  resumed = model_blocks.ModelBlocks(settings, source, 2, data=data)
+  assert resumed.train_block(killed, [0, 1]) == [0, 1]
+  for run in (0, 1):
+    for name in ("aux_arrays.npz", "signals.npz", "checkpoints/ckpt-2.index",
+                 "checkpoints/ckpt-2.data-00000-of-00001"):
+      a = os.path.join(whole.run_dir(run), name)
+      b = os.path.join(killed.run_dir(run), name)
+      with open(a, "rb") as fa, open(b, "rb") as fb:
+        assert fa.read() == fb.read(), (run, name)
+    assert not os.path.exists(model_training.partial_dir(killed, run))
+
+
+def test_signals_of_any_model_feed_the_quality_scores(tmp_path):
+  from heldout_tf import estimates  # pylint: disable=g-import-not-at-top
+  from heldout_tf import scores  # pylint: disable=g-import-not-at-top
+  from heldout_tf import signals  # pylint: disable=g-import-not-at-top
+  data = _tiny_cifar(32, 8)
+  settings = dataclasses.replace(_settings(epochs=2), signals=True)
+  store = collection.Store(str(tmp_path), "tiny-resnet9", 0.7)
+  trainer = model_training.RunTrainer(settings, data)
+  for run in range(3):
+    trainer.train_and_write(store, run)
+  run_signals = signals.read_run_signals(store.run_dir(0))
+  aux = runs_lib.read_aux(store.run_dir(0))
+  np.testing.assert_array_equal(run_signals.subset, aux["index_train"])
+  np.testing.assert_array_equal(run_signals.heldout, aux["index_removed"])
+  assert run_signals.epochs == 2
+  assert np.all((0 <= run_signals.correct_epochs)
+                & (run_signals.correct_epochs <= 2))
+  # The held-out probabilities are the recorded final model's.
+  predicted = run_signals.heldout_probs.argmax(1)
+  np.testing.assert_array_equal(
+      predicted == data.train_labels[run_signals.heldout],
+      aux["correctness_removed"])
+  totals = signals.load_totals([store.run_dir(r) for r in range(3)], 32, 10,
+                               progress=False)
+  loaded = estimates.load_runs(str(tmp_path), "tiny-resnet9", progress=False)
+  result = scores.compute(loaded.mask, loaded.correct_train, totals,
+                          data.train_labels,
+                          names=("memorization", "loss", "tracin", "aum"))
+  trained = totals.n_in > 0  # Else never trained on: NaN.
+  assert trained.sum() >= 22
+  for name in ("tracin", "aum"):
+    assert result.values[name].shape == (32,)
+    np.testing.assert_array_equal(np.isfinite(result.values[name]), trained)

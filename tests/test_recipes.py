@@ -1,0 +1,66 @@
+"""Recipes as data: the papers' settings, schedules, provenance."""
+
+import numpy as np
+import pytest
+
+from heldout_tf import errors
+from heldout_tf import recipes
+from mnist_example import common as mnist_common
+
+
+def test_mnist_recipe_is_the_paper_preset():
+  recipe = recipes.get("mnist-mlp")
+  preset = mnist_common.PAPER_PRESET
+  assert (recipe.epochs, recipe.batch_size, recipe.learning_rate) == (
+      preset["epochs"], preset["batch_size"], preset["learning_rate"])
+  assert recipe.momentum == 0.9 and recipe.schedule == "constant"
+  assert not recipe.augments
+
+
+def test_resnet9_recipe_is_datamodels():
+  r = recipes.get("resnet9")
+  assert (r.epochs, r.batch_size, r.learning_rate, r.peak_epoch) == (
+      24, 512, 0.5, 5)
+  assert (r.momentum, r.nesterov, r.weight_decay, r.label_smoothing) == (
+      0.9, True, 5e-4, 0.1)
+  assert (r.flip, r.translate, r.cutout) == (True, 2, 4)
+
+
+def test_triangular_schedule_peaks_at_the_peak_epoch():
+  r = recipes.get("resnet9")
+  rates = r.learning_rates(35_000)  # 69 steps per epoch.
+  steps = r.steps_per_epoch(35_000)
+  assert steps == 69 and len(rates) == 24 * 69
+  assert rates[0] == 0.0
+  assert rates[5 * steps] == pytest.approx(0.5)
+  assert rates.argmax() == 5 * steps
+  assert np.all(np.diff(rates[:5 * steps]) > 0)
+  assert np.all(np.diff(rates[5 * steps:]) < 0)
+  assert rates[-1] == pytest.approx(0.5 / (19 * 69), rel=1e-5)
+
+
+def test_every_setting_says_where_it_comes_from():
+  for recipe in recipes.RECIPES.values():
+    for key in ("epochs", "batch_size", "learning_rate", "momentum"):
+      assert recipe.sources[key].startswith(("paper:", "ours:")), (
+          recipe.name, key)
+  released = recipes.get("released")
+  assert released.sources["translate"].startswith("paper:")
+  assert released.sources["epochs"].startswith("ours:")
+
+
+def test_replace_marks_changes_as_ours():
+  quick = recipes.get("resnet9").replace(epochs=2)
+  assert quick.epochs == 2 and quick.sources["epochs"].startswith("ours:")
+  assert quick.sources["batch_size"].startswith("paper:")
+  with pytest.raises(errors.UsageError, match="no setting 'epoch'"):
+    recipes.get("resnet9").replace(epoch=2)
+
+
+def test_bad_names_and_values():
+  with pytest.raises(errors.UsageError, match="--recipe 'fast': unknown"):
+    recipes.get("fast")
+  with pytest.raises(errors.UsageError, match="epochs must be >= 1"):
+    recipes.get("resnet9").replace(epochs=0)
+  with pytest.raises(errors.UsageError, match="schedule must be one of"):
+    recipes.get("resnet9").replace(schedule="cosine")

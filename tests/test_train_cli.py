@@ -1,0 +1,202 @@
+"""python -m heldout_tf.train: flags, many ratios, resume, Ray, errors."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from heldout_tf import errors
+from heldout_tf import estimates
+from heldout_tf import layout
+from heldout_tf import model_blocks
+from heldout_tf import runs as runs_lib
+from heldout_tf import train
+
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _npz(path, n_train=40, n_test=16, seed=0):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 3, n_train + n_test)
+  images = (rng.integers(0, 60, (n_train + n_test, 8, 8, 1))
+            + 60 * labels[:, None, None, None]).astype(np.uint8)
+  np.savez(path, x_train=images[:n_train], y_train=labels[:n_train],
+           x_test=images[n_train:], y_test=labels[n_train:])
+  return str(path)
+
+
+def _options(data, root, **changes):
+  changes = dict(dict(epochs=1), **changes)
+  argv = ["--dataset", "npz:" + data, "--model", "mlp", "--batch_size", "8",
+          "--root", str(root), "--noprogress"]
+  for key, value in changes.items():
+    argv += [f"--{key}", str(value)]
+  return train.parse_args(argv)
+
+
+def _cli(*argv):
+  env = dict(os.environ, PYTHONPATH=ROOT_DIR)
+  return subprocess.run([sys.executable, "-m", "heldout_tf.train", *argv],
+                        capture_output=True, text=True, env=env, cwd=ROOT_DIR,
+                        timeout=300)
+
+
+def test_parser_needs_no_tensorflow():
+  code = ("import sys; from heldout_tf import train; "
+          "train.build_parser().format_help(); "
+          "train.parse_args(['--dataset', 'mnist']); "
+          "print('tensorflow' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, cwd=ROOT_DIR, check=True)
+  assert out.stdout.strip() == "False"
+
+
+def test_ratio_lists():
+  assert train.parse_ratios("0.7") == (0.7,)
+  assert train.parse_ratios("0.5,0.1,0.5") == (0.1, 0.5)
+  assert train.parse_ratios("0.1:0.9:0.1") == tuple(
+      round(0.1 * k, 1) for k in range(1, 10))
+  for bad in ("0:1", "a", "1.5", "0.1:0.9:0"):
+    with pytest.raises(errors.UsageError, match="--ratios"):
+      train.parse_ratios(bad)
+
+
+def test_bad_flags_are_one_error_line():
+  out = _cli("--dataset", "mnist", "--ratios", "2")
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines() == [
+      "error: --ratios '2': ratios must be in (0, 1]"]
+  out = _cli("--dataset", "mnist", "--num_runs", "2", "--runs_per_ratio", "3")
+  assert out.returncode == 2 and out.stderr.startswith("error: argument")
+  with pytest.raises(errors.UsageError, match="gives 2 counts for 3 ratios"):
+    train.parse_args(["--dataset", "mnist", "--ratios", "0.1,0.2,0.3",
+                      "--runs_per_ratio", "2,3"])
+
+
+def test_bad_data_and_model_are_one_error_line(tmp_path):
+  bad = str(tmp_path / "bad.npz")
+  np.savez(bad, x_train=np.zeros((4, 8, 8), np.float32),
+           y_train=np.zeros(4, np.int64), x_test=np.zeros((2, 8, 8), np.uint8),
+           y_test=np.zeros(2, np.int64))
+  out = _cli("--dataset", "npz:" + bad, "--root", str(tmp_path / "r"))
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines()[-1] == (
+      f"error: {bad}: key 'x_train' must be uint8 images (0..255), got "
+      "float32")
+  data = _npz(tmp_path / "ok.npz")
+  out = _cli("--dataset", "npz:" + data, "--model", "nowhere.mod:build",
+             "--root", str(tmp_path / "r"))
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1].startswith(
+      "error: --model nowhere.mod:build: cannot import module")
+
+
+def test_many_ratios_resume_and_cscores(tmp_path):
+  data = _npz(tmp_path / "three.npz")
+  root = tmp_path / "cscores"
+  options = _options(data, root, ratios="0.25,0.75", runs_per_ratio="3,2",
+                     precision="float32", epochs=6)
+  reports = model_blocks.make(options, say=lambda *_: None)
+  assert [(r["ratio"], r["trained"]) for r in reports] == [(0.25, 3),
+                                                           (0.75, 2)]
+  assert all(r["test_accuracy"] > 0.5 for r in reports)  # It learns.
+  found = layout.list_runs(str(root), "three-mlp")
+  assert [(p.ratio, p.run) for p in found] == [
+      (0.25, 0), (0.25, 1), (0.25, 2), (0.75, 0), (0.75, 1)]
+  assert not any(os.path.exists(os.path.join(p.path, "partial"))
+                 for p in found)
+  loaded = estimates.load_runs(str(root), "three-mlp", progress=False)
+  ratios, by_ratio = estimates.cscores_by_ratio(
+      loaded.mask, loaded.correct_train, loaded.ratios)
+  np.testing.assert_array_equal(ratios, [0.25, 0.75])
+  for k, ratio in enumerate(ratios):  # Held-out accuracy, from the files.
+    auxes = [runs_lib.read_aux(p.path) for p in found if p.ratio == ratio]
+    held_out = np.zeros(40)
+    count = np.zeros(40)
+    for aux in auxes:
+      held_out[aux["index_removed"]] += aux["correctness_removed"]
+      count[aux["index_removed"]] += 1
+    with np.errstate(invalid="ignore"):
+      np.testing.assert_allclose(by_ratio[k], held_out / count)
+  scores = estimates.multi_ratio_cscores(loaded.mask, loaded.correct_train,
+                                         loaded.ratios)
+  assert scores.shape == (40,)
+  # Again: nothing left to train. Other settings: refused.
+  again = model_blocks.make(options, say=lambda *_: None)
+  assert [r["trained"] for r in again] == [0, 0]
+  with pytest.raises(errors.ConfigError, match="epochs"):
+    model_blocks.make(_options(data, root, ratios="0.25", epochs=2,
+                               precision="float32"),
+                      say=lambda *_: None)
+
+
+def test_user_module_from_the_command_line(tmp_path):
+  (tmp_path / "user_nets.py").write_text(
+      "import sonnet as snt\n"
+      "class Linear(snt.Module):\n"
+      "  def __init__(self, num_classes):\n"
+      "    super().__init__()\n"
+      "    self.head = snt.Linear(num_classes)\n"
+      "  def __call__(self, images, is_training=False):\n"
+      "    return self.head(snt.flatten(images))\n"
+      "def build(num_classes):\n"
+      "  return Linear(num_classes)\n")
+  data = _npz(tmp_path / "d.npz")
+  env = dict(os.environ, PYTHONPATH=f"{ROOT_DIR}:{tmp_path}")
+  out = subprocess.run(
+      [sys.executable, "-m", "heldout_tf.train", "--dataset", "npz:" + data,
+       "--model", "user_nets:build", "--recipe", "mnist-mlp", "--epochs", "1",
+       "--num_runs", "1", "--root", str(tmp_path / "r"), "--noprogress"],
+      capture_output=True, text=True, env=env, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert "collection d-build " in out.stdout
+  assert os.path.exists(tmp_path / "r" / "d-build" / "0.7" / "0" /
+                        "aux_arrays.npz")
+
+
+@pytest.mark.slow
+def test_ray_writes_what_local_writes(tmp_path):
+  import ray  # pylint: disable=g-import-not-at-top
+  data = _npz(tmp_path / "d.npz")
+  local = model_blocks.make(_options(data, tmp_path / "local", num_runs=2),
+                            say=lambda *_: None)
+  ray.init(num_cpus=2, include_dashboard=False, address="local",
+           configure_logging=False,
+           runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3",
+                                     "PYTHONPATH": ROOT_DIR}})
+  try:
+    remote = model_blocks.make(
+        _options(data, tmp_path / "ray", num_runs=2, engine="ray"),
+        say=lambda *_: None)
+  finally:
+    ray.shutdown()
+  assert remote[0]["trained"] == 2 and remote[0]["engine"] == "ray"
+  assert local[0]["precision"] == remote[0]["precision"]
+  for run in range(2):
+    rel = os.path.join("d-mlp", "0.7", str(run))
+    for name in ("aux_arrays.npz", "checkpoints/ckpt-1.index",
+                 "checkpoints/ckpt-1.data-00000-of-00001"):
+      a = (tmp_path / "local" / rel / name).read_bytes()
+      b = (tmp_path / "ray" / rel / name).read_bytes()
+      assert a == b, (run, name)
+
+
+@pytest.mark.slow
+def test_small_inception_collection_evaluates_with_demo(tmp_path, cifar10):
+  data_dir, _ = cifar10
+  root = tmp_path / "runs"
+  reports = model_blocks.make(train.parse_args(
+      ["--dataset", "cifar10", "--data_dir", data_dir, "--model",
+       "small_inception", "--epochs", "1", "--batch_size", "16",
+       "--num_runs", "1", "--root", str(root), "--noprogress"]),
+                              say=lambda *_: None)
+  assert reports[0]["experiment"] == "cifar10-inception"
+  env = dict(os.environ, PYTHONPATH=ROOT_DIR)
+  out = subprocess.run(
+      [sys.executable, "demo.py", "--experiment", "cifar10-inception",
+       "--root", str(root), "--data_dir", data_dir, "--require_match"],
+      capture_output=True, text=True, env=env, cwd=ROOT_DIR, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert "32 out of 32 predictions match" in out.stdout
