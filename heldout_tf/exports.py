@@ -49,10 +49,6 @@ MAX_CHECK_BATCH = 256  # ImageNet: 256 inputs are 154 MB.
 METADATA_KEY = "__metadata__.json"
 KEY_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 EXTRA_HINT = "pip install -e '.[export]'"
-# Reading an npz export: most bytes its members may declare (beyond this, the
-# file must be at least 1/BUDGET_RATIO of it: a compressed bomb is refused).
-MIN_BUDGET_BYTES = 256 << 20
-BUDGET_RATIO = 64
 
 
 CONVENTIONS = (
@@ -327,9 +323,8 @@ def read_weights(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
 def _read_npz_weights(source, where: str):
   """`(arrays, metadata)` of an npz export (a path or bytes)."""
   with npz.Reader(source, ExportError, name=where,
-                  os_error=errors.PathError) as reader:
-    reader.max_total_bytes = max(MIN_BUDGET_BYTES,
-                                 BUDGET_RATIO * reader.size)
+                  os_error=errors.PathError,
+                  max_total_bytes="auto") as reader:
     if METADATA_KEY not in reader:
       raise ExportError(f"{where}: no {METADATA_KEY} entry: not a heldout_tf "
                         "export")

@@ -33,6 +33,7 @@ from typing import Optional
 import numpy as np
 
 from heldout_tf import errors
+from heldout_tf import npz
 
 NPZ_PREFIX = "npz:"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -182,29 +183,18 @@ def load_tfds(name: str, data_dir=None, download=False) -> ImageData:
 
 def read_npz_arrays(path: str, keys, optional=()) -> dict:
   """The arrays `keys` (and those of `optional` present) of the `.npz` file
-  `path`, never unpickling.
-
-  The one place `.npz` image data is read: repoint it to the kit's hardened
-  npz reader when that exists.
-  """
-  if not os.path.isfile(path):
-    raise errors.PathError(f"cannot read {path}: no such file")
-  try:
-    with np.load(path, allow_pickle=False) as npz:
-      missing = [k for k in keys if k not in npz.files]
-      if missing:
-        raise DataError(f"{path}: no key {missing[0]!r} (has "
-                        f"{sorted(npz.files)}); expected {list(keys)}")
-      return {k: npz[k] for k in tuple(keys) + tuple(optional)
-              if k in npz.files}
-  except DataError:
-    raise
-  except OSError as e:
-    raise errors.PathError(
-        f"cannot read {path}: {errors.describe_os_error(e)}") from e
-  except ValueError as e:  # Not a zip, object arrays, a bad header.
-    raise DataError(f"{path}: not a readable .npz of plain arrays "
-                    f"({str(e).splitlines()[0][:200]})") from e
+  `path`, through the kit's hardened reader (`heldout_tf.npz`: a regular
+  file, plain numeric arrays only, never unpickled, sizes bounded by their
+  headers before anything inflates). Shapes and values are checked by the
+  caller."""
+  with npz.Reader(path, DataError, os_error=errors.PathError,
+                  max_total_bytes="auto") as reader:
+    if not all(k in reader for k in keys):
+      missing = [k for k in keys if k not in reader]
+      raise DataError(f"{path}: no key {missing[0]!r} (has "
+                      f"{sorted(reader.keys)}); expected {list(keys)}")
+    return {k: reader.read(k, kinds="biuf")
+            for k in tuple(keys) + tuple(optional) if k in reader}
 
 
 def load_npz(path: str) -> ImageData:

@@ -44,6 +44,11 @@ import numpy as np
 from heldout_tf import errors
 
 MAX_HEADER_BYTES = 10_000  # numpy's own default limit.
+# `max_total_bytes="auto"`: members may declare at most this many bytes, or
+# INFLATION_RATIO times the file's size if more: a compressed bomb (a small
+# file declaring huge arrays) is refused before it inflates.
+MIN_BUDGET_BYTES = 256 << 20
+INFLATION_RATIO = 64
 # Dtype kinds a member may have: bool, integers, floats, complex, bytes,
 # str. Not objects (pickles), structured/void, datetimes.
 ALLOWED_KINDS = "biufcSU"
@@ -251,7 +256,8 @@ class Reader:
         a message).
       name: what messages call `source` when it is bytes.
       os_error: raised for a missing or unreadable path (default `error`).
-      max_total_bytes: most bytes all members read may declare in total.
+      max_total_bytes: most bytes all members read may declare in total;
+        "auto": max(MIN_BUDGET_BYTES, INFLATION_RATIO * file size).
     """
     self.error = error
     self.max_total_bytes = max_total_bytes
@@ -266,6 +272,9 @@ class Reader:
     try:
       self.size = (os.fstat(self._raw.fileno()).st_size if self._file
                    else memoryview(source).nbytes)
+      if max_total_bytes == "auto":
+        self.max_total_bytes = max(MIN_BUDGET_BYTES,
+                                   INFLATION_RATIO * self.size)
       self._zip = zipfile.ZipFile(self._raw)
     except _READ_ERRORS as e:
       self._raw.close()

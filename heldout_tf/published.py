@@ -63,10 +63,6 @@ DATASET_OF_KIND = {CIFAR10_CSCORES: "cifar10", CIFAR100_CSCORES: "cifar100",
 # Most entries of a vector whose length the file's kind does not fix: 6.5x
 # ImageNet's 1 281 167 training examples.
 MAX_EXAMPLES = 2**23
-# Most bytes the members read from one file may declare (beyond this, a file
-# must be at least 1/64 of what it declares: a compressed bomb is refused).
-MIN_BUDGET_BYTES = 256 << 20
-BUDGET_RATIO = 64
 
 _INTEGER, _FLOAT, _STRING = "iu", "f", "SU"
 
@@ -159,9 +155,8 @@ Published = Union[CScores, InflMatrix, Pairs]
 
 def _open(path: str) -> npz_lib.Reader:
   """`path` opened by the hardened npz reader, with a byte budget."""
-  reader = npz_lib.Reader(path, PublishedFileError, os_error=errors.PathError)
-  reader.max_total_bytes = max(MIN_BUDGET_BYTES, BUDGET_RATIO * reader.size)
-  return reader
+  return npz_lib.Reader(path, PublishedFileError, os_error=errors.PathError,
+                        max_total_bytes="auto")
 
 
 def _strings_unpickled(reader: npz_lib.Reader, key: str, n: int

@@ -154,10 +154,6 @@ _STORED_DTYPES = {"subset": np.int32, "heldout": np.int32,
 # Bounds of a signals file's scalars (beyond what the caller expects).
 MAX_EXAMPLES = runs_lib.MAX_EXAMPLES
 MAX_CLASSES = 100_000
-# Most bytes a file's members may declare (beyond this, the file must be at
-# least 1/BUDGET_RATIO of it: a compressed bomb is refused).
-MIN_BUDGET_BYTES = 256 << 20
-BUDGET_RATIO = 64
 
 
 def _scalar(reader, key: str, kinds: str, low, high=None):
@@ -192,8 +188,7 @@ def read_run_signals(path: str, n_train: Optional[int] = None,
   """
   if os.path.isdir(path):
     path = signals_path(path)
-  with npz.Reader(path, SignalsError) as reader:
-    reader.max_total_bytes = max(MIN_BUDGET_BYTES, BUDGET_RATIO * reader.size)
+  with npz.Reader(path, SignalsError, max_total_bytes="auto") as reader:
     reader.require([f.name for f in dataclasses.fields(RunSignals)])
     values = dict(
         n_train=_scalar(reader, "n_train", "iu", 1, MAX_EXAMPLES),
