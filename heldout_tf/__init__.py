@@ -1,30 +1,39 @@
-"""heldout_tf: use and reproduce the released held-out training checkpoints.
+"""heldout_tf: use and reproduce the released held-out training checkpoints,
+and make such collections for any data and model.
 
   import heldout_tf as ht
-  exp = ht.released.get("cifar10-inception")
+  exp = ht.experiments.get("cifar10-inception")
   runs = ht.estimates.load_runs(root, exp.name)
 
 Modules, one concept each (imported on first use, so `import heldout_tf`
-and the download path never load TensorFlow):
+and the download path never load TensorFlow). Commands (`heldout X`,
+`python -m heldout_tf.X`) are thin layers over them: `download`, `evaluate`,
+`estimate`, `export`, `train`, `quality`, `report` (see `commands`).
 
-- get the archives: `released` (the three experiments), `archive` (stream,
-  verify, extract), `download` (its command line);
-- the collection on disk: `layout` (every file name, parsed in one place),
-  `runs` (read/write `aux_arrays.npz`);
-- models: `models` (Sonnet builders matching the checkpoints), `checkpoints`
-  (strict, all-or-nothing restore; robust save), `exports` (ONNX,
-  safetensors, npz);
+- the experiments: `experiments` (the registry: the released three and the
+  kit's own), `released` (their archives);
+- get the archives: `archive` (stream, verify, extract);
+- the collection on disk: `layout` (every file name, parsed in one place;
+  run-id and ratio lists), `runs` (read/write `aux_arrays.npz`);
+- models: `models` (Sonnet builders matching the checkpoints, ResNet-9, a
+  user's own module), `checkpoints` (strict, all-or-nothing restore; robust
+  save), `exports` (ONNX, safetensors, npz);
 - evaluation: `data`, `evaluation` (re-evaluate and cross-check many runs);
 - estimates: `estimates` (memorization, influence, C-scores), `published`
   (the papers' score files), `comparison` (them side by side with ours);
-- data quality: `signals`, `scores`, `detection`;
 - making collections: `collection` (the store, canonical blocks, the rules
   for flags versus the recorded config, and the one `train` loop, locally
-  or on Ray), `training` (many subset MLPs at once), `hardware` (precision
+  or on Ray), `image_data` (tfds, npz, MNIST), `recipes` (training settings
+  as data), `model_training` (one Sonnet model at a time, resumable, mixed
+  precision), `model_blocks` (its block trainer: collections of any data and
+  model), `training` (many subset MLPs at once), `hardware` (precision
   choice), `raycluster` (Ray connection and tasks, shared with
   `estimates.on_ray`);
+- data quality: `signals`, `scores`, `detection`; `report` (one browsable
+  HTML page per collection);
 - plumbing: `errors` (`HeldoutError`, the base of every input error),
-  `npz` (the one hardened npz/npy reader), `sizes`, `progress`, `cli`;
+  `npz` (the one hardened npz/npy reader), `files` (atomic writes, directory
+  locks), `figures` (the PNG writer), `sizes`, `progress`, `cli`;
   `synthetic` (offline stand-ins for tests and benchmarks).
 """
 
@@ -34,11 +43,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "HeldoutError",
-    "archive", "checkpoints", "cli", "collection", "commands", "comparison",
-    "data", "detection", "errors", "estimates", "evaluate", "evaluation",
-    "experiments", "exports", "figures", "files", "hardware", "layout",
-    "models", "npz", "progress", "published", "raycluster", "released",
-    "report", "runs", "scores", "signals", "sizes", "synthetic", "training",
+    "archive", "checkpoints", "cli", "collection", "comparison", "data",
+    "detection", "errors", "estimates", "evaluation", "experiments",
+    "exports", "figures", "files", "hardware", "image_data", "layout",
+    "model_blocks", "model_training", "models", "npz", "progress",
+    "published", "raycluster", "recipes", "released", "report", "runs",
+    "scores", "signals", "sizes", "synthetic", "training",
 ]
 
 from heldout_tf.errors import HeldoutError  # noqa: E402  (no TensorFlow)

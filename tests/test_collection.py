@@ -343,3 +343,28 @@ def test_train_refuses_other_settings_and_bad_engines_before_any_work(
     collection.train(_fake_spec(tmp_path), [1], engine="spark",
                      progress=False)
   assert _store(tmp_path).finished_runs() == [0]
+
+
+def test_a_worker_whose_tensorflow_import_failed_ends_itself(monkeypatch):
+  # A task cancelled mid-import leaves TensorFlow half-registered; a later
+  # task in that worker would fail forever ("already registered"). The
+  # worker ends instead, so Ray retries on a fresh one.
+  from heldout_tf import cli  # pylint: disable=g-import-not-at-top
+  from heldout_tf.collection import engine  # pylint: disable=g-import-not-at-top
+  exits = []
+
+  def half_registered():
+    raise ValueError("Name tf.RaggedTensorSpec has already been registered")
+
+  def fake_exit(code):
+    exits.append(code)
+    raise SystemExit(code)
+
+  monkeypatch.setattr(cli, "quiet_tensorflow", half_registered)
+  monkeypatch.setattr(engine.os, "_exit", fake_exit)
+  with pytest.raises(SystemExit):
+    engine._import_tensorflow_or_exit()  # pylint: disable=protected-access
+  assert exits == [1]
+  monkeypatch.setattr(cli, "quiet_tensorflow", lambda: None)
+  engine._import_tensorflow_or_exit()  # pylint: disable=protected-access
+  assert exits == [1]

@@ -56,3 +56,19 @@ def test_every_kit_error_derives_from_the_error_base():
           and not issubclass(value, errors.HeldoutError)):
         offenders.append(f"{module.__name__}.{name}")
   assert not offenders, offenders
+
+
+def test_every_module_is_listed_or_a_command():
+  # The module list cannot drift: a new library module goes in __all__ (and
+  # the package docstring), a new command in heldout_tf.commands.
+  from heldout_tf import commands  # pylint: disable=g-import-not-at-top
+  command_modules = {module for module, _ in commands.COMMANDS.values()}
+  unlisted = []
+  for info in pkgutil.iter_modules(heldout_tf.__path__):
+    name = f"heldout_tf.{info.name}"
+    if (info.name not in heldout_tf.__all__ and name not in command_modules
+        and info.name != "commands"):
+      unlisted.append(name)
+  assert not unlisted, unlisted
+  for name in heldout_tf.__all__[1:]:
+    assert f"`{name}`" in heldout_tf.__doc__, name

@@ -8,6 +8,7 @@ both engines write byte-identical collections.
 
 import dataclasses
 import hashlib
+import os
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -73,6 +74,23 @@ def _worker_trainer(spec: Spec):
   return _WORKER_TRAINERS[key]
 
 
+def _import_tensorflow_or_exit():
+  """Imports TensorFlow quietly in a Ray worker, or ends the worker.
+
+  An import cut short (a task cancelled by Ctrl-C on the driver raises
+  KeyboardInterrupt in the worker, maybe mid-import) leaves TensorFlow
+  half-registered: every later import in that process fails ("already
+  registered"). So a failed import ends the process: Ray starts a fresh
+  worker and retries the task (a cancelled task is not retried).
+  """
+  from heldout_tf import cli  # pylint: disable=g-import-not-at-top
+  try:
+    cli.quiet_tensorflow()  # No start-up lines from every worker.
+  except BaseException:  # pylint: disable=broad-except
+    sys.stderr.flush()
+    os._exit(1)  # pylint: disable=protected-access
+
+
 def _train_block_task(spec: Spec, runs: List[int]) -> dict:
   """One Ray task: trains the canonical block holding `runs` (its worker's
   TensorFlow threads come from `raycluster.thread_env`).
@@ -83,8 +101,7 @@ def _train_block_task(spec: Spec, runs: List[int]) -> dict:
   """
   start = time.perf_counter()
   if "tensorflow" not in sys.modules:  # This worker's first task.
-    from heldout_tf import cli  # pylint: disable=g-import-not-at-top
-    cli.quiet_tensorflow()  # No start-up lines from every worker.
+    _import_tensorflow_or_exit()
   trainer = _worker_trainer(spec)
   setup = time.perf_counter() - start
   written = list(trainer.train_block(spec.store(), runs))
