@@ -266,7 +266,8 @@ def make(options: Options, say=print) -> List[dict]:
         model_options=options.model_options,
         checkpoint_every=options.checkpoint_every, signals=options.signals)
     config = dict(settings.config(), group_size=group_size,
-                  dataset=data.name, num_classes=data.num_classes,
+                  dataset=data.name, source=source.dataset,
+                  num_classes=data.num_classes,
                   image_shape=list(data.image_shape),
                   n_train=len(data.train_labels),
                   n_test=len(data.test_labels),

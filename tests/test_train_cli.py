@@ -11,6 +11,7 @@ from heldout_tf import errors
 from heldout_tf import estimates
 from heldout_tf import layout
 from heldout_tf import model_blocks
+from heldout_tf import report
 from heldout_tf import runs as runs_lib
 from heldout_tf import train
 
@@ -123,6 +124,11 @@ def test_many_ratios_resume_and_cscores(tmp_path):
   scores = estimates.multi_ratio_cscores(loaded.mask, loaded.correct_train,
                                          loaded.ratios)
   assert scores.shape == (40,)
+  # The report finds the collection's images through its recorded source.
+  summary = report.write(str(root), "three-mlp", str(tmp_path / "r.html"),
+                         ratio=0.25, progress=False)
+  assert summary.images, summary.images_note
+  assert (summary.n_train, summary.n_test, summary.num_runs) == (40, 16, 3)
   # Again: nothing left to train. Other settings: refused.
   again = model_blocks.make(options, say=lambda *_: None)
   assert [r["trained"] for r in again] == [0, 0]

@@ -136,7 +136,9 @@ def load(experiment: str, config: Optional[dict], data_dir=None,
   Never downloads; imports TensorFlow (tfds). `n_train` / `n_test`: the
   runs' sizes, which the images must match.
   """
-  if config and config.get("dataset") in ("mnist", "digits"):
+  if config and config.get("source"):  # Made by `heldout train`.
+    images, note = _image_data(config, data_dir)
+  elif config and config.get("dataset") in ("mnist", "digits"):
     images, note = _mnist(config, data_dir)
   elif (experiment in released.EXPERIMENTS and
         released.EXPERIMENTS[experiment].dataset != "imagenet"):
@@ -152,6 +154,24 @@ def load(experiment: str, config: Optional[dict], data_dir=None,
                   f"{len(images.test)} examples, the runs {n_train} / "
                   f"{n_test}")
   return images, note
+
+
+def _image_data(config: dict, data_dir) -> Tuple[Optional[Images], str]:
+  """The images of a `heldout train` collection, from the data source its
+  config.json records (`heldout_tf.image_data`), checked by fingerprint."""
+  from heldout_tf import image_data  # pylint: disable=g-import-not-at-top
+  source = config["source"]
+  try:
+    data = image_data.load(source, data_dir)
+  except errors.HeldoutError as e:
+    return None, f"no images: loading {source} failed ({e})"
+  recorded = config.get("data_fingerprint")
+  if recorded and data.fingerprint() != recorded:
+    return None, (f"no images: the {source} data loaded now differs from "
+                  "the data the runs were trained on (data fingerprint)")
+  return Images(data.train_images, data.test_images, data.description,
+                [str(c) for c in range(data.num_classes)], data.train_labels,
+                data.test_labels), ""
 
 
 def _png(tile_grid: np.ndarray) -> bytes:
