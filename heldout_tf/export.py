@@ -19,7 +19,7 @@ from heldout_tf import exports  # No TensorFlow until an export runs.
 
 
 def build_parser() -> cli.Parser:
-  parser = cli.Parser("python -m heldout_tf.export", __doc__)
+  parser = cli.Parser("heldout export", __doc__)
   parser.add_argument("--experiment", required=True,
                       help="e.g. cifar10-inception, imagenet-resnet50, "
                       "mnist-mlp")

@@ -31,7 +31,7 @@ from heldout_tf import cli
 from heldout_tf import errors
 from heldout_tf import layout
 
-PROG = "python -m heldout_tf.train"
+PROG = "heldout train"
 PRECISION_CHOICES = ("auto", "float32", "bfloat16", "float16")
 
 

@@ -18,7 +18,7 @@ from heldout_tf import cli
 
 def build_parser() -> cli.Parser:
   """The command's flags (imports no TensorFlow)."""
-  parser = cli.Parser("python -m heldout_tf.report", __doc__)
+  parser = cli.Parser("heldout report", __doc__)
   cli.add_root(parser, required=True)
   parser.add_argument("--experiment", required=True, metavar="NAME",
                       help="The experiment directory under --root, e.g. "
