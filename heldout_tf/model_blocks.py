@@ -25,6 +25,7 @@ import os
 from typing import List, Optional, Tuple
 
 from heldout_tf import errors
+from heldout_tf import noise as noise_lib
 from heldout_tf.collection import blocks
 
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -51,10 +52,7 @@ class DataSource:
   def load_noisy(self):
     """`(data, noisy)`: the data with the noise applied, and the
     `noise.NoisyTrainSet` saying what it changed (None without noise)."""
-    # pylint: disable=g-import-not-at-top
-    from heldout_tf import image_data
-    from heldout_tf import noise as noise_lib
-    # pylint: enable=g-import-not-at-top
+    from heldout_tf import image_data  # pylint: disable=g-import-not-at-top
     data = image_data.load(self.dataset, self.data_dir, self.download)
     specs = noise_lib.parse(self.noise)
     if not specs:
@@ -190,8 +188,7 @@ class Options:
     if self.ray_address is not None and self.engine != "ray":
       raise errors.UsageError("--ray_address needs --engine ray")
     blocks.parse_shard(self.shard)
-    from heldout_tf import noise  # pylint: disable=g-import-not-at-top
-    noise.parse(self.noise)
+    noise_lib.parse(self.noise)
 
   def runs_of(self, i: int) -> int:
     return self.num_runs[0 if len(self.num_runs) == 1 else i]
@@ -266,8 +263,7 @@ def make(options: Options, say=print) -> List[dict]:
   if dataset.startswith(image_data.NPZ_PREFIX):  # Workers may run elsewhere.
     dataset = image_data.NPZ_PREFIX + os.path.abspath(os.path.expanduser(
         dataset[len(image_data.NPZ_PREFIX):]))
-  from heldout_tf import noise  # pylint: disable=g-import-not-at-top
-  noise_spec = noise.describe(noise.parse(options.noise))
+  noise_spec = noise_lib.describe(noise_lib.parse(options.noise))
   source = DataSource(dataset, options.data_dir, options.download,
                       noise_spec, options.seed)
   data = source.load()

@@ -91,7 +91,8 @@ class Result:
 def _experiments(root: str) -> List[str]:
   """Names under `root` holding at least one canonical run directory."""
   if not os.path.isdir(root):
-    raise QualityError(f"--root {root}: no such directory")
+    raise QualityError(f"--root {root}: no such directory" + (
+        " (a file)" if os.path.exists(root) else ""))
   with errors.user_path(root, "read"):
     names = sorted(e.name for e in os.scandir(root) if e.is_dir())
   return [n for n in names if layout.list_runs(root, n)]
@@ -318,6 +319,23 @@ def _write_report(options: ScoreOptions, store, directory: str, data,
       progress=options.progress, images=images).path
 
 
+def _write_outputs(options: ScoreOptions, store, directory: str, data,
+                   noisy, noise: str, scores, table) -> Dict[str, str]:
+  """Removes the previous outputs, then writes scores.npz, detection.csv
+  (with `table`) and report.html; returns their paths by kind."""
+  clear_outputs(directory)
+  paths = {"scores": os.path.join(directory, layout.SCORES_FILENAME)}
+  files.save_npz(paths["scores"], **scores_arrays(scores, data, noisy,
+                                                  noise))
+  if table is not None:
+    paths["detection"] = os.path.join(directory, layout.DETECTION_FILENAME)
+    write_csv(paths["detection"], table, detection.DETECTION_COLUMNS)
+  if options.report:
+    paths["report"] = _write_report(options, store, directory, data,
+                                     paths["scores"])
+  return paths
+
+
 def score(options: ScoreOptions) -> Result:
   """Scores the collection `options` name and writes the outputs (see the
   module docstring); returns what it computed and wrote."""
@@ -335,21 +353,16 @@ def score(options: ScoreOptions) -> Result:
            if len(noisy_idx) else None)
   # Everything is computed: only now does the previous output go.
   directory = options.out or os.path.join(store.path, layout.QUALITY_DIRNAME)
-  clear_outputs(directory)
-  paths = {"scores": os.path.join(directory, layout.SCORES_FILENAME)}
-  files.save_npz(paths["scores"], **scores_arrays(scores, data, noisy,
-                                                  noise))
-  if table is not None:
-    paths["detection"] = os.path.join(directory, layout.DETECTION_FILENAME)
-    write_csv(paths["detection"], table, detection.DETECTION_COLUMNS)
-  if options.report:
-    paths["report"] = _write_report(options, store, directory, data,
-                                     paths["scores"])
-  settings = dict(dataclasses.asdict(options), collection=store.path,
-                  experiment=store.experiment, ratio=store.ratio,
-                  num_runs=len(run_ids), noise=noise,
-                  data_fingerprint=data.fingerprint())
-  write_manifest(directory, list(paths.values()), settings)
+  with errors.user_path(directory, "write"):
+    os.makedirs(directory, exist_ok=True)
+  with files.locked(directory):  # One writer of these files at a time.
+    paths = _write_outputs(options, store, directory, data, noisy, noise,
+                           scores, table)
+    write_manifest(directory, list(paths.values()), dict(
+        dataclasses.asdict(options), collection=store.path,
+        experiment=store.experiment, ratio=store.ratio,
+        num_runs=len(run_ids), noise=noise,
+        data_fingerprint=data.fingerprint()))
   paths["manifest"] = os.path.join(directory, layout.MANIFEST_FILENAME)
   return Result(store=store, run_ids=list(run_ids), data=data, noise=noise,
                 noisy_idx=noisy_idx, scores=scores, detection=table,
