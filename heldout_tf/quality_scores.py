@@ -47,6 +47,7 @@ from heldout_tf import detection
 from heldout_tf import errors
 from heldout_tf import files
 from heldout_tf import layout
+from heldout_tf import signals as signals_lib
 
 # What a previous run of this or `mnist_example.quality` may have left in
 # the output directory that the report reads: removed before writing.
@@ -156,7 +157,6 @@ def check_signals(store: collection.Store, config: dict,
                   run_ids: Sequence[int]):
   """QualityError unless the collection was trained with signals and
   every run has its `signals.npz`."""
-  from heldout_tf import signals as signals_lib  # pylint: disable=g-import-not-at-top
   if not config.get("signals"):
     raise QualityError(
         f"{store.config_path}: the runs were trained without per-epoch "
@@ -229,7 +229,6 @@ def compute(store: collection.Store, run_ids: Sequence[int], data,
   from heldout_tf import estimates
   from heldout_tf import runs as runs_lib
   from heldout_tf import scores as scores_lib
-  from heldout_tf import signals as signals_lib
   # pylint: enable=g-import-not-at-top
   run_dirs = [store.run_dir(r) for r in run_ids]
   runs = estimates.load_runs_from(run_dirs, run_ids=list(run_ids),
