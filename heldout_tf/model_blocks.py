@@ -13,7 +13,9 @@ seam's protocol): a block of G runs trains side by side (`model_training.
 GroupTrainer`, G = 1: one model at a time), each unfinished run resumes
 from its partial checkpoint and is written in the released layout.
 Every setting a run's bits depend on is recorded in config.json (the
-recipe, model, ratio, seed, precision, group size, the data's fingerprint);
+recipe, model, ratio, seed, precision, group size, the data's fingerprint,
+and the `noise` spec applied to the training set, if any, which the seed
+makes reproducible: `DataSource.load_noisy` rebuilds it);
 a later call must agree (`--precision auto` and `--group_size 0` take the
 recorded values).
 """
@@ -23,6 +25,7 @@ import os
 from typing import List, Optional, Tuple
 
 from heldout_tf import errors
+from heldout_tf import noise as noise_lib
 from heldout_tf.collection import blocks
 
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -30,14 +33,31 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 
 @dataclasses.dataclass(frozen=True)
 class DataSource:
-  """Where a collection's data comes from (picklable; workers reload it)."""
+  """Where a collection's data comes from (picklable; workers reload it).
+
+  With `noise` (a `heldout_tf.noise` spec, e.g. 'label:0.1') the training
+  set is the loaded one with that noise applied from `seed`: the same
+  examples and values in every process.
+  """
   dataset: str  # 'mnist', 'npz:FILE' (absolute) or a tfds name.
   data_dir: Optional[str] = None
   download: bool = False
+  noise: str = ""
+  seed: int = 0
 
   def load(self):
+    """The `image_data.ImageData` the runs train on (noise applied)."""
+    return self.load_noisy()[0]
+
+  def load_noisy(self):
+    """`(data, noisy)`: the data with the noise applied, and the
+    `noise.NoisyTrainSet` saying what it changed (None without noise)."""
     from heldout_tf import image_data  # pylint: disable=g-import-not-at-top
-    return image_data.load(self.dataset, self.data_dir, self.download)
+    data = image_data.load(self.dataset, self.data_dir, self.download)
+    specs = noise_lib.parse(self.noise)
+    if not specs:
+      return data, None
+    return noise_lib.apply_to_images(data, specs, self.seed)
 
 
 class ModelBlocks:
@@ -135,6 +155,7 @@ class Options:
   group_size: int = 0  # 0: the recorded one, else 1.
   checkpoint_every: int = 1
   signals: bool = False
+  noise: str = ""  # A `heldout_tf.noise` spec applied to the train split.
   shard: str = blocks.NO_SHARD
   jit_compile: bool = False
   engine: str = "local"
@@ -167,6 +188,7 @@ class Options:
     if self.ray_address is not None and self.engine != "ray":
       raise errors.UsageError("--ray_address needs --engine ray")
     blocks.parse_shard(self.shard)
+    noise_lib.parse(self.noise)
 
   def runs_of(self, i: int) -> int:
     return self.num_runs[0 if len(self.num_runs) == 1 else i]
@@ -241,7 +263,9 @@ def make(options: Options, say=print) -> List[dict]:
   if dataset.startswith(image_data.NPZ_PREFIX):  # Workers may run elsewhere.
     dataset = image_data.NPZ_PREFIX + os.path.abspath(os.path.expanduser(
         dataset[len(image_data.NPZ_PREFIX):]))
-  source = DataSource(dataset, options.data_dir, options.download)
+  noise_spec = noise_lib.describe(noise_lib.parse(options.noise))
+  source = DataSource(dataset, options.data_dir, options.download,
+                      noise_spec, options.seed)
   data = source.load()
   for ratio in options.ratios:
     image_data.check_ratio(data, ratio)
@@ -272,6 +296,8 @@ def make(options: Options, say=print) -> List[dict]:
                   n_train=len(data.train_labels),
                   n_test=len(data.test_labels),
                   data_fingerprint=fingerprint)
+    if noise_spec:  # Rebuilt from (dataset, noise, seed); fingerprinted.
+      config["noise"] = noise_spec
     config.pop("checkpoint_every")  # How often, not what: free to change.
     spec = collection.Spec(
         options.root, experiment, ratio, group_size, ModelBlocks,

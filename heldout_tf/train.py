@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 from heldout_tf import cli
 from heldout_tf import errors
 from heldout_tf import layout
+from heldout_tf import noise
 
 PROG = "heldout train"
 PRECISION_CHOICES = ("auto", "float32", "bfloat16", "float16")
@@ -134,6 +135,11 @@ def build_parser() -> cli.Parser:
                "Also write each run's per-epoch data-quality signals "
                "(<run>/signals.npz: margins, correctness, last-layer TracIn, "
                "out-of-sample probabilities) for heldout_tf.scores.")
+  parser.add_argument("--noise", default="", metavar="KIND:FRACTION",
+                      help="Known noise on the training set, seeded by "
+                      "--seed and recorded: kind:fraction[@intensity], kinds "
+                      f"{', '.join(noise.KINDS)}; comma-separate to combine "
+                      "(heldout_tf.noise).")
   cli.add_bool(parser, "jit_compile", False, "Compile steps with XLA.")
   cli.add_engine(parser, "the training (one task per block of runs)")
   cli.add_progress(parser)
@@ -158,7 +164,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
       batch_size=args.batch_size, learning_rate=args.learning_rate,
       precision=args.precision, group_size=args.group_size,
       checkpoint_every=args.checkpoint_every, signals=args.signals,
-      shard=args.shard,
+      noise=args.noise, shard=args.shard,
       jit_compile=args.jit_compile, engine=args.engine,
       ray_address=args.ray_address, progress=args.progress)
   options.check()

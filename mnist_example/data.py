@@ -19,16 +19,12 @@ from absl import logging
 import numpy as np
 
 from heldout_tf import errors
+from heldout_tf import noise
 
 DATASETS = ("auto", "mnist", "digits")
 NUM_CLASSES = 10
 DIGITS_TEST_PER_CLASS = 100
 _DIGITS_SPLIT_SEED = 20200101  # Fixed: the digits split never changes.
-# Label noise draws from SeedSequence(seed, spawn_key=(_NOISE_STREAM,)),
-# whose entropy [seed, 0, 0, 0, 7] no per-run list of heldout_tf.training
-# ([seed, run, stream, ...], at most 4 words) can equal: a plain
-# [seed, 7] would equal run 7's subset stream [seed, 7, 0].
-_NOISE_STREAM = 7
 
 
 class MnistNotFoundError(errors.HeldoutError, FileNotFoundError):
@@ -180,12 +176,6 @@ def load_digits() -> dict:
           "test_images": images[test], "test_labels": labels[test]}
 
 
-def noise_rng(seed: int) -> np.random.Generator:
-  """The label noise's generator, independent of every run's streams."""
-  return np.random.default_rng(
-      np.random.SeedSequence(seed, spawn_key=(_NOISE_STREAM,)))
-
-
 def add_label_noise(labels, fraction: float, seed: int,
                     num_classes: int = NUM_CLASSES):
   """Returns `(noisy_labels, noisy_idx)`: a seeded `fraction` of the labels
@@ -193,11 +183,4 @@ def add_label_noise(labels, fraction: float, seed: int,
   if not 0.0 <= fraction < 1.0:  # Also refuses nan.
     raise errors.UsageError(
         f"--label_noise must be in [0, 1), got {fraction}")
-  labels = np.asarray(labels, np.int64)
-  rng = noise_rng(seed)
-  count = int(round(fraction * len(labels)))
-  noisy_idx = np.sort(rng.choice(len(labels), count, replace=False))
-  noisy = labels.copy()
-  noisy[noisy_idx] = (labels[noisy_idx] +
-                      rng.integers(1, num_classes, count)) % num_classes
-  return noisy, noisy_idx.astype(np.int64)
+  return noise.flip_labels(labels, fraction, seed, num_classes)

@@ -1,6 +1,6 @@
 r"""Which MNIST examples are noisy? Seven scores on the same runs, one command.
 
-Makes a training set with known noise (`mnist_example.noise`), trains a
+Makes a training set with known noise (`heldout_tf.noise`), trains a
 collection of held-out runs on it with per-epoch signals recorded
 (`heldout_tf.signals`), scores every training example with held-out
 memorization, 1 - C-score, held-out loss, TracIn, AUM, second-split
@@ -50,12 +50,12 @@ from heldout_tf import detection
 from heldout_tf import errors
 from heldout_tf import files
 from heldout_tf import layout
+from heldout_tf import noise as noise_lib
 from heldout_tf import progress as progress_lib
 from heldout_tf import runs as runs_lib
 from heldout_tf.collection import options as options_lib
 from mnist_example import common
 from mnist_example import data as data_lib
-from mnist_example import noise as noise_lib
 from mnist_example import quality_figures
 
 EXPERIMENT = common.EXPERIMENT

@@ -1,4 +1,4 @@
-"""Tests of mnist_example.noise and the mnist_example.quality pipeline."""
+"""Tests of heldout_tf.noise and the mnist_example.quality pipeline."""
 
 import csv
 import json
@@ -17,7 +17,7 @@ from heldout_tf import scores as scores_lib
 from heldout_tf import signals
 from heldout_tf import training
 from mnist_example import data as data_lib
-from mnist_example import noise
+from heldout_tf import noise
 from mnist_example import quality
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -78,7 +78,7 @@ def _mnist(config: dict, data_dir) -> Tuple[Optional[Images], str]:
   seed = int(config.get("seed", 0))
   try:
     if "noise" in config:  # mnist_example.quality: noise after the cut.
-      from mnist_example import noise as noise_lib  # pylint: disable=g-import-not-at-top
+      from heldout_tf import noise as noise_lib  # pylint: disable=g-import-not-at-top
       data = data_lib.first_examples(
           data_lib.load(dataset, data_dir), int(config.get("train_size", 0)),
           int(config.get("test_size", 0)))

@@ -1,13 +1,18 @@
-"""Seeded noise for the MNIST pipeline, recorded with the indices it touched.
+"""Seeded noise for a training set, recorded with the indices it touched.
 
-Kinds (each applied to a fraction of the training set, chosen by the seed):
+Data-quality experiments (`heldout_tf.quality`, `mnist_example.quality`)
+make a training set with known noise, train a collection on it and measure
+how well each score finds the noisy examples. Kinds (each applied to a
+fraction of the training set, chosen by the seed):
 
   label            the label replaced by a uniformly chosen other class
-                   (`mnist_example.data.add_label_noise`: the same examples
-                   and labels as `mnist_example.train --label_noise`).
-  label_pair       class c relabelled as the fixed class (c + 1) mod 10.
+                   (`flip_labels`: the same examples and labels as
+                   `mnist_example.train --label_noise`).
+  label_pair       class c relabelled as the fixed class (c + 1) mod classes.
   input_gaussian   image mixed with Gaussian noise: clip((1 - s) x + s z,
-                   0, 1), z ~ N(0.5, 0.5^2) per pixel, s the intensity.
+                   0, 1), z ~ N(0.5, 0.5^2) per pixel, s the intensity
+                   (x in [0, 1]; uint8 images as x = uint8 / 255, rounded
+                   back to uint8).
   input_uniform    the same with z ~ U[0, 1].
 
 Specs are strings `kind:fraction[@intensity]`, e.g. `label:0.1` or
@@ -22,13 +27,18 @@ from typing import Dict, List, Sequence, Union
 import numpy as np
 
 from heldout_tf import errors
-from mnist_example import data as data_lib
 
 KINDS = ("label", "label_pair", "input_gaussian", "input_uniform")
 INPUT_KINDS = ("input_gaussian", "input_uniform")
 DEFAULT_INTENSITY = 0.5
-# Streams beyond mnist_example.data's label noise (spawn key 7): one per
-# kind, so adding a kind never changes which examples another kind picks.
+# `label` draws from SeedSequence(seed, spawn_key=(7,)) (as
+# `mnist_example.train --label_noise` always has), whose entropy
+# [seed, 0, 0, 0, 7] no per-run list of heldout_tf.training ([seed, run,
+# stream, ...], at most 4 words) can equal: a plain [seed, 7] would equal
+# run 7's subset stream [seed, 7, 0]. The other kinds draw from (8, kind):
+# one stream per kind, so adding a kind never changes which examples
+# another kind picks.
+_LABEL_STREAM = 7
 _STREAM = 8
 
 
@@ -106,11 +116,26 @@ def describe(specs: Sequence[NoiseSpec]) -> str:
 @dataclasses.dataclass
 class NoisyTrainSet:
   """A training set with noise applied, and what was changed."""
-  images: np.ndarray        # float32 [n, 28, 28, 1]
+  images: np.ndarray        # [n, ...], the dtype given.
   labels: np.ndarray        # int64 [n]: the labels to train with.
   clean_labels: np.ndarray  # int64 [n]
   noisy_idx: np.ndarray     # int64 sorted: every touched example.
   by_kind: Dict[str, np.ndarray]  # kind -> its sorted indices.
+
+
+def flip_labels(labels, fraction: float, seed: int, num_classes: int):
+  """`(noisy_labels, noisy_idx)`: a seeded `round(fraction * n)` of the
+  labels (int64 `[n]`) replaced by a uniformly chosen *other* class;
+  `noisy_idx` sorted int64."""
+  labels = np.asarray(labels, np.int64)
+  rng = np.random.default_rng(np.random.SeedSequence(
+      seed, spawn_key=(_LABEL_STREAM,)))
+  count = int(round(fraction * len(labels)))
+  noisy_idx = np.sort(rng.choice(len(labels), count, replace=False))
+  noisy = labels.copy()
+  noisy[noisy_idx] = (labels[noisy_idx] +
+                      rng.integers(1, num_classes, count)) % num_classes
+  return noisy, noisy_idx.astype(np.int64)
 
 
 def _rng(seed: int, kind: str) -> np.random.Generator:
@@ -119,19 +144,25 @@ def _rng(seed: int, kind: str) -> np.random.Generator:
 
 
 def _mix(images, idx, spec, rng):
+  """The images at `idx` mixed with noise, in `images`' dtype (float in
+  [0, 1], or uint8 as uint8 / 255 rounded back)."""
   x = images[idx]
+  scale = 255.0 if images.dtype == np.uint8 else 1.0
   if spec.kind == "input_gaussian":
     z = rng.normal(0.5, 0.5, size=x.shape)
   else:
     z = rng.uniform(0.0, 1.0, size=x.shape)
-  mixed = (1.0 - spec.intensity) * x + spec.intensity * z
-  return np.clip(mixed, 0.0, 1.0).astype(images.dtype)
+  mixed = (1.0 - spec.intensity) * (x / scale) + spec.intensity * z
+  mixed = np.clip(mixed, 0.0, 1.0) * scale
+  if scale != 1.0:
+    mixed = np.round(mixed)
+  return mixed.astype(images.dtype)
 
 
 def counts(specs: Sequence[NoiseSpec], n: int) -> Dict[str, int]:
   """Examples each kind touches among `n`: kind -> count, summing to <= n.
 
-  `label` takes `round(fraction * n)`, as `data.add_label_noise` does. The
+  `label` takes `round(fraction * n)`, as `flip_labels` does. The
   other kinds share what they jointly ask for, `round(sum of fractions *
   n)` (at most what `label` left): each gets the floor of its quota, and
   the examples left over go to the largest fractional parts (ties in
@@ -157,11 +188,18 @@ def counts(specs: Sequence[NoiseSpec], n: int) -> Dict[str, int]:
 
 
 def apply(images, labels, specs: Sequence[NoiseSpec], seed: int,
-          num_classes: int = data_lib.NUM_CLASSES) -> NoisyTrainSet:
+          num_classes: int = 10) -> NoisyTrainSet:
   """Applies `specs` to copies of `images` and `labels`.
 
-  `label` noise (if any) comes first, from `data.add_label_noise(labels,
-  fraction, seed)`; every other kind draws `counts(specs, n)[kind]`
+  Args:
+    images: `[n, ...]`, float in [0, 1] or uint8.
+    labels: int `[n]`, the clean labels in [0, num_classes).
+    specs: what to apply (`parse`).
+    seed: the noise's seed (the collection's).
+    num_classes: label range of the `label` and `label_pair` kinds.
+
+  `label` noise (if any) comes first, from `flip_labels(labels, fraction,
+  seed, num_classes)`; every other kind draws `counts(specs, n)[kind]`
   examples, from its own seeded stream, among those not yet touched.
   """
   images = np.array(images, copy=True)
@@ -173,8 +211,8 @@ def apply(images, labels, specs: Sequence[NoiseSpec], seed: int,
   count_of = counts(specs, n)
   for spec in sorted(specs, key=lambda s: KINDS.index(s.kind)):
     if spec.kind == "label":
-      noisy_labels, idx = data_lib.add_label_noise(
-          clean, spec.fraction, seed, num_classes)
+      noisy_labels, idx = flip_labels(clean, spec.fraction, seed,
+                                      num_classes)
     else:
       rng = _rng(seed, spec.kind)
       free = np.flatnonzero(~touched)
@@ -191,10 +229,10 @@ def apply(images, labels, specs: Sequence[NoiseSpec], seed: int,
                        by_kind=by_kind)
 
 
-def apply_to(data: data_lib.MnistData, specs: Sequence[NoiseSpec],
-             seed: int):
-  """`(data with specs applied to its train split, by_kind)`; `data` must be
-  loaded without noise. `by_kind`: kind -> sorted indices it touched."""
+def apply_to(data, specs: Sequence[NoiseSpec], seed: int):
+  """`(data with specs applied to its train split, by_kind)` for an
+  `mnist_example.data.MnistData` loaded without noise. `by_kind`: kind ->
+  sorted indices it touched."""
   noisy = apply(data.train_images, data.clean_train_labels, specs, seed)
   text = describe(specs)
   data = dataclasses.replace(
@@ -202,3 +240,16 @@ def apply_to(data: data_lib.MnistData, specs: Sequence[NoiseSpec],
       noisy_idx=noisy.noisy_idx,
       description=data.description + (f", noise {text}" if text else ""))
   return data, noisy.by_kind
+
+
+def apply_to_images(data, specs: Sequence[NoiseSpec], seed: int):
+  """`(noisy data, NoisyTrainSet)` for a `heldout_tf.image_data.ImageData`:
+  its training images and labels with `specs` applied (uint8 images stay
+  uint8); the `NoisyTrainSet` holds the clean labels and touched indices."""
+  noisy = apply(data.train_images, data.train_labels, specs, seed,
+                data.num_classes)
+  text = describe(specs)
+  data = dataclasses.replace(
+      data, train_images=noisy.images, train_labels=noisy.labels,
+      description=data.description + (f", noise {text}" if text else ""))
+  return data, noisy
