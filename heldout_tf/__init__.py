@@ -29,8 +29,9 @@ and the download path never load TensorFlow). Commands (`heldout X`,
   model), `training` (many subset MLPs at once), `hardware` (precision
   choice), `raycluster` (Ray connection and tasks, shared with
   `estimates.on_ray`);
-- data quality: `signals`, `scores`, `detection`; `report` (one browsable
-  HTML page per collection);
+- data quality: `noise` (noise kinds to inject), `signals`, `scores`,
+  `detection`, `quality_scores` (the scores of any collection trained with
+  signals); `report` (one browsable HTML page per collection);
 - plumbing: `errors` (`HeldoutError`, the base of every input error),
   `npz` (the one hardened npz/npy reader), `files` (atomic writes, directory
   locks), `figures` (the PNG writer), `sizes`, `progress`, `cli`;
@@ -46,9 +47,9 @@ __all__ = [
     "archive", "checkpoints", "cli", "collection", "comparison", "data",
     "detection", "errors", "estimates", "evaluation", "experiments",
     "exports", "figures", "files", "hardware", "image_data", "layout",
-    "model_blocks", "model_training", "models", "npz", "progress",
-    "published", "raycluster", "recipes", "released", "report", "runs",
-    "scores", "signals", "sizes", "synthetic", "training",
+    "model_blocks", "model_training", "models", "noise", "npz", "progress",
+    "published", "quality_scores", "raycluster", "recipes", "released",
+    "report", "runs", "scores", "signals", "sizes", "synthetic", "training",
 ]
 
 from heldout_tf.errors import HeldoutError  # noqa: E402  (no TensorFlow)

@@ -174,8 +174,11 @@ def check_signals(store: collection.Store, config: dict,
 
 
 def recorded_dataset(config: dict, where: str) -> str:
-  """The `--dataset` value that loads the data config.json names (MNIST
-  and tfds names; a `.npz` file's name cannot be found again)."""
+  """The `--dataset` value that loads the data config.json names: the
+  recorded source (`heldout train` records it), else the dataset's name
+  (MNIST and tfds names; a `.npz` file's bare name cannot be found again)."""
+  if isinstance(config.get("source"), str) and config["source"]:
+    return config["source"]
   name = config.get("dataset")
   if not isinstance(name, str) or not name:
     raise QualityError(f"{where}: no 'dataset' recorded; pass --dataset")

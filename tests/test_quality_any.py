@@ -194,10 +194,16 @@ def test_rescoring_an_existing_collection_gives_the_same_scores(
     noisy, tmp_path, capsys):
   root, data = noisy
   out = str(tmp_path / "out")
-  # An npz dataset's name cannot be found again: --dataset is needed.
+  # The npz file's path is recorded (config.json 'source'): found again
+  # without --dataset; once it has moved, --dataset is needed.
+  quality_scores.score(quality_scores.ScoreOptions(
+      root, out=str(tmp_path / "found"), progress=False, report=False))
+  moved = data + ".moved"
+  os.rename(data, moved)
   with pytest.raises(quality_scores.QualityError, match="pass --dataset"):
     quality_scores.score(quality_scores.ScoreOptions(root, out=out,
                                                      progress=False))
+  os.rename(moved, data)
   quality.main(["--root", root, "--dataset", "npz:" + data, "--out", out,
                 "--noreport", "--noprogress"])
   assert f"Scored 6 runs of {_store(root).path}: 18 noisy of 60" in (

@@ -157,18 +157,17 @@ def load(experiment: str, config: Optional[dict], data_dir=None,
 
 
 def _image_data(config: dict, data_dir) -> Tuple[Optional[Images], str]:
-  """The images of a `heldout train` collection, from the data source its
-  config.json records (`heldout_tf.image_data`), checked by fingerprint."""
-  from heldout_tf import image_data  # pylint: disable=g-import-not-at-top
+  """The images of a `heldout train` collection, rebuilt from its recorded
+  source and noise (`quality_scores.load_data`, checked by fingerprint)."""
+  from heldout_tf import quality_scores  # pylint: disable=g-import-not-at-top
   source = config["source"]
   try:
-    data = image_data.load(source, data_dir)
-  except errors.HeldoutError as e:
-    return None, f"no images: loading {source} failed ({e})"
-  recorded = config.get("data_fingerprint")
-  if recorded and data.fingerprint() != recorded:
+    data, _ = quality_scores.load_data(config, "config.json", "", data_dir)
+  except errors.ConfigError:
     return None, (f"no images: the {source} data loaded now differs from "
                   "the data the runs were trained on (data fingerprint)")
+  except errors.HeldoutError as e:
+    return None, f"no images: loading {source} failed ({e})"
   return Images(data.train_images, data.test_images, data.description,
                 [str(c) for c in range(data.num_classes)], data.train_labels,
                 data.test_labels), ""
