@@ -41,7 +41,6 @@ import tensorflow as tf
 
 from heldout_tf import image_data
 from heldout_tf import model_training
-from heldout_tf import models
 from heldout_tf import recipes
 # pylint: enable=g-import-not-at-top,g-bad-import-order
 

@@ -24,6 +24,7 @@ import dataclasses
 import os
 from typing import List, Optional, Tuple
 
+from heldout_tf import collection
 from heldout_tf import errors
 from heldout_tf import noise as noise_lib
 from heldout_tf.collection import blocks
@@ -195,21 +196,11 @@ class Options:
 
 
 def resolve_precision(flag: str, recorded: Optional[dict]):
-  """--precision against the recorded one (the `collection.rules` rule,
-  with float16): 'auto' takes the recorded precision, else detects
-  (`model_training.resolve_precision`); an explicit value must equal it."""
-  from heldout_tf import hardware  # pylint: disable=g-import-not-at-top
+  """--precision against the recorded one: the `collection` rule, with
+  float16 among the choices (`model_training.resolve_precision`)."""
   from heldout_tf import model_training  # pylint: disable=g-import-not-at-top
-  on_disk = (recorded or {}).get("precision")
-  if flag == "auto" and on_disk:
-    return hardware.Precision(on_disk, "recorded in this --root's config.json")
-  precision = model_training.resolve_precision(flag)
-  if on_disk and precision.name != on_disk:
-    raise errors.ConfigError(
-        f"--precision {flag} ({precision.name}) differs from the precision "
-        f"{on_disk} the runs in this --root were trained in; pass "
-        f"--precision {on_disk} (or auto), or use another --root")
-  return precision
+  return collection.resolve_precision(flag, recorded,
+                                      model_training.resolve_precision)
 
 
 def _recipe(options: Options):
@@ -254,7 +245,6 @@ def accuracy(store, runs, limit: int = 50) -> Optional[float]:
 def make(options: Options, say=print) -> List[dict]:
   """Trains every ratio's unfinished runs; one report per ratio."""
   # pylint: disable=g-import-not-at-top
-  from heldout_tf import collection
   from heldout_tf import image_data
   from heldout_tf import model_training
   # pylint: enable=g-import-not-at-top

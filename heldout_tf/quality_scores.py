@@ -285,12 +285,13 @@ def write_csv(path: str, rows: Sequence[dict], columns: Sequence[str]):
   files.atomic_write(path, write, mode="w")
 
 
-def clear_outputs(directory: str):
+def clear_outputs(directory: str, names: Sequence[str] = OUTPUT_FILENAMES):
   """Makes `directory`, then removes a previous manifest and the outputs
-  (manifest first: a half-cleared directory never looks complete)."""
+  `names` (manifest first: a half-cleared directory never looks
+  complete)."""
   with errors.user_path(directory, "write"):
     os.makedirs(directory, exist_ok=True)
-    for name in (layout.MANIFEST_FILENAME,) + OUTPUT_FILENAMES:
+    for name in (layout.MANIFEST_FILENAME,) + tuple(names):
       path = os.path.join(directory, name)
       if os.path.lexists(path):
         os.remove(path)

@@ -35,9 +35,7 @@ outputs of `quality/` belong together only when `manifest.json` lists them:
 a re-run removes the previous outputs and manifest before it writes.
 """
 
-import csv
 import dataclasses
-import json
 import os
 import time
 from typing import Dict, List, Optional, Sequence
@@ -52,6 +50,7 @@ from heldout_tf import files
 from heldout_tf import layout
 from heldout_tf import noise as noise_lib
 from heldout_tf import progress as progress_lib
+from heldout_tf import quality_scores
 from heldout_tf import runs as runs_lib
 from heldout_tf.collection import options as options_lib
 from mnist_example import common
@@ -304,16 +303,6 @@ def removal_stage(options: Options, data, values: Dict[str, np.ndarray],
 # ------------------------------------------------------------------ output --
 
 
-def write_csv(path: str, rows: Sequence[dict], columns: Sequence[str]):
-  def write(f):
-    writer = csv.DictWriter(f, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-      writer.writerow({c: (f"{row[c]:.6g}" if isinstance(row[c], float)
-                           else row[c]) for c in columns})
-  files.atomic_write(path, write, mode="w")
-
-
 def scores_arrays(scores, data, by_kind,
                   specs) -> dict:
   """What `scores.npz` holds: every score, `<score>_se`, `num_nan_<score>`,
@@ -327,28 +316,6 @@ def scores_arrays(scores, data, by_kind,
   return arrays
 
 
-def clear_outputs(directory: str):
-  """Removes the previous run's manifest, then its outputs (manifest
-  first: a half-cleared directory never looks complete)."""
-  with errors.user_path(directory, "write"):
-    os.makedirs(directory, exist_ok=True)
-    for name in (layout.MANIFEST_FILENAME,) + OUTPUT_FILENAMES:
-      path = os.path.join(directory, name)
-      if os.path.lexists(path):
-        os.remove(path)
-
-
-def write_manifest(directory: str, options: Options, written: Sequence[str]):
-  """`manifest.json`, written last: the outputs that belong together and
-  the settings they were made with."""
-  manifest = {"files": sorted(os.path.basename(p) for p in written),
-              "options": dataclasses.asdict(options)}
-  files.atomic_write(os.path.join(directory, layout.MANIFEST_FILENAME),
-                     lambda f: f.write(json.dumps(manifest, indent=2,
-                                                  sort_keys=True) + "\n"),
-                     mode="w")
-
-
 def run(options: Options) -> dict:
   """Trains (or reuses) the runs, scores, evaluates; writes `quality/`."""
   options.check()
@@ -359,7 +326,7 @@ def run(options: Options) -> dict:
   out = {"train": train_stage(options, data, store)}
   store.check_complete(options.num_runs, hint="Re-run the same command.")
   directory = os.path.join(store.path, layout.QUALITY_DIRNAME)
-  clear_outputs(directory)
+  quality_scores.clear_outputs(directory, OUTPUT_FILENAMES)
   scores = score_stage(options, data, store)
   paths = {"scores": os.path.join(directory, layout.SCORES_FILENAME),
            "detection": os.path.join(directory, layout.DETECTION_FILENAME),
@@ -367,21 +334,24 @@ def run(options: Options) -> dict:
   arrays = scores_arrays(scores, data, by_kind, specs)
   files.save_npz(paths["scores"], **arrays)
   table = detection.detection_table(scores.values, data.noisy_idx)
-  write_csv(paths["detection"], table, detection.DETECTION_COLUMNS)
+  quality_scores.write_csv(paths["detection"], table,
+                           detection.DETECTION_COLUMNS)
   start = time.perf_counter()
   removal = removal_stage(options, data, scores.values,
                           out["train"]["group_size"],
                           out["train"]["precision"])
   out["removal_seconds"] = time.perf_counter() - start
-  write_csv(paths["removal"], removal, detection.REMOVAL_COLUMNS)
+  quality_scores.write_csv(paths["removal"], removal,
+                           detection.REMOVAL_COLUMNS)
   paths["figures"] = quality_figures.write_all(directory, data,
                                                scores.values, removal)
   paths["report"] = common.write_report(options, EXPERIMENT, directory, data,
                                        scores_path=paths["scores"])
   paths["manifest"] = os.path.join(directory, layout.MANIFEST_FILENAME)
-  write_manifest(directory, options, [paths["scores"], paths["detection"],
-                                      paths["removal"], paths["report"]] +
-                 paths["figures"])
+  quality_scores.write_manifest(
+      directory, [paths["scores"], paths["detection"], paths["removal"],
+                  paths["report"]] + paths["figures"],
+      dataclasses.asdict(options))
   undefined = ", ".join(f"{k} {v}" for k, v in scores.num_nan().items()
                         if v) or "none"
   print(f"\n{len(data.noisy_idx)} noisy of {len(data.train_labels)} training "

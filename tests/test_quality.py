@@ -281,7 +281,7 @@ def test_a_failed_rerun_leaves_no_stale_outputs_beside_new_ones(
                                     first["paths"]["removal"],
                                     first["paths"]["report"]]
       + first["paths"]["figures"]])
-  assert manifest["options"]["noise"] == "label:0.1"
+  assert manifest["settings"]["noise"] == "label:0.1"
 
   def fail(*args, **kwargs):
     raise OSError("disk full")
