@@ -12,7 +12,7 @@ the most / least memorized examples and the top high-influence pairs, next to
 the runs in `<root>/mnist-mlp/<ratio>/` (estimates.npz, the pairs file,
 figures/), so runs at several ratios under one --root keep their own results.
 
-  python -m mnist_example.train                   # ~4 min on 2 CPU cores
+  python -m mnist_example.train                   # 3-4 min on 2 CPU cores
   python -m mnist_example.train --preset paper --data_dir ~/tensorflow_datasets
   python -m mnist_example.train --label_noise 0.1 --root /tmp/noisy
   python -m mnist_example.train --stage train --shard 0/2 --group_size 32
