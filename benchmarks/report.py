@@ -34,9 +34,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from heldout_tf import files  # pylint: disable=g-import-not-at-top
-from heldout_tf import layout  # pylint: disable=g-import-not-at-top
 from heldout_tf import report  # pylint: disable=g-import-not-at-top
-from heldout_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
+from heldout_tf import synthetic  # pylint: disable=g-import-not-at-top
 from heldout_tf import collection  # pylint: disable=g-import-not-at-top
 from heldout_tf.report import images as images_lib  # pylint: disable=g-import-not-at-top
 
@@ -68,23 +67,11 @@ def make_collection(root, n_train, n_test, num_runs, rng):
   train_images, train_labels = digits_images(n_train, rng)
   test_images, test_labels = digits_images(n_test, rng)
   typical = rng.beta(5, 1, n_train)  # Most examples easy, a tail hard.
-  partner = rng.integers(0, n_train, n_test)
-  follows = rng.uniform(size=n_test) < 0.02
-  for r in range(num_runs):
-    subset = np.sort(rng.choice(n_train, int(RATIO * n_train), replace=False))
-    mask = np.zeros(n_train, bool)
-    mask[subset] = True
-    correct = np.where(mask, rng.uniform(size=n_train) < 0.99,
-                       rng.uniform(size=n_train) < typical)
-    correct_test = np.where(follows, mask[partner],
-                            rng.uniform(size=n_test) < 0.97)
-    removed = np.flatnonzero(~mask)
-    runs_lib.write_aux(
-        layout.run_dir(root, EXPERIMENT, RATIO, r),
-        correctness={"train": correct[subset], "removed": correct[removed],
-                     "test": correct_test},
-        index={"train": subset, "removed": removed,
-               "test": np.arange(n_test)}, subsample_idx=subset)
+  for _ in synthetic.simulated_runs(root, EXPERIMENT, RATIO, typical,
+                                    n_test=n_test, num_runs=num_runs,
+                                    rng=rng, train_accuracy=0.99,
+                                    test_accuracy=0.97, follows=0.02):
+    pass
   store = collection.Store(root, EXPERIMENT, RATIO)
   store.record_config({"dataset": "synthetic digits", "hidden": [512, 256],
                        "num_classes": 10, "ratio": RATIO, "epochs": 10,

@@ -32,6 +32,7 @@ from heldout_tf import report
 from heldout_tf import runs as runs_lib
 from heldout_tf import collection
 from heldout_tf import signals as signals_lib
+from heldout_tf import synthetic
 from heldout_tf.report import gather
 from heldout_tf.report import images as images_lib
 from heldout_tf.report import inputs
@@ -100,24 +101,11 @@ def make_collection(root: str, with_scores: bool = True) -> dict:
   n, m = N_TRAIN, N_TEST
   typical = rng.uniform(0.0, 1.0, n)
   typical[data.noisy_idx] = 0.05  # Flipped labels: right only if trained.
-  partner = rng.integers(0, n, m)  # Test j follows training example partner.
-  follows = rng.uniform(size=m) < 0.3
   votes = np.zeros((n, data_lib.NUM_CLASSES), np.int64)
-  for r in range(NUM_RUNS):
-    subset = np.sort(rng.choice(n, n // 2, replace=False))
-    mask = np.zeros(n, bool)
-    mask[subset] = True
-    correct = np.where(mask, rng.uniform(size=n) < 0.97,
-                       rng.uniform(size=n) < typical)
-    correct_test = np.where(follows, mask[partner],
-                            rng.uniform(size=m) < 0.8)
-    removed = np.flatnonzero(~mask)
-    runs_lib.write_aux(
-        layout.run_dir(root, EXPERIMENT, RATIO, r),
-        correctness={"train": correct[subset], "removed": correct[removed],
-                     "test": correct_test},
-        index={"train": subset, "removed": removed, "test": np.arange(m)},
-        subsample_idx=subset)
+  for run in synthetic.simulated_runs(root, EXPERIMENT, RATIO, typical,
+                                      n_test=m, num_runs=NUM_RUNS, rng=rng,
+                                      subset_size=n // 2):
+    subset, removed, correct = run.subset, run.removed, run.correct
     wrong = (data.train_labels[removed] + rng.integers(
         1, data_lib.NUM_CLASSES, len(removed))) % data_lib.NUM_CLASSES
     predicted = np.where(correct[removed], data.train_labels[removed], wrong)
@@ -129,7 +117,7 @@ def make_collection(root: str, with_scores: bool = True) -> dict:
         correct_epochs=np.zeros(len(subset), np.int32),
         tracin_sum=np.zeros(len(subset)), heldout=removed,
         heldout_probs=probs).save(signals_lib.signals_path(
-            layout.run_dir(root, EXPERIMENT, RATIO, r)))
+            layout.run_dir(root, EXPERIMENT, RATIO, run.run)))
   fingerprint = collection.fingerprint(data.train_labels, data.test_labels,
                                      data.train_images[:64])
   config = {"dataset": "digits", "label_noise": LABEL_NOISE, "seed": 0,

@@ -7,6 +7,7 @@ network.
   imagenet  random JPEGs as indexed TFRecords or a tiny tfds imagenet2012
   archives  small released-layout `.tar.gz` archives, hostile members
   servers   loopback HTTP (with faults) and GCS emulator, tree snapshots
+  simulated collections with simulated correctness (no training)
 
 Each name is importable from here (`synthetic.write_release_run`), loading
 only its module: `archives` and `servers` need no TensorFlow.
@@ -23,6 +24,7 @@ _MODULE_OF = {
     "archives": ("EXPERIMENT", "aux_bytes", "layout_files", "tar_bytes",
                  "gzip_bytes", "write_archive", "sparse_member"),
     "servers": ("snapshot", "free_port", "FaultyServer", "gcs_emulator"),
+    "simulated": ("SimulatedRun", "simulated_runs"),
 }
 _NAMES = {name: module for module, names in _MODULE_OF.items()
           for name in names}
