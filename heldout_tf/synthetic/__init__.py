@@ -8,6 +8,7 @@ network.
   archives  small released-layout `.tar.gz` archives, hostile members
   servers   loopback HTTP (with faults) and GCS emulator, tree snapshots
   simulated collections with simulated correctness (no training)
+  fifo      calling a reader on a FIFO without hanging the test
 
 Each name is importable from here (`synthetic.write_release_run`), loading
 only its module: `archives` and `servers` need no TensorFlow.
@@ -25,6 +26,7 @@ _MODULE_OF = {
                  "gzip_bytes", "write_archive", "sparse_member"),
     "servers": ("snapshot", "free_port", "FaultyServer", "gcs_emulator"),
     "simulated": ("SimulatedRun", "simulated_runs"),
+    "fifo": ("refusals",),
 }
 _NAMES = {name: module for module, names in _MODULE_OF.items()
           for name in names}
