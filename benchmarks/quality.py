@@ -55,8 +55,8 @@ def _train(trainer, runs, images, labels, forward=None):
 
 
 def time_overhead(group_size, epochs, repeats):
-  arrays = data_lib.load_digits()
-  images, labels = arrays["train_images"], arrays["train_labels"]
+  data = data_lib.load("digits")
+  images, labels = data.train_images, data.train_labels
   config = training.TrainConfig(epochs=epochs)
   trainer = training.EnsembleTrainer(images, labels, config)
   runs = list(range(group_size))

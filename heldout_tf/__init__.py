@@ -23,8 +23,9 @@ and the download path never load TensorFlow). Commands (`heldout X`,
   (the papers' score files), `comparison` (them side by side with ours);
 - making collections: `collection` (the store, canonical blocks, the rules
   for flags versus the recorded config, and the one `train` loop, locally
-  or on Ray), `image_data` (tfds, npz, MNIST), `recipes` (training settings
-  as data), `model_training` (one Sonnet model at a time, resumable, mixed
+  or on Ray), `image_data` (tfds, npz, MNIST), `mnist` (tfds MNIST or the
+  embedded offline digits), `recipes` (training settings as data),
+  `model_training` (one Sonnet model at a time, resumable, mixed
   precision), `model_blocks` (its block trainer: collections of any data and
   model), `training` (many subset MLPs at once), `hardware` (precision
   choice), `raycluster` (Ray connection and tasks, shared with
@@ -47,9 +48,10 @@ __all__ = [
     "archive", "checkpoints", "cli", "collection", "comparison", "data",
     "detection", "errors", "estimates", "evaluation", "experiments",
     "exports", "figures", "files", "hardware", "image_data", "layout",
-    "model_blocks", "model_training", "models", "noise", "npz", "progress",
-    "published", "quality_scores", "raycluster", "recipes", "released",
-    "report", "runs", "scores", "signals", "sizes", "synthetic", "training",
+    "mnist", "model_blocks", "model_training", "models", "noise", "npz",
+    "progress", "published", "quality_scores", "raycluster", "recipes",
+    "released", "report", "runs", "scores", "signals", "sizes", "synthetic",
+    "training",
 ]
 
 from heldout_tf.errors import HeldoutError  # noqa: E402  (no TensorFlow)

@@ -74,18 +74,18 @@ def small_run(tmp_path_factory):
 
 
 def test_digits_split_is_stratified_fixed_and_disjoint():
-  a, b = data_lib.load_digits(), data_lib.load_digits()
-  np.testing.assert_array_equal(a["train_labels"], b["train_labels"])
-  assert a["train_images"].shape == (4000, 28, 28, 1)
-  assert a["test_images"].shape == (1000, 28, 28, 1)
-  assert a["train_images"].dtype == np.float32
-  assert 0 <= a["train_images"].min() and a["train_images"].max() <= 1
-  np.testing.assert_array_equal(np.bincount(a["test_labels"]), [100] * 10)
-  np.testing.assert_array_equal(np.bincount(a["train_labels"]), [400] * 10)
+  a, b = data_lib.load("digits"), data_lib.load("digits")
+  np.testing.assert_array_equal(a.train_labels, b.train_labels)
+  assert a.train_images.shape == (4000, 28, 28, 1)
+  assert a.test_images.shape == (1000, 28, 28, 1)
+  assert a.train_images.dtype == np.float32
+  assert 0 <= a.train_images.min() and a.train_images.max() <= 1
+  np.testing.assert_array_equal(np.bincount(a.test_labels), [100] * 10)
+  np.testing.assert_array_equal(np.bincount(a.train_labels), [400] * 10)
   # Not sorted by label any more.
-  assert np.mean(np.diff(a["train_labels"]) != 0) > 0.5
-  train_rows = {x.tobytes() for x in a["train_images"]}
-  assert not any(x.tobytes() in train_rows for x in a["test_images"])
+  assert np.mean(np.diff(a.train_labels) != 0) > 0.5
+  train_rows = {x.tobytes() for x in a.train_images}
+  assert not any(x.tobytes() in train_rows for x in a.test_images)
 
 
 def test_label_noise_flips_a_seeded_fraction():

@@ -26,8 +26,8 @@ LR = 0.1
 
 @pytest.fixture(scope="module")
 def digits():
-  arrays = data_lib.load_digits()
-  return arrays["train_images"][:N], arrays["train_labels"][:N]
+  data = data_lib.load("digits")
+  return data.train_images[:N], data.train_labels[:N]
 
 
 def _config(**kwargs):

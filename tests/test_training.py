@@ -18,9 +18,8 @@ N_EXAMPLES = 300
 @pytest.fixture(scope="module")
 def digits():
   """300 training digits and their labels."""
-  arrays = data_lib.load_digits()
-  return (arrays["train_images"][:N_EXAMPLES],
-          arrays["train_labels"][:N_EXAMPLES])
+  data = data_lib.load("digits")
+  return data.train_images[:N_EXAMPLES], data.train_labels[:N_EXAMPLES]
 
 
 def _config(**kwargs):
