@@ -2,10 +2,11 @@
 
 Images come from the dataset the runs were trained on, never downloaded:
 
-- mnist-mlp collections (`mnist_example`): the dataset named in the
-  collection's config.json ('mnist' from tfds in `data_dir`, or the
-  embedded offline 'digits'), cut and noised exactly as the pipeline did,
-  and checked against the recorded data fingerprint;
+- mnist-mlp collections (made by `python -m mnist_example.train` or
+  `.quality`): the dataset named in the collection's config.json, loaded
+  by `heldout_tf.mnist` ('mnist' from tfds in `data_dir`, or the embedded
+  offline 'digits'), cut and noised exactly as the pipeline did, and
+  checked against the recorded data fingerprint;
 - the released CIFAR collections: tfds in `data_dir` (download=False);
 - anything else: no images (the page says why).
 
@@ -64,44 +65,76 @@ def _uint8(images) -> np.ndarray:
   return images
 
 
-def _mnist_fingerprint(data, config) -> str:
-  """The data fingerprint the MNIST pipelines record (train / quality)."""
-  arrays = [data.train_labels, data.test_labels, data.train_images[:64]]
+def _mnist_fingerprint(train_float, data, noisy_idx, config) -> str:
+  """The data fingerprint the MNIST pipelines record (`mnist_example.train`
+  / `.quality`): of the labels and the float32 training images the runs saw
+  (`train_float`: `uint8 / 255`, noise applied), the first and (with
+  `noise`) the noisy ones."""
+  arrays = [data.train_labels, data.test_labels, train_float[:64]]
   if "noise" in config:
-    arrays.append(data.train_images[data.noisy_idx[:64]])
+    arrays.append(train_float[noisy_idx[:64]])
   return collection.fingerprint(*arrays)
 
 
-def _mnist(config: dict, data_dir) -> Tuple[Optional[Images], str]:
-  from mnist_example import data as data_lib  # pylint: disable=g-import-not-at-top
-  dataset = config["dataset"]
+def _mnist_data(config: dict, data_dir):
+  """`(data, train_float, noisy_idx)`: the data of an mnist-mlp collection
+  rebuilt from its config.json as its pipeline made it (uint8 `ImageData`),
+  its training images as the runs saw them (float32 `[n, 28, 28, 1]`) and
+  the indices of its noisy training examples.
+
+  `mnist_example.quality` (config has `noise`): the first `train_size` /
+  `test_size` examples, then the noise (`heldout_tf.noise.apply`, on the
+  float32 images as trained); `mnist_example.train`: `label_noise` (`noise.
+  flip_labels`) on the whole training set, then the cut.
+  """
+  # pylint: disable=g-import-not-at-top
+  from heldout_tf import image_data
+  from heldout_tf import mnist
+  from heldout_tf import noise as noise_lib
+  # pylint: enable=g-import-not-at-top
   seed = int(config.get("seed", 0))
+  sizes = int(config.get("train_size", 0)), int(config.get("test_size", 0))
+  data = mnist.load(config["dataset"], data_dir)
+  if "noise" in config:
+    data = image_data.first_examples(data, *sizes)
+    specs = noise_lib.parse(config["noise"])
+    noisy = noise_lib.apply(image_data.as_float(data.train_images),
+                            data.train_labels, specs, seed, mnist.NUM_CLASSES)
+    text = noise_lib.describe(specs)
+    data = dataclasses.replace(
+        data, train_images=_uint8(noisy.images), train_labels=noisy.labels,
+        description=data.description + (f", noise {text}" if text else ""))
+    return data, noisy.images, noisy.noisy_idx
+  fraction = float(config.get("label_noise", 0.0))
+  if not 0.0 <= fraction < 1.0:  # Also refuses nan.
+    raise errors.ConfigError(
+        f"config.json: label_noise must be in [0, 1), got {fraction}")
+  labels, noisy_idx = noise_lib.flip_labels(data.train_labels, fraction,
+                                            seed, mnist.NUM_CLASSES)
+  data = image_data.first_examples(
+      dataclasses.replace(data, train_labels=labels), *sizes)
+  noisy_idx = noisy_idx[noisy_idx < len(data.train_labels)]
+  return data, image_data.as_float(data.train_images), noisy_idx
+
+
+def _mnist(config: dict, data_dir) -> Tuple[Optional[Images], str]:
+  from heldout_tf import mnist  # pylint: disable=g-import-not-at-top
+  dataset = config["dataset"]
   try:
-    if "noise" in config:  # mnist_example.quality: noise after the cut.
-      from heldout_tf import noise as noise_lib  # pylint: disable=g-import-not-at-top
-      data = data_lib.first_examples(
-          data_lib.load(dataset, data_dir), int(config.get("train_size", 0)),
-          int(config.get("test_size", 0)))
-      data, _ = noise_lib.apply_to(data, noise_lib.parse(config["noise"]),
-                                   seed)
-    else:  # mnist_example.train: label noise, then the cut.
-      data = data_lib.first_examples(
-          data_lib.load(dataset, data_dir, False,
-                        float(config.get("label_noise", 0.0)), seed),
-          int(config.get("train_size", 0)), int(config.get("test_size", 0)))
-  except data_lib.MnistNotFoundError:
+    data, train_float, noisy_idx = _mnist_data(config, data_dir)
+  except mnist.MnistNotFoundError:
     return None, (f"no images: tfds MNIST is not prepared in "
                   f"{data_dir or 'the default tfds data_dir'} (pass "
                   "--data_dir)")
   except errors.HeldoutError as e:  # E.g. a data_dir that is a file.
     return None, f"no images: loading {dataset} failed ({e})"
   recorded = config.get("data_fingerprint")
-  if recorded and _mnist_fingerprint(data, config) != recorded:
+  if recorded and _mnist_fingerprint(train_float, data, noisy_idx,
+                                     config) != recorded:
     return None, (f"no images: the {dataset} data loaded now differs from "
                   "the data the runs were trained on (data fingerprint)")
-  return Images(_uint8(data.train_images), _uint8(data.test_images),
-                data.description,
-                [str(c) for c in range(data_lib.NUM_CLASSES)],
+  return Images(data.train_images, data.test_images, data.description,
+                [str(c) for c in range(mnist.NUM_CLASSES)],
                 data.train_labels, data.test_labels), ""
 
 
