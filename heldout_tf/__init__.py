@@ -31,8 +31,10 @@ and the download path never load TensorFlow). Commands (`heldout X`,
   choice), `raycluster` (Ray connection and tasks, shared with
   `estimates.on_ray`);
 - data quality: `noise` (noise kinds to inject), `signals`, `scores`,
-  `detection`, `quality_scores` (the scores of any collection trained with
-  signals); `report` (one browsable HTML page per collection);
+  `detection`, `removal` (the removal ablation), `quality_figures`,
+  `quality_scores` (the workflow: scores, detection, ablation and figures
+  of any collection trained with signals); `report` (one browsable HTML
+  page per collection);
 - plumbing: `errors` (`HeldoutError`, the base of every input error),
   `npz` (the one hardened npz/npy reader), `files` (atomic writes, directory
   locks), `figures` (the PNG writer), `sizes`, `progress`, `cli`;
@@ -49,8 +51,9 @@ __all__ = [
     "detection", "errors", "estimates", "evaluation", "experiments",
     "exports", "figures", "files", "hardware", "image_data", "layout",
     "mnist", "model_blocks", "model_training", "models", "noise", "npz",
-    "progress", "published", "quality_scores", "raycluster", "recipes",
-    "released", "report", "runs", "scores", "signals", "sizes", "synthetic",
+    "progress", "published", "quality_figures", "quality_scores",
+    "raycluster", "recipes", "released", "removal", "report", "runs",
+    "scores", "signals", "sizes", "synthetic",
     "training",
 ]
 

@@ -34,7 +34,7 @@ COMMANDS = {
     "mnist": ("mnist_example.train",
               "the kit's own MNIST collection (train + estimates)"),
     "mnist-quality": ("mnist_example.quality",
-                      "the MNIST data-quality pipeline"),
+                      "heldout quality with MNIST defaults"),
 }
 
 

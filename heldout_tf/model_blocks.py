@@ -22,7 +22,7 @@ recorded values).
 
 import dataclasses
 import os
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from heldout_tf import collection
 from heldout_tf import errors
@@ -40,21 +40,26 @@ class DataSource:
   set is the loaded one with that noise applied from `seed`: the same
   examples and values in every process.
   """
-  dataset: str  # 'mnist', 'npz:FILE' (absolute) or a tfds name.
+  dataset: str  # 'mnist', 'digits', 'npz:FILE' (absolute) or a tfds name.
   data_dir: Optional[str] = None
   download: bool = False
   noise: str = ""
   seed: int = 0
+  train_size: int = 0  # Only the first N training examples (0: all).
+  test_size: int = 0
 
   def load(self):
-    """The `image_data.ImageData` the runs train on (noise applied)."""
+    """The `image_data.ImageData` the runs train on (cut, noise applied)."""
     return self.load_noisy()[0]
 
   def load_noisy(self):
-    """`(data, noisy)`: the data with the noise applied, and the
+    """`(data, noisy)`: the data, cut to its first `train_size` /
+    `test_size` examples, with the noise applied, and the
     `noise.NoisyTrainSet` saying what it changed (None without noise)."""
     from heldout_tf import image_data  # pylint: disable=g-import-not-at-top
-    data = image_data.load(self.dataset, self.data_dir, self.download)
+    data = image_data.first_examples(
+        image_data.load(self.dataset, self.data_dir, self.download),
+        self.train_size, self.test_size)
     specs = noise_lib.parse(self.noise)
     if not specs:
       return data, None
@@ -124,8 +129,11 @@ class ModelBlocks:
       return []
     partials = [model_training.partial_dir(store, r) if r in todo else None
                 for r in members]
+    trajectories = [model_training.trajectory_dir(self.settings, store, r)
+                    if r in todo else None for r in members]
     trainer = self.trainer
-    results = trainer.train(members, partials)
+    results = trainer.train(members, partials,
+                            trajectory_dirs=trajectories)
     for member, result, partial in zip(trainer.members, results, partials):
       if result.run in todo:
         member.write(store, result, partial)
@@ -156,7 +164,11 @@ class Options:
   group_size: int = 0  # 0: the recorded one, else 1.
   checkpoint_every: int = 1
   signals: bool = False
+  ssft_epochs: int = 0  # Second-split epochs after each run (signals).
+  trajectory_runs: int = 0  # Runs 0..K-1 keep every epoch (-1: all).
   noise: str = ""  # A `heldout_tf.noise` spec applied to the train split.
+  train_size: int = 0  # Only the first N examples of the data (0: all).
+  test_size: int = 0
   shard: str = blocks.NO_SHARD
   jit_compile: bool = False
   engine: str = "local"
@@ -166,7 +178,7 @@ class Options:
   def check(self):
     if not self.dataset:
       raise errors.UsageError("--dataset is required (a tfds name, "
-                              "npz:FILE or mnist)")
+                              "npz:FILE, mnist or digits)")
     if len(self.num_runs) not in (1, len(self.ratios)):
       raise errors.UsageError(
           f"--runs_per_ratio gives {len(self.num_runs)} counts for "
@@ -175,7 +187,7 @@ class Options:
       if count < 1:
         raise errors.UsageError(f"--num_runs must be >= 1, got {count}")
     for flag in ("epochs", "batch_size", "group_size", "checkpoint_every",
-                 "seed"):
+                 "seed", "ssft_epochs", "train_size", "test_size"):
       if getattr(self, flag) < 0:
         raise errors.UsageError(
             f"--{flag} must be >= 0, got {getattr(self, flag)}")
@@ -188,6 +200,16 @@ class Options:
                               f"{self.precision!r}")
     if self.ray_address is not None and self.engine != "ray":
       raise errors.UsageError("--ray_address needs --engine ray")
+    if self.train_size == 1:
+      raise errors.UsageError("--train_size must be 0 (all) or >= 2: a run "
+                              "must train on some examples and hold others "
+                              "out")
+    if self.trajectory_runs < -1:
+      raise errors.UsageError(f"--trajectory_runs must be >= -1, got "
+                              f"{self.trajectory_runs}")
+    if self.ssft_epochs and not self.signals:
+      raise errors.UsageError("--ssft_epochs needs --signals (second-split "
+                              "forgetting is one of the signals)")
     blocks.parse_shard(self.shard)
     noise_lib.parse(self.noise)
 
@@ -242,8 +264,11 @@ def accuracy(store, runs, limit: int = 50) -> Optional[float]:
   return float(sum(values) / len(values)) if values else None
 
 
-def make(options: Options, say=print) -> List[dict]:
-  """Trains every ratio's unfinished runs; one report per ratio."""
+def make(options: Options, say=print,
+         check_data: Optional[Callable] = None) -> List[dict]:
+  """Trains every ratio's unfinished runs; one report per ratio.
+  `check_data(data)`: a caller's check of the loaded data before any
+  training (raises to refuse it)."""
   # pylint: disable=g-import-not-at-top
   from heldout_tf import image_data
   from heldout_tf import model_training
@@ -255,10 +280,13 @@ def make(options: Options, say=print) -> List[dict]:
         dataset[len(image_data.NPZ_PREFIX):]))
   noise_spec = noise_lib.describe(noise_lib.parse(options.noise))
   source = DataSource(dataset, options.data_dir, options.download,
-                      noise_spec, options.seed)
+                      noise_spec, options.seed, options.train_size,
+                      options.test_size)
   data = source.load()
   for ratio in options.ratios:
     image_data.check_ratio(data, ratio)
+  if check_data is not None:
+    check_data(data)
   recipe, model = _recipe(options)
   experiment = experiment_name(options, data.name, model)
   fingerprint = data.fingerprint()
@@ -278,7 +306,9 @@ def make(options: Options, say=print) -> List[dict]:
     settings = model_training.TrainSettings(
         recipe, model, ratio, seed=options.seed, precision=precision.name,
         model_options=options.model_options,
-        checkpoint_every=options.checkpoint_every, signals=options.signals)
+        checkpoint_every=options.checkpoint_every, signals=options.signals,
+        ssft_epochs=options.ssft_epochs,
+        trajectory_runs=options.trajectory_runs)
     config = dict(settings.config(), group_size=group_size,
                   dataset=data.name, source=source.dataset,
                   num_classes=data.num_classes,
@@ -288,6 +318,9 @@ def make(options: Options, say=print) -> List[dict]:
                   data_fingerprint=fingerprint)
     if noise_spec:  # Rebuilt from (dataset, noise, seed); fingerprinted.
       config["noise"] = noise_spec
+    for key in ("train_size", "test_size"):  # The cut, when there is one.
+      if getattr(options, key):
+        config[key] = getattr(options, key)
     config.pop("checkpoint_every")  # How often, not what: free to change.
     spec = collection.Spec(
         options.root, experiment, ratio, group_size, ModelBlocks,

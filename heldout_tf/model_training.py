@@ -44,6 +44,7 @@ from heldout_tf import errors
 from heldout_tf import evaluation
 from heldout_tf import hardware
 from heldout_tf import image_data
+from heldout_tf import layout
 from heldout_tf import models
 from heldout_tf import recipes as recipes_lib
 from heldout_tf import training
@@ -84,6 +85,8 @@ class TrainSettings:
   model_options: tuple = ()  # Sorted (key, value) pairs.
   checkpoint_every: int = 1
   signals: bool = False  # Also write each run's per-epoch signals.npz.
+  ssft_epochs: int = 0  # Second-split epochs after training (with signals).
+  trajectory_runs: int = 0  # Runs 0..K-1 keep every epoch's checkpoint.
 
   def __post_init__(self):
     if self.precision not in PRECISIONS:
@@ -97,6 +100,18 @@ class TrainSettings:
     if self.checkpoint_every < 0:
       raise errors.UsageError(
           f"--checkpoint_every must be >= 0, got {self.checkpoint_every}")
+    if self.ssft_epochs < 0:
+      raise errors.UsageError(
+          f"--ssft_epochs must be >= 0, got {self.ssft_epochs}")
+    if self.ssft_epochs and not self.signals:
+      raise errors.UsageError("--ssft_epochs needs --signals (second-split "
+                              "forgetting is one of the signals)")
+    if self.ssft_epochs and self.ratio >= 1.0:
+      raise errors.UsageError("--ssft_epochs needs a ratio below 1 (the "
+                              "second split is the held-out examples)")
+    if self.trajectory_runs < -1:
+      raise errors.UsageError(
+          f"--trajectory_runs must be >= -1, got {self.trajectory_runs}")
     if isinstance(self.model_options, dict):
       object.__setattr__(self, "model_options",
                          tuple(sorted(self.model_options.items())))
@@ -117,12 +132,29 @@ class TrainSettings:
                                 batch_size=self.recipe.batch_size)
 
   def config(self) -> dict:
-    """JSON values recorded with a collection (all that fixes its runs)."""
-    return {"recipe": self.recipe.config(), "model": self.model,
-            "model_options": dict(self.model_options), "ratio": self.ratio,
-            "seed": self.seed, "precision": self.precision,
-            "checkpoint_every": self.checkpoint_every,
-            "signals": self.signals}
+    """JSON values recorded with a collection (all that fixes its runs;
+    `ssft_epochs` only when there is a second phase)."""
+    config = {"recipe": self.recipe.config(), "model": self.model,
+              "model_options": dict(self.model_options), "ratio": self.ratio,
+              "seed": self.seed, "precision": self.precision,
+              "checkpoint_every": self.checkpoint_every,
+              "signals": self.signals}
+    if self.ssft_epochs:
+      config["ssft_epochs"] = self.ssft_epochs
+    return config
+
+  def ssft_recipe(self) -> recipes_lib.Recipe:
+    """The second phase's recipe: this recipe's schedule squeezed into
+    `ssft_epochs` epochs (same peak rate, batch, optimizer, augmentation;
+    the kit's choice, see `RunTrainer.second_split`)."""
+    recipe = self.recipe
+    return recipe.replace(epochs=self.ssft_epochs,
+                          peak_epoch=recipe.peak_epoch * self.ssft_epochs /
+                          recipe.epochs)
+
+  def keeps_trajectory(self, run: int) -> bool:
+    """Whether run `run` keeps a checkpoint of every epoch."""
+    return self.trajectory_runs < 0 or run < self.trajectory_runs
 
 
 def resolve_precision(requested: str) -> hardware.Precision:
@@ -248,6 +280,10 @@ class _SignalSums:
     self.correct_epochs = np.zeros([m], np.int32)
     self.tracin_sum = np.zeros([m])
     self.heldout = self.heldout_probs = None  # After the last epoch.
+    self.final_correct = None  # bool [m]: right after the last epoch.
+    # Second split: the last second-phase epoch each example was right at
+    # (0: the end of the first phase, -1: never), then `forget_epoch`.
+    self.last_correct = self.forget_epoch = None
 
   def save(self, path: str):
     from heldout_tf import files  # pylint: disable=g-import-not-at-top
@@ -274,33 +310,46 @@ class _SignalSums:
 
 
 class _Plan:
-  """The steps of one run: batches, learning rates, augmentation seeds."""
+  """The steps of one phase of a run: batches, rates, augmentation seeds.
 
-  def __init__(self, settings: TrainSettings, run: int, subset, first_epoch):
-    recipe = settings.recipe
+  The first phase trains on the run's subset with the recipe; a second
+  phase (`RunTrainer.second_split`) on its held-out complement with
+  `recipe`, its epochs numbered on from the first's (`epoch_offset`) so
+  its orders and augmentation draws are new ones.
+  """
+
+  def __init__(self, settings: TrainSettings, run: int, subset, first_epoch,
+               recipe: Optional[recipes_lib.Recipe] = None,
+               epoch_offset: int = 0):
+    recipe = recipe or settings.recipe
     self.settings, self.run, self.subset = settings, run, subset
-    self.first_epoch = first_epoch
+    self.first_epoch, self.epochs = first_epoch, recipe.epochs
+    self.epoch_offset = epoch_offset
     self.steps = recipe.steps_per_epoch(len(subset))
     self.total = recipe.epochs * self.steps
     self._rates = recipe.learning_rates(len(subset))
     self._config = settings.subset_config()
     self._order = {}
     self.signals = None  # A _SignalSums with `settings.signals`.
+    self.trajectory_dir = None  # Where every epoch's checkpoint goes.
 
   def rate(self, step: int) -> float:
-    """The learning rate of step `step` (counted over the whole run)."""
+    """The learning rate of step `step` (counted over the whole phase)."""
     return self._rates[step]
 
   def step_inputs(self, epoch: int, step: int):
-    """`(batch indices, learning rate, augmentation seed)` tensors."""
-    if epoch not in self._order:
-      self._order = {epoch: training.epoch_order(self._config, self.run,
-                                                 epoch, self.subset)}
+    """`(batch indices, learning rate, augmentation seed)` tensors of step
+    `step` of the phase's epoch `epoch`."""
+    absolute = self.epoch_offset + epoch
+    if absolute not in self._order:
+      self._order = {absolute: training.epoch_order(
+          self._config, self.run, absolute, self.subset)}
     b = self.settings.recipe.batch_size
-    idx = self._order[epoch][step * b:(step + 1) * b].astype(np.int32)
+    idx = self._order[absolute][step * b:(step + 1) * b].astype(np.int32)
     return (tf.constant(idx), tf.constant(self._rates[epoch * self.steps
                                                       + step]),
-            tf.constant(augment_seed(self.settings, self.run, epoch, step)))
+            tf.constant(augment_seed(self.settings, self.run, absolute,
+                                     step)))
 
 
 class RunTrainer:
@@ -456,10 +505,11 @@ class RunTrainer:
 
   def train(self, run: int, partial_dir: Optional[str] = None,
             on_step: Optional[Callable[[int, int], None]] = None,
-            on_epoch_end: Optional[Callable[[int], None]] = None
-            ) -> RunResult:
+            on_epoch_end: Optional[Callable[[int], None]] = None,
+            trajectory_dir: Optional[str] = None) -> RunResult:
     """Trains run `run` (resuming from `partial_dir` when it holds a partial
-    checkpoint, saving there every `checkpoint_every` epochs).
+    checkpoint, saving there every `checkpoint_every` epochs), then its
+    second split when `settings.ssft_epochs`.
 
     Args:
       run: the run id.
@@ -467,11 +517,13 @@ class RunTrainer:
       on_step: `on_step(done, total)` after every step.
       on_epoch_end: `on_epoch_end(epoch)` after each epoch (and its partial
         checkpoint).
+      trajectory_dir: where to keep a checkpoint of every epoch (None:
+        nowhere).
 
     Returns:
       The model at the run's final weights (the trainer's own module).
     """
-    plan = self.begin(run, partial_dir)
+    plan = self.begin(run, partial_dir, trajectory_dir=trajectory_dir)
     for epoch in range(plan.first_epoch, self.recipe.epochs):
       for s in range(plan.steps):
         self.compiled_step(*plan.step_inputs(epoch, s))
@@ -480,19 +532,31 @@ class RunTrainer:
       self.end_epoch(plan, epoch, partial_dir)
       if on_epoch_end is not None:
         on_epoch_end(epoch)
+    if self.settings.ssft_epochs:
+      second = self.second_split(plan)
+      for epoch in range(second.epochs):
+        for s in range(second.steps):
+          self.compiled_step(*second.step_inputs(epoch, s))
+        self.end_second_epoch(second, epoch)
+      self.end_second_split(second)
     return RunResult(run, self.model, plan.subset, plan.total,
                      plan.first_epoch or None, plan.signals)
 
-  def begin(self, run: int, partial_dir: Optional[str] = None) -> "_Plan":
+  def begin(self, run: int, partial_dir: Optional[str] = None,
+            subset: Optional[np.ndarray] = None,
+            trajectory_dir: Optional[str] = None) -> "_Plan":
     """Starts run `run` (fresh weights, or the newest partial checkpoint in
-    `partial_dir`); returns what its steps are."""
-    n = len(self.data.train_labels)
-    subset = subset_indices(self.settings, run, n)
+    `partial_dir`) on its subset, or on `subset` (int64 sorted, e.g. a
+    removal ablation's kept examples); returns what its steps are."""
+    if subset is None:
+      subset = subset_indices(self.settings, run,
+                              len(self.data.train_labels))
     self._start(run)
     first = 0
     if partial_dir is not None and os.path.isdir(partial_dir):
       first = self._resume(partial_dir) or 0
     plan = _Plan(self.settings, run, subset, first)
+    plan.trajectory_dir = trajectory_dir
     if self.settings.signals:
       plan.signals = _SignalSums(len(subset))
       if first:
@@ -502,9 +566,13 @@ class RunTrainer:
   def end_epoch(self, plan: "_Plan", epoch: int, partial_dir: Optional[str]):
     """Records the epoch's signals (with `settings.signals`), then saves the
     partial checkpoint when one is due after `epoch` (signal sums first,
-    so a partial checkpoint always has its sums)."""
+    so a partial checkpoint always has its sums), and the trajectory
+    checkpoint `ckpt-<epoch + 1>` when the plan keeps one."""
     if plan.signals is not None:
       self._record_signals(plan, epoch)
+    if plan.trajectory_dir is not None:
+      checkpoints.save(self.model, plan.trajectory_dir, step=epoch + 1,
+                       epoch=epoch + 1, global_step=(epoch + 1) * plan.steps)
     every = self.settings.checkpoint_every
     if (partial_dir is not None and every and (epoch + 1) % every == 0
         and epoch + 1 < self.recipe.epochs):
@@ -512,6 +580,47 @@ class RunTrainer:
         plan.signals.save(os.path.join(partial_dir,
                                        f"signals-{epoch + 1}.npz"))
       self._save_partial(partial_dir, epoch + 1, (epoch + 1) * plan.steps)
+
+  # -- second-split forgetting --
+
+  def second_split(self, plan: "_Plan") -> "_Plan":
+    """Starts the second phase of a run whose first phase `plan` has just
+    ended (with signals): training goes on, with a fresh optimizer state,
+    on the run's held-out complement by `settings.ssft_recipe()`, and after
+    every epoch `end_second_epoch` notes which first-split examples the
+    model still predicts right (Maini et al. 2022, second-split
+    forgetting). `end_second_split` puts the first phase's weights back,
+    so the run's checkpoint and recorded correctness are the first
+    phase's. Returns the phase's plan."""
+    sums = plan.signals
+    sums.last_correct = np.where(sums.final_correct, 0, -1).astype(np.int32)
+    self._first_phase_values = [v.numpy() for v in self.model.variables]
+    self.state.reset()
+    second = _Plan(self.settings, plan.run, sums.heldout, 0,
+                   self.settings.ssft_recipe(),
+                   epoch_offset=self.recipe.epochs)
+    second.first_phase = plan
+    return second
+
+  def end_second_epoch(self, second: "_Plan", epoch: int):
+    """Notes the first-split examples the model predicts right after the
+    second phase's epoch `epoch` (evaluation mode, float32)."""
+    from heldout_tf import signals as signals_lib  # pylint: disable=g-import-not-at-top
+    first = second.first_phase
+    _, logits = self.features_and_logits(first.subset)
+    right = signals_lib.margins(logits,
+                                self.data.train_labels[first.subset]) > 0
+    first.signals.last_correct[right] = epoch + 1
+
+  def end_second_split(self, second: "_Plan"):
+    """Fills in the forgetting epochs (1 + the last second-phase epoch an
+    example was right at; 0: wrong after the first phase; ssft_epochs + 1:
+    never forgotten) and restores the first phase's weights."""
+    sums = second.first_phase.signals
+    sums.forget_epoch = (sums.last_correct + 1).astype(np.int32)
+    for var, value in zip(self.model.variables, self._first_phase_values):
+      var.assign(value)
+    self._first_phase_values = None
 
   def features_and_logits(self, idx: np.ndarray, chunk: int = 512):
     """float32 `(features [k, d], logits [k, classes])` of the model in
@@ -540,6 +649,7 @@ class RunTrainer:
     sums.tracin_sum += signals_lib.tracin_terms(
         features, logits, labels[plan.subset], rate)
     if epoch + 1 == self.recipe.epochs:
+      sums.final_correct = margin > 0
       heldout = np.setdiff1d(np.arange(len(labels)), plan.subset)
       _, logits = self.features_and_logits(heldout)
       sums.heldout = heldout
@@ -555,7 +665,10 @@ class RunTrainer:
         learning_rate=float(self.recipe.learning_rate),
         subset=plan_or_result.subset, margin_sum=sums.margin_sum,
         correct_epochs=sums.correct_epochs, tracin_sum=sums.tracin_sum,
-        heldout=sums.heldout, heldout_probs=sums.heldout_probs)
+        heldout=sums.heldout, heldout_probs=sums.heldout_probs,
+        ssft_epochs=(self.settings.ssft_epochs
+                     if sums.forget_epoch is not None else 0),
+        forget_epoch=sums.forget_epoch)
 
   def correctness(self, model=None, split: str = "train") -> np.ndarray:
     """bool [n]: what the float32 model predicts right in evaluation mode,
@@ -575,7 +688,9 @@ class RunTrainer:
     if store.is_finished(run, need_checkpoint=True):
       return False
     partial = partial_dir(store, run)
-    self.write(store, self.train(run, partial, on_step=on_step), partial)
+    self.write(store, self.train(run, partial, on_step=on_step,
+                                 trajectory_dir=trajectory_dir(
+                                     self.settings, store, run)), partial)
     return True
 
   def write(self, store, result: RunResult, partial: Optional[str] = None):
@@ -604,6 +719,15 @@ def partial_dir(store, run: int) -> str:
   return os.path.join(store.run_dir(run), PARTIAL_DIRNAME)
 
 
+def trajectory_dir(settings: TrainSettings, store, run: int
+                   ) -> Optional[str]:
+  """`<run>/trajectory/` when run `run` keeps every epoch's checkpoint
+  (`settings.trajectory_runs`), else None."""
+  if not settings.keeps_trajectory(run):
+    return None
+  return os.path.join(store.run_dir(run), layout.TRAJECTORY_DIRNAME)
+
+
 class GroupTrainer:
   """Trains several runs side by side: one compiled step runs every
   member's own step (the same ops as `RunTrainer`, one model each), so a
@@ -629,39 +753,68 @@ class GroupTrainer:
                      for k, m in enumerate(self.members)])
 
   def train(self, runs, partial_dirs=None,
-            on_step: Optional[Callable[[int, int], None]] = None):
-    """Trains `runs` (at most the group size); returns their `RunResult`s
-    (each valid until the next `train`). Members resumed from different
-    epochs first catch up alone."""
+            on_step: Optional[Callable[[int, int], None]] = None,
+            subsets=None, trajectory_dirs=None):
+    """Trains `runs` (at most the group size), each then through its second
+    split when `settings.ssft_epochs`; returns their `RunResult`s (each
+    valid until the next `train`). Members resumed from different epochs
+    first catch up alone.
+
+    Args:
+      runs: run ids.
+      partial_dirs: per run, its partial area (None: no checkpoints).
+      on_step: `on_step(done, total)` after every side-by-side step.
+      subsets: per run, the examples it trains on instead of its subset
+        (e.g. a removal ablation's kept examples; equal lengths).
+      trajectory_dirs: per run, where to keep every epoch's checkpoint.
+    """
     runs = list(runs)
     if not 0 < len(runs) <= len(self.members):
       raise errors.UsageError(f"1 to {len(self.members)} runs per group, "
                               f"got {len(runs)}")
     partial_dirs = partial_dirs or [None] * len(runs)
+    subsets = [None] * len(runs) if subsets is None else list(subsets)
+    trajectory_dirs = trajectory_dirs or [None] * len(runs)
     members = self.members[:len(runs)]
-    plans = [m.begin(r, p) for m, r, p in zip(members, runs, partial_dirs)]
+    plans = [m.begin(r, p, subset=s, trajectory_dir=t) for m, r, p, s, t in
+             zip(members, runs, partial_dirs, subsets, trajectory_dirs)]
     start = max(p.first_epoch for p in plans)
     for m, plan, partial in zip(members, plans, partial_dirs):
-      for epoch in range(plan.first_epoch, start):
-        for s in range(plan.steps):
-          m.compiled_step(*plan.step_inputs(epoch, s))
-        m.end_epoch(plan, epoch, partial)
-    if len(runs) < len(self.members):  # A short group trains alone.
-      for m, plan, partial in zip(members, plans, partial_dirs):
-        for epoch in range(start, self.recipe.epochs):
-          for s in range(plan.steps):
-            m.compiled_step(*plan.step_inputs(epoch, s))
-          m.end_epoch(plan, epoch, partial)
-    else:
-      steps = plans[0].steps
-      for epoch in range(start, self.recipe.epochs):
-        for s in range(steps):
-          inputs = [p.step_inputs(epoch, s) for p in plans]
-          self.compiled_step(*[tf.stack([x[i] for x in inputs])
-                               for i in range(3)])
-          if on_step is not None:
-            on_step(epoch * steps + s + 1, plans[0].total)
-        for m, plan, partial in zip(members, plans, partial_dirs):
-          m.end_epoch(plan, epoch, partial)
+      self._epochs([m], [plan], plan.first_epoch, start,
+                   lambda m, p, e, d=partial: m.end_epoch(p, e, d))
+    ends = dict(zip(map(id, plans), partial_dirs))
+    self._epochs(members, plans, start, self.recipe.epochs,
+                 lambda m, p, e: m.end_epoch(p, e, ends[id(p)]), on_step)
+    if members[0].settings.ssft_epochs:
+      seconds = [m.second_split(p) for m, p in zip(members, plans)]
+      self._epochs(members, seconds, 0, seconds[0].epochs,
+                   lambda m, p, e: m.end_second_epoch(p, e))
+      for m, second in zip(members, seconds):
+        m.end_second_split(second)
     return [RunResult(r, m.model, p.subset, p.total, p.first_epoch or None,
                       p.signals) for r, m, p in zip(runs, members, plans)]
+
+  def _epochs(self, members, plans, first: int, last: int, end_epoch,
+              on_step=None):
+    """Epochs `first..last-1` of every member's `plans` (one compiled step
+    for all when the group is full and the plans have equal steps, else
+    each alone), `end_epoch(member, plan, epoch)` after each."""
+    together = (len(members) == len(self.members) and
+                len({p.steps for p in plans}) == 1)
+    if not together:
+      for m, plan in zip(members, plans):
+        for epoch in range(first, last):
+          for s in range(plan.steps):
+            m.compiled_step(*plan.step_inputs(epoch, s))
+          end_epoch(m, plan, epoch)
+      return
+    steps = plans[0].steps
+    for epoch in range(first, last):
+      for s in range(steps):
+        inputs = [p.step_inputs(epoch, s) for p in plans]
+        self.compiled_step(*[tf.stack([x[i] for x in inputs])
+                             for i in range(3)])
+        if on_step is not None:
+          on_step(epoch * steps + s + 1, plans[0].total)
+      for m, plan in zip(members, plans):
+        end_epoch(m, plan, epoch)

@@ -38,7 +38,7 @@ import csv
 import dataclasses
 import json
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -52,8 +52,10 @@ from heldout_tf import signals as signals_lib
 # What a previous run of this or `mnist_example.quality` may have left in
 # the output directory that the report reads: removed before writing.
 OUTPUT_FILENAMES = (layout.SCORES_FILENAME, layout.DETECTION_FILENAME,
-                    layout.REMOVAL_FILENAME, layout.REPORT_FILENAME)
-MNIST_NAMES = ("digits", "mnist")  # Recorded names `--dataset mnist` loads.
+                    layout.REMOVAL_FILENAME, layout.REPORT_FILENAME,
+                    "roc.png", "precision_at_k.png", "top_suspicious.png",
+                    "removal.png")  # quality_figures.FILENAMES
+DEFAULT_REMOVAL_FRACTIONS = "0.01,0.02,0.05,0.1,0.2"
 
 
 class QualityError(errors.HeldoutError, ValueError):
@@ -70,6 +72,9 @@ class ScoreOptions:
   dataset: str = ""  # '': the dataset config.json names.
   data_dir: Optional[str] = None
   report: bool = True
+  figures: bool = True  # ROC, precision at k, top examples, removal.
+  removal_models: int = 0  # Models per removal set (0: no ablation).
+  removal_fractions: str = DEFAULT_REMOVAL_FRACTIONS
   progress: bool = True
 
 
@@ -83,7 +88,11 @@ class Result:
   noisy_idx: np.ndarray  # int64, sorted: the examples the noise touched.
   scores: object  # `heldout_tf.scores.Scores`.
   detection: Optional[List[dict]]  # Rows of DETECTION_COLUMNS, if noise.
-  paths: Dict[str, str]  # 'scores', 'detection', 'report', 'manifest'.
+  removal: List[dict]  # Rows of REMOVAL_COLUMNS ([] without an ablation).
+  # 'scores', 'detection', 'removal', 'report', 'manifest' (those written).
+  paths: Dict[str, str]
+  figures: List[str]  # The PNG figures written.
+  training: Optional[dict] = None  # `model_blocks.make`'s report, if any.
 
 
 # -------------------------------------------------------------- locating --
@@ -176,13 +185,14 @@ def check_signals(store: collection.Store, config: dict,
 def recorded_dataset(config: dict, where: str) -> str:
   """The `--dataset` value that loads the data config.json names: the
   recorded source (`heldout train` records it), else the dataset's name
-  (MNIST and tfds names; a `.npz` file's bare name cannot be found again)."""
+  (mnist, digits and tfds names; a `.npz` file's bare name cannot be found
+  again)."""
   if isinstance(config.get("source"), str) and config["source"]:
     return config["source"]
   name = config.get("dataset")
   if not isinstance(name, str) or not name:
     raise QualityError(f"{where}: no 'dataset' recorded; pass --dataset")
-  return "mnist" if name in MNIST_NAMES else name
+  return name
 
 
 def load_data(config: dict, where: str, dataset: str = "",
@@ -198,7 +208,8 @@ def load_data(config: dict, where: str, dataset: str = "",
   from heldout_tf import model_blocks  # pylint: disable=g-import-not-at-top
   source = model_blocks.DataSource(
       dataset or recorded_dataset(config, where), data_dir, False,
-      str(config.get("noise", "")), int(config.get("seed", 0)))
+      str(config.get("noise", "")), int(config.get("seed", 0)),
+      int(config.get("train_size", 0)), int(config.get("test_size", 0)))
   try:
     data, noisy = source.load_noisy()
   except errors.UsageError:
@@ -323,29 +334,58 @@ def _write_report(options: ScoreOptions, store, directory: str, data,
 
 
 def _write_outputs(options: ScoreOptions, store, directory: str, data,
-                   noisy, noise: str, scores, table) -> Dict[str, str]:
+                   noisy, noise: str, scores, table, removal
+                   ) -> Tuple[Dict[str, str], List[str]]:
   """Removes the previous outputs, then writes scores.npz, detection.csv
-  (with `table`) and report.html; returns their paths by kind."""
+  (with `table`), removal.csv (with `removal` rows), the figures and
+  report.html; returns `(paths by kind, figure paths)`."""
+  from heldout_tf import quality_figures  # pylint: disable=g-import-not-at-top
   clear_outputs(directory)
   paths = {"scores": os.path.join(directory, layout.SCORES_FILENAME)}
-  files.save_npz(paths["scores"], **scores_arrays(scores, data, noisy,
-                                                  noise))
+  arrays = scores_arrays(scores, data, noisy, noise)
+  files.save_npz(paths["scores"], **arrays)
   if table is not None:
     paths["detection"] = os.path.join(directory, layout.DETECTION_FILENAME)
     write_csv(paths["detection"], table, detection.DETECTION_COLUMNS)
+  if removal:
+    paths["removal"] = os.path.join(directory, layout.REMOVAL_FILENAME)
+    write_csv(paths["removal"], removal, detection.REMOVAL_COLUMNS)
+  figures = []
+  if options.figures:
+    figures = quality_figures.write_all(
+        directory, data.train_images, arrays["labels"],
+        arrays["clean_labels"], arrays["noisy_idx"], scores.values, removal)
   if options.report:
     paths["report"] = _write_report(options, store, directory, data,
                                      paths["scores"])
-  return paths
+  return paths, figures
 
 
-def score(options: ScoreOptions) -> Result:
+def _removal(options: ScoreOptions, config: dict, where: str, data,
+             scores, noisy_idx) -> List[dict]:
+  """The removal ablation's rows (`heldout_tf.removal`), [] without one."""
+  if not options.removal_models:
+    return []
+  from heldout_tf import removal  # pylint: disable=g-import-not-at-top
+  return removal.ablation(
+      removal.settings_from(config, where), data, scores.values,
+      detection.parse_fractions(options.removal_fractions),
+      options.removal_models, noisy_idx,
+      group_size=int(config.get("group_size", 1) or 1),
+      progress=options.progress)
+
+
+def score(options: ScoreOptions, settings: Optional[dict] = None) -> Result:
   """Scores the collection `options` name and writes the outputs (see the
-  module docstring); returns what it computed and wrote."""
+  module docstring); returns what it computed and wrote. `settings`: more
+  to record in the manifest (e.g. the training flags)."""
   store = find_collection(options.root, options.experiment, options.ratio)
   config = store.require_config()
   run_ids = finished_runs(store)
   check_signals(store, config, run_ids)
+  if options.removal_models:  # Before the work, not after.
+    from heldout_tf import removal  # pylint: disable=g-import-not-at-top
+    removal.settings_from(config, store.config_path)
   data, noisy = load_data(config, store.config_path, options.dataset,
                           options.data_dir)
   scores = compute(store, run_ids, data, options.progress)
@@ -354,22 +394,24 @@ def score(options: ScoreOptions) -> Result:
                else np.zeros([0], np.int64))
   table = (detection.detection_table(scores.values, noisy_idx)
            if len(noisy_idx) else None)
+  removal_rows = _removal(options, config, store.config_path, data, scores,
+                          noisy_idx)
   # Everything is computed: only now does the previous output go.
   directory = options.out or os.path.join(store.path, layout.QUALITY_DIRNAME)
   with errors.user_path(directory, "write"):
     os.makedirs(directory, exist_ok=True)
   with files.locked(directory):  # One writer of these files at a time.
-    paths = _write_outputs(options, store, directory, data, noisy, noise,
-                           scores, table)
-    write_manifest(directory, list(paths.values()), dict(
+    paths, figures = _write_outputs(options, store, directory, data, noisy,
+                                    noise, scores, table, removal_rows)
+    write_manifest(directory, list(paths.values()) + figures, dict(
         dataclasses.asdict(options), collection=store.path,
         experiment=store.experiment, ratio=store.ratio,
         num_runs=len(run_ids), noise=noise,
-        data_fingerprint=data.fingerprint()))
+        data_fingerprint=data.fingerprint(), **(settings or {})))
   paths["manifest"] = os.path.join(directory, layout.MANIFEST_FILENAME)
   return Result(store=store, run_ids=list(run_ids), data=data, noise=noise,
                 noisy_idx=noisy_idx, scores=scores, detection=table,
-                paths=paths)
+                removal=removal_rows, paths=paths, figures=figures)
 
 
 def train_and_score(train_options, options: ScoreOptions,
@@ -386,13 +428,30 @@ def train_and_score(train_options, options: ScoreOptions,
     raise errors.UsageError(f"--ratio must be below 1 (runs must hold "
                             f"examples out), got {train_options.ratios[0]}")
   train_options = dataclasses.replace(train_options, signals=True)
-  report, = model_blocks.make(train_options, say=say)
+
+  def check_data(data):
+    if options.removal_models:
+      from heldout_tf import removal  # pylint: disable=g-import-not-at-top
+      removal.check_fractions(
+          len(data.train_labels),
+          detection.parse_fractions(options.removal_fractions))
+
+  report, = model_blocks.make(train_options, say=say, check_data=check_data)
+  collection.Store(train_options.root, report["experiment"],
+                   report["ratio"]).check_complete(
+                       train_options.num_runs[0],
+                       hint="Re-run the same command.")
   options = dataclasses.replace(
       options, root=train_options.root, experiment=report["experiment"],
       ratio=report["ratio"],
       dataset=options.dataset or _source_name(train_options.dataset),
       data_dir=options.data_dir or train_options.data_dir)
-  return score(options)
+  settings = {"training": {k: (list(v) if isinstance(v, tuple) else v)
+                           for k, v in dataclasses.asdict(
+                               train_options).items()}}
+  result = score(options, settings)
+  result.training = report
+  return result
 
 
 def _source_name(dataset: str) -> str:

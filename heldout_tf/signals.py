@@ -1,11 +1,10 @@
 """Per-epoch training signals of each run, aggregated per example as it trains.
 
 Data-quality scores (`heldout_tf.scores`) need, besides each run's final
-correctness, what happened *during* training. `SignalRecorder` is an
-`EnsembleTrainer.train(..., on_epoch_end=recorder.on_epoch_end)` hook: at the
-end of every epoch it evaluates each model of the group on its own training
-subset (float32, from the group's weights `view.params()`, gathered per
-model like a training step) and adds, per example,
+correctness, what happened *during* training. The trainer
+(`heldout_tf.model_training`, with `signals=True`) evaluates each model at
+the end of every epoch on its own training subset (float32, evaluation
+mode, through the model's `features_and_logits`) and adds, per example,
 
   margin   logit of the trained label minus the largest other logit (AUM);
   correct  1 if the model predicts the trained label;
@@ -14,13 +13,13 @@ model like a training step) and adds, per example,
            (`a` its input, `p` the softmax, `y` the one-hot trained label):
            TracIn self-influence at this checkpoint (Captum's TracInCPFast);
 
-to running sums. After the last epoch it keeps each model's softmax on the
-examples it did *not* train on (out-of-sample probabilities).
-`ForgettingRecorder` does the same for a second training phase on the
-held-out complement (second-split forgetting, SSFT): the epoch after which
-each first-split example stays misclassified.
+to running sums (`margins` and `tracin_terms` here). After the last epoch
+it keeps each model's softmax on the examples it did *not* train on
+(out-of-sample probabilities). With a second training phase on the
+held-out complement (second-split forgetting, SSFT) it records the epoch
+after which each first-split example stays misclassified.
 
-Memory is bounded by the group: `[G, n]` running sums, never
+Memory is bounded by the run: `[m]` running sums, never
 `[runs, epochs, n]`. Each run's aggregates are saved as one small file,
 `<run>/signals.npz` (`RunSignals`, written atomically), and `load_totals`
 sums the files of a collection per example, so a resumed or re-trained run
@@ -29,7 +28,7 @@ replaces its file instead of being counted twice.
 
 import dataclasses
 import os
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -42,7 +41,6 @@ from heldout_tf import runs as runs_lib
 
 SIGNALS_FILENAME = layout.SIGNALS_FILENAME
 FORMAT_VERSION = 1
-DEFAULT_CHUNK = 1024  # Examples per evaluation call: [G, chunk, hidden].
 
 
 class SignalsError(errors.HeldoutError, ValueError):
@@ -246,162 +244,6 @@ def _check(s: RunSignals, path: str):
       bad = values.min() if values.min() < 0 else values.max()
       raise SignalsError(f"{path}: key {key!r} must be in 0..{high}, has "
                          f"{bad}")
-
-
-# ------------------------------------------------------------- recording --
-
-
-class GatheredForward:
-  """Each model of a group on its own examples: `x[g] = images[idx[g]]`.
-
-  Computed from the group's weights (`view.params()`, `[G, in, out]`) in
-  float32 by the trainer's own forward pass (`training.group_forward`), so
-  a model is evaluated only on the examples it needs (its subset each
-  epoch, its complement once) rather than every model on every example.
-  """
-
-  def __init__(self, images, chunk: int = DEFAULT_CHUNK):
-    # pylint: disable=g-import-not-at-top
-    import tensorflow as tf
-    from heldout_tf import training
-    # pylint: enable=g-import-not-at-top
-    self._tf, self._training = tf, training
-    images = np.asarray(images, np.float32)
-    self._images = tf.constant(images.reshape(len(images), -1))
-    self.chunk = int(chunk)
-    self._fn = tf.function(self._forward)
-
-  def _forward(self, idx, params):
-    return self._training.group_forward(self._tf.gather(self._images, idx),
-                                        params)
-
-  def __call__(self, params, idx):
-    """Yields `(columns, features [G,c,h], logits [G,c,C])` over `idx`'s
-    columns (`idx`: int `[G, m]`), float32 numpy."""
-    tf = self._tf
-    # [G, out, in] weights: the faster batched layout (see training._Group).
-    step_params = [tf.constant(p, tf.float32)
-                   for p in self._training.to_step_layout(params)]
-    idx = np.asarray(idx, np.int32)
-    for start in range(0, idx.shape[1], self.chunk):
-      cols = slice(start, start + self.chunk)
-      features, logits = self._fn(tf.constant(idx[:, cols]), step_params)
-      yield cols, features.numpy(), logits.numpy()
-
-
-class SignalRecorder:
-  """Accumulates the per-epoch signals of one group of runs.
-
-  Pass `on_epoch_end` to `EnsembleTrainer.train`; then `run_signals(g)` gives
-  model g's `RunSignals`. Each epoch every model is evaluated on its own
-  training subset (float32, from `view.params()`); after the last epoch
-  also on its held-out complement, for the out-of-sample probabilities.
-  """
-
-  def __init__(self, images, labels, subsets: Sequence[np.ndarray],
-               learning_rate: float, epochs: int, num_classes: int,
-               chunk: int = DEFAULT_CHUNK, forward=None):
-    """Args:
-      images: float `[n, ...]`, the training images the runs see.
-      labels: int `[n]`, the labels they are trained with.
-      subsets: per model, the int indices it trains on (`[G, m]`).
-      learning_rate: of every epoch (TracIn's step size).
-      epochs: the epochs of training; probabilities are kept after the last.
-      num_classes: logits width.
-      chunk: examples per model per evaluation call.
-      forward: a `GatheredForward` on `images` to share (default: new).
-    """
-    self.forward = forward or GatheredForward(images, chunk)
-    self.labels = np.asarray(labels, np.int64)
-    n = len(self.labels)
-    self.subsets = np.stack([np.asarray(s, np.int64) for s in subsets])
-    self.heldout = np.stack([np.setdiff1d(np.arange(n), s)
-                             for s in self.subsets])
-    self.learning_rate = float(learning_rate)
-    self.epochs = int(epochs)
-    self.num_classes = int(num_classes)
-    shape = self.subsets.shape
-    self.margin_sum = np.zeros(shape)
-    self.correct_epochs = np.zeros(shape, np.int32)
-    self.tracin_sum = np.zeros(shape)
-    self.final_correct = np.zeros(shape, bool)  # On the subsets.
-    self.final_probs = None  # float32 [G, k, classes]: on the complements.
-    self.epochs_seen = 0
-
-  def on_epoch_end(self, epoch, view):
-    """Adds every model's signals after one epoch (`epoch` unused: epochs
-    are counted, so any numbering works)."""
-    del epoch
-    self.epochs_seen += 1
-    params = view.params()
-    for cols, features, logits in self.forward(params, self.subsets):
-      labels = self.labels[self.subsets[:, cols]]
-      margin = margins(logits, labels)
-      self.margin_sum[:, cols] += margin
-      self.correct_epochs[:, cols] += margin > 0
-      self.tracin_sum[:, cols] += tracin_terms(features, logits, labels,
-                                               self.learning_rate)
-      if self.epochs_seen == self.epochs:
-        self.final_correct[:, cols] = margin > 0
-    if self.epochs_seen == self.epochs:
-      self.final_probs = np.zeros(self.heldout.shape + (self.num_classes,),
-                                  np.float32)
-      for cols, _, logits in self.forward(params, self.heldout):
-        self.final_probs[:, cols] = softmax(logits)
-
-  def run_signals(self, g: int) -> RunSignals:
-    """Model g's signals; call after the last epoch."""
-    if self.final_probs is None:
-      raise RuntimeError(f"signals recorded for {self.epochs_seen} of "
-                         f"{self.epochs} epochs")
-    return RunSignals(
-        n_train=len(self.labels), num_classes=self.num_classes,
-        epochs=self.epochs, learning_rate=self.learning_rate,
-        subset=self.subsets[g], margin_sum=self.margin_sum[g],
-        correct_epochs=self.correct_epochs[g],
-        tracin_sum=self.tracin_sum[g], heldout=self.heldout[g],
-        heldout_probs=self.final_probs[g])
-
-
-class ForgettingRecorder:
-  """Second-split forgetting of one group (Maini et al. 2022).
-
-  After the first phase (each model trained on its subset A), training
-  continues on the held-out complement B only. Per A example this records
-  the forgetting epoch: 1 + the last second-phase epoch at which the model
-  still predicted its label (epoch 0 = the end of the first phase). 0 means
-  wrong already after the first phase, `epochs + 1` never forgotten.
-  """
-
-  def __init__(self, first: SignalRecorder, epochs: int):
-    """Args:
-      first: the first phase's recorder (its subsets, correctness at the
-        end, evaluator).
-      epochs: second-phase epochs.
-    """
-    self.first = first
-    self.epochs = int(epochs)
-    # Last epoch (0 = start) at which each example was correct; -1: never.
-    self.last_correct = np.where(first.final_correct, 0, -1).astype(np.int32)
-    self.epochs_seen = 0
-
-  def on_epoch_end(self, epoch, view):
-    del epoch
-    self.epochs_seen += 1
-    subsets = self.first.subsets
-    for cols, _, logits in self.first.forward(view.params(), subsets):
-      correct = margins(logits, self.first.labels[subsets[:, cols]]) > 0
-      block = self.last_correct[:, cols]  # A view: cols is a slice.
-      block[correct] = self.epochs_seen
-
-  def add_to(self, signals: RunSignals, g: int) -> RunSignals:
-    """`signals` (model g's) with its forgetting epochs filled in."""
-    if self.epochs_seen != self.epochs:
-      raise RuntimeError(f"forgetting recorded for {self.epochs_seen} of "
-                         f"{self.epochs} epochs")
-    return dataclasses.replace(
-        signals, ssft_epochs=self.epochs,
-        forget_epoch=(self.last_correct[g] + 1).astype(np.int32))
 
 
 # ------------------------------------------------------------ collection --

@@ -18,8 +18,8 @@ continues from its last epoch checkpoint with the same final bits.
       --recipe mnist-mlp --engine ray
 
 Data: a tfds name (prepared in --data_dir, never downloaded without
---download), npz:FILE (x_train, y_train, x_test, y_test; uint8 images) or
-mnist. Models: small_inception, resnet9, mlp, or module:function returning
+--download), npz:FILE (x_train, y_train, x_test, y_test; uint8 images),
+mnist or digits. Models: small_inception, resnet9, mlp, or module:function returning
 an snt.Module. Recipes: mnist-mlp, released, resnet9 (see docs/collections.md
 for which settings are the papers').
 """
@@ -79,27 +79,92 @@ def parse_model_options(text: str):
   return tuple(sorted(value.items()))
 
 
+# The flags that say how runs train, shared with `heldout quality` and its
+# MNIST preset (which pass their own defaults): name -> `heldout train`'s.
+TRAINING_DEFAULTS = dict(
+    model="", model_options="", recipe="", seed=0, epochs=0, batch_size=0,
+    learning_rate=0.0, precision="auto", group_size=0, checkpoint_every=1,
+    noise=(), ssft_epochs=0, trajectory_runs=0, train_size=0, test_size=0)
+
+
+def add_training_flags(parser, defaults: Optional[dict] = None):
+  """Declares the `TRAINING_DEFAULTS` flags on `parser` (or an argument
+  group), with `defaults` replacing some of their defaults."""
+  d = dict(TRAINING_DEFAULTS, **(defaults or {}))
+  parser.add_argument("--model", default=d["model"],
+                      help="small_inception, resnet9, mlp, or "
+                      "module:function returning an snt.Module; empty: the "
+                      "recipe's.")
+  parser.add_argument("--model_options", default=d["model_options"],
+                      metavar="JSON",
+                      help='Constructor options, e.g. \'{"width": 0.5}\' '
+                      "for a narrower ResNet-9.")
+  parser.add_argument("--recipe", default=d["recipe"],
+                      help="mnist-mlp, released or resnet9; empty: the "
+                      "model's (mlp -> mnist-mlp, small_inception -> "
+                      "released, else resnet9).")
+  parser.add_argument("--seed", type=int, default=d["seed"],
+                      help="Subsets, shuffles, initialisation, augmentation "
+                      "and noise are functions of (seed, run).")
+  for flag, kind in (("epochs", int), ("batch_size", int),
+                     ("learning_rate", float)):
+    parser.add_argument(f"--{flag}", type=kind, default=d[flag],
+                        help=f"Override the recipe's {flag} (0: keep).")
+  parser.add_argument("--precision", choices=PRECISION_CHOICES,
+                      default=d["precision"],
+                      help="Training precision ('auto': the recorded one, "
+                      "else bfloat16 / float16 where the device is fast in "
+                      "it). Recorded correctness is always float32.")
+  parser.add_argument("--group_size", type=int, default=d["group_size"],
+                      help="Models trained side by side in one step; "
+                      "0: the recorded one, else 1.")
+  parser.add_argument("--checkpoint_every", type=int,
+                      default=d["checkpoint_every"],
+                      help="Epochs between a run's resume checkpoints "
+                      "(0: none).")
+  noise_default = ",".join(d["noise"])
+  parser.add_argument(
+      "--noise", action="append", default=None, metavar="KIND:FRACTION",
+      help="Known noise on the training set, seeded by --seed and "
+      "recorded: kind:fraction[@intensity], kinds "
+      f"{', '.join(noise.KINDS)}; repeat or comma-separate to combine "
+      f"('label:0' for none; default: {noise_default or 'none'}).")
+  parser.set_defaults(noise_default=noise_default)
+  parser.add_argument("--ssft_epochs", type=int, default=d["ssft_epochs"],
+                      help="Second-split epochs after each run, on its "
+                      "held-out examples, for the second-split forgetting "
+                      "signal (needs signals; 0: none).")
+  parser.add_argument("--trajectory_runs", type=int,
+                      default=d["trajectory_runs"],
+                      help="Runs 0..K-1 keep a checkpoint of every epoch "
+                      "(<run>/trajectory/; -1: all).")
+  parser.add_argument("--train_size", type=int, default=d["train_size"],
+                      help="Use only the first N training examples (0: "
+                      "all).")
+  parser.add_argument("--test_size", type=int, default=d["test_size"],
+                      help="Use only the first N test examples (0: all).")
+
+
+def training_values(args) -> dict:
+  """The `model_blocks.Options` fields of the training flags in `args`."""
+  values = {name: getattr(args, name) for name in TRAINING_DEFAULTS}
+  values["model_options"] = parse_model_options(args.model_options)
+  values["noise"] = (args.noise_default if args.noise is None
+                     else ",".join(args.noise))
+  return values
+
+
 def build_parser() -> cli.Parser:
   """The command line (no TensorFlow imported)."""
   parser = cli.Parser(PROG, __doc__)
   parser.add_argument("--dataset", required=True,
                       help="A tfds name (cifar10, cifar100:3.0.2, ...), "
-                      "npz:FILE, or mnist.")
+                      "npz:FILE, mnist (tfds if prepared, else the embedded "
+                      "digits) or digits.")
   parser.add_argument("--data_dir", default=None, metavar="DIR",
                       help="The tfds data directory.")
   cli.add_bool(parser, "download", False,
                "Let tfds download the dataset (network).")
-  parser.add_argument("--model", default="",
-                      help="small_inception, resnet9, mlp, or "
-                      "module:function returning an snt.Module; empty: the "
-                      "recipe's.")
-  parser.add_argument("--model_options", default="", metavar="JSON",
-                      help='Constructor options, e.g. \'{"width": 0.5}\' '
-                      "for a narrower ResNet-9.")
-  parser.add_argument("--recipe", default="",
-                      help="mnist-mlp, released or resnet9; empty: the "
-                      "model's (mlp -> mnist-mlp, small_inception -> "
-                      "released, else resnet9).")
   parser.add_argument("--ratios", default="0.7",
                       help="Subset ratio(s): 0.7, 0.1,0.5 or 0.1:0.9:0.1.")
   runs = parser.add_mutually_exclusive_group()
@@ -111,35 +176,14 @@ def build_parser() -> cli.Parser:
   parser.add_argument("--experiment", default="",
                       help="The experiment's directory name; empty: "
                       "<dataset>-<architecture>.")
-  parser.add_argument("--seed", type=int, default=0,
-                      help="Subsets, shuffles, initialisation and "
-                      "augmentation are functions of (seed, run).")
-  for flag, kind in (("epochs", int), ("batch_size", int),
-                     ("learning_rate", float)):
-    parser.add_argument(f"--{flag}", type=kind, default=0,
-                        help=f"Override the recipe's {flag} (0: keep).")
-  parser.add_argument("--precision", choices=PRECISION_CHOICES,
-                      default="auto",
-                      help="Training precision ('auto': the recorded one, "
-                      "else bfloat16 / float16 where the device is fast in "
-                      "it). Recorded correctness is always float32.")
-  parser.add_argument("--group_size", type=int, default=0,
-                      help="Models trained side by side in one step (GPUs); "
-                      "0: the recorded one, else 1.")
-  parser.add_argument("--checkpoint_every", type=int, default=1,
-                      help="Epochs between a run's resume checkpoints "
-                      "(0: none).")
+  add_training_flags(parser)
   parser.add_argument("--shard", default="0/1", metavar="I/N",
                       help="Train only the i-th of n sets of whole blocks.")
   cli.add_bool(parser, "signals", False,
                "Also write each run's per-epoch data-quality signals "
                "(<run>/signals.npz: margins, correctness, last-layer TracIn, "
-               "out-of-sample probabilities) for heldout_tf.scores.")
-  parser.add_argument("--noise", default="", metavar="KIND:FRACTION",
-                      help="Known noise on the training set, seeded by "
-                      "--seed and recorded: kind:fraction[@intensity], kinds "
-                      f"{', '.join(noise.KINDS)}; comma-separate to combine "
-                      "(heldout_tf.noise).")
+               "out-of-sample probabilities, second-split forgetting with "
+               "--ssft_epochs) for heldout_tf.scores.")
   cli.add_bool(parser, "jit_compile", False, "Compile steps with XLA.")
   cli.add_engine(parser, "the training (one task per block of runs)")
   cli.add_progress(parser)
@@ -158,15 +202,11 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     counts = (args.num_runs,)
   options = model_blocks.Options(
       dataset=args.dataset, data_dir=args.data_dir, download=args.download,
-      model=args.model, model_options=parse_model_options(args.model_options),
-      recipe=args.recipe, ratios=ratios, num_runs=counts, root=args.root,
-      experiment=args.experiment, seed=args.seed, epochs=args.epochs,
-      batch_size=args.batch_size, learning_rate=args.learning_rate,
-      precision=args.precision, group_size=args.group_size,
-      checkpoint_every=args.checkpoint_every, signals=args.signals,
-      noise=args.noise, shard=args.shard,
+      ratios=ratios, num_runs=counts, root=args.root,
+      experiment=args.experiment, signals=args.signals, shard=args.shard,
       jit_compile=args.jit_compile, engine=args.engine,
-      ray_address=args.ray_address, progress=args.progress)
+      ray_address=args.ray_address, progress=args.progress,
+      **training_values(args))
   options.check()
   return options
 

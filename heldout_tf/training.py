@@ -25,8 +25,7 @@ and the ReLU. Gradients flow back through the casts: the backward matmuls run
 in bfloat16 too and every variable receives a float32 gradient. The rounding
 points are spelled out once (`mlp_forward`, batched as `group_forward`) and
 used by the ensemble step, `EnsembleTrainer.predict`,
-`GroupView.features_and_logits`, the per-epoch signals
-(`heldout_tf.signals.GatheredForward`, in float32) and `train_alone`,
+`GroupView.features_and_logits` and `train_alone`,
 so "a model trained in a group equals the same run trained alone" holds in
 each precision to the same float32 tolerance: with the same rounding points
 the two differ only where float32 accumulation order would push a value
@@ -568,21 +567,6 @@ class BlockData:
   test_labels: np.ndarray  # int [n_test]
 
 
-@dataclasses.dataclass
-class BlockHooks:
-  """What a pipeline adds to one block's training (all optional).
-
-  on_epoch_end: passed to `EnsembleTrainer.train` (e.g. per-epoch signals).
-  after_training: `after_training(members, result)` after the block is
-    trained, before any run is written (e.g. a second training phase).
-  after_write: `after_write(run, g)` after run `run` (block slot `g`) is
-    written (e.g. its signals file).
-  """
-  on_epoch_end: Optional[Callable[[int, GroupView], None]] = None
-  after_training: Optional[Callable[[List[int], GroupResult], None]] = None
-  after_write: Optional[Callable[[int, int], None]] = None
-
-
 class EnsembleBlocks:
   """MLP ensembles as a block trainer (`heldout_tf.collection` protocol).
 
@@ -594,8 +578,7 @@ class EnsembleBlocks:
   training precision.
 
   Pass the data, or subclass and override `load_data` (called once, on the
-  first block, so a driver's planning copy never loads it). Subclasses add
-  per-block work with `block_hooks` and per-run files with `is_done`.
+  first block, so a driver's planning copy never loads it).
   """
 
   def __init__(self, config: TrainConfig, group_size: int,
@@ -641,12 +624,6 @@ class EnsembleBlocks:
     """Finished: aux arrays, and a checkpoint if checkpoints are saved."""
     return store.is_finished(run, need_checkpoint=self.save_checkpoints)
 
-  def block_hooks(self, store, members: List[int],
-                  todo: List[int]) -> BlockHooks:
-    """This block's hooks (none here; see `BlockHooks`)."""
-    del store, members, todo
-    return BlockHooks()
-
   def train_block(self, store, runs: Sequence[int]) -> List[int]:
     """Trains the canonical block holding `runs`; writes its runs of `runs`
     that are not done. Returns the ids written."""
@@ -658,10 +635,7 @@ class EnsembleBlocks:
     if not todo:
       return []
     trainer, data = self.trainer, self.data
-    hooks = self.block_hooks(store, members, todo)
-    result = trainer.train(members, on_epoch_end=hooks.on_epoch_end)
-    if hooks.after_training is not None:
-      hooks.after_training(members, result)
+    result = trainer.train(members)
     correct_train = self._evaluator.predict(
         result, data.train_images) == np.asarray(data.train_labels)[None]
     correct_test = self._evaluator.predict(
@@ -677,6 +651,4 @@ class EnsembleBlocks:
       store.write_run(run, subset=result.subsets[g],
                       correct_train=correct_train[g],
                       correct_test=correct_test[g], save_checkpoint=save)
-      if hooks.after_write is not None:
-        hooks.after_write(run, g)
     return todo

@@ -256,3 +256,57 @@ def test_signals_of_any_model_feed_the_quality_scores(tmp_path):
   for name in ("tracin", "aum"):
     assert result.values[name].shape == (32,)
     np.testing.assert_array_equal(np.isfinite(result.values[name]), trained)
+
+
+def test_second_split_forgetting_leaves_the_run_as_it_was(tmp_path):
+  """SSFT trains on the complement after the run, records forgetting
+  epochs, then restores the first phase: same checkpoint bits; the group
+  trainer records the same forgetting as one model at a time."""
+  from heldout_tf import signals  # pylint: disable=g-import-not-at-top
+  data = _tiny_cifar(32, 8)
+  plain = dataclasses.replace(_settings(epochs=2), signals=True)
+  ssft = dataclasses.replace(plain, ssft_epochs=3, trajectory_runs=1)
+  assert ssft.config()["ssft_epochs"] == 3 and "ssft_epochs" not in (
+      plain.config())
+  without = _values(model_training.RunTrainer(plain, data).train(0).model)
+  trainer = model_training.RunTrainer(ssft, data)
+  result = trainer.train(0, trajectory_dir=str(tmp_path / "trajectory"))
+  for a, b in zip(without, _values(result.model)):
+    np.testing.assert_array_equal(a, b)
+  run_signals = trainer.run_signals(result)
+  forget = run_signals.forget_epoch
+  assert run_signals.ssft_epochs == 3 and forget.shape == (22,)
+  assert forget.min() >= 0 and forget.max() <= 4
+  # Right at the end of the first phase: forgotten no earlier than after
+  # second-phase epoch 0 (0 only for examples never right from then on).
+  _, logits = trainer.features_and_logits(result.subset)
+  right = signals.margins(logits, data.train_labels[result.subset]) > 0
+  assert right.any() and (forget[right] >= 1).all()
+  # Every epoch's checkpoint kept, and it restores.
+  assert sorted(f for f in os.listdir(tmp_path / "trajectory")
+                if f.endswith(".index")) == ["ckpt-1.index", "ckpt-2.index"]
+  model = models.build("resnet9", 10, width=0.125)
+  models.check_output(model, "resnet9", data.image_shape, 10)
+  restored = checkpoints.restore(model, str(tmp_path / "trajectory" /
+                                            "ckpt-2"))
+  assert restored.epoch == 2
+  for a, b in zip(without, _values(model)):
+    np.testing.assert_array_equal(a, b)
+  group = model_training.GroupTrainer(ssft, data, 2)
+  together = {r.run: r for r in group.train([0, 1])}
+  np.testing.assert_array_equal(
+      group.members[0].run_signals(together[0]).forget_epoch, forget)
+  with pytest.raises(Exception, match="--ssft_epochs needs --signals"):
+    dataclasses.replace(plain, signals=False, ssft_epochs=1)
+
+
+def test_removal_models_train_on_the_subsets_they_are_given():
+  data = _tiny_cifar(32, 8)
+  settings = dataclasses.replace(_settings(epochs=1), ratio=1.0)
+  keep = [np.arange(4, 32), np.arange(0, 28)]
+  group = model_training.GroupTrainer(settings, data, 2)
+  results = group.train([0, 1], subsets=keep)
+  for result, kept in zip(results, keep):
+    np.testing.assert_array_equal(result.subset, kept)
+  alone = model_training.RunTrainer(settings, data).train(1)
+  assert len(alone.subset) == 32

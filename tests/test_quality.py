@@ -1,4 +1,5 @@
-"""Tests of heldout_tf.noise and the mnist_example.quality pipeline."""
+"""Tests of heldout_tf.noise and the MNIST preset of heldout_tf.quality
+(`mnist_example.quality`)."""
 
 import csv
 import json
@@ -15,7 +16,6 @@ from heldout_tf import errors
 from heldout_tf import layout
 from heldout_tf import scores as scores_lib
 from heldout_tf import signals
-from heldout_tf import training
 from mnist_example import data as data_lib
 from heldout_tf import noise
 from mnist_example import quality
@@ -123,8 +123,27 @@ def _read_csv(path):
     return list(csv.DictReader(f))
 
 
+def test_the_preset_is_heldout_quality_with_mnist_defaults():
+  from heldout_tf import quality as general  # pylint: disable=g-import-not-at-top
+  preset, preset_training = quality.parse_args([])
+  spelled_out, training_options = general.parse_args([
+      "--root", "./heldout_quality", "--experiment", "mnist-mlp",
+      "--dataset", "mnist", "--model", "mlp", "--recipe", "mnist-mlp",
+      "--num_runs", "128", "--group_size", "16", "--precision", "float32",
+      "--noise", "label:0.1", "--ssft_epochs", "5", "--removal_models", "4",
+      "--trajectory_runs", "4"])
+  assert preset == spelled_out and preset_training == training_options
+  # The module docstring shows that command: keep them in step.
+  assert "--ssft_epochs 5 --removal_models 4 --trajectory_runs 4" in (
+      quality.__doc__)
+  # Given noise replaces the preset's, it is not added to it.
+  _, noisy = quality.parse_args(["--noise", "input_uniform:0.05"])
+  assert noisy.noise == "input_uniform:0.05"
+
+
 @pytest.mark.slow
 def test_cli_end_to_end_writes_every_file(tmp_path, capsys):
+  from heldout_tf import models  # pylint: disable=g-import-not-at-top
   out = str(tmp_path / "q")
   quality.main(["--root", out, "--noise", "label:0.1",
                 "--noise", "input_uniform:0.05@0.8"] + TINY)
@@ -133,7 +152,7 @@ def test_cli_end_to_end_writes_every_file(tmp_path, capsys):
   directory = os.path.join(root, layout.QUALITY_DIRNAME)
   for name in ("scores.npz", "detection.csv", "removal.csv", "roc.png",
                "precision_at_k.png", "removal.png", "top_suspicious.png",
-               "manifest.json"):
+               "report.html", "manifest.json"):
     assert os.path.getsize(os.path.join(directory, name)) > 0, name
   with np.load(os.path.join(directory, "scores.npz")) as npz:
     keys = set(npz.files)
@@ -151,10 +170,11 @@ def test_cli_end_to_end_writes_every_file(tmp_path, capsys):
   assert tuple(removal_rows[0]) == detection.REMOVAL_COLUMNS
   assert len(removal_rows) == 1 + 2 * (len(scores_lib.SCORES) + 1)
   assert "precision_at_k" in printed and "confident_learning" in printed
-  # Per-epoch checkpoints of the first run restore with the kit's restore.
-  config = training.TrainConfig(epochs=2)
-  module = training.build_module(config, training.init_params(config, 0, 784))
+  assert "Removal ablation" in printed
+  # Per-epoch checkpoints of the first run restore into the kit's MLP.
   for epoch in (1, 2):
+    module = models.build("mlp", 10)
+    models.check_output(module, "mlp", (28, 28, 1), 10)
     prefix = os.path.join(root, "0", layout.TRAJECTORY_DIRNAME,
                           f"ckpt-{epoch}")
     assert checkpoints.restore(module, prefix).epoch == epoch
@@ -163,9 +183,9 @@ def test_cli_end_to_end_writes_every_file(tmp_path, capsys):
   assert signals.read_run_signals(os.path.join(root, "5")).ssft_epochs == 2
   # A second run reuses every run and rewrites the same scores.
   before = dict(np.load(os.path.join(directory, "scores.npz")))
-  result = quality.run(quality.parse_args(
-      ["--root", out, "--noise", "label:0.1,input_uniform:0.05@0.8"] + TINY))
-  assert result["train"]["trained"] == 0
+  result = quality.run(["--root", out, "--noise",
+                        "label:0.1,input_uniform:0.05@0.8"] + TINY)
+  assert result.training["trained"] == 0
   with np.load(os.path.join(directory, "scores.npz")) as npz:
     for name in scores_lib.SCORES:
       np.testing.assert_array_equal(npz[name], before[name])
@@ -182,12 +202,13 @@ def test_missing_signals_are_retrained_and_other_settings_refused(
   path = signals.signals_path(run_dir)
   before = signals.read_run_signals(path)
   os.remove(path)  # E.g. killed after the run was written.
-  result = quality.run(quality.parse_args(args))
-  assert result["train"]["trained"] == 1
+  result = quality.run(args)
+  assert result.training["trained"] == 1
   after = signals.read_run_signals(path)
   np.testing.assert_array_equal(after.tracin_sum, before.tracin_sum)
+  np.testing.assert_array_equal(after.forget_epoch, before.forget_epoch)
   with pytest.raises(errors.ConfigError, match="noise"):
-    quality.run(quality.parse_args(args + ["--noise", "label:0.2"]))
+    quality.run(args + ["--noise", "label:0.2"])
   # Another host, with bfloat16 units: 'auto' and group size 0 take the
   # recorded float32 and 4, and resume (nothing to train) instead of
   # refusing the collection.
@@ -195,13 +216,12 @@ def test_missing_signals_are_retrained_and_other_settings_refused(
   monkeypatch.setattr(hardware, "cpu_flags",
                       lambda: frozenset(["avx512_bf16"]))
   monkeypatch.setattr(hardware, "gpu_bf16", lambda: False)
-  resumed = quality.run(quality.parse_args(
-      args + ["--precision", "auto", "--group_size", "0"]))
-  assert resumed["train"]["trained"] == 0
-  assert resumed["train"]["precision"] == "float32"
-  assert resumed["train"]["group_size"] == 4
+  resumed = quality.run(args + ["--precision", "auto", "--group_size", "0"])
+  assert resumed.training["trained"] == 0
+  assert resumed.training["precision"] == "float32"
+  assert resumed.training["group_size"] == 4
   with pytest.raises(errors.ConfigError, match="--precision bfloat16"):
-    quality.run(quality.parse_args(args + ["--precision", "bfloat16"]))
+    quality.run(args + ["--precision", "bfloat16"])
 
 
 @pytest.mark.parametrize("flags,message,code", [
@@ -210,20 +230,20 @@ def test_missing_signals_are_retrained_and_other_settings_refused(
     (["--num_runs", "1"], "error: --num_runs must be >= 2", 2),
     (["--removal_fractions", "0.5,2"], "error: --removal_fractions", 2),
     (["--ssft_epochs", "-1"], "error: --ssft_epochs must be >= 0", 2),
-    (["--out", "x"], "error: unrecognized arguments: --out", 2),
+    (["--removal_models", "-1"], "error: --removal_models must be >= 0", 2),
     (["--shard", "0/2"], "error: unrecognized arguments: --shard", 2),
     (["--root", "/proc/forbidden"], "error: cannot write /proc/forbidden", 1),
     # Sizes that leave nothing to hold out or to keep name their flag.
     (["--train_size", "1"], "error: --train_size must be 0 (all) or >= 2",
      2),
-    (["--train_size", "2", "--ratio", "0.9"], "error: --train_size 2: at "
-     "--ratio 0.9 each run would train on all 2 examples", 2),
+    (["--train_size", "2", "--ratio", "0.9"], "error: digits: 2 training "
+     "examples are too few for ratio 0.9", 1),
     (["--removal_fractions", "0.999"], "error: --removal_fractions 0.999: "
      "removing 0.999 of the 50 training examples keeps none", 2),
 ])
 def test_cli_bad_flags_print_error_lines(flags, message, code, capsys,
                                          tmp_path):
-  from heldout_tf import cli
+  from heldout_tf import cli  # pylint: disable=g-import-not-at-top
   with pytest.raises(SystemExit) as e:
     cli.run(quality.main, ["--dataset", "digits", "--train_size", "50",
                            "--num_runs", "2", "--noprogress",
@@ -246,50 +266,83 @@ def test_entry_point_prints_error_line_for_a_bad_noise_spec():
 
 @pytest.mark.slow
 def test_noisy_examples_rank_above_clean_ones(tmp_path):
-  """Label noise 10 % on 1 000 digits, 24 runs of 8 epochs (batch 32).
-
-  Measured ROC AUCs, seeds 0 / 1: memorization 0.877 / 0.853, tracin
-  0.956 / 0.978, aum 0.983 / 0.991 (chance: 0.5).
-  """
-  result = quality.run(quality.parse_args([
+  """Label noise 10 % on 1 000 digits, 24 runs of 8 epochs (batch 32)."""
+  result = quality.run([
       "--root", str(tmp_path), "--num_runs", "24", "--group_size", "8",
       "--epochs", "8", "--batch_size", "32", "--ssft_epochs", "0",
       "--train_size", "1000", "--test_size", "100", "--removal_models", "0",
-      "--trajectory_runs", "0", "--dataset", "digits", "--noprogress"]))
-  auc = {row["method"]: row["auc"] for row in result["detection"]}
+      "--trajectory_runs", "0", "--dataset", "digits", "--noprogress",
+      "--nofigures", "--noreport"])
+  auc = {row["method"]: row["auc"] for row in result.detection}
   assert auc["memorization"] > 0.75
   assert auc["tracin"] > 0.85
   assert auc["aum"] > 0.9
 
 
 @pytest.mark.slow
-def test_a_failed_rerun_leaves_no_stale_outputs_beside_new_ones(
+def test_a_failed_rerun_keeps_the_previous_outputs_or_drops_the_manifest(
     tmp_path, monkeypatch):
+  from heldout_tf import quality_figures  # pylint: disable=g-import-not-at-top
+  from heldout_tf import removal  # pylint: disable=g-import-not-at-top
   out = str(tmp_path / "q")
   args = ["--root", out, "--num_runs", "2", "--group_size", "2",
           "--epochs", "1", "--ssft_epochs", "1", "--train_size", "100",
           "--test_size", "50", "--removal_models", "1",
           "--removal_fractions", "0.1", "--trajectory_runs", "0",
           "--dataset", "digits", "--noprogress"]
-  first = quality.run(quality.parse_args(args))
-  directory = os.path.dirname(first["paths"]["scores"])
+  first = quality.run(args)
+  directory = os.path.dirname(first.paths["scores"])
   with open(os.path.join(directory, "manifest.json")) as f:
     manifest = json.load(f)
-  assert manifest["files"] == sorted(os.listdir(directory)[:0] + [
-      os.path.basename(p) for p in [first["paths"]["scores"],
-                                    first["paths"]["detection"],
-                                    first["paths"]["removal"],
-                                    first["paths"]["report"]]
-      + first["paths"]["figures"]])
+  written = sorted(os.path.basename(p) for p in
+                   [v for k, v in first.paths.items() if k != "manifest"]
+                   + first.figures)
+  assert manifest["files"] == written
+  assert sorted(os.listdir(directory)) == sorted(written + [
+      "manifest.json"])
   assert manifest["settings"]["noise"] == "label:0.1"
+  assert manifest["settings"]["training"]["model"] == "mlp"
+  before = {name: open(os.path.join(directory, name), "rb").read()
+            for name in written + ["manifest.json"]}
 
   def fail(*args, **kwargs):
     raise OSError("disk full")
 
-  monkeypatch.setattr(quality, "removal_stage", fail)
+  # Failing while computing (the ablation): the previous outputs stay,
+  # every one with its manifest.
+  monkeypatch.setattr(removal, "ablation", fail)
   with pytest.raises(OSError, match="disk full"):
-    quality.run(quality.parse_args(args + ["--noise", "label:0.1"]))
+    quality.run(args)
+  for name, content in before.items():
+    with open(os.path.join(directory, name), "rb") as f:
+      assert f.read() == content, name
+  monkeypatch.undo()
+  # Failing while writing (the figures): new scores, no manifest claiming
+  # the files belong together, nothing of the previous run's figures.
+  monkeypatch.setattr(quality_figures, "write_all", fail)
+  with pytest.raises(OSError, match="disk full"):
+    quality.run(args)
   left = sorted(os.listdir(directory))
-  # New scores and detection table, nothing of the previous run's removal
-  # ablation or figures, and no manifest claiming the files belong together.
-  assert left == ["detection.csv", "scores.npz"], left
+  assert left == ["detection.csv", "removal.csv", "scores.npz"], left
+
+
+def test_quality_figures_draw_any_images(tmp_path):
+  """Grey, colour and flat images; no ROC / precision curves without
+  known noise."""
+  from heldout_tf import quality_figures  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  n = 30
+  labels = rng.integers(0, 3, n)
+  scores = {"loss": rng.random(n), "aum": rng.random(n)}
+  for shape in [(8, 8, 3), (8, 8, 1), (64,)]:
+    images = rng.integers(0, 256, (n,) + shape).astype(np.uint8)
+    directory = str(tmp_path / "x".join(map(str, shape)))
+    paths = quality_figures.write_all(directory, images, labels, labels,
+                                      np.array([1, 5]), scores, [])
+    assert [os.path.basename(p) for p in paths] == [
+        "roc.png", "precision_at_k.png", "top_suspicious.png"]
+    assert all(os.path.getsize(p) > 0 for p in paths)
+  paths = quality_figures.write_all(str(tmp_path / "clean"), images, labels,
+                                    labels, np.zeros([0], np.int64), scores,
+                                    [])
+  assert [os.path.basename(p) for p in paths] == ["top_suspicious.png"]

@@ -28,8 +28,12 @@ from heldout_tf import train
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_TRAIN, N_TEST, CLASSES = 60, 16, 3
 EXPERIMENT = "tiny-mlp"
-SCORED = ("memorization", "cscore", "loss", "tracin", "aum",
-          "confident_learning")  # No second phase: no ssft.
+# What the fixture's command scores (second-split forgetting included: its
+# runs train --ssft_epochs 5, the command's default) and what runs trained
+# by `heldout train --signals` alone give.
+SCORED = ("memorization", "cscore", "loss", "tracin", "aum", "ssft",
+          "confident_learning")
+SCORED_WITHOUT_SSFT = tuple(s for s in SCORED if s != "ssft")
 TRAIN_FLAGS = ["--model", "mlp", "--recipe", "mnist-mlp", "--epochs", "2",
                "--batch_size", "8", "--precision", "float32", "--ratio",
                "0.5", "--noprogress"]
@@ -184,7 +188,8 @@ def test_training_with_noise_then_scoring_writes_every_output(noisy):
     manifest = json.load(f)
   assert manifest["files"] == sorted([
       layout.DETECTION_FILENAME, layout.REPORT_FILENAME,
-      layout.SCORES_FILENAME])
+      layout.SCORES_FILENAME, "roc.png", "precision_at_k.png",
+      "top_suspicious.png"])
   assert manifest["settings"]["num_runs"] == 6
   with open(os.path.join(directory, layout.REPORT_FILENAME)) as f:
     assert "<html" in f.read(2000).lower()
@@ -235,12 +240,17 @@ def test_a_collection_without_noise_has_no_detection_table(tmp_path):
   result = quality_scores.score(quality_scores.ScoreOptions(
       root, dataset="npz:" + data, report=False, progress=False))
   assert result.detection is None and not result.noise
+  # No noise: no detection table, no ROC or precision curves.
   assert sorted(os.listdir(_quality_dir(root))) == [
-      layout.MANIFEST_FILENAME, layout.SCORES_FILENAME]
+      layout.MANIFEST_FILENAME, layout.SCORES_FILENAME,
+      "top_suspicious.png"]
+  assert [os.path.basename(p) for p in result.figures] == [
+      "top_suspicious.png"]
   with np.load(result.paths["scores"]) as z:
     assert z["noisy_idx"].shape == (0,) and str(z["noise"]) == ""
     np.testing.assert_array_equal(z["labels"], z["clean_labels"])
-    assert set(SCORED) <= set(z.files)
+    assert set(SCORED_WITHOUT_SSFT) <= set(z.files)
+    assert "ssft" not in z.files
 
 
 # --------------------------------------------------------------- refusals --
@@ -336,8 +346,9 @@ def test_a_failed_rerun_leaves_no_stale_outputs(noisy, tmp_path,
   monkeypatch.setattr(quality_scores, "_write_report", fail)
   with pytest.raises(errors.PathError, match="disk full"):
     quality_scores.score(options)
-  assert sorted(os.listdir(directory)) == [layout.DETECTION_FILENAME,
-                                           layout.SCORES_FILENAME]
+  assert sorted(os.listdir(directory)) == [
+      layout.DETECTION_FILENAME, "precision_at_k.png", "roc.png",
+      layout.SCORES_FILENAME, "top_suspicious.png"]
   with open(os.path.join(directory, layout.DETECTION_FILENAME), "rb") as f:
     assert f.read() == before[layout.DETECTION_FILENAME]
 

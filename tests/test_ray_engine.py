@@ -415,11 +415,10 @@ def test_quality_engine_ray_equals_engine_local(ray_instance, tmp_path):
           "--ssft_epochs", "1", "--train_size", "200", "--test_size", "100",
           "--dataset", "digits", "--removal_models", "0",
           "--trajectory_runs", "1", "--noprogress"]
-  local = quality.run(quality.parse_args(
-      args + ["--root", str(tmp_path / "local")]))
-  got = quality.run(quality.parse_args(
-      args + ["--root", str(tmp_path / "ray"), "--engine", "ray"]))
-  assert local["train"]["trained"] == got["train"]["trained"] == 4
+  local = quality.run(args + ["--root", str(tmp_path / "local")])
+  got = quality.run(args + ["--root", str(tmp_path / "ray"), "--engine",
+                            "ray"])
+  assert local.training["trained"] == got.training["trained"] == 4
   _assert_same_collection(_collection(tmp_path / "local"),
                           _collection(tmp_path / "ray"))
   for run in range(4):

@@ -1,5 +1,6 @@
-"""Tests of heldout_tf.signals: per-epoch signals against independent
-computations from the saved per-epoch checkpoints."""
+"""Tests of heldout_tf.signals and their recording by heldout_tf.
+model_training: per-epoch signals against independent computations from
+the saved per-epoch checkpoints."""
 
 import dataclasses
 import io
@@ -16,8 +17,10 @@ from heldout_tf import checkpoints
 from heldout_tf import errors
 from heldout_tf import runs as runs_lib
 from heldout_tf import signals
-from heldout_tf import training
-from mnist_example import data as data_lib
+from heldout_tf import image_data
+from heldout_tf import model_training
+from heldout_tf import models
+from heldout_tf import recipes
 
 N = 120
 HIDDEN = (32, 16)
@@ -26,41 +29,21 @@ LR = 0.1
 
 @pytest.fixture(scope="module")
 def digits():
-  data = data_lib.load("digits")
-  return data.train_images[:N], data.train_labels[:N]
+  data = image_data.first_examples(image_data.load("digits"), N, 20)
+  return data
 
 
-def _config(**kwargs):
-  values = dict(ratio=0.7, epochs=3, batch_size=16, learning_rate=LR,
-                seed=3, hidden=HIDDEN)
-  values.update(kwargs)
-  return training.TrainConfig(**values)
-
-
-def _train_group(images, labels, config, runs, trajectory_dir=None):
-  """Trains `runs` with a recorder; saves per-epoch checkpoints of each."""
-  trainer = training.EnsembleTrainer(images, labels, config)
-  subsets = [training.subset_indices(config, r, N) for r in runs]
-  recorder = signals.SignalRecorder(images, labels, subsets, LR,
-                                    config.epochs, 10)
-  module = training.build_module(config, training.init_params(config, 0, 784))
-
-  def on_epoch_end(epoch, view):
-    recorder.on_epoch_end(epoch, view)
-    if trajectory_dir is not None:
-      params = view.params()
-      for g, run in enumerate(runs):
-        training.set_params(module, [p[g] for p in params])
-        checkpoints.save(module, os.path.join(trajectory_dir, str(run)),
-                         step=recorder.epochs_seen)
-
-  trainer.train(runs, on_epoch_end=on_epoch_end)
-  return recorder
+def _settings(epochs=3, **changes):
+  recipe = recipes.get("mnist-mlp").replace(epochs=epochs, batch_size=16,
+                                             learning_rate=LR)
+  return model_training.TrainSettings(
+      recipe, "mlp", 0.7, seed=3, model_options={"hidden": HIDDEN},
+      signals=True, **changes)
 
 
 def _independent(module, images, labels):
   """Per example: (margin, lr * ||dloss/dW_last||^2, softmax) by autodiff."""
-  x = tf.constant(np.asarray(images, np.float32).reshape(len(images), -1))
+  x = tf.constant(image_data.as_float(images).reshape(len(images), -1))
   y = tf.constant(np.asarray(labels, np.int64))
   last = module.layers[-1]
   with tf.GradientTape() as tape:
@@ -77,20 +60,24 @@ def _independent(module, images, labels):
 
 
 def test_signals_match_gradient_tape_at_each_checkpoint(digits, tmp_path):
-  images, labels = digits
-  config = _config()
-  runs = [4, 9]
-  recorder = _train_group(images, labels, config, runs, str(tmp_path))
-  module = training.build_module(config, training.init_params(config, 0, 784))
-  for g, run in enumerate(runs):
-    got = recorder.run_signals(g)
+  """A run's recorded sums equal margins, TracIn terms and held-out
+  probabilities computed independently (autodiff) from the checkpoint of
+  every epoch it kept."""
+  settings = _settings()
+  trainer = model_training.RunTrainer(settings, digits)
+  module = models.build("mlp", 10, hidden=HIDDEN)
+  models.check_output(module, "mlp", digits.image_shape, 10)
+  images, labels = digits.train_images, digits.train_labels
+  for run in (4, 9):
+    result = trainer.train(run, trajectory_dir=str(tmp_path / str(run)))
+    got = trainer.run_signals(result)
     subset = got.subset
     np.testing.assert_array_equal(
-        subset, training.subset_indices(config, run, N))
+        subset, model_training.subset_indices(settings, run, N))
     margin_sum = np.zeros(len(subset))
     tracin_sum = np.zeros(len(subset))
     correct = np.zeros(len(subset), int)
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, settings.recipe.epochs + 1):
       prefix = os.path.join(tmp_path, str(run), f"ckpt-{epoch}")
       assert checkpoints.restore(module, prefix).path == prefix
       margin, tracin, probs = _independent(module, images, labels)
@@ -110,74 +97,40 @@ def test_signals_match_gradient_tape_at_each_checkpoint(digits, tmp_path):
     assert tracin_sum.min() > 0 and np.ptp(margin_sum) > 0
 
 
-def _alone_signals(images, labels, config, run):
-  """Signals of `run` from `training.train_alone` stopped after each epoch.
-
-  Each run's shuffles depend on (seed, run, epoch) only, so training for e
-  epochs gives the model a longer run has after epoch e.
-  """
-  subset = training.subset_indices(config, run, N)
-  margin_sum, tracin_sum = 0.0, 0.0
-  for epoch in range(1, config.epochs + 1):
-    module = training.train_alone(
-        images, labels, dataclasses.replace(config, epochs=epoch), run)
-    margin, tracin, probs = _independent(module, images, labels)
-    margin_sum = margin_sum + margin[subset]
-    tracin_sum = tracin_sum + tracin[subset]
-  heldout = np.setdiff1d(np.arange(N), subset)
-  return margin_sum, tracin_sum, probs[heldout]
-
-
-def test_group_signals_equal_the_run_trained_alone(digits):
-  images, labels = digits
-  config = _config(epochs=2)
-  runs = [0, 5, 6]
-  recorder = _train_group(images, labels, config, runs)
-  got = recorder.run_signals(1)
-  margin_sum, tracin_sum, probs = _alone_signals(images, labels, config, 5)
-  np.testing.assert_allclose(got.margin_sum, margin_sum, rtol=1e-3,
-                             atol=1e-3)
-  np.testing.assert_allclose(got.tracin_sum, tracin_sum, rtol=1e-3,
-                             atol=1e-5)
-  np.testing.assert_allclose(got.heldout_probs, probs, atol=1e-4)
-
-
-class _ScriptedForward:
-  """Logits making model 0 correct on example j at epochs script[j]."""
-
-  def __init__(self, script, labels):
-    self.script, self.labels, self.epoch = script, labels, 0
-
-  def __call__(self, params, idx):
-    del params
-    g, m = idx.shape
-    logits = np.zeros([g, m, 10], np.float32)
-    for j in range(m):
-      label = self.labels[idx[0, j]]
-      right = self.epoch in self.script[j]
-      logits[:, j, label if right else (label + 1) % 10] = 1.0
-    yield slice(0, m), np.ones([g, m, 2], np.float32), logits
-
-
-class _View:
-  def params(self):
-    return []
-
-
-def test_forgetting_epoch_is_one_after_the_last_correct_epoch():
-  labels = np.arange(5) % 10
-  # Correct at epochs (0 = end of the first phase, then 1..3):
+def test_forgetting_epoch_is_one_after_the_last_correct_epoch(
+    digits, monkeypatch):
+  """Scripted predictions: example j of the subset is right at the
+  stages script[j] (0 = the end of the first phase, then the second
+  phase's epochs 1..3)."""
   script = [{0, 1, 2, 3}, {0}, set(), {0, 2}, {1}]
-  forward = _ScriptedForward(script, labels)
-  first = signals.SignalRecorder(np.zeros([5, 4]), labels, [np.arange(5)],
-                                 LR, epochs=1, num_classes=10,
-                                 forward=forward)
-  first.on_epoch_end(0, _View())
-  forgetting = signals.ForgettingRecorder(first, epochs=3)
-  for epoch in (1, 2, 3):
-    forward.epoch = epoch
-    forgetting.on_epoch_end(epoch, _View())
-  got = forgetting.add_to(first.run_signals(0), 0)
+  data = image_data.first_examples(digits, 7, 4)
+  settings = dataclasses.replace(_settings(epochs=1), ratio=0.7,
+                                 ssft_epochs=3)
+  trainer = model_training.RunTrainer(settings, data)
+  subset = model_training.subset_indices(settings, 0, 7)
+  assert len(subset) == len(script)
+  stage = [0]
+
+  def scripted(idx, chunk=512):
+    del chunk
+    labels = data.train_labels[idx]
+    logits = np.zeros([len(idx), 10], np.float32)
+    on_subset = np.array_equal(idx, subset)
+    for j, label in enumerate(labels):
+      right = on_subset and stage[0] in script[j]
+      logits[j, label if right else (label + 1) % 10] = 1.0
+    features = np.ones([len(idx), 2], np.float32)
+    return features, logits
+
+  def end_second_epoch(self, second, epoch):
+    stage[0] = epoch + 1
+    end(self, second, epoch)
+
+  end = model_training.RunTrainer.end_second_epoch
+  monkeypatch.setattr(trainer, "features_and_logits", scripted)
+  monkeypatch.setattr(model_training.RunTrainer, "end_second_epoch",
+                      end_second_epoch)
+  got = trainer.run_signals(trainer.train(0))
   np.testing.assert_array_equal(got.forget_epoch, [4, 1, 0, 3, 2])
   assert got.ssft_epochs == 3
 

@@ -76,6 +76,31 @@ def test_bad_flags_are_one_error_line():
                       "--runs_per_ratio", "2,3"])
 
 
+def test_training_flags_are_shared_with_quality_and_checked():
+  from heldout_tf import quality  # pylint: disable=g-import-not-at-top
+  flags = ["--model", "mlp", "--recipe", "mnist-mlp", "--seed", "2",
+           "--epochs", "3", "--noise", "label:0.1", "--noise",
+           "label_pair:0.05", "--ssft_epochs", "2", "--trajectory_runs", "1",
+           "--train_size", "300", "--test_size", "50", "--group_size", "4"]
+  made = train.parse_args(["--dataset", "digits", "--signals"] + flags)
+  _, scored = quality.parse_args(["--dataset", "digits", "--num_runs", "8"]
+                                 + flags)
+  for name in train.TRAINING_DEFAULTS:
+    assert getattr(made, name) == getattr(scored, name), name
+  assert made.noise == "label:0.1,label_pair:0.05" and made.ssft_epochs == 2
+  assert (made.train_size, made.test_size) == (300, 50)
+  for argv, message in [
+      (["--ssft_epochs", "2"], "--ssft_epochs needs --signals"),
+      (["--trajectory_runs", "-2"], "--trajectory_runs must be >= -1"),
+      (["--train_size", "1"], r"--train_size must be 0 \(all\) or >= 2")]:
+    with pytest.raises(errors.UsageError, match=message):
+      train.parse_args(["--dataset", "digits"] + argv)
+  # Without --num_runs, quality refuses training flags (it would only
+  # score).
+  with pytest.raises(errors.UsageError, match="--ssft_epochs, --engine"):
+    quality.parse_args(["--ssft_epochs", "1", "--engine", "ray"])
+
+
 def test_bad_data_and_model_are_one_error_line(tmp_path):
   bad = str(tmp_path / "bad.npz")
   np.savez(bad, x_train=np.zeros((4, 8, 8), np.float32),

@@ -1,11 +1,13 @@
-"""Figures of the data-quality comparison (`mnist_example.quality`).
+"""Figures of the data-quality comparison (`heldout_tf.quality_scores`):
+ROC and precision-at-k curves of every score against the known noise,
+the most suspicious examples per score, and the removal ablation.
 
 Drawn with `heldout_tf.figures` (the kit's one figure writer: Agg canvas,
 no pyplot, atomic PNG writes); nothing happens at import.
 """
 
 import os
-from typing import Mapping, Sequence
+from typing import List, Mapping, Sequence
 
 import numpy as np
 
@@ -88,6 +90,23 @@ def removal_plot(path, rows: Sequence[dict]):
   return figures.save_png(fig, path)
 
 
+def _show(ax, image):
+  """One image (uint8 or float in [0, 1]; `[h, w, c]`, `[h, w]` or flat
+  square grayscale) on `ax`: grayscale dark on light, colour as is."""
+  image = np.asarray(image)
+  if image.dtype == np.uint8:
+    image = image.astype(np.float32) / 255.0
+  if image.ndim == 1:
+    side = int(round(np.sqrt(image.size)))
+    image = image.reshape(side, side)
+  if image.ndim == 3 and image.shape[-1] == 1:
+    image = image[..., 0]
+  if image.ndim == 2:
+    ax.imshow(image, cmap="gray_r", vmin=0, vmax=1)
+  else:
+    ax.imshow(np.clip(image, 0, 1))
+
+
 def top_examples(path, images, labels, clean_labels,
                  scores: Mapping[str, np.ndarray], noisy_idx, count=12,
                  tiebreak="loss"):
@@ -109,8 +128,7 @@ def top_examples(path, images, labels, clean_labels,
                           rotation=0, ha="right", va="center")
     for c, i in enumerate(top):
       ax = axes[r, c]
-      ax.imshow(np.asarray(images[i]).reshape(28, 28), cmap="gray_r",
-                vmin=0, vmax=1)
+      _show(ax, images[i])
       ax.set_xticks([])
       ax.set_yticks([])
       text = f"#{i} y={labels[i]}"
@@ -130,19 +148,29 @@ def top_examples(path, images, labels, clean_labels,
   return figures.save_png(fig, path)
 
 
-def write_all(directory, data, scores: Mapping[str, np.ndarray],
-              removal_rows: Sequence[dict]):
-  """Writes every figure into `directory`; returns their paths."""
+def write_all(directory, images, labels, clean_labels, noisy_idx,
+              scores: Mapping[str, np.ndarray],
+              removal_rows: Sequence[dict]) -> List[str]:
+  """Writes every figure into `directory`; returns their paths. ROC and
+  precision curves need known noise (`noisy_idx` not empty); the removal
+  plot a removal ablation.
+
+  Args:
+    images: the training images `[n, ...]` (uint8 or float in [0, 1]).
+    labels: int `[n]`, the labels trained with; `clean_labels` before noise.
+    noisy_idx: int, the examples the noise touched.
+    scores: name -> float `[n]`, higher = more suspicious.
+    removal_rows: rows of `detection.REMOVAL_COLUMNS` (may be empty).
+  """
   os.makedirs(directory, exist_ok=True)
-  paths = [
-      roc_curves(os.path.join(directory, FILENAMES[0]), scores,
-                 data.noisy_idx),
-      precision_curves(os.path.join(directory, FILENAMES[1]),
-                       scores, data.noisy_idx),
-      top_examples(os.path.join(directory, FILENAMES[2]),
-                   data.train_images, data.train_labels,
-                   data.clean_train_labels, scores, data.noisy_idx),
-  ]
+  paths = []
+  if len(noisy_idx):
+    paths += [roc_curves(os.path.join(directory, FILENAMES[0]), scores,
+                         noisy_idx),
+              precision_curves(os.path.join(directory, FILENAMES[1]),
+                               scores, noisy_idx)]
+  paths.append(top_examples(os.path.join(directory, FILENAMES[2]), images,
+                            labels, clean_labels, scores, noisy_idx))
   if removal_rows:
     paths.append(removal_plot(os.path.join(directory, FILENAMES[3]),
                               removal_rows))
