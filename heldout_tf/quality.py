@@ -119,7 +119,8 @@ def parse_args(argv: Optional[Sequence[str]] = None,
     raise errors.UsageError(f"--num_runs must be >= 0, got {args.num_runs}")
   if not args.num_runs:
     given = [f"--{f}" for f in train.TRAINING_DEFAULTS
-             if getattr(args, f) != (None if f == "noise" else d[f])]
+             if getattr(args, f) != (",".join(d[f]) if f == "noise"
+                                      else d[f])]
     if args.engine != "local":
       given.append("--engine")
     if given:

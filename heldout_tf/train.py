@@ -24,6 +24,7 @@ an snt.Module. Recipes: mnist-mlp, released, resnet9 (see docs/collections.md
 for which settings are the papers').
 """
 
+import argparse
 import json
 from typing import Optional, Sequence
 
@@ -87,6 +88,16 @@ TRAINING_DEFAULTS = dict(
     noise=(), ssft_epochs=0, trajectory_runs=0, train_size=0, test_size=0)
 
 
+class _Repeated(argparse.Action):
+  """A repeatable flag whose given values replace its default (argparse's
+  'append' would add them to it)."""
+
+  def __call__(self, parser, namespace, values, option_string=None):
+    given = getattr(namespace, self.dest)
+    given = [] if given is self.default else list(given)
+    setattr(namespace, self.dest, given + [values])
+
+
 def add_training_flags(parser, defaults: Optional[dict] = None):
   """Declares the `TRAINING_DEFAULTS` flags on `parser` (or an argument
   group), with `defaults` replacing some of their defaults."""
@@ -122,14 +133,13 @@ def add_training_flags(parser, defaults: Optional[dict] = None):
                       default=d["checkpoint_every"],
                       help="Epochs between a run's resume checkpoints "
                       "(0: none).")
-  noise_default = ",".join(d["noise"])
   parser.add_argument(
-      "--noise", action="append", default=None, metavar="KIND:FRACTION",
+      "--noise", action=_Repeated, default=",".join(d["noise"]),
+      metavar="KIND:FRACTION",
       help="Known noise on the training set, seeded by --seed and "
       "recorded: kind:fraction[@intensity], kinds "
       f"{', '.join(noise.KINDS)}; repeat or comma-separate to combine "
-      f"('label:0' for none; default: {noise_default or 'none'}).")
-  parser.set_defaults(noise_default=noise_default)
+      "('label:0' for none; given values replace the default).")
   parser.add_argument("--ssft_epochs", type=int, default=d["ssft_epochs"],
                       help="Second-split epochs after each run, on its "
                       "held-out examples, for the second-split forgetting "
@@ -149,7 +159,7 @@ def training_values(args) -> dict:
   """The `model_blocks.Options` fields of the training flags in `args`."""
   values = {name: getattr(args, name) for name in TRAINING_DEFAULTS}
   values["model_options"] = parse_model_options(args.model_options)
-  values["noise"] = (args.noise_default if args.noise is None
+  values["noise"] = (args.noise if isinstance(args.noise, str)
                      else ",".join(args.noise))
   return values
 
