@@ -137,7 +137,8 @@ def load(source: str, data_dir: Optional[str] = None,
 def first_examples(data: ImageData, train_size: int = 0,
                    test_size: int = 0) -> ImageData:
   """`data` cut to its first `train_size` train / `test_size` test examples
-  (0: all of that split); `data` itself when both are 0.
+  (0: all of that split); `data` itself when both are 0. (`data` may be any
+  dataclass with ImageData's split fields, `name` and `description`.)
 
   Raises:
     errors.UsageError: a size is larger than its split (names --train_size

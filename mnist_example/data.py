@@ -80,29 +80,16 @@ def load(dataset: str = "auto", data_dir: Optional[str] = None,
 
 def first_examples(data: MnistData, train_size: int = 0,
                    test_size: int = 0) -> MnistData:
-  """`data` cut to its first `train_size` / `test_size` examples (0: all).
-
-  Raises `errors.UsageError` naming --train_size / --test_size when larger
-  than the data.
-  """
-  sizes = {"train": len(data.train_labels), "test": len(data.test_labels)}
-  for split, size in [("train", train_size), ("test", test_size)]:
-    if size > sizes[split]:
-      raise errors.UsageError(
-          f"--{split}_size {size} is larger than the {sizes[split]} "
-          f"{split} examples of {data.name}")
-  if not (train_size or test_size):
+  """`data` cut to its first `train_size` / `test_size` examples (0: all),
+  by `heldout_tf.image_data.first_examples` (its errors name --train_size
+  / --test_size), with the clean labels and noisy indices cut to match."""
+  cut = image_data.first_examples(data, train_size, test_size)
+  if cut is data:
     return data
-  n_train, n_test = train_size or sizes["train"], test_size or sizes["test"]
+  n = len(cut.train_labels)
   return dataclasses.replace(
-      data, train_images=data.train_images[:n_train],
-      train_labels=data.train_labels[:n_train],
-      clean_train_labels=data.clean_train_labels[:n_train],
-      test_images=data.test_images[:n_test],
-      test_labels=data.test_labels[:n_test],
-      noisy_idx=data.noisy_idx[data.noisy_idx < n_train],
-      description=data.description +
-      f", first {n_train} train / {n_test} test examples")
+      cut, clean_train_labels=data.clean_train_labels[:n],
+      noisy_idx=data.noisy_idx[data.noisy_idx < n])
 
 
 def add_label_noise(labels, fraction: float, seed: int,
