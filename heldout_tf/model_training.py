@@ -331,6 +331,7 @@ class _Plan:
     self._config = settings.subset_config()
     self._order = {}
     self.signals = None  # A _SignalSums with `settings.signals`.
+    self.partial_dir = None  # The run's partial area (resume checkpoints).
     self.trajectory_dir = None  # Where every epoch's checkpoint goes.
 
   def rate(self, step: int) -> float:
@@ -529,7 +530,7 @@ class RunTrainer:
         self.compiled_step(*plan.step_inputs(epoch, s))
         if on_step is not None:
           on_step(epoch * plan.steps + s + 1, plan.total)
-      self.end_epoch(plan, epoch, partial_dir)
+      self.end_epoch(plan, epoch)
       if on_epoch_end is not None:
         on_epoch_end(epoch)
     if self.settings.ssft_epochs:
@@ -556,18 +557,20 @@ class RunTrainer:
     if partial_dir is not None and os.path.isdir(partial_dir):
       first = self._resume(partial_dir) or 0
     plan = _Plan(self.settings, run, subset, first)
-    plan.trajectory_dir = trajectory_dir
+    plan.partial_dir, plan.trajectory_dir = partial_dir, trajectory_dir
     if self.settings.signals:
       plan.signals = _SignalSums(len(subset))
       if first:
         plan.signals.load(os.path.join(partial_dir, f"signals-{first}.npz"))
     return plan
 
-  def end_epoch(self, plan: "_Plan", epoch: int, partial_dir: Optional[str]):
+  def end_epoch(self, plan: "_Plan", epoch: int):
     """Records the epoch's signals (with `settings.signals`), then saves the
-    partial checkpoint when one is due after `epoch` (signal sums first,
-    so a partial checkpoint always has its sums), and the trajectory
-    checkpoint `ckpt-<epoch + 1>` when the plan keeps one."""
+    partial checkpoint into the plan's partial area when one is due after
+    `epoch` (signal sums first, so a partial checkpoint always has its
+    sums), and the trajectory checkpoint `ckpt-<epoch + 1>` when the plan
+    keeps one."""
+    partial_dir = plan.partial_dir
     if plan.signals is not None:
       self._record_signals(plan, epoch)
     if plan.trajectory_dir is not None:
@@ -779,12 +782,11 @@ class GroupTrainer:
     plans = [m.begin(r, p, subset=s, trajectory_dir=t) for m, r, p, s, t in
              zip(members, runs, partial_dirs, subsets, trajectory_dirs)]
     start = max(p.first_epoch for p in plans)
-    for m, plan, partial in zip(members, plans, partial_dirs):
-      self._epochs([m], [plan], plan.first_epoch, start,
-                   lambda m, p, e, d=partial: m.end_epoch(p, e, d))
-    ends = dict(zip(map(id, plans), partial_dirs))
-    self._epochs(members, plans, start, self.recipe.epochs,
-                 lambda m, p, e: m.end_epoch(p, e, ends[id(p)]), on_step)
+    end_epoch = lambda m, p, e: m.end_epoch(p, e)
+    for m, plan in zip(members, plans):
+      self._epochs([m], [plan], plan.first_epoch, start, end_epoch)
+    self._epochs(members, plans, start, self.recipe.epochs, end_epoch,
+                 on_step)
     if members[0].settings.ssft_epochs:
       seconds = [m.second_split(p) for m, p in zip(members, plans)]
       self._epochs(members, seconds, 0, seconds[0].epochs,

@@ -196,8 +196,8 @@ def test_block_trainer_resumes_a_killed_block_to_the_same_files(
   killed = collection.Store(str(tmp_path / "killed"), "tiny-resnet9", 0.7)
   end_epoch = model_training.RunTrainer.end_epoch
 
-  def die_after_saving(self, plan, epoch, partial):
-    end_epoch(self, plan, epoch, partial)
+  def die_after_saving(self, plan, epoch):
+    end_epoch(self, plan, epoch)
     if plan.run == 1:  # Both members have saved epoch 1 by now.
       raise _Killed()
 
