@@ -24,6 +24,8 @@ REMOVAL_COLUMNS = ("method", "fraction", "accuracy_mean", "accuracy_sd",
                    "num_removed", "noisy_removed")
 RANDOM = "random"
 NO_REMOVAL = "none"
+# The removal ablation's default fractions (`--removal_fractions`).
+DEFAULT_REMOVAL_FRACTIONS = "0.01,0.02,0.05,0.1,0.2"
 
 
 class DetectionError(errors.HeldoutError, ValueError):

@@ -35,17 +35,18 @@ one config.json names) with its recorded noise; its fingerprint must match.
 from typing import Optional, Sequence
 
 from heldout_tf import cli
+from heldout_tf import detection
 from heldout_tf import errors
 from heldout_tf import layout
 from heldout_tf import train
 
 PROG = "python -m heldout_tf.quality"
-DEFAULT_REMOVAL_FRACTIONS = "0.01,0.02,0.05,0.1,0.2"
 # Every flag's default; a preset (`mnist_example.quality`) passes its own.
 DEFAULTS = dict(
     train.TRAINING_DEFAULTS, root="./heldout_runs", experiment="", ratio=None,
     out=None, dataset="", data_dir=None, report=True, figures=True,
-    removal_models=0, removal_fractions=DEFAULT_REMOVAL_FRACTIONS,
+    removal_models=0,
+    removal_fractions=detection.DEFAULT_REMOVAL_FRACTIONS,
     num_runs=0, ssft_epochs=5)
 
 
@@ -97,7 +98,6 @@ def parse_args(argv: Optional[Sequence[str]] = None,
                defaults: Optional[dict] = None, prog: str = PROG):
   """Flags -> `(ScoreOptions, model_blocks.Options or None)`, checked."""
   # pylint: disable=g-import-not-at-top
-  from heldout_tf import detection
   from heldout_tf import model_blocks
   from heldout_tf import quality_scores
   # pylint: enable=g-import-not-at-top
@@ -146,9 +146,6 @@ def parse_args(argv: Optional[Sequence[str]] = None,
 
 def print_result(result):
   """The summary lines of a `quality_scores.Result`."""
-  # pylint: disable=g-import-not-at-top
-  from heldout_tf import detection
-  # pylint: enable=g-import-not-at-top
   n = len(result.data.train_labels)
   undefined = ", ".join(f"{k} {v}" for k, v in
                         result.scores.num_nan().items() if v) or "none"

@@ -47,15 +47,15 @@ from heldout_tf import detection
 from heldout_tf import errors
 from heldout_tf import files
 from heldout_tf import layout
+from heldout_tf import quality_figures
+from heldout_tf import removal
 from heldout_tf import signals as signals_lib
 
 # What a previous run of this or `mnist_example.quality` may have left in
 # the output directory that the report reads: removed before writing.
 OUTPUT_FILENAMES = (layout.SCORES_FILENAME, layout.DETECTION_FILENAME,
-                    layout.REMOVAL_FILENAME, layout.REPORT_FILENAME,
-                    "roc.png", "precision_at_k.png", "top_suspicious.png",
-                    "removal.png")  # quality_figures.FILENAMES
-DEFAULT_REMOVAL_FRACTIONS = "0.01,0.02,0.05,0.1,0.2"
+                    layout.REMOVAL_FILENAME, layout.REPORT_FILENAME
+                    ) + quality_figures.FILENAMES
 
 
 class QualityError(errors.HeldoutError, ValueError):
@@ -74,7 +74,7 @@ class ScoreOptions:
   report: bool = True
   figures: bool = True  # ROC, precision at k, top examples, removal.
   removal_models: int = 0  # Models per removal set (0: no ablation).
-  removal_fractions: str = DEFAULT_REMOVAL_FRACTIONS
+  removal_fractions: str = detection.DEFAULT_REMOVAL_FRACTIONS
   progress: bool = True
 
 
@@ -339,7 +339,6 @@ def _write_outputs(options: ScoreOptions, store, directory: str, data,
   """Removes the previous outputs, then writes scores.npz, detection.csv
   (with `table`), removal.csv (with `removal` rows), the figures and
   report.html; returns `(paths by kind, figure paths)`."""
-  from heldout_tf import quality_figures  # pylint: disable=g-import-not-at-top
   clear_outputs(directory)
   paths = {"scores": os.path.join(directory, layout.SCORES_FILENAME)}
   arrays = scores_arrays(scores, data, noisy, noise)
@@ -361,20 +360,6 @@ def _write_outputs(options: ScoreOptions, store, directory: str, data,
   return paths, figures
 
 
-def _removal(options: ScoreOptions, config: dict, where: str, data,
-             scores, noisy_idx) -> List[dict]:
-  """The removal ablation's rows (`heldout_tf.removal`), [] without one."""
-  if not options.removal_models:
-    return []
-  from heldout_tf import removal  # pylint: disable=g-import-not-at-top
-  return removal.ablation(
-      removal.settings_from(config, where), data, scores.values,
-      detection.parse_fractions(options.removal_fractions),
-      options.removal_models, noisy_idx,
-      group_size=int(config.get("group_size", 1) or 1),
-      progress=options.progress)
-
-
 def score(options: ScoreOptions, settings: Optional[dict] = None) -> Result:
   """Scores the collection `options` name and writes the outputs (see the
   module docstring); returns what it computed and wrote. `settings`: more
@@ -383,9 +368,9 @@ def score(options: ScoreOptions, settings: Optional[dict] = None) -> Result:
   config = store.require_config()
   run_ids = finished_runs(store)
   check_signals(store, config, run_ids)
-  if options.removal_models:  # Before the work, not after.
-    from heldout_tf import removal  # pylint: disable=g-import-not-at-top
-    removal.settings_from(config, store.config_path)
+  removal_settings = None
+  if options.removal_models:  # Refused before the work, not after.
+    removal_settings = removal.settings_from(config, store.config_path)
   data, noisy = load_data(config, store.config_path, options.dataset,
                           options.data_dir)
   scores = compute(store, run_ids, data, options.progress)
@@ -394,8 +379,14 @@ def score(options: ScoreOptions, settings: Optional[dict] = None) -> Result:
                else np.zeros([0], np.int64))
   table = (detection.detection_table(scores.values, noisy_idx)
            if len(noisy_idx) else None)
-  removal_rows = _removal(options, config, store.config_path, data, scores,
-                          noisy_idx)
+  removal_rows = []
+  if removal_settings is not None:
+    removal_rows = removal.ablation(
+        removal_settings, data, scores.values,
+        detection.parse_fractions(options.removal_fractions),
+        options.removal_models, noisy_idx,
+        group_size=int(config.get("group_size", 1) or 1),
+        progress=options.progress)
   # Everything is computed: only now does the previous output go.
   directory = options.out or os.path.join(store.path, layout.QUALITY_DIRNAME)
   with errors.user_path(directory, "write"):
@@ -431,7 +422,6 @@ def train_and_score(train_options, options: ScoreOptions,
 
   def check_data(data):
     if options.removal_models:
-      from heldout_tf import removal  # pylint: disable=g-import-not-at-top
       removal.check_fractions(
           len(data.train_labels),
           detection.parse_fractions(options.removal_fractions))
