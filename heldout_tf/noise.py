@@ -229,23 +229,11 @@ def apply(images, labels, specs: Sequence[NoiseSpec], seed: int,
                        by_kind=by_kind)
 
 
-def apply_to(data, specs: Sequence[NoiseSpec], seed: int):
-  """`(data with specs applied to its train split, by_kind)` for an
-  `mnist_example.data.MnistData` loaded without noise. `by_kind`: kind ->
-  sorted indices it touched."""
-  noisy = apply(data.train_images, data.clean_train_labels, specs, seed)
-  text = describe(specs)
-  data = dataclasses.replace(
-      data, train_images=noisy.images, train_labels=noisy.labels,
-      noisy_idx=noisy.noisy_idx,
-      description=data.description + (f", noise {text}" if text else ""))
-  return data, noisy.by_kind
-
-
 def apply_to_images(data, specs: Sequence[NoiseSpec], seed: int):
-  """`(noisy data, NoisyTrainSet)` for a `heldout_tf.image_data.ImageData`:
-  its training images and labels with `specs` applied (uint8 images stay
-  uint8); the `NoisyTrainSet` holds the clean labels and touched indices."""
+  """`(noisy data, NoisyTrainSet)` for a `heldout_tf.image_data.ImageData`
+  (or a copy with float32 images): its training images and labels with
+  `specs` applied (uint8 images stay uint8, float32 float32); the
+  `NoisyTrainSet` holds the clean labels and touched indices."""
   noisy = apply(data.train_images, data.train_labels, specs, seed,
                 data.num_classes)
   text = describe(specs)

@@ -97,14 +97,13 @@ def _mnist_data(config: dict, data_dir):
   data = mnist.load(config["dataset"], data_dir)
   if "noise" in config:
     data = image_data.first_examples(data, *sizes)
-    specs = noise_lib.parse(config["noise"])
-    noisy = noise_lib.apply(image_data.as_float(data.train_images),
-                            data.train_labels, specs, seed, mnist.NUM_CLASSES)
-    text = noise_lib.describe(specs)
-    data = dataclasses.replace(
-        data, train_images=_uint8(noisy.images), train_labels=noisy.labels,
-        description=data.description + (f", noise {text}" if text else ""))
-    return data, noisy.images, noisy.noisy_idx
+    as_trained, noisy = noise_lib.apply_to_images(
+        dataclasses.replace(
+            data, train_images=image_data.as_float(data.train_images)),
+        noise_lib.parse(config["noise"]), seed)
+    data = dataclasses.replace(as_trained,
+                               train_images=_uint8(as_trained.train_images))
+    return data, as_trained.train_images, noisy.noisy_idx
   fraction = float(config.get("label_noise", 0.0))
   if not 0.0 <= fraction < 1.0:  # Also refuses nan.
     raise errors.ConfigError(
