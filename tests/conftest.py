@@ -1,6 +1,9 @@
-"""Shared offline fixtures: a synthetic cifar10:3.0.2 and released-layout runs."""
+"""Shared offline fixtures: a synthetic cifar10:3.0.2 and released-layout
+runs; `imports_tensorflow`, whether some code pulls TensorFlow in."""
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -9,6 +12,7 @@ import pytest  # pylint: disable=g-import-not-at-top
 from heldout_tf import models  # pylint: disable=g-import-not-at-top
 from heldout_tf import synthetic  # pylint: disable=g-import-not-at-top
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = "cifar10-inception"
 RATIO = 0.7
 NUM_RUNS = 3
@@ -33,3 +37,20 @@ def release_root(tmp_path_factory, cifar10):
                                 "inception", arrays, seed=run,
                                 step=1000 + run, epoch=20 + run)
   return root
+
+
+@pytest.fixture
+def imports_tensorflow():
+  """`imports_tensorflow(code)`: whether running `code` in a fresh Python
+  (this checkout first on its path) imports TensorFlow."""
+
+  def run(code: str) -> bool:
+    out = subprocess.run(
+        [sys.executable, "-c",
+         code + "\nimport sys\nprint('tensorflow' in sys.modules)"],
+        capture_output=True, text=True, cwd=REPO, check=True)
+    last = out.stdout.strip().splitlines()[-1]
+    assert last in ("True", "False"), out.stdout
+    return last == "True"
+
+  return run

@@ -2,34 +2,21 @@
 
 import importlib
 import inspect
-import os
 import pkgutil
-import subprocess
-import sys
 
 import heldout_tf
 from heldout_tf import errors
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def _imports_tensorflow(code):
-  out = subprocess.run(
-      [sys.executable, "-c", code + "\nimport sys\n"
-       "print('tensorflow' in sys.modules)"],
-      capture_output=True, text=True, cwd=_ROOT, check=True)
-  return out.stdout.strip().splitlines()[-1] == "True"
-
-
-def test_download_path_does_not_import_tensorflow():
-  assert not _imports_tensorflow(
+def test_download_path_does_not_import_tensorflow(imports_tensorflow):
+  assert not imports_tensorflow(
       "import heldout_tf, heldout_tf.archive, heldout_tf.download, "
       "heldout_tf.layout, heldout_tf.released, heldout_tf.sizes")
 
 
-def test_models_do_import_tensorflow_on_access():
+def test_models_do_import_tensorflow_on_access(imports_tensorflow):
   # The check above can fail: touching a TF module does load TensorFlow.
-  assert _imports_tensorflow("import heldout_tf; heldout_tf.models")
+  assert imports_tensorflow("import heldout_tf; heldout_tf.models")
 
 
 def test_all_names_resolve():
