@@ -69,8 +69,8 @@ def time_overhead(group_size, epochs, repeats, ssft_epochs=5):
       times[name].append(_seconds(group, runs))
   base = min(times["without signals"])
   for name, values in times.items():
-    print(f"time: {group_size} runs x {epochs} epochs on {len(data.train_labels)} "
-          f"digits, {name}: {min(values):.2f} s (best of {repeats}; "
+    print(f"time: {group_size} runs x {epochs} epochs on "
+          f"{len(data.train_labels)} digits, {name}: {min(values):.2f} s (best of {repeats}; "
           f"{min(values) / base:.2f}x; all "
           f"{', '.join(f'{t:.2f}' for t in values)})", flush=True)
   return min(times["with signals"]) / base

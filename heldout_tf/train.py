@@ -19,9 +19,9 @@ continues from its last epoch checkpoint with the same final bits.
 
 Data: a tfds name (prepared in --data_dir, never downloaded without
 --download), npz:FILE (x_train, y_train, x_test, y_test; uint8 images),
-mnist or digits. Models: small_inception, resnet9, mlp, or module:function returning
-an snt.Module. Recipes: mnist-mlp, released, resnet9 (see docs/collections.md
-for which settings are the papers').
+mnist or digits. Models: small_inception, resnet9, mlp, or module:function
+returning an snt.Module. Recipes: mnist-mlp, released, resnet9 (see
+docs/collections.md for which settings are the papers').
 """
 
 import argparse
