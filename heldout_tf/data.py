@@ -124,9 +124,86 @@ def load(dataset: str, data_dir: Optional[str] = None,
                  lambda split: cifar_split(dataset, split, data_dir, download))
 
 
+# The tfds feature types the kit reads: tfds's own classes. A prepared
+# dataset's features.json names its feature classes, and tfds imports any
+# module a name points at; `check_tfds_source` refuses every other name
+# before tfds reads the file (no code is imported because a file says so).
+KNOWN_FEATURE_TYPES = frozenset(
+    f"tensorflow_datasets.core.features.{name}" for name in (
+        "features_dict.FeaturesDict", "image_feature.Image",
+        "class_label_feature.ClassLabel", "text_feature.Text",
+        "tensor_feature.Tensor", "feature.Tensor", "scalar.Scalar",
+        "sequence_feature.Sequence", "bounding_boxes.BBoxFeature",
+        "labeled_image.LabeledImage"))
+MAX_FEATURES_JSON_BYTES = 1 << 20
+# A tfds dataset as the kit names it: name[/config][:version]. Community
+# namespaces ('huggingface:mnist') would load other code: refused.
+_TFDS_NAME_RE = re.compile(
+    r"[a-z0-9_]+(/[A-Za-z0-9_.-]+)?(:[0-9]+\.[0-9]+\.[0-9]+)?")
+
+
+def _feature_types(value):
+  """Every `pythonClassName` in a parsed features.json, depth first."""
+  if isinstance(value, dict):
+    for key, item in value.items():
+      if key == "pythonClassName":
+        yield item
+      else:
+        yield from _feature_types(item)
+  elif isinstance(value, list):
+    for item in value:
+      yield from _feature_types(item)
+
+
+def check_features_file(path: str):
+  """`DataError` unless the tfds `features.json` at `path` names only
+  `KNOWN_FEATURE_TYPES` (read bounded, as untrusted JSON)."""
+  with errors.user_path(path, "read"):
+    npz.check_regular(path, DataError)
+    with open(path, "rb") as f:
+      raw = f.read(MAX_FEATURES_JSON_BYTES + 1)
+  if len(raw) > MAX_FEATURES_JSON_BYTES:
+    raise DataError(f"{path}: larger than {MAX_FEATURES_JSON_BYTES} bytes; "
+                    "not a tfds features.json")
+  try:
+    parsed = json.loads(raw.decode("utf-8"))
+  except (UnicodeDecodeError, ValueError) as e:
+    raise DataError(f"{path}: not a tfds features.json ({e})") from None
+  for name in _feature_types(parsed):
+    if name not in KNOWN_FEATURE_TYPES:
+      shown = str(name)[:120]
+      raise DataError(
+          f"{path}: feature type {shown!r} is not one the kit reads (tfds "
+          "would import its module; no code is imported because a file "
+          "names it)")
+
+
+def check_tfds_source(name: str, data_dir=None, flag: str = "--dataset"):
+  """Checks a tfds dataset before tfds opens it: `name` must be
+  name[/config][:version] (`errors.UsageError` naming `flag`), and every
+  `features.json` prepared for it under `data_dir` may name only the
+  kit's known feature types (`check_features_file`)."""
+  if not isinstance(name, str) or not _TFDS_NAME_RE.fullmatch(name):
+    raise errors.UsageError(
+        f"{flag} {str(name)[:80]!r}: not a tfds dataset name (name, "
+        "name/config or name:1.2.3; community datasets such as "
+        "'huggingface:...' are not loaded)")
+  base = os.path.join(os.path.expanduser(data_dir) if data_dir
+                      else default_data_dir(), name.split(":")[0])
+  if not os.path.isdir(base):
+    return
+  for directory, subdirs, names in os.walk(base):
+    depth = os.path.relpath(directory, base).count(os.sep)
+    if depth >= 2:  # <name>/[<config>/]<version>/features.json
+      subdirs[:] = []
+    if "features.json" in names:
+      check_features_file(os.path.join(directory, "features.json"))
+
+
 def load_tfds_arrays(name: str, split: str, data_dir=None, download=False):
   """The whole split as numpy arrays, in canonical (unshuffled) order."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  check_tfds_source(name, data_dir)
   try:
     arrays = tfds.load(name, split=split, batch_size=-1, shuffle_files=False,
                        data_dir=data_dir, download=download)
@@ -314,6 +391,9 @@ def imagenet_tfds_split(tfds_dir: str, split: str, index_map: IndexMap):
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds_split = IMAGENET_TFDS_SPLITS[split]
+  features = os.path.join(tfds_dir, "features.json")
+  if os.path.lexists(features):
+    check_features_file(features)
   builder = tfds.builder_from_directory(tfds_dir)
   if tfds_split not in builder.info.splits:
     raise DatasetNotFoundError(
@@ -439,6 +519,7 @@ def tfds_original_order(dataset: str, split: str = "train",
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   data_dir = os.path.expanduser(data_dir) if data_dir else default_data_dir()
+  check_tfds_source(dataset, data_dir)
   try:
     builder = tfds.builder(dataset, data_dir=data_dir)
     info_file = os.path.join(builder.data_dir, "dataset_info.json")

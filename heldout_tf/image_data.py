@@ -170,6 +170,7 @@ def load_tfds(name: str, data_dir=None, download=False) -> ImageData:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from heldout_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
+  data_lib.check_tfds_source(name, data_dir)
   arrays, num_classes = {}, None
   for split in SPLITS:
     try:

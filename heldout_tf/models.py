@@ -374,6 +374,43 @@ def load_user_model(path: str, num_classes: int, **options) -> snt.Module:
   return model
 
 
+def recorded_model(recorded, given: Optional[str] = None,
+                   where: str = "config.json") -> str:
+  """The model name to build for a collection whose config (`where`)
+  records `recorded`, given `--model given` on this command line (None or
+  '': not given).
+
+  A built-in name is used as recorded (`given`, if any, must name the same
+  architecture). A user module ('pkg.mod:fn') is code: it is imported only
+  when this invocation names it again (`given` equal to `recorded`), never
+  because a file says so. `errors.ConfigError` otherwise, naming `where`.
+  """
+  if not isinstance(recorded, str) or not recorded:
+    raise errors.ConfigError(f"{where}: key 'model' must be a model name, "
+                             f"got {str(recorded)[:80]!r}")
+  if is_user_model(recorded):
+    if not given:
+      raise errors.ConfigError(
+          f"{where} records the user module {recorded!r} as its model; it "
+          "is imported only when you name it: pass --model "
+          f"{recorded} (no code is imported because a file names it)")
+    if given != recorded:
+      raise errors.ConfigError(
+          f"--model {given} differs from the model {recorded!r} recorded in "
+          f"{where}")
+    return recorded
+  if recorded not in MODEL_NAMES and recorded not in ARCHS:
+    raise errors.ConfigError(
+        f"{where}: key 'model' {recorded[:80]!r} is not a built-in model "
+        f"({', '.join(MODEL_NAMES)}) or a module:function path")
+  if given and MODEL_NAMES.get(given, given) != MODEL_NAMES.get(recorded,
+                                                                recorded):
+    raise errors.ConfigError(
+        f"--model {given} differs from the model {recorded!r} recorded in "
+        f"{where}")
+  return recorded
+
+
 def build(name: str, num_classes: int, **options) -> snt.Module:
   """A model by command-line name ('small_inception', 'resnet9', 'mlp', an
   architecture name, or 'pkg.mod:fn')."""

@@ -114,13 +114,17 @@ def parse_args(argv: Optional[Sequence[str]] = None,
       root=args.root, experiment=args.experiment, ratio=ratio, out=args.out,
       dataset=args.dataset, data_dir=args.data_dir, report=args.report,
       figures=args.figures, removal_models=args.removal_models,
-      removal_fractions=args.removal_fractions, progress=args.progress)
+      removal_fractions=args.removal_fractions, model=args.model,
+      progress=args.progress)
   if args.num_runs < 0:
     raise errors.UsageError(f"--num_runs must be >= 0, got {args.num_runs}")
   if not args.num_runs:
+    # --model names the collection's own model for the removal ablation
+    # (a recorded user module is imported only when named here).
     given = [f"--{f}" for f in train.TRAINING_DEFAULTS
              if getattr(args, f) != (",".join(d[f]) if f == "noise"
-                                      else d[f])]
+                                      else d[f])
+             and not (f == "model" and args.removal_models)]
     if args.engine != "local":
       given.append("--engine")
     if given:

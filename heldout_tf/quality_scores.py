@@ -75,6 +75,9 @@ class ScoreOptions:
   figures: bool = True  # ROC, precision at k, top examples, removal.
   removal_models: int = 0  # Models per removal set (0: no ablation).
   removal_fractions: str = detection.DEFAULT_REMOVAL_FRACTIONS
+  # --model as given: the ablation imports a recorded user module only
+  # when this names it.
+  model: str = ""
   progress: bool = True
 
 
@@ -370,7 +373,8 @@ def score(options: ScoreOptions, settings: Optional[dict] = None) -> Result:
   check_signals(store, config, run_ids)
   removal_settings = None
   if options.removal_models:  # Refused before the work, not after.
-    removal_settings = removal.settings_from(config, store.config_path)
+    removal_settings = removal.settings_from(config, store.config_path,
+                                             options.model)
   data, noisy = load_data(config, store.config_path, options.dataset,
                           options.data_dir)
   scores = compute(store, run_ids, data, options.progress)

@@ -30,18 +30,24 @@ from heldout_tf import progress as progress_lib
 SEED_OFFSET = 1
 
 
-def settings_from(config: dict, where: str = "config.json"):
+def settings_from(config: dict, where: str = "config.json",
+                  model: str = ""):
   """The `model_training.TrainSettings` of the ablation's models: the
   recipe, model, options and precision a collection recorded (made by
   `python -m heldout_tf.train` or `heldout_tf.quality`), trained on all
   kept examples (ratio 1), seed + 1, no signals.
 
+  `model`: --model as given on this command line. A recorded user module
+  is imported only when `model` names it (`models.recorded_model`).
+
   Raises:
     errors.ConfigError: the collection records no recipe (e.g. one made by
-      `python -m mnist_example.train`).
+      `python -m mnist_example.train`), or a user module `model` does not
+      name.
   """
   # pylint: disable=g-import-not-at-top
   from heldout_tf import model_training
+  from heldout_tf import models
   from heldout_tf import recipes
   # pylint: enable=g-import-not-at-top
   recorded = config.get("recipe")
@@ -52,13 +58,14 @@ def settings_from(config: dict, where: str = "config.json"):
         "be retrained for a removal ablation (collections made by "
         "`heldout train` or `heldout quality --num_runs` record them); "
         "pass --removal_models 0")
+  name = models.recorded_model(config["model"], model, where)
   try:
     recipe = recipes.Recipe(**recorded)
   except TypeError as e:
     raise errors.ConfigError(f"{where}: key 'recipe' is not a recipe "
                              f"({e})") from None
   return model_training.TrainSettings(
-      recipe, config["model"], 1.0,
+      recipe, name, 1.0,
       seed=int(config.get("seed", 0)) + SEED_OFFSET,
       precision=str(config.get("precision", "float32")),
       model_options=dict(config.get("model_options") or {}),

@@ -143,7 +143,9 @@ def _tfds(dataset: str, data_dir) -> Tuple[Optional[Images], str]:
     arrays = {split: heldout_data.load_tfds_arrays(dataset, split, data_dir,
                                                    download=False)
               for split in ("train", "test")}
-  except FileNotFoundError:
+  except errors.HeldoutError as e:
+    if not isinstance(e, FileNotFoundError):
+      return None, f"no images: {e}"
     return None, (f"no images: tfds {dataset} is not prepared in "
                   f"{data_dir or 'the default tfds data_dir'} (pass "
                   "--data_dir)")
