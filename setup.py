@@ -19,11 +19,10 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["heldout_tf", "heldout_tf.*",
                                                "mnist_example",
                                                "mnist_example.*"]),
-    py_modules=["demo"],
     entry_points={
         # `heldout <command>`: the same as `python -m <module>` (see
         # heldout_tf/commands.py for the commands).
-        "console_scripts": ["heldout = heldout_tf.commands:entry_point"],
+        "console_scripts": ["heldout = heldout_tf.cli.commands:entry_point"],
     },
     install_requires=[
         "tensorflow>=2.12",

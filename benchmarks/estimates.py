@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from heldout_tf import estimates  # pylint: disable=g-import-not-at-top
-from heldout_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
+from heldout_tf.collection import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
 counting = estimates.counting
 estimators = estimates.estimators

@@ -8,7 +8,7 @@ in-memory images, in one process:
   would be slower still), `tf.train.Checkpoint(model=model).restore(prefix)`
   (deferred: the values land when the first call creates the variables),
   and run the batches through it;
-- kit: `heldout_tf.evaluation.evaluate_runs`, the loop `heldout evaluate`
+- kit: `heldout_tf.collection.evaluation.evaluate_runs`, the loop `heldout evaluate`
   uses: one model built once and the split read once; per run a strict
   `checkpoints.restore`, reading aux_arrays.npz, `evaluation.evaluate`
   (which reuses the model's traced forward pass) and the cross-check.
@@ -45,11 +45,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from heldout_tf import checkpoints
-from heldout_tf import evaluation
-from heldout_tf import layout
+from heldout_tf.models import checkpoints
+from heldout_tf.collection import evaluation
+from heldout_tf.collection import layout
 from heldout_tf import models
-from heldout_tf import progress
+from heldout_tf.core import progress
 from heldout_tf import synthetic
 
 ARCH = "inception"

@@ -5,7 +5,7 @@ the same batches of random [0, 1] 32x32x3 images (CIFAR preprocessing):
 
 - tf: the kit's traced forward pass (`exports.inference_function`, the
   graph that is exported), on tensors already in memory;
-- onnx: the file `heldout_tf.export --format onnx` writes, run by an
+- onnx: the file `heldout_tf.cli.export --format onnx` writes, run by an
   `onnxruntime.InferenceSession` on the CPU (default threads, all graph
   optimisations), on numpy arrays already in memory.
 
@@ -33,7 +33,7 @@ import tensorflow as tf
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
-from heldout_tf import exports  # pylint: disable=g-import-not-at-top
+from heldout_tf.models import exports  # pylint: disable=g-import-not-at-top
 from heldout_tf import models
 from heldout_tf import synthetic
 

@@ -5,7 +5,7 @@ directory (checkpoint-like float32 weights, which gzip barely shrinks, plus a
 small aux_arrays.npz per run), then measures on the same file:
 
   * plain `gzip -dc archive > /dev/null` (decode baseline);
-  * the kit: `python -m heldout_tf.download --only aux --base_url <dir>`
+  * the kit: `python -m heldout_tf.cli.download --only aux --base_url <dir>`
     (stream once, MD5, inflate, walk the tar, stage and commit the aux files),
     and the same with `--only all` (everything extracted);
   * "download whole + tar xzf": `cp` the archive into the destination, then
@@ -38,7 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 # pylint: disable=g-import-not-at-top
-from heldout_tf import layout
+from heldout_tf.collection import layout
 from heldout_tf.synthetic import archives
 # pylint: enable=g-import-not-at-top
 
@@ -212,7 +212,7 @@ def main(argv=None):
     def kit_run(only):
       shutil.rmtree(dest, ignore_errors=True)
       return timed(
-          [sys.executable, "-m", "heldout_tf.download", "--experiment",
+          [sys.executable, "-m", "heldout_tf.cli.download", "--experiment",
            EXPERIMENT, "--root", dest, "--base_url", src, "--md5", md5,
            "--only", only, "--noprogress"], dest, env=env,
           stdout=subprocess.DEVNULL)

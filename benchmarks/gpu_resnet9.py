@@ -39,9 +39,9 @@ if __name__ == "__main__":
 import numpy as np
 import tensorflow as tf
 
-from heldout_tf import image_data
-from heldout_tf import model_training
-from heldout_tf import recipes
+from heldout_tf.data import image_data
+from heldout_tf.training import model_training
+from heldout_tf.training import recipes
 # pylint: enable=g-import-not-at-top,g-bad-import-order
 
 

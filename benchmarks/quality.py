@@ -1,6 +1,6 @@
 """What recording data-quality signals costs, in time and memory.
 
-1. Time: the same group of G MLP runs (`heldout_tf.model_training.
+1. Time: the same group of G MLP runs (`heldout_tf.training.model_training.
    GroupTrainer`, the trainer of `heldout quality` and its MNIST preset)
    trained in one process without signals, with signals, and with signals
    plus a second-split phase (alternating, best of `--repeats`), on the
@@ -32,11 +32,11 @@ cli.quiet_tensorflow()
 
 import numpy as np  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
-from heldout_tf import image_data  # pylint: disable=g-import-not-at-top
-from heldout_tf import model_training
-from heldout_tf import recipes
-from heldout_tf import signals
-from heldout_tf import sizes
+from heldout_tf.data import image_data  # pylint: disable=g-import-not-at-top
+from heldout_tf.training import model_training
+from heldout_tf.training import recipes
+from heldout_tf.collection import signals
+from heldout_tf.core import sizes
 
 MNIST_TRAIN, MNIST_RUNS = 60000, 2000
 

@@ -53,8 +53,8 @@ import numpy as np
 
 from heldout_tf import collection
 from heldout_tf import estimates
-from heldout_tf import layout
-from heldout_tf import training
+from heldout_tf.collection import layout
+from heldout_tf.training import ensemble
 from heldout_tf.estimates import on_ray
 from mnist_example import blocks
 from mnist_example import common
@@ -114,10 +114,10 @@ def paper_group_seconds(group_size, steps=24):
   n_train, n_test = PAPER["train_size"], PAPER["test_size"]
   images = rng.random((n_train, 784), np.float32)
   labels = rng.integers(0, 10, n_train)
-  config = training.TrainConfig(
+  config = ensemble.TrainConfig(
       ratio=steps * PAPER["batch_size"] / n_train, epochs=1,
       batch_size=PAPER["batch_size"])
-  trainer = training.EnsembleTrainer(images, labels, config)
+  trainer = ensemble.EnsembleTrainer(images, labels, config)
   trainer.train(list(range(group_size)))  # Trace and warm up.
   start = time.perf_counter()
   result = trainer.train(list(range(group_size)))

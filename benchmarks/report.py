@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from heldout_tf import files  # pylint: disable=g-import-not-at-top
+from heldout_tf.core import files  # pylint: disable=g-import-not-at-top
 from heldout_tf import report  # pylint: disable=g-import-not-at-top
 from heldout_tf import synthetic  # pylint: disable=g-import-not-at-top
 from heldout_tf import collection  # pylint: disable=g-import-not-at-top

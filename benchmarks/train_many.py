@@ -5,11 +5,11 @@ All methods train the same runs (784-512-256-10 MLP, SGD momentum, batch
 set, `--epochs` epochs) in one process:
 
 - plain loop: one model at a time as typically written, which is
-  `heldout_tf.training.train_alone` in float32 (the reference semantics):
+  `heldout_tf.training.ensemble.train_alone` in float32 (the reference semantics):
   per run a fresh sonnet `models.MLP`, `snt.optimizers.Momentum` and
   `tf.function` step, fed NumPy batches `images[idx]`;
 - ensemble float32 and ensemble bfloat16 (taking turns group by group):
-  `heldout_tf.training.EnsembleTrainer`, G models per compiled step, with
+  `heldout_tf.training.ensemble.EnsembleTrainer`, G models per compiled step, with
   `TrainConfig.precision` 'float32' and 'bfloat16' (mixed precision:
   bfloat16 matmuls, float32 weights, momentum and loss).
 
@@ -50,9 +50,9 @@ import tensorflow as tf
 
 from heldout_tf import cli
 from heldout_tf import estimates
-from heldout_tf import hardware
-from heldout_tf import progress
-from heldout_tf import training
+from heldout_tf.core import hardware
+from heldout_tf.core import progress
+from heldout_tf.training import ensemble
 from mnist_example import common
 from mnist_example import data as data_lib
 # pylint: enable=g-import-not-at-top,g-bad-import-order
@@ -145,7 +145,7 @@ def train_plain(images, labels, config, runs):
   start = time.perf_counter()
   with progress.bar(len(runs), "plain loop", "run") as bar:
     for run in runs:
-      training.train_alone(images, labels, config, run)
+      ensemble.train_alone(images, labels, config, run)
       bar.update(1)
   return time.perf_counter() - start
 
@@ -176,8 +176,8 @@ def eval_seconds_per_model_example(trainer, runs, images) -> float:
   """Seconds `predict` takes per model and example (at initial weights)."""
   config, input_dim = trainer.config, trainer.input_dim
   params = [np.stack(layer) for layer in zip(
-      *[training.init_params(config, r, input_dim) for r in runs])]
-  result = training.GroupResult(runs, params, np.zeros([len(runs), 1], int))
+      *[ensemble.init_params(config, r, input_dim) for r in runs])]
+  result = ensemble.GroupResult(runs, params, np.zeros([len(runs), 1], int))
   trainer.predict(result, images[:1024])  # Trace.
   start = time.perf_counter()
   trainer.predict(result, images)
@@ -210,11 +210,11 @@ def step_profile(precision, group_size, steps=5):
   """
   rng = np.random.default_rng(0)
   n = 6000  # The gather's cost does not depend on the dataset size.
-  config = training.TrainConfig(precision=precision)
+  config = ensemble.TrainConfig(precision=precision)
   categories, ops = collections.Counter(), collections.Counter()
   wall = 0.0
   with tf.Graph().as_default():
-    trainer = training.EnsembleTrainer(
+    trainer = ensemble.EnsembleTrainer(
         rng.random([n, 784], dtype=np.float32),
         rng.integers(0, 10, n), config)
     with tf.name_scope("profile"):  # A tf.Module needs a scope in graphs.
@@ -290,11 +290,11 @@ def quality_check(options):
   epochs = max(options.quality_epochs, options.auc_epochs)
   out = {}
   for precision in PRECISIONS:
-    config = training.TrainConfig(epochs=epochs, precision=precision,
+    config = ensemble.TrainConfig(epochs=epochs, precision=precision,
                                   num_classes=data_lib.NUM_CLASSES)
-    trainer = training.EnsembleTrainer(data.train_images, data.train_labels,
+    trainer = ensemble.EnsembleTrainer(data.train_images, data.train_labels,
                                        config)
-    group_size = min(len(runs), training.MAX_GROUP_SIZE)
+    group_size = min(len(runs), ensemble.MAX_GROUP_SIZE)
     mask = np.zeros([len(runs), n], bool)
     correct = np.zeros([len(runs), n], bool)
     test_accuracy = []
@@ -328,7 +328,7 @@ def measure_speed(options, group_size):
   n = options.train_size
   images = rng.random([n, 784], dtype=np.float32)
   labels = rng.integers(0, 10, n).astype(np.int32)
-  configs = {p: training.TrainConfig(epochs=options.epochs, precision=p)
+  configs = {p: ensemble.TrainConfig(epochs=options.epochs, precision=p)
              for p in PRECISIONS}
   config = configs["float32"]
   steps = config.epochs * config.steps_per_epoch(n)
@@ -339,7 +339,7 @@ def measure_speed(options, group_size):
         f"{flops_per_step / 1e6:.0f} MFLOP per model-step")
 
   peaks = {p: matmul_peak_gflops(options.peak_size,
-                                 training.compute_dtype(p))
+                                 ensemble.compute_dtype(p))
            for p in PRECISIONS}
   print(f"measured matmul peaks ({options.peak_size}^3 tf.matmul): float32 "
         f"{peaks['float32']:.1f} GFLOP/s, bfloat16 {peaks['bfloat16']:.1f} "
@@ -359,7 +359,7 @@ def measure_speed(options, group_size):
       train_plain(images, labels, config,
                   list(range(options.plain_models))), options.plain_models)
   runs = list(range(options.num_models))
-  trainers = {p: training.EnsembleTrainer(images, labels, configs[p],
+  trainers = {p: ensemble.EnsembleTrainer(images, labels, configs[p],
                                           jit_compile=options.jit_compile)
               for p in PRECISIONS}
   seconds = train_ensembles(trainers, runs, group_size)
@@ -372,7 +372,7 @@ def measure_speed(options, group_size):
     eval_rates[precision] = eval_seconds_per_model_example(
         trainers[precision], runs[:group_size], images[:min(n, 20000)])
 
-  paper_config = training.TrainConfig(
+  paper_config = ensemble.TrainConfig(
       ratio=PAPER["ratio"], epochs=PAPER["epochs"],
       batch_size=PAPER["batch_size"])
   paper_steps = paper_config.epochs * paper_config.steps_per_epoch(
@@ -414,8 +414,8 @@ def main(argv=None):
   print(f"TensorFlow {tf.__version__}; CPU bfloat16 units: "
         f"{', '.join(bf16_units) or 'none'}; TF_ENABLE_ONEDNN_OPTS="
         f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (default)')}")
-  group_size = min(options.group_size or training.auto_group_size(
-      training.TrainConfig()), options.num_models)
+  group_size = min(options.group_size or ensemble.auto_group_size(
+      ensemble.TrainConfig()), options.num_models)
   if options.speed:
     measure_speed(options, group_size)
   if options.profile:

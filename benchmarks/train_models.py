@@ -3,7 +3,7 @@
 For ResNet-9 (recipe 'resnet9', batch 512) and SmallInception (recipe
 'released', batch 128), on random 32x32x3 images in one process:
 
-- kit: `heldout_tf.model_training.RunTrainer` (the trainer collections use:
+- kit: `heldout_tf.training.model_training.RunTrainer` (the trainer collections use:
   one compiled step per run, data on the device, per-step learning rate,
   stateless seeded augmentation), in each requested precision, timed with
   and without the recipe's augmentation;
@@ -39,9 +39,9 @@ if __name__ == "__main__":
 import numpy as np
 import tensorflow as tf
 
-from heldout_tf import image_data
-from heldout_tf import model_training
-from heldout_tf import recipes
+from heldout_tf.data import image_data
+from heldout_tf.training import model_training
+from heldout_tf.training import recipes
 # pylint: enable=g-import-not-at-top,g-bad-import-order
 
 CIFAR = dict(n_train=50_000, n_test=10_000, ratio=0.7)

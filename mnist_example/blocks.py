@@ -3,12 +3,12 @@ protocol): what a process (the driver's or a Ray worker's) trains blocks
 with. Imports TensorFlow; the command lines import it after parsing.
 """
 
-from heldout_tf import errors
-from heldout_tf import training
+from heldout_tf.core import errors
+from heldout_tf.training import ensemble
 from mnist_example import common
 
 
-class TrainBlocks(training.EnsembleBlocks):
+class TrainBlocks(ensemble.EnsembleBlocks):
   """`mnist_example.train`'s runs: MLP ensembles on the pipeline's data.
 
   Built from small picklable values; the data is loaded on the first block

@@ -11,7 +11,7 @@ import os
 from typing import Optional
 
 from heldout_tf import collection
-from heldout_tf import layout
+from heldout_tf.collection import layout
 from heldout_tf.collection import options as options_lib
 from mnist_example import data as data_lib
 
@@ -57,12 +57,12 @@ def add_data_flags(parser: argparse.ArgumentParser, defaults: MnistOptions):
 
 def train_config(options: collection.Options, precision: str = "float32",
                  **overrides):
-  """The `training.TrainConfig` of `options`'s runs (imports TensorFlow)."""
-  from heldout_tf import training  # pylint: disable=g-import-not-at-top
+  """The `ensemble.TrainConfig` of `options`'s runs (imports TensorFlow)."""
+  from heldout_tf.training import ensemble  # pylint: disable=g-import-not-at-top
   values = {f.name: getattr(options, f.name)
             for f in dataclasses.fields(options_lib.RunSettings)}
   values.update(overrides)
-  return training.TrainConfig(num_classes=data_lib.NUM_CLASSES,
+  return ensemble.TrainConfig(num_classes=data_lib.NUM_CLASSES,
                               precision=precision, **values)
 
 

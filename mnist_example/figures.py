@@ -1,11 +1,11 @@
-"""Figures of the MNIST reproduction (`heldout_tf.figures`: Agg canvas, no
+"""Figures of the MNIST reproduction (`heldout_tf.core.figures`: Agg canvas, no
 pyplot, atomic PNG writes; nothing happens at import)."""
 
 import os
 
 import numpy as np
 
-from heldout_tf import figures
+from heldout_tf.core import figures
 from heldout_tf.estimates import reporting
 
 NOISY_COLOR = "tab:red"

@@ -1,13 +1,13 @@
 r"""Which MNIST examples are noisy? Seven scores on the same runs, one command.
 
-The MNIST preset of `python -m heldout_tf.quality`: makes a training set
-with known noise (`heldout_tf.noise`), trains a collection of held-out MLP
+The MNIST preset of `python -m heldout_tf.cli.quality`: makes a training set
+with known noise (`heldout_tf.data.noise`), trains a collection of held-out MLP
 runs on it with per-epoch signals and a second-split phase
-(`heldout_tf.model_training`), scores every training example with held-out
+(`heldout_tf.training.model_training`), scores every training example with held-out
 memorization, 1 - C-score, held-out loss, TracIn, AUM, second-split
-forgetting and confident learning (`heldout_tf.scores`), measures how well
-each finds the noisy examples (`heldout_tf.detection`) and retrains models
-without the top-scored examples (`heldout_tf.removal`):
+forgetting and confident learning (`heldout_tf.quality.scores`), measures how well
+each finds the noisy examples (`heldout_tf.quality.detection`) and retrains models
+without the top-scored examples (`heldout_tf.quality.removal`):
 
   python -m mnist_example.quality                         # label:0.1
   python -m mnist_example.quality --noise input_gaussian:0.1@0.5
@@ -16,7 +16,7 @@ without the top-scored examples (`heldout_tf.removal`):
 
 is the same as
 
-  python -m heldout_tf.quality --root ./heldout_quality \
+  python -m heldout_tf.cli.quality --root ./heldout_quality \
       --experiment mnist-mlp --dataset mnist --model mlp --recipe mnist-mlp \
       --num_runs 128 --group_size 16 --precision float32 --noise label:0.1 \
       --ssft_epochs 5 --removal_models 4 --trajectory_runs 4
@@ -49,11 +49,11 @@ new ones written, the manifest last.
 from typing import Optional, Sequence
 
 from heldout_tf import cli
-from heldout_tf import quality
+from heldout_tf.cli import quality
 
 PROG = "python -m mnist_example.quality"
 EXPERIMENT = "mnist-mlp"
-# The preset: `heldout_tf.quality`'s defaults that differ.
+# The preset: `heldout_tf.cli.quality`'s defaults that differ.
 PRESET = dict(root="./heldout_quality", experiment=EXPERIMENT,
               dataset="mnist", model="mlp", recipe="mnist-mlp",
               num_runs=128, group_size=16, precision="float32",

@@ -44,8 +44,8 @@ import numpy as np
 
 from heldout_tf import cli
 from heldout_tf import collection
-from heldout_tf import errors
-from heldout_tf import layout
+from heldout_tf.core import errors
+from heldout_tf.collection import layout
 from heldout_tf.collection import options as options_lib
 from mnist_example import common
 from mnist_example import data as data_lib
@@ -152,7 +152,7 @@ def store_for(options: Options) -> collection.Store:
 def train_stage(options: Options, data: data_lib.MnistData) -> dict:
   """Trains this shard's unfinished runs (`collection.train`)."""
   # pylint: disable=g-import-not-at-top
-  from heldout_tf import training
+  from heldout_tf.training import ensemble
   from mnist_example import blocks
   # pylint: enable=g-import-not-at-top
   store = store_for(options)
@@ -161,7 +161,7 @@ def train_stage(options: Options, data: data_lib.MnistData) -> dict:
   config = common.train_config(options, precision.name)
   group_size, why = collection.resolve_group_size(
       options.group_size, recorded, num_runs=options.num_runs,
-      shard=options.shard, choose=lambda: training.auto_group_size(config))
+      shard=options.shard, choose=lambda: ensemble.auto_group_size(config))
   fingerprint = data_fingerprint(data)
   spec = collection.Spec(
       options.root, EXPERIMENT, options.ratio, group_size, blocks.TrainBlocks,
@@ -208,7 +208,7 @@ def estimate_stage(options: Options,
   already loaded (stage 'all'); else loaded as the runs' config says.
   """
   # pylint: disable=g-import-not-at-top
-  from heldout_tf import detection
+  from heldout_tf.quality import detection
   from heldout_tf import estimates
   from mnist_example import figures  # Matplotlib only here.
   # pylint: enable=g-import-not-at-top

@@ -1,4 +1,4 @@
-"""Tests for heldout_tf.archive and the heldout_tf.download CLI (loopback)."""
+"""Tests for heldout_tf.archive and the heldout_tf.cli.download CLI (loopback)."""
 
 import errno
 import hashlib
@@ -15,12 +15,12 @@ import pytest
 # First: sets gcsfs's plain-filesystem switch before anything loads gcsfs.
 from heldout_tf.synthetic import servers  # pylint: disable=unused-import
 from heldout_tf import archive
-from heldout_tf import errors
-from heldout_tf import files
-from heldout_tf import layout
-from heldout_tf import released as released_lib
-from heldout_tf import runs as runs_lib
-from heldout_tf import sizes
+from heldout_tf.core import errors
+from heldout_tf.core import files
+from heldout_tf.collection import layout
+from heldout_tf.collection import released as released_lib
+from heldout_tf.collection import runs as runs_lib
+from heldout_tf.core import sizes
 from heldout_tf import synthetic
 
 EXP = synthetic.EXPERIMENT
@@ -407,7 +407,7 @@ def test_archive_url():
 def _cli(*args, env=None, timeout=120):
   env = dict(os.environ if env is None else env, PYTHONPATH=REPO,
              TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run([sys.executable, "-m", "heldout_tf.download", *args],
+  return subprocess.run([sys.executable, "-m", "heldout_tf.cli.download", *args],
                         capture_output=True, text=True, env=env,
                         timeout=timeout, cwd=REPO)
 
@@ -989,8 +989,8 @@ def test_cli_unreachable_source_fails_fast_with_one_error_line(tmp_path,
 
 def test_download_cli_imports_neither_tensorflow_nor_flags():
   code = ("import sys; from absl import flags; "
-          "import heldout_tf.download, heldout_tf.archive; "
-          "heldout_tf.download.build_parser().parse_args(['--experiment', 'x']); "
+          "import heldout_tf.cli.download, heldout_tf.archive; "
+          "heldout_tf.cli.download.build_parser().parse_args(['--experiment', 'x']); "
           "print(sorted(m for m in sys.modules "
           "if m.split('.')[0] in ('tensorflow', 'sonnet', 'keras')), "
           "'experiment' in flags.FLAGS)")
@@ -1002,9 +1002,9 @@ def test_download_cli_imports_neither_tensorflow_nor_flags():
 
 
 def _run_cli_in_process(capsys, *args):
-  """`python -m heldout_tf.download ARGS` in this process: (code, stderr)."""
+  """`python -m heldout_tf.cli.download ARGS` in this process: (code, stderr)."""
   from heldout_tf import cli  # pylint: disable=g-import-not-at-top
-  from heldout_tf import download  # pylint: disable=g-import-not-at-top
+  from heldout_tf.cli import download  # pylint: disable=g-import-not-at-top
   with pytest.raises(SystemExit) as e:
     cli.run(download.main, list(args))
   return e.value.code, capsys.readouterr().err
@@ -1049,7 +1049,7 @@ def test_cli_run_ids_and_ratios_as_everywhere(released, tmp_path, capsys):
 
 def test_cli_progress_in_a_redirected_log_is_plain_lines(released, tmp_path):
   proc = subprocess.run(  # Bytes: text mode would turn '\r' into '\n'.
-      [sys.executable, "-m", "heldout_tf.download", "--experiment", EXP,
+      [sys.executable, "-m", "heldout_tf.cli.download", "--experiment", EXP,
        "--root", str(tmp_path / "d"), "--base_url", released["dir"], "--md5",
        released["md5"], "--only", "aux"], capture_output=True, cwd=REPO,
       env=dict(os.environ, PYTHONPATH=REPO), timeout=120)

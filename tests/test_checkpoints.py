@@ -13,8 +13,8 @@ import pytest
 import sonnet as snt
 import tensorflow as tf
 
-from heldout_tf import checkpoints
-from heldout_tf import errors
+from heldout_tf.models import checkpoints
+from heldout_tf.core import errors
 from heldout_tf import models
 from heldout_tf import synthetic
 
@@ -370,7 +370,8 @@ def test_save_after_a_killed_save_left_a_temp_directory(tmp_path):
 _CONCURRENT_SAVER = textwrap.dedent("""
     import os, sys
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    from heldout_tf import checkpoints, models
+    from heldout_tf import models
+    from heldout_tf.models import checkpoints
     model = models.ensure_built(models.build_model("mlp", 10), "mlp")
     open(sys.argv[2], "w").close()  # Ready.
     for _ in range(int(sys.argv[3])):

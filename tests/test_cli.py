@@ -11,11 +11,11 @@ import sys
 import pytest
 
 from heldout_tf import cli
-from heldout_tf import commands
-from heldout_tf import errors
-from heldout_tf import experiments
-from heldout_tf import layout
-from heldout_tf import released
+from heldout_tf.cli import commands
+from heldout_tf.core import errors
+from heldout_tf.collection import experiments
+from heldout_tf.collection import layout
+from heldout_tf.collection import released
 
 _NOISE = ("oneDNN custom operations", "cuInit", "InitializeLog",
           "cpu_feature_guard", "cuda drivers")
@@ -114,8 +114,8 @@ def test_check_writable_names_the_path_not_a_probe(tmp_path):
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The commands this branch converts: (how to start it, its module).
-MINE = (("-m", "heldout_tf.download"), ("-m", "heldout_tf.evaluate"),
-        ("-m", "heldout_tf.estimate"), ("-m", "heldout_tf.commands"),
+MINE = (("-m", "heldout_tf.cli.download"), ("-m", "heldout_tf.cli.evaluate"),
+        ("-m", "heldout_tf.cli.estimate"), ("-m", "heldout_tf.cli.commands"),
         ("demo.py", "demo"))
 
 
@@ -143,7 +143,7 @@ def test_help_does_not_wait_for_tensorflow(how, module):
 
 
 def test_help_through_the_dispatcher_does_not_load_tensorflow():
-  stdout, loaded = _help_loads_tensorflow("-m", "heldout_tf.commands",
+  stdout, loaded = _help_loads_tensorflow("-m", "heldout_tf.cli.commands",
                                           "evaluate")
   assert "usage: heldout evaluate" in stdout and not loaded, stdout
   # The check can fail: running a command does load TensorFlow.
@@ -155,9 +155,9 @@ def test_help_through_the_dispatcher_does_not_load_tensorflow():
 
 def test_every_build_parser_shows_defaults_and_the_root_flag():
   # pylint: disable=g-import-not-at-top
-  from heldout_tf import download
-  from heldout_tf import estimate
-  from heldout_tf import evaluate
+  from heldout_tf.cli import download
+  from heldout_tf.cli import estimate
+  from heldout_tf.cli import evaluate
   for module in (download, estimate, evaluate):
     parser = module.build_parser()
     assert isinstance(parser, cli.Parser)
@@ -171,18 +171,18 @@ def test_every_build_parser_shows_defaults_and_the_root_flag():
 
 
 @pytest.mark.parametrize("module,argv,message", [
-    ("heldout_tf.download", ["--runs", "1-x"], "error: --runs: '1-x'"),
-    ("heldout_tf.download", ["--bogus"], "error: unrecognized arguments"),
-    ("heldout_tf.evaluate", ["--ratios", "0"], "error: --ratios: ratio must"),
-    ("heldout_tf.evaluate", ["--split", "dev"], "error: argument --split"),
-    ("heldout_tf.estimate", ["--root", "r", "--experiment", "e"],
+    ("heldout_tf.cli.download", ["--runs", "1-x"], "error: --runs: '1-x'"),
+    ("heldout_tf.cli.download", ["--bogus"], "error: unrecognized arguments"),
+    ("heldout_tf.cli.evaluate", ["--ratios", "0"], "error: --ratios: ratio must"),
+    ("heldout_tf.cli.evaluate", ["--split", "dev"], "error: argument --split"),
+    ("heldout_tf.cli.estimate", ["--root", "r", "--experiment", "e"],
      "error: the following arguments are required: --out"),
 ])
 def test_bad_flags_exit_2_with_an_error_line(module, argv, message, capsys):
   main = __import__(module, fromlist=["main"]).main
   with pytest.raises(SystemExit) as exit_info:
     cli.run(main, ["--experiment", "cifar10-inception", "--root", "r",
-                   *argv] if module == "heldout_tf.download" else argv)
+                   *argv] if module == "heldout_tf.cli.download" else argv)
   assert exit_info.value.code == 2
   err = capsys.readouterr().err
   assert err.startswith(message) and err.count("\n") == 1, err
@@ -191,7 +191,7 @@ def test_bad_flags_exit_2_with_an_error_line(module, argv, message, capsys):
 def test_dispatcher_runs_the_module_of_each_command(capsys, monkeypatch):
   assert list(commands.COMMANDS) == [
       "download", "evaluate", "estimate", "export", "train", "quality",
-      "report", "mnist", "mnist-quality"]
+      "report"]
   with pytest.raises(SystemExit) as exit_info:
     cli.run(commands.main, ["estimate", "--help"])
   assert exit_info.value.code == 0
@@ -225,7 +225,7 @@ def test_dispatcher_keeps_a_missing_dependency_a_real_error(tmp_path,
 
 def test_dispatcher_as_a_module_exits_2_for_a_bad_flag():
   proc = subprocess.run(
-      [sys.executable, "-m", "heldout_tf.commands", "evaluate", "--runs",
+      [sys.executable, "-m", "heldout_tf.cli.commands", "evaluate", "--runs",
        "x"], capture_output=True, text=True, cwd=REPO, timeout=120,
       env=dict(os.environ, PYTHONPATH=REPO))
   assert proc.returncode == 2
@@ -235,7 +235,7 @@ def test_dispatcher_as_a_module_exits_2_for_a_bad_flag():
 
 def test_setup_installs_the_heldout_script():
   with open(os.path.join(REPO, "setup.py")) as f:
-    assert '"heldout = heldout_tf.commands:entry_point"' in f.read()
+    assert '"heldout = heldout_tf.cli.commands:entry_point"' in f.read()
 
 
 @pytest.mark.parametrize("text,want", [
@@ -288,9 +288,9 @@ def test_one_registry_of_experiments():
   with pytest.raises(errors.UsageError, match="'mnist-mlp' is unknown"):
     released.get("mnist-mlp")
   # pylint: disable=g-import-not-at-top
-  from heldout_tf import exports
+  from heldout_tf.models import exports
   from heldout_tf import models
-  from heldout_tf import published
+  from heldout_tf.estimates import published
   for name, e in experiments.EXPERIMENTS.items():
     spec = exports.model_spec(name)
     assert (spec.arch, spec.num_classes, spec.preprocessing) == (
@@ -303,11 +303,11 @@ def test_one_registry_of_experiments():
 def test_download_hint_can_be_pasted(tmp_path):
   text = released.download_instructions("cifar10-inception",
                                         str(tmp_path / "a b"), 0.3, [7, 9])
-  line = next(l for l in text.splitlines() if "heldout_tf.download" in l)
+  line = next(l for l in text.splitlines() if "heldout_tf.cli.download" in l)
   assert "[" not in line and "|" not in line
-  from heldout_tf import download  # pylint: disable=g-import-not-at-top
+  from heldout_tf.cli import download  # pylint: disable=g-import-not-at-top
   words = shlex.split(line)
-  assert words[:3] == ["python", "-m", "heldout_tf.download"]
+  assert words[:3] == ["python", "-m", "heldout_tf.cli.download"]
   args = download.build_parser().parse_args(words[3:])
   assert (args.experiment, args.root, args.ratios, args.runs) == (
       "cifar10-inception", str(tmp_path / "a b"), "0.3", "7,9")

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from heldout_tf import errors
-from heldout_tf import layout
-from heldout_tf import runs as runs_lib
+from heldout_tf.core import errors
+from heldout_tf.collection import layout
+from heldout_tf.collection import runs as runs_lib
 from heldout_tf import collection
 
 EXPERIMENT = "toy-mlp"
@@ -196,7 +196,7 @@ def test_runs_of_other_ratios_are_not_counted(tmp_path):
 
 def test_auto_precision_takes_the_recorded_one_without_detecting(
     monkeypatch):
-  from heldout_tf import hardware  # pylint: disable=g-import-not-at-top
+  from heldout_tf.core import hardware  # pylint: disable=g-import-not-at-top
 
   def no_detection(*args):
     raise AssertionError("detected although a precision is recorded")
@@ -212,7 +212,7 @@ def test_auto_precision_takes_the_recorded_one_without_detecting(
 
 def test_auto_precision_of_a_new_collection_follows_the_hardware(
     monkeypatch):
-  from heldout_tf import hardware  # pylint: disable=g-import-not-at-top
+  from heldout_tf.core import hardware  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(hardware, "gpu_bf16", lambda: False)
   monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(["avx2"]))
   assert collection.resolve_precision("auto", None).name == "float32"
@@ -349,7 +349,7 @@ def test_a_worker_whose_tensorflow_import_failed_ends_itself(monkeypatch):
   # A task cancelled mid-import leaves TensorFlow half-registered; a later
   # task in that worker would fail forever ("already registered"). The
   # worker ends instead, so Ray retries on a fresh one.
-  from heldout_tf import cli  # pylint: disable=g-import-not-at-top
+  from heldout_tf.core import startup  # pylint: disable=g-import-not-at-top
   from heldout_tf.collection import engine  # pylint: disable=g-import-not-at-top
   exits = []
 
@@ -360,11 +360,11 @@ def test_a_worker_whose_tensorflow_import_failed_ends_itself(monkeypatch):
     exits.append(code)
     raise SystemExit(code)
 
-  monkeypatch.setattr(cli, "quiet_tensorflow", half_registered)
+  monkeypatch.setattr(startup, "quiet_tensorflow", half_registered)
   monkeypatch.setattr(engine.os, "_exit", fake_exit)
   with pytest.raises(SystemExit):
     engine._import_tensorflow_or_exit()  # pylint: disable=protected-access
   assert exits == [1]
-  monkeypatch.setattr(cli, "quiet_tensorflow", lambda: None)
+  monkeypatch.setattr(startup, "quiet_tensorflow", lambda: None)
   engine._import_tensorflow_or_exit()  # pylint: disable=protected-access
   assert exits == [1]

@@ -7,14 +7,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from heldout_tf import data
-from heldout_tf import errors
+from heldout_tf.data import pipelines
+from heldout_tf.core import errors
 from heldout_tf import synthetic
 
 
 def test_cifar_examples_in_canonical_order(cifar10):
   data_dir, arrays = cifar10
-  ds, n = data.load("cifar10:3.0.2", data_dir).split("train")
+  ds, n = pipelines.load("cifar10:3.0.2", data_dir).split("train")
   examples = list(ds.as_numpy_iterator())
   assert n == len(examples) == len(arrays["train"]["label"])
   for i, ex in enumerate(examples):
@@ -26,22 +26,22 @@ def test_cifar_examples_in_canonical_order(cifar10):
 
 def test_missing_dataset_is_an_error_not_a_download(tmp_path):
   with pytest.raises(FileNotFoundError, match="not prepared in"):
-    data.load("cifar100:3.0.2", str(tmp_path)).split("test")
+    pipelines.load("cifar100:3.0.2", str(tmp_path)).split("test")
 
 
 def test_cifar_augment_pads_crops_and_flips():
   image = tf.reshape(tf.range(32 * 32 * 3, dtype=tf.float32), (32, 32, 3))
   seen = set()
   for s in range(20):
-    out = data.cifar_augment(image, seed=tf.constant([s, 0]))
+    out = pipelines.cifar_augment(image, seed=tf.constant([s, 0]))
     assert out.shape == (32, 32, 3)
     np.testing.assert_array_equal(
-        out, data.cifar_augment(image, seed=tf.constant([s, 0])))
+        out, pipelines.cifar_augment(image, seed=tf.constant([s, 0])))
     seen.add(out.numpy().tobytes())
   assert len(seen) > 10
   # Every output is a window of the zero-padded (possibly flipped) image.
   padded = np.pad(image.numpy(), [(4, 4), (4, 4), (0, 0)])
-  out = data.cifar_augment(image, seed=tf.constant([3, 1])).numpy()
+  out = pipelines.cifar_augment(image, seed=tf.constant([3, 1])).numpy()
   windows = [p[y:y + 32, x:x + 32] for p in (padded, padded[:, ::-1])
              for y in range(9) for x in range(9)]
   assert any(np.array_equal(out, w) for w in windows)
@@ -51,7 +51,7 @@ def test_imagenet_indexed_records(tmp_path):
   synthetic.write_imagenet_records(
       str(tmp_path / "validation-00000-of-00001"), labels=[0, 1, 2],
       indices=[100, 101, 102])
-  ds, n = data.load("imagenet", str(tmp_path)).split("test")
+  ds, n = pipelines.load("imagenet", str(tmp_path)).split("test")
   assert n is None
   examples = list(ds.as_numpy_iterator())
   assert [ex["index"] for ex in examples] == [100, 101, 102]
@@ -64,21 +64,21 @@ def test_imagenet_indexed_records(tmp_path):
 
 def test_imagenet_needs_data_dir(tmp_path):
   with pytest.raises(ValueError, match="ImageNet needs --data_dir"):
-    data.load("imagenet")
+    pipelines.load("imagenet")
   with pytest.raises(FileNotFoundError, match="No TFRecord files match"):
-    data.load("imagenet", str(tmp_path)).split("train")
+    pipelines.load("imagenet", str(tmp_path)).split("train")
 
 
 def test_data_errors_derive_from_the_kit_error_base(tmp_path):
-  with pytest.raises(data.DatasetNotFoundError) as raised:
-    data.load("cifar100:3.0.2", str(tmp_path)).split("test")
+  with pytest.raises(pipelines.DatasetNotFoundError) as raised:
+    pipelines.load("cifar100:3.0.2", str(tmp_path)).split("test")
   assert isinstance(raised.value, errors.HeldoutError)
   bad_map = tmp_path / "map.csv"
   bad_map.write_text("validation,a.JPEG,first\n")
-  with pytest.raises(data.DataError, match="map.csv:1: index must be"):
-    data.read_index_map(str(bad_map))
+  with pytest.raises(pipelines.DataError, match="map.csv:1: index must be"):
+    pipelines.read_index_map(str(bad_map))
   with pytest.raises(errors.UsageError, match="split must be"):
-    data.load("cifar10:3.0.2", str(tmp_path)).split("validation")
+    pipelines.load("cifar10:3.0.2", str(tmp_path)).split("validation")
 
 
 def write_cifar_with_ids(data_dir, ids, seed=0, name="cifar10"):
@@ -121,7 +121,7 @@ def shuffled_cifar(tmp_path_factory):
 def test_order_mapping_from_shuffled_ids_is_cached(shuffled_cifar,
                                                    monkeypatch):
   data_dir, original, _ = shuffled_cifar
-  order = data.tfds_original_order("cifar10:3.0.2", "train", data_dir)
+  order = pipelines.tfds_original_order("cifar10:3.0.2", "train", data_dir)
   np.testing.assert_array_equal(order, original)
   cache = os.path.join(data_dir, "heldout_tf_cache",
                        "cifar10-3.0.2-train-order.npy")
@@ -131,33 +131,33 @@ def test_order_mapping_from_shuffled_ids_is_cached(shuffled_cifar,
     raise AssertionError("read the dataset despite the cache")
   monkeypatch.setattr(tfds.core.DatasetBuilder, "as_dataset", no_reading)
   np.testing.assert_array_equal(
-      data.tfds_original_order("cifar10", "train", data_dir), original)
+      pipelines.tfds_original_order("cifar10", "train", data_dir), original)
 
 
 def test_stale_cache_is_rebuilt(shuffled_cifar, tmp_path):
   data_dir, original, _ = shuffled_cifar
   cache = os.path.join(data_dir, "heldout_tf_cache",
                        "cifar10-3.0.2-train-order.npy")
-  data.tfds_original_order("cifar10", "train", data_dir)
+  pipelines.tfds_original_order("cifar10", "train", data_dir)
   np.save(cache, np.arange(N_TRAIN))  # Wrong but well formed... and newer,
   info = os.path.join(data_dir, "cifar10", "3.0.2", "dataset_info.json")
   os.utime(cache, (0, 0))  # ... so make it older than the dataset.
   np.testing.assert_array_equal(
-      data.tfds_original_order("cifar10", "train", data_dir), original)
+      pipelines.tfds_original_order("cifar10", "train", data_dir), original)
   assert os.path.getmtime(cache) >= os.path.getmtime(info)
 
 
 def test_unprepared_dataset_is_a_clear_error(tmp_path):
-  with pytest.raises(data.DatasetNotFoundError,
+  with pytest.raises(pipelines.DatasetNotFoundError,
                      match="'cifar100' split 'train' is not prepared in"):
-    data.tfds_original_order("cifar100", "train", str(tmp_path))
+    pipelines.tfds_original_order("cifar100", "train", str(tmp_path))
   assert not os.path.exists(tmp_path / "downloads")  # Nothing fetched.
 
 
 def test_bad_ids_are_an_error(tmp_path):
   write_cifar_with_ids(tmp_path, ["train_0", "train_1", "train_1"])
-  with pytest.raises(data.DataError, match="not train_0 .. "
+  with pytest.raises(pipelines.DataError, match="not train_0 .. "
                      "train_2"):
-    data.tfds_original_order("cifar10", "train", str(tmp_path))
-  with pytest.raises(data.DataError, match="id 'test_3'"):
-    data.parse_ids([b"train_1", b"test_3"], "train", "here")
+    pipelines.tfds_original_order("cifar10", "train", str(tmp_path))
+  with pytest.raises(pipelines.DataError, match="id 'test_3'"):
+    pipelines.parse_ids([b"train_1", b"test_3"], "train", "here")

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from conftest import EXPERIMENT, NUM_RUNS, RATIO
-from heldout_tf import checkpoints
-from heldout_tf import data
-from heldout_tf import evaluation
-from heldout_tf import files
+from heldout_tf.models import checkpoints
+from heldout_tf.data import pipelines
+from heldout_tf.collection import evaluation
+from heldout_tf.core import files
 from heldout_tf import models
-from heldout_tf import released
-from heldout_tf import runs
+from heldout_tf.collection import released
+from heldout_tf.collection import runs
 from heldout_tf import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,9 +46,9 @@ def test_all_runs_match(release_root, cifar10):
 def test_run_lists_and_ranges_mean_the_same_as_elsewhere(release_root,
                                                         cifar10, tmp_path):
   """`--runs 00,1-2 --ratios 0.70` is runs 0, 1, 2 at 0.7; `python -m
-  heldout_tf.evaluate` works from any directory."""
+  heldout_tf.cli.evaluate` works from any directory."""
   proc = subprocess.run(
-      [sys.executable, "-m", "heldout_tf.evaluate", "--experiment",
+      [sys.executable, "-m", "heldout_tf.cli.evaluate", "--experiment",
        EXPERIMENT, "--root", release_root, "--data_dir", cifar10[0],
        "--ratios", "0.70", "--runs", "00,1-2", "--require_match",
        "--noprogress"],
@@ -90,7 +90,7 @@ def test_missing_run_says_how_to_download(tmp_path):
   assert ("https://storage.googleapis.com/gresearch/"
           "heldout-training-checkpoints/cifar100-inception.tar.gz"
           in proc.stderr)
-  assert ("python -m heldout_tf.download --experiment cifar100-inception "
+  assert ("python -m heldout_tf.cli.download --experiment cifar100-inception "
           f"--root {tmp_path} --ratios 0.3 --runs 7\n") in proc.stderr
   assert (f"mkdir -p {tmp_path} && tar xzf cifar100-inception.tar.gz -C "
           f"{tmp_path}") in proc.stderr
@@ -123,7 +123,7 @@ def test_checkpoint_without_aux_arrays_is_reported_as_such(release_root,
   assert (f"{path} has a checkpoint but no aux_arrays.npz "
           f"({path}/aux_arrays.npz does not exist)") in proc.stderr
   assert "No run found" not in proc.stderr
-  assert "python -m heldout_tf.download" in proc.stderr
+  assert "python -m heldout_tf.cli.download" in proc.stderr
 
 
 @pytest.mark.parametrize("runs_flag,message", [
@@ -254,7 +254,7 @@ def test_imagenet_resnet50_end_to_end(tmp_path, source):
   # recorded correctness has both values.
   synthetic.write_imagenet_records(records, [0] * 6, indices,
                                           images=images)
-  predicted = evaluation.evaluate(model, data.load("imagenet", records_dir),
+  predicted = evaluation.evaluate(model, pipelines.load("imagenet", records_dir),
                                   "test", progress=False).logits.argmax(-1)
   labels = [p if i % 2 else (p + 1) % 1000 for i, p in enumerate(predicted)]
   if source == "tfrecords":

@@ -19,7 +19,7 @@ from typing import List, Optional
 import pytest
 
 from heldout_tf import cli
-from heldout_tf import commands
+from heldout_tf.cli import commands
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = sorted([os.path.join(REPO, "README.md")] +
@@ -34,7 +34,7 @@ class Command:
   page: str  # Relative to the repository.
   line: int  # 1-based, of the command's first line.
   text: str
-  module: str  # e.g. heldout_tf.download, or demo.
+  module: str  # e.g. heldout_tf.cli.download, or demo.
   args: List[str]
 
   def where(self) -> str:
@@ -68,7 +68,7 @@ def _module_of(words: List[str]) -> Optional[tuple]:
       return f"<unknown heldout command {words[1]!r}>", words[2:]
     return commands.COMMANDS[words[1]][0], words[2:]
   if words[:1] == ["heldout"]:
-    return "heldout_tf.commands", words[1:]
+    return "heldout_tf.cli.commands", words[1:]
   if words[:1] in (["python"], ["python3"]):
     if words[1:2] == ["demo.py"]:
       return "demo", words[2:]
@@ -111,7 +111,7 @@ def problems(command: Command) -> List[str]:
   except ModuleNotFoundError as e:
     return [f"{command.where()}: module {command.module} does not exist "
             f"({e}) in: {command.text}"]
-  if command.module == "heldout_tf.commands":
+  if command.module == "heldout_tf.cli.commands":
     return [] if not command.args or command.args[0] in ("-h", "--help") \
         else [f"{command.where()}: unknown heldout command in: "
               f"{command.text}"]
@@ -173,11 +173,11 @@ def test_the_check_finds_a_bad_flag_and_a_missing_module():
           "heldout download --not_in_a_block\n")
   found = find_commands(page, "docs/x.md")
   assert [(c.line, c.module) for c in found] == [
-      (4, "heldout_tf.download"), (6, "heldout_tf.no_such_module"),
-      (7, "heldout_tf.evaluate"), (8, "<unknown heldout command "
+      (4, "heldout_tf.cli.download"), (6, "heldout_tf.no_such_module"),
+      (7, "heldout_tf.cli.evaluate"), (8, "<unknown heldout command "
                                       "'frobnicate'>")]
   assert problems(found[0]) == [
-      "docs/x.md:4: --dest is not a flag of heldout_tf.download in: "
+      "docs/x.md:4: --dest is not a flag of heldout_tf.cli.download in: "
       "heldout download --experiment cifar10-inception --dest DIR "
       "--only aux"]
   assert problems(found[1])[0].startswith(

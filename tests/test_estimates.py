@@ -1,4 +1,4 @@
-"""Tests for heldout_tf.estimates and the heldout_tf.estimate CLI."""
+"""Tests for heldout_tf.estimates and the heldout_tf.cli.estimate CLI."""
 
 import os
 import subprocess
@@ -10,12 +10,12 @@ import pytest
 
 import heldout_tf
 from heldout_tf import cli
-from heldout_tf import errors
-from heldout_tf import files
-from heldout_tf import estimate
+from heldout_tf.core import errors
+from heldout_tf.core import files
+from heldout_tf.cli import estimate
 from heldout_tf import estimates
-from heldout_tf import layout
-from heldout_tf import runs
+from heldout_tf.collection import layout
+from heldout_tf.collection import runs
 from heldout_tf.estimates import counting
 from heldout_tf.estimates import estimators
 import conftest
@@ -475,7 +475,7 @@ def test_cli_on_release_fixture(release_root, tmp_path):
                                               conftest.EXPERIMENT)
   out = str(tmp_path / "estimates.npz")
   proc = subprocess.run(
-      [sys.executable, "-m", "heldout_tf.estimate", "--root", release_root,
+      [sys.executable, "-m", "heldout_tf.cli.estimate", "--root", release_root,
        "--experiment", conftest.EXPERIMENT, "--out", out,
        "--what", "mem,infl,pairs,cscores"],
       capture_output=True, text=True, check=False,
@@ -522,7 +522,7 @@ def test_cli_writes_estimates(release, tmp_path):
   root, (mask, correct_train, correct_test) = release
   out = str(tmp_path / "out" / "estimates.npz")
   proc = subprocess.run(
-      [sys.executable, "-m", "heldout_tf.estimate", "--root", root,
+      [sys.executable, "-m", "heldout_tf.cli.estimate", "--root", root,
        "--experiment", EXPERIMENT, "--out", out, "--what", "mem,pairs",
        "--ratios", "0.3,0.7", "--infl_threshold", "0.1",
        "--mem_threshold", "0", "--memory_budget", "64MB",
@@ -542,7 +542,7 @@ def test_cli_writes_estimates(release, tmp_path):
 
 def test_cli_bad_budget_and_bad_data(release, tmp_path):
   root, _ = release
-  base = [sys.executable, "-m", "heldout_tf.estimate", "--root", root,
+  base = [sys.executable, "-m", "heldout_tf.cli.estimate", "--root", root,
           "--experiment", EXPERIMENT, "--out", str(tmp_path / "e.npz")]
   cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   proc = subprocess.run(base + ["--memory_budget", "lots"], cwd=cwd,
@@ -741,7 +741,7 @@ def test_cli_defines_no_flags_and_imports_no_tensorflow():
   proc = subprocess.run(
       [sys.executable, "-c",
        "import sys; from absl import flags; "
-       "from heldout_tf import estimate, estimates; "
+       "from heldout_tf import estimates; from heldout_tf.cli import estimate; "
        "print(sorted(m for m in sys.modules if m.startswith('tensorflow')), "
        "'root' in flags.FLAGS)"],
       capture_output=True, text=True, check=True,
@@ -817,8 +817,8 @@ def test_cli_compare_flags(release, tmp_path, capsys, monkeypatch):
       "pub.npz", "tfds", "x/est_compare.png")
   assert estimate.parse_args(["--root", "r", "--experiment", "e", "--out",
                               "o.npz"]).compare is None
-  # The CLI checks the file with heldout_tf.published and hands the result
-  # to heldout_tf.comparison.compare, both imported lazily.
+  # The CLI checks the file with heldout_tf.estimates.published and hands the result
+  # to heldout_tf.estimates.comparison.compare, both imported lazily.
   calls = []
 
   def compare(result, path, experiment, data_dir, plot_path):
@@ -837,8 +837,8 @@ def test_cli_compare_flags(release, tmp_path, capsys, monkeypatch):
       load=load, check_compatible=check_compatible),
            "comparison": types.SimpleNamespace(compare=compare)}
   for name, fake in fakes.items():
-    monkeypatch.setitem(sys.modules, f"heldout_tf.{name}", fake)
-    monkeypatch.setattr(heldout_tf, name, fake, raising=False)
+    monkeypatch.setitem(sys.modules, f"heldout_tf.estimates.{name}", fake)
+    monkeypatch.setattr(estimates, name, fake, raising=False)
   root, _ = release
   out = str(tmp_path / "est.npz")
   code, stdout, _ = run_cli(capsys, "--root", root, "--experiment",

@@ -8,20 +8,20 @@ import pytest
 import tensorflow as tf
 
 from conftest import EXPERIMENT, NUM_RUNS, RATIO
-from heldout_tf import checkpoints
-from heldout_tf import data
-from heldout_tf import errors
-from heldout_tf import files
-from heldout_tf import evaluation
-from heldout_tf import layout
+from heldout_tf.models import checkpoints
+from heldout_tf.data import pipelines
+from heldout_tf.core import errors
+from heldout_tf.core import files
+from heldout_tf.collection import evaluation
+from heldout_tf.collection import layout
 from heldout_tf import models
-from heldout_tf import released
-from heldout_tf import runs
+from heldout_tf.collection import released
+from heldout_tf.collection import runs
 
 
 @pytest.fixture(scope="module")
 def dataset(cifar10):
-  return data.load("cifar10:3.0.2", data_dir=cifar10[0], download=False)
+  return pipelines.load("cifar10:3.0.2", data_dir=cifar10[0], download=False)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_unreadable_data_is_a_data_error_naming_the_split():
         "index": tf.constant(0, tf.int64)}), 1
 
   model = models.ensure_built(models.build_model("mlp", 10), "mlp")
-  dataset = data.Dataset("broken", make_split)
+  dataset = pipelines.Dataset("broken", make_split)
   with pytest.raises(evaluation.DataError,
                      match=r"\(reading broken test\)$") as raised:
     evaluation.evaluate(model, dataset, "test", progress=False)
@@ -273,6 +273,6 @@ def test_cross_check_error_of_evaluate_runs_names_the_aux_file(
 def test_data_errors_are_heldout_errors(tmp_path):
   assert issubclass(evaluation.DataError, errors.HeldoutError)
   with pytest.raises(errors.HeldoutError, match="not prepared in"):
-    data.load("cifar100:3.0.2", str(tmp_path)).split("test")
+    pipelines.load("cifar100:3.0.2", str(tmp_path)).split("test")
   with pytest.raises(errors.UsageError, match="ImageNet needs --data_dir"):
-    data.load("imagenet")
+    pipelines.load("imagenet")

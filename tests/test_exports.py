@@ -14,10 +14,10 @@ import onnxruntime as ort
 import pytest
 import tensorflow as tf
 
-from heldout_tf import checkpoints
+from heldout_tf.models import checkpoints
 from heldout_tf import cli
-from heldout_tf import export
-from heldout_tf import exports
+from heldout_tf.cli import export
+from heldout_tf.models import exports
 from heldout_tf import models
 from heldout_tf import synthetic
 
@@ -192,7 +192,7 @@ def test_unknown_experiment_and_bad_flags_are_usage_errors(tmp_path, capsys):
 
 
 def test_help_does_not_import_tensorflow():
-  code = ("import sys; from heldout_tf import export; "
+  code = ("import sys; from heldout_tf.cli import export; "
           "export.build_parser().format_help(); "
           "assert 'tensorflow' not in sys.modules, 'imported'")
   subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from heldout_tf import data as data_lib
-from heldout_tf import errors
-from heldout_tf import image_data
+from heldout_tf.data import pipelines as data_lib
+from heldout_tf.core import errors
+from heldout_tf.data import image_data
 
 
 def _write_npz(path, **arrays):
@@ -119,7 +119,7 @@ def test_too_few_examples_for_the_ratio(tmp_path):
     image_data.check_ratio(data, 0.1)
 
 
-# Of the digits as they were before the loaders moved into heldout_tf.mnist
+# Of the digits as they were before the loaders moved into heldout_tf.data.mnist
 # (mnist_example.data's float32 arrays; ImageData.fingerprint of the uint8).
 DIGITS_FLOAT_FINGERPRINT = "f299f70a6938d280"
 DIGITS_UINT8_FINGERPRINT = "b0f6efa14fcabce9"
@@ -156,7 +156,7 @@ def test_digits_source_is_heldout_tf_mnist(tmp_path):
 
 
 def test_mnist_module_names_the_flag_and_the_missing_data(tmp_path):
-  from heldout_tf import mnist
+  from heldout_tf.data import mnist
   with pytest.raises(errors.UsageError, match="--dataset must be one of"):
     mnist.load("fashion")
   with pytest.raises(FileNotFoundError, match="mnist.*not prepared"):
@@ -168,7 +168,7 @@ def test_mnist_module_names_the_flag_and_the_missing_data(tmp_path):
 
 def test_mnist_example_floats_are_the_uint8_over_255_bit_for_bit():
   from heldout_tf import collection
-  from heldout_tf import mnist
+  from heldout_tf.data import mnist
   from mnist_example import data as mnist_data
   levels = np.arange(256, dtype=np.uint8)
   old = levels.astype(np.float32) / 255.0  # What mnist_example computed.

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from heldout_tf import data
+from heldout_tf.data import pipelines
 from heldout_tf import synthetic
 
 # Stored order differs from index order; the map gives each file its index.
@@ -79,9 +79,9 @@ def examples(dataset, split):
                                               ("test", "validation")])
 def test_tfds_examples_match_indexed_records(imagenet, split, tfds_split):
   tfds_dir, index_map, records_dir = imagenet
-  from_tfds, n = examples(data.load("imagenet", tfds_dir, index_map=index_map),
+  from_tfds, n = examples(pipelines.load("imagenet", tfds_dir, index_map=index_map),
                           split)
-  from_records, _ = examples(data.load("imagenet", records_dir), split)
+  from_records, _ = examples(pipelines.load("imagenet", records_dir), split)
   _, labels, indices = SPLITS[tfds_split]
   assert n == len(from_tfds) == len(labels)
   # Stored (file) order, each example with its mapped index and its label.
@@ -97,7 +97,7 @@ def test_tfds_examples_match_indexed_records(imagenet, split, tfds_split):
 def test_finds_the_tfds_version_directory(imagenet, where):
   tfds_dir = imagenet[0]
   expected = os.path.join(tfds_dir, "imagenet2012", "5.1.0")
-  assert data.find_tfds_imagenet(os.path.join(tfds_dir, where)) == expected
+  assert pipelines.find_tfds_imagenet(os.path.join(tfds_dir, where)) == expected
 
 
 def test_highest_prepared_version_is_used(imagenet, tmp_path):
@@ -107,35 +107,35 @@ def test_highest_prepared_version_is_used(imagenet, tmp_path):
   shutil.copytree(versions / "5.0.0", versions / "10.0.0")
   os.remove(versions / "10.0.0" / "dataset_info.json")  # Not prepared.
   os.makedirs(versions / "incomplete.X1Y2_5.1.0")
-  assert data.find_tfds_imagenet(str(tmp_path)) == str(versions / "5.0.0")
+  assert pipelines.find_tfds_imagenet(str(tmp_path)) == str(versions / "5.0.0")
 
 
 def test_other_tfds_datasets_are_not_imagenet(cifar10, tmp_path):
-  assert data.find_tfds_imagenet(cifar10[0]) is None
-  assert data.find_tfds_imagenet(
+  assert pipelines.find_tfds_imagenet(cifar10[0]) is None
+  assert pipelines.find_tfds_imagenet(
       os.path.join(cifar10[0], "cifar10", "3.0.2")) is None
-  assert data.find_tfds_imagenet(str(tmp_path / "absent")) is None
+  assert pipelines.find_tfds_imagenet(str(tmp_path / "absent")) is None
 
 
 def test_tfds_without_index_map_is_an_error(imagenet):
   with pytest.raises(ValueError, match=r"imagenet2012/5\.1\.0 is a tfds "
                      r"imagenet2012 dataset: it needs an index map"):
-    data.load("imagenet", imagenet[0])
+    pipelines.load("imagenet", imagenet[0])
 
 
 def test_index_map_without_tfds_is_an_error(imagenet):
   _, index_map, records_dir = imagenet
   with pytest.raises(ValueError, match="only used with a tfds imagenet2012"):
-    data.load("imagenet", records_dir, index_map=index_map)
+    pipelines.load("imagenet", records_dir, index_map=index_map)
   with pytest.raises(ValueError, match="applies only to ImageNet"):
-    data.load("cifar10:3.0.2", index_map=index_map)
+    pipelines.load("cifar10:3.0.2", index_map=index_map)
 
 
 def test_index_map_format(tmp_path):
   path = tmp_path / "map.tsv"
   path.write_bytes(b"\xef\xbb\xbftrain\ta.JPEG\t1\n\n"
                    b"validation , b.JPEG , 1\r\ntrain,c.JPEG,0\n")
-  index_map = data.read_index_map(str(path))
+  index_map = pipelines.read_index_map(str(path))
   names, indices = index_map.splits["train"]
   assert list(names) == ["a.JPEG", "c.JPEG"] and list(indices) == [1, 0]
   names, indices = index_map.splits["validation"]
@@ -164,17 +164,17 @@ def test_index_map_format(tmp_path):
 def test_bad_index_map_names_file_and_line(tmp_path, lines, message):
   path = write_map(tmp_path / "map.csv", lines)
   with pytest.raises(ValueError, match=message):
-    data.read_index_map(path)
+    pipelines.read_index_map(path)
 
 
 def test_unreadable_index_maps(tmp_path):
   path = tmp_path / "map.csv"
   path.write_bytes(b"train,a.JPEG,0\ntrain,\xff\xfe.JPEG,1\n")
   with pytest.raises(ValueError, match="map.csv:2: not UTF-8 text"):
-    data.read_index_map(str(path))
+    pipelines.read_index_map(str(path))
   with pytest.raises(FileNotFoundError,
                      match="ImageNet index map .*absent.csv does not exist"):
-    data.read_index_map(str(tmp_path / "absent.csv"))
+    pipelines.read_index_map(str(tmp_path / "absent.csv"))
 
 
 def test_file_names_missing_from_the_map_are_named(imagenet, tmp_path):
@@ -183,7 +183,7 @@ def test_file_names_missing_from_the_map_are_named(imagenet, tmp_path):
   renamed = ["x" + name for name in names[:2]] + names[2:]
   index_map = write_map(tmp_path / "map.csv", map_lines(
       {"validation": (renamed, labels, indices)}))
-  ds, _ = data.load("imagenet", tfds_dir, index_map=index_map).split("test")
+  ds, _ = pipelines.load("imagenet", tfds_dir, index_map=index_map).split("test")
   with pytest.raises(tf.errors.InvalidArgumentError) as raised:
     list(ds)
   assert (f"ImageNet index map {index_map} has no validation line for file "
@@ -195,7 +195,7 @@ def test_map_shorter_than_the_split_is_an_error(imagenet, tmp_path):
   names, labels, indices = SPLITS["validation"]
   index_map = write_map(tmp_path / "map.csv", map_lines(
       {"validation": (names[:3], labels, indices)}))
-  dataset = data.load("imagenet", imagenet[0], index_map=index_map)
+  dataset = pipelines.load("imagenet", imagenet[0], index_map=index_map)
   with pytest.raises(ValueError, match=f"ImageNet index map {index_map} has "
                      "3 validation lines but .* has 4 validation examples"):
     dataset.split("test")
@@ -214,14 +214,14 @@ def encode(pixels, image_format, **kwargs):
 def test_png_and_jpeg_of_the_same_pixels_preprocess_alike(shape):
   jpeg = synthetic.random_jpegs(1, seed=3, shape=shape)[0]
   pixels = tf.io.decode_jpeg(jpeg).numpy()  # What the JPEG decodes to.
-  from_jpeg = data.imagenet_eval_image(jpeg).numpy()
-  from_png = data.imagenet_eval_image(encode(pixels, "PNG")).numpy()
+  from_jpeg = pipelines.imagenet_eval_image(jpeg).numpy()
+  from_png = pipelines.imagenet_eval_image(encode(pixels, "PNG")).numpy()
   assert from_png.shape == (224, 224, 3)
   np.testing.assert_allclose(from_png, from_jpeg, atol=1e-5)
   # Grayscale PNGs get three channels; CMYK JPEGs come back as RGB.
-  gray = data.imagenet_eval_image(encode(pixels, "PNG", mode="L")).numpy()
+  gray = pipelines.imagenet_eval_image(encode(pixels, "PNG", mode="L")).numpy()
   assert gray.shape == (224, 224, 3)
-  cmyk = data.imagenet_eval_image(
+  cmyk = pipelines.imagenet_eval_image(
       encode(pixels, "JPEG", mode="CMYK", quality=100)).numpy()
   assert np.abs(cmyk - from_jpeg).mean() < 0.2
 
@@ -230,5 +230,5 @@ def test_preprocessing_works_inside_tf_data():
   jpeg = synthetic.random_jpegs(1, seed=4)[0]
   png = encode(tf.io.decode_jpeg(jpeg).numpy(), "PNG")
   out = list(tf.data.Dataset.from_tensor_slices([jpeg, png]).map(
-      data.imagenet_eval_image).as_numpy_iterator())
+      pipelines.imagenet_eval_image).as_numpy_iterator())
   np.testing.assert_allclose(out[0], out[1], atol=1e-5)

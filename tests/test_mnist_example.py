@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from heldout_tf import checkpoints
-from heldout_tf import errors
-from heldout_tf import evaluation
-from heldout_tf import layout
+from heldout_tf.models import checkpoints
+from heldout_tf.core import errors
+from heldout_tf.collection import evaluation
+from heldout_tf.collection import layout
 from heldout_tf import models
-from heldout_tf import runs as runs_lib
+from heldout_tf.collection import runs as runs_lib
 from heldout_tf import cli
 from heldout_tf import collection
-from heldout_tf import training
+from heldout_tf.training import ensemble
 from mnist_example import data as data_lib
 from mnist_example import figures
 from mnist_example import train
@@ -110,9 +110,9 @@ def test_label_noise_is_independent_of_every_runs_subset(seed):
   # run 7's training set.
   n = 60000
   _, noisy_idx = data_lib.add_label_noise(np.arange(n) % 10, 0.1, seed)
-  config = training.TrainConfig(ratio=0.7, seed=seed)
+  config = ensemble.TrainConfig(ratio=0.7, seed=seed)
   for run in range(16):
-    subset = training.subset_indices(config, run, n)
+    subset = ensemble.subset_indices(config, run, n)
     inside = np.isin(noisy_idx, subset).mean()
     assert 0.5 < inside < 0.9, f"run {run}: {inside:.0%} of noise inside"
 
@@ -355,7 +355,7 @@ def test_each_ratio_keeps_its_own_estimates_and_figures(small_run, tmp_path):
 
 
 def test_noise_auc_is_the_tie_averaged_definition():
-  from heldout_tf import detection  # pylint: disable=g-import-not-at-top
+  from heldout_tf.quality import detection  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   scores = rng.integers(0, 5, 200).astype(float)
   positive = rng.choice(200, 30, replace=False)
@@ -413,7 +413,7 @@ def test_bad_command_lines_exit_2_with_one_error_line(argv, match, capsys):
 
 def test_help_needs_no_tensorflow():
   code = ("import sys; from mnist_example import train, quality; "
-          "import heldout_tf.collection, heldout_tf.raycluster; "
+          "import heldout_tf.collection, heldout_tf.core.raycluster; "
           "train.build_parser().format_help(); "
           "quality.build_parser().format_help(); "
           "assert 'tensorflow' not in sys.modules, 'TF imported'")
@@ -514,10 +514,10 @@ def test_sharding_needs_an_explicit_group_size_the_first_time(tmp_path):
 
 
 def test_auto_group_size_is_resolved_once_and_read_back(tmp_path, monkeypatch):
-  monkeypatch.setattr(training, "auto_group_size", lambda config: 3)
+  monkeypatch.setattr(ensemble, "auto_group_size", lambda config: 3)
   options = _options(tmp_path, **dict(TINY, group_size=0, num_runs=2))
   assert train.run(options)["train"]["group_size"] == 2  # At most num_runs.
-  monkeypatch.setattr(training, "auto_group_size", lambda config: 4)
+  monkeypatch.setattr(ensemble, "auto_group_size", lambda config: 4)
   options = _options(tmp_path, **dict(TINY, group_size=0))
   assert train.run(options)["train"]["group_size"] == 2
 

@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from heldout_tf import checkpoints
-from heldout_tf import evaluation
-from heldout_tf import image_data
-from heldout_tf import model_training
+from heldout_tf.models import checkpoints
+from heldout_tf.collection import evaluation
+from heldout_tf.data import image_data
+from heldout_tf.training import model_training
 from heldout_tf import models
-from heldout_tf import recipes
-from heldout_tf import runs as runs_lib
+from heldout_tf.training import recipes
+from heldout_tf.collection import runs as runs_lib
 from heldout_tf import collection
 from heldout_tf import synthetic
-from heldout_tf import training
+from heldout_tf.training import ensemble
 
 
 def _tiny_cifar(n_train=64, n_test=32, seed=0):
@@ -78,7 +78,7 @@ def test_a_run_is_a_pure_function_of_settings_and_run_id():
   assert any(not np.array_equal(a, b) for a, b in zip(first, other))
   result = trainer.train(5)
   np.testing.assert_array_equal(
-      result.subset, training.subset_indices(settings.subset_config(), 5, 64))
+      result.subset, ensemble.subset_indices(settings.subset_config(), 5, 64))
 
 
 def test_augmentation_is_seeded_and_does_what_it_says():
@@ -185,7 +185,7 @@ def test_runs_trained_side_by_side_equal_runs_trained_alone():
 
 def test_block_trainer_resumes_a_killed_block_to_the_same_files(
     tmp_path, monkeypatch):
-  from heldout_tf import model_blocks  # pylint: disable=g-import-not-at-top
+  from heldout_tf.training import model_blocks  # pylint: disable=g-import-not-at-top
   data = _tiny_cifar(32, 8)
   settings = dataclasses.replace(_settings(epochs=2), signals=True)
   source = model_blocks.DataSource("unused")
@@ -225,8 +225,8 @@ def test_block_trainer_resumes_a_killed_block_to_the_same_files(
 
 def test_signals_of_any_model_feed_the_quality_scores(tmp_path):
   from heldout_tf import estimates  # pylint: disable=g-import-not-at-top
-  from heldout_tf import scores  # pylint: disable=g-import-not-at-top
-  from heldout_tf import signals  # pylint: disable=g-import-not-at-top
+  from heldout_tf.quality import scores  # pylint: disable=g-import-not-at-top
+  from heldout_tf.collection import signals  # pylint: disable=g-import-not-at-top
   data = _tiny_cifar(32, 8)
   settings = dataclasses.replace(_settings(epochs=2), signals=True)
   store = collection.Store(str(tmp_path), "tiny-resnet9", 0.7)
@@ -262,7 +262,7 @@ def test_second_split_forgetting_leaves_the_run_as_it_was(tmp_path):
   """SSFT trains on the complement after the run, records forgetting
   epochs, then restores the first phase: same checkpoint bits; the group
   trainer records the same forgetting as one model at a time."""
-  from heldout_tf import signals  # pylint: disable=g-import-not-at-top
+  from heldout_tf.collection import signals  # pylint: disable=g-import-not-at-top
   data = _tiny_cifar(32, 8)
   plain = dataclasses.replace(_settings(epochs=2), signals=True)
   ssft = dataclasses.replace(plain, ssft_epochs=3, trajectory_runs=1)

@@ -7,8 +7,8 @@ import pytest
 import sonnet as snt
 import tensorflow as tf
 
-from heldout_tf import checkpoints
-from heldout_tf import errors
+from heldout_tf.models import checkpoints
+from heldout_tf.core import errors
 from heldout_tf import models
 
 SPEC_DIR = os.path.join(os.path.dirname(__file__), "data", "checkpoint_keys")

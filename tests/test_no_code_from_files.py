@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from heldout_tf import data as data_lib
-from heldout_tf import errors
-from heldout_tf import image_data
-from heldout_tf import quality
+from heldout_tf.data import pipelines as data_lib
+from heldout_tf.core import errors
+from heldout_tf.data import image_data
+from heldout_tf.cli import quality
 from heldout_tf.report import images as report_images
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,7 +77,7 @@ def _quality(root, cwd, *flags):
   env = dict(os.environ, PYTHONPATH=ROOT_DIR,
              MARKER=os.path.join(cwd, "marker"))
   return subprocess.run(
-      [sys.executable, "-m", "heldout_tf.quality", "--root", root,
+      [sys.executable, "-m", "heldout_tf.cli.quality", "--root", root,
        "--removal_models", "1", "--removal_fractions", "0.5", "--noreport",
        "--nofigures", "--noprogress", *flags],
       capture_output=True, text=True, env=env, cwd=cwd, timeout=600)

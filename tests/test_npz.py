@@ -1,4 +1,4 @@
-"""heldout_tf.npz: the one hardened reader of npz and npy files."""
+"""heldout_tf.core.npz: the one hardened reader of npz and npy files."""
 
 import io
 import os
@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from heldout_tf import errors
-from heldout_tf import npz
+from heldout_tf.core import errors
+from heldout_tf.core import npz
 from heldout_tf import synthetic
 
 

@@ -7,9 +7,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from heldout_tf import comparison
-from heldout_tf import errors
-from heldout_tf import published
+from heldout_tf.estimates import comparison
+from heldout_tf.core import errors
+from heldout_tf.estimates import published
 from test_data import write_cifar_with_ids
 
 N_TRAIN = 48

@@ -1,4 +1,4 @@
-"""Tests of heldout_tf.noise and the MNIST preset of heldout_tf.quality
+"""Tests of heldout_tf.data.noise and the MNIST preset of heldout_tf.cli.quality
 (`mnist_example.quality`)."""
 
 import csv
@@ -10,14 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-from heldout_tf import checkpoints
-from heldout_tf import detection
-from heldout_tf import errors
-from heldout_tf import layout
-from heldout_tf import scores as scores_lib
-from heldout_tf import signals
+from heldout_tf.models import checkpoints
+from heldout_tf.quality import detection
+from heldout_tf.core import errors
+from heldout_tf.collection import layout
+from heldout_tf.quality import scores as scores_lib
+from heldout_tf.collection import signals
 from mnist_example import data as data_lib
-from heldout_tf import noise
+from heldout_tf.data import noise
 from mnist_example import quality
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,7 +124,7 @@ def _read_csv(path):
 
 
 def test_the_preset_is_heldout_quality_with_mnist_defaults():
-  from heldout_tf import quality as general  # pylint: disable=g-import-not-at-top
+  from heldout_tf.cli import quality as general  # pylint: disable=g-import-not-at-top
   preset, preset_training = quality.parse_args([])
   spelled_out, training_options = general.parse_args([
       "--root", "./heldout_quality", "--experiment", "mnist-mlp",
@@ -212,7 +212,7 @@ def test_missing_signals_are_retrained_and_other_settings_refused(
   # Another host, with bfloat16 units: 'auto' and group size 0 take the
   # recorded float32 and 4, and resume (nothing to train) instead of
   # refusing the collection.
-  from heldout_tf import hardware  # pylint: disable=g-import-not-at-top
+  from heldout_tf.core import hardware  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(hardware, "cpu_flags",
                       lambda: frozenset(["avx512_bf16"]))
   monkeypatch.setattr(hardware, "gpu_bf16", lambda: False)
@@ -282,8 +282,8 @@ def test_noisy_examples_rank_above_clean_ones(tmp_path):
 @pytest.mark.slow
 def test_a_failed_rerun_keeps_the_previous_outputs_or_drops_the_manifest(
     tmp_path, monkeypatch):
-  from heldout_tf import quality_figures  # pylint: disable=g-import-not-at-top
-  from heldout_tf import removal  # pylint: disable=g-import-not-at-top
+  from heldout_tf.quality import figures as quality_figures  # pylint: disable=g-import-not-at-top
+  from heldout_tf.quality import removal  # pylint: disable=g-import-not-at-top
   out = str(tmp_path / "q")
   args = ["--root", out, "--num_runs", "2", "--group_size", "2",
           "--epochs", "1", "--ssft_epochs", "1", "--train_size", "100",
@@ -329,7 +329,7 @@ def test_a_failed_rerun_keeps_the_previous_outputs_or_drops_the_manifest(
 def test_quality_figures_draw_any_images(tmp_path):
   """Grey, colour and flat images; no ROC / precision curves without
   known noise."""
-  from heldout_tf import quality_figures  # pylint: disable=g-import-not-at-top
+  from heldout_tf.quality import figures as quality_figures  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   n = 30
   labels = rng.integers(0, 3, n)

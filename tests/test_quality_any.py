@@ -1,4 +1,4 @@
-"""python -m heldout_tf.quality: scores of any collection trained with
+"""python -m heldout_tf.cli.quality: scores of any collection trained with
 signals, training with recorded noise, refusals, no stale outputs."""
 
 import csv
@@ -13,17 +13,17 @@ import pytest
 
 from heldout_tf import cli
 from heldout_tf import collection
-from heldout_tf import detection
-from heldout_tf import errors
+from heldout_tf.quality import detection
+from heldout_tf.core import errors
 from heldout_tf import estimates
-from heldout_tf import image_data
-from heldout_tf import layout
-from heldout_tf import model_blocks
-from heldout_tf import noise
-from heldout_tf import quality
-from heldout_tf import quality_scores
-from heldout_tf import signals
-from heldout_tf import train
+from heldout_tf.data import image_data
+from heldout_tf.collection import layout
+from heldout_tf.training import model_blocks
+from heldout_tf.data import noise
+from heldout_tf.cli import quality
+from heldout_tf.quality import workflow
+from heldout_tf.collection import signals
+from heldout_tf.cli import train
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_TRAIN, N_TEST, CLASSES = 60, 16, 3
@@ -97,7 +97,7 @@ def _run_cli(argv, capsys):
 
 def test_parser_needs_no_tensorflow(imports_tensorflow):
   assert not imports_tensorflow(
-      "from heldout_tf import quality; "
+      "from heldout_tf.cli import quality; "
       "quality.build_parser().format_help(); "
       "quality.parse_args(['--root', 'r']); "
       "quality.parse_args(['--dataset', 'mnist', '--num_runs', '4', "
@@ -198,12 +198,12 @@ def test_rescoring_an_existing_collection_gives_the_same_scores(
   out = str(tmp_path / "out")
   # The npz file's path is recorded (config.json 'source'): found again
   # without --dataset; once it has moved, --dataset is needed.
-  quality_scores.score(quality_scores.ScoreOptions(
+  workflow.score(workflow.ScoreOptions(
       root, out=str(tmp_path / "found"), progress=False, report=False))
   moved = data + ".moved"
   os.rename(data, moved)
-  with pytest.raises(quality_scores.QualityError, match="pass --dataset"):
-    quality_scores.score(quality_scores.ScoreOptions(root, out=out,
+  with pytest.raises(workflow.QualityError, match="pass --dataset"):
+    workflow.score(workflow.ScoreOptions(root, out=out,
                                                      progress=False))
   os.rename(moved, data)
   quality.main(["--root", root, "--dataset", "npz:" + data, "--out", out,
@@ -225,7 +225,7 @@ def test_other_data_is_refused(noisy, tmp_path):
   root, _ = noisy
   other = _npz(tmp_path / "tiny.npz", seed=1)
   with pytest.raises(errors.ConfigError, match="not the data the runs"):
-    quality_scores.score(quality_scores.ScoreOptions(
+    workflow.score(workflow.ScoreOptions(
         root, dataset="npz:" + other, out=str(tmp_path / "o"),
         progress=False))
 
@@ -234,7 +234,7 @@ def test_a_collection_without_noise_has_no_detection_table(tmp_path):
   data = _npz(tmp_path / "tiny.npz")
   root = str(tmp_path / "runs")
   _train(root, data, "--signals")
-  result = quality_scores.score(quality_scores.ScoreOptions(
+  result = workflow.score(workflow.ScoreOptions(
       root, dataset="npz:" + data, report=False, progress=False))
   assert result.detection is None and not result.noise
   # No noise: no detection table, no ROC or precision curves.
@@ -273,41 +273,41 @@ def test_signals_copied_from_another_run_are_refused(noisy, tmp_path):
   with pytest.raises(signals.SignalsError,
                      match=r"0/signals.npz: not the signals of its run.*"
                      "copied from another run"):
-    quality_scores.score(quality_scores.ScoreOptions(
+    workflow.score(workflow.ScoreOptions(
         root, dataset="npz:" + noisy[1], report=False, progress=False))
 
 
 def test_missing_runs_and_files_are_named(noisy, tmp_path):
   root = _copy(noisy[0], tmp_path)
   store = _store(root)
-  options = quality_scores.ScoreOptions(root, dataset="npz:" + noisy[1],
+  options = workflow.ScoreOptions(root, dataset="npz:" + noisy[1],
                                         progress=False)
   os.remove(signals.signals_path(store.run_dir(4)))
-  with pytest.raises(quality_scores.QualityError,
+  with pytest.raises(workflow.QualityError,
                      match=r"4/signals.npz: missing"):
-    quality_scores.score(options)
+    workflow.score(options)
   os.remove(os.path.join(store.run_dir(2), layout.AUX_FILENAME))
   with pytest.raises(collection.IncompleteRunsError, match="runs 2"):
-    quality_scores.score(options)
-  with pytest.raises(quality_scores.QualityError, match="no runs at ratio "
+    workflow.score(options)
+  with pytest.raises(workflow.QualityError, match="no runs at ratio "
                      "0.7"):
-    quality_scores.score(quality_scores.ScoreOptions(root, ratio=0.7))
+    workflow.score(workflow.ScoreOptions(root, ratio=0.7))
 
 
 def test_which_collection(tmp_path):
   root = str(tmp_path)
-  with pytest.raises(quality_scores.QualityError, match="no collection"):
-    quality_scores.find_collection(root)
+  with pytest.raises(workflow.QualityError, match="no collection"):
+    workflow.find_collection(root)
   for experiment, ratio in (("a", "0.5"), ("a", "0.7"), ("b", "0.5")):
     os.makedirs(os.path.join(root, experiment, ratio, "0"))
   with pytest.raises(errors.UsageError, match=r"2 experiments \(a, b\)"):
-    quality_scores.find_collection(root)
+    workflow.find_collection(root)
   with pytest.raises(errors.UsageError, match="ratios 0.5, 0.7: pass "
                      "--ratio"):
-    quality_scores.find_collection(root, "a")
-  store = quality_scores.find_collection(root, "b")
+    workflow.find_collection(root, "a")
+  store = workflow.find_collection(root, "b")
   assert (store.experiment, store.ratio) == ("b", 0.5)
-  assert quality_scores.find_collection(root, "a", 0.7).ratio == 0.7
+  assert workflow.find_collection(root, "a", 0.7).ratio == 0.7
 
 
 # ------------------------------------------------------------ no stale mix --
@@ -317,7 +317,7 @@ def test_a_failed_rerun_leaves_no_stale_outputs(noisy, tmp_path,
                                                 monkeypatch):
   root = _copy(noisy[0], tmp_path)
   directory = _quality_dir(root)
-  options = quality_scores.ScoreOptions(root, dataset="npz:" + noisy[1],
+  options = workflow.ScoreOptions(root, dataset="npz:" + noisy[1],
                                         progress=False)
   before = {n: open(os.path.join(directory, n), "rb").read()
             for n in os.listdir(directory)}
@@ -326,7 +326,7 @@ def test_a_failed_rerun_leaves_no_stale_outputs(noisy, tmp_path,
   shutil.copy(signals.signals_path(store.run_dir(1)),
               signals.signals_path(store.run_dir(0)))
   with pytest.raises(signals.SignalsError):
-    quality_scores.score(options)
+    workflow.score(options)
   assert {n: open(os.path.join(directory, n), "rb").read()
           for n in os.listdir(directory)} == before
   # Failing while writing: the old outputs and manifest are gone, the new
@@ -340,9 +340,9 @@ def test_a_failed_rerun_leaves_no_stale_outputs(noisy, tmp_path,
   def fail(*args, **kwargs):
     raise errors.PathError("report: disk full")
 
-  monkeypatch.setattr(quality_scores, "_write_report", fail)
+  monkeypatch.setattr(workflow, "_write_report", fail)
   with pytest.raises(errors.PathError, match="disk full"):
-    quality_scores.score(options)
+    workflow.score(options)
   assert sorted(os.listdir(directory)) == [
       layout.DETECTION_FILENAME, "precision_at_k.png", "roc.png",
       layout.SCORES_FILENAME, "top_suspicious.png"]
@@ -395,13 +395,13 @@ def test_the_train_command_records_noise_and_rebuilds_it(tmp_path):
 def test_entry_point_exit_codes(tmp_path):
   env = dict(os.environ, PYTHONPATH=ROOT_DIR)
   out = subprocess.run(
-      [sys.executable, "-m", "heldout_tf.quality", "--root",
+      [sys.executable, "-m", "heldout_tf.cli.quality", "--root",
        str(tmp_path / "none")], capture_output=True, text=True, env=env,
       cwd=ROOT_DIR, timeout=300)
   assert out.returncode == 1
   assert out.stderr.strip().splitlines() == [
       f"error: --root {tmp_path / 'none'}: no such directory"]
   out = subprocess.run(
-      [sys.executable, "-m", "heldout_tf.quality", "--help"],
+      [sys.executable, "-m", "heldout_tf.cli.quality", "--help"],
       capture_output=True, text=True, env=env, cwd=ROOT_DIR, timeout=300)
   assert out.returncode == 0 and "--noise" in out.stdout

@@ -23,13 +23,13 @@ import tensorflow as tf
 ray = pytest.importorskip("ray")
 
 # pylint: disable=g-import-not-at-top
-from heldout_tf import checkpoints
+from heldout_tf.models import checkpoints
 from heldout_tf import collection
-from heldout_tf import errors
+from heldout_tf.core import errors
 from heldout_tf import estimates
-from heldout_tf import layout
-from heldout_tf import raycluster
-from heldout_tf import runs as runs_lib
+from heldout_tf.collection import layout
+from heldout_tf.core import raycluster
+from heldout_tf.collection import runs as runs_lib
 from heldout_tf.estimates import on_ray
 # pylint: enable=g-import-not-at-top
 
@@ -56,16 +56,16 @@ def tiny_blocks(kill_marker=None, env_dir=None, driver=None):
       f.write(" ".join(os.environ.get(name, "unset") for name in (
           "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
           "OMP_NUM_THREADS")))
-  from heldout_tf import training  # pylint: disable=g-import-not-at-top
+  from heldout_tf.training import ensemble  # pylint: disable=g-import-not-at-top
   # pylint: disable-next=g-import-not-at-top
   from mnist_example import data as data_lib
   data = data_lib.load("digits")
-  config = training.TrainConfig(epochs=1, num_classes=data_lib.NUM_CLASSES)
+  config = ensemble.TrainConfig(epochs=1, num_classes=data_lib.NUM_CLASSES)
   images = data.train_images[:TRAIN_SIZE]
   labels = data.train_labels[:TRAIN_SIZE]
   if kill_marker is not None and os.getpid() != driver:
     _die_after_first_write(kill_marker)
-  return training.EnsembleBlocks(config, GROUP_SIZE, data=training.BlockData(
+  return ensemble.EnsembleBlocks(config, GROUP_SIZE, data=ensemble.BlockData(
       images, labels, data.test_images[:TEST_SIZE],
       data.test_labels[:TEST_SIZE]))
 
@@ -398,7 +398,7 @@ def test_mnist_train_engine_ray_equals_engine_local(ray_instance, tmp_path):
 def test_estimate_engine_ray_writes_the_local_file(ray_instance,
                                                    synthetic_root, tmp_path):
   del ray_instance
-  from heldout_tf import estimate  # pylint: disable=g-import-not-at-top
+  from heldout_tf.cli import estimate  # pylint: disable=g-import-not-at-top
   args = ["--root", synthetic_root, "--experiment", EXPERIMENT]
   estimate.main(args + ["--out", str(tmp_path / "local.npz")])
   estimate.main(args + ["--out", str(tmp_path / "ray.npz"),
@@ -409,7 +409,7 @@ def test_estimate_engine_ray_writes_the_local_file(ray_instance,
 
 def test_quality_engine_ray_equals_engine_local(ray_instance, tmp_path):
   del ray_instance
-  from heldout_tf import signals  # pylint: disable=g-import-not-at-top
+  from heldout_tf.collection import signals  # pylint: disable=g-import-not-at-top
   from mnist_example import quality  # pylint: disable=g-import-not-at-top
   args = ["--num_runs", "4", "--group_size", "2", "--epochs", "1",
           "--ssft_epochs", "1", "--train_size", "200", "--test_size", "100",

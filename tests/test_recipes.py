@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from heldout_tf import errors
-from heldout_tf import recipes
+from heldout_tf.core import errors
+from heldout_tf.training import recipes
 from mnist_example import common as mnist_common
 
 

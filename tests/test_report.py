@@ -25,14 +25,14 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from heldout_tf import errors
+from heldout_tf.core import errors
 from heldout_tf import estimates
-from heldout_tf import files
-from heldout_tf import layout
+from heldout_tf.core import files
+from heldout_tf.collection import layout
 from heldout_tf import report
-from heldout_tf import runs as runs_lib
+from heldout_tf.collection import runs as runs_lib
 from heldout_tf import collection
-from heldout_tf import signals as signals_lib
+from heldout_tf.collection import signals as signals_lib
 from heldout_tf import synthetic
 from heldout_tf.report import gather
 from heldout_tf.report import images as images_lib
@@ -241,11 +241,11 @@ def test_thumbnails_are_the_runs_images(made):
 def test_mnist_quality_images_are_rebuilt_with_their_input_noise():
   # Collections of the MNIST quality pipeline made before it became a
   # preset of heldout quality: the digits cut, then noise added to the
-  # float32 images trained on; the report rebuilds that (heldout_tf.mnist)
+  # float32 images trained on; the report rebuilds that (heldout_tf.data.mnist)
   # and checks the recorded fingerprint, noisy images included.
   # pylint: disable=g-import-not-at-top
   from heldout_tf import collection
-  from heldout_tf import noise
+  from heldout_tf.data import noise
   from mnist_example import data as data_lib
   # pylint: enable=g-import-not-at-top
   spec = "label:0.05,input_gaussian:0.1@0.5"
@@ -411,14 +411,14 @@ def test_missing_inputs_name_what_is_missing(made, tmp_path):
 
 def _run_cli(*argv):
   env = dict(os.environ, PYTHONPATH=os.getcwd())
-  return subprocess.run([sys.executable, "-m", "heldout_tf.report"] +
+  return subprocess.run([sys.executable, "-m", "heldout_tf.cli.report"] +
                         list(argv), capture_output=True, text=True, env=env,
                         check=False, timeout=300)
 
 
 def test_cli_help_imports_no_tensorflow(imports_tensorflow):
   assert not imports_tensorflow(
-      "from heldout_tf.report import __main__ as m; "
+      "from heldout_tf.cli import report as m; "
       "m.build_parser().format_help()")
   bad = _run_cli("--root", "x", "--experiment", "y", "--out", "z",
                  "--ratio", "half")

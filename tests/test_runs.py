@@ -1,4 +1,4 @@
-"""heldout_tf.runs: atomic writes and the one aux_arrays.npz reader."""
+"""heldout_tf.collection.runs: atomic writes and the one aux_arrays.npz reader."""
 
 import io
 import os
@@ -8,10 +8,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from heldout_tf import errors
-from heldout_tf import files
-from heldout_tf import layout
-from heldout_tf import runs
+from heldout_tf.core import errors
+from heldout_tf.core import files
+from heldout_tf.collection import layout
+from heldout_tf.collection import runs
 from heldout_tf import synthetic
 
 
@@ -283,7 +283,7 @@ def test_layout_names_are_re_exported_and_runs_are_listed_by_layout(tmp_path):
 
 
 def test_atomic_write_names_an_unwritable_path(tmp_path):
-  from heldout_tf import errors  # pylint: disable=g-import-not-at-top
+  from heldout_tf.core import errors  # pylint: disable=g-import-not-at-top
   blocker = tmp_path / "file"
   blocker.write_text("x")
   target = str(blocker / "aux_arrays.npz")

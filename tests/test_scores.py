@@ -1,14 +1,14 @@
-"""Tests of heldout_tf.scores and heldout_tf.detection on toy problems."""
+"""Tests of heldout_tf.quality.scores and heldout_tf.quality.detection on toy problems."""
 
 import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
-from heldout_tf import detection
-from heldout_tf import errors
+from heldout_tf.quality import detection
+from heldout_tf.core import errors
 from heldout_tf import estimates
-from heldout_tf import scores as scores_lib
-from heldout_tf import signals
+from heldout_tf.quality import scores as scores_lib
+from heldout_tf.collection import signals
 
 N, C = 6, 3
 LABELS = np.array([0, 1, 2, 0, 1, 2])

@@ -1,4 +1,4 @@
-"""Tests of heldout_tf.signals and their recording by heldout_tf.
+"""Tests of heldout_tf.collection.signals and their recording by heldout_tf.
 model_training: per-epoch signals against independent computations from
 the saved per-epoch checkpoints."""
 
@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from heldout_tf import checkpoints
-from heldout_tf import errors
-from heldout_tf import runs as runs_lib
-from heldout_tf import signals
-from heldout_tf import image_data
-from heldout_tf import model_training
+from heldout_tf.models import checkpoints
+from heldout_tf.core import errors
+from heldout_tf.collection import runs as runs_lib
+from heldout_tf.collection import signals
+from heldout_tf.data import image_data
+from heldout_tf.training import model_training
 from heldout_tf import models
-from heldout_tf import recipes
+from heldout_tf.training import recipes
 
 N = 120
 HIDDEN = (32, 16)

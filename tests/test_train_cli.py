@@ -1,4 +1,4 @@
-"""python -m heldout_tf.train: flags, many ratios, resume, Ray, errors."""
+"""python -m heldout_tf.cli.train: flags, many ratios, resume, Ray, errors."""
 
 import os
 import subprocess
@@ -7,13 +7,13 @@ import sys
 import numpy as np
 import pytest
 
-from heldout_tf import errors
+from heldout_tf.core import errors
 from heldout_tf import estimates
-from heldout_tf import layout
-from heldout_tf import model_blocks
+from heldout_tf.collection import layout
+from heldout_tf.training import model_blocks
 from heldout_tf import report
-from heldout_tf import runs as runs_lib
-from heldout_tf import train
+from heldout_tf.collection import runs as runs_lib
+from heldout_tf.cli import train
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,14 +39,14 @@ def _options(data, root, **changes):
 
 def _cli(*argv):
   env = dict(os.environ, PYTHONPATH=ROOT_DIR)
-  return subprocess.run([sys.executable, "-m", "heldout_tf.train", *argv],
+  return subprocess.run([sys.executable, "-m", "heldout_tf.cli.train", *argv],
                         capture_output=True, text=True, env=env, cwd=ROOT_DIR,
                         timeout=300)
 
 
 def test_parser_needs_no_tensorflow(imports_tensorflow):
   assert not imports_tensorflow(
-      "from heldout_tf import train; train.build_parser().format_help(); "
+      "from heldout_tf.cli import train; train.build_parser().format_help(); "
       "train.parse_args(['--dataset', 'mnist'])")
 
 
@@ -73,7 +73,7 @@ def test_bad_flags_are_one_error_line():
 
 
 def test_training_flags_are_shared_with_quality_and_checked():
-  from heldout_tf import quality  # pylint: disable=g-import-not-at-top
+  from heldout_tf.cli import quality  # pylint: disable=g-import-not-at-top
   flags = ["--model", "mlp", "--recipe", "mnist-mlp", "--seed", "2",
            "--epochs", "3", "--noise", "label:0.1", "--noise",
            "label_pair:0.05", "--ssft_epochs", "2", "--trajectory_runs", "1",
@@ -173,7 +173,7 @@ def test_user_module_from_the_command_line(tmp_path):
   data = _npz(tmp_path / "d.npz")
   env = dict(os.environ, PYTHONPATH=f"{ROOT_DIR}:{tmp_path}")
   out = subprocess.run(
-      [sys.executable, "-m", "heldout_tf.train", "--dataset", "npz:" + data,
+      [sys.executable, "-m", "heldout_tf.cli.train", "--dataset", "npz:" + data,
        "--model", "user_nets:build", "--recipe", "mnist-mlp", "--epochs", "1",
        "--num_runs", "1", "--root", str(tmp_path / "r"), "--noprogress"],
       capture_output=True, text=True, env=env, timeout=300)

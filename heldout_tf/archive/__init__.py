@@ -13,9 +13,10 @@ Modules, by concern:
   members    tar member safety, layout names, parts and size limits
   staging    the `dest` lock, staging, commit, markers and manifest
   workflow   the workflow (`fetch`, `FetchResult`, `verify_file`)
+  exceptions `ArchiveError` and its kinds
   (small released-layout archives for tests: `heldout_tf.synthetic`)
 
-Every error is an `ArchiveError` (a `heldout_tf.errors.HeldoutError`), or an
+Every error is an `ArchiveError` (a `heldout_tf.core.errors.HeldoutError`), or an
 `errors.UsageError` / `errors.PathError` for a bad argument or `dest`.
 """
 

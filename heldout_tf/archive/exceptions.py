@@ -1,7 +1,7 @@
 """The errors of `heldout_tf.archive`: all `errors.HeldoutError`s."""
 
-from heldout_tf import errors
-from heldout_tf import layout
+from heldout_tf.core import errors
+from heldout_tf.collection import layout
 
 
 class ArchiveError(errors.HeldoutError):

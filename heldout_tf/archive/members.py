@@ -1,7 +1,7 @@
 """Tar members: which are safe, which run and part each belongs to, limits.
 
 A member `<experiment>/<ratio>/<run>/<rest>` belongs to a run when `<ratio>`
-and `<run>` are canonical names (`heldout_tf.layout.parse_ratio` /
+and `<run>` are canonical names (`heldout_tf.collection.layout.parse_ratio` /
 `parse_run`). Other names (`0.70/`, `00/`, `nan/`) are skipped with a
 warning; a non-canonical name meaning the same as a selected canonical one
 (`0.70/` beside `0.7/`) stops the download (`AmbiguousMemberError`).
@@ -17,9 +17,9 @@ import os
 import tarfile
 from typing import Callable, Dict, Mapping, Optional
 
-from heldout_tf import errors
-from heldout_tf import layout
-from heldout_tf import sizes
+from heldout_tf.core import errors
+from heldout_tf.collection import layout
+from heldout_tf.core import sizes
 from heldout_tf.archive.exceptions import AmbiguousMemberError
 from heldout_tf.archive.exceptions import MemberTooLargeError
 from heldout_tf.archive.exceptions import UnsafeMemberError

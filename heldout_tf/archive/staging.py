@@ -18,10 +18,10 @@ import tempfile
 
 from absl import logging
 
-from heldout_tf import errors
-from heldout_tf import layout
-from heldout_tf import files
-from heldout_tf import sizes
+from heldout_tf.core import errors
+from heldout_tf.collection import layout
+from heldout_tf.core import files
+from heldout_tf.core import sizes
 from heldout_tf.archive import members
 from heldout_tf.archive.exceptions import DestinationBusyError
 from heldout_tf.archive.exceptions import DiskSpaceError

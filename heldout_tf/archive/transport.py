@@ -19,8 +19,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from heldout_tf import errors
-from heldout_tf import released
+from heldout_tf.core import errors
+from heldout_tf.collection import released
 from heldout_tf.archive.exceptions import DownloadError
 from heldout_tf.archive.exceptions import _TransientError
 

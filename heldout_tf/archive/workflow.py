@@ -17,10 +17,10 @@ import time
 
 from absl import logging
 
-from heldout_tf import errors
-from heldout_tf import progress as progress_lib
-from heldout_tf import released
-from heldout_tf import sizes
+from heldout_tf.core import errors
+from heldout_tf.core import progress as progress_lib
+from heldout_tf.collection import released
+from heldout_tf.core import sizes
 from heldout_tf.archive import members
 from heldout_tf.archive import staging as staging_lib
 from heldout_tf.archive import stream
@@ -119,7 +119,7 @@ def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
     source: 'gs' or 'https'; picks the default `base_url`.
     base_url: directory holding the archive: gs://bucket/prefix,
       http(s)://host/prefix, file:///dir or a local directory.
-    md5: expected hex MD5 of the archive; default from `heldout_tf.released`.
+    md5: expected hex MD5 of the archive; default from `heldout_tf.collection.released`.
     only: 'all', 'aux' (aux_arrays.npz) or 'checkpoints' (checkpoints/).
     ratios: subset ratios to extract (floats or strings); None for all.
     runs: run ids to extract; None for all.

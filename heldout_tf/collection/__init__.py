@@ -1,4 +1,11 @@
-"""The one home of a collection being made: store, blocks, rules, training.
+"""A collection on disk, and the one loop that makes one.
+
+Reading a collection (no TensorFlow): `layout` (every file and directory
+name, parsed in one place; run-id and ratio lists), `runs` (the one
+`aux_arrays.npz` reader and writer), `signals` (each run's `signals.npz`),
+`experiments` (the registry: the released three and the kit's own),
+`released` (download instructions for the released archives),
+`evaluation` (restore runs, re-evaluate, cross-check; imports TensorFlow).
 
 A collection is the runs of one experiment at one subset ratio under a
 root, in the released layout:
@@ -14,7 +21,7 @@ Making one, whatever the data and model:
   report = collection.train(spec, collection.shard_runs(n, "0/1", G),
                             engine="local")    # or "ray", address=...
 
-Modules: `store` (`Store`: recorded config, finished runs, atomic
+Making one: `store` (`Store`: recorded config, finished runs, atomic
 idempotent run writes), `blocks` (canonical blocks and shards), `rules`
 (flags versus the recorded config: `resolve_precision`,
 `resolve_group_size`; `fingerprint` of the data), `engine` (`Spec`,
@@ -42,7 +49,7 @@ picklable top-level callable returning a block trainer: an object with
 The factory is called once per process (the local engine's, or each Ray
 worker's) and its result reused for every block; build heavy state (data,
 compiled steps) lazily on the first `train_block`, so the driver's planning
-copy stays light. The MLP ensemble (`heldout_tf.training.EnsembleBlocks`)
+copy stays light. The MLP ensemble (`heldout_tf.training.ensemble.EnsembleBlocks`)
 is one implementation; nothing here assumes a model.
 """
 

@@ -11,7 +11,7 @@ job, in shards, after a kill or in a Ray task.
 
 from typing import Dict, List, Sequence, Tuple
 
-from heldout_tf import errors
+from heldout_tf.core import errors
 
 NO_SHARD = "0/1"  # The whole collection in one job.
 

@@ -13,9 +13,9 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from heldout_tf import errors
-from heldout_tf import progress as progress_lib
-from heldout_tf import raycluster
+from heldout_tf.core import errors
+from heldout_tf.core import progress as progress_lib
+from heldout_tf.core import raycluster
 from heldout_tf.collection import blocks
 from heldout_tf.collection import store as store_lib
 
@@ -83,9 +83,9 @@ def _import_tensorflow_or_exit():
   registered"). So a failed import ends the process: Ray starts a fresh
   worker and retries the task (a cancelled task is not retried).
   """
-  from heldout_tf import cli  # pylint: disable=g-import-not-at-top
+  from heldout_tf.core import startup  # pylint: disable=g-import-not-at-top
   try:
-    cli.quiet_tensorflow()  # No start-up lines from every worker.
+    startup.quiet_tensorflow()  # No start-up lines from every worker.
   except BaseException:  # pylint: disable=broad-except
     sys.stderr.flush()
     os._exit(1)  # pylint: disable=protected-access

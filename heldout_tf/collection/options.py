@@ -1,7 +1,7 @@
 """The options every collection shares, declared once.
 
 `RunSettings` holds the hyper-parameters every run of a collection shares
-(the one declaration: `heldout_tf.training.TrainConfig` extends it, and so
+(the one declaration: `heldout_tf.training.ensemble.TrainConfig` extends it, and so
 does `Options`); `Options` adds how the collection is made (where, how many
 runs, blocks, precision, shard, engine, progress). A pipeline extends
 `Options` with its own fields and flags:
@@ -31,8 +31,8 @@ import math
 from typing import Optional, Type, TypeVar
 
 from heldout_tf import cli
-from heldout_tf import errors
-from heldout_tf import hardware
+from heldout_tf.core import errors
+from heldout_tf.core import hardware
 from heldout_tf.collection import blocks
 
 T = TypeVar("T", bound="Options")

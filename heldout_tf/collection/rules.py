@@ -18,8 +18,8 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-from heldout_tf import errors
-from heldout_tf import hardware
+from heldout_tf.core import errors
+from heldout_tf.core import hardware
 from heldout_tf.collection import blocks
 
 

@@ -4,7 +4,7 @@
   <root>/<experiment>/<ratio>/<run>/checkpoints/ckpt-<N>.{index,data-*}
   <root>/<experiment>/<ratio>/<run>/aux_arrays.npz
 
-(names from `heldout_tf.layout`). `record_config` writes the collection's
+(names from `heldout_tf.collection.layout`). `record_config` writes the collection's
 settings once and checks every later call against them. A run is finished
 once its `aux_arrays.npz` exists: `write_run` writes the checkpoint first
 and the aux arrays last, each atomically, so a killed job never leaves a run
@@ -18,10 +18,10 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from heldout_tf import errors
-from heldout_tf import files
-from heldout_tf import layout
-from heldout_tf import runs as runs_lib
+from heldout_tf.core import errors
+from heldout_tf.core import files
+from heldout_tf.collection import layout
+from heldout_tf.collection import runs as runs_lib
 
 _FINISH_HINT = "Train them (same settings), then estimate."
 
@@ -116,7 +116,7 @@ class Store:
       return False
     if need_checkpoint:
       # Lazy: TensorFlow only when checkpoints matter.
-      from heldout_tf import checkpoints  # pylint: disable=g-import-not-at-top
+      from heldout_tf.models import checkpoints  # pylint: disable=g-import-not-at-top
       try:
         checkpoints.find_checkpoint(path)
       except checkpoints.CheckpointNotFoundError:

@@ -21,7 +21,9 @@ Modules: `counting` (exact counts; `Counts`, `CountsByRatio`, `counts_for`),
 `loading` (`Runs`, `load_runs`, `load_runs_from`), `pipeline` (`compute`,
 `compute_from_counts`), `reporting` (`summary` with standard errors,
 `memorization_order`, `save_*`), `on_ray` (the same estimates on a Ray
-cluster, `estimate_on_ray`; imported on use). Sharded use (map over run shards, sum the counts):
+cluster, `estimate_on_ray`; imported on use), `published` (the papers'
+score files, read strictly) and `comparison` (ours beside them). Sharded
+use (map over run shards, sum the counts):
 
   total = sum((counts_for(load_runs_from(shard)) for shard in shards),
               CountsByRatio())

@@ -17,7 +17,7 @@ from typing import Tuple
 
 import numpy as np
 
-from heldout_tf import errors
+from heldout_tf.core import errors
 
 MAX_EXACT_RUNS = 2**24  # float32 represents every count below this exactly.
 COUNT_CHUNK_BYTES = 64 << 20  # Temporary bool bytes per column chunk.

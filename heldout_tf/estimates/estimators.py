@@ -13,8 +13,8 @@ over workers and joined with `merge_pairs`.
 from absl import logging
 import numpy as np
 
-from heldout_tf import progress as progress_lib
-from heldout_tf import sizes
+from heldout_tf.core import progress as progress_lib
+from heldout_tf.core import sizes
 from heldout_tf.estimates import counting
 from heldout_tf.estimates.counting import EstimateError
 

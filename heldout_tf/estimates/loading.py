@@ -1,7 +1,7 @@
 """Loading a collection's `aux_arrays.npz` files into [runs, examples] matrices.
 
-`load_runs(root, experiment)` finds the runs with `heldout_tf.layout` and
-reads each file with `heldout_tf.runs.read_aux` (the one aux reader).
+`load_runs(root, experiment)` finds the runs with `heldout_tf.collection.layout` and
+reads each file with `heldout_tf.collection.runs.read_aux` (the one aux reader).
 `load_runs_from(run_paths)` loads an explicit list of runs: a shard of a
 collection for a distributed map (see `counting.counts_for`).
 """
@@ -13,10 +13,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from heldout_tf import errors
-from heldout_tf import layout
-from heldout_tf import progress as progress_lib
-from heldout_tf import runs as runs_lib
+from heldout_tf.core import errors
+from heldout_tf.collection import layout
+from heldout_tf.core import progress as progress_lib
+from heldout_tf.collection import runs as runs_lib
 from heldout_tf.estimates import counting
 from heldout_tf.estimates.counting import EstimateError
 
@@ -205,7 +205,7 @@ def load_runs(root, experiment, ratios=None, progress=True, num_threads=4,
               mmap_dir=None) -> Runs:
   """Reads every `<root>/<experiment>/<ratio>/<run>/aux_arrays.npz`.
 
-  Runs are found by `heldout_tf.layout.list_runs` (canonical names only;
+  Runs are found by `heldout_tf.collection.layout.list_runs` (canonical names only;
   others skipped with a warning, ambiguous twins an error) and ordered by
   (ratio, run id). Validates keys, dtypes, shapes, index coverage and
   `subsample_idx` consistency (runs.AuxArraysError naming the file and key)

@@ -12,7 +12,7 @@ blocks of test examples, each task's working set within `memory_budget`.
 The result is the dict of `heldout_tf.estimates.compute`: saved with
 `save_estimates`, every array of the npz file is byte-identical to the
 local engine's (only zip timestamps differ). Connection, retries and
-cancelling: `heldout_tf.raycluster`. Every node must see `root` at the same
+cancelling: `heldout_tf.core.raycluster`. Every node must see `root` at the same
 path.
 """
 
@@ -21,11 +21,11 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from heldout_tf import errors
-from heldout_tf import layout
-from heldout_tf import progress as progress_lib
-from heldout_tf import raycluster
-from heldout_tf import runs as runs_lib
+from heldout_tf.core import errors
+from heldout_tf.collection import layout
+from heldout_tf.core import progress as progress_lib
+from heldout_tf.core import raycluster
+from heldout_tf.collection import runs as runs_lib
 from heldout_tf.estimates import counting
 from heldout_tf.estimates import estimators
 from heldout_tf.estimates import loading

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from heldout_tf import files
+from heldout_tf.core import files
 from heldout_tf.estimates.counting import EstimateError
 
 # Thresholds closer to zero than this many standard errors are warned about.

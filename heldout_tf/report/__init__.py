@@ -4,7 +4,7 @@
                                     "report.html")
   print(summary.path, summary.num_bytes)
 
-or `python -m heldout_tf.report --root DIR --experiment NAME --out FILE`.
+or `python -m heldout_tf.cli.report --root DIR --experiment NAME --out FILE`.
 The page opens from `file://` with no network (data and thumbnails are
 embedded; a Content-Security-Policy forbids every request) and shows the
 collection's provenance, a summary, linked histograms, the examples grid,
@@ -24,8 +24,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from heldout_tf import errors
-from heldout_tf import files
+from heldout_tf.core import errors
+from heldout_tf.core import files
 from heldout_tf.report import gather as gather_lib
 from heldout_tf.report import images as images_lib
 from heldout_tf.report import page

@@ -22,14 +22,14 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 import heldout_tf
-from heldout_tf import detection
+from heldout_tf.quality import detection
 from heldout_tf import estimates
-from heldout_tf import released
-from heldout_tf import scores as scores_lib
-from heldout_tf import signals as signals_lib
+from heldout_tf.collection import released
+from heldout_tf.quality import scores as scores_lib
+from heldout_tf.collection import signals as signals_lib
 from heldout_tf.report import inputs
 
-# Quality scores (`heldout_tf.scores.SCORES`): labels shown on the page.
+# Quality scores (`heldout_tf.quality.scores.SCORES`): labels shown on the page.
 SCORE_LABELS = {
     "memorization": "memorization", "cscore": "1 \u2212 C-score",
     "loss": "held-out loss", "tracin": "TracIn self-influence",

@@ -4,7 +4,7 @@ Images come from the dataset the runs were trained on, never downloaded:
 
 - mnist-mlp collections (made by `python -m mnist_example.train` or
   `.quality`): the dataset named in the collection's config.json, loaded
-  by `heldout_tf.mnist` ('mnist' from tfds in `data_dir`, or the embedded
+  by `heldout_tf.data.mnist` ('mnist' from tfds in `data_dir`, or the embedded
   offline 'digits'), cut and noised exactly as the pipeline did, and
   checked against the recorded data fingerprint;
 - the released CIFAR collections: tfds in `data_dir` (download=False);
@@ -22,8 +22,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from heldout_tf import errors
-from heldout_tf import released
+from heldout_tf.core import errors
+from heldout_tf.collection import released
 from heldout_tf import collection
 
 SHEET_COLUMNS = 64
@@ -83,14 +83,14 @@ def _mnist_data(config: dict, data_dir):
   the indices of its noisy training examples.
 
   `mnist_example.quality` (config has `noise`): the first `train_size` /
-  `test_size` examples, then the noise (`heldout_tf.noise.apply`, on the
+  `test_size` examples, then the noise (`heldout_tf.data.noise.apply`, on the
   float32 images as trained); `mnist_example.train`: `label_noise` (`noise.
   flip_labels`) on the whole training set, then the cut.
   """
   # pylint: disable=g-import-not-at-top
-  from heldout_tf import image_data
-  from heldout_tf import mnist
-  from heldout_tf import noise as noise_lib
+  from heldout_tf.data import image_data
+  from heldout_tf.data import mnist
+  from heldout_tf.data import noise as noise_lib
   # pylint: enable=g-import-not-at-top
   seed = int(config.get("seed", 0))
   sizes = int(config.get("train_size", 0)), int(config.get("test_size", 0))
@@ -117,7 +117,7 @@ def _mnist_data(config: dict, data_dir):
 
 
 def _mnist(config: dict, data_dir) -> Tuple[Optional[Images], str]:
-  from heldout_tf import mnist  # pylint: disable=g-import-not-at-top
+  from heldout_tf.data import mnist  # pylint: disable=g-import-not-at-top
   dataset = config["dataset"]
   try:
     data, train_float, noisy_idx = _mnist_data(config, data_dir)
@@ -138,7 +138,7 @@ def _mnist(config: dict, data_dir) -> Tuple[Optional[Images], str]:
 
 
 def _tfds(dataset: str, data_dir) -> Tuple[Optional[Images], str]:
-  from heldout_tf import data as heldout_data  # pylint: disable=g-import-not-at-top
+  from heldout_tf.data import pipelines as heldout_data  # pylint: disable=g-import-not-at-top
   try:
     arrays = {split: heldout_data.load_tfds_arrays(dataset, split, data_dir,
                                                    download=False)
@@ -192,11 +192,11 @@ def load(experiment: str, config: Optional[dict], data_dir=None,
 
 def _image_data(config: dict, data_dir) -> Tuple[Optional[Images], str]:
   """The images of a `heldout train` collection, rebuilt from its recorded
-  source and noise (`quality_scores.load_data`, checked by fingerprint)."""
-  from heldout_tf import quality_scores  # pylint: disable=g-import-not-at-top
+  source and noise (`workflow.load_data`, checked by fingerprint)."""
+  from heldout_tf.quality import workflow  # pylint: disable=g-import-not-at-top
   source = config["source"]
   try:
-    data, _ = quality_scores.load_data(config, "config.json", "", data_dir)
+    data, _ = workflow.load_data(config, "config.json", "", data_dir)
   except errors.ConfigError:
     return None, (f"no images: the {source} data loaded now differs from "
                   "the data the runs were trained on (data fingerprint)")

@@ -7,7 +7,7 @@
   <root>/<experiment>/<ratio>/quality/detection.csv, removal.csv
 
 `result_paths` is the one place these names are spelled: repoint it when
-they move (e.g. into `heldout_tf.layout`). Everything here reads files the
+they move (e.g. into `heldout_tf.collection.layout`). Everything here reads files the
 user pointed at and treats them as untrusted (`np.load` never unpickles);
 a bad file is a `ReportInputError` naming it.
 """
@@ -20,8 +20,8 @@ import zipfile
 
 import numpy as np
 
-from heldout_tf import errors
-from heldout_tf import layout
+from heldout_tf.core import errors
+from heldout_tf.collection import layout
 
 ESTIMATES_FILENAME = "estimates.npz"
 QUALITY_DIRNAME = "quality"

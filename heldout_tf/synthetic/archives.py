@@ -15,8 +15,8 @@ import tempfile
 
 import numpy as np
 
-from heldout_tf import layout
-from heldout_tf import runs as runs_lib
+from heldout_tf.collection import layout
+from heldout_tf.collection import runs as runs_lib
 
 EXPERIMENT = "cifar10-inception"
 

@@ -19,11 +19,11 @@ whose correctness comes from that model). Nothing here touches the network.
 import numpy as np
 import tensorflow as tf
 
-from heldout_tf import checkpoints
-from heldout_tf import data
+from heldout_tf.models import checkpoints
+from heldout_tf.data import pipelines
 from heldout_tf import models
 from heldout_tf import collection
-from heldout_tf import experiments
+from heldout_tf.collection import experiments
 
 CIFAR_SHAPE = (32, 32, 3)
 
@@ -50,8 +50,8 @@ def random_cifar_arrays(n_train=48, n_test=32, num_classes=10, seed=0,
   return arrays
 
 
-def in_memory_dataset(arrays, name="synthetic") -> data.Dataset:
-  """A `data.Dataset` over `arrays` (see `random_cifar_arrays`), through the
+def in_memory_dataset(arrays, name="synthetic") -> pipelines.Dataset:
+  """A `pipelines.Dataset` over `arrays` (see `random_cifar_arrays`), through the
   same pipeline as CIFAR evaluation (`uint8 / 255`, canonical index)."""
 
   def make_split(split):
@@ -64,7 +64,7 @@ def in_memory_dataset(arrays, name="synthetic") -> data.Dataset:
         lambda ex: dict(ex, image=tf.cast(ex["image"], tf.float32) / 255.0))
     return ds, len(split_arrays["label"])
 
-  return data.Dataset(name, make_split)
+  return pipelines.Dataset(name, make_split)
 
 
 def write_synthetic_cifar(data_dir, name="cifar10", num_classes=10,

@@ -18,8 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
-from heldout_tf import layout
-from heldout_tf import runs as runs_lib
+from heldout_tf.collection import layout
+from heldout_tf.collection import runs as runs_lib
 
 
 @dataclasses.dataclass

@@ -1,0 +1,134 @@
+"""The commands: `heldout <command>` (`commands`, the entry point) and one
+module per command: `download`, `evaluate`, `estimate`, `export`, `train`,
+`quality`, `report`; `python -m heldout_tf.cli.<command>` is the same.
+
+This package's own names are what every command shares: one style for all.
+
+  def parse_args(argv):
+    parser = cli.Parser("heldout estimate", __doc__)   # argparse, kit style
+    parser.add_argument("--out", ...)                  # --out: a file
+    cli.add_root(parser)                               # --root: a collection
+    cli.add_progress(parser)                           # --progress/--noprogress
+    return parser.parse_args(argv)
+
+  def main(argv=None):
+    args = parse_args(argv)     # --help and bad flags never import TensorFlow
+    cli.quiet_tensorflow()      # then TensorFlow, without its start-up lines
+    ...                         # call one library function, print
+  if __name__ == "__main__":
+    cli.run(main)
+
+Exit codes: 0 done; 2 a bad flag (`error: --flag ...`, from the parser or
+an `errors.UsageError` raised later); 1 any other bad input (an
+`errors.HeldoutError`: `error: <message>`); 130 Ctrl-C. Every other
+exception keeps its traceback: those are bugs.
+
+Flag names mean one thing in every command: `--root` is the directory
+holding a collection (`<root>/<experiment>/<ratio>/<run>/`), `--out` is a
+file (or, for commands writing several, a directory) the command writes,
+`--progress/--noprogress` the progress bar, `--engine local|ray` with
+`--ray_address` where work can go to Ray.
+"""
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Optional, Sequence
+
+from heldout_tf.core import errors
+from heldout_tf.core.startup import quiet_tensorflow  # noqa: F401  (re-exported)
+
+
+USAGE_EXIT = 2  # A bad flag, whoever finds it.
+ERROR_EXIT = 1  # Any other bad input.
+ENGINES = ("local", "ray")
+
+
+def fail(message: str, code: int = ERROR_EXIT):
+  """Prints `error: message` to stderr and exits with `code`."""
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter,
+                     argparse.ArgumentDefaultsHelpFormatter):
+  """Keeps the description's layout and shows every default."""
+
+
+class Parser(argparse.ArgumentParser):
+  """argparse in the kit's style: defaults in --help, and a bad flag is one
+  `error: ...` line with exit code 2 (no usage dump)."""
+
+  def __init__(self, prog: str, doc: str = "", **kwargs):
+    kwargs.setdefault("formatter_class", _HelpFormatter)
+    super().__init__(prog=prog, description=doc, allow_abbrev=False,
+                     **kwargs)
+
+  def error(self, message):
+    fail(message, USAGE_EXIT)
+
+
+def add_bool(parser: argparse.ArgumentParser, name: str, default: bool,
+             help: str):  # pylint: disable=redefined-builtin
+  """`--name` / `--noname` (and `--no-name`), default `default`."""
+  group = parser.add_mutually_exclusive_group()
+  group.add_argument(f"--{name}", dest=name, action="store_true", help=help)
+  group.add_argument(f"--no{name}", f"--no-{name}", dest=name,
+                     action="store_false", help=argparse.SUPPRESS)
+  parser.set_defaults(**{name: default})
+
+
+def add_progress(parser: argparse.ArgumentParser):
+  """`--progress/--noprogress`: the one progress flag."""
+  add_bool(parser, "progress", True, "Show progress (a bar on a terminal, "
+           "occasional lines otherwise); --noprogress hides it.")
+
+
+def add_root(parser: argparse.ArgumentParser, *, required: bool = False,
+             default: Optional[str] = None, help: Optional[str] = None
+             ):  # pylint: disable=redefined-builtin
+  """`--root`: the directory holding `<experiment>/<ratio>/<run>/`."""
+  parser.add_argument(
+      "--root", required=required, default=default, metavar="DIR",
+      help=help or "The collection's root directory, holding "
+      "<experiment>/<ratio>/<run>/.")
+
+
+def add_engine(parser: argparse.ArgumentParser, what: str = "the work"):
+  """`--engine local|ray` and `--ray_address`."""
+  parser.add_argument(
+      "--engine", choices=ENGINES, default="local",
+      help=f"'ray': run {what} as Ray tasks (identical results; --root must "
+      "be storage every node sees).")
+  parser.add_argument(
+      "--ray_address", default=None, metavar="HOST:PORT",
+      help="--engine ray: the cluster to join (HEAD:6379 or 'auto'); unset: "
+      "a Ray instance on this machine only.")
+
+
+def check_engine(args: argparse.Namespace):
+  """`--ray_address` only with `--engine ray` (a `UsageError` otherwise)."""
+  if getattr(args, "ray_address", None) is not None and args.engine != "ray":
+    raise errors.UsageError("--ray_address needs --engine ray")
+
+
+def command_module(name: str):
+  """The command module `name` (`heldout_tf.cli.<command>`), imported: it
+  has `build_parser()` and `main(argv)`."""
+  return importlib.import_module(name)
+
+
+def run(main: Callable[[Optional[Sequence[str]]], Optional[int]],
+        argv: Optional[Sequence[str]] = None):
+  """Calls `main(argv)` and turns kit errors into `error:` lines (exit 2
+  for a bad flag, 1 for other bad input)."""
+  try:
+    code = main(argv)
+  except errors.UsageError as e:
+    fail(str(e), USAGE_EXIT)
+  except errors.HeldoutError as e:
+    fail(str(e))
+  except KeyboardInterrupt:
+    print("interrupted; re-run the same command to resume", file=sys.stderr)
+    sys.exit(130)
+  sys.exit(code or 0)

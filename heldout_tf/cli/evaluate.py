@@ -1,0 +1,136 @@
+r"""Restores released runs, re-evaluates them and cross-checks aux_arrays.npz.
+
+  heldout evaluate --experiment cifar10-inception --ratios 0.7 --runs 0
+  heldout evaluate --experiment cifar10-inception --runs all --split train
+  heldout evaluate --experiment imagenet-resnet50 \
+      --data_dir ~/tensorflow_datasets --imagenet_index_map index.csv
+
+(`heldout evaluate` is `python -m heldout_tf.cli.evaluate`; `python demo.py` in a
+clone is the same command.) For each run: the checkpoint's epoch and global
+step, the subset percentage, the accuracy, and `N out of M predictions
+match` against the run's recorded correctness. One model, one compiled
+forward pass and one read of the split serve every run
+(`heldout_tf.collection.evaluation.evaluate_collection`).
+
+Exit status: 0 done; 1 a bad input (`error: ...`, e.g. a corrupt checkpoint,
+a missing dataset) or, with --require_match, a prediction that does not
+match; 2 bad flags, or runs not on disk (with download instructions).
+"""
+
+import os
+import sys
+
+from heldout_tf import cli
+from heldout_tf.core import errors
+from heldout_tf.collection import layout
+from heldout_tf.collection import released
+
+PROG = "heldout evaluate"
+ROOT_ENV = "HELDOUT_ROOT"
+DEFAULT_ROOT = "~/heldout-checkpoints"
+MISMATCHES_SHOWN = 10
+
+
+def default_root() -> str:
+  """$HELDOUT_ROOT, else ~/heldout-checkpoints."""
+  return os.environ.get(ROOT_ENV) or os.path.expanduser(DEFAULT_ROOT)
+
+
+def build_parser(prog: str = PROG) -> cli.Parser:
+  """The command line's flags (imports no TensorFlow)."""
+  parser = cli.Parser(prog, __doc__)
+  parser.add_argument("--experiment", default="cifar10-inception",
+                      choices=sorted(released.EXPERIMENTS),
+                      help="Released experiment.")
+  cli.add_root(parser, help="The collection root, holding <experiment>/"
+               f"<ratio>/<run>/ (unset: ${ROOT_ENV} or {DEFAULT_ROOT}).")
+  parser.add_argument("--ratios", default="0.7", metavar="LIST",
+                      help="Subset ratios of the runs to evaluate, e.g. "
+                      "0.7 or 0.1,0.7; 'all': every ratio on disk.")
+  parser.add_argument("--runs", default="0", metavar="LIST",
+                      help="Run ids to evaluate: ids and ranges, e.g. 0,3 "
+                      "or 0-9; 'all': every run on disk.")
+  parser.add_argument("--split", default="test", choices=["test", "train"],
+                      help="Split to evaluate ('train': the whole training "
+                      "set, trained-on and held-out examples).")
+  parser.add_argument("--data_dir", default=None, metavar="DIR",
+                      help="tfds data_dir (CIFAR); for ImageNet the indexed "
+                      "TFRecord directory or a prepared tfds imagenet2012 "
+                      "directory.")
+  parser.add_argument("--imagenet_index_map", default=None, metavar="FILE",
+                      help="ImageNet from a tfds imagenet2012 --data_dir: "
+                      "file of split,file_name,index lines giving each "
+                      "image's canonical index.")
+  parser.add_argument("--download", action="store_true",
+                      help="Let tfds download the dataset (CIFAR).")
+  parser.add_argument("--batch_size", type=int, default=200,
+                      help="Evaluation batch size.")
+  parser.add_argument("--require_match", action="store_true",
+                      help="Exit 1 when any prediction does not match.")
+  cli.add_progress(parser)
+  return parser
+
+
+def parse_args(argv=None, prog: str = PROG):
+  """The flags, checked (a bad one: `error: --flag ...`, exit 2)."""
+  args = build_parser(prog).parse_args(argv)
+  imagenet = args.experiment == "imagenet-resnet50"
+  if args.download and imagenet:
+    raise errors.UsageError(
+        "--download does not apply to ImageNet: pass --data_dir with your "
+        "indexed TFRecords, or a prepared tfds imagenet2012 directory and "
+        "--imagenet_index_map.")
+  if args.imagenet_index_map and not imagenet:
+    raise errors.UsageError(
+        f"--imagenet_index_map does not apply to {args.experiment}.")
+  if args.batch_size < 1:
+    raise errors.UsageError(f"--batch_size must be >= 1, got "
+                            f"{args.batch_size}")
+  args.ratios = layout.parse_ratios(args.ratios)
+  args.runs = layout.parse_run_ids(args.runs)
+  args.root = args.root or default_root()
+  return args
+
+
+def print_run(experiment: str, run, split: str, evaluated):
+  """Prints one `evaluation.RunEvaluation` of `run` (a `layout.RunPath`)."""
+  info, check = evaluated.info, evaluated.check
+  print(f"{experiment} ratio {run.ratio_name} run {run.run}: "
+        f"epoch {info.epoch}, global step {info.global_step}, trained on "
+        f"{100 * evaluated.subset_fraction:.1f}% of the training set")
+  print(f"  {split} accuracy: {100 * evaluated.result.accuracy:.2f}%")
+  print(f"  {check}")
+  if not check.ok:
+    shown = ", ".join(str(i) for i in check.mismatched_index[:MISMATCHES_SHOWN])
+    more = " ..." if len(check.mismatched_index) > MISMATCHES_SHOWN else ""
+    print(f"  mismatched example indices: {shown}{more}", flush=True)
+
+
+def main(argv=None, prog: str = PROG) -> int:
+  args = parse_args(argv, prog)
+  cli.quiet_tensorflow()
+  from heldout_tf.collection import evaluation  # pylint: disable=g-import-not-at-top
+  all_match = True
+  try:
+    for run, evaluated in evaluation.evaluate_collection(
+        args.root, args.experiment, args.ratios, args.runs, args.split,
+        data_dir=args.data_dir, download=args.download,
+        index_map=args.imagenet_index_map, batch_size=args.batch_size,
+        progress=args.progress):
+      print_run(args.experiment, run, args.split, evaluated)
+      all_match &= evaluated.check.ok
+  except evaluation.RunNotFoundError as e:
+    print(f"{e}.\n", file=sys.stderr)
+    ratio = args.ratios[0] if args.ratios else 0.7
+    print(released.download_instructions(args.experiment, args.root, ratio,
+                                         args.runs), file=sys.stderr)
+    return cli.USAGE_EXIT
+  if args.require_match and not all_match:
+    print("Some predictions do not match the recorded correctness.",
+          file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,415 @@
+"""Re-run evaluation of restored runs and cross-check it with aux_arrays.npz.
+
+`evaluate_runs` is the whole loop over many runs of one experiment: restore,
+evaluate, cross-check. It reuses one model and one compiled forward pass:
+only the variables change between runs (see `heldout_tf.models.checkpoints.
+restore`). `evaluate` and `cross_check` are its steps.
+"""
+
+import dataclasses
+import os
+import re
+import time
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+from heldout_tf.models import checkpoints
+from heldout_tf.data import pipelines
+from heldout_tf.core import errors
+from heldout_tf.collection import experiments
+from heldout_tf.collection import layout
+from heldout_tf import models
+from heldout_tf.core import progress as progress_lib
+from heldout_tf.collection import runs
+
+# Bad data met while reading a split (an undecodable image, an ImageNet file
+# name missing from the index map): a HeldoutError and a ValueError.
+DataError = pipelines.DataError
+
+
+class CrossCheckError(errors.HeldoutError, ValueError):
+  """aux_arrays.npz and the evaluation do not cover the same examples."""
+
+
+class RunNotFoundError(errors.HeldoutError, FileNotFoundError):
+  """A run directory, or the checkpoint or aux_arrays.npz in it, is missing."""
+
+
+_COMPILED = weakref.WeakKeyDictionary()
+# `evaluate_runs` reads a split into memory once when its images take at
+# most this many bytes (CIFAR train: 614 MB as float32); larger ones stream.
+READ_ONCE_MAX_BYTES = 2 << 30
+
+
+def _eval_options():
+  """tf.data options for one evaluation pass.
+
+  With autotuning on, destroying the iterator at the end of a pass sometimes
+  waited ~0.4-0.9 s for tf.data's tuning thread (measured on 2 CPU cores):
+  a fixed cost per run that evaluating many runs should not pay.
+  """
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return options
+
+
+@dataclasses.dataclass
+class EvalResult:
+  """Per-example evaluation of one model on one split, in dataset order."""
+  logits: np.ndarray  # float32 [n, num_classes]
+  labels: np.ndarray  # int64 [n]
+  index: np.ndarray  # int64 [n], canonical example index
+
+  @property
+  def predictions(self) -> np.ndarray:
+    return np.argmax(self.logits, axis=-1)
+
+  @property
+  def correct(self) -> np.ndarray:
+    return self.predictions == self.labels
+
+  @property
+  def accuracy(self) -> float:
+    return float(np.mean(self.correct)) if len(self.labels) else float("nan")
+
+
+@dataclasses.dataclass
+class CrossCheck:
+  """How many recomputed correctness bits equal the recorded ones."""
+  split: str
+  matched: int
+  total: int
+  mismatched_index: np.ndarray  # canonical indices that disagree
+
+  @property
+  def ok(self) -> bool:
+    return self.matched == self.total
+
+  def __str__(self):
+    return f"{self.matched} out of {self.total} predictions match"
+
+
+def compiled_forward(model):
+  """The model's evaluation-mode forward pass, traced once per model.
+
+  The function holds the model weakly: a strong reference from the cached
+  value would keep every model (and its graph) alive forever.
+  """
+  fn = _COMPILED.get(model)
+  if fn is None:
+    model_ref = weakref.ref(model)
+    fn = tf.function(lambda images: model_ref()(images, is_training=False),
+                     reduce_retracing=True)
+    _COMPILED[model] = fn
+  return fn
+
+
+def op_error_message(error: tf.errors.OpError) -> str:
+  """A TensorFlow op error's message without the op and node trace."""
+  lines = [line.strip() for line in error.message.splitlines()
+           if line.strip()]
+  for line in lines:
+    if "assertion failed: [" in line:
+      # tf.debugging.Assert prints a single string as "[...]".
+      text = line.split("assertion failed: [", 1)[1]
+      return text[:text.rindex("]")] if "]" in text else text
+  for line in lines:
+    if not line.startswith(("Graph execution error:", "Detected at node",
+                            "File ")):
+      line = re.sub(r"\{\{[^}]*\}\}\s*", "", line)
+      return re.sub(r"\s*\[Op:[^\]]*\].*$", "", line)
+  return str(error)
+
+
+@dataclasses.dataclass
+class SplitBatches:
+  """One split of a dataset, batched: read from the pipeline on every pass,
+  or once into memory (`read_split`)."""
+  name: str  # The dataset's name, for messages.
+  split: str
+  batches: Iterable  # Of {'image', 'label', 'index'} batches.
+  num_examples: Optional[int]
+
+
+def _batches(dataset, split: str, batch_size: int) -> SplitBatches:
+  batches, num_examples = dataset.batches(split, batch_size)
+  return SplitBatches(dataset.name, split,
+                      batches.with_options(_eval_options()), num_examples)
+
+
+def _read_batches(source: SplitBatches):
+  """Yields `source`'s batches; DataError for data that cannot be read."""
+  try:
+    yield from source.batches
+  except tf.errors.InvalidArgumentError as e:
+    raise DataError(f"{op_error_message(e)} (reading {source.name} "
+                    f"{source.split})") from e
+
+
+def read_split(dataset, split: str, batch_size: int = 200,
+               max_bytes: int = READ_ONCE_MAX_BYTES) -> SplitBatches:
+  """`split` of `dataset`, decoded once into memory when it fits.
+
+  Evaluating many runs then pays for reading and decoding the images once,
+  not once per run. A split whose images would take more than `max_bytes`
+  as float32 (ImageNet) stays a pipeline, read on every pass.
+  """
+  source = _batches(dataset, split, batch_size)
+  spec = source.batches.element_spec["image"]
+  per_example = int(np.prod(spec.shape[1:])) * spec.dtype.size if (
+      spec.shape[1:].is_fully_defined()) else None
+  if (source.num_examples is None or per_example is None or
+      source.num_examples * per_example > max_bytes):
+    return source
+  return dataclasses.replace(source, batches=list(_read_batches(source)))
+
+
+def evaluate(model, dataset, split: str, batch_size: int = 200,
+             progress: bool = True) -> EvalResult:
+  """Evaluates `model` on `split` of a `heldout_tf.data.pipelines.Dataset` (or on a
+  `SplitBatches` from `read_split`, then `split` must be its split).
+
+  Returns logits, labels and canonical indices in dataset order. Raises
+  DataError (a HeldoutError and ValueError) when the data cannot be read or
+  the split is empty.
+  """
+  forward = compiled_forward(model)
+  if isinstance(dataset, SplitBatches):
+    source = dataset
+  else:
+    source = _batches(dataset, split, batch_size)
+  logits, labels, index = [], [], []
+  with progress_lib.bar(source.num_examples, f"evaluate {split}", "img",
+                        enabled=progress) as bar:
+    for batch in _read_batches(source):
+      logits.append(forward(batch["image"]).numpy())
+      labels.append(np.asarray(batch["label"]))
+      index.append(np.asarray(batch["index"]))
+      bar.update(len(index[-1]))
+  if not logits:
+    raise DataError(f"Split {split!r} of {source.name} is empty")
+  return EvalResult(np.concatenate(logits), np.concatenate(labels),
+                    np.concatenate(index))
+
+
+def recorded_correctness(aux, split: str):
+  """`(index, correctness)` recorded in aux_arrays for `split`.
+
+  For 'train' this is train + removed: the whole training set.
+  """
+  if split == "train":
+    parts = ("train", "removed")
+  elif split == "test":
+    parts = ("test",)
+  else:
+    raise errors.UsageError(
+        f"split must be 'train' or 'test', got {split!r}")
+  index = np.concatenate([np.asarray(aux[f"index_{p}"]) for p in parts])
+  correct = np.concatenate(
+      [np.asarray(aux[f"correctness_{p}"], bool) for p in parts])
+  return index, correct
+
+
+def cross_check(aux, result: EvalResult, split: str) -> CrossCheck:
+  """Compares `result.correct` with the correctness recorded in `aux`.
+
+  Examples are matched by canonical index. Raises CrossCheckError (a
+  ValueError) when the two do not cover the same examples.
+  """
+  index, recorded = recorded_correctness(aux, split)
+  order = np.argsort(index, kind="stable")
+  index, recorded = index[order], recorded[order]
+  mine_order = np.argsort(result.index, kind="stable")
+  mine_index = result.index[mine_order]
+  mine = result.correct[mine_order]
+  if len(index) != len(mine_index) or np.any(index != mine_index):
+    raise CrossCheckError(
+        f"aux_arrays {split!r} covers {len(index)} examples (indices "
+        f"{_span(index)}) but the evaluation covers {len(mine_index)} "
+        f"(indices {_span(mine_index)}): wrong dataset or split?")
+  differ = mine != recorded
+  return CrossCheck(split, int(len(index) - differ.sum()), int(len(index)),
+                    index[differ])
+
+
+def _span(index):
+  return f"{index.min()}..{index.max()}" if len(index) else "none"
+
+
+@dataclasses.dataclass
+class RunEvaluation:
+  """One run restored, evaluated and cross-checked by `evaluate_runs`."""
+  path: str  # The run directory.
+  info: checkpoints.RestoreInfo  # Checkpoint prefix, epoch, global step.
+  result: EvalResult
+  check: CrossCheck
+  subset_fraction: float  # Share of the training set the run trained on.
+  restore_seconds: float  # Wall time of the restore.
+  evaluate_seconds: float  # Wall time of reading aux, evaluating, checking.
+
+
+def missing_files(run_dir: str) -> Optional[str]:
+  """Why `run_dir` cannot be evaluated for lack of files, or None.
+
+  Says whether the directory, its checkpoint or its aux_arrays.npz is
+  missing, naming the path; the checkpoint is found as `evaluate_runs` will
+  restore it (`checkpoints.find_checkpoint`: exactly one `ckpt-<N>`), so a
+  run that passes here does not stop later for want of a checkpoint.
+  (Files that exist but are bad are reported by `evaluate_runs`.)
+  """
+  if not os.path.isdir(run_dir):
+    return f"No run found at {run_dir}"
+  aux = os.path.join(run_dir, layout.AUX_FILENAME)
+  has_aux = os.path.isfile(aux)
+  try:
+    checkpoints.find_checkpoint(run_dir)
+    no_checkpoint = None
+  except checkpoints.CheckpointNotFoundError as e:
+    no_checkpoint = str(e)
+  if has_aux and no_checkpoint is None:
+    return None
+  if no_checkpoint is None:
+    return (f"{run_dir} has a checkpoint but no {layout.AUX_FILENAME} "
+            f"({aux} does not exist)")
+  if has_aux:
+    return (f"{run_dir} has {layout.AUX_FILENAME} but no usable checkpoint: "
+            f"{no_checkpoint}")
+  return (f"No run found at {run_dir} (neither {layout.AUX_FILENAME} nor a "
+          f"checkpoint: {no_checkpoint})")
+
+
+def check_runs_present(run_dirs: Iterable[str]) -> List[str]:
+  """`missing_files` of every run that lacks files; empty when all are
+  complete."""
+  return [m for m in map(missing_files, run_dirs) if m]
+
+
+def _subset_fraction(aux) -> float:
+  n_train = len(aux["index_train"]) + len(aux["index_removed"])
+  return len(aux["subsample_idx"]) / n_train if n_train else float("nan")
+
+
+def evaluate_runs(experiment, run_dirs: Iterable[str], dataset, split: str,
+                  batch_size: int = 200, progress: bool = True,
+                  model=None) -> Iterator[RunEvaluation]:
+  """Restores, evaluates and cross-checks each run; yields one result each.
+
+  One model (built on the first run, or `model`) and one compiled forward
+  pass serve every run: only the variables change. Every run is checked for
+  its files before the first is evaluated.
+
+  Args:
+    experiment: a `heldout_tf.collection.experiments.Experiment`, or any object with
+      the `arch` and `num_classes` of the runs.
+    run_dirs: run directories (`<root>/<experiment>/<ratio>/<run>`).
+    dataset: a `heldout_tf.data.pipelines.Dataset` of the experiment's data (its
+      split is read once for all runs, see `read_split`).
+    split: 'test' or 'train' (train + removed examples).
+    batch_size: evaluation batch size.
+    progress: show a progress bar per run.
+    model: a `models.build_model(experiment.arch, experiment.num_classes)`
+      module to reuse (built when needed); a new one when None.
+
+  Yields:
+    RunEvaluation per run, in order.
+
+  Raises (all HeldoutErrors):
+    RunNotFoundError: a run lacks its directory, checkpoint or aux_arrays.
+    checkpoints.CheckpointMismatchError / CheckpointCorruptError /
+    CheckpointNotFoundError, runs.AuxArraysError, DataError,
+    CrossCheckError: a bad checkpoint, aux_arrays.npz or dataset.
+  """
+  run_dirs = list(run_dirs)
+  if split not in ("train", "test"):
+    raise errors.UsageError(
+        f"split must be 'train' or 'test', got {split!r}")
+  missing = check_runs_present(run_dirs)
+  if missing:
+    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    raise RunNotFoundError(missing[0] + more)
+  if not run_dirs:
+    return
+  if model is None:
+    model = models.build_model(experiment.arch, experiment.num_classes)
+  models.ensure_built(model, experiment.arch)
+  source = None  # Read after the first restore: a bad checkpoint fails first.
+  for path in run_dirs:
+    start = time.perf_counter()
+    info = checkpoints.restore(model, path, arch=experiment.arch)
+    restored = time.perf_counter()
+    aux = runs.read_aux(path)
+    if source is None:
+      source = read_split(dataset, split, batch_size)
+    result = evaluate(model, source, split, batch_size, progress=progress)
+    try:
+      check = cross_check(aux, result, split)
+    except CrossCheckError as e:
+      raise CrossCheckError(
+          f"{os.path.join(path, layout.AUX_FILENAME)}: {e}") from e
+    yield RunEvaluation(path, info, result, check, _subset_fraction(aux),
+                        restore_seconds=restored - start,
+                        evaluate_seconds=time.perf_counter() - restored)
+
+
+def select_runs(root: str, experiment: str, ratios: Optional[Sequence] = None,
+                run_ids: Optional[Sequence[int]] = None
+                ) -> List[layout.RunPath]:
+  """The runs a command line asks for, sorted (they may not exist).
+
+  `ratios` None: every ratio on disk; `run_ids` None: every run on disk at
+  the ratios. Explicit ratios and ids name directories whether or not they
+  exist (`missing_files` says what is missing).
+  """
+  if run_ids is None:
+    return layout.list_runs(root, experiment, ratios)
+  if ratios is None:
+    ratios = sorted({r.ratio for r in layout.list_runs(root, experiment)})
+  return sorted(
+      layout.RunPath(layout.ratio_value(ratio), run,
+                     layout.run_dir(root, experiment, ratio, run))
+      for ratio in ratios for run in run_ids)
+
+
+def evaluate_collection(root: str, experiment, ratios=(0.7,), run_ids=(0,),
+                        split: str = "test", data_dir: Optional[str] = None,
+                        download: bool = False,
+                        index_map: Optional[str] = None,
+                        batch_size: int = 200, progress: bool = True
+                        ) -> Iterator[Tuple[layout.RunPath, RunEvaluation]]:
+  """Re-evaluates the selected runs of a collection; the evaluate workflow.
+
+  Selects the runs (`select_runs`), checks that every one has its files,
+  opens the experiment's dataset (`heldout_tf.data.pipelines.load`) and yields
+  `(run, RunEvaluation)` per run from `evaluate_runs`.
+
+  Args:
+    root: the collection root, holding `<experiment>/<ratio>/<run>/`.
+    experiment: an experiment name or `heldout_tf.collection.experiments.Experiment`.
+    ratios, run_ids: the runs (None: all on disk), as in `select_runs`.
+    split, batch_size, progress: as in `evaluate_runs`.
+    data_dir, download, index_map: as in `heldout_tf.data.pipelines.load`.
+
+  Raises:
+    RunNotFoundError: no run selected, or one lacks its files (nothing was
+      evaluated); and the errors of `pipelines.load` and `evaluate_runs`.
+  """
+  if isinstance(experiment, str):
+    experiment = experiments.get(experiment)
+  selected = select_runs(root, experiment.name, ratios, run_ids)
+  if not selected:
+    where = os.path.join(root, experiment.name)
+    raise RunNotFoundError(f"No run found under {where}" + (
+        "" if ratios is None else " at ratio(s) " + ", ".join(
+            layout.format_ratio(r) for r in ratios)))
+  missing = check_runs_present(run.path for run in selected)
+  if missing:
+    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    raise RunNotFoundError(missing[0] + more)
+  dataset = pipelines.load(experiment.dataset, data_dir, download,
+                      index_map=index_map)
+  yield from zip(selected, evaluate_runs(
+      experiment, [run.path for run in selected], dataset, split,
+      batch_size, progress=progress))

@@ -1,0 +1,470 @@
+"""Exports a restored model as ONNX, safetensors or npz, for use outside TF.
+
+  info = exports.export("cifar10-inception", "<root>/.../0.7/0", "m.onnx",
+                        "onnx")
+
+- **onnx**: the inference graph (`is_training=False`, BatchNorm with its
+  moving statistics), one input `images` of shape `[batch, H, W, C]` float32
+  NHWC with a dynamic batch (MLP: `[batch, 784]`), fed exactly as the kit's
+  pipeline feeds the model (see `ModelSpec.preprocessing`), one output
+  `logits` `[batch, num_classes]` (no softmax). Converted by `tf2onnx`
+  (opset `ONNX_OPSET`); what the input is and the layout conventions are in
+  the file's `metadata_props`.
+- **safetensors** / **npz**: every model variable under its checkpoint key
+  (`model/.../.ATTRIBUTES/VARIABLE_VALUE`, exactly as
+  `tf.train.load_checkpoint(...).get_tensor(key)` returns it), plus the same
+  metadata: the safetensors header `metadata`, or an npz entry
+  `__metadata__.json` (a 0-d string array holding JSON). Layouts: Conv2D
+  kernels HWIO, Linear `w` [in, out], BatchNorm statistics [1, 1, 1, C] (see
+  `CONVENTIONS`).
+
+The model is restored strictly (`checkpoints.restore`). By default the file
+written is checked: ONNX Runtime logits must equal TensorFlow's on a few
+random inputs (max |difference| <= `PARITY_TOLERANCE` * max |logit|), the
+weight files must hold the checkpoint's values exactly. tf2onnx, onnx,
+onnxruntime and safetensors are the optional extra `export`.
+"""
+
+import dataclasses
+import io
+import json
+import os
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from heldout_tf.core import errors
+from heldout_tf.collection import experiments
+from heldout_tf.core import files
+from heldout_tf.core import npz
+
+FORMATS = ("onnx", "safetensors", "npz")
+ONNX_OPSET = 17  # tf2onnx 1.16+ writes it; every onnxruntime >= 1.14 runs it.
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+BATCH_DIM = "batch"
+PARITY_TOLERANCE = 1e-4
+DEFAULT_CHECK_BATCH = 4
+MAX_CHECK_BATCH = 256  # ImageNet: 256 inputs are 154 MB.
+METADATA_KEY = "__metadata__.json"
+KEY_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+EXTRA_HINT = "pip install -e '.[export]'"
+
+
+CONVENTIONS = (
+    "Keys are the TF checkpoint keys (model/<path>/.ATTRIBUTES/"
+    "VARIABLE_VALUE). Conv2D 'w': [kh, kw, in, out] (HWIO), no bias, TF "
+    "'SAME' padding (for stride 2 the extra row/column is padded at the "
+    "bottom/right). Linear 'w': [in, out], y = x @ w + b. BatchNorm at "
+    "inference: y = (x - moving_mean/average) / sqrt(moving_variance/average "
+    "+ eps) * scale + offset, statistics shaped [1, 1, 1, C]; the EMA "
+    "internals moving_*/_hidden and moving_*/_counter are not needed for "
+    "inference. Activations are NHWC.")
+
+
+class ExportError(errors.HeldoutError, ValueError):
+  """The run cannot be exported as asked (no checkpoint, wrong experiment)."""
+
+
+class ParityError(ExportError):
+  """The exported file does not reproduce the TensorFlow model."""
+
+
+MissingExtraError = errors.MissingExtraError  # The `export` extra.
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """What an experiment's model is and how its input is prepared."""
+  experiment: str
+  arch: str
+  num_classes: int
+  dataset: str
+
+  @property
+  def input_shape(self) -> Tuple[int, ...]:
+    """Per-example shape of the exported input (MLP: flattened)."""
+    from heldout_tf import models  # pylint: disable=g-import-not-at-top
+    if self.arch == "mlp":
+      return (int(np.prod(models.input_shape("mlp"))),)
+    return tuple(models.input_shape(self.arch))
+
+  @property
+  def preprocessing(self) -> str:
+    return experiments.get(self.experiment).preprocessing
+
+  def random_inputs(self, n: int, seed: int = 0) -> np.ndarray:
+    """`n` random inputs in the range the pipeline produces, float32."""
+    x = np.random.default_rng(seed).uniform(size=(n,) + self.input_shape)
+    if self.dataset == "imagenet":
+      from heldout_tf.data import pipelines  # pylint: disable=g-import-not-at-top
+      x = (x - np.array(pipelines.IMAGENET_MEAN)) / np.array(pipelines.IMAGENET_STD)
+    return x.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportInfo:
+  """What `export` wrote."""
+  path: str
+  format: str
+  checkpoint: str  # The ckpt-<N> prefix restored.
+  num_variables: int
+  num_bytes: int
+  max_relative_difference: Optional[float]  # ONNX parity check; else None.
+  checked: bool
+
+
+def model_spec(experiment: str) -> ModelSpec:
+  """The model of an experiment of `heldout_tf.collection.experiments`."""
+  e = experiments.get(experiment)
+  return ModelSpec(e.name, e.arch, e.num_classes, e.dataset)
+
+
+def load_model(spec: ModelSpec, run_dir: str):
+  """Builds `spec`'s model and restores it strictly from `run_dir`.
+
+  `run_dir` is a run directory, its `checkpoints/` directory or a
+  `ckpt-<N>` prefix. Returns `(model, checkpoints.RestoreInfo)`.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from heldout_tf.models import checkpoints  # pylint: disable=g-import-not-at-top
+  from heldout_tf import models  # pylint: disable=g-import-not-at-top
+  model = models.ensure_built(models.build_model(spec.arch, spec.num_classes),
+                              spec.arch)
+  try:
+    info = checkpoints.restore(model, run_dir)
+  except checkpoints.CheckpointNotFoundError as e:
+    raise ExportError(f"--run_dir {run_dir}: no checkpoint: "
+                      f"{_first_line(e)}") from e
+  except checkpoints.CheckpointMismatchError as e:
+    raise ExportError(_mismatch_message(spec, e)) from e
+  except tf.errors.OpError as e:
+    raise ExportError(f"--run_dir {run_dir}: unreadable checkpoint: "
+                      f"{_first_line(e.message)}") from e
+  return model, info
+
+
+def _first_line(error) -> str:
+  return str(error).strip().splitlines()[0] if str(error).strip() else ""
+
+
+def _mismatch_message(spec: ModelSpec, e) -> str:
+  """One line: which experiment, how the checkpoint differs, one example."""
+  parts = []
+  if e.missing:
+    parts.append(f"{len(e.missing)} missing (e.g. {e.missing[0]})")
+  if e.unexpected:
+    parts.append(f"{len(e.unexpected)} unexpected (e.g. {e.unexpected[0]})")
+  if e.shape_mismatches:
+    key, ours, theirs = e.shape_mismatches[0]
+    parts.append(f"{len(e.shape_mismatches)} with another shape (e.g. {key}: "
+                 f"{spec.experiment} has {ours}, the checkpoint {theirs})")
+  return (f"{e.path} is not a {spec.experiment} checkpoint ({spec.arch}, "
+          f"{spec.num_classes} classes): {'; '.join(parts)}")
+
+
+def inference_function(model, spec: ModelSpec):
+  """`tf.function` images [None, *input_shape] float32 -> logits."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  signature = [tf.TensorSpec((None,) + spec.input_shape, tf.float32,
+                             name=INPUT_NAME)]
+
+  @tf.function(input_signature=signature)
+  def logits(images):
+    return model(images, is_training=False)
+
+  return logits
+
+
+def variables(model) -> Dict[str, np.ndarray]:
+  """Checkpoint key -> value of every model variable."""
+  from heldout_tf.models import checkpoints  # pylint: disable=g-import-not-at-top
+  return {key: np.asarray(var.numpy())
+          for key, var in sorted(checkpoints.model_variables(model).items())}
+
+
+def batch_norm_eps(model):
+  """The distinct `eps` of the model's BatchNorm layers (sorted)."""
+  import sonnet as snt  # pylint: disable=g-import-not-at-top
+  # pylint: disable=protected-access
+  return sorted({float(m._eps) for m in model.submodules
+                 if isinstance(m, snt.BatchNorm)})
+
+
+def metadata(spec: ModelSpec, model, checkpoint_info) -> Dict[str, str]:
+  """String metadata stored in every exported file."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  eps = batch_norm_eps(model)
+  return {
+      "heldout_tf.format_version": "1",
+      "experiment": spec.experiment,
+      "arch": spec.arch,
+      "num_classes": str(spec.num_classes),
+      "dataset": spec.dataset,
+      "checkpoint": os.path.basename(checkpoint_info.path),
+      "epoch": str(checkpoint_info.epoch),
+      "global_step": str(checkpoint_info.global_step),
+      "input_name": INPUT_NAME,
+      "input_shape": json.dumps([BATCH_DIM, *spec.input_shape]),
+      "input_dtype": "float32",
+      "input_layout": "NC" if spec.arch == "mlp" else "NHWC",
+      "input_preprocessing": spec.preprocessing,
+      "output_name": OUTPUT_NAME,
+      "output": f"[{BATCH_DIM}, {spec.num_classes}] float32 logits (no "
+                "softmax)",
+      "batch_norm_eps": json.dumps(eps) if eps else "none",
+      "conventions": CONVENTIONS,
+      "tensorflow_version": tf.__version__,
+  }
+
+
+def _require(module: str, fmt: str):
+  import importlib  # pylint: disable=g-import-not-at-top
+  try:
+    return importlib.import_module(module)
+  except ImportError as e:
+    raise MissingExtraError(f"--format {fmt} needs {module.split('.')[0]}, "
+                            f"which is not installed: {EXTRA_HINT}") from e
+
+
+def to_onnx(function, meta: Dict[str, str], opset: int = ONNX_OPSET) -> bytes:
+  """Converts `inference_function(...)` to a serialized ONNX model."""
+  tf2onnx = _require("tf2onnx", "onnx")
+  onnx = _require("onnx", "onnx")
+  proto, _ = tf2onnx.convert.from_function(
+      function, input_signature=function.input_signature, opset=opset)
+  _rename_output(proto.graph, OUTPUT_NAME)
+  for value in list(proto.graph.input) + list(proto.graph.output):
+    value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
+  onnx.helper.set_model_props(proto, meta)
+  proto.doc_string = (f"heldout_tf export of {meta['experiment']}: "
+                      f"{meta['input_name']} {meta['input_shape']} -> "
+                      f"{meta['output']}")
+  return proto.SerializeToString()
+
+
+def _rename_output(graph, name: str):
+  """Renames the graph's single output (tf2onnx calls it `Identity:0`)."""
+  (output,) = graph.output
+  old = output.name
+  for node in graph.node:
+    node.output[:] = [name if o == old else o for o in node.output]
+    node.input[:] = [name if i == old else i for i in node.input]
+  output.name = name
+
+
+def onnx_logits(model_bytes: bytes, images: np.ndarray) -> np.ndarray:
+  """Runs a serialized ONNX model with ONNX Runtime on the CPU."""
+  ort = _require("onnxruntime", "onnx")
+  session = ort.InferenceSession(model_bytes,
+                                 providers=["CPUExecutionProvider"])
+  return session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+
+
+def relative_difference(ours: np.ndarray, reference: np.ndarray) -> float:
+  """max |ours - reference| / max |reference| (0 when both are all zero)."""
+  scale = float(np.max(np.abs(reference)))
+  diff = float(np.max(np.abs(ours - reference)))
+  return diff / scale if scale > 0 else diff
+
+
+def check_onnx(model_bytes: bytes, function, spec: ModelSpec,
+               batch_size: int = DEFAULT_CHECK_BATCH, seed: int = 0) -> float:
+  """Max relative logit difference ONNX Runtime vs TF on random inputs.
+
+  Raises:
+    ParityError: above `PARITY_TOLERANCE`.
+  """
+  images = spec.random_inputs(batch_size, seed)
+  reference = function(images).numpy()
+  difference = relative_difference(onnx_logits(model_bytes, images),
+                                    reference)
+  if not difference <= PARITY_TOLERANCE:
+    raise ParityError(
+        f"ONNX Runtime logits differ from TensorFlow's by {difference:.3g} "
+        f"of the largest logit (tolerance {PARITY_TOLERANCE:g})")
+  return difference
+
+
+def weights_bytes(arrays: Dict[str, np.ndarray], meta: Dict[str, str],
+                  fmt: str) -> bytes:
+  """`arrays` and `meta` serialized as safetensors or npz."""
+  if fmt == "safetensors":
+    st = _require("safetensors.numpy", fmt)
+    # Not np.ascontiguousarray: it turns a scalar (EMA counters) into [1].
+    return st.save({k: np.array(v, order="C") for k, v in arrays.items()},
+                   metadata=meta)
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays, **{METADATA_KEY: np.array(json.dumps(meta))})
+  return buffer.getvalue()
+
+
+def read_weights(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+  """Reads an exported safetensors/npz file: `(key -> array, metadata)`.
+
+  Only a regular file is read (a FIFO or `/dev/zero` is refused at once);
+  an npz file goes through the hardened reader (`heldout_tf.core.npz`).
+
+  Raises:
+    ExportError: not a heldout_tf export, or corrupt (names the file).
+    PathError: the file cannot be read.
+  """
+  with npz.open_regular(path, ExportError, os_error=errors.PathError) as f:
+    is_npz = f.read(2) == b"PK"
+    if not is_npz:
+      f.seek(0)
+      with errors.user_path(path, "read"):
+        payload = f.read()  # A regular file: its size is bounded.
+  if is_npz:
+    return _read_npz_weights(path, path)
+  return parse_weights(payload, path)
+
+
+def _read_npz_weights(source, where: str):
+  """`(arrays, metadata)` of an npz export (a path or bytes)."""
+  with npz.Reader(source, ExportError, name=where,
+                  os_error=errors.PathError,
+                  max_total_bytes="auto") as reader:
+    if METADATA_KEY not in reader:
+      raise ExportError(f"{where}: no {METADATA_KEY} entry: not a heldout_tf "
+                        "export")
+    text = reader.read(METADATA_KEY, kinds="U", shape=())
+    arrays = {key: reader.read(key)
+              for key in reader.keys if key != METADATA_KEY}
+  try:
+    meta = json.loads(str(text))
+  except ValueError as e:
+    raise ExportError(f"{where}: {METADATA_KEY} is not JSON ({e})") from e
+  return arrays, _checked_metadata(meta, where)
+
+
+def _checked_metadata(meta, where: str) -> Dict[str, str]:
+  """`meta` if it maps strings to strings (as safetensors requires)."""
+  if not isinstance(meta, dict) or not all(
+      isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+    raise ExportError(f"{where}: the metadata must map strings to strings, "
+                      f"got {type(meta).__name__}")
+  return meta
+
+
+def parse_weights(payload: bytes, where: str = "<bytes>"):
+  """`(key -> array, metadata)` of serialized safetensors or npz bytes."""
+  if payload.startswith(b"PK"):
+    return _read_npz_weights(payload, where)
+  st = _require("safetensors.numpy", "safetensors")
+  try:
+    arrays = st.load(payload)
+    header_size = int.from_bytes(payload[:8], "little")
+    header = json.loads(payload[8:8 + header_size])
+  except Exception as e:  # pylint: disable=broad-except
+    raise ExportError(f"{where}: not a safetensors file ({e})") from e
+  return arrays, _checked_metadata(dict(header.get("__metadata__") or {}),
+                                   where)
+
+
+def non_finite(arrays: Dict[str, np.ndarray]) -> Optional[str]:
+  """The first key whose floating point values are not all finite, or None."""
+  for key, value in arrays.items():
+    if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+      return key
+  return None
+
+
+def check_weights(payload: bytes, checkpoint_prefix: str):
+  """Raises `ParityError` unless `payload` holds exactly the checkpoint's
+  `model/...` values (keys, dtypes, shapes, bits)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  stored, _ = parse_weights(payload)
+  reader = tf.train.load_checkpoint(checkpoint_prefix)
+  expected = sorted(k for k in reader.get_variable_to_shape_map()
+                    if k.startswith("model/"))
+  if sorted(stored) != expected:
+    raise ParityError(f"the exported keys differ from {checkpoint_prefix}'s")
+  for key in expected:
+    value = reader.get_tensor(key)
+    if (stored[key].dtype != value.dtype or stored[key].shape != value.shape
+        or not np.array_equal(stored[key], value)):
+      raise ParityError(f"{key}: exported value differs from "
+                        f"{checkpoint_prefix}")
+
+
+def _write(out: str, payload: bytes):
+  files.atomic_write(out, lambda f: f.write(payload))  # PathError if unwritable.
+
+
+def export(experiment: str, run_dir: str, out: str, fmt: str, *,
+           check: bool = True, batch_size: int = DEFAULT_CHECK_BATCH,
+           opset: int = ONNX_OPSET, seed: int = 0) -> ExportInfo:
+  """Restores `experiment`'s model from `run_dir` and writes it to `out`.
+
+  Args:
+    experiment: a released experiment name (or `mnist-mlp`).
+    run_dir: run directory, its `checkpoints/` or a `ckpt-<N>` prefix.
+    out: the file to write (atomically: a failed export leaves no file).
+    fmt: 'onnx', 'safetensors' or 'npz'.
+    check: verify the file written (ONNX parity; weights equal the
+      checkpoint's). A failed check writes nothing; a run with non-finite
+      weights cannot be checked (ExportError).
+    batch_size: number of random inputs of the ONNX parity check (1 to
+      `MAX_CHECK_BATCH`).
+    opset: ONNX opset.
+    seed: seed of the random inputs.
+
+  Raises:
+    UsageError, PathError, ExportError (incl. ParityError), MissingExtraError.
+  """
+  if fmt not in FORMATS:
+    raise errors.UsageError(f"--format must be one of {', '.join(FORMATS)}, "
+                            f"got {fmt!r}")
+  if not 1 <= batch_size <= MAX_CHECK_BATCH:
+    raise errors.UsageError(f"--batch_size must be in 1..{MAX_CHECK_BATCH}, "
+                            f"got {batch_size}")
+  spec = model_spec(experiment)
+  if fmt == "onnx":  # Missing packages before any slow work.
+    for module in ("tf2onnx", "onnx", "onnxruntime"):
+      _require(module, fmt)
+  elif fmt == "safetensors":
+    _require("safetensors.numpy", fmt)
+  errors.check_writable(out)
+  model, info = load_model(spec, run_dir)
+  meta = metadata(spec, model, info)
+  arrays = variables(model)
+  if check and non_finite(arrays) is not None:
+    raise ExportError(
+        f"{info.path}: the run has non-finite weights (NaN or infinity in "
+        f"{non_finite(arrays)}; did its training diverge?): the export "
+        "cannot be checked (--nocheck exports them as they are)")
+  difference = None
+  if fmt == "onnx":
+    function = inference_function(model, spec)
+    payload = to_onnx(function, meta, opset)
+    if check:
+      difference = check_onnx(payload, function, spec, batch_size, seed)
+    _write(out, payload)
+  else:
+    payload = weights_bytes(arrays, meta, fmt)
+    if check:
+      check_weights(payload, info.path)
+    _write(out, payload)
+  return ExportInfo(out, fmt, info.path, len(arrays), os.path.getsize(out),
+                    difference, check)
+
+
+def summary(info: ExportInfo) -> str:
+  """Human-readable lines about an export."""
+  from heldout_tf.core import sizes  # pylint: disable=g-import-not-at-top
+  lines = [f"wrote {info.path} ({info.format}, {info.num_variables} "
+           f"variables from {info.checkpoint}, "
+           f"{sizes.format_bytes(info.num_bytes)})"]
+  if info.max_relative_difference is not None:
+    lines.append(f"parity: ONNX Runtime vs TensorFlow max relative logit "
+                 f"difference {info.max_relative_difference:.2g} (<= "
+                 f"{PARITY_TOLERANCE:g})")
+  elif info.checked:
+    lines.append("check: file values equal the checkpoint's")
+  else:
+    lines.append("not checked (--nocheck)")
+  if info.format == "onnx":
+    lines.append(f"input {INPUT_NAME!r} [{BATCH_DIM}, ...] float32, output "
+                 f"{OUTPUT_NAME!r}; see the file's metadata_props")
+  return "\n".join(lines)

@@ -1,0 +1,183 @@
+"""Training recipes, written once as data.
+
+A `Recipe` is everything a run's training depends on besides the data, the
+model, the subset ratio and the run id: epochs, batch size, optimizer,
+learning-rate schedule, regularisation and augmentation. `get(name)`
+returns one of `RECIPES`; `Recipe.sources` says, per setting, where it
+comes from ('paper: ...' or 'ours: ...'), so the docs can say which
+settings are the papers' and which the kit's.
+
+Recipes:
+- 'mnist-mlp': the MNIST reproduction of the memorization paper (MLP
+  784-512-256-10, SGD momentum 0.9, lr 0.1, batch 128, 10 epochs; the
+  `mnist_example.train` paper preset).
+- 'released': SmallInception on CIFAR, as far as the released runs and
+  DESIGN.md state it (the data pipeline: `uint8 / 255`, pad-4 random crop,
+  flip, evaluation batch 200); the optimizer, schedule and epochs are not in
+  the released code, so they are the kit's own choice.
+- 'resnet9': the datamodels ResNet-9 recipe (24 epochs, batch 512, SGD
+  nesterov momentum 0.9, triangular lr peaking at 0.5 at epoch 5, weight
+  decay 5e-4, label smoothing 0.1, flip + 2-pixel translate + cutout 4).
+"""
+
+import dataclasses
+from typing import Dict, Optional
+
+import numpy as np
+
+from heldout_tf.core import errors
+
+SCHEDULES = ("constant", "triangular")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """How every run of a collection trains.
+
+  Attributes:
+    name: the recipe's name.
+    model: the model it is written for (a `models.build` name).
+    epochs: training epochs.
+    batch_size: examples per step (the last step of an epoch may be
+      smaller).
+    learning_rate: the constant rate, or the schedule's peak.
+    schedule: 'constant', or 'triangular' (per step: linear from 0 at step 0
+      to `learning_rate` at `peak_epoch`, then linear to 0 at the end).
+    peak_epoch: where the triangular schedule peaks (in epochs).
+    momentum: SGD momentum (0: plain SGD).
+    nesterov: Nesterov momentum.
+    weight_decay: L2 coefficient added to every gradient (`grad + wd * w`,
+      PyTorch's SGD weight decay), 0 for none.
+    label_smoothing: softmax cross-entropy label smoothing.
+    flip: random left-right flips.
+    translate: random translation by up to this many pixels (zero padding;
+      pad-4-random-crop is `translate=4`).
+    cutout: side of a zeroed random square (0: none).
+    bn_decay: the models' batch-norm moving-average decay (None: the
+      model's default).
+    eval_batch_size: batch size of the recorded evaluation.
+    sources: per field, 'paper: ...' or 'ours: ...'.
+  """
+  name: str
+  model: str
+  epochs: int
+  batch_size: int
+  learning_rate: float
+  schedule: str = "constant"
+  peak_epoch: float = 0.0
+  momentum: float = 0.9
+  nesterov: bool = False
+  weight_decay: float = 0.0
+  label_smoothing: float = 0.0
+  flip: bool = False
+  translate: int = 0
+  cutout: int = 0
+  bn_decay: Optional[float] = None
+  eval_batch_size: int = 200
+  sources: Dict[str, str] = dataclasses.field(default_factory=dict,
+                                               compare=False)
+
+  def __post_init__(self):
+    if self.schedule not in SCHEDULES:
+      raise errors.UsageError(f"recipe {self.name}: schedule must be one of "
+                              f"{SCHEDULES}, got {self.schedule!r}")
+    for field in ("epochs", "batch_size", "eval_batch_size"):
+      if getattr(self, field) < 1:
+        raise errors.UsageError(f"recipe {self.name}: {field} must be >= 1, "
+                                f"got {getattr(self, field)}")
+    for field in ("learning_rate", "momentum", "weight_decay",
+                  "label_smoothing", "translate", "cutout", "peak_epoch"):
+      if getattr(self, field) < 0:
+        raise errors.UsageError(f"recipe {self.name}: {field} must be >= 0, "
+                                f"got {getattr(self, field)}")
+    if not self.label_smoothing < 1:
+      raise errors.UsageError(f"recipe {self.name}: label_smoothing must be "
+                              f"< 1, got {self.label_smoothing}")
+
+  @property
+  def augments(self) -> bool:
+    return bool(self.flip or self.translate or self.cutout)
+
+  def steps_per_epoch(self, subset_size: int) -> int:
+    return -(-int(subset_size) // self.batch_size)
+
+  def learning_rates(self, subset_size: int) -> np.ndarray:
+    """float32 `[epochs * steps_per_epoch]`: the rate of every step."""
+    steps = self.steps_per_epoch(subset_size)
+    total = self.epochs * steps
+    if self.schedule == "constant":
+      return np.full([total], self.learning_rate, np.float32)
+    position = np.arange(total, dtype=np.float64) / steps  # In epochs.
+    peak = min(float(self.peak_epoch), float(self.epochs))
+    rates = np.interp(position, [0.0, peak, float(self.epochs)],
+                      [0.0, self.learning_rate, 0.0])
+    return rates.astype(np.float32)
+
+  def config(self) -> dict:
+    """The settings as JSON values (for a collection's recorded config)."""
+    values = dataclasses.asdict(self)
+    del values["sources"]
+    return values
+
+  def replace(self, **changes) -> "Recipe":
+    """A copy with `changes` (e.g. fewer epochs for a quick run); changed
+    settings are marked 'ours: changed from the recipe'."""
+    unknown = sorted(set(changes) - set(self.config()))
+    if unknown:
+      raise errors.UsageError(f"recipe {self.name}: no setting {unknown[0]!r}")
+    sources = dict(self.sources)
+    for key, value in changes.items():
+      if value != getattr(self, key):
+        sources[key] = f"ours: changed from {getattr(self, key)!r}"
+    return dataclasses.replace(self, sources=sources, **changes)
+
+
+_MNIST = "paper: memorization paper's MNIST setup (DESIGN.md)"
+_DATAMODELS = "paper: datamodels ResNet-9 recipe (DESIGN.md)"
+_RELEASED_DATA = "paper: released CIFAR pipeline (DESIGN.md)"
+_OURS = "ours: not in the released code"
+
+RECIPES = {
+    "mnist-mlp": Recipe(
+        name="mnist-mlp", model="mlp", epochs=10, batch_size=128,
+        learning_rate=0.1, momentum=0.9,
+        sources={k: _MNIST for k in ("model", "epochs", "batch_size",
+                                     "learning_rate", "momentum")}),
+    "released": Recipe(
+        name="released", model="small_inception", epochs=40, batch_size=128,
+        learning_rate=0.01, schedule="triangular", peak_epoch=8,
+        momentum=0.9, nesterov=True, weight_decay=5e-4, flip=True,
+        translate=4, bn_decay=0.99,
+        sources=dict(
+            model=_RELEASED_DATA, flip=_RELEASED_DATA,
+            translate=_RELEASED_DATA + " (pad 4, random 32x32 crop)",
+            eval_batch_size=_RELEASED_DATA,
+            **{k: _OURS for k in ("epochs", "batch_size", "learning_rate",
+                                  "schedule", "peak_epoch", "momentum",
+                                  "nesterov", "weight_decay", "bn_decay")})),
+    "resnet9": Recipe(
+        name="resnet9", model="resnet9", epochs=24, batch_size=512,
+        learning_rate=0.5, schedule="triangular", peak_epoch=5,
+        momentum=0.9, nesterov=True, weight_decay=5e-4, label_smoothing=0.1,
+        flip=True, translate=2, cutout=4, bn_decay=0.9,
+        sources=dict(
+            bn_decay="ours: PyTorch's default BatchNorm momentum 0.1",
+            **{k: _DATAMODELS for k in (
+                "model", "epochs", "batch_size", "learning_rate", "schedule",
+                "peak_epoch", "momentum", "nesterov", "weight_decay",
+                "label_smoothing", "flip", "translate", "cutout")})),
+}
+
+
+def get(name: str) -> Recipe:
+  """The recipe called `name` (a `UsageError` naming --recipe otherwise)."""
+  if name not in RECIPES:
+    raise errors.UsageError(
+        f"--recipe {name!r}: unknown; known: {', '.join(RECIPES)}")
+  return RECIPES[name]
+
+
+def default_for(model: str) -> str:
+  """The recipe a model name trains with when none is given."""
+  return {"mlp": "mnist-mlp", "small_inception": "released",
+          "inception": "released"}.get(model, "resnet9")
