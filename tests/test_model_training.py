@@ -15,6 +15,7 @@ from heldout_tf import models
 from heldout_tf.training import recipes
 from heldout_tf.collection import runs as runs_lib
 from heldout_tf import collection
+from heldout_tf.collection import provenance
 from heldout_tf import synthetic
 from heldout_tf.training import ensemble
 
@@ -188,7 +189,7 @@ def test_block_trainer_resumes_a_killed_block_to_the_same_files(
   from heldout_tf.training import model_blocks  # pylint: disable=g-import-not-at-top
   data = _tiny_cifar(32, 8)
   settings = dataclasses.replace(_settings(epochs=2), signals=True)
-  source = model_blocks.DataSource("unused")
+  source = provenance.DataSource("unused")
   whole = collection.Store(str(tmp_path / "whole"), "tiny-resnet9", 0.7)
   blocks = model_blocks.ModelBlocks(settings, source, 2, data=data)
   assert blocks.train_block(whole, [0, 1]) == [0, 1]

@@ -19,9 +19,11 @@ from heldout_tf import estimates
 from heldout_tf.data import image_data
 from heldout_tf.collection import layout
 from heldout_tf.training import model_blocks
+from heldout_tf.collection import provenance
 from heldout_tf.data import noise
 from heldout_tf.cli import quality
 from heldout_tf.quality import workflow
+from heldout_tf.collection import provenance
 from heldout_tf.collection import signals
 from heldout_tf.cli import train
 
@@ -202,7 +204,7 @@ def test_rescoring_an_existing_collection_gives_the_same_scores(
       root, out=str(tmp_path / "found"), progress=False, report=False))
   moved = data + ".moved"
   os.rename(data, moved)
-  with pytest.raises(workflow.QualityError, match="pass --dataset"):
+  with pytest.raises(provenance.ProvenanceError, match="pass --dataset"):
     workflow.score(workflow.ScoreOptions(root, out=out,
                                                      progress=False))
   os.rename(moved, data)
@@ -375,14 +377,14 @@ def test_noise_on_uint8_images_keeps_uint8_and_touches_only_its_examples():
 
 def test_the_train_command_records_noise_and_rebuilds_it(tmp_path):
   data = _npz(tmp_path / "tiny.npz")
-  source = model_blocks.DataSource("npz:" + data, noise="label:0.25",
+  source = provenance.DataSource("npz:" + data, noise="label:0.25",
                                    seed=5)
   loaded, noisy = source.load_noisy()
   assert len(noisy.noisy_idx) == 15
-  again = model_blocks.DataSource("npz:" + data, noise="label:0.25",
+  again = provenance.DataSource("npz:" + data, noise="label:0.25",
                                   seed=5).load()
   assert again.fingerprint() == loaded.fingerprint()
-  assert model_blocks.DataSource("npz:" + data).load().fingerprint() != (
+  assert provenance.DataSource("npz:" + data).load().fingerprint() != (
       loaded.fingerprint())
   options = train.parse_args(["--dataset", "npz:" + data, "--noise",
                               "label:0.25", "--seed", "5"])

@@ -5,6 +5,8 @@ name, parsed in one place; run-id and ratio lists), `runs` (the one
 `aux_arrays.npz` reader and writer), `signals` (each run's `signals.npz`),
 `experiments` (the registry: the released three and the kit's own),
 `released` (download instructions for the released archives),
+`provenance` (where a collection's data comes from, and the one way back
+from its recorded config to that data),
 `evaluation` (restore runs, re-evaluate, cross-check; imports TensorFlow).
 
 A collection is the runs of one experiment at one subset ratio under a

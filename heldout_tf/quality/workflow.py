@@ -43,6 +43,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from heldout_tf import collection
+from heldout_tf.collection import provenance
 from heldout_tf.quality import detection
 from heldout_tf.core import errors
 from heldout_tf.core import files
@@ -183,55 +184,6 @@ def check_signals(store: collection.Store, config: dict,
 
 
 # ------------------------------------------------------------------ data --
-
-
-def recorded_dataset(config: dict, where: str) -> str:
-  """The `--dataset` value that loads the data config.json names: the
-  recorded source (`heldout train` records it), else the dataset's name
-  (mnist, digits and tfds names; a `.npz` file's bare name cannot be found
-  again)."""
-  if isinstance(config.get("source"), str) and config["source"]:
-    return config["source"]
-  name = config.get("dataset")
-  if not isinstance(name, str) or not name:
-    raise QualityError(f"{where}: no 'dataset' recorded; pass --dataset")
-  return name
-
-
-def load_data(config: dict, where: str, dataset: str = "",
-              data_dir: Optional[str] = None):
-  """`(data, noisy)`: the data the runs were trained on, with the recorded
-  noise rebuilt (`model_blocks.DataSource.load_noisy`), and the
-  `noise.NoisyTrainSet` (None without noise).
-
-  Raises:
-    QualityError: the recorded dataset cannot be loaded (pass --dataset);
-    errors.ConfigError: the data's fingerprint differs from the recorded.
-  """
-  from heldout_tf.training import model_blocks  # pylint: disable=g-import-not-at-top
-  source = model_blocks.DataSource(
-      dataset or recorded_dataset(config, where), data_dir, False,
-      str(config.get("noise", "")), int(config.get("seed", 0)),
-      int(config.get("train_size", 0)), int(config.get("test_size", 0)))
-  try:
-    data, noisy = source.load_noisy()
-  except errors.UsageError:
-    raise
-  except errors.HeldoutError as e:
-    if dataset:
-      raise
-    raise QualityError(
-        f"cannot load the dataset {source.dataset!r} recorded in {where} "
-        f"({e}); pass --dataset (npz:FILE, a tfds name or mnist) and "
-        "--data_dir") from None
-  recorded = config.get("data_fingerprint")
-  if recorded and data.fingerprint() != recorded:
-    raise errors.ConfigError(
-        f"--dataset {source.dataset}: not the data the runs in {where} "
-        f"were trained on (fingerprint {data.fingerprint()}, recorded "
-        f"{recorded}); pass the --dataset and --data_dir they were trained "
-        "with")
-  return data, noisy
 
 
 # --------------------------------------------------------------- scoring --
@@ -375,8 +327,8 @@ def score(options: ScoreOptions, settings: Optional[dict] = None) -> Result:
   if options.removal_models:  # Refused before the work, not after.
     removal_settings = removal.settings_from(config, store.config_path,
                                              options.model)
-  data, noisy = load_data(config, store.config_path, options.dataset,
-                          options.data_dir)
+  data, noisy = provenance.load_recorded(config, store.config_path,
+                                         options.dataset, options.data_dir)
   scores = compute(store, run_ids, data, options.progress)
   noise = str(config.get("noise", ""))
   noisy_idx = (noisy.noisy_idx if noisy is not None
@@ -438,7 +390,8 @@ def train_and_score(train_options, options: ScoreOptions,
   options = dataclasses.replace(
       options, root=train_options.root, experiment=report["experiment"],
       ratio=report["ratio"],
-      dataset=options.dataset or _source_name(train_options.dataset),
+      dataset=options.dataset or provenance.absolute_source(
+          train_options.dataset),
       data_dir=options.data_dir or train_options.data_dir)
   settings = {"training": {k: (list(v) if isinstance(v, tuple) else v)
                            for k, v in dataclasses.asdict(
@@ -446,12 +399,3 @@ def train_and_score(train_options, options: ScoreOptions,
   result = score(options, settings)
   result.training = report
   return result
-
-
-def _source_name(dataset: str) -> str:
-  """`npz:FILE` made absolute (as the collection's workers see it)."""
-  from heldout_tf.data import image_data  # pylint: disable=g-import-not-at-top
-  if dataset.startswith(image_data.NPZ_PREFIX):
-    return image_data.NPZ_PREFIX + os.path.abspath(os.path.expanduser(
-        dataset[len(image_data.NPZ_PREFIX):]))
-  return dataset

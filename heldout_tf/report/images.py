@@ -192,11 +192,12 @@ def load(experiment: str, config: Optional[dict], data_dir=None,
 
 def _image_data(config: dict, data_dir) -> Tuple[Optional[Images], str]:
   """The images of a `heldout train` collection, rebuilt from its recorded
-  source and noise (`workflow.load_data`, checked by fingerprint)."""
-  from heldout_tf.quality import workflow  # pylint: disable=g-import-not-at-top
+  source and noise (`provenance.load_recorded`, checked by fingerprint)."""
+  from heldout_tf.collection import provenance  # pylint: disable=g-import-not-at-top
   source = config["source"]
   try:
-    data, _ = workflow.load_data(config, "config.json", "", data_dir)
+    data, _ = provenance.load_recorded(config, "config.json", "",
+                                         data_dir)
   except errors.ConfigError:
     return None, (f"no images: the {source} data loaded now differs from "
                   "the data the runs were trained on (data fingerprint)")

@@ -15,7 +15,7 @@ from its partial checkpoint and is written in the released layout.
 Every setting a run's bits depend on is recorded in config.json (the
 recipe, model, ratio, seed, precision, group size, the data's fingerprint,
 and the `noise` spec applied to the training set, if any, which the seed
-makes reproducible: `DataSource.load_noisy` rebuilds it);
+makes reproducible: `collection.provenance` rebuilds it);
 a later call must agree (`--precision auto` and `--group_size 0` take the
 recorded values).
 """
@@ -25,6 +25,7 @@ import os
 from typing import Callable, List, Optional, Tuple
 
 from heldout_tf import collection
+from heldout_tf.collection import provenance
 from heldout_tf.core import errors
 from heldout_tf.data import noise as noise_lib
 from heldout_tf.collection import blocks
@@ -32,46 +33,12 @@ from heldout_tf.collection import blocks
 PRECISIONS = ("float32", "bfloat16", "float16")
 
 
-@dataclasses.dataclass(frozen=True)
-class DataSource:
-  """Where a collection's data comes from (picklable; workers reload it).
-
-  With `noise` (a `heldout_tf.data.noise` spec, e.g. 'label:0.1') the training
-  set is the loaded one with that noise applied from `seed`: the same
-  examples and values in every process.
-  """
-  dataset: str  # 'mnist', 'digits', 'npz:FILE' (absolute) or a tfds name.
-  data_dir: Optional[str] = None
-  download: bool = False
-  noise: str = ""
-  seed: int = 0
-  train_size: int = 0  # Only the first N training examples (0: all).
-  test_size: int = 0
-
-  def load(self):
-    """The `image_data.ImageData` the runs train on (cut, noise applied)."""
-    return self.load_noisy()[0]
-
-  def load_noisy(self):
-    """`(data, noisy)`: the data, cut to its first `train_size` /
-    `test_size` examples, with the noise applied, and the
-    `noise.NoisyTrainSet` saying what it changed (None without noise)."""
-    from heldout_tf.data import image_data  # pylint: disable=g-import-not-at-top
-    data = image_data.first_examples(
-        image_data.load(self.dataset, self.data_dir, self.download),
-        self.train_size, self.test_size)
-    specs = noise_lib.parse(self.noise)
-    if not specs:
-      return data, None
-    return noise_lib.apply_to_images(data, specs, self.seed)
-
-
 class ModelBlocks:
   """Block trainer of one collection (see `heldout_tf.collection`).
 
   Args:
     settings: a `model_training.TrainSettings` (resolved precision).
-    source: the data's `DataSource`.
+    source: the data's `provenance.DataSource`.
     group_size: G, runs trained side by side in one compiled step.
     fingerprint: the data's recorded fingerprint: data loaded by a worker
       must have it (a `errors.ConfigError` otherwise).
@@ -79,7 +46,7 @@ class ModelBlocks:
     jit_compile: compile steps with XLA (GPUs).
   """
 
-  def __init__(self, settings, source: DataSource, group_size: int = 1,
+  def __init__(self, settings, source: provenance.DataSource, group_size: int = 1,
                fingerprint: Optional[str] = None, data=None,
                jit_compile: bool = False):
     blocks.check_group_size(group_size)
@@ -274,14 +241,11 @@ def make(options: Options, say=print,
   from heldout_tf.training import model_training
   # pylint: enable=g-import-not-at-top
   options.check()
-  dataset = options.dataset
-  if dataset.startswith(image_data.NPZ_PREFIX):  # Workers may run elsewhere.
-    dataset = image_data.NPZ_PREFIX + os.path.abspath(os.path.expanduser(
-        dataset[len(image_data.NPZ_PREFIX):]))
   noise_spec = noise_lib.describe(noise_lib.parse(options.noise))
-  source = DataSource(dataset, options.data_dir, options.download,
-                      noise_spec, options.seed, options.train_size,
-                      options.test_size)
+  source = provenance.DataSource(
+      provenance.absolute_source(options.dataset), options.data_dir,
+      options.download, noise_spec, options.seed, options.train_size,
+      options.test_size)
   data = source.load()
   for ratio in options.ratios:
     image_data.check_ratio(data, ratio)
@@ -310,17 +274,7 @@ def make(options: Options, say=print,
         ssft_epochs=options.ssft_epochs,
         trajectory_runs=options.trajectory_runs)
     config = dict(settings.config(), group_size=group_size,
-                  dataset=data.name, source=source.dataset,
-                  num_classes=data.num_classes,
-                  image_shape=list(data.image_shape),
-                  n_train=len(data.train_labels),
-                  n_test=len(data.test_labels),
-                  data_fingerprint=fingerprint)
-    if noise_spec:  # Rebuilt from (dataset, noise, seed); fingerprinted.
-      config["noise"] = noise_spec
-    for key in ("train_size", "test_size"):  # The cut, when there is one.
-      if getattr(options, key):
-        config[key] = getattr(options, key)
+                  **source.recorded(data))
     config.pop("checkpoint_every")  # How often, not what: free to change.
     spec = collection.Spec(
         options.root, experiment, ratio, group_size, ModelBlocks,
