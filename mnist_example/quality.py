@@ -1,9 +1,9 @@
 r"""Which MNIST examples are noisy? Seven scores on the same runs, one command.
 
-The MNIST preset of `python -m heldout_tf.cli.quality`: makes a training set
+The MNIST preset of `heldout quality`: makes a training set
 with known noise (`heldout_tf.data.noise`), trains a collection of held-out MLP
 runs on it with per-epoch signals and a second-split phase
-(`heldout_tf.training.model_training`), scores every training example with held-out
+(`heldout_tf.training.workflow`), scores every training example with held-out
 memorization, 1 - C-score, held-out loss, TracIn, AUM, second-split
 forgetting and confident learning (`heldout_tf.quality.scores`), measures how well
 each finds the noisy examples (`heldout_tf.quality.detection`) and retrains models
@@ -16,7 +16,7 @@ without the top-scored examples (`heldout_tf.quality.removal`):
 
 is the same as
 
-  python -m heldout_tf.cli.quality --root ./heldout_quality \
+  heldout quality --root ./heldout_quality \
       --experiment mnist-mlp --dataset mnist --model mlp --recipe mnist-mlp \
       --num_runs 128 --group_size 16 --precision float32 --noise label:0.1 \
       --ssft_epochs 5 --removal_models 4 --trajectory_runs 4
@@ -57,7 +57,7 @@ EXPERIMENT = "mnist-mlp"
 PRESET = dict(root="./heldout_quality", experiment=EXPERIMENT,
               dataset="mnist", model="mlp", recipe="mnist-mlp",
               num_runs=128, group_size=16, precision="float32",
-              noise=("label:0.1",), ssft_epochs=5, removal_models=4,
+              noise="label:0.1", ssft_epochs=5, removal_models=4,
               trajectory_runs=4)
 
 
@@ -67,14 +67,14 @@ def build_parser() -> cli.Parser:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None):
-  """Flags -> `(quality_scores.ScoreOptions, model_blocks.Options or
-  None)`, checked (`errors.UsageError` naming a bad flag)."""
+  """Flags -> `(quality.workflow.ScoreOptions, training.workflow.Options
+  or None)`, checked (`errors.UsageError` naming a bad flag)."""
   return quality.parse_args(argv, PRESET, PROG)
 
 
 def run(argv: Optional[Sequence[str]] = None):
   """Trains (or resumes), scores, ablates, writes; the
-  `quality_scores.Result`."""
+  `quality.workflow.Result`."""
   return quality.run(argv, PRESET, PROG)
 
 

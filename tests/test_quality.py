@@ -16,7 +16,6 @@ from heldout_tf.core import errors
 from heldout_tf.collection import layout
 from heldout_tf.quality import scores as scores_lib
 from heldout_tf.collection import signals
-from mnist_example import data as data_lib
 from heldout_tf.data import noise
 from mnist_example import quality
 
@@ -60,8 +59,8 @@ def test_noise_kinds_are_seeded_disjoint_and_recorded():
   specs = noise.parse("label:0.1,label_pair:0.05,input_gaussian:0.05@0.5,"
                       "input_uniform:0.05@1")
   got = noise.apply(images, labels, specs, seed=3)
-  # `label` is exactly mnist_example.data's label noise.
-  want_labels, want_idx = data_lib.add_label_noise(labels, 0.1, 3)
+  # `label` is exactly `flip_labels`, seeded alike.
+  want_labels, want_idx = noise.flip_labels(labels, 0.1, 3, 10)
   np.testing.assert_array_equal(got.by_kind["label"], want_idx)
   np.testing.assert_array_equal(got.labels[want_idx], want_labels[want_idx])
   pair = got.by_kind["label_pair"]
@@ -229,14 +228,14 @@ def test_missing_signals_are_retrained_and_other_settings_refused(
      "error: --noise 'input_gaussian:0.1@2': intensity must be in", 2),
     (["--num_runs", "1"], "error: --num_runs must be >= 2", 2),
     (["--removal_fractions", "0.5,2"], "error: --removal_fractions", 2),
-    (["--ssft_epochs", "-1"], "error: --ssft_epochs must be >= 0", 2),
+    (["--ssft_epochs", "-1"], "error: --ssft_epochs must be in [0, ", 2),
     (["--removal_models", "-1"], "error: --removal_models must be >= 0", 2),
     (["--shard", "0/2"], "error: unrecognized arguments: --shard", 2),
     (["--root", "/proc/forbidden"], "error: cannot write /proc/forbidden", 1),
     # Sizes that leave nothing to hold out or to keep name their flag.
     (["--train_size", "1"], "error: --train_size must be 0 (all) or >= 2",
      2),
-    (["--train_size", "2", "--ratio", "0.9"], "error: digits: 2 training "
+    (["--train_size", "2", "--ratios", "0.9"], "error: digits: 2 training "
      "examples are too few for ratio 0.9", 1),
     (["--removal_fractions", "0.999"], "error: --removal_fractions 0.999: "
      "removing 0.999 of the 50 training examples keeps none", 2),

@@ -18,7 +18,7 @@ from heldout_tf.core import errors
 from heldout_tf import estimates
 from heldout_tf.data import image_data
 from heldout_tf.collection import layout
-from heldout_tf.training import model_blocks
+from heldout_tf.training import workflow as training_workflow
 from heldout_tf.collection import provenance
 from heldout_tf.data import noise
 from heldout_tf.cli import quality
@@ -37,7 +37,7 @@ SCORED = ("memorization", "cscore", "loss", "tracin", "aum", "ssft",
           "confident_learning")
 SCORED_WITHOUT_SSFT = tuple(s for s in SCORED if s != "ssft")
 TRAIN_FLAGS = ["--model", "mlp", "--recipe", "mnist-mlp", "--epochs", "2",
-               "--batch_size", "8", "--precision", "float32", "--ratio",
+               "--batch_size", "8", "--precision", "float32", "--ratios",
                "0.5", "--noprogress"]
 
 
@@ -80,7 +80,7 @@ def _quality_dir(root):
 
 
 def _train(root, data, signals_flag):
-  model_blocks.make(train.parse_args(
+  training_workflow.make(train.parse_args(
       ["--dataset", "npz:" + data, "--model", "mlp", "--recipe",
        "mnist-mlp", "--epochs", "1", "--batch_size", "8", "--ratios", "0.5",
        "--num_runs", "3", "--precision", "float32", "--root", root,
@@ -110,11 +110,15 @@ def test_parser_needs_no_tensorflow(imports_tensorflow):
     (["--model", "mlp"], "error: --model: training flags need --num_runs N"),
     (["--num_runs", "4", "--dataset", "mnist", "--noise", "gauss:0.1"],
      "error: --noise 'gauss:0.1': unknown kind"),
-    (["--num_runs", "4", "--dataset", "mnist", "--ratio", "1"],
-     "error: --ratio must be below 1"),
+    (["--num_runs", "4", "--dataset", "mnist", "--ratios", "1"],
+     "error: --ratios must be below 1"),
     (["--num_runs", "1", "--dataset", "mnist"],
      "error: --num_runs must be >= 2"),
-    (["--ratio", "2"], "error: --ratio: "),
+    (["--ratios", "2"], "error: --ratios: "),
+    (["--ratio", "0.5"], "error: unrecognized arguments: --ratio 0.5 (did "
+     "you mean --ratios?)"),
+    (["--out", "d"], "error: unrecognized arguments: --out d (did you mean "
+     "--out_dir?)"),
     (["--bogus"], "error: unrecognized arguments: --bogus"),
 ])
 def test_bad_flags_are_one_error_line_exit_2(flags, message, capsys):
@@ -208,7 +212,7 @@ def test_rescoring_an_existing_collection_gives_the_same_scores(
     workflow.score(workflow.ScoreOptions(root, out=out,
                                                      progress=False))
   os.rename(moved, data)
-  quality.main(["--root", root, "--dataset", "npz:" + data, "--out", out,
+  quality.main(["--root", root, "--dataset", "npz:" + data, "--out_dir", out,
                 "--noreport", "--noprogress"])
   assert f"Scored 6 runs of {_store(root).path}: 18 noisy of 60" in (
       capsys.readouterr().out)
@@ -305,7 +309,7 @@ def test_which_collection(tmp_path):
   with pytest.raises(errors.UsageError, match=r"2 experiments \(a, b\)"):
     workflow.find_collection(root)
   with pytest.raises(errors.UsageError, match="ratios 0.5, 0.7: pass "
-                     "--ratio"):
+                     "--ratios"):
     workflow.find_collection(root, "a")
   store = workflow.find_collection(root, "b")
   assert (store.experiment, store.ratio) == ("b", 0.5)

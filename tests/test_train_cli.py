@@ -10,7 +10,7 @@ import pytest
 from heldout_tf.core import errors
 from heldout_tf import estimates
 from heldout_tf.collection import layout
-from heldout_tf.training import model_blocks
+from heldout_tf.training import workflow
 from heldout_tf import report
 from heldout_tf.collection import runs as runs_lib
 from heldout_tf.cli import train
@@ -50,21 +50,26 @@ def test_parser_needs_no_tensorflow(imports_tensorflow):
       "train.parse_args(['--dataset', 'mnist'])")
 
 
-def test_ratio_lists():
-  assert train.parse_ratios("0.7") == (0.7,)
-  assert train.parse_ratios("0.5,0.1,0.5") == (0.1, 0.5)
-  assert train.parse_ratios("0.1:0.9:0.1") == tuple(
-      round(0.1 * k, 1) for k in range(1, 10))
+def test_one_ratio_grammar_in_every_command():
+  assert train.parse_args(["--dataset", "digits", "--ratios", "0.7"]
+                          ).ratios == (0.7,)
+  assert train.parse_args(["--dataset", "digits", "--ratios", "0.5,0.1,0.5"]
+                          ).ratios == (0.1, 0.5)
+  assert train.parse_args(["--dataset", "digits", "--ratios", "0.1:0.9:0.1"]
+                          ).ratios == tuple(round(0.1 * k, 1)
+                                            for k in range(1, 10))
   for bad in ("0:1", "a", "1.5", "0.1:0.9:0"):
     with pytest.raises(errors.UsageError, match="--ratios"):
-      train.parse_ratios(bad)
+      train.parse_args(["--dataset", "digits", "--ratios", bad])
+  # The commands that read collections take the same grammar.
+  assert layout.parse_ratios("0.1:0.3:0.1,0.7") == [0.1, 0.2, 0.3, 0.7]
 
 
 def test_bad_flags_are_one_error_line():
   out = _cli("--dataset", "mnist", "--ratios", "2")
   assert out.returncode == 2
   assert out.stderr.strip().splitlines() == [
-      "error: --ratios '2': ratios must be in (0, 1]"]
+      "error: --ratios: ratio must be in (0, 1], got '2'"]
   out = _cli("--dataset", "mnist", "--num_runs", "2", "--runs_per_ratio", "3")
   assert out.returncode == 2 and out.stderr.startswith("error: argument")
   with pytest.raises(errors.UsageError, match="gives 2 counts for 3 ratios"):
@@ -81,13 +86,14 @@ def test_training_flags_are_shared_with_quality_and_checked():
   made = train.parse_args(["--dataset", "digits", "--signals"] + flags)
   _, scored = quality.parse_args(["--dataset", "digits", "--num_runs", "8"]
                                  + flags)
-  for name in train.TRAINING_DEFAULTS:
-    assert getattr(made, name) == getattr(scored, name), name
+  for name in quality.TRAINING_FLAGS:
+    if name not in ("data_dir", "download"):
+      assert getattr(made, name) == getattr(scored, name), name
   assert made.noise == "label:0.1,label_pair:0.05" and made.ssft_epochs == 2
   assert (made.train_size, made.test_size) == (300, 50)
   for argv, message in [
       (["--ssft_epochs", "2"], "--ssft_epochs needs --signals"),
-      (["--trajectory_runs", "-2"], "--trajectory_runs must be >= -1"),
+      (["--trajectory_runs", "-2"], r"--trajectory_runs must be -1 \(all\)"),
       (["--train_size", "1"], r"--train_size must be 0 \(all\) or >= 2")]:
     with pytest.raises(errors.UsageError, match=message):
       train.parse_args(["--dataset", "digits"] + argv)
@@ -120,7 +126,7 @@ def test_many_ratios_resume_and_cscores(tmp_path):
   root = tmp_path / "cscores"
   options = _options(data, root, ratios="0.25,0.75", runs_per_ratio="3,2",
                      precision="float32", epochs=6)
-  reports = model_blocks.make(options, say=lambda *_: None)
+  reports = workflow.make(options, say=lambda *_: None)
   assert [(r["ratio"], r["trained"]) for r in reports] == [(0.25, 3),
                                                            (0.75, 2)]
   assert all(r["test_accuracy"] > 0.5 for r in reports)  # It learns.
@@ -151,10 +157,10 @@ def test_many_ratios_resume_and_cscores(tmp_path):
   assert summary.images, summary.images_note
   assert (summary.n_train, summary.n_test, summary.num_runs) == (40, 16, 3)
   # Again: nothing left to train. Other settings: refused.
-  again = model_blocks.make(options, say=lambda *_: None)
+  again = workflow.make(options, say=lambda *_: None)
   assert [r["trained"] for r in again] == [0, 0]
   with pytest.raises(errors.ConfigError, match="epochs"):
-    model_blocks.make(_options(data, root, ratios="0.25", epochs=2,
+    workflow.make(_options(data, root, ratios="0.25", epochs=2,
                                precision="float32"),
                       say=lambda *_: None)
 
@@ -187,14 +193,14 @@ def test_user_module_from_the_command_line(tmp_path):
 def test_ray_writes_what_local_writes(tmp_path):
   import ray  # pylint: disable=g-import-not-at-top
   data = _npz(tmp_path / "d.npz")
-  local = model_blocks.make(_options(data, tmp_path / "local", num_runs=2),
+  local = workflow.make(_options(data, tmp_path / "local", num_runs=2),
                             say=lambda *_: None)
   ray.init(num_cpus=2, include_dashboard=False, address="local",
            configure_logging=False,
            runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3",
                                      "PYTHONPATH": ROOT_DIR}})
   try:
-    remote = model_blocks.make(
+    remote = workflow.make(
         _options(data, tmp_path / "ray", num_runs=2, engine="ray"),
         say=lambda *_: None)
   finally:
@@ -214,7 +220,7 @@ def test_ray_writes_what_local_writes(tmp_path):
 def test_small_inception_collection_evaluates_with_demo(tmp_path, cifar10):
   data_dir, _ = cifar10
   root = tmp_path / "runs"
-  reports = model_blocks.make(train.parse_args(
+  reports = workflow.make(train.parse_args(
       ["--dataset", "cifar10", "--data_dir", data_dir, "--model",
        "small_inception", "--epochs", "1", "--batch_size", "16",
        "--num_runs", "1", "--root", str(root), "--noprogress"]),

@@ -31,17 +31,19 @@ file (or, for commands writing several, a directory) the command writes,
 """
 
 import argparse
+import difflib
 import importlib
 import sys
 from typing import Callable, Optional, Sequence
 
+from heldout_tf.collection import engine as engine_lib
 from heldout_tf.core import errors
 from heldout_tf.core.startup import quiet_tensorflow  # noqa: F401  (re-exported)
 
 
 USAGE_EXIT = 2  # A bad flag, whoever finds it.
 ERROR_EXIT = 1  # Any other bad input.
-ENGINES = ("local", "ray")
+ENGINES = engine_lib.ENGINES
 
 
 def fail(message: str, code: int = ERROR_EXIT):
@@ -65,7 +67,23 @@ class Parser(argparse.ArgumentParser):
                      **kwargs)
 
   def error(self, message):
-    fail(message, USAGE_EXIT)
+    fail(message + self._did_you_mean(message), USAGE_EXIT)
+
+  def _did_you_mean(self, message: str) -> str:
+    """' (did you mean --x?)' for an unrecognized flag close to one of
+    this command's (e.g. --ratio for --ratios), else ''."""
+    if not message.startswith("unrecognized arguments:"):
+      return ""
+    known = [s for a in self._actions for s in a.option_strings
+             if s.startswith("--")]
+    for given in message.split(":", 1)[1].split():
+      name = given.split("=", 1)[0]
+      if name.startswith("--"):
+        close = ([k for k in known if k.startswith(name + "_")] or
+                 difflib.get_close_matches(name, known, n=1, cutoff=0.75))
+        if close:
+          return f" (did you mean {close[0]}?)"
+    return ""
 
 
 def add_bool(parser: argparse.ArgumentParser, name: str, default: bool,
@@ -107,9 +125,9 @@ def add_engine(parser: argparse.ArgumentParser, what: str = "the work"):
 
 
 def check_engine(args: argparse.Namespace):
-  """`--ray_address` only with `--engine ray` (a `UsageError` otherwise)."""
-  if getattr(args, "ray_address", None) is not None and args.engine != "ray":
-    raise errors.UsageError("--ray_address needs --engine ray")
+  """`--engine` / `--ray_address` by the one rule
+  (`heldout_tf.collection.check_engine`)."""
+  engine_lib.check_engine(args.engine, getattr(args, "ray_address", None))
 
 
 def command_module(name: str):

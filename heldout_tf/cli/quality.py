@@ -1,11 +1,11 @@
 r"""Data-quality scores of any held-out collection trained with signals.
 
-Scores every training example of a collection made by `python -m
-heldout_tf.cli.train ... --signals` with held-out memorization, 1 - C-score,
+Scores every training example of a collection made by `heldout train
+... --signals` with held-out memorization, 1 - C-score,
 held-out loss, TracIn, AUM, confident learning and second-split
 forgetting (where the runs recorded it: --ssft_epochs), and writes
 
-  <root>/<experiment>/<ratio>/quality/scores.npz     (or --out DIR)
+  <root>/<experiment>/<ratio>/quality/scores.npz     (or --out_dir DIR)
   <root>/<experiment>/<ratio>/quality/detection.csv  (known noise only)
   <root>/<experiment>/<ratio>/quality/removal.csv    (--removal_models N)
   <root>/<experiment>/<ratio>/quality/*.png          (roc, precision_at_k,
@@ -13,9 +13,8 @@ forgetting (where the runs recorded it: --ssft_epochs), and writes
   <root>/<experiment>/<ratio>/quality/report.html
   <root>/<experiment>/<ratio>/quality/manifest.json  (written last)
 
-  python -m heldout_tf.cli.quality --root ./runs --experiment cifar10-resnet9
-  python -m heldout_tf.cli.quality --root ./runs --dataset npz:my_data.npz \
-      --removal_models 4
+  heldout quality --root ./runs --experiment cifar10-resnet9
+  heldout quality --root ./runs --dataset npz:my_data.npz --removal_models 4
 
 With --num_runs it first trains (or resumes) that many runs with signals
 (and --ssft_epochs of second-split training after each), on the training
@@ -24,10 +23,11 @@ then scores them; detection.csv says how well each score finds the noisy
 examples, the removal ablation what removing each score's top examples
 does to the clean test accuracy of retrained models:
 
-  python -m heldout_tf.cli.quality --root ./noisy --dataset mnist --model mlp \
+  heldout quality --root ./noisy --dataset mnist --model mlp \
       --recipe mnist-mlp --noise label:0.1 --num_runs 8
 
-`python -m mnist_example.quality` is this command with MNIST defaults.
+(`python -m heldout_tf.cli.quality` is the same command; `python -m
+mnist_example.quality` is it with MNIST defaults.)
 The labels are the collection's data loaded again (--dataset, default the
 one config.json names) with its recorded noise; its fingerprint must match.
 """
@@ -35,19 +35,24 @@ one config.json names) with its recorded noise; its fingerprint must match.
 from typing import Optional, Sequence
 
 from heldout_tf import cli
-from heldout_tf.quality import detection
-from heldout_tf.core import errors
+from heldout_tf.cli import flags
 from heldout_tf.collection import layout
-from heldout_tf.cli import train
+from heldout_tf.core import errors
+from heldout_tf.quality import detection
 
-PROG = "python -m heldout_tf.cli.quality"
-# Every flag's default; a preset (`mnist_example.quality`) passes its own.
+PROG = "heldout quality"
+# The training flags this command takes (with --num_runs), and every
+# flag's default; a preset (`mnist_example.quality`) passes its own.
+TRAINING_FLAGS = ("dataset", "data_dir", "download", "noise", "train_size", "test_size",
+                  "model", "model_options", "recipe", "seed", "epochs",
+                  "batch_size", "learning_rate", "precision", "trainer",
+                  "group_size", "checkpoint_every", "ssft_epochs",
+                  "trajectory_runs")
 DEFAULTS = dict(
-    train.TRAINING_DEFAULTS, root="./heldout_runs", experiment="", ratio=None,
-    out=None, dataset="", data_dir=None, report=True, figures=True,
-    removal_models=0,
-    removal_fractions=detection.DEFAULT_REMOVAL_FRACTIONS,
-    num_runs=0, ssft_epochs=5)
+    flags.DEFAULTS, root="./heldout_runs", experiment="", ratios=None,
+    out_dir=None, report=True, figures=True, removal_models=0,
+    removal_fractions=detection.DEFAULT_REMOVAL_FRACTIONS, num_runs=0,
+    ssft_epochs=5)
 
 
 def build_parser(prog: str = PROG, doc: str = __doc__,
@@ -59,19 +64,13 @@ def build_parser(prog: str = PROG, doc: str = __doc__,
   cli.add_root(parser, default=d["root"])
   parser.add_argument("--experiment", default=d["experiment"],
                       help="The experiment to score; empty: the only one "
-                      "under --root (training: <dataset>-<architecture>).")
-  parser.add_argument("--ratio", default=d["ratio"],
-                      help="The subset ratio to score; unset: the only one "
-                      "(training: 0.7).")
-  parser.add_argument("--out", default=d["out"], metavar="DIR",
+                      "under --root (training: <dataset>-<model>).")
+  parser.add_argument("--ratios", default=d["ratios"], metavar="RATIO",
+                      help="The subset ratio to score (one); unset: the "
+                      "only one (training: 0.7).")
+  parser.add_argument("--out_dir", default=d["out_dir"], metavar="DIR",
                       help="Directory for the outputs; unset: "
                       "<root>/<experiment>/<ratio>/quality.")
-  parser.add_argument("--dataset", default=d["dataset"],
-                      help="The data the runs were trained on (mnist, "
-                      "digits, npz:FILE or a tfds name); empty: the one "
-                      "recorded in config.json.")
-  parser.add_argument("--data_dir", default=d["data_dir"], metavar="DIR",
-                      help="The tfds data directory (never downloads).")
   cli.add_bool(parser, "report", d["report"], "Also write report.html.")
   cli.add_bool(parser, "figures", d["figures"],
                "Also write the figures (roc.png, precision_at_k.png with "
@@ -83,12 +82,16 @@ def build_parser(prog: str = PROG, doc: str = __doc__,
   parser.add_argument("--removal_fractions", default=d["removal_fractions"],
                       help="Fractions of the training set the ablation "
                       "removes, comma-separated.")
+  data = parser.add_argument_group(
+      "data (empty --dataset: the one the collection recorded)")
+  flags.add_data_flags(data, d)
   training = parser.add_argument_group(
-      "training (with --num_runs: train or resume, then score)")
+      "training (with --num_runs: train or resume, then score; --model "
+      "also names a recorded user module for --removal_models)")
   training.add_argument("--num_runs", type=int, default=d["num_runs"],
                         help="Train runs 0..N-1 with signals first (0: "
                         "score the collection as it is).")
-  train.add_training_flags(training, d)
+  flags.add_training_flags(training, d)
   cli.add_engine(parser, "the training (one task per block of runs)")
   cli.add_progress(parser)
   return parser
@@ -96,35 +99,33 @@ def build_parser(prog: str = PROG, doc: str = __doc__,
 
 def parse_args(argv: Optional[Sequence[str]] = None,
                defaults: Optional[dict] = None, prog: str = PROG):
-  """Flags -> `(ScoreOptions, model_blocks.Options or None)`, checked."""
-  # pylint: disable=g-import-not-at-top
-  from heldout_tf.training import model_blocks
-  from heldout_tf.quality import workflow
-  # pylint: enable=g-import-not-at-top
+  """Flags -> `(ScoreOptions, workflow.Options or None)`, checked."""
+  from heldout_tf.quality import workflow as quality_workflow  # pylint: disable=g-import-not-at-top
   d = dict(DEFAULTS, **(defaults or {}))
   args = build_parser(prog, "", defaults).parse_args(argv)
   cli.check_engine(args)
-  ratio = None if args.ratio is None else layout.ratio_value(args.ratio,
-                                                             "--ratio")
+  ratio = layout.parse_one_ratio(args.ratios)
   if args.removal_models < 0:
     raise errors.UsageError(f"--removal_models must be >= 0, got "
                             f"{args.removal_models}")
   detection.parse_fractions(args.removal_fractions)
-  options = workflow.ScoreOptions(
-      root=args.root, experiment=args.experiment, ratio=ratio, out=args.out,
-      dataset=args.dataset, data_dir=args.data_dir, report=args.report,
-      figures=args.figures, removal_models=args.removal_models,
+  options = quality_workflow.ScoreOptions(
+      root=args.root, experiment=args.experiment, ratio=ratio,
+      out=args.out_dir, dataset=args.dataset, data_dir=args.data_dir,
+      report=args.report, figures=args.figures,
+      removal_models=args.removal_models,
       removal_fractions=args.removal_fractions, model=args.model,
       progress=args.progress)
   if args.num_runs < 0:
     raise errors.UsageError(f"--num_runs must be >= 0, got {args.num_runs}")
   if not args.num_runs:
-    # --model names the collection's own model for the removal ablation
-    # (a recorded user module is imported only when named here).
-    given = [f"--{f}" for f in train.TRAINING_DEFAULTS
-             if getattr(args, f) != (",".join(d[f]) if f == "noise"
-                                      else d[f])
-             and not (f == "model" and args.removal_models)]
+    # Without --num_runs the collection is scored as it is: training flags
+    # are refused, except --dataset / --data_dir (where the recorded data
+    # is now) and --model (names a recorded user module for the ablation).
+    scoring = ("dataset", "data_dir") + (
+        ("model",) if args.removal_models else ())
+    given = [f"--{f}" for f in TRAINING_FLAGS
+             if f not in scoring and _given(args, d, f)]
     if args.engine != "local":
       given.append("--engine")
     if given:
@@ -133,19 +134,25 @@ def parse_args(argv: Optional[Sequence[str]] = None,
           "it the collection under --root is scored as it is)")
     return options, None
   if ratio is not None and not ratio < 1.0:
-    raise errors.UsageError(f"--ratio must be below 1 (runs must hold "
-                            f"examples out), got {args.ratio}")
+    raise errors.UsageError(f"--ratios must be below 1 (runs must hold "
+                            f"examples out), got {args.ratios}")
   if args.num_runs < 2:
     raise errors.UsageError(f"--num_runs must be >= 2 for held-out scores, "
                             f"got {args.num_runs}")
-  train_options = model_blocks.Options(
-      dataset=args.dataset, data_dir=args.data_dir, ratios=(ratio or 0.7,),
-      num_runs=(args.num_runs,), root=args.root,
-      experiment=args.experiment, signals=True, engine=args.engine,
-      ray_address=args.ray_address, progress=args.progress,
-      **train.training_values(args))
-  train_options.check()
+  train_options = flags.options_from(
+      args, ratios=(ratio or 0.7,), num_runs=(args.num_runs,),
+      experiment=args.experiment, root=args.root, signals=True)
   return options, train_options
+
+
+def _given(args, defaults: dict, flag: str) -> bool:
+  """Whether `--flag` was given a value other than its default."""
+  value, default = getattr(args, flag), defaults[flag]
+  if flag == "noise":
+    value = ",".join(value) if isinstance(value, list) else value
+  if flag == "model_options":
+    default = flags._json(default)  # pylint: disable=protected-access
+  return value != default
 
 
 def print_result(result):

@@ -62,6 +62,7 @@ from heldout_tf.collection.blocks import is_sharded
 from heldout_tf.collection.blocks import NO_SHARD
 from heldout_tf.collection.blocks import parse_shard
 from heldout_tf.collection.blocks import shard_runs
+from heldout_tf.collection.engine import check_engine
 from heldout_tf.collection.engine import ENGINES
 from heldout_tf.collection.engine import plan
 from heldout_tf.collection.engine import Spec

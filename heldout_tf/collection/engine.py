@@ -56,6 +56,17 @@ class Spec:
     return self.factory(*self.factory_args)
 
 
+def check_engine(engine: str, address: Optional[str] = None):
+  """The one rule for `--engine` and `--ray_address`: an engine of
+  `ENGINES`, and an address only with the Ray engine (`errors.UsageError`
+  naming the flag otherwise)."""
+  if engine not in ENGINES:
+    raise errors.UsageError(f"--engine must be one of {', '.join(ENGINES)}"
+                            f", got {engine!r}")
+  if address is not None and engine != "ray":
+    raise errors.UsageError("--ray_address needs --engine ray")
+
+
 _WORKER_TRAINERS: Dict[str, Any] = {}  # One entry per worker process.
 
 
@@ -152,11 +163,7 @@ def train(spec: Spec, run_ids: Sequence[int], *, engine: str = "local",
     "setup_seconds" and "train_seconds" (engine "ray": summed over tasks:
     workers building their trainer, training and writing blocks)}.
   """
-  if engine not in ENGINES:
-    raise errors.UsageError(f"--engine must be one of {ENGINES}, got "
-                            f"{engine!r}")
-  if engine != "ray" and address is not None:
-    raise errors.UsageError("--ray_address needs --engine ray")
+  check_engine(engine, address)
   if cpus_per_task < 1:
     raise errors.UsageError(f"cpus_per_task must be >= 1, got "
                             f"{cpus_per_task}")

@@ -287,13 +287,51 @@ def parse_run_ids(text: Optional[str], flag: str = "--runs"
   return sorted(ids)
 
 
+MAX_RATIOS = 1000  # Ratios in one `start:stop:step` range (a typo guard).
+
+
 def parse_ratios(text: Optional[str], flag: str = "--ratios"
                  ) -> Optional[List[float]]:
   """`--ratios` text as sorted, distinct ratios; None for all.
 
-  `None` and 'all' mean every ratio; otherwise comma-separated numbers in
-  (0, 1]: '0.1,0.7', '0.70' (0.7).
+  The one ratio grammar of every command: `None` and 'all' mean every
+  ratio; otherwise comma-separated numbers in (0, 1] ('0.1,0.7'; '0.70'
+  is 0.7) and inclusive ranges `start:stop:step` ('0.1:0.9:0.1' is
+  0.1, 0.2, ..., 0.9), mixed freely.
   """
   if text is None or text.strip() == "all":
     return None
-  return sorted({ratio_value(item, flag) for item in _items(text, flag)})
+  values = set()
+  for item in _items(text, flag):
+    if ":" not in item:
+      values.add(ratio_value(item, flag))
+      continue
+    parts = item.split(":")
+    try:
+      start, stop, step = (float(p) for p in parts)
+      if len(parts) != 3 or not step > 0 or not stop >= start:
+        raise ValueError
+    except ValueError:
+      raise errors.UsageError(
+          f"{flag}: {item!r} is not a range start:stop:step (e.g. "
+          "0.1:0.9:0.1, with step > 0 and stop >= start)") from None
+    count = int(round((stop - start) / step)) + 1
+    if count > MAX_RATIOS:
+      raise errors.UsageError(f"{flag}: range {item!r} holds more than "
+                              f"{MAX_RATIOS} ratios")
+    values.update(ratio_value(round(start + k * step, 6), flag)
+                  for k in range(count))
+  return sorted(values)
+
+
+def parse_one_ratio(text: Optional[str], flag: str = "--ratios"
+                    ) -> Optional[float]:
+  """`--ratios` for a command that works on one ratio: None (unset: the
+  only ratio there is), else exactly one ratio (`parse_ratios` grammar)."""
+  if text is None:
+    return None
+  ratios = parse_ratios(text, flag)
+  if ratios is None or len(ratios) != 1:
+    raise errors.UsageError(f"{flag} {text!r}: this command takes one "
+                            "ratio (e.g. 0.7)")
+  return ratios[0]

@@ -34,6 +34,19 @@ class MissingConfigError(errors.HeldoutError, FileNotFoundError):
   """No collection here yet: its config.json does not exist."""
 
 
+def _differences(recorded: dict, config: dict, prefix: str = ""):
+  """`[(key, recorded value, new value)]` of the keys that differ, nested
+  objects compared key by key ('recipe.epochs'); missing values are None."""
+  out = []
+  for key in sorted(set(recorded) | set(config)):
+    old, new = recorded.get(key), config.get(key)
+    if isinstance(old, dict) and isinstance(new, dict):
+      out += _differences(old, new, f"{prefix}{key}.")
+    elif old != new:
+      out.append((prefix + key, old, new))
+  return out
+
+
 class Store:
   """The runs of one experiment at one subset ratio under `root`."""
 
@@ -93,11 +106,10 @@ class Store:
       files.atomic_write(self.config_path, lambda f: f.write(json.dumps(
           config, indent=2, sort_keys=True) + "\n"), mode="w")
       return config
-    differ = sorted(k for k in set(config) | set(recorded)
-                    if config.get(k) != recorded.get(k))
+    differ = _differences(recorded, config)
     if differ:
-      details = "; ".join(f"{k}: on disk {recorded.get(k)!r}, now "
-                          f"{config.get(k)!r}" for k in differ)
+      details = "; ".join(f"{k}: on disk {old!r}, now {new!r}"
+                          for k, old, new in differ)
       raise errors.ConfigError(
           f"{self.config_path}: the runs there were made with other settings "
           f"({details}). Use another --root, or the same settings to resume.")

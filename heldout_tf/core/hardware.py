@@ -10,6 +10,20 @@ import functools
 
 PRECISIONS = ("float32", "bfloat16")
 CHOICES = PRECISIONS + ("auto",)
+# Every precision a trainer takes (float16: mixed precision with loss
+# scaling, for GPUs of compute capability 7.x).
+TRAINING_PRECISIONS = ("float32", "bfloat16", "float16")
+
+
+def check_name(name: str, auto: bool = False) -> str:
+  """`name` if it is a training precision (or 'auto' when `auto`); else
+  `errors.UsageError` naming --precision."""
+  choices = TRAINING_PRECISIONS + (("auto",) if auto else ())
+  if name not in choices:
+    from heldout_tf.core import errors  # pylint: disable=g-import-not-at-top
+    raise errors.UsageError(f"--precision must be one of "
+                            f"{', '.join(choices)}, got {name!r}")
+  return name
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

@@ -22,7 +22,10 @@ Modules: `counting` (exact counts; `Counts`, `CountsByRatio`, `counts_for`),
 `compute_from_counts`), `reporting` (`summary` with standard errors,
 `memorization_order`, `save_*`), `on_ray` (the same estimates on a Ray
 cluster, `estimate_on_ray`; imported on use), `published` (the papers'
-score files, read strictly) and `comparison` (ours beside them). Sharded
+score files, read strictly), `comparison` (ours beside them), `figures`
+(memorization examples, influence pairs, histogram) and `workflow`
+(`estimate_collection`: a collection's estimates, pairs and figures
+written beside its runs). Sharded
 use (map over run shards, sum the counts):
 
   total = sum((counts_for(load_runs_from(shard)) for shard in shards),

@@ -140,7 +140,7 @@ def find_collection(root: str, experiment: str = "",
   if ratio is None:
     if len(ratios) > 1:
       raise errors.UsageError(f"{os.path.join(root, experiment)} holds "
-                              f"ratios {shown}: pass --ratio")
+                              f"ratios {shown}: pass --ratios")
     ratio = ratios[0]
   elif float(layout.format_ratio(ratio)) not in ratios:
     raise QualityError(f"{os.path.join(root, experiment)}: no runs at "
@@ -364,15 +364,15 @@ def score(options: ScoreOptions, settings: Optional[dict] = None) -> Result:
 def train_and_score(train_options, options: ScoreOptions,
                     say=print) -> Result:
   """Makes (or resumes) the collection of `train_options` (a
-  `model_blocks.Options` of one ratio; signals always recorded), then
+  `training.workflow.Options` of one ratio; signals always recorded), then
   scores it with `options` (its root, experiment and ratio are the
   collection's)."""
-  from heldout_tf.training import model_blocks  # pylint: disable=g-import-not-at-top
+  from heldout_tf.training import workflow as training_workflow  # pylint: disable=g-import-not-at-top
   if len(train_options.ratios) != 1:
-    raise errors.UsageError(f"--ratio: one ratio to score, got "
+    raise errors.UsageError(f"--ratios: one ratio to score, got "
                             f"{len(train_options.ratios)}")
   if not train_options.ratios[0] < 1.0:
-    raise errors.UsageError(f"--ratio must be below 1 (runs must hold "
+    raise errors.UsageError(f"--ratios must be below 1 (runs must hold "
                             f"examples out), got {train_options.ratios[0]}")
   train_options = dataclasses.replace(train_options, signals=True)
 
@@ -382,7 +382,8 @@ def train_and_score(train_options, options: ScoreOptions,
           len(data.train_labels),
           detection.parse_fractions(options.removal_fractions))
 
-  report, = model_blocks.make(train_options, say=say, check_data=check_data)
+  report, = training_workflow.make(train_options, say=say,
+                                   check_data=check_data)
   collection.Store(train_options.root, report["experiment"],
                    report["ratio"]).check_complete(
                        train_options.num_runs[0],

@@ -696,10 +696,12 @@ class RunTrainer:
                                      self.settings, store, run)), partial)
     return True
 
-  def write(self, store, result: RunResult, partial: Optional[str] = None):
+  def write(self, store, result: RunResult, partial: Optional[str] = None,
+            save_checkpoint: bool = True):
     """Writes a trained run into `store`: its float32 checkpoint
-    (`checkpoints/ckpt-<epochs>`), then `aux_arrays.npz` with the
-    correctness that checkpoint predicts; then removes `partial`."""
+    (`checkpoints/ckpt-<epochs>`; not with `save_checkpoint=False`), then
+    `aux_arrays.npz` with the correctness that checkpoint predicts; then
+    removes `partial`."""
     if result.signals is not None:  # Before the aux arrays mark it done.
       from heldout_tf.collection import signals as signals_lib  # pylint: disable=g-import-not-at-top
       self.run_signals(result).save(
@@ -710,9 +712,9 @@ class RunTrainer:
     store.write_run(
         result.run, subset=result.subset, correct_train=correct_train,
         correct_test=correct_test,
-        save_checkpoint=lambda directory: checkpoints.save(
+        save_checkpoint=(lambda directory: checkpoints.save(
             result.model, directory, step=epochs, epoch=epochs,
-            global_step=result.global_step))
+            global_step=result.global_step)) if save_checkpoint else None)
     if partial is not None:
       shutil.rmtree(partial, ignore_errors=True)
 

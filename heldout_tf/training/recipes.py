@@ -26,6 +26,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from heldout_tf.core import errors
+from heldout_tf.training import fields
 
 SCHEDULES = ("constant", "triangular")
 
@@ -78,21 +79,12 @@ class Recipe:
                                                compare=False)
 
   def __post_init__(self):
-    if self.schedule not in SCHEDULES:
-      raise errors.UsageError(f"recipe {self.name}: schedule must be one of "
-                              f"{SCHEDULES}, got {self.schedule!r}")
-    for field in ("epochs", "batch_size", "eval_batch_size"):
-      if getattr(self, field) < 1:
-        raise errors.UsageError(f"recipe {self.name}: {field} must be >= 1, "
-                                f"got {getattr(self, field)}")
-    for field in ("learning_rate", "momentum", "weight_decay",
-                  "label_smoothing", "translate", "cutout", "peak_epoch"):
-      if getattr(self, field) < 0:
-        raise errors.UsageError(f"recipe {self.name}: {field} must be >= 0, "
-                                f"got {getattr(self, field)}")
-    if not self.label_smoothing < 1:
-      raise errors.UsageError(f"recipe {self.name}: label_smoothing must be "
-                              f"< 1, got {self.label_smoothing}")
+    for key, field in RECIPE_FIELDS.items():
+      if key == "bn_decay" and self.bn_decay is None:
+        continue  # None: the model's own default.
+      problem = field.problem(getattr(self, key))
+      if problem:
+        raise errors.UsageError(f"recipe {self.name}: {key} {problem}")
 
   @property
   def augments(self) -> bool:
@@ -130,6 +122,59 @@ class Recipe:
       if value != getattr(self, key):
         sources[key] = f"ours: changed from {getattr(self, key)!r}"
     return dataclasses.replace(self, sources=sources, **changes)
+
+
+_Field = fields.Field
+# Every recipe setting's type and range (flags, library values and
+# recorded configs are all checked against it).
+RECIPE_FIELDS = {
+    "name": _Field("str"),
+    "model": _Field("str"),
+    "epochs": _Field("int", 1, fields.MAX_EPOCHS),
+    "batch_size": _Field("int", 1, fields.MAX_BATCH_SIZE),
+    "learning_rate": _Field("float", 0.0),
+    "schedule": _Field("str", choices=SCHEDULES),
+    "peak_epoch": _Field("float", 0.0, fields.MAX_EPOCHS),
+    "momentum": _Field("float", 0.0, rule="in [0, 1)",
+                       extra_check=lambda v: v < 1.0),
+    "nesterov": _Field("bool"),
+    "weight_decay": _Field("float", 0.0),
+    "label_smoothing": _Field("float", 0.0, rule="in [0, 1)",
+                              extra_check=lambda v: v < 1.0),
+    "flip": _Field("bool"),
+    "translate": _Field("int", 0, 64),
+    "cutout": _Field("int", 0, 64),
+    "bn_decay": _Field("float", 0.0, 1.0, rule="in (0, 1) or null",
+                       extra_check=lambda v: 0.0 < v < 1.0),
+    "eval_batch_size": _Field("int", 1, fields.MAX_BATCH_SIZE),
+}
+
+
+def from_config(recorded, where: str = "config.json") -> Recipe:
+  """The `Recipe` a collection's config.json records under 'recipe' (every
+  setting type- and range-checked: `errors.ConfigError` naming `where` and
+  the key otherwise)."""
+  if not isinstance(recorded, dict):
+    raise errors.ConfigError(f"{where}: key 'recipe' must be a JSON object")
+  unknown = sorted(set(recorded) - set(RECIPE_FIELDS))
+  missing = sorted(k for k in ("name", "model", "epochs", "batch_size",
+                               "learning_rate") if k not in recorded)
+  if unknown or missing:
+    what = (f"has no setting {unknown[0]!r}" if unknown
+            else f"lacks {missing[0]!r}")
+    raise errors.ConfigError(f"{where}: key 'recipe' {what}")
+  for key, value in recorded.items():
+    if key == "bn_decay" and value is None:
+      continue
+    problem = RECIPE_FIELDS[key].problem(value)
+    if problem:
+      raise errors.ConfigError(f"{where}: key 'recipe.{key}' {problem}")
+  values = dict(recorded)
+  for key in ("learning_rate", "peak_epoch", "momentum", "weight_decay",
+              "label_smoothing"):
+    if key in values:
+      values[key] = float(values[key])
+  return Recipe(**values)
 
 
 _MNIST = "paper: memorization paper's MNIST setup (DESIGN.md)"

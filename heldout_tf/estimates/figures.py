@@ -1,5 +1,11 @@
-"""Figures of the MNIST reproduction (`heldout_tf.core.figures`: Agg canvas, no
-pyplot, atomic PNG writes; nothing happens at import)."""
+"""Figures of a collection's estimates, for any image data: the most and
+least memorized training examples, the top high-influence pairs, the
+memorization histogram (`heldout_tf.core.figures`: Agg canvas, no pyplot,
+atomic PNG writes; nothing happens at import).
+
+Images are uint8 or float `[n, h, w, c]` (grey or colour, any size), drawn
+pixel for pixel (no smoothing), grey images as a dark digit on light.
+"""
 
 import os
 
@@ -11,11 +17,21 @@ from heldout_tf.estimates import reporting
 NOISY_COLOR = "tab:red"
 FILENAMES = ("memorization_examples.png", "high_influence_pairs.png",
              "memorization_histogram.png")
-memorization_order = reporting.memorization_order  # The one order.
 
 
 def _show(ax, image):
-  ax.imshow(np.asarray(image).reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+  """One image, pixel for pixel: grey as dark on light, colour as is."""
+  image = np.asarray(image)
+  if image.dtype == np.uint8:
+    image = image.astype(np.float32) / 255.0
+  if image.ndim == 1:  # A flat grey image.
+    side = int(round(np.sqrt(image.size)))
+    image = image.reshape(side, side, 1)
+  if image.shape[-1] == 1:
+    ax.imshow(image[..., 0], cmap="gray_r", vmin=0, vmax=1,
+              interpolation="nearest")
+  else:
+    ax.imshow(np.clip(image, 0, 1), interpolation="nearest")
   ax.set_xticks([])
   ax.set_yticks([])
 
@@ -32,7 +48,7 @@ def score_text(value) -> str:
 def memorization_figure(images, labels, mem, noisy_idx=(), clean_labels=None,
                         count=20, columns=10, evidence=None):
   """The figure of `memorization_examples` (not saved)."""
-  most, least = memorization_order(mem, evidence)
+  most, least = reporting.memorization_order(mem, evidence)
   tie_rule = (" (ties: held out by more runs first; out N = runs that "
               "held it out)" if evidence is not None else "")
   groups = [("Most memorized" + tie_rule, most[:count]),
@@ -67,7 +83,7 @@ def memorization_examples(path, images, labels, mem, noisy_idx=(),
                           evidence=None):
   """The `count` most and least memorized training examples, with their
   label, memorization score and (if `evidence` is given) how many runs held
-  them out, in `memorization_order` (the order of the printed summary).
+  them out, in `reporting.memorization_order` (the order of the printed summary).
   Relabelled (noisy) examples in red."""
   return figures.save_png(memorization_figure(
       images, labels, mem, noisy_idx, clean_labels, count, columns,
@@ -125,21 +141,28 @@ def memorization_histogram(path, mem, noisy_idx=()):
   return figures.save_png(fig, path)
 
 
-def write_all(directory, data, mem, result):
+def write_all(directory, data, mem, result, noisy_idx=(),
+              clean_labels=None):
   """Writes every figure into `directory`; returns their paths.
 
-  `result`: `heldout_tf.estimates.compute`'s output (the pairs, and `n_out`,
-  the runs holding each example out, which breaks memorization ties).
+  Args:
+    directory: where the PNG files go (made if needed).
+    data: the `ImageData` the runs were trained on (labels as trained).
+    mem: float `[n_train]` memorization (NaN replaced by the caller).
+    result: `heldout_tf.estimates.compute`'s output (the pairs, and
+      `n_out`, the runs holding each example out, which breaks
+      memorization ties).
+    noisy_idx: the training examples recorded noise changed (red).
+    clean_labels: the labels before noise (shown for noisy examples).
   """
   os.makedirs(directory, exist_ok=True)
   examples, pairs, histogram = (os.path.join(directory, name)
                                 for name in FILENAMES)
   return [
       memorization_examples(
-          examples, data.train_images, data.train_labels, mem,
-          data.noisy_idx, data.clean_train_labels,
-          evidence=result.get("n_out")),
+          examples, data.train_images, data.train_labels, mem, noisy_idx,
+          clean_labels, evidence=result.get("n_out")),
       influence_pairs(pairs, data.train_images, data.train_labels,
                       data.test_images, data.test_labels, result),
-      memorization_histogram(histogram, mem, data.noisy_idx),
+      memorization_histogram(histogram, mem, noisy_idx),
   ]
