@@ -13,6 +13,7 @@ import pytest
 from heldout_tf import cli
 from heldout_tf.cli import commands
 from heldout_tf.core import errors
+from heldout_tf.core import files
 from heldout_tf.collection import experiments
 from heldout_tf.collection import layout
 from heldout_tf.collection import released
@@ -100,13 +101,13 @@ def test_check_writable_names_the_path_not_a_probe(tmp_path):
   blocker.write_text("x")
   with pytest.raises(errors.PathError,
                      match=r"cannot write .*file/out.npz: .* not a directory"):
-    errors.check_writable(str(blocker / "out.npz"))
-  with pytest.raises(errors.PathError, match=r"Is a directory"):
-    errors.check_writable(str(tmp_path))
+    files.check_writable(str(blocker / "out.npz"))
+  with pytest.raises(errors.PathError, match=r"it is a directory, not a regular file"):
+    files.check_writable(str(tmp_path))
   with pytest.raises(errors.PathError,
                      match=r"^cannot write /sys/x\.npz: Permission denied"):
-    errors.check_writable("/sys/x.npz")
-  errors.check_writable(str(tmp_path / "new" / "out.npz"))  # Fine: creates.
+    files.check_writable("/sys/x.npz")
+  files.check_writable(str(tmp_path / "new" / "out.npz"))  # Fine: creates.
   assert (tmp_path / "new").is_dir()
 
 

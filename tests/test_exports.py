@@ -211,7 +211,8 @@ def test_unwritable_out_fails_before_restoring(mlp_run, tmp_path, capsys):
   code, _, err = run_cli(["--experiment", "mnist-mlp", "--run_dir", run,
                           "--format", "npz", "--out", str(tmp_path)], capsys)
   assert code == 1
-  assert err == f"error: cannot write {tmp_path}: Is a directory\n"
+  assert err == (f"error: cannot write {tmp_path}: it is a directory, not a "
+                 "regular file (remove it or choose another path)\n")
 
 
 def test_missing_extra_names_the_install_command(mlp_run, tmp_path,

@@ -18,6 +18,7 @@ import os
 
 from heldout_tf import cli
 from heldout_tf.core import errors
+from heldout_tf.core import files
 from heldout_tf import estimates  # No TensorFlow.
 from heldout_tf.collection import layout
 from heldout_tf.core import sizes
@@ -68,6 +69,7 @@ def build_parser() -> cli.Parser:
                       "without .npz + '_compare.png').")
   cli.add_engine(parser, "the counting (over shards of runs) and the pairs "
                  "(over blocks of test examples)")
+  cli.add_progress(parser)
   return parser
 
 
@@ -92,9 +94,6 @@ def _check(args):
     value = getattr(args, name)
     if value != value:  # NaN selects nothing, silently.
       raise errors.UsageError(f"--{name} must be a number, got nan")
-  if os.path.isdir(args.out):
-    raise errors.UsageError(f"--out {args.out} is a directory; give a file "
-                            "name such as estimates.npz")
   cli.check_engine(args)
   if args.engine == "ray" and args.mmap_dir is not None:
     raise errors.UsageError("--mmap_dir does not apply with --engine ray "
@@ -124,24 +123,27 @@ def _comparison():
 
 def main(argv=None):
   args = parse_args(argv)
-  errors.check_writable(args.out)
+  files.check_writable(args.out)
   if args.compare is not None:  # Bad inputs and outputs fail before the work.
     _published().check_compatible(args.compare, args.experiment)
     _published().load(args.compare)
-    errors.check_writable(args.compare_plot)
+    files.check_writable(args.compare_plot)
   if args.engine == "ray":
     # pylint: disable-next=g-import-not-at-top
     from heldout_tf.estimates import on_ray
     result = on_ray.estimate_on_ray(
         args.root, args.experiment, args.ratios, what=args.what,
         infl_threshold=args.infl_threshold, mem_threshold=args.mem_threshold,
-        memory_budget=args.memory_budget, address=args.ray_address)
+        memory_budget=args.memory_budget, address=args.ray_address,
+        progress=args.progress)
   else:
     runs = estimates.load_runs(args.root, args.experiment, args.ratios,
-                               mmap_dir=args.mmap_dir)
+                               mmap_dir=args.mmap_dir,
+                               progress=args.progress)
     result = estimates.compute(
         runs, args.what, infl_threshold=args.infl_threshold,
-        mem_threshold=args.mem_threshold, memory_budget=args.memory_budget)
+        mem_threshold=args.mem_threshold, memory_budget=args.memory_budget,
+        progress=args.progress)
   estimates.save_estimates(args.out, result)
   print(estimates.summary(result))
   print(f"wrote {args.out}")

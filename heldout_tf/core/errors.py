@@ -14,7 +14,6 @@ working.
 
 import contextlib
 import os
-import tempfile
 
 
 class HeldoutError(Exception):
@@ -61,23 +60,3 @@ def user_path(path: str, action: str = "write", name_path: bool = False):
              else path)
     raise PathError(f"cannot {action} {os.fspath(where)}: "
                     f"{describe_os_error(e)}") from e
-
-
-def check_writable(path: str):
-  """Fails early (before long work) when file `path` cannot be written:
-  `PathError` naming it when it is a directory, lies under a file, or its
-  directory is not writable. Creates the missing parent directories."""
-  if os.path.isdir(path):
-    raise PathError(f"cannot write {path}: Is a directory")
-  directory = os.path.dirname(os.path.abspath(path))
-  existing = directory
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    raise PathError(f"cannot write {path}: {existing} is not a directory")
-  try:
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.TemporaryFile(dir=directory):
-      pass
-  except OSError as e:  # Name `path`, not the probe file.
-    raise PathError(f"cannot write {path}: {describe_os_error(e)}") from e

@@ -1,16 +1,23 @@
 """Writing files so that nothing is lost or half-written; directory locks.
 
+  check_writable(out)                           # before long work
   atomic_write(path, lambda f: f.write(data))   # temp file, fsync, rename
   save_npz(path, a=..., b=...)                  # the same for an npz file
   with locked(directory): ...                   # waits for the lock
   fd = try_lock(directory)                      # fd, BUSY or UNSUPPORTED
 
 The one home of both: every module that writes a result file or needs a
-lock on a directory calls these.
+lock on a directory calls these. One rule for every output: a destination
+that exists must be a regular file (a device, FIFO, socket, directory or
+symbolic link is refused, naming it, never replaced). Temporary files are
+named `.tmp-<pid>-...`; those of processes that no longer exist (killed
+mid-write) are removed by the next write into their directory.
 """
 
 import contextlib
 import os
+import re
+import stat
 import tempfile
 
 try:
@@ -32,18 +39,124 @@ def _umask() -> int:
   return mask
 
 
+def kind_of(st) -> str:
+  """What an `os.stat` / `os.lstat` result is, in words, for a message."""
+  for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                     (stat.S_ISCHR, "a character device"),
+                     (stat.S_ISBLK, "a block device"),
+                     (stat.S_ISSOCK, "a socket"),
+                     (stat.S_ISLNK, "a symbolic link")):
+    if test(st.st_mode):
+      return name
+  return "not a file"
+
+
+def check_destination(path: str):
+  """`errors.PathError` naming `path` when something other than a regular
+  file is there (the rule every output follows); nothing there is fine."""
+  try:
+    st = os.lstat(path)
+  except (FileNotFoundError, NotADirectoryError):
+    return  # Nothing there (making its directory names what is in the way).
+  except OSError as e:
+    raise errors.PathError(f"cannot write {path}: "
+                           f"{errors.describe_os_error(e)}") from e
+  if not stat.S_ISREG(st.st_mode):
+    raise errors.PathError(f"cannot write {path}: it is {kind_of(st)}, not "
+                           "a regular file (remove it or choose another "
+                           "path)")
+
+
+def check_writable(path: str):
+  """Fails early (before long work) when file `path` cannot be written:
+  `errors.PathError` naming it when something other than a regular file is
+  there (a directory, a device, a symbolic link), it lies under a file, or
+  its directory is not writable. Creates the missing parent directories."""
+  check_destination(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  existing = directory
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise errors.PathError(f"cannot write {path}: {existing} is not a "
+                           "directory")
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.TemporaryFile(dir=directory):
+      pass
+  except OSError as e:  # Name `path`, not the probe file.
+    raise errors.PathError(f"cannot write {path}: "
+                           f"{errors.describe_os_error(e)}") from e
+
+
+TMP_PREFIX = ".tmp-"
+# `.tmp-<pid>-...`, and the `.tmp-ckpt-<step>-<pid>[-...]` names of
+# checkpoint saves by earlier versions; the first group is the writer's pid.
+_TMP_RE = re.compile(r"\.tmp-(?:ckpt-\d+-)?(\d+)(?:[-_.].*)?")
+
+
+def temporary_prefix() -> str:
+  """The prefix of this process's temporary files: `.tmp-<pid>-`."""
+  return f"{TMP_PREFIX}{os.getpid()}-"
+
+
+def pid_alive(pid: int) -> bool:
+  """Whether process `pid` exists (on this machine)."""
+  if pid <= 0:
+    return False
+  if pid == os.getpid():
+    return True
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # Exists, owned by someone else.
+    return True
+  return True
+
+
+def remove_stale_temporaries(directory: str, pattern=_TMP_RE) -> list:
+  """Removes the temporary files and directories in `directory` that
+  writers killed mid-way left (named by `pattern`, whose first group is
+  the writer's pid, and that process gone); returns their names. A
+  directory that cannot be listed is left alone."""
+  removed = []
+  try:
+    names = sorted(os.listdir(directory))
+  except OSError:
+    return removed
+  for name in names:
+    match = pattern.fullmatch(name)
+    if match and not pid_alive(int(match.group(1))):
+      path = os.path.join(directory, name)
+      try:
+        if os.path.isdir(path) and not os.path.islink(path):
+          import shutil  # pylint: disable=g-import-not-at-top
+          shutil.rmtree(path)
+        else:
+          os.remove(path)
+        removed.append(name)
+      except FileNotFoundError:
+        pass
+  return removed
+
+
 def atomic_write(path: str, write_fn, mode: str = "wb"):
   """Calls `write_fn(file)` on a temporary file, then renames it to `path`.
 
   A reader sees the old file or the whole new one, never a part. An
   unwritable `path` (read-only directory, a file in the way, a full disk)
-  raises `errors.PathError` naming `path` (not the temporary file); the
-  temporary file never survives.
+  or one that is not a regular file (`check_destination`) raises
+  `errors.PathError` naming `path` (not the temporary file); the temporary
+  file never survives, and those of killed writers in the same directory
+  are removed first.
   """
   directory = os.path.dirname(os.path.abspath(path))
+  check_destination(path)
   with errors.user_path(path, "write"):
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
+    remove_stale_temporaries(directory)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=temporary_prefix(),
                                suffix=os.path.basename(path))
   try:
     with errors.user_path(path, "write", name_path=True):
@@ -52,6 +165,7 @@ def atomic_write(path: str, write_fn, mode: str = "wb"):
         write_fn(f)
         f.flush()
         os.fsync(f.fileno())
+      check_destination(path)  # Nothing swapped in meanwhile.
       os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

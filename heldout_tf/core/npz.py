@@ -42,6 +42,7 @@ import zlib
 import numpy as np
 
 from heldout_tf.core import errors
+from heldout_tf.core import files
 
 MAX_HEADER_BYTES = 10_000  # numpy's own default limit.
 # `max_total_bytes="auto"`: members may declare at most this many bytes, or
@@ -73,16 +74,6 @@ class NpzError(errors.HeldoutError, ValueError):
 # ----------------------------------------------------------- regular files --
 
 
-def _kind(st) -> str:
-  for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-                     (stat.S_ISCHR, "a character device"),
-                     (stat.S_ISBLK, "a block device"),
-                     (stat.S_ISSOCK, "a socket")):
-    if test(st.st_mode):
-      return name
-  return "not a file"
-
-
 def _os_error(path, e, error, os_error):
   if os_error is not None:
     return os_error(f"cannot read {path}: {errors.describe_os_error(e)}")
@@ -103,7 +94,7 @@ def check_regular(path: str, error=NpzError, os_error=None):
   except OSError as e:
     raise _os_error(path, e, error, os_error) from None
   if not stat.S_ISREG(st.st_mode):
-    raise error(f"{path}: not a regular file ({_kind(st)})")
+    raise error(f"{path}: not a regular file ({files.kind_of(st)})")
 
 
 def open_regular(path: str, error=NpzError, os_error=None):
@@ -122,7 +113,7 @@ def open_regular(path: str, error=NpzError, os_error=None):
   try:
     after = os.fstat(fd)
     if not stat.S_ISREG(after.st_mode):
-      raise error(f"{path}: not a regular file ({_kind(after)})")
+      raise error(f"{path}: not a regular file ({files.kind_of(after)})")
     return os.fdopen(fd, "rb")
   except BaseException:
     os.close(fd)

@@ -37,9 +37,9 @@ KEYS_SHOWN = 5  # Keys of each kind a mismatch message shows.
 
 _VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _CKPT_RE = re.compile(r"ckpt-(\d+)\.index")
-# Temporary names of `save`: `.tmp-ckpt-<step>-<pid>-<random>` plus TF's
-# `.index`, `.data-*` and `_temp/` suffixes (older saves had no `-<random>`).
-_TMP_RE = re.compile(r"\.tmp-ckpt-\d+-(\d+)(?:-[0-9a-f]+)?(?:\..*|_temp.*)?")
+# Temporary names of `save`: `.tmp-<pid>-ckpt-<step>-<random>` plus TF's
+# `.index`, `.data-*` and `_temp/` suffixes (`core.files` removes those of
+# processes that no longer exist).
 
 
 class CheckpointMismatchError(errors.HeldoutError, ValueError):
@@ -317,21 +317,6 @@ def _scalar(reader, prefix, name):
         f"({_first_line(str(e))}); nothing was restored") from e
 
 
-def _pid_alive(pid: int) -> bool:
-  """Whether process `pid` exists (on this machine)."""
-  if pid <= 0:
-    return False
-  if pid == os.getpid():
-    return True
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # Exists, owned by someone else.
-    return True
-  return True
-
-
 def _remove(path: str):
   """Removes a file, link or directory tree; gone already is fine."""
   try:
@@ -359,19 +344,10 @@ def _save_failure(error, tmp: str, final: str) -> str:
 
 
 def remove_stale_temporaries(directory: str) -> List[str]:
-  """Removes what saves killed mid-way left in `directory`; returns it.
-
-  Only leftovers of processes that no longer exist are removed (files and
-  TF's `_temp/` directories alike), so concurrent savers never delete each
-  other's files.
-  """
-  removed = []
-  for name in sorted(os.listdir(directory)):
-    match = _TMP_RE.fullmatch(name)
-    if match and not _pid_alive(int(match.group(1))):
-      _remove(os.path.join(directory, name))
-      removed.append(name)
-  return removed
+  """Removes what saves killed mid-way left in `directory` (files and TF's
+  `_temp/` directories alike, of processes that no longer exist, so
+  concurrent savers never delete each other's files); returns it."""
+  return files.remove_stale_temporaries(directory)
 
 
 def save(model, directory: str, step: int, epoch: int = 0,
@@ -396,7 +372,7 @@ def save(model, directory: str, step: int, epoch: int = 0,
       model=model, epoch=tf.Variable(epoch, dtype=tf.int64),
       global_step=tf.Variable(global_step, dtype=tf.int64), **extra)
   final = os.path.join(directory, f"ckpt-{step}")
-  tmp = os.path.join(directory, f".tmp-ckpt-{step}-{os.getpid()}-"
+  tmp = os.path.join(directory, f"{files.temporary_prefix()}ckpt-{step}-"
                      f"{secrets.token_hex(4)}")
   moved = []
   try:

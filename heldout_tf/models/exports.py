@@ -425,7 +425,7 @@ def export(experiment: str, run_dir: str, out: str, fmt: str, *,
       _require(module, fmt)
   elif fmt == "safetensors":
     _require("safetensors.numpy", fmt)
-  errors.check_writable(out)
+  files.check_writable(out)
   model, info = load_model(spec, run_dir)
   meta = metadata(spec, model, info)
   arrays = variables(model)

@@ -119,7 +119,7 @@ def write(root: str, experiment: str, out: str,
     ReportInputError / other `errors.HeldoutError` for bad inputs.
   """
   start = time.perf_counter()
-  errors.check_writable(out)
+  files.check_writable(out)
   data = gather_lib.gather(root, experiment, ratio, estimates, scores,
                            progress=progress, now=now)
   sprites, note, description = None, "no images (not asked for)", ""
