@@ -24,7 +24,6 @@ from heldout_tf.data import noise
 # mnist_example's commands and tests name these from here.
 DATASETS = mnist.DATASETS
 NUM_CLASSES = mnist.NUM_CLASSES
-MnistNotFoundError = mnist.MnistNotFoundError
 
 
 @dataclasses.dataclass
