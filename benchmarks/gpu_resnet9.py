@@ -39,7 +39,7 @@ if __name__ == "__main__":
 import numpy as np
 import tensorflow as tf
 
-from heldout_tf.data import image_data
+from heldout_tf.data import sources
 from heldout_tf.training import model_training
 from heldout_tf.training import recipes
 # pylint: enable=g-import-not-at-top,g-bad-import-order
@@ -134,7 +134,7 @@ def run_processes(args, k):
 
 def main():
   args = parse_args()
-  data = image_data.load(args.dataset, args.data_dir, args.download)
+  data = sources.load(args.dataset, args.data_dir, args.download)
   runs = list(range(args.first_run, args.first_run + args.models))
   if args.worker:
     print(json.dumps([float(a) for a in train(args, data, runs, 1)]))

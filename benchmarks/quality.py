@@ -32,7 +32,7 @@ cli.quiet_tensorflow()
 
 import numpy as np  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
-from heldout_tf.data import image_data  # pylint: disable=g-import-not-at-top
+from heldout_tf.data import sources  # pylint: disable=g-import-not-at-top
 from heldout_tf.training import model_training
 from heldout_tf.training import recipes
 from heldout_tf.collection import signals
@@ -50,7 +50,7 @@ def _seconds(group, runs):
 def time_overhead(group_size, epochs, repeats, ssft_epochs=5):
   """Best-of-`repeats` seconds of one group without signals, with them,
   and with them plus `ssft_epochs` of second-split training."""
-  data = image_data.load("digits")
+  data = sources.load("digits")
   recipe = recipes.get("mnist-mlp").replace(epochs=epochs)
   plain = model_training.TrainSettings(recipe, "mlp", 0.7)
   variants = {

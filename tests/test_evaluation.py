@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from conftest import EXPERIMENT, NUM_RUNS, RATIO
 from heldout_tf.models import checkpoints
+from heldout_tf.data import image_data
 from heldout_tf.data import pipelines
 from heldout_tf.core import errors
 from heldout_tf.core import files
@@ -128,7 +129,7 @@ def test_unreadable_data_is_a_data_error_naming_the_split():
 
   model = models.ensure_built(models.build_model("mlp", 10), "mlp")
   dataset = pipelines.Dataset("broken", make_split)
-  with pytest.raises(evaluation.DataError,
+  with pytest.raises(image_data.DataError,
                      match=r"\(reading broken test\)$") as raised:
     evaluation.evaluate(model, dataset, "test", progress=False)
   assert "Traceback" not in str(raised.value)
@@ -271,7 +272,7 @@ def test_cross_check_error_of_evaluate_runs_names_the_aux_file(
 
 
 def test_data_errors_are_heldout_errors(tmp_path):
-  assert issubclass(evaluation.DataError, errors.HeldoutError)
+  assert issubclass(image_data.DataError, errors.HeldoutError)
   with pytest.raises(errors.HeldoutError, match="not prepared in"):
     pipelines.load("cifar100:3.0.2", str(tmp_path)).split("test")
   with pytest.raises(errors.UsageError, match="ImageNet needs --data_dir"):

@@ -1,13 +1,14 @@
 """Image data for new collections: tfds, .npz and MNIST, checked strictly."""
 
 import os
+import re
 
 import numpy as np
 import pytest
 
-from heldout_tf.data import pipelines as data_lib
 from heldout_tf.core import errors
 from heldout_tf.data import image_data
+from heldout_tf.data import sources
 
 
 def _write_npz(path, **arrays):
@@ -26,7 +27,7 @@ def _arrays(n_train=20, n_test=8, shape=(8, 8, 3), classes=4, seed=0):
 
 def test_tfds_by_name_keeps_the_datasets_order(cifar10):
   data_dir, arrays = cifar10
-  data = image_data.load("cifar10", data_dir=data_dir)
+  data = sources.load("cifar10", data_dir=data_dir)
   assert data.name == "cifar10" and data.num_classes == 10
   assert data.image_shape == (32, 32, 3)
   for split in ("train", "test"):
@@ -34,30 +35,52 @@ def test_tfds_by_name_keeps_the_datasets_order(cifar10):
     np.testing.assert_array_equal(data.labels(split), arrays[split]["label"])
 
 
+def test_tfds_classes_from_labels_without_a_class_label(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from heldout_tf.data import tfds as tfds_lib  # pylint: disable=g-import-not-at-top
+  features = tfds.features.FeaturesDict(dict(
+      image=tfds.features.Image(shape=(4, 4, 1)),
+      label=tfds.features.Tensor(shape=(), dtype=np.int64)))
+  labels = {"train": [0, 4, 2, 1], "test": [3, 0]}
+  tfds.dataset_builders.store_as_tfds_dataset(
+      name="plainlabels", version="1.0.0", features=features,
+      data_dir=str(tmp_path), disable_shuffling=True, split_datasets={
+          split: tf.data.Dataset.from_tensor_slices(dict(
+              image=np.zeros((len(y), 4, 4, 1), np.uint8),
+              label=np.array(y, np.int64)))
+          for split, y in labels.items()})
+  assert tfds_lib.class_names("plainlabels", str(tmp_path)) is None
+  data = sources.load("plainlabels", data_dir=str(tmp_path))
+  assert data.num_classes == 5  # The largest label + 1.
+  np.testing.assert_array_equal(data.train_labels, labels["train"])
+  assert data.description == "tfds plainlabels (4 train / 2 test)"
+
+
 def test_tfds_missing_is_an_error_never_a_download(tmp_path):
-  with pytest.raises(data_lib.DatasetNotFoundError,
+  with pytest.raises(image_data.DatasetNotFoundError,
                      match="'cifar100' split 'train' is not prepared in"):
-    image_data.load("cifar100", data_dir=str(tmp_path))
+    sources.load("cifar100", data_dir=str(tmp_path))
 
 
 def test_npz_images_and_flat_images(tmp_path):
   arrays = _arrays()
-  data = image_data.load("npz:" + _write_npz(tmp_path / "mine.npz", **arrays))
+  data = sources.load("npz:" + _write_npz(tmp_path / "mine.npz", **arrays))
   assert data.name == "mine" and data.num_classes == 4
   np.testing.assert_array_equal(data.train_images, arrays["x_train"])
   flat = dict(arrays, x_train=arrays["x_train"].reshape(20, -1),
               x_test=arrays["x_test"].reshape(8, -1))
-  data = image_data.load("npz:" + _write_npz(tmp_path / "flat.npz", **flat))
+  data = sources.load("npz:" + _write_npz(tmp_path / "flat.npz", **flat))
   assert data.image_shape == (8, 8, 3)
   np.testing.assert_array_equal(data.train_images, arrays["x_train"])
   grey = _arrays(shape=(28 * 28,))
-  data = image_data.load("npz:" + _write_npz(tmp_path / "g.npz", **grey))
+  data = sources.load("npz:" + _write_npz(tmp_path / "g.npz", **grey))
   assert data.image_shape == (28, 28, 1)
 
 
 def test_npz_num_classes_key(tmp_path):
   arrays = dict(_arrays(classes=3), num_classes=np.int64(7))
-  data = image_data.load("npz:" + _write_npz(tmp_path / "k.npz", **arrays))
+  data = sources.load("npz:" + _write_npz(tmp_path / "k.npz", **arrays))
   assert data.num_classes == 7
 
 
@@ -81,7 +104,7 @@ def test_bad_npz_is_one_error_naming_file_and_key(tmp_path, change, message):
     arrays["num_classes"] = np.int64(4)
   path = _write_npz(tmp_path / "bad.npz", **arrays)
   with pytest.raises(image_data.DataError, match=message) as info:
-    image_data.load("npz:" + path)
+    sources.load("npz:" + path)
   assert path in str(info.value)
   assert isinstance(info.value, errors.HeldoutError)
 
@@ -91,26 +114,26 @@ def test_npz_missing_key_unreadable_and_pickles(tmp_path):
   del arrays["y_test"]
   path = _write_npz(tmp_path / "missing.npz", **arrays)
   with pytest.raises(image_data.DataError, match="no key 'y_test'"):
-    image_data.load("npz:" + path)
+    sources.load("npz:" + path)
   junk = tmp_path / "junk.npz"
   junk.write_bytes(b"not a zip")
   with pytest.raises(errors.HeldoutError, match="junk.npz"):
-    image_data.load("npz:" + str(junk))
+    sources.load("npz:" + str(junk))
   with pytest.raises(errors.PathError, match="(?i)no such file"):
-    image_data.load("npz:" + str(tmp_path / "absent.npz"))
+    sources.load("npz:" + str(tmp_path / "absent.npz"))
   objects = dict(_arrays(), y_train=np.array([object()] * 20))
   path = _write_npz(tmp_path / "obj.npz", **objects)
   with pytest.raises(image_data.DataError, match="obj.npz.*'y_train'"):
-    image_data.load("npz:" + path)  # Never unpickled.
+    sources.load("npz:" + path)  # Never unpickled.
   fifo = tmp_path / "fifo.npz"  # Refused at once, not waited on.
   os.mkfifo(fifo)
   with pytest.raises(image_data.DataError, match="not a regular file"):
-    image_data.load("npz:" + str(fifo))
+    sources.load("npz:" + str(fifo))
 
 
 def test_too_few_examples_for_the_ratio(tmp_path):
-  data = image_data.load("npz:" + _write_npz(tmp_path / "s.npz",
-                                             **_arrays(n_train=3)))
+  data = sources.load("npz:" + _write_npz(tmp_path / "s.npz",
+                                          **_arrays(n_train=3)))
   image_data.check_ratio(data, 0.5)
   with pytest.raises(image_data.DataError,
                      match="3 training examples are too few for ratio 0.9"):
@@ -127,7 +150,7 @@ DIGITS_UINT8_FINGERPRINT = "b0f6efa14fcabce9"
 
 def test_mnist_is_the_embedded_digits_offline(tmp_path):
   from mnist_example import data as mnist_data
-  data = image_data.load("mnist", data_dir=str(tmp_path))
+  data = sources.load("mnist", data_dir=str(tmp_path))
   digits = mnist_data.load("digits")
   assert data.name == "digits" and data.image_shape == (28, 28, 1)
   assert data.train_images.dtype == np.uint8
@@ -140,7 +163,7 @@ def test_mnist_is_the_embedded_digits_offline(tmp_path):
 
 
 def test_digits_source_is_heldout_tf_mnist(tmp_path):
-  data = image_data.load("digits", data_dir=str(tmp_path / "ignored"))
+  data = sources.load("digits", data_dir=str(tmp_path / "ignored"))
   assert data.name == "digits" and data.num_classes == 10
   assert data.train_images.shape == (4000, 28, 28, 1)
   assert data.test_images.shape == (1000, 28, 28, 1)
@@ -150,7 +173,7 @@ def test_digits_source_is_heldout_tf_mnist(tmp_path):
                               "5000 real MNIST digits, 4000 train / 1000 "
                               "test)")
   assert data.fingerprint() == DIGITS_UINT8_FINGERPRINT
-  assert image_data.load("mnist", str(tmp_path)).fingerprint() == (
+  assert sources.load("mnist", str(tmp_path)).fingerprint() == (
       DIGITS_UINT8_FINGERPRINT)
   np.testing.assert_array_equal(np.bincount(data.test_labels), [100] * 10)
 
@@ -159,10 +182,12 @@ def test_mnist_module_names_the_flag_and_the_missing_data(tmp_path):
   from heldout_tf.data import mnist
   with pytest.raises(errors.UsageError, match="--dataset must be one of"):
     mnist.load("fashion")
-  with pytest.raises(FileNotFoundError, match="mnist.*not prepared"):
+  with pytest.raises(image_data.DatasetNotFoundError,
+                     match="'mnist' split 'train' is not prepared in "
+                     f"{re.escape(str(tmp_path))}: pass --data_dir"):
     mnist.load("mnist", data_dir=str(tmp_path))
-  assert issubclass(mnist.MnistNotFoundError, errors.HeldoutError)
-  assert issubclass(mnist.MnistNotFoundError, FileNotFoundError)
+  assert issubclass(image_data.DatasetNotFoundError, errors.HeldoutError)
+  assert issubclass(image_data.DatasetNotFoundError, FileNotFoundError)
   assert mnist.load("auto", str(tmp_path)).name == "digits"
 
 
@@ -192,7 +217,7 @@ def test_mnist_example_floats_are_the_uint8_over_255_bit_for_bit():
 
 
 def test_first_examples_cuts_and_says_so():
-  data = image_data.load("digits")
+  data = sources.load("digits")
   assert image_data.first_examples(data) is data
   cut = image_data.first_examples(data, train_size=300, test_size=100)
   assert (len(cut.train_labels), len(cut.test_labels)) == (300, 100)
@@ -220,17 +245,28 @@ def test_first_examples_cuts_and_says_so():
     ((-1, 0), "--train_size must be >= 0, got -1"),
 ])
 def test_first_examples_names_the_flag(sizes, message):
-  data = image_data.load("digits")
+  data = sources.load("digits")
   with pytest.raises(errors.UsageError, match="^" + message + "$"):
     image_data.first_examples(data, *sizes)
 
 
-def test_eval_dataset_is_the_cifar_pipeline(cifar10):
+def test_in_memory_dataset_is_the_cifar_pipeline(cifar10):
+  from heldout_tf import synthetic
+  from heldout_tf.data import pipelines
   data_dir, arrays = cifar10
-  data = image_data.load("cifar10", data_dir=data_dir)
-  ds, n = data.eval_dataset().split("test")
-  first = next(iter(ds))
-  assert n == len(arrays["test"]["label"])
-  np.testing.assert_array_equal(first["image"].numpy(),
-                                arrays["test"]["image"][0] / np.float32(255))
-  assert int(first["index"]) == 0
+  data = sources.load("cifar10", data_dir=data_dir)
+  datasets = [pipelines.in_memory_dataset(data.name, data.images,
+                                          data.labels),
+              synthetic.in_memory_dataset(arrays),
+              pipelines.load("cifar10:3.0.2", data_dir)]
+  for split in image_data.SPLITS:
+    for dataset in datasets:
+      ds, n = dataset.split(split)
+      assert n == len(arrays[split]["label"])
+      examples = list(ds.as_numpy_iterator())
+      images = np.stack([ex["image"] for ex in examples])
+      assert images.dtype == np.float32
+      np.testing.assert_array_equal(
+          images, arrays[split]["image"] / np.float32(255))
+      assert [(ex["index"], ex["label"]) for ex in examples] == list(
+          enumerate(arrays[split]["label"]))

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from heldout_tf.data import imagenet as imagenet_lib
 from heldout_tf.data import pipelines
 from heldout_tf import synthetic
 
@@ -97,7 +98,7 @@ def test_tfds_examples_match_indexed_records(imagenet, split, tfds_split):
 def test_finds_the_tfds_version_directory(imagenet, where):
   tfds_dir = imagenet[0]
   expected = os.path.join(tfds_dir, "imagenet2012", "5.1.0")
-  assert pipelines.find_tfds_imagenet(os.path.join(tfds_dir, where)) == expected
+  assert imagenet_lib.find_tfds_dir(os.path.join(tfds_dir, where)) == expected
 
 
 def test_highest_prepared_version_is_used(imagenet, tmp_path):
@@ -107,14 +108,14 @@ def test_highest_prepared_version_is_used(imagenet, tmp_path):
   shutil.copytree(versions / "5.0.0", versions / "10.0.0")
   os.remove(versions / "10.0.0" / "dataset_info.json")  # Not prepared.
   os.makedirs(versions / "incomplete.X1Y2_5.1.0")
-  assert pipelines.find_tfds_imagenet(str(tmp_path)) == str(versions / "5.0.0")
+  assert imagenet_lib.find_tfds_dir(str(tmp_path)) == str(versions / "5.0.0")
 
 
 def test_other_tfds_datasets_are_not_imagenet(cifar10, tmp_path):
-  assert pipelines.find_tfds_imagenet(cifar10[0]) is None
-  assert pipelines.find_tfds_imagenet(
+  assert imagenet_lib.find_tfds_dir(cifar10[0]) is None
+  assert imagenet_lib.find_tfds_dir(
       os.path.join(cifar10[0], "cifar10", "3.0.2")) is None
-  assert pipelines.find_tfds_imagenet(str(tmp_path / "absent")) is None
+  assert imagenet_lib.find_tfds_dir(str(tmp_path / "absent")) is None
 
 
 def test_tfds_without_index_map_is_an_error(imagenet):
@@ -135,7 +136,7 @@ def test_index_map_format(tmp_path):
   path = tmp_path / "map.tsv"
   path.write_bytes(b"\xef\xbb\xbftrain\ta.JPEG\t1\n\n"
                    b"validation , b.JPEG , 1\r\ntrain,c.JPEG,0\n")
-  index_map = pipelines.read_index_map(str(path))
+  index_map = imagenet_lib.read_index_map(str(path))
   names, indices = index_map.splits["train"]
   assert list(names) == ["a.JPEG", "c.JPEG"] and list(indices) == [1, 0]
   names, indices = index_map.splits["validation"]
@@ -164,17 +165,17 @@ def test_index_map_format(tmp_path):
 def test_bad_index_map_names_file_and_line(tmp_path, lines, message):
   path = write_map(tmp_path / "map.csv", lines)
   with pytest.raises(ValueError, match=message):
-    pipelines.read_index_map(path)
+    imagenet_lib.read_index_map(path)
 
 
 def test_unreadable_index_maps(tmp_path):
   path = tmp_path / "map.csv"
   path.write_bytes(b"train,a.JPEG,0\ntrain,\xff\xfe.JPEG,1\n")
   with pytest.raises(ValueError, match="map.csv:2: not UTF-8 text"):
-    pipelines.read_index_map(str(path))
+    imagenet_lib.read_index_map(str(path))
   with pytest.raises(FileNotFoundError,
                      match="ImageNet index map .*absent.csv does not exist"):
-    pipelines.read_index_map(str(tmp_path / "absent.csv"))
+    imagenet_lib.read_index_map(str(tmp_path / "absent.csv"))
 
 
 def test_file_names_missing_from_the_map_are_named(imagenet, tmp_path):
@@ -214,14 +215,14 @@ def encode(pixels, image_format, **kwargs):
 def test_png_and_jpeg_of_the_same_pixels_preprocess_alike(shape):
   jpeg = synthetic.random_jpegs(1, seed=3, shape=shape)[0]
   pixels = tf.io.decode_jpeg(jpeg).numpy()  # What the JPEG decodes to.
-  from_jpeg = pipelines.imagenet_eval_image(jpeg).numpy()
-  from_png = pipelines.imagenet_eval_image(encode(pixels, "PNG")).numpy()
+  from_jpeg = imagenet_lib.eval_image(jpeg).numpy()
+  from_png = imagenet_lib.eval_image(encode(pixels, "PNG")).numpy()
   assert from_png.shape == (224, 224, 3)
   np.testing.assert_allclose(from_png, from_jpeg, atol=1e-5)
   # Grayscale PNGs get three channels; CMYK JPEGs come back as RGB.
-  gray = pipelines.imagenet_eval_image(encode(pixels, "PNG", mode="L")).numpy()
+  gray = imagenet_lib.eval_image(encode(pixels, "PNG", mode="L")).numpy()
   assert gray.shape == (224, 224, 3)
-  cmyk = pipelines.imagenet_eval_image(
+  cmyk = imagenet_lib.eval_image(
       encode(pixels, "JPEG", mode="CMYK", quality=100)).numpy()
   assert np.abs(cmyk - from_jpeg).mean() < 0.2
 
@@ -230,5 +231,5 @@ def test_preprocessing_works_inside_tf_data():
   jpeg = synthetic.random_jpegs(1, seed=4)[0]
   png = encode(tf.io.decode_jpeg(jpeg).numpy(), "PNG")
   out = list(tf.data.Dataset.from_tensor_slices([jpeg, png]).map(
-      pipelines.imagenet_eval_image).as_numpy_iterator())
+      imagenet_lib.eval_image).as_numpy_iterator())
   np.testing.assert_allclose(out[0], out[1], atol=1e-5)

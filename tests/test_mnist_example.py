@@ -21,6 +21,7 @@ from heldout_tf.collection import layout
 from heldout_tf.collection import provenance
 from heldout_tf.collection import runs as runs_lib
 from heldout_tf.core import errors
+from heldout_tf.data import pipelines
 from heldout_tf.models import checkpoints
 from heldout_tf.training import workflow
 from mnist_example import train
@@ -188,7 +189,7 @@ def test_outputs_restore_and_reevaluate_to_recorded_correctness(small_run):
   config = _store(small_run).require_config()
   assert (config["model"], config["recipe"]["name"]) == ("mlp", "mnist-mlp")
   data, _ = provenance.load_recorded(config, "config.json")
-  dataset = data.eval_dataset()
+  dataset = pipelines.in_memory_dataset(data.name, data.images, data.labels)
   model = models.ensure_built(models.build_model("mlp", 10), "mlp")
   found = layout.list_runs(str(small_run), train.EXPERIMENT)
   assert [f.run for f in found] == list(range(6))
@@ -537,12 +538,12 @@ def test_cli_output_is_quiet_and_counts_whole_runs(tmp_path):
 
 def test_the_digits_fall_back_says_so_and_a_versioned_name_is_strict(
     tmp_path):
-  from heldout_tf.data import image_data  # pylint: disable=g-import-not-at-top
-  data = image_data.load("mnist", data_dir=str(tmp_path))
+  from heldout_tf.data import sources  # pylint: disable=g-import-not-at-top
+  data = sources.load("mnist", data_dir=str(tmp_path))
   assert data.name == "digits"
   assert "not prepared" in data.description and "digits" in data.description
   with pytest.raises(FileNotFoundError, match="mnist"):
-    image_data.load("mnist:3.0.1", data_dir=str(tmp_path))
+    sources.load("mnist:3.0.1", data_dir=str(tmp_path))
 
 
 def test_workflow_options_hold_every_flag_of_the_preset():

@@ -1,6 +1,8 @@
 """No code is imported because a file names it: a collection's recorded
 model, a prepared tfds dataset's features.json, a recorded tfds source."""
 
+import ast
+import glob
 import json
 import os
 import shutil
@@ -12,9 +14,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from heldout_tf.data import pipelines as data_lib
+from heldout_tf import synthetic
 from heldout_tf.core import errors
 from heldout_tf.data import image_data
+from heldout_tf.data import mnist
+from heldout_tf.data import order
+from heldout_tf.data import pipelines
+from heldout_tf.data import sources
+from heldout_tf.data import tfds as tfds_lib
 from heldout_tf.cli import quality
 from heldout_tf.report import images as report_images
 
@@ -167,7 +174,7 @@ def _plant_feature(features_path, class_name):
 
 def test_a_clean_tfds_dataset_loads(tmp_path):
   _tfds_dataset(str(tmp_path))
-  data = image_data.load("mydata", data_dir=str(tmp_path))
+  data = sources.load("mydata", data_dir=str(tmp_path))
   assert len(data.train_labels) == N_TRAIN and data.num_classes == 3
 
 
@@ -180,8 +187,8 @@ def test_a_features_json_naming_other_code_is_refused(tmp_path, monkeypatch):
   marker = tmp_path / "marker"
   monkeypatch.setenv("MARKER", str(marker))
   monkeypatch.syspath_prepend(str(code))
-  with pytest.raises(data_lib.DataError) as e:
-    image_data.load("mydata", data_dir=str(tmp_path / "tfds"))
+  with pytest.raises(image_data.DataError) as e:
+    sources.load("mydata", data_dir=str(tmp_path / "tfds"))
   assert str(e.value) == (
       f"{features}: feature type 'evilfeat.Evil' is not one the kit reads "
       "(tfds would import its module; no code is imported because a file "
@@ -198,4 +205,71 @@ def test_a_features_json_naming_other_code_is_refused(tmp_path, monkeypatch):
                                   "mnist:latest"])
 def test_tfds_names_that_load_other_code_are_refused(name, tmp_path):
   with pytest.raises(errors.UsageError, match="not a tfds dataset name"):
-    image_data.load(name, data_dir=str(tmp_path))
+    sources.load(name, data_dir=str(tmp_path))
+  with pytest.raises(errors.UsageError, match="not a tfds dataset name"):
+    order.tfds_original_order(name, "train", str(tmp_path))
+
+
+# Every reader of a prepared tfds dataset, each given `(name, data_dir)`.
+READERS = {
+    "sources.load": lambda name, data_dir: sources.load(name, data_dir),
+    "mnist.load auto": lambda name, data_dir: mnist.load("auto", data_dir),
+    "the evaluation pipeline": lambda name, data_dir: pipelines.load(
+        name, data_dir).split("test"),
+    "the tfds order": lambda name, data_dir: order.tfds_original_order(
+        name, "train", data_dir),
+    "class names": tfds_lib.class_names,
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_every_tfds_reader_checks_the_features_first(reader, tmp_path,
+                                                     monkeypatch):
+  features = _tfds_dataset(str(tmp_path / "tfds"), name="mnist")
+  _plant_feature(features, "evilfeat.Evil")
+  code = tmp_path / "code"
+  code.mkdir()
+  (code / "evilfeat.py").write_text(EVIL_FEATURE)
+  monkeypatch.setenv("MARKER", str(tmp_path / "marker"))
+  monkeypatch.syspath_prepend(str(code))
+  with pytest.raises(image_data.DataError, match="'evilfeat.Evil' is not one"):
+    READERS[reader]("mnist", str(tmp_path / "tfds"))
+  assert not (tmp_path / "marker").exists()
+  assert "evilfeat" not in sys.modules
+
+
+def test_a_tfds_imagenet2012_is_checked_before_it_is_opened(tmp_path):
+  version_dir = synthetic.write_imagenet_tfds(str(tmp_path), {"validation": (
+      synthetic.random_jpegs(1, shape=(40, 40, 3)), [3], ["a.JPEG"])})
+  index_map = tmp_path / "map.csv"
+  index_map.write_text("validation,a.JPEG,0\n")
+  _plant_feature(os.path.join(version_dir, "features.json"), "os.Evil")
+  dataset = pipelines.load("imagenet", str(tmp_path),
+                           index_map=str(index_map))
+  with pytest.raises(image_data.DataError, match="'os.Evil' is not one"):
+    dataset.split("test")
+
+
+# Where the kit opens a tfds dataset (tensorflow_datasets as `tfds`): only
+# in the one tfds reader, and where ImageNet opens a version directory
+# (after `tfds_lib.check_version_dir`).
+OPENERS = ("load", "builder", "builder_from_directory", "data_source",
+           "as_data_source")
+EXPECTED_OPENS = {("data/tfds.py", "load"), ("data/tfds.py", "builder"),
+                  ("data/imagenet.py", "builder_from_directory")}
+
+
+def test_every_tfds_open_is_in_the_one_tfds_reader():
+  package = os.path.join(ROOT_DIR, "heldout_tf")
+  found = set()
+  for path in glob.glob(os.path.join(package, "**", "*.py"), recursive=True):
+    with open(path, encoding="utf-8") as f:
+      tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+      if (isinstance(node, ast.Call) and
+          isinstance(node.func, ast.Attribute) and
+          node.func.attr in OPENERS and
+          isinstance(node.func.value, ast.Name) and
+          node.func.value.id == "tfds"):
+        found.add((os.path.relpath(path, package), node.func.attr))
+  assert found == EXPECTED_OPENS

@@ -16,7 +16,7 @@ from heldout_tf import collection
 from heldout_tf.quality import detection
 from heldout_tf.core import errors
 from heldout_tf import estimates
-from heldout_tf.data import image_data
+from heldout_tf.data import sources
 from heldout_tf.collection import layout
 from heldout_tf.training import workflow as training_workflow
 from heldout_tf.collection import provenance
@@ -149,7 +149,7 @@ def test_training_with_noise_then_scoring_writes_every_output(noisy):
   assert config["noise"] == "label:0.2,input_uniform:0.1@1"
   assert config["signals"] is True
   # The noise is a function of (data, spec, seed): rebuilt here.
-  clean = image_data.load_npz(data)
+  clean = sources.load_npz(data)
   want = noise.apply(clean.train_images, clean.train_labels,
                      noise.parse(config["noise"]), 0, CLASSES)
   assert len(want.by_kind["label"]) == 12 and len(

@@ -18,6 +18,7 @@ from heldout_tf.core import errors
 from heldout_tf.collection import runs as runs_lib
 from heldout_tf.collection import signals
 from heldout_tf.data import image_data
+from heldout_tf.data import sources
 from heldout_tf.training import model_training
 from heldout_tf import models
 from heldout_tf.training import recipes
@@ -29,7 +30,7 @@ LR = 0.1
 
 @pytest.fixture(scope="module")
 def digits():
-  data = image_data.first_examples(image_data.load("digits"), N, 20)
+  data = image_data.first_examples(sources.load("digits"), N, 20)
   return data
 
 

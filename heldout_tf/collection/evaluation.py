@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from heldout_tf.models import checkpoints
+from heldout_tf.data import image_data
 from heldout_tf.data import pipelines
 from heldout_tf.core import errors
 from heldout_tf.collection import experiments
@@ -24,11 +25,6 @@ from heldout_tf.collection import layout
 from heldout_tf import models
 from heldout_tf.core import progress as progress_lib
 from heldout_tf.collection import runs
-
-# Bad data met while reading a split (an undecodable image, an ImageNet file
-# name missing from the index map): a HeldoutError and a ValueError.
-DataError = pipelines.DataError
-
 
 class CrossCheckError(errors.HeldoutError, ValueError):
   """aux_arrays.npz and the evaluation do not cover the same examples."""
@@ -141,12 +137,14 @@ def _batches(dataset, split: str, batch_size: int) -> SplitBatches:
 
 
 def _read_batches(source: SplitBatches):
-  """Yields `source`'s batches; DataError for data that cannot be read."""
+  """Yields `source`'s batches; `image_data.DataError` for data that cannot
+  be read (an undecodable image, an ImageNet file name missing from the
+  index map)."""
   try:
     yield from source.batches
   except tf.errors.InvalidArgumentError as e:
-    raise DataError(f"{op_error_message(e)} (reading {source.name} "
-                    f"{source.split})") from e
+    raise image_data.DataError(f"{op_error_message(e)} (reading "
+                               f"{source.name} {source.split})") from e
 
 
 def read_split(dataset, split: str, batch_size: int = 200,
@@ -173,8 +171,8 @@ def evaluate(model, dataset, split: str, batch_size: int = 200,
   `SplitBatches` from `read_split`, then `split` must be its split).
 
   Returns logits, labels and canonical indices in dataset order. Raises
-  DataError (a HeldoutError and ValueError) when the data cannot be read or
-  the split is empty.
+  `image_data.DataError` (a HeldoutError and ValueError) when the data
+  cannot be read or the split is empty.
   """
   forward = compiled_forward(model)
   if isinstance(dataset, SplitBatches):
@@ -190,7 +188,7 @@ def evaluate(model, dataset, split: str, batch_size: int = 200,
       index.append(np.asarray(batch["index"]))
       bar.update(len(index[-1]))
   if not logits:
-    raise DataError(f"Split {split!r} of {source.name} is empty")
+    raise image_data.DataError(f"Split {split!r} of {source.name} is empty")
   return EvalResult(np.concatenate(logits), np.concatenate(labels),
                     np.concatenate(index))
 
@@ -319,7 +317,7 @@ def evaluate_runs(experiment, run_dirs: Iterable[str], dataset, split: str,
   Raises (all HeldoutErrors):
     RunNotFoundError: a run lacks its directory, checkpoint or aux_arrays.
     checkpoints.CheckpointMismatchError / CheckpointCorruptError /
-    CheckpointNotFoundError, runs.AuxArraysError, DataError,
+    CheckpointNotFoundError, runs.AuxArraysError, image_data.DataError,
     CrossCheckError: a bad checkpoint, aux_arrays.npz or dataset.
   """
   run_dirs = list(run_dirs)

@@ -20,9 +20,9 @@ import os
 from typing import Optional
 
 from heldout_tf.core import errors
+from heldout_tf.data import image_data
 from heldout_tf.data import noise as noise_lib
-
-NPZ_PREFIX = "npz:"
+from heldout_tf.data import sources
 
 
 class ProvenanceError(errors.HeldoutError, ValueError):
@@ -33,9 +33,9 @@ class ProvenanceError(errors.HeldoutError, ValueError):
 def absolute_source(dataset: str) -> str:
   """`--dataset` as recorded: `npz:FILE` made absolute (workers and later
   commands may run in another directory); other sources as given."""
-  if dataset.startswith(NPZ_PREFIX):
-    return NPZ_PREFIX + os.path.abspath(os.path.expanduser(
-        dataset[len(NPZ_PREFIX):]))
+  if dataset.startswith(sources.NPZ_PREFIX):
+    return sources.NPZ_PREFIX + os.path.abspath(os.path.expanduser(
+        dataset[len(sources.NPZ_PREFIX):]))
   return dataset
 
 
@@ -63,9 +63,8 @@ class DataSource:
     """`(data, noisy)`: the data, cut to its first `train_size` /
     `test_size` examples, with the noise applied, and the
     `noise.NoisyTrainSet` saying what it changed (None without noise)."""
-    from heldout_tf.data import image_data  # pylint: disable=g-import-not-at-top
     data = image_data.first_examples(
-        image_data.load(self.dataset, self.data_dir, self.download),
+        sources.load(self.dataset, self.data_dir, self.download),
         self.train_size, self.test_size)
     specs = noise_lib.parse(self.noise)
     if not specs:

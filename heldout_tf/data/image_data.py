@@ -1,54 +1,45 @@
-"""Image-classification data for new collections: tfds, `.npz`, MNIST.
+"""Image-classification data as the kit holds it: `ImageData`, its errors
+and checks.
 
-  data = image_data.load("cifar10", data_dir="~/tensorflow_datasets")
-  data = image_data.load("npz:my_data.npz")
-  data = image_data.load("mnist")    # tfds MNIST if prepared, else the
-                                     # embedded digits (heldout_tf.data.mnist)
+  data = sources.load("cifar10")     # any source (heldout_tf.data.sources)
   data = image_data.first_examples(data, train_size=1000)
+  image_data.check_ratio(data, 0.7)
+  x = image_data.as_float(data.train_images)  # float32, uint8 / 255
 
 Every source becomes one `ImageData`: uint8 images `[n, h, w, c]` and int64
 labels in `[0, num_classes)`, train and test, in the dataset's own order.
 An example's index (in `aux_arrays.npz`: `index_*`, `subsample_idx`) is its
 position in that order; for tfds that is `tfds.load(..., shuffle_files=
-False)` order, the order the released CIFAR runs use (see `heldout_tf.
-published` for the bridge to the original CIFAR order).
+False)` order, the order the released CIFAR runs use (`heldout_tf.data.
+order` bridges it to the original CIFAR order).
 
-Sources:
-- a tfds name (`cifar10`, `cifar100:3.0.2`, any dataset with `image` and
-  `label` features and `train` / `test` splits), read from `data_dir`, never
-  downloaded unless `download=True`;
-- `npz:FILE`: arrays `x_train`, `y_train`, `x_test`, `y_test`; images uint8
-  `[n, h, w, c]`, `[n, h, w]` (one channel) or flat `[n, d]` with `d` =
-  s*s (one channel) or 3*s*s (RGB); labels integers `[n]`; an optional
-  scalar `num_classes` (default: the largest label + 1);
-- `mnist`: `heldout_tf.data.mnist.load('auto')`: tfds MNIST when prepared in
-  `data_dir` (or `download=True`), else the embedded offline digits;
-- `digits`: `heldout_tf.data.mnist.load('digits')`, the embedded offline digits
-  (4 000 train / 1 000 test), whatever `data_dir`.
-
-Bad data is a `DataError` naming the file and key.
+`from_arrays` checks arrays from any source (dtype, shape, labels) and
+`read_npz_arrays` reads an untrusted `.npz` file. Every module of the data
+stage says what is wrong with data by the two errors defined here: bad data
+is a `DataError` naming the file and key (or line), a dataset that is not
+where it was looked for a `DatasetNotFoundError`.
 """
 
 import dataclasses
 import math
-import os
-from typing import Optional
 
 import numpy as np
 
 from heldout_tf.core import errors
 from heldout_tf.core import npz
 
-NPZ_PREFIX = "npz:"
-NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-# Sources `heldout_tf.data.mnist` loads, and the dataset it is asked for.
-MNIST_SOURCES = {"mnist": "auto", "digits": "digits"}
 SPLITS = ("train", "test")
 
 
 class DataError(errors.HeldoutError, ValueError):
-  """Bad image data: wrong dtype or shape, labels out of range, too few
-  examples (the message names the file and key)."""
+  """Bad data: wrong dtype or shape, labels out of range, too few examples,
+  an undecodable image, a malformed ImageNet index map or tfds file (the
+  message names the file and key or line)."""
+
+
+class DatasetNotFoundError(errors.HeldoutError, FileNotFoundError):
+  """A dataset (a prepared tfds dataset or split, TFRecord files, an
+  ImageNet index map) is not where it was looked for."""
 
 
 @dataclasses.dataclass
@@ -68,9 +59,11 @@ class ImageData:
     return tuple(int(d) for d in self.train_images.shape[1:])
 
   def images(self, split: str) -> np.ndarray:
+    """uint8 `[n, h, w, c]` of `split` ('train' or 'test')."""
     return self.train_images if split == "train" else self.test_images
 
   def labels(self, split: str) -> np.ndarray:
+    """int64 `[n]` of `split` ('train' or 'test')."""
     return self.train_labels if split == "train" else self.test_labels
 
   def fingerprint(self) -> str:
@@ -82,23 +75,6 @@ class ImageData:
       digest.update(str(array.shape).encode())
       digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:16]
-
-  def eval_dataset(self):
-    """The splits as a `heldout_tf.data.pipelines.Dataset` (images `uint8 / 255.0`),
-    for `heldout_tf.collection.evaluation.evaluate` and its cross-check."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from heldout_tf.data import pipelines as data_lib  # pylint: disable=g-import-not-at-top
-
-    def make_split(split):
-      images, labels = self.images(split), self.labels(split)
-      ds = tf.data.Dataset.from_tensor_slices({
-          "image": images, "label": labels,
-          "index": np.arange(len(labels), dtype=np.int64)})
-      ds = ds.map(lambda ex: dict(
-          ex, image=tf.cast(ex["image"], tf.float32) / 255.0))
-      return ds, len(labels)
-
-    return data_lib.Dataset(self.name, make_split)
 
 
 def as_float(images) -> np.ndarray:
@@ -116,22 +92,6 @@ def check_ratio(data: ImageData, ratio: float, where: str = "--ratios"):
         f"{data.name}: {n} training examples are too few for ratio {ratio} "
         f"({where}): a run would train on {size} and hold out {n - size}; "
         "it needs at least one of each")
-
-
-# ------------------------------------------------------------------ loading --
-
-
-def load(source: str, data_dir: Optional[str] = None,
-         download: bool = False) -> ImageData:
-  """Loads `source`: 'mnist', 'digits', 'npz:FILE' or a tfds dataset name."""
-  if not source:
-    raise errors.UsageError("--dataset must not be empty")
-  if source.startswith(NPZ_PREFIX):
-    return load_npz(source[len(NPZ_PREFIX):])
-  if source in MNIST_SOURCES:
-    from heldout_tf.data import mnist  # pylint: disable=g-import-not-at-top
-    return mnist.load(MNIST_SOURCES[source], data_dir, download)
-  return load_tfds(source, data_dir, download)
 
 
 def first_examples(data: ImageData, train_size: int = 0,
@@ -164,48 +124,6 @@ def first_examples(data: ImageData, train_size: int = 0,
       f", first {n_train} train / {n_test} test examples")
 
 
-def load_tfds(name: str, data_dir=None, download=False) -> ImageData:
-  """A tfds image-classification dataset ('train' and 'test' splits, features
-  'image' and 'label'), in `shuffle_files=False` order."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from heldout_tf.data import pipelines as data_lib  # pylint: disable=g-import-not-at-top
-  where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
-  data_lib.check_tfds_source(name, data_dir)
-  arrays, num_classes = {}, None
-  for split in SPLITS:
-    try:
-      loaded, info = tfds.load(name, split=split, batch_size=-1,
-                               shuffle_files=False, data_dir=data_dir,
-                               download=download, with_info=True)
-    except (tfds.core.DatasetNotFoundError, AssertionError,
-            FileNotFoundError) as e:
-      raise data_lib.DatasetNotFoundError(
-          f"tfds dataset {name!r} split {split!r} is not prepared in "
-          f"{where}: pass --data_dir pointing at a prepared tfds directory, "
-          f"or --download where a network is available "
-          f"({type(e).__name__})") from e
-    except (ValueError, KeyError) as e:  # Unknown split or dataset name.
-      raise data_lib.DatasetNotFoundError(
-          f"tfds dataset {name!r} has no split {split!r} in {where} "
-          f"({str(e).splitlines()[0][:200]})") from e
-    loaded = tfds.as_numpy(loaded)
-    for key in ("image", "label"):
-      if key not in loaded:
-        raise DataError(f"tfds dataset {name!r}: no {key!r} feature (has "
-                        f"{sorted(loaded)}); an image classification "
-                        "dataset is needed")
-    arrays[split] = (loaded["image"], loaded["label"])
-    label = info.features["label"]
-    num_classes = getattr(label, "num_classes", None)
-  source = f"tfds {name} in {where}"
-  train, test = arrays["train"], arrays["test"]
-  data = _checked(name.split(":")[0], source, "image", "label", train[0],
-                  train[1], test[0], test[1], num_classes)
-  data.description = (f"tfds {name} ({len(data.train_labels)} train / "
-                      f"{len(data.test_labels)} test)")
-  return data
-
-
 def read_npz_arrays(path: str, keys, optional=()) -> dict:
   """The arrays `keys` (and those of `optional` present) of the `.npz` file
   `path`, through the kit's hardened reader (`heldout_tf.core.npz`: a regular
@@ -220,27 +138,6 @@ def read_npz_arrays(path: str, keys, optional=()) -> dict:
                       f"{sorted(reader.keys)}); expected {list(keys)}")
     return {k: reader.read(k, kinds="biuf")
             for k in tuple(keys) + tuple(optional) if k in reader}
-
-
-def load_npz(path: str) -> ImageData:
-  """Arrays `x_train`, `y_train`, `x_test`, `y_test` (and optionally a
-  scalar `num_classes`) of the `.npz` file `path`."""
-  if not path:
-    raise errors.UsageError("--dataset npz: needs a file name (npz:FILE)")
-  path = os.path.expanduser(path)
-  arrays = read_npz_arrays(path, NPZ_KEYS, optional=("num_classes",))
-  num_classes = arrays.get("num_classes")
-  if num_classes is not None:
-    if num_classes.shape != () or not np.issubdtype(num_classes.dtype,
-                                                    np.integer):
-      raise DataError(f"{path}: key 'num_classes' must be an integer "
-                      f"scalar, got {num_classes.dtype}"
-                      f"{list(num_classes.shape)}")
-    num_classes = int(num_classes)
-  name = os.path.splitext(os.path.basename(path))[0]
-  return _checked(name, path, "x", "y", arrays["x_train"],
-                  arrays["y_train"], arrays["x_test"], arrays["y_test"],
-                  num_classes)
 
 
 # --------------------------------------------------------------- checking --
@@ -269,9 +166,16 @@ def _image_array(images: np.ndarray, where: str, key: str) -> np.ndarray:
   return images
 
 
-def _checked(name, where, image_key, label_key, x_train, y_train, x_test,
-             y_test, num_classes) -> ImageData:
-  """`ImageData` of the arrays, every dtype, shape and label checked."""
+def from_arrays(name, where, image_key, label_key, x_train, y_train, x_test,
+                y_test, num_classes=None) -> ImageData:
+  """`ImageData` of the arrays, every dtype, shape and label checked.
+
+  Images are uint8 `[n, h, w, c]`, `[n, h, w]` (one channel) or flat
+  `[n, d]` (`d` = s*s grey or 3*s*s RGB); labels integers `[n]` in
+  `[0, num_classes)` (`num_classes` None: the largest label + 1). Errors
+  name `where` (a file, or a tfds dataset) and the key: `x_train` when
+  `image_key` is 'x', else '<image_key> (train)' (likewise for labels).
+  """
   x, y = {}, {}
   for split, images, labels in (("train", x_train, y_train),
                                 ("test", x_test, y_test)):

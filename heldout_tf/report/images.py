@@ -117,11 +117,14 @@ def _mnist_data(config: dict, data_dir):
 
 
 def _mnist(config: dict, data_dir) -> Tuple[Optional[Images], str]:
-  from heldout_tf.data import mnist  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from heldout_tf.data import image_data
+  from heldout_tf.data import mnist
+  # pylint: enable=g-import-not-at-top
   dataset = config["dataset"]
   try:
     data, train_float, noisy_idx = _mnist_data(config, data_dir)
-  except mnist.MnistNotFoundError:
+  except image_data.DatasetNotFoundError:
     return None, (f"no images: tfds MNIST is not prepared in "
                   f"{data_dir or 'the default tfds data_dir'} (pass "
                   "--data_dir)")
@@ -138,10 +141,10 @@ def _mnist(config: dict, data_dir) -> Tuple[Optional[Images], str]:
 
 
 def _tfds(dataset: str, data_dir) -> Tuple[Optional[Images], str]:
-  from heldout_tf.data import pipelines as heldout_data  # pylint: disable=g-import-not-at-top
+  from heldout_tf.data import tfds as tfds_lib  # pylint: disable=g-import-not-at-top
   try:
-    arrays = {split: heldout_data.load_tfds_arrays(dataset, split, data_dir,
-                                                   download=False)
+    arrays = {split: tfds_lib.load_split(dataset, split, data_dir,
+                                         download=False)
               for split in ("train", "test")}
   except errors.HeldoutError as e:
     if not isinstance(e, FileNotFoundError):
@@ -151,9 +154,7 @@ def _tfds(dataset: str, data_dir) -> Tuple[Optional[Images], str]:
                   "--data_dir)")
   names = None
   try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    names = list(tfds.builder(dataset, data_dir=data_dir).info.features[
-        "label"].names)
+    names = tfds_lib.class_names(dataset, data_dir)
   except Exception:  # pylint: disable=broad-except
     names = None  # Class names are a nicety: numbers then.
   return Images(_uint8(arrays["train"]["image"]),

@@ -51,20 +51,12 @@ def random_cifar_arrays(n_train=48, n_test=32, num_classes=10, seed=0,
 
 
 def in_memory_dataset(arrays, name="synthetic") -> pipelines.Dataset:
-  """A `pipelines.Dataset` over `arrays` (see `random_cifar_arrays`), through the
-  same pipeline as CIFAR evaluation (`uint8 / 255`, canonical index)."""
-
-  def make_split(split):
-    split_arrays = {
-        "image": arrays[split]["image"],
-        "label": np.asarray(arrays[split]["label"], np.int64),
-        "index": np.arange(len(arrays[split]["label"]), dtype=np.int64),
-    }
-    ds = tf.data.Dataset.from_tensor_slices(split_arrays).map(
-        lambda ex: dict(ex, image=tf.cast(ex["image"], tf.float32) / 255.0))
-    return ds, len(split_arrays["label"])
-
-  return pipelines.Dataset(name, make_split)
+  """A `pipelines.Dataset` over `arrays` (see `random_cifar_arrays`), through
+  the same pipeline as CIFAR evaluation (`pipelines.in_memory_dataset`:
+  `uint8 / 255`, canonical index)."""
+  return pipelines.in_memory_dataset(
+      name, lambda split: arrays[split]["image"],
+      lambda split: arrays[split]["label"])
 
 
 def write_synthetic_cifar(data_dir, name="cifar10", num_classes=10,

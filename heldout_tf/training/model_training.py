@@ -1,7 +1,7 @@
 """Trains any Sonnet model, one run at a time, by a recipe; resumable.
 
   settings = TrainSettings(recipes.get("resnet9"), "resnet9", ratio=0.7)
-  trainer = RunTrainer(settings, image_data.load("cifar10"))
+  trainer = RunTrainer(settings, sources.load("cifar10"))
   trainer.train_and_write(store, run)   # or .train(run) for the model
 
 A run is a pure function of (settings, data, run id):
@@ -44,6 +44,7 @@ from heldout_tf.core import errors
 from heldout_tf.collection import evaluation
 from heldout_tf.core import hardware
 from heldout_tf.data import image_data
+from heldout_tf.data import pipelines
 from heldout_tf.collection import layout
 from heldout_tf import models
 from heldout_tf.training import recipes as recipes_lib
@@ -677,7 +678,8 @@ class RunTrainer:
     """bool [n]: what the float32 model predicts right in evaluation mode,
     computed by `heldout_tf.collection.evaluation.evaluate` (as a cross-check would)."""
     if self._eval is None:
-      self._eval = self.data.eval_dataset()
+      self._eval = pipelines.in_memory_dataset(
+          self.data.name, self.data.images, self.data.labels)
     result = evaluation.evaluate(model or self.model, self._eval, split,
                                  self.recipe.eval_batch_size, progress=False)
     return result.correct
