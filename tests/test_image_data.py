@@ -142,20 +142,19 @@ def test_too_few_examples_for_the_ratio(tmp_path):
     image_data.check_ratio(data, 0.1)
 
 
-# Of the digits as they were before the loaders moved into heldout_tf.data.mnist
-# (mnist_example.data's float32 arrays; ImageData.fingerprint of the uint8).
+# Of the digits as they were before the loaders moved into heldout_tf.data:
+# ImageData.fingerprint of the uint8 arrays, and the fingerprint of their
+# float32 `uint8 / 255` (what the MNIST pipeline trained on then).
 DIGITS_FLOAT_FINGERPRINT = "f299f70a6938d280"
 DIGITS_UINT8_FINGERPRINT = "b0f6efa14fcabce9"
 
 
 def test_mnist_is_the_embedded_digits_offline(tmp_path):
-  from mnist_example import data as mnist_data
   data = sources.load("mnist", data_dir=str(tmp_path))
-  digits = mnist_data.load("digits")
+  digits = sources.load("digits")
   assert data.name == "digits" and data.image_shape == (28, 28, 1)
   assert data.train_images.dtype == np.uint8
-  np.testing.assert_array_equal(image_data.as_float(data.train_images),
-                                digits.train_images)
+  np.testing.assert_array_equal(data.train_images, digits.train_images)
   np.testing.assert_array_equal(data.test_labels, digits.test_labels)
   assert data.description.startswith(
       f"real MNIST is not prepared in {tmp_path}; using the embedded "
@@ -191,29 +190,18 @@ def test_mnist_module_names_the_flag_and_the_missing_data(tmp_path):
   assert mnist.load("auto", str(tmp_path)).name == "digits"
 
 
-def test_mnist_example_floats_are_the_uint8_over_255_bit_for_bit():
+def test_the_floats_trained_on_are_the_uint8_over_255_bit_for_bit():
   from heldout_tf import collection
   from heldout_tf.data import mnist
-  from mnist_example import data as mnist_data
   levels = np.arange(256, dtype=np.uint8)
-  old = levels.astype(np.float32) / 255.0  # What mnist_example computed.
+  old = levels.astype(np.float32) / 255.0  # What the pipelines compute.
   np.testing.assert_array_equal(image_data.as_float(levels).view(np.uint32),
                                 old.view(np.uint32))
   assert image_data.as_float(levels).dtype == np.float32
   uint8 = mnist.load("digits")
-  floats = mnist_data.load("digits")
-  for split in image_data.SPLITS:
-    got = getattr(floats, f"{split}_images")
-    assert got.dtype == np.float32
-    np.testing.assert_array_equal(
-        got.view(np.uint32),
-        (uint8.images(split).astype(np.float32) / 255.0).view(np.uint32))
-    np.testing.assert_array_equal(getattr(floats, f"{split}_labels"),
-                                  uint8.labels(split))
-  assert collection.fingerprint(
-      floats.train_images, floats.train_labels, floats.test_images,
-      floats.test_labels) == DIGITS_FLOAT_FINGERPRINT
-  assert floats.description == uint8.description
+  floats = [image_data.as_float(uint8.train_images), uint8.train_labels,
+            image_data.as_float(uint8.test_images), uint8.test_labels]
+  assert collection.fingerprint(*floats) == DIGITS_FLOAT_FINGERPRINT
 
 
 def test_first_examples_cuts_and_says_so():
@@ -230,11 +218,6 @@ def test_first_examples_cuts_and_says_so():
   assert len(test_only.train_labels) == 4000
   assert test_only.description.endswith(", first 4000 train / 10 test "
                                         "examples")
-  # The same cut and wording as mnist_example's.
-  from mnist_example import data as mnist_data
-  theirs = mnist_data.first_examples(mnist_data.load("digits"), 300, 100)
-  assert theirs.description == cut.description
-  np.testing.assert_array_equal(theirs.train_labels, cut.train_labels)
 
 
 @pytest.mark.parametrize("sizes, message", [

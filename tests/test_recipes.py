@@ -5,14 +5,13 @@ import pytest
 
 from heldout_tf.core import errors
 from heldout_tf.training import recipes
-from mnist_example import common as mnist_common
 
 
-def test_mnist_recipe_is_the_paper_preset():
+def test_mnist_recipe_is_the_papers_mnist_setup():
+  # DESIGN.md: SGD momentum 0.9, lr 0.1, batch 128, 10 epochs.
   recipe = recipes.get("mnist-mlp")
-  preset = mnist_common.PAPER_PRESET
   assert (recipe.epochs, recipe.batch_size, recipe.learning_rate) == (
-      preset["epochs"], preset["batch_size"], preset["learning_rate"])
+      10, 128, 0.1)
   assert recipe.momentum == 0.9 and recipe.schedule == "constant"
   assert not recipe.augments
 
@@ -60,7 +59,28 @@ def test_replace_marks_changes_as_ours():
 def test_bad_names_and_values():
   with pytest.raises(errors.UsageError, match="--recipe 'fast': unknown"):
     recipes.get("fast")
-  with pytest.raises(errors.UsageError, match="epochs must be >= 1"):
+  with pytest.raises(errors.UsageError, match=r"epochs must be in \[1, "):
     recipes.get("resnet9").replace(epochs=0)
   with pytest.raises(errors.UsageError, match="schedule must be one of"):
     recipes.get("resnet9").replace(schedule="cosine")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("epochs", 1e9, "must be an integer, got 1000000000.0"),
+    ("epochs", 1.5, "must be an integer, got 1.5"),
+    ("epochs", 10**9, "must be in [1, 10000]"),
+    ("learning_rate", "0.1", "must be a number"),
+    ("flip", 1, "must be true or false"),
+    ("momentum", 1.0, "must be in [0, 1)"),
+    ("schedule", "cosine", "must be one of constant, triangular"),
+    ("peak", 1, "has no setting 'peak'"),
+])
+def test_a_recorded_recipe_is_checked_like_the_flags(key, value, message):
+  recorded = recipes.get("resnet9").config()
+  recorded[key] = value
+  with pytest.raises(errors.ConfigError) as e:
+    recipes.from_config(recorded, "c.json")
+  assert str(e.value).startswith("c.json: key 'recipe")
+  assert message in str(e.value)
+  assert recipes.from_config(recipes.get("resnet9").config()) == (
+      recipes.get("resnet9"))
