@@ -19,6 +19,10 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["heldout_tf", "heldout_tf.*",
                                                "mnist_example",
                                                "mnist_example.*"]),
+    # The report page's script and style (heldout_tf.report.page reads
+    # them with importlib.resources).
+    package_data={"heldout_tf.report": ["static/report.js",
+                                        "static/report.css"]},
     entry_points={
         # `heldout <command>`: the same as `python -m <module>` (see
         # heldout_tf/commands.py for the commands).
@@ -45,8 +49,9 @@ setuptools.setup(
         "ray": _RAY,
         "export": _EXPORT,
         "quality": _QUALITY,
-        # playwright: the report's browser tests (Chromium from the OS).
-        "test": ["pytest", "gcp-storage-emulator", "playwright"] + _RAY +
-                _EXPORT + _QUALITY,
+        # playwright: the report's browser tests (Chromium from the OS);
+        # esprima, tinycss2: syntax checks of the report's script and style.
+        "test": ["pytest", "gcp-storage-emulator", "playwright", "esprima",
+                 "tinycss2"] + _RAY + _EXPORT + _QUALITY,
     },
 )

@@ -38,6 +38,7 @@ from heldout_tf import report  # pylint: disable=g-import-not-at-top
 from heldout_tf import synthetic  # pylint: disable=g-import-not-at-top
 from heldout_tf import collection  # pylint: disable=g-import-not-at-top
 from heldout_tf.report import images as images_lib  # pylint: disable=g-import-not-at-top
+from heldout_tf.quality import workflow as quality_workflow  # pylint: disable=g-import-not-at-top
 
 EXPERIMENT = "mnist-mlp"
 RATIO = 0.7
@@ -82,7 +83,10 @@ def make_collection(root, n_train, n_test, num_runs, rng):
       "loss", "tracin", "aum", "ssft", "confident_learning")}
   scores.update(labels=train_labels, clean_labels=train_labels,
                 noisy_idx=noisy, noise=np.array("label:0.05"))
-  files.save_npz(os.path.join(store.path, "quality", "scores.npz"), **scores)
+  path = os.path.join(store.path, "quality", "scores.npz")
+  files.save_npz(path, **scores)
+  # As `heldout quality` finishes (the report shows only listed scores).
+  quality_workflow.write_manifest(os.path.dirname(path), [path], {})
   return images_lib.Images(train_images, test_images,
                            "synthetic: the embedded digits, shifted",
                            [str(c) for c in range(10)], train_labels,

@@ -26,6 +26,7 @@ from heldout_tf.quality import workflow
 from heldout_tf.collection import provenance
 from heldout_tf.collection import signals
 from heldout_tf.cli import train
+from heldout_tf import report
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_TRAIN, N_TEST, CLASSES = 60, 16, 3
@@ -319,12 +320,11 @@ def test_which_collection(tmp_path):
 # ------------------------------------------------------------ no stale mix --
 
 
-def test_a_failed_rerun_leaves_no_stale_outputs(noisy, tmp_path,
-                                                monkeypatch):
+def test_a_failed_rerun_leaves_no_stale_outputs(noisy, tmp_path):
   root = _copy(noisy[0], tmp_path)
   directory = _quality_dir(root)
   options = workflow.ScoreOptions(root, dataset="npz:" + noisy[1],
-                                        progress=False)
+                                  report=True, progress=False)
   before = {n: open(os.path.join(directory, n), "rb").read()
             for n in os.listdir(directory)}
   # Failing while scoring: the previous complete set stays as it was.
@@ -332,7 +332,7 @@ def test_a_failed_rerun_leaves_no_stale_outputs(noisy, tmp_path,
   shutil.copy(signals.signals_path(store.run_dir(1)),
               signals.signals_path(store.run_dir(0)))
   with pytest.raises(signals.SignalsError):
-    workflow.score(options)
+    workflow.score(options, write_report=report.write_for_quality)
   assert {n: open(os.path.join(directory, n), "rb").read()
           for n in os.listdir(directory)} == before
   # Failing while writing: the old outputs and manifest are gone, the new
@@ -343,11 +343,14 @@ def test_a_failed_rerun_leaves_no_stale_outputs(noisy, tmp_path,
   with open(os.path.join(directory, layout.DETECTION_FILENAME), "w") as f:
     f.write("stale\n")
 
-  def fail(*args, **kwargs):
+  def fail(**unused_kwargs):
     raise errors.PathError("report: disk full")
 
-  monkeypatch.setattr(workflow, "_write_report", fail)
   with pytest.raises(errors.PathError, match="disk full"):
+    workflow.score(options, write_report=fail)
+  # A report asked for needs its writer (the quality stage never imports
+  # the report's), refused before any work.
+  with pytest.raises(ValueError, match="needs a write_report"):
     workflow.score(options)
   assert sorted(os.listdir(directory)) == [
       layout.DETECTION_FILENAME, "precision_at_k.png", "roc.png",

@@ -9,6 +9,7 @@ directories, and in $HELDOUT_REPORT_SCREENSHOTS when set. The page's CSP
 forbids eval, so waits poll `page.evaluate` (which is not subject to it).
 """
 
+import ast
 import base64
 import csv
 import dataclasses
@@ -25,6 +26,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
+import heldout_tf
+from heldout_tf.cli import report as report_cli
 from heldout_tf.core import errors
 from heldout_tf import estimates
 from heldout_tf.core import files
@@ -34,9 +37,13 @@ from heldout_tf.collection import runs as runs_lib
 from heldout_tf import collection
 from heldout_tf.collection import signals as signals_lib
 from heldout_tf import synthetic
+from heldout_tf.quality import workflow as quality_workflow
+from heldout_tf.report import columns
+from heldout_tf.report import describe
 from heldout_tf.report import gather
 from heldout_tf.report import images as images_lib
 from heldout_tf.report import inputs
+from heldout_tf.report import page as page_lib
 from mnist_example import data as data_lib
 
 try:
@@ -145,6 +152,8 @@ def make_collection(root: str, with_scores: bool = True) -> dict:
     scores["aum"][:3] = np.nan  # Undefined for a few examples.
     path = os.path.join(store.path, "quality", "scores.npz")
     files.save_npz(path, **scores)
+    # As `heldout quality` finishes: the manifest last, listing the file.
+    quality_workflow.write_manifest(os.path.dirname(path), [path], {})
     out["scores"] = scores
     out["scores_path"] = path
   return out
@@ -234,7 +243,8 @@ def test_thumbnails_are_the_runs_images(made):
   pixels = np.round(made["data"].train_images[..., 0] * 255)
   for i in (0, 7, N_TRAIN - 1):
     tile = _tile(meta, "train", i).astype(np.float64)  # 16 grey levels.
-    assert np.abs(tile - pixels[i]).max() <= 8.5
+    # Dark on light, as the kit's figures draw grey images (gray_r).
+    assert np.abs(tile - (255 - pixels[i])).max() <= 8.5
   assert meta["class_names"] == [str(c) for c in range(10)]
 
 
@@ -313,13 +323,13 @@ def test_images_given_by_the_caller_must_match_the_runs(made, tmp_path):
 
 def test_mean_rank_and_agreement_follow_the_rankings():
   values = np.array([0.9, 0.1, np.nan, 0.5])
-  up = gather.Column("a", "a", values, None, +1, "")
-  down = gather.Column("b", "b", values, None, -1, "")
-  np.testing.assert_array_equal(gather.ranks(up), [1, 3, 4, 2])
-  np.testing.assert_array_equal(gather.ranks(down), [3, 1, 4, 2])
-  np.testing.assert_array_equal(gather.mean_rank([up, down]),
+  up = columns.Column("a", "a", values, None, +1, "")
+  down = columns.Column("b", "b", values, None, -1, "")
+  np.testing.assert_array_equal(columns.ranks(up), [1, 3, 4, 2])
+  np.testing.assert_array_equal(columns.ranks(down), [3, 1, 4, 2])
+  np.testing.assert_array_equal(columns.mean_rank([up, down]),
                                 [2.0, 2.0, 4.0, 2.0])
-  assert gather.agreement([up, down], 2) == [[1.0, 0.5], [0.5, 1.0]]
+  assert columns.agreement([up, down], 2) == [[1.0, 0.5], [0.5, 1.0]]
 
 
 def test_sprites_keep_priority_examples_within_budget():
@@ -350,14 +360,15 @@ def test_estimates_file_is_used_when_given(made, tmp_path):
                                            "aum"]
 
 
-def _tiny_collection(root, ratios, num_runs=4, n=20, m=6):
+def _tiny_collection(root, ratios, num_runs=4, n=20, m=6,
+                     experiment="tiny"):
   rng = np.random.default_rng(3)
   for ratio in ratios:
     for r in range(num_runs):
       subset = np.sort(rng.choice(n, int(ratio * n), replace=False))
       removed = np.setdiff1d(np.arange(n), subset)
       runs_lib.write_aux(
-          layout.run_dir(root, "tiny", ratio, r),
+          layout.run_dir(root, experiment, ratio, r),
           correctness={"train": rng.uniform(size=len(subset)) < 0.9,
                        "removed": rng.uniform(size=len(removed)) < 0.5,
                        "test": rng.uniform(size=m) < 0.7},
@@ -401,7 +412,8 @@ def test_missing_inputs_name_what_is_missing(made, tmp_path):
                  scores=str(tmp_path / "none.npz"), progress=False)
   garbage = tmp_path / "garbage.npz"
   garbage.write_bytes(b"not a zip file")
-  with pytest.raises(inputs.ReportInputError, match="garbage.npz: not a"):
+  with pytest.raises(inputs.ReportInputError,
+                     match="garbage.npz: cannot read: not an npz file"):
     report.write(made["root"], EXPERIMENT, str(tmp_path / "c.html"),
                  scores=str(garbage), progress=False, with_images=False)
   with pytest.raises(errors.PathError):
@@ -420,17 +432,50 @@ def test_cli_help_imports_no_tensorflow(imports_tensorflow):
   assert not imports_tensorflow(
       "from heldout_tf.cli import report as m; "
       "m.build_parser().format_help()")
-  bad = _run_cli("--root", "x", "--experiment", "y", "--out", "z",
-                 "--ratio", "half")
+  bad = _run_cli("--root", "x", "--out", "z", "--ratios", "half")
   assert bad.returncode == 2
-  assert bad.stderr.strip().splitlines()[-1].startswith("error: argument "
-                                                        "--ratio")
+  assert bad.stderr.strip().splitlines()[-1].startswith("error: --ratios")
+
+
+def test_cli_flags_mean_what_they_mean_elsewhere(tmp_path):
+  # --ratios: the one grammar of heldout_tf.collection.layout, one ratio.
+  args = report_cli.parse_args(["--root", "r", "--out", "o.html",
+                                "--ratios", "0.50"])
+  assert args.ratio == 0.5 and args.experiment == ""
+  assert report_cli.parse_args(["--root", "r", "--out", "o"]).ratio is None
+  with pytest.raises(errors.UsageError, match="--ratios: one ratio per "
+                     "report, got 2"):
+    report_cli.parse_args(["--root", "r", "--out", "o", "--ratios",
+                           "0.5,0.7"])
+  with pytest.raises(errors.UsageError,
+                     match=r"^--ratios: ratio must be in \(0, 1\]"):
+    report_cli.parse_args(["--root", "r", "--out", "o", "--ratios", "2"])
+  # The old spelling is refused, naming the new one.
+  with pytest.raises(errors.UsageError, match="flag is --ratios"):
+    report_cli.parse_args(["--root", "r", "--out", "o", "--ratio", "0.5"])
+  # --out is a file.
+  with pytest.raises(errors.UsageError, match="is a directory"):
+    report_cli.parse_args(["--root", "r", "--out", str(tmp_path)])
+
+
+def test_experiment_is_inferred_when_the_root_holds_one(tmp_path):
+  root = str(tmp_path / "one")
+  _tiny_collection(root, [0.5])
+  out = str(tmp_path / "one.html")
+  assert report.write(root, "", out, progress=False).path == out
+  assert _meta(out)["provenance"]["experiment"] == "tiny"
+  _tiny_collection(root, [0.5], experiment="other")
+  with pytest.raises(errors.UsageError, match=r"holds 2 experiments "
+                     r"\(other, tiny\): pass --experiment"):
+    report.write(root, "", out, progress=False)
+  with pytest.raises(inputs.ReportInputError, match="no collection there"):
+    report.write(str(tmp_path / "none"), "", out, progress=False)
 
 
 def test_cli_writes_the_report_without_images(made, tmp_path):
   out = str(tmp_path / "cli.html")
-  done = _run_cli("--root", made["root"], "--experiment", EXPERIMENT,
-                  "--out", out, "--noimages", "--noprogress")
+  done = _run_cli("--root", made["root"], "--ratios", str(RATIO), "--out",
+                  out, "--noimages", "--noprogress")  # The only experiment.
   assert done.returncode == 0, done.stderr
   assert f"Wrote {out}" in done.stdout
   with open(out, encoding="utf-8") as f:
@@ -441,6 +486,185 @@ def test_cli_writes_the_report_without_images(made, tmp_path):
   assert missing.returncode == 1
   assert missing.stderr.strip().splitlines()[-1].startswith(
       "error: no runs under")
+
+
+def test_scores_without_a_manifest_are_incomplete_and_not_shown(tmp_path):
+  # A killed `heldout quality`: scores.npz written, manifest.json not yet.
+  root = str(tmp_path)
+  _tiny_collection(root, [0.5])
+  directory = os.path.join(layout.ratio_dir(root, "tiny", 0.5),
+                           layout.QUALITY_DIRNAME)
+  scores = os.path.join(directory, layout.SCORES_FILENAME)
+  files.save_npz(scores, loss=np.linspace(0.0, 1.0, 20))
+  out = str(tmp_path / "r.html")
+  done = _run_cli("--root", root, "--out", out, "--noprogress")
+  assert done.returncode == 0, done.stderr
+  about = [line for line in done.stderr.splitlines() if "scores" in line]
+  assert about == [
+      f"warning: {scores} has no manifest.json beside it: the quality run "
+      "that wrote it did not finish, so its scores are incomplete and not "
+      "shown (re-run heldout quality)"]
+  meta = _meta(out)
+  assert [c["key"] for c in meta["columns"]] == ["memorization", "cscore"]
+  assert any("incomplete" in w for w in meta["warnings"])
+  assert "scores" not in meta["provenance"]["sources"]
+  # Once the manifest lists it, the scores are shown.
+  quality_workflow.write_manifest(directory, [scores], {})
+  written = report.write(root, "", out, progress=False, with_images=False)
+  assert not any("incomplete" in w for w in written.warnings)
+  assert [c["key"] for c in _meta(out)["columns"]] == [
+      "memorization", "cscore", "loss"]
+
+
+def test_provenance_names_the_recorded_model(tmp_path):
+  root = str(tmp_path)
+  _tiny_collection(root, [0.5])
+  collection.Store(root, "tiny", 0.5).record_config(
+      {"dataset": "mydata", "model": "mypackage.models:build",
+       "num_classes": 3})
+  data = gather.gather(root, "tiny", progress=False)
+  assert (data.provenance["dataset"], data.provenance["model"]) == (
+      "mydata", "mypackage.models:build")  # Shown, never imported.
+  assert describe.dataset_and_model("x", {"model": "mlp", "model_options": {
+      "hidden": [64]}}) == ("unknown", "mlp (hidden=[64])")
+  assert describe.dataset_and_model("x", {"hidden": [512, 256]})[1] == (
+      "MLP, hidden layers 512-256")
+  assert describe.dataset_and_model("x", None) == ("unknown", "unknown")
+
+
+def test_memorization_standard_error_is_the_one_estimate_prints(made):
+  # Most examples are right (or wrong) in every run: their SE is exactly
+  # 0, so the typical SE is the median over the others.
+  se = estimates.memorization_se(
+      {"memorization_se": np.array([0.0, 0.0, 0.1, 0.2, np.nan])})
+  assert (se.median, se.varying, se.defined) == (
+      pytest.approx(0.15), 2, 4)
+  result = made["result"]
+  typical = estimates.memorization_se(result)
+  assert 0 < typical.median and typical.varying < N_TRAIN
+  printed = estimates.summary(result)  # What `heldout estimate` prints.
+  assert typical.describe() in printed
+  assert f"memorization {typical.median:.3f} (median over" in printed
+  data = gather.gather(made["root"], EXPERIMENT, progress=False)
+  shown = data.provenance["standard_errors"]
+  assert shown["memorization_se"] == typical.median
+  assert shown["text"].startswith(typical.describe() + "; worst case")
+
+
+def test_quality_never_imports_the_report():
+  # Layers point one way: no stage below the report imports it, and the
+  # report imports no stage above its own.
+  order = list(heldout_tf.STAGES)
+  package = os.path.dirname(heldout_tf.__file__)
+  offenders = []
+  for stage in order[:order.index("report") + 1]:
+    for name in sorted(os.listdir(os.path.join(package, stage))):
+      if not name.endswith(".py"):
+        continue
+      with open(os.path.join(package, stage, name), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+      for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+          names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+          names = [f"{node.module}.{a.name}" for a in node.names]
+        else:
+          continue
+        for imported in names:
+          parts = imported.split(".")
+          if parts[0] != "heldout_tf" or len(parts) < 2 or (
+              parts[1] not in order):
+            continue
+          above = order.index(parts[1]) > order.index(stage)
+          if above and (stage == "report" or parts[1] == "report"):
+            offenders.append(f"{stage}/{name} imports {imported}")
+  assert not offenders, offenders
+
+
+# ------------------------------------------------------ script and style --
+
+
+def _css_errors(text):
+  """Every parse error tinycss2 finds in a stylesheet: in rules, @media
+  blocks, selectors (a stray '}') and declarations."""
+  import tinycss2  # pylint: disable=g-import-not-at-top
+  found = []
+
+  def tokens(nodes):  # Error tokens, e.g. a stray '}' or a bad string.
+    for t in nodes:
+      if t.type == "error":
+        found.append(f"{t.source_line}:{t.source_column}: {t.message}")
+
+  def declarations(content):
+    for node in tinycss2.parse_declaration_list(
+        content, skip_comments=True, skip_whitespace=True):
+      if node.type == "error":
+        found.append(f"{node.source_line}:{node.source_column}: "
+                     f"{node.message}")
+      elif node.type == "declaration":
+        tokens(node.value)
+
+  def rules(nodes):
+    for node in nodes:
+      if node.type == "error":
+        found.append(f"{node.source_line}:{node.source_column}: "
+                     f"{node.message}")
+      elif node.type == "qualified-rule":
+        tokens(node.prelude)
+        declarations(node.content)
+      elif node.type == "at-rule" and node.content is not None:
+        if node.lower_at_keyword == "media":
+          rules(tinycss2.parse_rule_list(node.content, skip_comments=True,
+                                         skip_whitespace=True))
+        else:
+          declarations(node.content)
+  rules(tinycss2.parse_stylesheet(text, skip_comments=True,
+                                  skip_whitespace=True))
+  return found
+
+
+def _js_error(text):
+  """esprima's syntax error in a script, or None."""
+  import esprima  # pylint: disable=g-import-not-at-top  (never skipped)
+  try:
+    esprima.parseScript(text)
+  except esprima.Error as e:
+    return str(e)
+  return None
+
+
+def test_script_and_style_are_package_data_that_parse():
+  script, style = page_lib.static_text("report.js"), page_lib.static_text(
+      "report.css")
+  assert _js_error(script) is None
+  assert _css_errors(style) == []
+  # The checks do fail: a planted error in each.
+  assert "Unexpected token" in _js_error(
+      script.replace("function fmt(x, digits) {", "function fmt(x, digits {"))
+  assert _js_error(script + "\n}") is not None
+  assert _css_errors(style.replace("color: var(--accent); }",
+                                   "color var(--accent); }", 1))
+  assert _css_errors(style + "\n}\n") and _css_errors(".a { } } .b { }")
+  # Inlined into the page: nothing in them may end their element early.
+  assert not re.search(r"</script|<!--", script, re.I)
+  assert not re.search(r"</style", style, re.I)
+  # setup.py ships every file of static/ (pip install . carries them).
+  with open(os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                         "setup.py"), encoding="utf-8") as f:
+    setup_call = [node for node in ast.walk(ast.parse(f.read()))
+                  if isinstance(node, ast.keyword) and
+                  node.arg == "package_data"]
+  shipped = ast.literal_eval(setup_call[0].value)["heldout_tf.report"]
+  static = os.path.join(os.path.dirname(page_lib.__file__), "static")
+  assert sorted(os.listdir(static)) == sorted(
+      os.path.basename(p) for p in shipped)
+
+
+def test_every_section_has_a_drawing():
+  script = page_lib.static_text("report.js")
+  drawn = re.search(r"const DRAW = \{(.*?)\};", script, re.S).group(1)
+  keys = re.findall(r"^\s+(\w+):", drawn, re.M)
+  assert keys == [s.key for s in page_lib.SECTIONS]
 
 
 # --------------------------------------------------------------- browser --
@@ -532,6 +756,13 @@ def test_page_is_offline_complete_and_clean(page, made, tmp_path):
   assert loaded == count
   _screenshot(page.page, tmp_path, "report-1280.png")
   assert page.requests == [] and page.errors == []
+  # The recorded model, and memorization's standard error exactly as
+  # `heldout estimate` prints it for the same runs.
+  provenance = page.page.inner_text("#provenance")
+  assert "MLP, hidden layers 512-256" in provenance
+  typical = estimates.memorization_se(made["result"])
+  assert typical.describe() in estimates.summary(made["result"])
+  assert typical.describe() in provenance
 
 
 @needs_browser
@@ -754,3 +985,133 @@ def test_thumbnails_beyond_the_budget_are_left_out(browser, made, tmp_path):
   assert tab.errors == [] and tab.requests == []
   tab.close()
 
+
+
+# ------------------------------------------------------- hostile names --
+# Names a collection's files and dataset may carry: markup that would run
+# if it were ever parsed as HTML, and text a spreadsheet would read as a
+# formula.
+
+PAYLOAD = '<img src=x onerror="document.body.dataset.pwned=1">'
+HOSTILE_CLASSES = ["=1+1", "+SUM(A1:A2)", "-2+3", "@SUM(1)", "\tTAB",
+                   "\rCR", PAYLOAD, "plain", 'a "quoted", name', "9"]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+  """A report of a tiny collection whose experiment, scores file and class
+  names carry PAYLOAD or formulas; its images are random 8x8 grey ones."""
+  root = str(tmp_path_factory.mktemp("hostile"))
+  experiment = "tiny" + PAYLOAD
+  _tiny_collection(root, [0.5], experiment=experiment)
+  rng = np.random.default_rng(5)
+  labels = np.arange(20) % len(HOSTILE_CLASSES)
+  images = report.Images(
+      rng.integers(0, 256, (20, 8, 8, 1)).astype(np.uint8),
+      rng.integers(0, 256, (6, 8, 8, 1)).astype(np.uint8), "random 8x8",
+      HOSTILE_CLASSES, labels, np.arange(6) % len(HOSTILE_CLASSES))
+  scores = os.path.join(root, PAYLOAD + ".npz")
+  aum = rng.normal(0.0, 1.0, 20)
+  files.save_npz(scores, aum=aum)
+  out = os.path.join(root, "hostile.html")
+  report.write(root, experiment, out, scores=scores, images=images,
+               progress=False)
+  return {"out": out, "images": images, "aum": aum, "labels": labels,
+          "experiment": experiment}
+
+
+@needs_browser
+def test_injected_markup_never_runs(browser, hostile):
+  with open(hostile["out"], encoding="utf-8") as f:
+    text = f.read()
+  policy = re.search(r'http-equiv="Content-Security-Policy" content="(.*?)"',
+                     text).group(1)
+  assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+  assert page_lib.csp_hash(page_lib.static_text("report.js")) in policy
+  tab = Page(browser, hostile["out"])
+  tab.open()
+  # The page's own script runs (allowed by its hash) and draws every name
+  # as text.
+  assert PAYLOAD in tab.page.inner_text("#provenance")
+  assert tab.page.inner_text("h1").startswith(hostile["experiment"])
+  assert PAYLOAD in tab.page.eval_on_selector_all(
+      "#class option", "els => els.map(e => e.textContent)")
+  assert f"Download {PAYLOAD}.npz" in tab.page.inner_text("#downloads")
+  assert tab.errors == [] and tab.requests == []
+  # Markup put into the page any other way does not run either: the
+  # policy refuses inline handlers and scripts that are not the page's.
+  tab.page.evaluate("""() => {
+    window.violations = [];
+    document.addEventListener('securitypolicyviolation',
+                              e => violations.push(e.effectiveDirective));
+    document.body.insertAdjacentHTML('beforeend',
+      '<img src="data:," onerror="document.body.dataset.pwned = 2">');
+    const s = document.createElement('script');
+    s.textContent = 'document.body.dataset.pwned = 3';
+    document.body.append(s);
+  }""")
+  tab.wait("window.violations.length >= 2")
+  assert sorted(tab.page.evaluate("window.violations")) == [
+      "script-src-attr", "script-src-elem"]
+  assert tab.page.evaluate("document.body.dataset.pwned") is None
+  # And the page still works.
+  tab.page.fill("#search-input", "train 3")
+  tab.page.press("#search-input", "Enter")
+  tab.page.wait_for_selector("#card:not([hidden])")
+  assert tab.page.inner_text("#card-title") == "Training example #3"
+  assert tab.requests == []
+  tab.close()
+
+
+@needs_browser
+def test_csv_cells_never_become_formulas(browser, hostile, tmp_path):
+  tab = Page(browser, hostile["out"])
+  tab.open()
+  with tab.page.expect_download() as got:
+    tab.page.click("#download-csv")
+  path = str(tmp_path / "examples.csv")
+  got.value.save_as(path)
+  with open(path, encoding="utf-8", newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 20
+  for row in rows:
+    i = int(row["index"])
+    name = HOSTILE_CLASSES[hostile["labels"][i]]
+    # Shown as text by a spreadsheet: a leading ' before = + - @ tab CR.
+    want = "'" + name if name[0] in "=+-@\t\r" else name
+    assert row["class_name"] == want, (i, name)
+    # Numbers the page writes stay numbers, negative ones included.
+    assert float(row["aum"]) == hostile["aum"][i]
+  assert any(float(row["aum"]) < 0 for row in rows)
+  assert tab.errors == [] and tab.requests == []
+  tab.close()
+
+
+@needs_browser
+def test_small_images_are_pixel_exact_and_dark_on_light(browser, hostile,
+                                                        tmp_path):
+  tab = Page(browser, hostile["out"])
+  tab.open("#train/3")
+  tab.images_loaded()
+  assert set(tab.page.eval_on_selector_all(
+      "img.thumb", "els => els.map(e => getComputedStyle(e)"
+      ".imageRendering)")) == {"pixelated"}
+  box = tab.page.locator("#card img.thumb.big").bounding_box()
+  assert (box["width"], box["height"]) == (168, 168)  # 21 px per pixel.
+  left, top = int(box["x"]), int(box["y"])  # It may sit between pixels.
+  shot = tab.page.screenshot(clip={"x": left, "y": top, "width": 170,
+                                   "height": 170})
+  _screenshot(tab.page, tmp_path, "report-8x8-card.png")
+  picture = np.asarray(PIL.Image.open(io.BytesIO(shot)).convert("L"))
+  grey = hostile["images"].train[3, ..., 0].astype(np.int64)
+  shown = 255 - 17 * ((grey + 8) // 17)  # 16 levels, dark on light.
+  # Each image pixel is one flat square (its centre sampled) ...
+  centres = (np.arange(8) * 21 + 10.5).astype(int)
+  rows, cols = centres + int(box["y"] - top), centres + int(box["x"] - left)
+  np.testing.assert_array_equal(picture[np.ix_(rows, cols)], shown)
+  # ... and no screen pixel mixes two of them (smoothing would): every
+  # one inside (the rounded corners aside) is one of the image's values.
+  inside = picture[4:164, 4:164]
+  assert set(np.unique(inside)) <= set(np.unique(shown))
+  assert tab.errors == [] and tab.requests == []
+  tab.close()

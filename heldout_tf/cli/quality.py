@@ -184,11 +184,16 @@ def run(argv: Optional[Sequence[str]] = None,
   scores, prints; returns the `workflow.Result`."""
   options, train_options = parse_args(argv, defaults, prog)  # No TF yet.
   cli.quiet_tensorflow()
-  from heldout_tf.quality import workflow  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from heldout_tf import report
+  from heldout_tf.quality import workflow
+  # pylint: enable=g-import-not-at-top
+  write_report = report.write_for_quality if options.report else None
   if train_options is None:
-    result = workflow.score(options)
+    result = workflow.score(options, write_report=write_report)
   else:
-    result = workflow.train_and_score(train_options, options)
+    result = workflow.train_and_score(train_options, options,
+                                      write_report=write_report)
   print_result(result)
   return result
 

@@ -210,6 +210,17 @@ def list_runs(root: str, experiment: str, ratios=None,
   return sorted(found)
 
 
+def list_experiments(root: str, warn: Callable[[str], None] = logging.warning
+                     ) -> List[str]:
+  """The names under `root` holding at least one canonical run directory
+  (`<root>/<experiment>/<ratio>/<run>/`), sorted; [] when `root` is not a
+  directory."""
+  if not os.path.isdir(root):
+    return []
+  return [name for name in sorted(_subdirs(root))
+          if list_runs(root, name, warn=warn)]
+
+
 # Run ids and ratios as people type them (flags, API arguments). Directory
 # names above are strict; here `03` is run 3 and `0.70` ratio 0.7, the same
 # in every command and function that takes a list of them.

@@ -62,6 +62,7 @@ from heldout_tf.estimates.pipeline import DEFAULT_WHAT
 from heldout_tf.estimates.pipeline import parse_what
 from heldout_tf.estimates.pipeline import WHAT
 from heldout_tf.estimates.reporting import memorization_order
+from heldout_tf.estimates.reporting import memorization_se
 from heldout_tf.estimates.reporting import save_cscores
 from heldout_tf.estimates.reporting import save_estimates
 from heldout_tf.estimates.reporting import save_pairs

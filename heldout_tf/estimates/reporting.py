@@ -22,9 +22,37 @@ THRESHOLD_STANDARD_ERRORS = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
+class MemorizationSE:
+  """Memorization's typical standard error: the one number every summary
+  states (`heldout estimate`'s, the report's).
+
+  Most examples are right (or wrong) in every run, so their estimated
+  standard error is exactly 0 (p_in and p_out are 0 or 1), and a median
+  over all examples would be 0 however few the runs. The typical error is
+  the median over the examples the runs disagree on; the rest are counted.
+  """
+  median: float  # Median SE over the `varying` examples (NaN: none).
+  varying: int   # Examples with a nonzero SE: the runs disagree on them.
+  defined: int   # Examples with an SE at all (not NaN).
+
+  def describe(self) -> str:
+    """One phrase, told so that a typical 0 is not read as a bug ('' when
+    no example has a standard error)."""
+    if not self.defined:
+      return ""
+    if not self.varying:
+      return (f"memorization 0 for all {self.defined} examples (every run "
+              "got each of them right, or every run wrong)")
+    return (f"memorization {self.median:.3f} (median over the "
+            f"{self.varying} examples the runs disagree on; exactly 0 for "
+            f"the other {self.defined - self.varying}, right or wrong in "
+            "every run)")
+
+
+@dataclasses.dataclass(frozen=True)
 class Uncertainty:
-  """Typical standard errors of a result's estimates (medians over examples)."""
-  memorization_se: Optional[float]  # Median estimated SE (None: not computed).
+  """Typical standard errors of a result's estimates."""
+  memorization_se: Optional[MemorizationSE]  # None: not computed.
   bound: float          # Median of 0.5 sqrt(1/n_in + 1/n_out): worst case.
   warnings: tuple       # One line per threshold too close to zero.
 
@@ -33,6 +61,19 @@ def _nanmedian(values) -> float:
   values = np.asarray(values, np.float64)
   values = values[~np.isnan(values)]
   return float(np.median(values)) if len(values) else float("nan")
+
+
+def memorization_se(result: dict) -> Optional[MemorizationSE]:
+  """The typical standard error of `result`'s memorization estimates
+  (`memorization_se`, float [n_train]); None when it has none."""
+  if "memorization_se" not in result:
+    return None
+  se = np.asarray(result["memorization_se"], np.float64)
+  se = se[~np.isnan(se)]
+  varies = se[se > 0]
+  return MemorizationSE(
+      median=float(np.median(varies)) if len(varies) else float("nan"),
+      varying=int(len(varies)), defined=int(len(se)))
 
 
 def uncertainty(result: dict) -> Uncertainty:
@@ -47,8 +88,6 @@ def uncertainty(result: dict) -> Uncertainty:
     bound = np.where((n_in > 0) & (n_out > 0),
                      0.5 * np.sqrt(1.0 / n_in + 1.0 / n_out), np.nan)
   typical = _nanmedian(bound)
-  mem_se = (_nanmedian(result["memorization_se"])
-            if "memorization_se" in result else None)
   warnings = []
   if "infl_threshold" in result and not np.isnan(typical):
     limit = THRESHOLD_STANDARD_ERRORS * typical
@@ -61,34 +100,16 @@ def uncertainty(result: dict) -> Uncertainty:
             f"warning: {name} {value:g} is within {THRESHOLD_STANDARD_ERRORS:g}"
             f" standard errors of zero (worst-case SE {typical:.3f} with "
             f"these runs): many pairs may be noise; {advice}")
-  return Uncertainty(mem_se, typical, tuple(warnings))
-
-
-def _memorization_se_text(result: dict) -> str:
-  """Memorization's standard error, told so that a typical 0 is not read
-  as a bug: most examples are right (or wrong) in every run, and their
-  estimate has no spread at all."""
-  if "memorization_se" not in result:
-    return ""
-  se = np.asarray(result["memorization_se"], np.float64)
-  se = se[~np.isnan(se)]
-  if not len(se):
-    return ""
-  varies = se[se > 0]
-  if not len(varies):
-    return (f"memorization 0 for all {len(se)} examples (every run got each "
-            "of them right, or every run wrong), ")
-  return (f"memorization {np.median(varies):.3f} (median over the "
-          f"{len(varies)} examples the runs disagree on; exactly 0 for the "
-          f"other {len(se) - len(varies)}, right or wrong in every run), ")
+  return Uncertainty(memorization_se(result), typical, tuple(warnings))
 
 
 def _uncertainty_lines(result: dict) -> List[str]:
   u = uncertainty(result)
   if np.isnan(u.bound):
     return []
+  mem = u.memorization_se.describe() if u.memorization_se else ""
   return [f"standard errors from the in/out run counts: "
-          f"{_memorization_se_text(result)}worst case 0.5*sqrt(1/n_in + "
+          f"{mem + ', ' if mem else ''}worst case 0.5*sqrt(1/n_in + "
           f"1/n_out) {u.bound:.3f} (median over examples), which also "
           "bounds each influence estimate"] + list(u.warnings)
 

@@ -17,7 +17,10 @@ trained with, and writes, into `<ratio>/quality/` (or `out`):
   detection.csv  how well each score finds the noisy examples
                  (`heldout_tf.quality.detection`), when the collection was trained
                  with known noise (`noise` in its config.json);
-  report.html    the browsable report (`heldout_tf.report`);
+  report.html    with `report` set: the browsable report, written by the
+                 `write_report` the caller passes (`heldout_tf.report.
+                 write_for_quality`: the report is a higher stage, so this
+                 module never imports it);
   manifest.json  written last: the files above that belong together.
 
 The labels come from the collection's data, loaded again (`dataset`, else
@@ -30,7 +33,7 @@ manifest go, so a re-run that fails half-way leaves no manifest and never
 new scores beside an old table.
 
 `train_and_score` first makes (or resumes) a collection with signals
-(`heldout_tf.training.model_blocks.make`, e.g. with `noise='label:0.1'`) and then
+(`heldout_tf.training.workflow.make`, e.g. with `noise='label:0.1'`) and then
 scores it.
 """
 
@@ -38,7 +41,7 @@ import csv
 import dataclasses
 import json
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -72,7 +75,7 @@ class ScoreOptions:
   out: Optional[str] = None  # Output directory; None: <ratio>/quality.
   dataset: str = ""  # '': the dataset config.json names.
   data_dir: Optional[str] = None
-  report: bool = True
+  report: bool = False  # report.html, by `score`'s `write_report`.
   figures: bool = True  # ROC, precision at k, top examples, removal.
   removal_models: int = 0  # Models per removal set (0: no ablation).
   removal_fractions: str = detection.DEFAULT_REMOVAL_FRACTIONS
@@ -96,7 +99,7 @@ class Result:
   # 'scores', 'detection', 'removal', 'report', 'manifest' (those written).
   paths: Dict[str, str]
   figures: List[str]  # The PNG figures written.
-  training: Optional[dict] = None  # `model_blocks.make`'s report, if any.
+  training: Optional[dict] = None  # `training.workflow.make`'s report.
 
 
 # -------------------------------------------------------------- locating --
@@ -107,9 +110,7 @@ def _experiments(root: str) -> List[str]:
   if not os.path.isdir(root):
     raise QualityError(f"--root {root}: no such directory" + (
         " (a file)" if os.path.exists(root) else ""))
-  with errors.user_path(root, "read"):
-    names = sorted(e.name for e in os.scandir(root) if e.is_dir())
-  return [n for n in names if layout.list_runs(root, n)]
+  return layout.list_experiments(root)
 
 
 def find_collection(root: str, experiment: str = "",
@@ -274,26 +275,25 @@ def write_manifest(directory: str, written: Sequence[str], settings: dict):
                      mode="w")
 
 
-def _write_report(options: ScoreOptions, store, directory: str, data,
-                  scores_path: str) -> str:
-  from heldout_tf import report  # pylint: disable=g-import-not-at-top
-  images = report.Images(
-      data.train_images, data.test_images, data.description,
-      [str(c) for c in range(data.num_classes)], data.train_labels,
-      data.test_labels)
-  return report.write(
-      store.root, store.experiment,
-      os.path.join(directory, layout.REPORT_FILENAME), ratio=store.ratio,
-      scores=scores_path, data_dir=options.data_dir,
-      progress=options.progress, images=images).path
+# write_report(root=, experiment=, ratio=, out=, scores=, data=, data_dir=,
+# progress=) -> the path written: e.g. `heldout_tf.report.write_for_quality`.
+ReportWriter = Callable[..., str]
+
+
+def _check_writer(options: ScoreOptions, write_report):
+  if options.report and write_report is None:
+    raise ValueError("ScoreOptions.report needs a write_report (e.g. "
+                     "heldout_tf.report.write_for_quality)")
 
 
 def _write_outputs(options: ScoreOptions, store, directory: str, data,
-                   noisy, noise: str, scores, table, removal
+                   noisy, noise: str, scores, table, removal,
+                   write_report: Optional[ReportWriter]
                    ) -> Tuple[Dict[str, str], List[str]]:
   """Removes the previous outputs, then writes scores.npz, detection.csv
   (with `table`), removal.csv (with `removal` rows), the figures and
-  report.html; returns `(paths by kind, figure paths)`."""
+  report.html (`write_report`, with `options.report`); returns `(paths by
+  kind, figure paths)`."""
   clear_outputs(directory)
   paths = {"scores": os.path.join(directory, layout.SCORES_FILENAME)}
   arrays = scores_arrays(scores, data, noisy, noise)
@@ -310,15 +310,21 @@ def _write_outputs(options: ScoreOptions, store, directory: str, data,
         directory, data.train_images, arrays["labels"],
         arrays["clean_labels"], arrays["noisy_idx"], scores.values, removal)
   if options.report:
-    paths["report"] = _write_report(options, store, directory, data,
-                                     paths["scores"])
+    paths["report"] = write_report(
+        root=store.root, experiment=store.experiment, ratio=store.ratio,
+        out=os.path.join(directory, layout.REPORT_FILENAME),
+        scores=paths["scores"], data=data, data_dir=options.data_dir,
+        progress=options.progress)
   return paths, figures
 
 
-def score(options: ScoreOptions, settings: Optional[dict] = None) -> Result:
+def score(options: ScoreOptions, settings: Optional[dict] = None,
+          write_report: Optional[ReportWriter] = None) -> Result:
   """Scores the collection `options` name and writes the outputs (see the
   module docstring); returns what it computed and wrote. `settings`: more
-  to record in the manifest (e.g. the training flags)."""
+  to record in the manifest (e.g. the training flags); `write_report`: what
+  writes report.html when `options.report` is set (required then)."""
+  _check_writer(options, write_report)
   store = find_collection(options.root, options.experiment, options.ratio)
   config = store.require_config()
   run_ids = finished_runs(store)
@@ -349,7 +355,8 @@ def score(options: ScoreOptions, settings: Optional[dict] = None) -> Result:
     os.makedirs(directory, exist_ok=True)
   with files.locked(directory):  # One writer of these files at a time.
     paths, figures = _write_outputs(options, store, directory, data, noisy,
-                                    noise, scores, table, removal_rows)
+                                    noise, scores, table, removal_rows,
+                                    write_report)
     write_manifest(directory, list(paths.values()) + figures, dict(
         dataclasses.asdict(options), collection=store.path,
         experiment=store.experiment, ratio=store.ratio,
@@ -361,12 +368,13 @@ def score(options: ScoreOptions, settings: Optional[dict] = None) -> Result:
                 removal=removal_rows, paths=paths, figures=figures)
 
 
-def train_and_score(train_options, options: ScoreOptions,
-                    say=print) -> Result:
+def train_and_score(train_options, options: ScoreOptions, say=print,
+                    write_report: Optional[ReportWriter] = None) -> Result:
   """Makes (or resumes) the collection of `train_options` (a
   `training.workflow.Options` of one ratio; signals always recorded), then
   scores it with `options` (its root, experiment and ratio are the
-  collection's)."""
+  collection's) and `write_report` (see `score`)."""
+  _check_writer(options, write_report)  # Before the training.
   from heldout_tf.training import workflow as training_workflow  # pylint: disable=g-import-not-at-top
   if len(train_options.ratios) != 1:
     raise errors.UsageError(f"--ratios: one ratio to score, got "
@@ -397,6 +405,6 @@ def train_and_score(train_options, options: ScoreOptions,
   settings = {"training": {k: (list(v) if isinstance(v, tuple) else v)
                            for k, v in dataclasses.asdict(
                                train_options).items()}}
-  result = score(options, settings)
+  result = score(options, settings, write_report)
   result.training = report
   return result

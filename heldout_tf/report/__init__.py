@@ -4,28 +4,35 @@
                                     "report.html")
   print(summary.path, summary.num_bytes)
 
-or `python -m heldout_tf.cli.report --root DIR --experiment NAME --out FILE`.
-The page opens from `file://` with no network (data and thumbnails are
-embedded; a Content-Security-Policy forbids every request) and shows the
-collection's provenance, a summary, linked histograms, the examples grid,
-high-influence pairs, suspicious candidates, search, `#train/<i>` /
-`#test/<j>` example cards and downloads with their sha256. See
-docs/report.md.
+or `heldout report --root DIR --out FILE` (`heldout_tf.cli.report`). The
+page opens from `file://` with no network (data and thumbnails are
+embedded; a Content-Security-Policy forbids every request and runs only
+the page's own script) and shows the collection's provenance, a summary,
+linked histograms, the examples grid, high-influence pairs, suspicious
+candidates, search, `#train/<i>` / `#test/<j>` example cards and downloads
+with their sha256. See docs/report.md.
 
-Modules: `inputs` (where the files are, reading them), `gather` (the
-numbers: `ReportData`), `images` (the dataset's images as sprite sheets),
-`page` (the HTML), `script` / `style` (the page's JavaScript and CSS).
+`write_for_quality` is the writer `heldout quality` is given (the quality
+stage sits below this one and never imports it).
+
+Modules: `inputs` (where the files are, reading them untrusted),
+`results` (the estimates and scores files, checked against the runs),
+`columns` (the scores and their rankings), `describe` (the provenance
+facts), `gather` (all the numbers: `ReportData`), `images` (the dataset's
+images as sprite sheets), `page` (the HTML; its sections, and the script
+and style in `static/report.js`, `static/report.css`).
 """
 
 import dataclasses
 import datetime
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from heldout_tf.core import errors
 from heldout_tf.core import files
+from heldout_tf.report import columns as columns_lib
 from heldout_tf.report import gather as gather_lib
 from heldout_tf.report import images as images_lib
 from heldout_tf.report import page
@@ -46,6 +53,7 @@ class Summary:
   images: bool       # Thumbnails embedded.
   images_note: str   # Why not, when not.
   seconds: float
+  warnings: Tuple[str, ...] = ()  # What the page warns about, one line each.
 
 
 def _priority(data: gather_lib.ReportData) -> List[int]:
@@ -53,7 +61,7 @@ def _priority(data: gather_lib.ReportData) -> List[int]:
   first = list(data.pairs["tr_idx"])
   first += list(np.argsort(data.mean_rank, kind="stable")[:PRIORITY_PER_SCORE])
   for column in data.columns:
-    ranked = gather_lib.top_k(column, len(column.values))
+    ranked = columns_lib.top_k(column, len(column.values))
     first += list(ranked[:PRIORITY_PER_SCORE])
     first += list(ranked[::-1][:PRIORITY_PER_SCORE])
   return [int(i) for i in first]
@@ -94,13 +102,15 @@ def write(root: str, experiment: str, out: str,
 
   Args:
     root: the collection root holding `<experiment>/<ratio>/<run>/`.
-    experiment: the experiment's directory name (e.g. 'mnist-mlp').
+    experiment: the experiment's directory name (e.g. 'mnist-mlp'); '':
+      the only one under `root`.
     out: the HTML file to write (atomically; directories are made).
     ratio: the subset ratio to report on (None: the only one, or all).
     estimates: an estimates npz; None: `<ratio>/estimates.npz` if present,
       else computed from the runs.
     scores: a quality scores npz; None: `<ratio>/quality/scores.npz` if
-      present.
+      `heldout quality` finished writing it (its manifest.json lists it;
+      otherwise `Summary.warnings` says so and the page shows no scores).
     data_dir: the tfds data directory (MNIST, CIFAR) for the images;
       nothing is downloaded.
     progress: progress bars while loading.
@@ -125,7 +135,7 @@ def write(root: str, experiment: str, out: str,
   sprites, note, description = None, "no images (not asked for)", ""
   if with_images:
     loaded, note = (images, "") if images is not None else images_lib.load(
-        experiment, data.config, data_dir, data.n_train, data.n_test)
+        data.experiment, data.config, data_dir, data.n_train, data.n_test)
     if loaded is not None and (len(loaded.train), len(loaded.test)) != (
         data.n_train, data.n_test):
       raise errors.UsageError(
@@ -139,4 +149,19 @@ def write(root: str, experiment: str, out: str,
   return Summary(path=out, num_bytes=len(text), n_train=data.n_train,
                  n_test=data.n_test, num_runs=data.num_runs,
                  images=sprites is not None, images_note=note,
-                 seconds=time.perf_counter() - start)
+                 seconds=time.perf_counter() - start,
+                 warnings=tuple(data.warnings))
+
+
+def write_for_quality(*, root: str, experiment: str, ratio: float, out: str,
+                      scores: str, data, data_dir: Optional[str] = None,
+                      progress: bool = True) -> str:
+  """The report `heldout quality` writes beside the scores it just wrote
+  (`heldout_tf.quality.workflow.score`'s `write_report`): of the collection
+  at `ratio`, with the scores file `scores` and the images of `data` (the
+  `ImageData` scored, not loaded again). Returns `out`."""
+  images = Images(data.train_images, data.test_images, data.description,
+                  [str(c) for c in range(data.num_classes)],
+                  data.train_labels, data.test_labels)
+  return write(root, experiment, out, ratio=ratio, scores=scores,
+               data_dir=data_dir, progress=progress, images=images).path

@@ -2,17 +2,25 @@
 
 Images come from the dataset the runs were trained on, never downloaded:
 
-- mnist-mlp collections (made by `python -m mnist_example.train` or
-  `.quality`): the dataset named in the collection's config.json, loaded
-  by `heldout_tf.data.mnist` ('mnist' from tfds in `data_dir`, or the embedded
-  offline 'digits'), cut and noised exactly as the pipeline did, and
-  checked against the recorded data fingerprint;
+- collections made by `heldout train` or `heldout quality` (its MNIST
+  preset `mnist_example.quality` included): config.json records the data
+  source; `heldout_tf.collection.provenance.load_recorded` loads it again
+  with its recorded cut and noise and checks the recorded fingerprint;
+- collections made by `mnist_example.train` (config.json names `dataset`
+  'mnist' or 'digits', and no source), and MNIST quality collections made
+  before that pipeline became a preset of `heldout quality` (they also
+  record `noise`): the dataset loaded by `heldout_tf.data.mnist` ('mnist'
+  from tfds in `data_dir`, or the embedded offline 'digits'), cut and
+  noised exactly as that pipeline did, and checked against the recorded
+  data fingerprint;
 - the released CIFAR collections: tfds in `data_dir` (download=False);
 - anything else: no images (the page says why).
 
 Thumbnails are PNG sprite sheets (`SHEET_COLUMNS` x `SHEET_ROWS` tiles per
-sheet); grayscale images are stored with 16 grey levels (4-bit PNG),
-about 95 bytes per MNIST digit. When all of a split's images would exceed
+sheet). Grayscale images are drawn dark on light, as the kit's PNG figures
+draw them (`heldout_tf.quality.figures`: value 1 black, 0 white), with 16
+grey levels (4-bit PNG), about 95 bytes per MNIST digit; colour images are
+stored as they are. When all of a split's images would exceed
 `budget_bytes`, only the first `priority` examples that fit get one.
 """
 
@@ -66,10 +74,12 @@ def _uint8(images) -> np.ndarray:
 
 
 def _mnist_fingerprint(train_float, data, noisy_idx, config) -> str:
-  """The data fingerprint the MNIST pipelines record (`mnist_example.train`
-  / `.quality`): of the labels and the float32 training images the runs saw
-  (`train_float`: `uint8 / 255`, noise applied), the first and (with
-  `noise`) the noisy ones."""
+  """The data fingerprint `mnist_example.train` records, and the MNIST
+  quality pipeline recorded before it became a preset of `heldout quality`:
+  of the training labels (as trained: noisy), the test labels, the first
+  64 training images as the runs saw them (`train_float`: float32 `uint8 /
+  255`, input noise applied) and, when config.json records `noise` (the
+  quality pipeline), the first 64 noisy examples' images too."""
   arrays = [data.train_labels, data.test_labels, train_float[:64]]
   if "noise" in config:
     arrays.append(train_float[noisy_idx[:64]])
@@ -77,15 +87,17 @@ def _mnist_fingerprint(train_float, data, noisy_idx, config) -> str:
 
 
 def _mnist_data(config: dict, data_dir):
-  """`(data, train_float, noisy_idx)`: the data of an mnist-mlp collection
-  rebuilt from its config.json as its pipeline made it (uint8 `ImageData`),
-  its training images as the runs saw them (float32 `[n, 28, 28, 1]`) and
-  the indices of its noisy training examples.
+  """`(data, train_float, noisy_idx)`: the data of an MNIST collection
+  without a recorded source rebuilt from its config.json as its pipeline
+  made it (uint8 `ImageData`), its training images as the runs saw them
+  (float32 `[n, 28, 28, 1]`) and the indices of its noisy training
+  examples.
 
-  `mnist_example.quality` (config has `noise`): the first `train_size` /
-  `test_size` examples, then the noise (`heldout_tf.data.noise.apply`, on the
-  float32 images as trained); `mnist_example.train`: `label_noise` (`noise.
-  flip_labels`) on the whole training set, then the cut.
+  The earlier MNIST quality pipeline (config has `noise`): the first
+  `train_size` / `test_size` examples, then the noise (`heldout_tf.data.
+  noise.apply_to_images`, on the float32 images as trained);
+  `mnist_example.train`: `label_noise` (`noise.flip_labels`) on the whole
+  training set, then the cut.
   """
   # pylint: disable=g-import-not-at-top
   from heldout_tf.data import image_data
@@ -212,8 +224,8 @@ def _image_data(config: dict, data_dir) -> Tuple[Optional[Images], str]:
 def _png(tile_grid: np.ndarray) -> bytes:
   from PIL import Image  # pylint: disable=g-import-not-at-top
   buffer = io.BytesIO()
-  if tile_grid.shape[-1] == 1:
-    levels = ((tile_grid[..., 0].astype(np.uint16) + 8) // 17).astype(
+  if tile_grid.shape[-1] == 1:  # Dark on light: level 15 is white.
+    levels = (15 - (tile_grid[..., 0].astype(np.uint16) + 8) // 17).astype(
         np.uint8)  # 16 grey levels, shown as 17 * level.
     Image.fromarray(levels, "L").save(buffer, "PNG", bits=4, optimize=False)
   else:

@@ -1,33 +1,30 @@
 """Where a report's inputs live in a collection, and reading them.
 
   <root>/<experiment>/<ratio>/config.json          the collection's settings
-  <root>/<experiment>/<ratio>/estimates.npz        mnist_example.train's
-                                                   estimates (with pairs)
-  <root>/<experiment>/<ratio>/quality/scores.npz   mnist_example.quality's
-  <root>/<experiment>/<ratio>/quality/detection.csv, removal.csv
+  <root>/<experiment>/<ratio>/estimates.npz        estimates (with pairs),
+                                                   e.g. mnist_example.train's
+  <root>/<experiment>/<ratio>/quality/scores.npz   `heldout quality`'s, with
+      detection.csv, removal.csv and manifest.json (written last)
 
-`result_paths` is the one place these names are spelled: repoint it when
-they move (e.g. into `heldout_tf.collection.layout`). Everything here reads files the
-user pointed at and treats them as untrusted (`np.load` never unpickles);
-a bad file is a `ReportInputError` naming it.
+The names are `heldout_tf.collection.layout`'s. Every file here is one the
+user pointed at, read as untrusted: only regular files are opened (a FIFO
+or a device is refused before it can block), and npz files only through
+the hardened reader `heldout_tf.core.npz` (no pickles, only the members
+asked for, each refused before reading when its header does not fit). A
+bad file is a `ReportInputError` naming it (and the key).
 """
 
 import csv
+import io
 import json
 import os
 from typing import Dict, List, Optional
-import zipfile
 
 import numpy as np
 
-from heldout_tf.core import errors
 from heldout_tf.collection import layout
-
-ESTIMATES_FILENAME = "estimates.npz"
-QUALITY_DIRNAME = "quality"
-SCORES_FILENAME = "scores.npz"
-DETECTION_FILENAME = "detection.csv"
-REMOVAL_FILENAME = "removal.csv"
+from heldout_tf.core import errors
+from heldout_tf.core import npz
 
 
 class ReportInputError(errors.HeldoutError, ValueError):
@@ -36,13 +33,34 @@ class ReportInputError(errors.HeldoutError, ValueError):
 
 def result_paths(ratio_dir: str) -> Dict[str, str]:
   """The result files the kit's pipelines write next to one ratio's runs:
-  keys 'config', 'estimates', 'scores', 'detection', 'removal'."""
-  quality = os.path.join(ratio_dir, QUALITY_DIRNAME)
+  keys 'config', 'estimates', 'scores', 'detection', 'removal',
+  'manifest' (the quality outputs' manifest)."""
+  quality = os.path.join(ratio_dir, layout.QUALITY_DIRNAME)
   return {"config": os.path.join(ratio_dir, layout.CONFIG_FILENAME),
-          "estimates": os.path.join(ratio_dir, ESTIMATES_FILENAME),
-          "scores": os.path.join(quality, SCORES_FILENAME),
-          "detection": os.path.join(quality, DETECTION_FILENAME),
-          "removal": os.path.join(quality, REMOVAL_FILENAME)}
+          "estimates": os.path.join(ratio_dir, layout.ESTIMATES_FILENAME),
+          "scores": os.path.join(quality, layout.SCORES_FILENAME),
+          "detection": os.path.join(quality, layout.DETECTION_FILENAME),
+          "removal": os.path.join(quality, layout.REMOVAL_FILENAME),
+          "manifest": os.path.join(quality, layout.MANIFEST_FILENAME)}
+
+
+def choose_experiment(root: str, experiment: str = "") -> str:
+  """`experiment`, or when empty the only experiment under `root`.
+
+  Raises:
+    ReportInputError: `root` holds none;
+    errors.UsageError: it holds several (naming them).
+  """
+  if experiment:
+    return experiment
+  found = layout.list_experiments(root)
+  if not found:
+    raise ReportInputError(f"--root {root}: no collection there (no "
+                           "<experiment>/<ratio>/<run>/ directories)")
+  if len(found) > 1:
+    raise errors.UsageError(f"--root {root} holds {len(found)} experiments "
+                            f"({', '.join(found)}): pass --experiment")
+  return found[0]
 
 
 def choose_ratio(root: str, experiment: str,
@@ -63,39 +81,41 @@ def choose_ratio(root: str, experiment: str,
 
 
 def read_bytes(path: str) -> bytes:
-  """The file's bytes; `errors.PathError` naming it if unreadable."""
-  with errors.user_path(path, "read"):
-    with open(path, "rb") as f:
+  """The bytes of the regular file `path`; `errors.PathError` naming it if
+  unreadable, ReportInputError if it is not a regular file."""
+  with npz.open_regular(path, ReportInputError, errors.PathError) as f:
+    with errors.user_path(path, "read"):
       return f.read()
 
 
-def read_npz(path: str) -> Dict[str, np.ndarray]:
-  """Every array of an npz file (never unpickled); ReportInputError if it
-  is not one."""
-  if not os.path.isfile(path):
-    raise ReportInputError(f"{path}: file not found")
-  unreadable = (ValueError, OSError, EOFError, zipfile.BadZipFile)
+def read_arrays(path: str, limits: Dict[str, dict]) -> Dict[str, np.ndarray]:
+  """The arrays of the npz file `path` named in `limits` that it holds.
+
+  Each is read by `heldout_tf.core.npz` under its limits (the keyword
+  arguments of `npz.Reader.read`, e.g. `{"kinds": "f", "shape": (n,)}`);
+  members not named are never read.
+  """
+  with npz.Reader(path, ReportInputError, os_error=errors.PathError,
+                  max_total_bytes="auto") as f:
+    return {key: f.read(key, **limits[key]) for key in limits if key in f}
+
+
+def _text(path: str) -> Optional[str]:
+  """The UTF-8 text of a regular file, None when absent."""
+  if not os.path.lexists(path):
+    return None
+  content = read_bytes(path)
   try:
-    npz = np.load(path, allow_pickle=False)
-  except unreadable as e:
-    raise ReportInputError(f"{path}: not a readable npz file ({e})") from None
-  if not isinstance(npz, np.lib.npyio.NpzFile):
-    raise ReportInputError(f"{path}: a single .npy array, not an npz file")
-  with npz:
-    try:
-      return {k: npz[k] for k in npz.files}
-    except unreadable as e:
-      raise ReportInputError(f"{path}: not a readable npz file "
-                             f"({e})") from None
+    return content.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise ReportInputError(f"{path}: not UTF-8 text ({e})") from None
 
 
 def read_json(path: str) -> Optional[dict]:
   """A JSON object file, or None when absent; ReportInputError if bad."""
-  if not os.path.isfile(path):
+  text = _text(path)
+  if text is None:
     return None
-  with errors.user_path(path, "read"):
-    with open(path) as f:
-      text = f.read()
   try:
     value = json.loads(text)
   except ValueError as e:
@@ -115,11 +135,28 @@ def _cell(text: str):
 def read_csv(path: str) -> Optional[List[dict]]:
   """Rows of a CSV table with a header (numbers as floats), None if
   absent."""
-  if not os.path.isfile(path):
+  text = _text(path)
+  if text is None:
     return None
-  with errors.user_path(path, "read"):
-    with open(path, newline="") as f:
-      rows = list(csv.DictReader(f))
+  rows = list(csv.DictReader(io.StringIO(text, newline="")))
   if rows and None in rows[0]:
     raise ReportInputError(f"{path}: a row has more cells than the header")
   return [{k: _cell(v or "") for k, v in row.items()} for row in rows]
+
+
+def incomplete_quality(paths: Dict[str, str]) -> Optional[str]:
+  """Why the quality outputs beside `paths['scores']` cannot be trusted
+  (`heldout quality` writes manifest.json last, naming the files that
+  belong together), or None when the manifest lists scores.npz."""
+  manifest = read_json(paths["manifest"])
+  scores = paths["scores"]
+  if manifest is None:
+    return (f"{scores} has no {layout.MANIFEST_FILENAME} beside it: the "
+            "quality run that wrote it did not finish, so its scores are "
+            "incomplete and not shown (re-run heldout quality)")
+  listed = manifest.get("files")
+  if not isinstance(listed, list) or layout.SCORES_FILENAME not in listed:
+    return (f"{paths['manifest']} does not list {layout.SCORES_FILENAME}: "
+            f"the scores beside it are incomplete and not shown (re-run "
+            "heldout quality)")
+  return None

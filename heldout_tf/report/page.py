@@ -1,8 +1,11 @@
 """The report page: one self-contained HTML file from a `ReportData`.
 
-Layout of the file (nothing is fetched; a Content-Security-Policy forbids
-every network request, so the page behaves the same offline):
+Layout of the file (nothing is fetched; the Content-Security-Policy forbids
+every network request, so the page behaves the same offline, and lets only
+the page's own script and style run, allowed by their sha256):
 
+  <style>  static/report.css
+  one <section> per entry of `SECTIONS` (heading, empty body)
   <script type="application/json" id="report-meta">   provenance, summary,
       column descriptions, thumbnail sheets (PNG data URIs), and where each
       array lies in the blob
@@ -12,15 +15,21 @@ every network request, so the page behaves the same offline):
       then the offered score file: an npz is stored as its bytes between
       the arrays the blob already holds (the page joins the pieces back;
       the sha256 shown is the file's), any other file whole
-  <style>, <script>: `style.STYLE`, `script.SCRIPT` (plain JavaScript,
-      no library), which inflates the blob with the browser's
-      DecompressionStream and draws everything.
+  <script>  static/report.js (plain JavaScript, no library), which inflates
+      the blob with the browser's DecompressionStream and draws each
+      section.
+
+`static/` is package data (setup.py); every text from the collection goes
+into the page as JSON (`<` escaped) and is drawn as text, never as HTML.
 """
 
 import base64
+import dataclasses
+import functools
 import gzip
 import hashlib
 import html
+import importlib.resources
 import io
 import json
 import math
@@ -32,8 +41,6 @@ import numpy as np
 
 from heldout_tf.report import gather
 from heldout_tf.report import images as images_lib
-from heldout_tf.report import script
-from heldout_tf.report import style
 
 _ALIGN = 8
 _DTYPES = {"f8": "<f8", "i4": "<i4", "u1": "|u1"}
@@ -204,13 +211,61 @@ def build(data: gather.ReportData,
   return meta, blob
 
 
-_TEMPLATE = """<!DOCTYPE html>
+# ----------------------------------------------------------------- the page --
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+  """One section of the page: `<section id=key>` with a heading, a link in
+  the navigation bar, and the script's `DRAW[key]` filling its body."""
+  key: str
+  title: str
+  nav: str  # The link's text.
+
+
+# In page order. A new section is one entry here and one drawing function
+# in static/report.js (`DRAW`), fed by what `build` puts into the metadata.
+SECTIONS = (
+    Section("provenance", "Provenance", "Provenance"),
+    Section("summary", "Summary", "Summary"),
+    Section("explore", "Examples", "Examples"),
+    Section("pairs", "High-influence pairs", "Pairs"),
+    Section("suspicious", "Suspicious candidates", "Suspicious"),
+    Section("downloads", "Downloads", "Downloads"),
+)
+
+
+@functools.lru_cache(maxsize=None)
+def static_text(name: str) -> str:
+  """The text of `static/<name>` (package data: `report.js`,
+  `report.css`)."""
+  return importlib.resources.files("heldout_tf.report").joinpath(
+      "static").joinpath(name).read_text(encoding="utf-8")
+
+
+def csp_hash(text: str) -> str:
+  """The Content-Security-Policy source allowing the inline element whose
+  content is exactly `text`: `'sha256-<base64>'`."""
+  digest = hashlib.sha256(text.encode("utf-8")).digest()
+  return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+
+
+def content_security_policy(script: str, style: str) -> str:
+  """The page's policy: nothing is fetched (`default-src 'none'`; images
+  only from data: and blob: URLs), and only the page's own script and
+  style, by hash, run: an injected inline script, `on...=` handler or
+  `javascript:` URL does not."""
+  return (f"default-src 'none'; img-src data: blob:; "
+          f"style-src {csp_hash(style)}; script-src {csp_hash(script)}; "
+          "base-uri 'none'; form-action 'none'")
+
+
+_HEAD = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; \
-img-src data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<meta http-equiv="Content-Security-Policy" content="{csp}">
 <title>{title}</title>
 <style>{style}</style>
 </head>
@@ -218,11 +273,7 @@ img-src data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <a class="skip" href="#explore">Skip to the examples</a>
 <header class="top">
   <h1>{title}</h1>
-  <nav aria-label="Sections">
-    <a href="#provenance">Provenance</a><a href="#summary">Summary</a>
-    <a href="#explore">Examples</a><a href="#pairs">Pairs</a>
-    <a href="#suspicious">Suspicious</a><a href="#downloads">Downloads</a>
-  </nav>
+  <nav aria-label="Sections">{nav}</nav>
   <form id="search" role="search" autocomplete="off">
     <label for="search-input" class="sr">Search</label>
     <input id="search-input" type="search"
@@ -234,19 +285,11 @@ img-src data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <main>
 <p id="status" role="status">Loading the report&hellip; (this page needs
 JavaScript and a browser from 2023 or later)</p>
-<section id="provenance" aria-labelledby="h-prov"><h2 id="h-prov">
-Provenance</h2><div class="body"></div></section>
-<section id="summary" aria-labelledby="h-sum"><h2 id="h-sum">Summary</h2>
-<div class="body"></div></section>
-<section id="explore" aria-labelledby="h-exp"><h2 id="h-exp">Examples</h2>
-<div class="body"></div></section>
-<section id="pairs" aria-labelledby="h-pairs"><h2 id="h-pairs">
-High-influence pairs</h2><div class="body"></div></section>
-<section id="suspicious" aria-labelledby="h-susp"><h2 id="h-susp">
-Suspicious candidates</h2><div class="body"></div></section>
-<section id="downloads" aria-labelledby="h-dl"><h2 id="h-dl">Downloads</h2>
-<div class="body"></div></section>
-</main>
+"""
+_SECTION = """<section id="{key}" aria-labelledby="h-{key}"><h2 id="h-{key}">\
+{title}</h2><div class="body"></div></section>
+"""
+_TAIL = """</main>
 <div id="card" class="overlay" hidden>
   <div class="card" role="dialog" aria-modal="true"
     aria-labelledby="card-title">
@@ -266,9 +309,16 @@ no server.</footer>
 
 def render(meta: dict, blob: _Blob) -> str:
   """The HTML text of the page."""
+  script, style = static_text("report.js"), static_text("report.css")
   provenance = meta["provenance"]
-  return _TEMPLATE.format(
-      title=html.escape(meta["title"]), style=style.STYLE,
-      version=html.escape(str(provenance["kit_version"])),
-      made=html.escape(provenance["made"]), meta=_json_for_script(meta),
-      blob=blob.encoded(), script=script.SCRIPT)
+  title = html.escape(meta["title"])
+  nav = "".join(f'<a href="#{s.key}">{html.escape(s.nav)}</a>'
+                for s in SECTIONS)
+  sections = "".join(_SECTION.format(key=s.key, title=html.escape(s.title))
+                     for s in SECTIONS)
+  return (_HEAD.format(csp=content_security_policy(script, style),
+                       title=title, style=style, nav=nav) + sections +
+          _TAIL.format(version=html.escape(str(provenance["kit_version"])),
+                       made=html.escape(provenance["made"]),
+                       meta=_json_for_script(meta), blob=blob.encoded(),
+                       script=script))

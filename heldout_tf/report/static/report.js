@@ -1,15 +1,13 @@
-"""The report page's JavaScript (plain ES2018, no library, no network).
-
-Reads `#report-meta` (JSON) and `#report-blob` (base64 gzip of the arrays,
-inflated with the browser's DecompressionStream) and draws: provenance,
-summary, linked histograms, the examples grid, high-influence pairs,
-suspicious candidates, downloads (with sha256) and the example card that
-`#train/<i>` / `#test/<j>` open. Sort order: value (descending or
-ascending), ties by index, undefined (NaN) last: numpy's
-`lexsort((index, -value))`.
-"""
-
-SCRIPT = r"""
+// The report page's script: plain JavaScript (ES2018), no library, no
+// network. heldout_tf.report.page inlines it into each page (its sha256 goes
+// into the page's Content-Security-Policy).
+//
+// Reads #report-meta (JSON) and #report-blob (base64 gzip of the arrays,
+// inflated with the browser's DecompressionStream) and draws: provenance,
+// summary, linked histograms, the examples grid, high-influence pairs,
+// suspicious candidates, downloads (with sha256) and the example card that
+// #train/<i> / #test/<j> open. Sort order: value (descending or ascending),
+// ties by index, undefined (NaN) last: numpy's lexsort((index, -value)).
 (function () {
 'use strict';
 const META = JSON.parse(document.getElementById('report-meta').textContent);
@@ -63,7 +61,6 @@ function cname(c) {
 }
 function label(i) { return A.labels ? A.labels[i] : -1; }
 function clear(e) { while (e.firstChild) e.removeChild(e.firstChild); }
-function body(id) { return document.querySelector('#' + id + ' .body'); }
 function table(head, rows, attrs) {
   return h('div', {class: 'scroll'}, h('table', attrs || {},
     h('thead', null, h('tr', null, head.map(c => h('th', {scope: 'col'}, c)))),
@@ -358,25 +355,19 @@ function dl(pairs) {
   return h('dl', {class: 'facts'}, pairs.filter(p => p).map(
     p => [h('dt', null, p[0]), h('dd', null, p[1])]));
 }
-function drawProvenance() {
-  const P = META.provenance, el = body('provenance');
+function drawProvenance(el) {
+  const P = META.provenance;
   const ratios = P.ratios.map((r, k) => r + ' (' + P.runs_per_ratio[k] +
     ' runs)').join(', ');
   const acc = P.accuracy.map(a => (P.accuracy.length > 1 ? 'ratio ' +
     a.ratio + ': ' : '') + pct(a.mean) + ' \u00b1 ' + pct(a.sd) +
     ' (sd over ' + a.runs + ' runs)').join('; ');
-  const se = P.standard_errors;
-  const seText = [defined(se.memorization_se) ? 'memorization ' +
-    fmt(se.memorization_se) : null, defined(se.worst_case_se) ?
-    'worst case 0.5\u221a(1/n_in + 1/n_out) ' + fmt(se.worst_case_se) +
-    ', which also bounds each influence estimate' : null]
-    .filter(x => x).join('; ');
   add(el, dl([
     ['experiment', P.experiment], ['dataset', P.dataset],
     ['model', P.model], ['ratios', ratios],
     ['examples', P.n_train + ' training, ' + P.n_test + ' test'],
     ['test accuracy', acc],
-    ['standard error (median)', seText || '\u2014'],
+    ['standard errors', P.standard_errors.text || '\u2014'],
     ['images', META.images ? META.images_description :
       (META.images_note || 'no images')],
     ['estimates', P.sources.estimates],
@@ -395,8 +386,8 @@ function drawProvenance() {
 function stat(value, text) {
   return h('div', {class: 'stat'}, h('b', null, value), h('span', null, text));
 }
-function drawSummary() {
-  const S = META.summary, T = META.thresholds, el = body('summary');
+function drawSummary(el) {
+  const S = META.summary, T = META.thresholds;
   add(el, h('div', {class: 'stats'},
     stat(S.num_runs, 'runs'),
     stat(S.n_train + ' / ' + S.n_test, 'training / test examples'),
@@ -434,8 +425,7 @@ function drawSummary() {
   }
 }
 
-function drawExploreFrame() {
-  const el = body('explore');
+function drawExploreFrame(el) {
   const sortSel = h('select', {id: 'sort', onchange: ev => {
     st.sort = ev.target.value; st.shown = PAGE; syncRangeInputs(); update();
   }}, COLS.map(c => option(c.key, c.label, c.key === st.sort)));
@@ -528,8 +518,7 @@ function update() {
 }
 
 // ----------------------------------------------------------------- pairs --
-function drawPairsFrame() {
-  const el = body('pairs');
+function drawPairsFrame(el) {
   const n = A.pair_tr.length;
   if (!n) {
     add(el, h('p', {class: 'note'}, defined(META.thresholds.infl) ?
@@ -598,8 +587,7 @@ function drawPairs() {
 }
 
 // ------------------------------------------------------------ suspicious --
-function drawSuspiciousFrame() {
-  const el = body('suspicious');
+function drawSuspiciousFrame(el) {
   add(el, h('div', {class: 'controls'},
     h('label', null, 'Rank by ', h('select', {id: 'rank-by', onchange: ev => {
       st.rankBy = ev.target.value; st.candShown = CAND_PAGE;
@@ -629,7 +617,7 @@ function drawSuspicious() {
   if (A.clean_labels && A.noisy) head.push('clean label');
   COLS.forEach(c => head.push(c.label));
   head.push('mean rank');
-  const body_ = Array.from(rows).map((i, r) => {
+  const lines = Array.from(rows).map((i, r) => {
     const cells = [String(r + 1), thumb('train', i),
       h('a', {href: '#train/' + i}, '#' + i), cname(label(i))];
     if (A.prediction) cells.push(A.prediction[i] >= 0 ?
@@ -643,7 +631,7 @@ function drawSuspicious() {
   });
   const el = document.getElementById('cand-table');
   clear(el);
-  el.append(table(head, body_, {id: 'candidates'}));
+  el.append(table(head, lines, {id: 'candidates'}));
   document.getElementById('cand-more').hidden = st.candShown >= N;
 }
 function drawAgreement() {
@@ -677,6 +665,15 @@ function save(blob, name) {
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 60000);
 }
+// A CSV cell of text (a class name, a column name): one a spreadsheet shows
+// as text. Text beginning with = + - @, a tab or a carriage return would be
+// read as a formula, so it gets a leading ' (numbers the page writes are
+// left as they are); commas, quotes and line breaks are quoted.
+function textCell(text) {
+  let s = String(text);
+  if (/^[=+\-@\t\r]/.test(s)) s = "'" + s;
+  return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+}
 function csvText() {
   const head = ['index', 'label', 'class_name'];
   if (A.clean_labels) head.push('clean_label');
@@ -684,10 +681,9 @@ function csvText() {
   if (A.prediction) head.push('heldout_prediction');
   COLS.forEach(c => head.push(c.key));
   head.push('mean_rank', 'n_in', 'n_out');
-  const quote = s => /[",\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
-  const lines = [head.join(',')];
+  const lines = [head.map(textCell).join(',')];
   current.forEach(i => {
-    const row = [i, label(i), quote(cname(label(i)))];
+    const row = [i, label(i), textCell(cname(label(i)))];
     if (A.clean_labels) row.push(A.clean_labels[i]);
     if (A.noisy) row.push(A.noisy[i]);
     if (A.prediction) row.push(A.prediction[i]);
@@ -710,8 +706,7 @@ async function downloadCSV() {
   save(new Blob([bytes], {type: 'text/csv'}),
        META.provenance.experiment + '-examples.csv');
 }
-function drawDownloads() {
-  const el = body('downloads');
+function drawDownloads(el) {
   add(el, h('p', {class: 'csv'}, h('button', {type: 'button',
     onclick: downloadCSV}, 'Download the examples grid\u2019s rows as CSV'),
     ' (every example passing the current filters, in the grid\u2019s ' +
@@ -872,6 +867,16 @@ function search(ev) {
 }
 
 // ------------------------------------------------------------------ main --
+// Each <section id=KEY> of the page (heldout_tf.report.page.SECTIONS) is
+// drawn by DRAW[KEY](its body element), in page order.
+const DRAW = {
+  provenance: drawProvenance,
+  summary: drawSummary,
+  explore: el => { drawExploreFrame(el); update(); },
+  pairs: drawPairsFrame,
+  suspicious: drawSuspiciousFrame,
+  downloads: drawDownloads,
+};
 async function main() {
   const status = document.getElementById('status');
   if (typeof DecompressionStream === 'undefined') {
@@ -881,13 +886,11 @@ async function main() {
   }
   await loadArrays();
   setupHistograms();
-  drawProvenance();
-  drawSummary();
-  drawExploreFrame();
-  update();
-  drawPairsFrame();
-  drawSuspiciousFrame();
-  drawDownloads();
+  document.querySelectorAll('main > section').forEach(section => {
+    const draw = DRAW[section.id];
+    if (!draw) throw new Error('no drawing for section ' + section.id);
+    draw(section.querySelector('.body'));
+  });
   document.getElementById('search').addEventListener('submit', search);
   const overlay = document.getElementById('card');
   overlay.querySelector('.close').addEventListener('click', closeCard);
@@ -912,4 +915,3 @@ main().catch(e => {
   throw e;
 });
 })();
-"""
