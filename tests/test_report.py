@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import PIL.Image
@@ -32,6 +33,9 @@ from heldout_tf.core import errors
 from heldout_tf import estimates
 from heldout_tf.core import files
 from heldout_tf.collection import layout
+from heldout_tf.collection import provenance
+from heldout_tf.data import image_data
+from heldout_tf.training import recipes
 from heldout_tf import report
 from heldout_tf.collection import runs as runs_lib
 from heldout_tf import collection
@@ -44,7 +48,6 @@ from heldout_tf.report import gather
 from heldout_tf.report import images as images_lib
 from heldout_tf.report import inputs
 from heldout_tf.report import page as page_lib
-from mnist_example import data as data_lib
 
 try:
   from playwright.sync_api import sync_playwright  # pylint: disable=g-import-not-at-top
@@ -85,14 +88,22 @@ RATIO = 0.5
 NUM_RUNS = 24
 N_TRAIN = 240
 N_TEST = 60
-LABEL_NOISE = 0.1
+NUM_CLASSES = 10
+# The collection's data as the training workflow records it: the first
+# N_TRAIN / N_TEST digits, then 10 % label noise seeded by 0.
+SOURCE = provenance.DataSource("digits", noise="label:0.1", seed=0,
+                               train_size=N_TRAIN, test_size=N_TEST)
 
 
 def load_digits():
-  """The collection's data: digits with 10 % label noise, cut."""
-  return data_lib.first_examples(
-      data_lib.load("digits", label_noise=LABEL_NOISE, seed=0), N_TRAIN,
-      N_TEST)
+  """The collection's data (`SOURCE`), images as float32 in [0, 1]."""
+  data, noisy = SOURCE.load_noisy()
+  return types.SimpleNamespace(
+      image_data=data, train_images=image_data.as_float(data.train_images),
+      train_labels=data.train_labels,
+      test_images=image_data.as_float(data.test_images),
+      test_labels=data.test_labels, noisy_idx=noisy.noisy_idx,
+      clean_train_labels=noisy.clean_labels, description=data.description)
 
 
 def make_collection(root: str, with_scores: bool = True) -> dict:
@@ -109,30 +120,26 @@ def make_collection(root: str, with_scores: bool = True) -> dict:
   n, m = N_TRAIN, N_TEST
   typical = rng.uniform(0.0, 1.0, n)
   typical[data.noisy_idx] = 0.05  # Flipped labels: right only if trained.
-  votes = np.zeros((n, data_lib.NUM_CLASSES), np.int64)
+  votes = np.zeros((n, NUM_CLASSES), np.int64)
   for run in synthetic.simulated_runs(root, EXPERIMENT, RATIO, typical,
                                       n_test=m, num_runs=NUM_RUNS, rng=rng,
                                       subset_size=n // 2):
     subset, removed, correct = run.subset, run.removed, run.correct
     wrong = (data.train_labels[removed] + rng.integers(
-        1, data_lib.NUM_CLASSES, len(removed))) % data_lib.NUM_CLASSES
+        1, NUM_CLASSES, len(removed))) % NUM_CLASSES
     predicted = np.where(correct[removed], data.train_labels[removed], wrong)
     votes[removed, predicted] += 1
-    probs = np.eye(data_lib.NUM_CLASSES, dtype=np.float32)[predicted]
+    probs = np.eye(NUM_CLASSES, dtype=np.float32)[predicted]
     signals_lib.RunSignals(
-        n_train=n, num_classes=data_lib.NUM_CLASSES, epochs=1,
+        n_train=n, num_classes=NUM_CLASSES, epochs=1,
         learning_rate=0.1, subset=subset, margin_sum=np.zeros(len(subset)),
         correct_epochs=np.zeros(len(subset), np.int32),
         tracin_sum=np.zeros(len(subset)), heldout=removed,
         heldout_probs=probs).save(signals_lib.signals_path(
             layout.run_dir(root, EXPERIMENT, RATIO, run.run)))
-  fingerprint = collection.fingerprint(data.train_labels, data.test_labels,
-                                     data.train_images[:64])
-  config = {"dataset": "digits", "label_noise": LABEL_NOISE, "seed": 0,
-            "train_size": n, "test_size": m, "data_fingerprint": fingerprint,
-            "hidden": [512, 256], "num_classes": 10, "ratio": RATIO,
-            "epochs": 10, "batch_size": 128, "learning_rate": 0.1,
-            "group_size": 8, "precision": "float32"}
+  config = dict(SOURCE.recorded(data.image_data), seed=0, model="mlp",
+                recipe=recipes.get("mnist-mlp").config(), ratio=RATIO,
+                group_size=8, precision="float32")
   store = collection.Store(root, EXPERIMENT, RATIO)
   store.record_config(config)
   runs = estimates.load_runs(root, EXPERIMENT, progress=False)
@@ -206,7 +213,7 @@ def test_gather_reads_estimates_scores_and_config(made):
   assert row["mean"] == pytest.approx(acc.mean())
   assert row["sd"] == pytest.approx(acc.std(ddof=1))
   assert data.provenance["dataset"] == "digits"
-  assert data.provenance["settings"]["label_noise"] == "0.1"
+  assert data.provenance["settings"]["noise"] == "label:0.1"
   # 24 runs put the default thresholds within 2 standard errors of zero.
   assert any("infl_threshold" in w for w in data.warnings)
   assert len(data.detection) == 4  # Noise known: one row per score.
@@ -248,42 +255,32 @@ def test_thumbnails_are_the_runs_images(made):
   assert meta["class_names"] == [str(c) for c in range(10)]
 
 
-def test_mnist_quality_images_are_rebuilt_with_their_input_noise():
-  # Collections of the MNIST quality pipeline made before it became a
-  # preset of heldout quality: the digits cut, then noise added to the
-  # float32 images trained on; the report rebuilds that (heldout_tf.data.mnist)
-  # and checks the recorded fingerprint, noisy images included.
-  # pylint: disable=g-import-not-at-top
-  from heldout_tf import collection
-  from heldout_tf.data import noise
-  from mnist_example import data as data_lib
-  # pylint: enable=g-import-not-at-top
+def test_images_are_rebuilt_with_their_recorded_input_noise():
+  # The training workflow records the source, cut, noise and fingerprint;
+  # the report rebuilds the images the runs saw (noisy ones included) and
+  # refuses data whose fingerprint differs.
   spec = "label:0.05,input_gaussian:0.1@0.5"
-  # What that pipeline trained on: the cut float32 digits, then the noise.
-  data = data_lib.first_examples(data_lib.load("digits"), N_TRAIN, N_TEST)
-  noisy = noise.apply(data.train_images, data.clean_train_labels,
-                      noise.parse(spec), 3)
-  data = dataclasses.replace(
-      data, train_images=noisy.images, train_labels=noisy.labels,
-      noisy_idx=noisy.noisy_idx,
-      description=f"{data.description}, noise {spec}")
-  fingerprint = collection.fingerprint(  # As that pipeline recorded it.
-      data.train_labels, data.test_labels, data.train_images[:64],
-      data.train_images[data.noisy_idx[:64]])
-  config = {"dataset": "digits", "seed": 3, "train_size": N_TRAIN,
-            "test_size": N_TEST, "noise": spec,
-            "data_fingerprint": fingerprint}
+  source = provenance.DataSource("digits", noise=spec, seed=3,
+                                 train_size=N_TRAIN, test_size=N_TEST)
+  data, noisy = source.load_noisy()
+  assert len(noisy.by_kind["input_gaussian"]) > 0
+  config = dict(source.recorded(data), seed=3)
   images, note = images_lib.load(EXPERIMENT, config, n_train=N_TRAIN,
                                  n_test=N_TEST)
   assert images is not None, note
-  np.testing.assert_array_equal(
-      images.train, np.round(data.train_images * 255.0).astype(np.uint8))
-  np.testing.assert_array_equal(
-      images.test, np.round(data.test_images * 255.0).astype(np.uint8))
+  np.testing.assert_array_equal(images.train, data.train_images)
+  np.testing.assert_array_equal(images.test, data.test_images)
   np.testing.assert_array_equal(images.train_labels, data.train_labels)
   assert images.description == data.description
   other, note = images_lib.load(EXPERIMENT, dict(config, seed=4))
-  assert other is None and "data fingerprint" in note
+  assert other is None and "fingerprint" in note
+
+
+def test_a_collection_of_the_earlier_mnist_pipeline_gets_no_images():
+  config = {"dataset": "digits", "label_noise": 0.1, "seed": 0,
+            "hidden": [512, 256]}  # It recorded no source.
+  images, note = images_lib.load(EXPERIMENT, config)
+  assert images is None and "no offline source" in note
 
 
 def test_cifar_images_and_class_names_come_from_tfds(release_root, cifar10,
@@ -759,7 +756,7 @@ def test_page_is_offline_complete_and_clean(page, made, tmp_path):
   # The recorded model, and memorization's standard error exactly as
   # `heldout estimate` prints it for the same runs.
   provenance = page.page.inner_text("#provenance")
-  assert "MLP, hidden layers 512-256" in provenance
+  assert "model\nmlp\n" in provenance  # The recorded model.
   typical = estimates.memorization_se(made["result"])
   assert typical.describe() in estimates.summary(made["result"])
   assert typical.describe() in provenance

@@ -2,23 +2,17 @@
 
 Images come from the dataset the runs were trained on, never downloaded:
 
-- collections made by `heldout train` or `heldout quality` (its MNIST
-  preset `mnist_example.quality` included): config.json records the data
-  source; `heldout_tf.collection.provenance.load_recorded` loads it again
-  with its recorded cut and noise and checks the recorded fingerprint;
-- collections made by `mnist_example.train` (config.json names `dataset`
-  'mnist' or 'digits', and no source), and MNIST quality collections made
-  before that pipeline became a preset of `heldout quality` (they also
-  record `noise`): the dataset loaded by `heldout_tf.data.mnist` ('mnist'
-  from tfds in `data_dir`, or the embedded offline 'digits'), cut and
-  noised exactly as that pipeline did, and checked against the recorded
-  data fingerprint;
+- collections the kit made (`heldout train`, `heldout quality`, the MNIST
+  presets): config.json records the data source;
+  `heldout_tf.collection.provenance.load_recorded` loads it again with its
+  recorded cut and noise and checks the recorded fingerprint;
 - the released CIFAR collections: tfds in `data_dir` (download=False);
-- anything else: no images (the page says why).
+- anything else (e.g. a collection of an earlier version of the MNIST
+  reproduction, which recorded no source): no images (the page says why).
 
 Thumbnails are PNG sprite sheets (`SHEET_COLUMNS` x `SHEET_ROWS` tiles per
 sheet). Grayscale images are drawn dark on light, as the kit's PNG figures
-draw them (`heldout_tf.quality.figures`: value 1 black, 0 white), with 16
+draw them (`heldout_tf.estimates.figures`: value 1 black, 0 white), with 16
 grey levels (4-bit PNG), about 95 bytes per MNIST digit; colour images are
 stored as they are. When all of a split's images would exceed
 `budget_bytes`, only the first `priority` examples that fit get one.
@@ -32,7 +26,6 @@ import numpy as np
 
 from heldout_tf.core import errors
 from heldout_tf.collection import released
-from heldout_tf import collection
 
 SHEET_COLUMNS = 64
 SHEET_ROWS = 64
@@ -73,85 +66,6 @@ def _uint8(images) -> np.ndarray:
   return images
 
 
-def _mnist_fingerprint(train_float, data, noisy_idx, config) -> str:
-  """The data fingerprint `mnist_example.train` records, and the MNIST
-  quality pipeline recorded before it became a preset of `heldout quality`:
-  of the training labels (as trained: noisy), the test labels, the first
-  64 training images as the runs saw them (`train_float`: float32 `uint8 /
-  255`, input noise applied) and, when config.json records `noise` (the
-  quality pipeline), the first 64 noisy examples' images too."""
-  arrays = [data.train_labels, data.test_labels, train_float[:64]]
-  if "noise" in config:
-    arrays.append(train_float[noisy_idx[:64]])
-  return collection.fingerprint(*arrays)
-
-
-def _mnist_data(config: dict, data_dir):
-  """`(data, train_float, noisy_idx)`: the data of an MNIST collection
-  without a recorded source rebuilt from its config.json as its pipeline
-  made it (uint8 `ImageData`), its training images as the runs saw them
-  (float32 `[n, 28, 28, 1]`) and the indices of its noisy training
-  examples.
-
-  The earlier MNIST quality pipeline (config has `noise`): the first
-  `train_size` / `test_size` examples, then the noise (`heldout_tf.data.
-  noise.apply_to_images`, on the float32 images as trained);
-  `mnist_example.train`: `label_noise` (`noise.flip_labels`) on the whole
-  training set, then the cut.
-  """
-  # pylint: disable=g-import-not-at-top
-  from heldout_tf.data import image_data
-  from heldout_tf.data import mnist
-  from heldout_tf.data import noise as noise_lib
-  # pylint: enable=g-import-not-at-top
-  seed = int(config.get("seed", 0))
-  sizes = int(config.get("train_size", 0)), int(config.get("test_size", 0))
-  data = mnist.load(config["dataset"], data_dir)
-  if "noise" in config:
-    data = image_data.first_examples(data, *sizes)
-    as_trained, noisy = noise_lib.apply_to_images(
-        dataclasses.replace(
-            data, train_images=image_data.as_float(data.train_images)),
-        noise_lib.parse(config["noise"]), seed)
-    data = dataclasses.replace(as_trained,
-                               train_images=_uint8(as_trained.train_images))
-    return data, as_trained.train_images, noisy.noisy_idx
-  fraction = float(config.get("label_noise", 0.0))
-  if not 0.0 <= fraction < 1.0:  # Also refuses nan.
-    raise errors.ConfigError(
-        f"config.json: label_noise must be in [0, 1), got {fraction}")
-  labels, noisy_idx = noise_lib.flip_labels(data.train_labels, fraction,
-                                            seed, mnist.NUM_CLASSES)
-  data = image_data.first_examples(
-      dataclasses.replace(data, train_labels=labels), *sizes)
-  noisy_idx = noisy_idx[noisy_idx < len(data.train_labels)]
-  return data, image_data.as_float(data.train_images), noisy_idx
-
-
-def _mnist(config: dict, data_dir) -> Tuple[Optional[Images], str]:
-  # pylint: disable=g-import-not-at-top
-  from heldout_tf.data import image_data
-  from heldout_tf.data import mnist
-  # pylint: enable=g-import-not-at-top
-  dataset = config["dataset"]
-  try:
-    data, train_float, noisy_idx = _mnist_data(config, data_dir)
-  except image_data.DatasetNotFoundError:
-    return None, (f"no images: tfds MNIST is not prepared in "
-                  f"{data_dir or 'the default tfds data_dir'} (pass "
-                  "--data_dir)")
-  except errors.HeldoutError as e:  # E.g. a data_dir that is a file.
-    return None, f"no images: loading {dataset} failed ({e})"
-  recorded = config.get("data_fingerprint")
-  if recorded and _mnist_fingerprint(train_float, data, noisy_idx,
-                                     config) != recorded:
-    return None, (f"no images: the {dataset} data loaded now differs from "
-                  "the data the runs were trained on (data fingerprint)")
-  return Images(data.train_images, data.test_images, data.description,
-                [str(c) for c in range(mnist.NUM_CLASSES)],
-                data.train_labels, data.test_labels), ""
-
-
 def _tfds(dataset: str, data_dir) -> Tuple[Optional[Images], str]:
   from heldout_tf.data import tfds as tfds_lib  # pylint: disable=g-import-not-at-top
   try:
@@ -183,10 +97,8 @@ def load(experiment: str, config: Optional[dict], data_dir=None,
   Never downloads; imports TensorFlow (tfds). `n_train` / `n_test`: the
   runs' sizes, which the images must match.
   """
-  if config and config.get("source"):  # Made by `heldout train`.
+  if config and config.get("source"):  # Made by the training workflow.
     images, note = _image_data(config, data_dir)
-  elif config and config.get("dataset") in ("mnist", "digits"):
-    images, note = _mnist(config, data_dir)
   elif (experiment in released.EXPERIMENTS and
         released.EXPERIMENTS[experiment].dataset != "imagenet"):
     images, note = _tfds(released.EXPERIMENTS[experiment].dataset, data_dir)
