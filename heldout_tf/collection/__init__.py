@@ -51,8 +51,8 @@ picklable top-level callable returning a block trainer: an object with
 The factory is called once per process (the local engine's, or each Ray
 worker's) and its result reused for every block; build heavy state (data,
 compiled steps) lazily on the first `train_block`, so the driver's planning
-copy stays light. The MLP ensemble (`heldout_tf.training.ensemble.EnsembleBlocks`)
-is one implementation; nothing here assumes a model.
+copy stays light. `heldout_tf.training.model_blocks.ModelBlocks` is one
+implementation; nothing here assumes a model.
 """
 
 from heldout_tf.collection.blocks import block_of

@@ -9,9 +9,10 @@
 Each ratio is one collection (`heldout_tf.collection`) under
 `<root>/<experiment>/<ratio>/`, with its own run count, recorded config and
 canonical blocks; `ModelBlocks` is their block trainer (the collection
-seam's protocol): a block of G runs trains side by side (`model_training.
-GroupTrainer`, G = 1: one model at a time), each unfinished run resumes
-from its partial checkpoint and is written in the released layout.
+seam's protocol): a block of G runs trains together by the settings'
+engine (`training.engines`), each unfinished run resumes from its partial
+checkpoint where the engine keeps one, and is written in the released
+layout.
 Every setting a run's bits depend on is recorded in config.json (the
 recipe, model, ratio, seed, precision, group size, the data's fingerprint,
 and the `noise` spec applied to the training set, if any, which the seed
@@ -29,15 +30,14 @@ from heldout_tf.collection import provenance
 from heldout_tf.core import errors
 from heldout_tf.data import noise as noise_lib
 from heldout_tf.collection import blocks
-
-PRECISIONS = ("float32", "bfloat16", "float16")
+from heldout_tf.core import hardware
 
 
 class ModelBlocks:
   """Block trainer of one collection (see `heldout_tf.collection`).
 
   Args:
-    settings: a `model_training.TrainSettings` (resolved precision).
+    settings: a `settings.TrainSettings` (resolved precision and engine).
     source: the data's `provenance.DataSource`.
     group_size: G, runs trained side by side in one compiled step.
     fingerprint: the data's recorded fingerprint: data loaded by a worker
@@ -69,11 +69,11 @@ class ModelBlocks:
 
   @property
   def trainer(self):
-    """A `model_training.GroupTrainer` of G (built on first use)."""
+    """The settings' engine of G (`engines.make`, built on first use)."""
     if self._trainer is None:
-      from heldout_tf.training import model_training  # pylint: disable=g-import-not-at-top
-      self._trainer = model_training.GroupTrainer(
-          self.settings, self.data, self.group_size, self._jit)
+      from heldout_tf.training import engines  # pylint: disable=g-import-not-at-top
+      self._trainer = engines.make(self.settings.engine, self.settings,
+                                   self.data, self.group_size, self._jit)
     return self._trainer
 
   def is_done(self, store, run: int) -> bool:
@@ -88,22 +88,22 @@ class ModelBlocks:
   def train_block(self, store, runs) -> List[int]:
     """Trains the canonical block holding `runs` (whole: its runs train
     side by side) and writes its unfinished ones of `runs`."""
-    from heldout_tf.training import model_training  # pylint: disable=g-import-not-at-top
+    from heldout_tf.training import records  # pylint: disable=g-import-not-at-top
     members = blocks.block_of(runs, self.group_size)
     todo = [r for r in sorted(set(int(r) for r in runs))
             if not self.is_done(store, r)]
     if not todo:
       return []
-    partials = [model_training.partial_dir(store, r) if r in todo else None
+    partials = [records.partial_dir(store, r) if r in todo else None
                 for r in members]
-    trajectories = [model_training.trajectory_dir(self.settings, store, r)
+    trajectories = [records.trajectory_dir(self.settings, store, r)
                     if r in todo else None for r in members]
     trainer = self.trainer
     results = trainer.train(members, partials,
                             trajectory_dirs=trajectories)
-    for member, result, partial in zip(trainer.members, results, partials):
+    for result, partial in zip(results, partials):
       if result.run in todo:
-        member.write(store, result, partial)
+        trainer.write(store, result, partial)
     return todo
 
 
@@ -161,10 +161,9 @@ class Options:
     if not self.learning_rate >= 0:
       raise errors.UsageError(
           f"--learning_rate must be >= 0, got {self.learning_rate}")
-    if self.precision not in PRECISIONS + ("auto",):
+    if self.precision not in hardware.CHOICES:
       raise errors.UsageError(f"--precision must be one of "
-                              f"{PRECISIONS + ('auto',)}, got "
-                              f"{self.precision!r}")
+                              f"{hardware.CHOICES}, got {self.precision!r}")
     if self.ray_address is not None and self.engine != "ray":
       raise errors.UsageError("--ray_address needs --engine ray")
     if self.train_size == 1:
@@ -182,14 +181,6 @@ class Options:
 
   def runs_of(self, i: int) -> int:
     return self.num_runs[0 if len(self.num_runs) == 1 else i]
-
-
-def resolve_precision(flag: str, recorded: Optional[dict]):
-  """--precision against the recorded one: the `collection` rule, with
-  float16 among the choices (`model_training.resolve_precision`)."""
-  from heldout_tf.training import model_training  # pylint: disable=g-import-not-at-top
-  return collection.resolve_precision(flag, recorded,
-                                      model_training.resolve_precision)
 
 
 def _recipe(options: Options):
@@ -238,7 +229,7 @@ def make(options: Options, say=print,
   training (raises to refuse it)."""
   # pylint: disable=g-import-not-at-top
   from heldout_tf.data import image_data
-  from heldout_tf.training import model_training
+  from heldout_tf.training import settings as settings_lib
   # pylint: enable=g-import-not-at-top
   options.check()
   noise_spec = noise_lib.describe(noise_lib.parse(options.noise))
@@ -261,13 +252,13 @@ def make(options: Options, say=print,
   for i, ratio in enumerate(options.ratios):
     store = collection.Store(options.root, experiment, ratio)
     recorded = store.recorded_config()
-    precision = resolve_precision(options.precision, recorded)
+    precision = collection.resolve_precision(options.precision, recorded)
     group_size, why = collection.resolve_group_size(
         options.group_size, recorded, num_runs=options.runs_of(i),
         shard=options.shard, choose=lambda: 1)
     if why.startswith("chosen"):
       why = "default: one model at a time"
-    settings = model_training.TrainSettings(
+    settings = settings_lib.TrainSettings(
         recipe, model, ratio, seed=options.seed, precision=precision.name,
         model_options=options.model_options,
         checkpoint_every=options.checkpoint_every, signals=options.signals,
