@@ -271,7 +271,7 @@ def test_options_flags_round_trip():
 
 class FakeBlocks:
   """A block trainer with no model at all: a run's arrays are a function of
-  its block (as an ensemble's are), so canonical blocks matter."""
+  its block (as the stacked engine's are), so canonical blocks matter."""
 
   made = []
 

@@ -6,16 +6,11 @@ by a recipe; resumable.
   trainer.train_and_write(store, run)   # or .train(run) for the model
 
 A run is a pure function of (settings, data, run id), its randomness drawn
-from the seed's streams (`heldout_tf.core.seeds`):
-- its subset is `seeds.subset_indices` (the rule every kit collection
-  uses) and its per-epoch order `seeds.epoch_order`;
-- its initial weights come from building the model under
-  `tf.random.set_seed(seeds.init_seed(seed, run))` (`fresh_model`);
-- its augmentation at step s of epoch e uses stateless random ops seeded by
-  `seeds.augment_seed(seed, run, e, s)`;
-- everything else (momentum, batch-norm statistics, the float16 loss scale)
-  is state saved with the model.
-The step itself (loss, SGD rule, augmentation) is `training.steps`.
+from the seed's streams (`heldout_tf.core.seeds`): its subset and
+per-epoch orders; its initial weights, the model built under a seed of the
+run (`fresh_model`); its augmentation, stateless ops seeded per step.
+Everything else (momentum, batch-norm statistics, the float16 loss scale)
+is state saved with the model. The step itself is `training.steps`.
 
 Preemption: every `checkpoint_every` epochs the model, the optimizer state,
 the loss scale and the epoch are saved into the run's partial area
@@ -25,14 +20,10 @@ the resumed run ends with the same bits as an uninterrupted one (tested).
 Precision: 'float32'; 'bfloat16' or 'float16' mixed precision (the kit's
 models run convolutions and matmuls in that dtype, see `models.
 precision_scope`; float32 master weights, optimizer, batch norm and loss),
-float16 with dynamic loss scaling (`heldout_tf.core.hardware` resolves
-'auto'). The recorded correctness is always what the float32 checkpoint
-predicts (`records.Recorder`).
-
-Signals (`settings.signals`): after every epoch each training example's
-margin, correctness and last-layer TracIn term are summed
-(`records.SignalSums`); with `settings.ssft_epochs` a second phase on the
-held-out complement records second-split forgetting (`second_split`).
+float16 with dynamic loss scaling. The recorded correctness is what the
+float32 checkpoint predicts (`records.Recorder`). With `settings.signals`
+each epoch's per-example signals are summed (`records.SignalSums`), and
+`settings.ssft_epochs` adds second-split forgetting (`second_split`).
 """
 
 import glob
