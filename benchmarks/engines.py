@@ -141,7 +141,8 @@ def main(argv=None):
       print(row_text(precision, size, train_hours, evaluation / 3600),
             flush=True)
       del made
-  print(f"\nevaluation: {evaluation:.2f} s per model (both engines)")
+  print(f"\nevaluation: {evaluation:.2f} s per model on {n_train + n_test} "
+        "images (both engines)")
   print(f"load average at end: {os.getloadavg()}")
   return rows
 

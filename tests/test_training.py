@@ -261,3 +261,11 @@ def test_default_group_size_asks_sizes_for_the_memory(digits, monkeypatch):
 def test_the_engine_is_recorded_only_when_not_group():
   assert "engine" not in _settings(engine="group").config()
   assert _settings().config()["engine"] == "stacked"
+
+
+def test_choosing_an_engine_needs_no_tensorflow(imports_tensorflow):
+  assert not imports_tensorflow(
+      "from heldout_tf.training import engines, recipes, settings\n"
+      "s = settings.TrainSettings(recipes.get('mnist-mlp'), 'mlp', 0.7)\n"
+      "assert engines.choose(s)[0] == 'stacked'\n"
+      "assert engines.ENGINES == ('group', 'stacked')")

@@ -23,15 +23,19 @@ An engine has `size` (G, the most runs one `train` takes), `train(runs,
 partial_dirs=None, on_step=None, subsets=None, trajectory_dirs=None) ->
 [records.RunResult]`, `write(store, result, partial_dir)` and
 `correctness(result, split) -> bool [n]`. A run's bits depend on its
-engine (and, for both, on G and its slot: collections train in canonical
-blocks), so the engine is part of `TrainSettings` and of what a
-collection records.
+engine (and, in the stacked engine, on G and its slot: collections train
+in canonical blocks), so the engine is part of `TrainSettings` and of what
+a collection records.
 
-`choose` picks "stacked" wherever it can train the settings, else "group":
-`benchmarks/engines.py` measures the stacked engine faster on the MNIST
-MLP in float32 and bfloat16 (`benchmarks/RESULTS-engines.md`).
+`choose` picks "stacked" wherever it can train the settings (an MLP
+without augmentation, float16, signals or trajectories), else "group": on
+MLPs stacked weights are the faster way to train G models at once (the
+MLP ensemble the stacked engine replaces measured 1.4-1.9x over one model
+at a time); `benchmarks/engines.py` measures the two engines side by side
+on the MNIST MLP, G in {1, 8, 16, 32}, float32 and bfloat16.
 
-Nothing here imports TensorFlow until an engine is made.
+`ENGINES`, `unsupported` and `choose` import no TensorFlow (flags can
+name engines before TensorFlow loads); `make` and `default_group_size` do.
 """
 
 from typing import Optional, Tuple
