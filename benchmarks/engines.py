@@ -151,8 +151,9 @@ def row_text(precision, size, train_hours, eval_hours) -> str:
   group, stacked = train_hours["group"], train_hours["stacked"]
   with_eval = {n: 1 / (h + eval_hours) for n, h in train_hours.items()}
   return (f"{precision:9s} G={size:<3d} models/h training: group "
-          f"{1 / group:7.1f}, stacked {1 / stacked:7.1f} (x{group / stacked:.2f})"
-          f"; with evaluation: group {with_eval['group']:6.1f}, stacked "
+          f"{1 / group:7.1f}, stacked {1 / stacked:7.1f} "
+          f"(x{group / stacked:.2f}); with evaluation: group "
+          f"{with_eval['group']:6.1f}, stacked "
           f"{with_eval['stacked']:6.1f} "
           f"(x{with_eval['stacked'] / with_eval['group']:.2f})")
 
