@@ -40,8 +40,12 @@ import numpy as np
 import tensorflow as tf
 
 from heldout_tf.data import sources
-from heldout_tf.training import model_training
+from heldout_tf.core import hardware
+from heldout_tf.data import image_data
+from heldout_tf.training import group as group_lib
 from heldout_tf.training import recipes
+from heldout_tf.training import settings as settings_lib
+from heldout_tf.training import trainer as trainer_lib
 # pylint: enable=g-import-not-at-top,g-bad-import-order
 
 
@@ -57,7 +61,7 @@ def parse_args(argv=None):
   parser.add_argument("--batch_size", type=int, default=None)
   parser.add_argument("--width", type=float, default=1.0)
   parser.add_argument("--precision", default="auto",
-                      choices=model_training.CHOICES)
+                      choices=hardware.CHOICES)
   parser.add_argument("--jit", action="store_true",
                       help="compile the step with XLA")
   parser.add_argument("--first_run", type=int, default=0)
@@ -71,8 +75,8 @@ def settings_of(args):
   changes = {k: v for k, v in (("epochs", args.epochs),
                                ("batch_size", args.batch_size)) if v}
   recipe = recipe.replace(**changes) if changes else recipe
-  precision = model_training.resolve_precision(args.precision)
-  return model_training.TrainSettings(
+  precision = hardware.resolve_precision(args.precision)
+  return settings_lib.TrainSettings(
       recipe, "resnet9", 0.7, precision=precision.name,
       model_options={"width": args.width}, checkpoint_every=0), precision
 
@@ -82,14 +86,14 @@ def train(args, data, runs, group):
   settings, _ = settings_of(args)
   accuracies = []
   if group > 1:
-    trainer = model_training.GroupTrainer(settings, data, group, args.jit)
+    trainer = group_lib.GroupTrainer(settings, data, group, args.jit)
     for start in range(0, len(runs), group):
       for result in trainer.train(runs[start:start + group]):
         member = trainer.members[runs.index(result.run) - start]
         member.correctness(split="train")  # Recorded, as a collection does.
         accuracies.append(member.correctness(split="test").mean())
   else:
-    trainer = model_training.RunTrainer(settings, data, args.jit)
+    trainer = trainer_lib.RunTrainer(settings, data, args.jit)
     for run in runs:
       trainer.train(run)
       trainer.correctness(split="train")
@@ -103,9 +107,9 @@ def warm_up(args, data, group):
   small.epochs = 1
   settings, _ = settings_of(small)
   if group > 1:
-    model_training.GroupTrainer(settings, data, group, args.jit)
+    group_lib.GroupTrainer(settings, data, group, args.jit)
   else:
-    model_training.RunTrainer(settings, data, args.jit)
+    trainer_lib.RunTrainer(settings, data, args.jit)
 
 
 def run_processes(args, k):

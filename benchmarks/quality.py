@@ -1,6 +1,6 @@
 """What recording data-quality signals costs, in time and memory.
 
-1. Time: the same group of G MLP runs (`heldout_tf.training.model_training.
+1. Time: the same group of G MLP runs (`heldout_tf.training.group.
    GroupTrainer`, the trainer of `heldout quality` and its MNIST preset)
    trained in one process without signals, with signals, and with signals
    plus a second-split phase (alternating, best of `--repeats`), on the
@@ -33,8 +33,10 @@ cli.quiet_tensorflow()
 import numpy as np  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 from heldout_tf.data import sources  # pylint: disable=g-import-not-at-top
-from heldout_tf.training import model_training
+from heldout_tf.data import image_data  # pylint: disable=g-import-not-at-top
+from heldout_tf.training import group as group_lib
 from heldout_tf.training import recipes
+from heldout_tf.training import settings as settings_lib
 from heldout_tf.collection import signals
 from heldout_tf.core import sizes
 
@@ -52,13 +54,13 @@ def time_overhead(group_size, epochs, repeats, ssft_epochs=5):
   and with them plus `ssft_epochs` of second-split training."""
   data = sources.load("digits")
   recipe = recipes.get("mnist-mlp").replace(epochs=epochs)
-  plain = model_training.TrainSettings(recipe, "mlp", 0.7)
+  plain = settings_lib.TrainSettings(recipe, "mlp", 0.7)
   variants = {
       "without signals": plain,
       "with signals": dataclasses.replace(plain, signals=True),
       f"with signals + {ssft_epochs} SSFT epochs": dataclasses.replace(
           plain, signals=True, ssft_epochs=ssft_epochs)}
-  groups = {name: model_training.GroupTrainer(settings, data, group_size)
+  groups = {name: group_lib.GroupTrainer(settings, data, group_size)
             for name, settings in variants.items()}
   runs = list(range(group_size))
   for group in groups.values():  # Compile every path first.

@@ -20,8 +20,9 @@ is measured with no-op tasks.
 The projection for the paper setup (2 000 runs, 60 000 training + 10 000
 test examples, ratio 0.7, 10 epochs, batch 128) times one block of
 `--paper_group_size` models on synthetic MNIST-sized data in this process
-(a few training steps, extrapolated to the block's 3 290, plus evaluating
-the block on the 70 000 images), and spreads the ceil(2000 / G) blocks over
+(a few stacked-engine training steps, extrapolated to the block's 3 290,
+plus evaluating each model on the 70 000 images as a collection records
+it), and spreads the ceil(2000 / G) blocks over
 1, 8 and 64 nodes like this one (one task per node using all its cores),
 adding the measured per-task overhead and one worker start-up per node.
 
@@ -54,7 +55,12 @@ import numpy as np
 from heldout_tf import collection
 from heldout_tf import estimates
 from heldout_tf.collection import layout
-from heldout_tf.training import ensemble
+from heldout_tf.data import image_data
+from heldout_tf.training import engines
+from heldout_tf.training import recipes
+from heldout_tf.training import records
+from heldout_tf.training import settings as settings_lib
+from heldout_tf.training import trainer
 from heldout_tf.estimates import on_ray
 from mnist_example import blocks
 from mnist_example import common
@@ -109,26 +115,48 @@ def dispatch_seconds(ray, count=200):
 
 
 def paper_group_seconds(group_size, steps=24):
-  """Projected seconds to train + evaluate one paper-setup block of G."""
+  """Projected seconds to train + evaluate one paper-setup block of G
+  (the stacked engine, float32, on random MNIST-sized data)."""
   rng = np.random.default_rng(0)
   n_train, n_test = PAPER["train_size"], PAPER["test_size"]
-  images = rng.random((n_train, 784), np.float32)
-  labels = rng.integers(0, 10, n_train)
-  config = ensemble.TrainConfig(
-      ratio=steps * PAPER["batch_size"] / n_train, epochs=1,
-      batch_size=PAPER["batch_size"])
-  trainer = ensemble.EnsembleTrainer(images, labels, config)
-  trainer.train(list(range(group_size)))  # Trace and warm up.
+  images = rng.integers(0, 256, (n_train + n_test, 28, 28, 1), np.uint8)
+  labels = rng.integers(0, 10, n_train + n_test)
+  data = image_data.ImageData("random", "random", images[:n_train],
+                              labels[:n_train], images[n_train:],
+                              labels[n_train:], 10)
+  recipe = recipes.get("mnist-mlp").replace(
+      epochs=PAPER["epochs"], batch_size=PAPER["batch_size"])
+  settings = settings_lib.TrainSettings(recipe, "mlp", PAPER["ratio"],
+                                        trainer="stacked")
+  engine = engines.make("stacked", settings, data, group_size)
+  stamps = []
+
+  def on_step(done, total):
+    del done, total
+    stamps.append(time.perf_counter())
+    if len(stamps) > 2 + steps:  # Two warm-up steps (tracing), then timed.
+      raise _Timed()
+
+  try:
+    engine.train(list(range(group_size)), on_step=on_step)
+  except _Timed:
+    pass
+  per_step = (stamps[-1] - stamps[2]) / steps
+  recorder = records.Recorder(settings, data)  # What `write` evaluates.
+  model = trainer.fresh_model(settings, data, 0)
+  recorder.correctness(model, "test")  # Warm-up.
   start = time.perf_counter()
-  result = trainer.train(list(range(group_size)))
-  per_step = (time.perf_counter() - start) / trainer.total_steps()
-  start = time.perf_counter()
-  trainer.predict(result, images[:n_test])
-  per_eval_image = (time.perf_counter() - start) / n_test
+  for split in ("train", "test"):
+    recorder.correctness(model, split)
+  per_model_eval = time.perf_counter() - start
   paper_steps = PAPER["epochs"] * math.ceil(
       round(PAPER["ratio"] * n_train) / PAPER["batch_size"])
-  return (paper_steps * per_step + (n_train + n_test) * per_eval_image,
-          per_step, paper_steps)
+  return (paper_steps * per_step + group_size * per_model_eval, per_step,
+          paper_steps)
+
+
+class _Timed(Exception):
+  """Ends a timed `train` call once its steps are measured."""
 
 
 def fmt_time(seconds):

@@ -3,7 +3,7 @@
 For ResNet-9 (recipe 'resnet9', batch 512) and SmallInception (recipe
 'released', batch 128), on random 32x32x3 images in one process:
 
-- kit: `heldout_tf.training.model_training.RunTrainer` (the trainer collections use:
+- kit: `heldout_tf.training.trainer.RunTrainer` (the group engine's trainer:
   one compiled step per run, data on the device, per-step learning rate,
   stateless seeded augmentation), in each requested precision, timed with
   and without the recipe's augmentation;
@@ -40,8 +40,9 @@ import numpy as np
 import tensorflow as tf
 
 from heldout_tf.data import image_data
-from heldout_tf.training import model_training
 from heldout_tf.training import recipes
+from heldout_tf.training import settings as settings_lib
+from heldout_tf.training import trainer as trainer_lib
 # pylint: enable=g-import-not-at-top,g-bad-import-order
 
 CIFAR = dict(n_train=50_000, n_test=10_000, ratio=0.7)
@@ -105,10 +106,10 @@ def random_data(n_train, n_test, seed=0):
 def time_kit(name, recipe, data, precision, width, steps):
   """Seconds per training step and per evaluated image of the kit."""
   options = {"width": width} if name == "resnet9" else {}
-  settings = model_training.TrainSettings(recipe, name, CIFAR["ratio"],
+  settings = settings_lib.TrainSettings(recipe, name, CIFAR["ratio"],
                                         precision=precision,
                                         model_options=options)
-  trainer = model_training.RunTrainer(settings, data)
+  trainer = trainer_lib.RunTrainer(settings, data)
   b = recipe.batch_size
   idx = [tf.constant(np.arange(i * b, (i + 1) * b, dtype=np.int32)
                      % len(data.train_labels)) for i in range(steps)]

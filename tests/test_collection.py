@@ -238,32 +238,35 @@ def test_group_size_zero_is_the_recorded_or_a_chosen_one():
     resolve(3, {"group_size": 4}, num_runs=10)
 
 
-@pytest.mark.parametrize("field, value", [
-    ("ratio", 0.0), ("ratio", float("nan")), ("epochs", 0),
-    ("batch_size", 0), ("learning_rate", float("inf")), ("seed", -1),
-    ("num_runs", 0), ("group_size", -1), ("precision", "half"),
-    ("engine", "spark"), ("ray_address", "h:1"), ("shard", "2/2"),
+@pytest.mark.parametrize("field, flag, value", [
+    ("ratios", "ratios", (0.0,)), ("ratios", "ratios", (float("nan"),)),
+    ("epochs", "epochs", -1), ("batch_size", "batch_size", -1),
+    ("learning_rate", "learning_rate", float("inf")), ("seed", "seed", -1),
+    ("num_runs", "num_runs", (0,)), ("group_size", "group_size", -1),
+    ("group_size", "group_size", 10**6), ("precision", "precision", "half"),
+    ("trainer", "trainer", "keras"), ("engine", "engine", "spark"),
+    ("ray_address", "ray_address", "h:1"), ("shard", "shard", "2/2"),
 ])
-def test_options_name_the_bad_flag(field, value):
-  with pytest.raises(errors.UsageError, match=f"--{field}"):
-    collection.Options(**{field: value}).check()
+def test_workflow_options_name_the_bad_flag(field, flag, value):
+  # pylint: disable-next=g-import-not-at-top
+  from heldout_tf.training import workflow
+  with pytest.raises(errors.UsageError, match=f"--{flag}"):
+    workflow.Options(dataset="digits", **{field: value}).check()
 
 
-def test_options_flags_round_trip():
+def test_workflow_options_are_the_flags_round_trip():
   # pylint: disable=g-import-not-at-top
-  from heldout_tf import cli
-  from heldout_tf.collection import options
+  from heldout_tf.cli import train
+  from heldout_tf.training import workflow
   # pylint: enable=g-import-not-at-top
-  parser = cli.Parser("test")
-  options.add_flags(parser, collection.Options(num_runs=7))
-  args = parser.parse_args(["--root", "r", "--epochs", "3",
-                            "--nosave_checkpoints", "--noprogress"])
-  got = options.from_args(collection.Options, args)
-  assert got == collection.Options(root="r", num_runs=7, epochs=3,
-                                   save_checkpoints=False, progress=False)
+  got = train.parse_args(["--dataset", "digits", "--root", "r", "--epochs",
+                          "3", "--num_runs", "7", "--nosave_checkpoints",
+                          "--noprogress"])
+  assert got == workflow.Options(dataset="digits", root="r", num_runs=(7,),
+                                 epochs=3, save_checkpoints=False,
+                                 progress=False)
   with pytest.raises(errors.UsageError, match="--ray_address needs"):
-    options.from_args(collection.Options, parser.parse_args(
-        ["--ray_address", "h:1"]))
+    train.parse_args(["--dataset", "digits", "--ray_address", "h:1"])
 
 
 # ------------------------------------------------- train(): any trainer --
@@ -271,7 +274,7 @@ def test_options_flags_round_trip():
 
 class FakeBlocks:
   """A block trainer with no model at all: a run's arrays are a function of
-  its block (as an ensemble's are), so canonical blocks matter."""
+  its block (as the stacked engine's are), so canonical blocks matter."""
 
   made = []
 

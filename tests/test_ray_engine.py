@@ -43,7 +43,8 @@ TRAIN_SIZE, TEST_SIZE = 200, 100
 
 
 def tiny_blocks(kill_marker=None, env_dir=None, driver=None):
-  """The MLP block trainer on the first 200/100 embedded digits, 1 epoch.
+  """The stacked engine's block trainer on the first 200/100 embedded
+  digits, 1 epoch.
 
   With `kill_marker` (a path), a worker process (not the `driver` pid)
   building it dies (`os._exit(1)`) right after the first run it writes,
@@ -56,18 +57,22 @@ def tiny_blocks(kill_marker=None, env_dir=None, driver=None):
       f.write(" ".join(os.environ.get(name, "unset") for name in (
           "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
           "OMP_NUM_THREADS")))
-  from heldout_tf.training import ensemble  # pylint: disable=g-import-not-at-top
-  # pylint: disable-next=g-import-not-at-top
-  from mnist_example import data as data_lib
-  data = data_lib.load("digits")
-  config = ensemble.TrainConfig(epochs=1, num_classes=data_lib.NUM_CLASSES)
-  images = data.train_images[:TRAIN_SIZE]
-  labels = data.train_labels[:TRAIN_SIZE]
+  # pylint: disable=g-import-not-at-top
+  from heldout_tf.collection import provenance
+  from heldout_tf.data import image_data
+  from heldout_tf.training import model_blocks
+  from heldout_tf.training import recipes
+  from heldout_tf.training import settings as settings_lib
+  # pylint: enable=g-import-not-at-top
+  data = image_data.first_examples(image_data.load("digits"), TRAIN_SIZE,
+                                   TEST_SIZE)
+  settings = settings_lib.TrainSettings(
+      recipes.get("mnist-mlp").replace(epochs=1), "mlp", RATIO,
+      trainer="stacked")
   if kill_marker is not None and os.getpid() != driver:
     _die_after_first_write(kill_marker)
-  return ensemble.EnsembleBlocks(config, GROUP_SIZE, data=ensemble.BlockData(
-      images, labels, data.test_images[:TEST_SIZE],
-      data.test_labels[:TEST_SIZE]))
+  return model_blocks.ModelBlocks(settings, provenance.DataSource("digits"),
+                                  GROUP_SIZE, data=data)
 
 
 def _die_after_first_write(marker):

@@ -1,5 +1,5 @@
 """Tests of heldout_tf.collection.signals and their recording by heldout_tf.
-model_training: per-epoch signals against independent computations from
+training.trainer: per-epoch signals against independent computations from
 the saved per-epoch checkpoints."""
 
 import dataclasses
@@ -19,7 +19,9 @@ from heldout_tf.collection import runs as runs_lib
 from heldout_tf.collection import signals
 from heldout_tf.data import image_data
 from heldout_tf.data import sources
-from heldout_tf.training import model_training
+from heldout_tf.core import seeds
+from heldout_tf.training import settings as settings_lib
+from heldout_tf.training import trainer as trainer_lib
 from heldout_tf import models
 from heldout_tf.training import recipes
 
@@ -37,7 +39,7 @@ def digits():
 def _settings(epochs=3, **changes):
   recipe = recipes.get("mnist-mlp").replace(epochs=epochs, batch_size=16,
                                              learning_rate=LR)
-  return model_training.TrainSettings(
+  return settings_lib.TrainSettings(
       recipe, "mlp", 0.7, seed=3, model_options={"hidden": HIDDEN},
       signals=True, **changes)
 
@@ -65,7 +67,7 @@ def test_signals_match_gradient_tape_at_each_checkpoint(digits, tmp_path):
   probabilities computed independently (autodiff) from the checkpoint of
   every epoch it kept."""
   settings = _settings()
-  trainer = model_training.RunTrainer(settings, digits)
+  trainer = trainer_lib.RunTrainer(settings, digits)
   module = models.build("mlp", 10, hidden=HIDDEN)
   models.check_output(module, "mlp", digits.image_shape, 10)
   images, labels = digits.train_images, digits.train_labels
@@ -74,7 +76,7 @@ def test_signals_match_gradient_tape_at_each_checkpoint(digits, tmp_path):
     got = trainer.run_signals(result)
     subset = got.subset
     np.testing.assert_array_equal(
-        subset, model_training.subset_indices(settings, run, N))
+        subset, seeds.subset_indices(settings.seed, run, N, settings.ratio))
     margin_sum = np.zeros(len(subset))
     tracin_sum = np.zeros(len(subset))
     correct = np.zeros(len(subset), int)
@@ -107,8 +109,8 @@ def test_forgetting_epoch_is_one_after_the_last_correct_epoch(
   data = image_data.first_examples(digits, 7, 4)
   settings = dataclasses.replace(_settings(epochs=1), ratio=0.7,
                                  ssft_epochs=3)
-  trainer = model_training.RunTrainer(settings, data)
-  subset = model_training.subset_indices(settings, 0, 7)
+  trainer = trainer_lib.RunTrainer(settings, data)
+  subset = seeds.subset_indices(settings.seed, 0, 7, settings.ratio)
   assert len(subset) == len(script)
   stage = [0]
 
@@ -127,9 +129,9 @@ def test_forgetting_epoch_is_one_after_the_last_correct_epoch(
     stage[0] = epoch + 1
     end(self, second, epoch)
 
-  end = model_training.RunTrainer.end_second_epoch
+  end = trainer_lib.RunTrainer.end_second_epoch
   monkeypatch.setattr(trainer, "features_and_logits", scripted)
-  monkeypatch.setattr(model_training.RunTrainer, "end_second_epoch",
+  monkeypatch.setattr(trainer_lib.RunTrainer, "end_second_epoch",
                       end_second_epoch)
   got = trainer.run_signals(trainer.train(0))
   np.testing.assert_array_equal(got.forget_epoch, [4, 1, 0, 3, 2])

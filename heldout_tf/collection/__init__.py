@@ -27,7 +27,7 @@ Making one: `store` (`Store`: recorded config, finished runs, atomic
 idempotent run writes), `blocks` (canonical blocks and shards), `rules`
 (flags versus the recorded config: `resolve_precision`,
 `resolve_group_size`; `fingerprint` of the data), `engine` (`Spec`,
-`train`, `plan`), `options` (`Options`, the flags every collection shares).
+`train`, `plan`).
 
 The block-trainer protocol. `spec.factory(*spec.factory_args)` is a
 picklable top-level callable returning a block trainer: an object with
@@ -51,8 +51,8 @@ picklable top-level callable returning a block trainer: an object with
 The factory is called once per process (the local engine's, or each Ray
 worker's) and its result reused for every block; build heavy state (data,
 compiled steps) lazily on the first `train_block`, so the driver's planning
-copy stays light. The MLP ensemble (`heldout_tf.training.ensemble.EnsembleBlocks`)
-is one implementation; nothing here assumes a model.
+copy stays light. `heldout_tf.training.blocks.ModelBlocks` is one
+implementation; nothing here assumes a model.
 """
 
 from heldout_tf.collection.blocks import block_of
@@ -73,5 +73,3 @@ from heldout_tf.collection.rules import resolve_precision
 from heldout_tf.collection.store import IncompleteRunsError
 from heldout_tf.collection.store import MissingConfigError
 from heldout_tf.collection.store import Store
-from heldout_tf.collection.options import Options
-from heldout_tf.collection.options import RunSettings

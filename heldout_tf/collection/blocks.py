@@ -1,8 +1,8 @@
 """Canonical blocks of runs, and shards made of whole blocks.
 
-A run's bits may depend on the runs trained beside it (an ensemble trainer's
-floating-point results depend on the group size and a model's slot in the
-group). So a collection with group size G is always trained in the same
+A run's bits may depend on the runs trained beside it (the stacked
+engine's floating-point results depend on the group size and a model's
+slot in the group). So a collection with group size G is always trained in the same
 blocks: block k is runs `[k*G, (k+1)*G)`, trained whole (runs beyond the
 wanted ones pad the last block and are discarded). `shard_runs` hands out
 whole blocks, so a run's arrays are the same whether it was trained in one

@@ -23,21 +23,18 @@ from heldout_tf.core import hardware
 from heldout_tf.collection import blocks
 
 
-def resolve_precision(flag: str, recorded: Optional[dict],
-                      detect: Callable[[str], hardware.Precision] = (
-                          hardware.resolve_precision)
+def resolve_precision(flag: str, recorded: Optional[dict]
                       ) -> hardware.Precision:
   """--precision against the collection's recorded precision.
 
-  'auto' takes the recorded one if there is one, else detects (`detect`,
-  by default `hardware.resolve_precision`; a trainer with more precisions
-  passes its own); an explicit value must equal the recorded one
-  (`errors.ConfigError` names both).
+  'auto' takes the recorded one if there is one, else the machine's
+  (`hardware.resolve_precision`, the one precision table); an explicit
+  value must equal the recorded one (`errors.ConfigError` names both).
   """
   on_disk = (recorded or {}).get("precision")
   if flag == "auto" and on_disk:
     return hardware.Precision(on_disk, "recorded in this --root's config.json")
-  precision = detect(flag)
+  precision = hardware.resolve_precision(flag)
   if on_disk and precision.name != on_disk:
     raise errors.ConfigError(
         f"--precision {flag} ({precision.name}) differs from the precision "

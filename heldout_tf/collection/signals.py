@@ -2,7 +2,7 @@
 
 Data-quality scores (`heldout_tf.quality.scores`) need, besides each run's final
 correctness, what happened *during* training. The trainer
-(`heldout_tf.training.model_training`, with `signals=True`) evaluates each model at
+(`heldout_tf.training.trainer`, with `signals=True`) evaluates each model at
 the end of every epoch on its own training subset (float32, evaluation
 mode, through the model's `features_and_logits`) and adds, per example,
 

@@ -8,6 +8,7 @@ import time, and none imports another stage.
   progress    progress bars (lines when not on a terminal)
   figures     the PNG writer (matplotlib Agg, atomic)
   hardware    the one precision table and 'auto' precision
+  seeds       every stream of a collection's randomness, and its draws
   raycluster  Ray connection and tasks
   startup     importing TensorFlow quietly
   lazy        front doors that import on first use

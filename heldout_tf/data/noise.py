@@ -27,19 +27,15 @@ from typing import Dict, List, Sequence, Union
 import numpy as np
 
 from heldout_tf.core import errors
+from heldout_tf.core import seeds
 
 KINDS = ("label", "label_pair", "input_gaussian", "input_uniform")
 INPUT_KINDS = ("input_gaussian", "input_uniform")
 DEFAULT_INTENSITY = 0.5
-# `label` draws from SeedSequence(seed, spawn_key=(7,)) (as
-# `mnist_example.train --label_noise` always has), whose entropy
-# [seed, 0, 0, 0, 7] no per-run list of heldout_tf.training.ensemble
-# ([seed, run, stream, ...], at most 4 words) can equal: a plain [seed, 7]
-# would equal run 7's subset stream [seed, 7, 0]. The other kinds draw
-# from (8, kind): one stream per kind, so adding a kind never changes
-# which examples another kind picks.
-_LABEL_STREAM = 7
-_STREAM = 8
+# Each kind draws from its own stream of the seed (`heldout_tf.core.seeds`:
+# label noise from `label_noise_rng`, the stream the MNIST
+# reproduction's label noise has always used; the other kinds from `noise_rng(seed, KINDS.index(kind))`),
+# so adding a kind never changes which examples another kind picks.
 
 
 class NoiseSpecError(errors.UsageError):
@@ -128,19 +124,13 @@ def flip_labels(labels, fraction: float, seed: int, num_classes: int):
   labels (int64 `[n]`) replaced by a uniformly chosen *other* class;
   `noisy_idx` sorted int64."""
   labels = np.asarray(labels, np.int64)
-  rng = np.random.default_rng(np.random.SeedSequence(
-      seed, spawn_key=(_LABEL_STREAM,)))
+  rng = seeds.label_noise_rng(seed)
   count = int(round(fraction * len(labels)))
   noisy_idx = np.sort(rng.choice(len(labels), count, replace=False))
   noisy = labels.copy()
   noisy[noisy_idx] = (labels[noisy_idx] +
                       rng.integers(1, num_classes, count)) % num_classes
   return noisy, noisy_idx.astype(np.int64)
-
-
-def _rng(seed: int, kind: str) -> np.random.Generator:
-  return np.random.default_rng(np.random.SeedSequence(
-      seed, spawn_key=(_STREAM, KINDS.index(kind))))
 
 
 def _mix(images, idx, spec, rng):
@@ -214,7 +204,7 @@ def apply(images, labels, specs: Sequence[NoiseSpec], seed: int,
       noisy_labels, idx = flip_labels(clean, spec.fraction, seed,
                                       num_classes)
     else:
-      rng = _rng(seed, spec.kind)
+      rng = seeds.noise_rng(seed, KINDS.index(spec.kind))
       free = np.flatnonzero(~touched)
       idx = np.sort(rng.choice(free, count_of[spec.kind], replace=False))
       if spec.kind == "label_pair":

@@ -18,6 +18,7 @@ from typing import Dict, List, Mapping, Sequence
 import numpy as np
 
 from heldout_tf.core import errors
+from heldout_tf.core import seeds
 
 DETECTION_COLUMNS = ("method", "auc", "ap", "precision_at_k", "recall_at_k")
 REMOVAL_COLUMNS = ("method", "fraction", "accuracy_mean", "accuracy_sd",
@@ -159,7 +160,8 @@ def removal_sets(scores: Mapping[str, np.ndarray], fractions: Sequence[float],
 
   Every method removes the same number of examples for a fraction
   (`round(fraction * n)`); NaN scores are removed last. The random
-  baseline draws from `default_rng([seed, round(fraction * 1e6)])`.
+  baseline is `seeds.random_removal(seed, fraction, ...)` (`seed`: the
+  ablation's, `seeds.removal_seed` of the collection's).
   """
   n = len(next(iter(scores.values())))
   out = []
@@ -167,9 +169,8 @@ def removal_sets(scores: Mapping[str, np.ndarray], fractions: Sequence[float],
     count = int(round(fraction * n))
     for name, score in scores.items():
       out.append(Removal(name, fraction, np.sort(ranking(score)[:count])))
-    rng = np.random.default_rng([seed, int(round(fraction * 1e6))])
     out.append(Removal(RANDOM, fraction,
-                       np.sort(rng.choice(n, count, replace=False))))
+                       seeds.random_removal(seed, fraction, n, count)))
   return out
 
 

@@ -7,35 +7,34 @@
 For every fraction f and every score, the top `round(f * n)` examples by
 that score are removed (`heldout_tf.quality.detection.removal_sets`, with a random
 removal of the same size as the baseline) and `models_per_removal` models
-are trained from scratch on the rest by the collection's own recipe and
-model (`heldout_tf.training.model_training`, seed + 1 so that their initialisations
-and orders are independent of the scored runs'); a removal of nothing is
+are trained from scratch on the rest by the collection's own recipe,
+model and engine (`heldout_tf.training.engines`), from the seed's removal
+stream (`seeds.removal_seed`: seed + 1, so that their initialisations and
+orders are independent of the scored runs'); a removal of nothing is
 the reference. The result is the clean test accuracy of each set of
 models (`detection.REMOVAL_COLUMNS`): if a score finds harmful examples,
 removing its top examples should not hurt, or should help.
 
-Models removing the same number of examples train side by side,
-`group_size` at a time (one compiled step, as the collection's runs).
+Models removing the same number of examples train together, `group_size`
+at a time (as the collection's runs).
 """
 
 from typing import Dict, List, Sequence
 
 import numpy as np
 
-from heldout_tf.quality import detection
 from heldout_tf.core import errors
 from heldout_tf.core import progress as progress_lib
-
-# Entropy offset of the ablation's models: seed + 1 (see the docstring).
-SEED_OFFSET = 1
+from heldout_tf.core import seeds
+from heldout_tf.quality import detection
 
 
 def settings_from(config: dict, where: str = "config.json",
                   model: str = ""):
-  """The `model_training.TrainSettings` of the ablation's models: the
-  recipe, model, options and precision a collection recorded (made by
+  """The `TrainSettings` of the ablation's models: the recipe, model,
+  options, precision and engine a collection recorded (made by
   `python -m heldout_tf.cli.train` or `heldout_tf.cli.quality`), trained on all
-  kept examples (ratio 1), seed + 1, no signals.
+  kept examples (ratio 1), `seeds.removal_seed`, no signals.
 
   `model`: --model as given on this command line. A recorded user module
   is imported only when `model` names it (`models.recorded_model`).
@@ -46,8 +45,9 @@ def settings_from(config: dict, where: str = "config.json",
       name.
   """
   # pylint: disable=g-import-not-at-top
-  from heldout_tf.training import model_training
   from heldout_tf import models
+  from heldout_tf.training import engines
+  from heldout_tf.training import settings as settings_lib
   from heldout_tf.training import recipes
   # pylint: enable=g-import-not-at-top
   recorded = config.get("recipe")
@@ -64,12 +64,16 @@ def settings_from(config: dict, where: str = "config.json",
   except TypeError as e:
     raise errors.ConfigError(f"{where}: key 'recipe' is not a recipe "
                              f"({e})") from None
-  return model_training.TrainSettings(
-      recipe, name, 1.0,
-      seed=int(config.get("seed", 0)) + SEED_OFFSET,
-      precision=str(config.get("precision", "float32")),
-      model_options=dict(config.get("model_options") or {}),
-      checkpoint_every=0)
+  try:
+    return settings_lib.TrainSettings(
+        recipe, name, 1.0,
+        seed=seeds.removal_seed(int(config.get("seed", 0))),
+        precision=str(config.get("precision", "float32")),
+        model_options=dict(config.get("model_options") or {}),
+        checkpoint_every=0,
+        trainer=str(config.get("trainer", engines.GROUP)))
+  except errors.UsageError as e:
+    raise errors.ConfigError(f"{where}: {e}") from None
 
 
 def check_fractions(n: int, fractions: Sequence[float]):
@@ -91,16 +95,16 @@ def ablation(settings, data, scores: Dict[str, np.ndarray],
   with nothing removed); returns rows of `detection.REMOVAL_COLUMNS`.
 
   Args:
-    settings: a `model_training.TrainSettings` (see `settings_from`).
+    settings: a `TrainSettings` (see `settings_from`).
     data: the `image_data.ImageData` trained on (noise applied).
     scores: name -> float `[n]`, higher = more suspicious.
     fractions: fractions of the training set to remove, each in (0, 1).
     models_per_removal: models per removal set (>= 1).
     noisy_idx: int, the known noisy examples (counted per removal).
-    group_size: models trained side by side.
+    group_size: models trained together (the engine's G).
     progress: show a progress bar.
   """
-  from heldout_tf.training import model_training  # pylint: disable=g-import-not-at-top
+  from heldout_tf.training import engines  # pylint: disable=g-import-not-at-top
   if models_per_removal < 1:
     raise errors.UsageError(f"--removal_models must be >= 1 for an "
                             f"ablation, got {models_per_removal}")
@@ -109,8 +113,8 @@ def ablation(settings, data, scores: Dict[str, np.ndarray],
   removals = [detection.Removal(detection.NO_REMOVAL, 0.0,
                                 np.zeros([0], np.int64))]
   removals += detection.removal_sets(scores, fractions, settings.seed)
-  group = model_training.GroupTrainer(settings, data, max(1, group_size))
-  size = len(group.members)
+  engine = engines.make(settings.trainer, settings, data, max(1, group_size))
+  size = engine.size
   accuracies = [np.zeros(models_per_removal) for _ in removals]
   by_count = {}
   for k, removal in enumerate(removals):
@@ -122,11 +126,11 @@ def ablation(settings, data, scores: Dict[str, np.ndarray],
       jobs = [(k, m) for k in ks for m in range(models_per_removal)]
       for first in range(0, len(jobs), size):
         chunk = jobs[first:first + size]
-        results = group.train(
+        results = engine.train(
             [k * models_per_removal + m for k, m in chunk],
             subsets=[detection.kept(n, removals[k]) for k, _ in chunk])
-        for (k, m), member, result in zip(chunk, group.members, results):
-          correct = member.correctness(result.model, "test")
+        for (k, m), result in zip(chunk, results):
+          correct = engine.correctness(result, "test")
           accuracies[k][m] = float(np.mean(correct))
         bar.update(len(chunk))
   return detection.removal_rows(removals, accuracies, noisy_idx)

@@ -128,6 +128,7 @@ RECORDED = {
     "seed": FIELDS["seed"],
     "precision": Field("str", choices=("float32", "bfloat16", "float16")),
     "group_size": Field("int", 1, MAX_GROUP_SIZE),
+    "trainer": Field("str", choices=("group", "stacked")),
     "signals": Field("bool"),
     "ssft_epochs": FIELDS["ssft_epochs"],
     "dataset": Field("str"),

@@ -173,8 +173,9 @@ def recorded_config(store, required: bool = False) -> Optional[dict]:
 def resolve_trainer(flag: str, recorded: Optional[dict], choose
                     ) -> Tuple[str, str]:
   """`(trainer, why)`: --trainer against the recorded one ('group' when a
-  config records none). 'auto' takes the recorded one, else `choose()`;
-  an explicit value must equal the recorded one."""
+  config records none: collections made before there were two). 'auto'
+  takes the recorded one, else `choose()`; an explicit value must equal
+  the recorded one."""
   on_disk = None if recorded is None else recorded.get("trainer", "group")
   if flag == "auto":
     if on_disk:
@@ -205,8 +206,9 @@ def make(options: Options, say=print,
   training (raises to refuse it)."""
   # pylint: disable=g-import-not-at-top
   from heldout_tf.data import image_data
-  from heldout_tf.training import model_blocks
-  from heldout_tf.training import model_training
+  from heldout_tf.training import blocks as blocks_lib
+  from heldout_tf.training import engines
+  from heldout_tf.training import settings as settings_lib
   # pylint: enable=g-import-not-at-top
   options.check()
   source = options.source()
@@ -225,31 +227,36 @@ def make(options: Options, say=print,
   for i, ratio in enumerate(options.ratios):
     store = collection.Store(options.root, experiment, ratio)
     recorded = recorded_config(store)
-    precision = collection.resolve_precision(
-        options.precision, recorded, model_training.resolve_precision)
-    settings = model_training.TrainSettings(
-        recipe, model, ratio, seed=options.seed, precision=precision.name,
-        model_options=options.model_options,
-        checkpoint_every=options.checkpoint_every, signals=options.signals,
-        ssft_epochs=options.ssft_epochs,
-        trajectory_runs=options.trajectory_runs)
+    precision = collection.resolve_precision(options.precision, recorded)
+
+    def settings_for(trainer, ratio=ratio, precision=precision):
+      return settings_lib.TrainSettings(
+          recipe, model, ratio, seed=options.seed, precision=precision.name,
+          model_options=options.model_options,
+          checkpoint_every=options.checkpoint_every,
+          signals=options.signals, ssft_epochs=options.ssft_epochs,
+          trajectory_runs=options.trajectory_runs, trainer=trainer)
+
     trainer, trainer_why = resolve_trainer(
-        options.trainer, recorded, lambda: ("group", "default"))
+        options.trainer, recorded,
+        lambda: engines.choose(settings_for(engines.GROUP), data))
+    settings = settings_for(trainer)
     group_size, why = collection.resolve_group_size(
         options.group_size, recorded, num_runs=options.runs_of(i),
-        shard=options.shard, choose=lambda: 1)
+        shard=options.shard,
+        choose=lambda: engines.default_group_size(trainer, settings, data))
     if why.startswith("chosen"):
-      why = "default: one model at a time"
+      why = f"the {trainer} trainer's default"
     config = dict(settings.config(), group_size=group_size,
                   **source.recorded(data))
     config.pop("checkpoint_every")  # How often, not what: free to change.
     factory_args = (settings, source, group_size, fingerprint, None,
                     options.jit_compile, options.save_checkpoints)
     spec = collection.Spec(options.root, experiment, ratio, group_size,
-                           model_blocks.ModelBlocks, factory_args,
+                           blocks_lib.ModelBlocks, factory_args,
                            config=config)
-    block_trainer = model_blocks.ModelBlocks(*factory_args[:4], data,
-                                             *factory_args[5:])
+    block_trainer = blocks_lib.ModelBlocks(*factory_args[:4], data,
+                                           *factory_args[5:])
     mine = collection.shard_runs(options.runs_of(i), options.shard,
                                  group_size)
     say(f"Ratio {ratio}: {len(mine)} runs, precision {precision.name} "

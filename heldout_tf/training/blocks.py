@@ -1,11 +1,12 @@
 """The block trainer of a collection (`heldout_tf.collection`'s protocol):
 what a process (the driver's or a Ray worker's) trains blocks with.
 
-A block of G runs trains side by side (`model_training.GroupTrainer`; G =
-1: one model at a time); each unfinished run resumes from its partial
-checkpoint and is written in the released layout. Built from small
-picklable values (`training.workflow.make` passes them); the data is
-loaded on the first block and must have the recorded fingerprint.
+A block of G runs trains together by the settings' engine
+(`training.engines`: side by side, or stacked MLPs); each unfinished run
+resumes from its partial checkpoint where the engine keeps one and is
+written in the released layout. Built from small picklable values
+(`training.workflow.make` passes them); the data is loaded on the first
+block and must have the recorded fingerprint.
 """
 
 import os
@@ -20,9 +21,9 @@ class ModelBlocks:
   """Block trainer of one collection (see `heldout_tf.collection`).
 
   Args:
-    settings: a `model_training.TrainSettings` (resolved precision).
+    settings: a `settings.TrainSettings` (resolved precision and engine).
     source: the data's `provenance.DataSource`.
-    group_size: G, runs trained side by side in one compiled step.
+    group_size: G, runs trained together.
     fingerprint: the data's recorded fingerprint: data loaded by a worker
       must have it (a `errors.ConfigError` otherwise).
     data: the `ImageData`, when the caller loaded it already.
@@ -56,11 +57,11 @@ class ModelBlocks:
 
   @property
   def trainer(self):
-    """A `model_training.GroupTrainer` of G (built on first use)."""
+    """The settings' engine of G (`engines.make`, built on first use)."""
     if self._trainer is None:
-      from heldout_tf.training import model_training  # pylint: disable=g-import-not-at-top
-      self._trainer = model_training.GroupTrainer(
-          self.settings, self.data, self.group_size, self._jit)
+      from heldout_tf.training import engines  # pylint: disable=g-import-not-at-top
+      self._trainer = engines.make(self.settings.trainer, self.settings,
+                                   self.data, self.group_size, self._jit)
     return self._trainer
 
   def is_done(self, store, run: int) -> bool:
@@ -75,22 +76,22 @@ class ModelBlocks:
 
   def train_block(self, store, runs) -> List[int]:
     """Trains the canonical block holding `runs` (whole: its runs train
-    side by side) and writes its unfinished ones of `runs`."""
-    from heldout_tf.training import model_training  # pylint: disable=g-import-not-at-top
+    together) and writes its unfinished ones of `runs`."""
+    from heldout_tf.training import records  # pylint: disable=g-import-not-at-top
     members = blocks.block_of(runs, self.group_size)
     todo = [r for r in sorted(set(int(r) for r in runs))
             if not self.is_done(store, r)]
     if not todo:
       return []
-    partials = [model_training.partial_dir(store, r) if r in todo else None
+    partials = [records.partial_dir(store, r) if r in todo else None
                 for r in members]
-    trajectories = [model_training.trajectory_dir(self.settings, store, r)
+    trajectories = [records.trajectory_dir(self.settings, store, r)
                     if r in todo else None for r in members]
     trainer = self.trainer
     results = trainer.train(members, partials,
                             trajectory_dirs=trajectories)
-    for member, result, partial in zip(trainer.members, results, partials):
+    for result, partial in zip(results, partials):
       if result.run in todo:
-        member.write(store, result, partial,
-                     save_checkpoint=self.save_checkpoints)
+        trainer.write(store, result, partial,
+                      save_checkpoint=self.save_checkpoints)
     return todo

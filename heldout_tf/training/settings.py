@@ -1,0 +1,121 @@
+"""`TrainSettings`: everything a run depends on besides the data and its id.
+
+  settings = TrainSettings(recipes.get("resnet9"), "resnet9", ratio=0.7)
+
+One value, picklable, checked when made (`errors.UsageError` naming the
+flag at fault); `config()` is what a collection records of it.
+"""
+
+import dataclasses
+
+from heldout_tf import models
+from heldout_tf.core import errors
+from heldout_tf.core import hardware
+from heldout_tf.training import engines
+from heldout_tf.training import recipes as recipes_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+  """Everything a run depends on besides the data and its id (picklable).
+
+  Attributes:
+    recipe: how to train.
+    model: a `models.build` name ('resnet9', 'small_inception', 'mlp',
+      'pkg.mod:fn').
+    ratio: the share of the training set each run trains on.
+    seed: the collection's seed (`heldout_tf.core.seeds`).
+    precision: one of `hardware.PRECISIONS` (resolve 'auto' with
+      `hardware.resolve_precision` first).
+    model_options: keyword arguments of the model's constructor (e.g.
+      `{'width': 0.25}` for a small ResNet-9).
+    checkpoint_every: save the partial state every this many epochs (0:
+      never; the group engine's, see `training.engines`).
+    signals: also write each run's per-epoch signals.npz.
+    ssft_epochs: second-split epochs after training (with signals).
+    trajectory_runs: runs 0..K-1 keep every epoch's checkpoint (-1: all).
+    trainer: the engine that trains the runs (one of `engines.ENGINES`,
+      `--trainer`; settings it cannot train are refused,
+      `engines.unsupported`).
+  """
+  recipe: recipes_lib.Recipe
+  model: str
+  ratio: float
+  seed: int = 0
+  precision: str = "float32"
+  model_options: tuple = ()  # Sorted (key, value) pairs.
+  checkpoint_every: int = 1
+  signals: bool = False
+  ssft_epochs: int = 0
+  trajectory_runs: int = 0
+  trainer: str = "group"
+
+  def __post_init__(self):
+    if self.precision not in hardware.PRECISIONS:
+      raise errors.UsageError(
+          f"--precision must be one of {', '.join(hardware.CHOICES)} "
+          f"(resolve 'auto' first), got {self.precision!r}")
+    if not 0.0 < self.ratio <= 1.0:
+      raise errors.UsageError(f"ratio must be in (0, 1], got {self.ratio}")
+    if self.seed < 0:
+      raise errors.UsageError(f"--seed must be >= 0, got {self.seed}")
+    if self.checkpoint_every < 0:
+      raise errors.UsageError(
+          f"--checkpoint_every must be >= 0, got {self.checkpoint_every}")
+    if self.ssft_epochs < 0:
+      raise errors.UsageError(
+          f"--ssft_epochs must be >= 0, got {self.ssft_epochs}")
+    if self.ssft_epochs and not self.signals:
+      raise errors.UsageError("--ssft_epochs needs --signals (second-split "
+                              "forgetting is one of the signals)")
+    if self.ssft_epochs and self.ratio >= 1.0:
+      raise errors.UsageError("--ssft_epochs needs a ratio below 1 (the "
+                              "second split is the held-out examples)")
+    if self.trajectory_runs < -1:
+      raise errors.UsageError(
+          f"--trajectory_runs must be >= -1, got {self.trajectory_runs}")
+    if isinstance(self.model_options, dict):
+      object.__setattr__(self, "model_options",
+                         tuple(sorted(self.model_options.items())))
+    problem = engines.unsupported(self.trainer, self)
+    if problem:
+      raise errors.UsageError(problem)
+
+  @property
+  def options(self) -> dict:
+    """The model's constructor options (with the recipe's `bn_decay`)."""
+    options = dict(self.model_options)
+    arch = models.MODEL_NAMES.get(self.model, self.model)
+    if (self.recipe.bn_decay is not None and arch in ("inception", "resnet9")
+        and "bn_decay" not in options):
+      options["bn_decay"] = self.recipe.bn_decay
+    return options
+
+  def config(self) -> dict:
+    """JSON values recorded with a collection (all that fixes its runs;
+    `ssft_epochs` only when there is a second phase, `trainer` only when
+    it is not 'group', so collections made before engines keep
+    resuming)."""
+    config = {"recipe": self.recipe.config(), "model": self.model,
+              "model_options": dict(self.model_options), "ratio": self.ratio,
+              "seed": self.seed, "precision": self.precision,
+              "checkpoint_every": self.checkpoint_every,
+              "signals": self.signals}
+    if self.ssft_epochs:
+      config["ssft_epochs"] = self.ssft_epochs
+    if self.trainer != engines.GROUP:
+      config["trainer"] = self.trainer
+    return config
+
+  def ssft_recipe(self) -> recipes_lib.Recipe:
+    """The second phase's recipe: this recipe's schedule squeezed into
+    `ssft_epochs` epochs (same peak rate, batch, optimizer, augmentation;
+    the kit's choice, see `RunTrainer.second_split`)."""
+    recipe = self.recipe
+    return recipe.replace(epochs=self.ssft_epochs,
+                          peak_epoch=recipe.peak_epoch * self.ssft_epochs /
+                          recipe.epochs)
+
+  def keeps_trajectory(self, run: int) -> bool:
+    """Whether run `run` keeps a checkpoint of every epoch."""
+    return self.trajectory_runs < 0 or run < self.trajectory_runs
