@@ -60,19 +60,20 @@ def tiny_blocks(kill_marker=None, env_dir=None, driver=None):
   # pylint: disable=g-import-not-at-top
   from heldout_tf.collection import provenance
   from heldout_tf.data import image_data
-  from heldout_tf.training import model_blocks
+  from heldout_tf.data import sources
+  from heldout_tf.training import blocks
   from heldout_tf.training import recipes
   from heldout_tf.training import settings as settings_lib
   # pylint: enable=g-import-not-at-top
-  data = image_data.first_examples(image_data.load("digits"), TRAIN_SIZE,
+  data = image_data.first_examples(sources.load("digits"), TRAIN_SIZE,
                                    TEST_SIZE)
   settings = settings_lib.TrainSettings(
       recipes.get("mnist-mlp").replace(epochs=1), "mlp", RATIO,
       trainer="stacked")
   if kill_marker is not None and os.getpid() != driver:
     _die_after_first_write(kill_marker)
-  return model_blocks.ModelBlocks(settings, provenance.DataSource("digits"),
-                                  GROUP_SIZE, data=data)
+  return blocks.ModelBlocks(settings, provenance.DataSource("digits"),
+                            GROUP_SIZE, data=data)
 
 
 def _die_after_first_write(marker):
@@ -388,13 +389,14 @@ def test_bad_aux_file_in_a_task_is_a_clear_error(ray_instance,
 def test_mnist_train_engine_ray_equals_engine_local(ray_instance, tmp_path):
   del ray_instance
   from mnist_example import train  # pylint: disable=g-import-not-at-top
-  base = train.Options(num_runs=5, group_size=2, epochs=1, train_size=200,
-                       test_size=100, dataset="digits", precision="float32",
-                       stage="train", progress=False)
-  local = train.run(dataclasses.replace(base, root=str(tmp_path / "local")))
-  got = train.run(dataclasses.replace(base, root=str(tmp_path / "ray"),
-                                         engine="ray"))
-  assert local["train"]["trained"] == got["train"]["trained"] == 5
+  base = ["--num_runs=5", "--group_size=2", "--epochs=1",
+          "--train_size=200", "--test_size=100", "--dataset=digits",
+          "--precision=float32", "--stage=train", "--noprogress"]
+  local = train.run(*train.parse_args(
+      base + ["--root", str(tmp_path / "local")]))
+  got = train.run(*train.parse_args(
+      base + ["--root", str(tmp_path / "ray"), "--engine", "ray"]))
+  assert local["train"][0]["trained"] == got["train"][0]["trained"] == 5
   _assert_same_collection(_collection(tmp_path / "local"),
                           _collection(tmp_path / "ray"))
   assert not _leftovers(tmp_path / "ray")

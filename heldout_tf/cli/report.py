@@ -15,7 +15,6 @@ lists them); otherwise a warning says they are incomplete.
 """
 
 import argparse
-import os
 import sys
 from typing import Optional, Sequence
 
@@ -67,9 +66,6 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     raise errors.UsageError(f"--ratios: one ratio per report, got "
                             f"{len(ratios)} ({args.ratios})")
   args.ratio = None if ratios is None else ratios[0]
-  if os.path.isdir(args.out):
-    raise errors.UsageError(f"--out {args.out} is a directory; give a file "
-                            "name such as report.html")
   return args
 
 

@@ -82,7 +82,9 @@ class Recorder:
     """bool [n]: what the float32 `model` predicts right on `split` in
     evaluation mode (`evaluation.evaluate`, as a cross-check would)."""
     if self._eval is None:
-      self._eval = self.data.eval_dataset()
+      from heldout_tf.data import pipelines  # pylint: disable=g-import-not-at-top
+      self._eval = pipelines.in_memory_dataset(
+          self.data.name, self.data.images, self.data.labels)
     return evaluation.evaluate(model, self._eval, split,
                                self.settings.recipe.eval_batch_size,
                                progress=False).correct
