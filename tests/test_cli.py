@@ -165,7 +165,7 @@ def test_every_build_parser_shows_defaults_and_the_root_flag():
     assert "--root" in options and "--dest" not in options
     assert "--progress" in options or module is estimate
   text = " ".join(estimate.build_parser().format_help().split())
-  for default in ("(default: mem,pairs,cscores)", "(default: 0.15)",
+  for default in ("(default: auto)", "(default: 0.15)",
                   "(default: 0.25)", "(default: 4GB)", "(default: local)"):
     assert default in text
 

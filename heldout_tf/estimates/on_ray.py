@@ -203,7 +203,8 @@ def estimate_on_ray(root: str, experiment: str,
       total, what, n_test=n_test, experiment=experiment, runs=runs,
       pairs=pairs, infl_threshold=infl_threshold,
       mem_threshold=mem_threshold, memory_budget=memory_budget,
-      labels=labels, progress=progress)
+      labels=labels, progress=progress, run_ids=[r.run for r in found],
+      run_ratios=[r.ratio for r in found])
 
 
 def _pairs_on_ray(ray, counts, masks, tests, test_correct, shape, budget,
