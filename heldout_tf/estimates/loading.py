@@ -161,7 +161,7 @@ def _check_run(aux, path, n_train, n_test):
 
 def _fill_run(path, sizes, row, matrices, target):
   """Reads and checks one run's aux arrays (and, for a target other than
-  'correct', its margins.npz); writes its row of each matrix."""
+  'correct', its margins.npz); writes its row of each matrix it has."""
   n_train, n_test = sizes
   aux = runs_lib.read_aux(path, n_train=n_train, n_test=n_test)
   if _sizes(aux) != sizes:
@@ -174,17 +174,19 @@ def _fill_run(path, sizes, row, matrices, target):
     sources[target] = margins_lib.read(
         margins_lib.margins_path(os.path.dirname(path)), aux=aux)
   for kind, arrays in sources.items():
-    train, test = ((matrices["correct_train"], matrices["correct_test"])
-                   if kind == "correct" else
-                   (matrices["values_train"], matrices["values_test"]))
+    prefix = "correct" if kind == "correct" else "values"
     key = "correctness" if kind == "correct" else kind
-    for split, out in (("train", train), ("removed", train), ("test", test)):
-      out[row, aux[f"index_{split}"]] = arrays[f"{key}_{split}"]
+    for split, into in (("train", "train"), ("removed", "train"),
+                        ("test", "test")):
+      out = matrices.get(f"{prefix}_{into}")
+      if out is not None:
+        out[row, aux[f"index_{split}"]] = arrays[f"{key}_{split}"]
 
 
-def _matrices(num_runs, n_train, n_test, mmap_dir, target):
+def _matrices(num_runs, n_train, n_test, mmap_dir, target, target_splits):
   """Empty bool mask, correct_train, correct_test and (for a target other
-  than 'correct') float32 values_train, values_test: memory-mapped or not."""
+  than 'correct') float32 values_<split> of `target_splits`: memory-mapped
+  or not."""
 
   def empty(name, n, dtype=bool):
     if mmap_dir is None:
@@ -198,14 +200,17 @@ def _matrices(num_runs, n_train, n_test, mmap_dir, target):
               "correct_train": empty("correct_train", n_train),
               "correct_test": empty("correct_test", n_test)}
   if target != "correct":
-    matrices["values_train"] = empty(f"{target}_train", n_train, np.float32)
-    matrices["values_test"] = empty(f"{target}_test", n_test, np.float32)
+    for split in target_splits:
+      matrices[f"values_{split}"] = empty(
+          f"{target}_{split}", n_train if split == "train" else n_test,
+          np.float32)
   return matrices
 
 
 def load_runs_from(aux_paths: Sequence[str], ratios=None, run_ids=None,
                    experiment="", progress=True, num_threads=4,
-                   mmap_dir=None, target="correct") -> Runs:
+                   mmap_dir=None, target="correct",
+                   target_splits=("train", "test")) -> Runs:
   """Loads the given `aux_arrays.npz` files (or run directories), in order.
 
   The per-shard loader of a distributed estimate: each worker loads its
@@ -224,6 +229,8 @@ def load_runs_from(aux_paths: Sequence[str], ratios=None, run_ids=None,
       `<target>_test.npy`) there (overwritten).
     target: 'correct', or 'margin' / 'probability' to read each run's
       margins.npz too (`TARGETS`).
+    target_splits: which of the target's values to keep ('train', 'test');
+      e.g. ('test',) for datamodels, which need no training-set margins.
 
   Raises:
     runs_lib.AuxArraysError naming the file and key at fault (bad or
@@ -236,7 +243,10 @@ def load_runs_from(aux_paths: Sequence[str], ratios=None, run_ids=None,
     raise EstimateError("no runs to load")
   num_runs = len(paths)
   sizes = _sizes(runs_lib.read_aux(paths[0]))
-  matrices = _matrices(num_runs, *sizes, mmap_dir, target)
+  if set(target_splits) - {"train", "test"}:
+    raise EstimateError(f"target_splits must name 'train' and/or 'test', "
+                        f"got {target_splits}")
+  matrices = _matrices(num_runs, *sizes, mmap_dir, target, target_splits)
 
   def fill(row):
     _fill_run(paths[row], sizes, row, matrices, target)
@@ -282,7 +292,8 @@ def find_runs(root, experiment, ratios=None, run_ids=None):
 
 
 def load_runs(root, experiment, ratios=None, progress=True, num_threads=4,
-              mmap_dir=None, run_ids=None, target="correct") -> Runs:
+              mmap_dir=None, run_ids=None, target="correct",
+              target_splits=("train", "test")) -> Runs:
   """Reads every `<root>/<experiment>/<ratio>/<run>/aux_arrays.npz`.
 
   Runs are found by `heldout_tf.collection.layout.list_runs` (canonical names only;
@@ -293,11 +304,11 @@ def load_runs(root, experiment, ratios=None, progress=True, num_threads=4,
   are memory-mapped `mask.npy`, `correct_train.npy` and `correct_test.npy`
   there (overwritten), not held in memory: ImageNet's 2000 runs take 5.2 GB
   as bool. `run_ids` keeps only the runs with those ids (`find_runs`);
-  `target` is as for `load_runs_from`.
+  `target` and `target_splits` are as for `load_runs_from`.
   """
   found = find_runs(root, experiment, ratios, run_ids)
   return load_runs_from(
       [os.path.join(r.path, runs_lib.AUX_FILENAME) for r in found],
       ratios=[r.ratio for r in found], run_ids=[r.run for r in found],
       experiment=experiment, progress=progress, num_threads=num_threads,
-      mmap_dir=mmap_dir, target=target)
+      mmap_dir=mmap_dir, target=target, target_splits=target_splits)

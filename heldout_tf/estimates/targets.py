@@ -162,6 +162,21 @@ class _TestColumns:
     return infl, np.where((n_in > 1) & (n_out > 1), se, np.nan)
 
 
+def influence_columns(mask, values_test, cols, counts=None,
+                      mask_float=None) -> np.ndarray:
+  """float64 [t, n_train]: the influence on the test columns `cols` of
+  `values_test` (a real target, or 0/1 correctness); NaN where a training
+  example was never held out or never trained on. `counts` and
+  `mask_float` (`counting.counts(mask)`, the mask as float64) may be passed
+  when computed already."""
+  c = counts if counts is not None else counting.counts(mask)
+  m = mask_float if mask_float is not None else np.asarray(mask, np.float64)
+  infl, _ = _TestColumns(values_test, cols).influence(m, c.n_in, c.n_out)
+  infl = infl.T
+  infl[:, ~c.defined] = np.nan
+  return infl
+
+
 def influence(mask, values_test, memory_budget=None) -> np.ndarray:
   """Dense influence on the target, float32 [n_test, n_train]; NaN columns
   where undefined. Refuses (EstimateError) beyond `memory_budget` (default:
@@ -183,9 +198,7 @@ def influence(mask, values_test, memory_budget=None) -> np.ndarray:
   m = np.asarray(mask, np.float64)
   out = np.empty((n_test, n_train), np.float32)
   for rows in counting.chunks(n_test, block):
-    infl, _ = _TestColumns(values_test, rows).influence(m, c.n_in, c.n_out)
-    out[rows] = infl.T
-  out[:, ~c.defined] = np.nan
+    out[rows] = influence_columns(mask, values_test, rows, c, m)
   return out
 
 
