@@ -28,8 +28,9 @@ cluster, `estimate_on_ray`; imported on use), `published` (the papers'
 score files, read strictly) and `comparison` (ours beside them).
 Attribution on margins (imported on use): `regression` (ridge and l1
 fitted for many targets at once), `datamodels` (linear datamodels of a
-collection, streamed over blocks of test examples), `lds` (the linear
-datamodeling score of any attribution). Sharded
+collection, streamed over blocks of test examples), `attributions`
+(attributions to judge: dense, blocks, pairs, score files, the built-in
+methods), `lds` (the linear datamodeling score of any attribution). Sharded
 use (map over run shards, sum the counts):
 
   total = sum((counts_for(load_runs_from(shard)) for shard in shards),

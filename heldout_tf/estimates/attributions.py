@@ -160,8 +160,10 @@ class Fitted(Source):
                         f"evaluation runs {(n_train, n_test)}")
 
   def predictions(self, mask_eval):
-    for cols, fit in datamodels.fit_blocks(
-        self.runs.mask, self.runs.values_test, self.settings, self.block):
+    the_plan = datamodels.plan(self.runs.mask, self.runs.values_test,
+                               self.settings)
+    for cols, fit in datamodels.fit_blocks(the_plan, self.runs.values_test,
+                                           self.settings, self.block):
       yield cols, fit.predict(mask_eval).astype(np.float64)
 
 

@@ -43,7 +43,7 @@ import scipy.sparse.linalg
 
 from heldout_tf.estimates.counting import EstimateError
 
-LASSO_DEFAULTS = dict(num_lambdas=10, lambda_min_ratio=0.01, tolerance=1e-3,
+LASSO_DEFAULTS = dict(num_lambdas=16, lambda_min_ratio=0.01, tolerance=1e-3,
                       max_iterations=300, patience=2)
 RIDGE_DEFAULTS = dict(num_lambdas=13, lambda_min_ratio=1e-3,
                       lambda_max_ratio=1e3)
@@ -146,6 +146,9 @@ class Fit:
   lam: np.ndarray        # float64 [targets]: the regularisation used.
   select_mse: np.ndarray  # float64 [targets]: its error on selection runs.
   iterations: int = 0    # FISTA iterations run (lasso).
+  # float64 [lambdas, targets]: each lambda's selection error relative to
+  # the null model's (w = 0); NaN after a target's path stopped.
+  path_errors: Optional[np.ndarray] = None
 
   def predict(self, mask) -> np.ndarray:
     """float32 [runs, targets] for 0/1 masks [runs, n_train]."""
@@ -173,15 +176,19 @@ def _soft(w, threshold):
 def _fista(design, yc, w, lam, tolerance, max_iterations):
   """Solves the lasso at `lam` [T] from `w` [n, T] (updated in place).
 
-  Returns the iterations run. Stops when every target's largest weight
-  change is at most `tolerance` times its target's standard deviation.
+  Returns the iterations run. A target is done (and no longer computed)
+  once its largest weight change in an iteration is at most `tolerance`
+  times its target's standard deviation: each target's result does not
+  depend on the others in its block.
   """
   z, num_runs = design.z, design.num_runs
   step = 1.0 / design.lipschitz
   scale = tolerance * np.maximum(yc.std(axis=0), 1e-12)
-  momentum = w.copy()
-  t = np.ones(w.shape[1], np.float32)
   threshold = (step * lam).astype(np.float32)
+  active = np.arange(w.shape[1])  # Columns of `w` still iterating.
+  current, momentum = w.copy(), w.copy()
+  yc = np.asarray(yc)
+  t = np.ones(w.shape[1], np.float32)
   for iteration in range(1, max_iterations + 1):
     residual = z @ momentum
     residual -= yc
@@ -189,7 +196,7 @@ def _fista(design, yc, w, lam, tolerance, max_iterations):
     new *= -step / num_runs
     new += momentum
     _soft(new, threshold)
-    change = new - w
+    change = new - current
     # Adaptive restart (O'Donoghue & Candes): momentum against progress.
     restart = np.einsum("ij,ij->j", momentum - new, change) > 0
     t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
@@ -197,9 +204,18 @@ def _fista(design, yc, w, lam, tolerance, max_iterations):
     t = np.where(restart, 1.0, t_next).astype(np.float32)
     np.multiply(change, beta, out=momentum)
     momentum += new
-    w[...] = new
-    if np.all(np.abs(change).max(axis=0) <= scale):
-      return iteration
+    current = new
+    done = np.abs(change).max(axis=0) <= scale
+    if done.any():
+      w[:, active[done]] = current[:, done]
+      keep = ~done
+      if not keep.any():
+        return iteration
+      active, current, momentum = active[keep], current[:, keep], (
+          momentum[:, keep])
+      yc, scale, threshold, t = yc[:, keep], scale[keep], threshold[keep], (
+          t[keep])
+  w[:, active] = current
   return max_iterations
 
 
@@ -221,12 +237,26 @@ def _mse(z_select, w, y_select_centred) -> np.ndarray:
   return np.mean(np.square(error, dtype=np.float64), axis=0)
 
 
+def lambda_max(design: Design, y) -> np.ndarray:
+  """float64 [T]: per target, the smallest lambda whose lasso is w = 0."""
+  y = _targets(y, design.num_runs, "targets")
+  return np.abs(design.z.T @ (y - y.mean(axis=0))).max(axis=0).astype(
+      np.float64) / design.num_runs
+
+
+def lasso_ratios(num_lambdas, lambda_min_ratio) -> np.ndarray:
+  """The l1 path relative to each target's lambda_max: 1 (w = 0) down to
+  `lambda_min_ratio`, geometric."""
+  return np.geomspace(1.0, lambda_min_ratio, num_lambdas)
+
+
 def lasso_path(problem: Problem, y, y_select,
                num_lambdas=LASSO_DEFAULTS["num_lambdas"],
                lambda_min_ratio=LASSO_DEFAULTS["lambda_min_ratio"],
                tolerance=LASSO_DEFAULTS["tolerance"],
                max_iterations=LASSO_DEFAULTS["max_iterations"],
-               patience=LASSO_DEFAULTS["patience"], refit=True) -> Fit:
+               patience: Optional[int] = LASSO_DEFAULTS["patience"],
+               refit=True) -> Fit:
   """The l1 datamodels of targets `y` [R, T] (see the module docstring).
 
   Args:
@@ -238,7 +268,7 @@ def lasso_path(problem: Problem, y, y_select,
       lambda_max.
     tolerance, max_iterations: FISTA's stopping rule at each lambda.
     patience: lambdas without a better selection error before a target's
-      path stops.
+      path stops (None: every target runs the whole path).
     refit: fit again at the chosen lambda on fit + selection runs.
   """
   design = problem.fit
@@ -250,33 +280,37 @@ def lasso_path(problem: Problem, y, y_select,
   yc = y - y_mean
   y_select_centred = y_select - y_mean
   num_targets = y.shape[1]
-  lam_max = np.abs(design.z.T @ yc).max(axis=0).astype(np.float64) / (
-      design.num_runs)
+  lam_max = lambda_max(design, y)
+  ratios = lasso_ratios(num_lambdas, lambda_min_ratio)
   w = np.zeros((design.n_train, num_targets), np.float32)
   best_w = np.zeros_like(w)
-  best_mse = _mse(problem.select, w, y_select_centred)  # w = 0: lambda_max.
-  best_lam = lam_max.copy()
+  null_mse = _mse(problem.select, w, y_select_centred)  # w = 0: lambda_max.
+  errors = np.full((len(ratios), num_targets), np.nan)
+  errors[0] = 1.0
+  best_mse, best_lam = null_mse.copy(), lam_max.copy()
   since_best = np.zeros(num_targets, np.int64)
   active = np.arange(num_targets)
   iterations = 0
-  for ratio in np.geomspace(1.0, lambda_min_ratio, num_lambdas)[1:]:
+  for step, ratio in enumerate(ratios[1:], 1):
     lam = lam_max[active] * ratio
     iterations += _fista(design, yc[:, active], w, lam, tolerance,
                          max_iterations)
     mse = _mse(problem.select, w, y_select_centred[:, active])
+    errors[step, active] = mse / np.maximum(null_mse[active], 1e-30)
     better = mse < best_mse[active]
     best_mse[active[better]] = mse[better]
     best_lam[active[better]] = lam[better]
     best_w[:, active[better]] = w[:, better]
     since_best[active] = np.where(better, 0, since_best[active] + 1)
-    keep = since_best[active] < patience
-    if not keep.all():
-      active, w = active[keep], w[:, keep]
+    if patience is not None:
+      keep = since_best[active] < patience
+      if not keep.all():
+        active, w = active[keep], w[:, keep]
     if not len(active):
       break
   weights, intercept = design.to_masks(best_w, y_mean)
   if not refit:
-    return Fit(weights, intercept, best_lam, best_mse, iterations)
+    return Fit(weights, intercept, best_lam, best_mse, iterations, errors)
   both = problem.both
   y_all = np.concatenate([y, y_select])
   y_mean = y_all.mean(axis=0)
@@ -284,7 +318,7 @@ def lasso_path(problem: Problem, y, y_select,
   iterations += _fista(both, y_all - y_mean, w, best_lam, tolerance,
                        max_iterations)
   weights, intercept = both.to_masks(w, y_mean)
-  return Fit(weights, intercept, best_lam, best_mse, iterations)
+  return Fit(weights, intercept, best_lam, best_mse, iterations, errors)
 
 
 def _ridge_weights(design, yc, lam):
@@ -294,6 +328,19 @@ def _ridge_weights(design, yc, lam):
   alpha = vectors @ (projected / (values[:, None] +
                                   design.num_runs * lam[None, :]))
   return design.z.T @ alpha.astype(np.float32)
+
+
+def ridge_scale(design: Design) -> float:
+  """The data's scale for ridge's lambda: mean(eig(Z Z^T)) / R."""
+  return float(np.mean(design.eig[0])) / design.num_runs
+
+
+def ridge_grid(design: Design, num_lambdas, lambda_min_ratio,
+               lambda_max_ratio):
+  """`(ratios, lambdas)` of ridge's grid: `ratios` from `lambda_min_ratio`
+  to `lambda_max_ratio`, times `ridge_scale`."""
+  ratios = np.geomspace(lambda_min_ratio, lambda_max_ratio, num_lambdas)
+  return ratios, ratios * ridge_scale(design)
 
 
 def ridge(problem, y, y_select=None,
@@ -323,8 +370,8 @@ def ridge(problem, y, y_select=None,
   y_select = _targets(y_select, len(problem.select), "selection targets")
   y_mean = y.mean(axis=0)
   values, vectors = design.eig
-  grid = np.mean(values) / design.num_runs * np.geomspace(
-      lambda_min_ratio, lambda_max_ratio, num_lambdas)
+  _, grid = ridge_grid(design, num_lambdas, lambda_min_ratio,
+                       lambda_max_ratio)
   # Predictions on the selection runs for every lambda, in the dual.
   cross = (problem.select.astype(np.float64) @
            design.z.T.astype(np.float64)) @ vectors
@@ -337,4 +384,6 @@ def ridge(problem, y, y_select=None,
   lam = grid[best]
   fit = ridge(problem.both if refit else design,
               np.concatenate([y, y_select]) if refit else y, lam=lam)
-  return dataclasses.replace(fit, select_mse=mse[best, np.arange(len(lam))])
+  null = np.mean(centred ** 2, axis=0)
+  return dataclasses.replace(fit, select_mse=mse[best, np.arange(len(lam))],
+                             path_errors=mse / np.maximum(null, 1e-30))
