@@ -161,7 +161,7 @@ class Fitted(Source):
 
   def predictions(self, mask_eval):
     the_plan = datamodels.plan(self.runs.mask, self.runs.values_test,
-                               self.settings)
+                               self.settings, self.block)
     for cols, fit in datamodels.fit_blocks(the_plan, self.runs.values_test,
                                            self.settings, self.block):
       yield cols, fit.predict(mask_eval).astype(np.float64)

@@ -184,20 +184,23 @@ def _ratios(problem, settings) -> np.ndarray:
                                  settings.lambda_min_ratio)
 
 
-def choose(problem: regression.Problem, margins, rows, settings: Settings
-           ) -> Choice:
+def choose(problem: regression.Problem, margins, rows, settings: Settings,
+           block: Optional[int] = None) -> Choice:
   """The one relative regularisation of `selection='global'`: the whole
   path (no early stop) on `selection_targets` test examples spread evenly
-  over the test set, the value whose selection error relative to the null
-  model's, averaged over them, is lowest."""
+  over the test set (`block` at a time), the value whose selection error
+  relative to the null model's, averaged over them, is lowest."""
   fit_rows, select_rows = rows
   n_test = margins.shape[1]
   sample = np.unique(np.linspace(0, n_test - 1, min(
       n_test, settings.selection_targets)).round().astype(np.int64))
-  y = np.asarray(margins[:, sample], np.float32)
-  fit = _path(problem, y[fit_rows], y[select_rows], settings, patience=None,
-              refit=False)
-  errors = np.nanmean(fit.path_errors, axis=1)
+  errors = []
+  for part in np.array_split(sample, -(-len(sample) // (block or
+                                                        len(sample)))):
+    y = np.asarray(margins[:, part], np.float32)
+    errors.append(_path(problem, y[fit_rows], y[select_rows], settings,
+                        patience=None, refit=False).path_errors)
+  errors = np.nanmean(np.concatenate(errors, axis=1), axis=1)
   ratio = float(_ratios(problem, settings)[int(np.argmin(errors))])
   return Choice(ratio, errors, sample)
 
@@ -230,12 +233,14 @@ class Plan:
   choice: Optional[Choice]
 
 
-def plan(mask, margins, settings: Settings) -> Plan:
+def plan(mask, margins, settings: Settings,
+         block: Optional[int] = None) -> Plan:
   """The `Plan` of fitting `margins` [runs, n_test] on `mask` [runs,
-  n_train]: the last rows choose lambda (`split_rows`)."""
+  n_train]: the last rows choose lambda (`split_rows`); the global choice
+  works on `block` test examples at a time (default: all of its sample)."""
   rows = split_rows(len(mask), settings.select_fraction)
   problem = regression.Problem(mask[rows[0]], mask[rows[1]])
-  choice = (choose(problem, margins, rows, settings)
+  choice = (choose(problem, margins, rows, settings, block)
             if settings.selection == "global" else None)
   return Plan(problem, rows, choice)
 
@@ -344,7 +349,7 @@ def fit_runs(runs: loading.Runs, settings: Settings,
     raise EstimateError("datamodels need the runs' test margins: load them "
                         "with target='margin'")
   block = block_size(runs.num_runs, runs.n_train, runs.n_test, memory_budget)
-  the_plan = plan(runs.mask, runs.values_test, settings)
+  the_plan = plan(runs.mask, runs.values_test, settings, block)
   found = [summarise(cols, fit, settings.top_k) for cols, fit in fit_blocks(
       the_plan, runs.values_test, settings, block, progress)]
   return finish(join(found, runs.n_test), runs, settings, the_plan.choice)

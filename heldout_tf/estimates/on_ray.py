@@ -290,9 +290,10 @@ def datamodels_on_ray(root: str, experiment: str,
   runs = loading.load_runs(root, experiment, ratios, progress=progress,
                            run_ids=fit_run_ids, target="margin",
                            target_splits=("test",))
-  choice = datamodels.plan(runs.mask, runs.values_test, settings).choice
   largest = datamodels.block_size(runs.num_runs, runs.n_train, runs.n_test,
                                   memory_budget)
+  choice = datamodels.plan(runs.mask, runs.values_test, settings,
+                           largest).choice
   with raycluster.connect(address, num_cpus) as ray:
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     per_task = test_examples_per_task or min(
