@@ -106,7 +106,8 @@ def test_undefined_examples_are_nan_and_never_paired():
 
 def test_budgets_are_refused_with_what_they_need():
   mask, values_train, values_test = random_values(3)
-  with pytest.raises(estimates.EstimateError, match=r"more than the 1.0 KiB budget; use high_influence_pairs"):
+  with pytest.raises(estimates.EstimateError,
+                     match="more than the 1.0 KiB budget; use high_influence"):
     targets.influence(mask, values_test, memory_budget="1KB")
   with pytest.raises(estimates.EstimateError, match="needs at least"):
     targets.high_influence_pairs(mask, values_train, values_test, 0, 0,

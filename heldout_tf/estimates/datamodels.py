@@ -16,7 +16,9 @@ attribution: the margin training example i adds to test example j.
 Runs: the given fit runs are ordered by (ratio, run id); the last
 `select_fraction` of them (at least `MIN_SELECT_RUNS`) choose lambda and the
 rest are fitted; with `refit` (default) the weights are then refitted on
-all of them at the chosen lambda.
+all of them at the chosen lambda. Runs used in any of these ways must not
+judge the datamodels: the file records them (`fit_run_*`, `select_run_*`)
+and `heldout lds` refuses evaluation runs among them.
 
 Choosing lambda (`selection`). 'per_target' (the paper's): each test
 example its own lambda along its path, by its error on the selection runs.
@@ -30,9 +32,7 @@ with little signal it often picks lambda_max, all weights 0: a constant
 prediction, an LDS of 0. On a real MNIST MLP collection (2 000 / 500
 digits, 170 fitting runs) the global choice gave an l1 LDS of 0.23, the
 per-example one 0.18 (129 of 500 examples all zero); the global choice is
-also deterministic whatever the blocks, and cheaper. Runs used in any of these ways must not
-judge the datamodels: the file records them (`fit_run_*`, `select_run_*`)
-and `heldout lds` refuses evaluation runs among them.
+also deterministic whatever the blocks, and cheaper.
 
 Memory: the [n_test, n_train] weights never live in memory at once (10 000
 x 60 000 for MNIST). Blocks of test examples are fitted one after the other
