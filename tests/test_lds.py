@@ -100,6 +100,14 @@ def test_lds_of_dense_and_pairs_equals_a_direct_computation(planted):
       want.mean(), want.std(ddof=1) / np.sqrt(N_TEST)), text), text
 
 
+def test_run_summary_groups_runs_by_ratio():
+  runs = estimates.Runs.from_arrays(
+      np.zeros((6, 3), bool), np.zeros((6, 3), bool), np.zeros((6, 2), bool),
+      ratios=[0.5, 0.5, 0.5, 0.7, np.nan, np.nan], run_ids=[0, 1, 4, 2, 8, 9])
+  assert lds.run_summary(runs) == ("6 runs (ratio 0.5: runs 0-1,4; ratio "
+                                   "0.7: runs 2; ratio unknown: runs 8-9)")
+
+
 def test_refusals(planted):
   root, truth = planted
   runs = eval_runs(root)

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from heldout_tf import collection
 from heldout_tf.core import errors
 from heldout_tf.core import files
 from heldout_tf.collection import layout
@@ -198,3 +199,32 @@ def test_missing_file_and_pickles_are_refused(tmp_path):
   with pytest.raises(margins.MarginsError,
                      match="margin_test.*(pickled|float32)"):
     margins.read(path)
+
+
+def test_the_store_writes_margins_before_the_aux_arrays(tmp_path):
+  rng = np.random.default_rng(9)
+  logits = {s: rng.standard_normal((n, CLASSES)).astype(np.float32)
+            for s, n in (("train", N_TRAIN), ("test", N_TEST))}
+  labels = {s: rng.integers(0, CLASSES, len(v)) for s, v in logits.items()}
+  correct = {s: logits[s].argmax(1) == labels[s] for s in logits}
+  store = collection.Store(str(tmp_path), "toy", 0.6)
+  subset = np.sort(rng.choice(N_TRAIN, 30, replace=False))
+  given = dict(train_logits=logits["train"], train_labels=labels["train"],
+               test_logits=logits["test"], test_labels=labels["test"])
+  store.write_run(0, subset=subset, correct_train=correct["train"],
+                  correct_test=correct["test"], logits=given)
+  got = margins.read(store.run_dir(0))
+  aux = runs.read_aux(store.run_dir(0))
+  want = _reference(logits["train"], labels["train"])[0]
+  np.testing.assert_allclose(got["margin_removed"],
+                             want[aux["index_removed"]], rtol=1e-6)
+  # Logits that are not the correctness's: refused before the run is
+  # finished (no aux arrays).
+  flipped = dict(correct_test=~correct["test"])
+  with pytest.raises(margins.MarginsError, match="disagrees with the run's"):
+    store.write_run(1, subset=subset, correct_train=correct["train"],
+                    logits=given, **flipped)
+  assert not store.is_finished(1, need_checkpoint=False)
+  store.write_run(2, subset=subset, **{f"correct_{s}": correct[s]
+                                       for s in ("train", "test")})
+  assert not os.path.exists(margins.margins_path(store.run_dir(2)))

@@ -33,10 +33,16 @@ ties the largest other one) is therefore counted right or wrong depending
 on the class order; a margin of 0 is accepted with either bit.
 
 A trainer that has a run's float32 logits on the whole training and test
-sets in canonical order calls, after writing the run's aux arrays:
+sets in canonical order passes them to the store, which writes this file
+before the aux arrays (a run that looks finished has its margins):
 
-  margins.write(run_dir, train_logits=..., train_labels=...,
-                test_logits=..., test_labels=...)
+  store.write_run(run, subset=..., correct_train=..., correct_test=...,
+                  save_checkpoint=...,
+                  logits=dict(train_logits=..., train_labels=...,
+                              test_logits=..., test_labels=...))
+
+or, for a run whose aux arrays exist, calls `write(run_dir, train_logits=
+..., train_labels=..., test_logits=..., test_labels=...)` itself.
 """
 
 import os

@@ -142,9 +142,12 @@ def score(eval_runs: loading.Runs, sources: Sequence,
 def run_summary(runs: loading.Runs) -> str:
   """'100 runs (ratio 0.5: runs 400-499)': the runs, compactly."""
   parts = []
-  for ratio in sorted(set(map(float, runs.ratios)), key=str):
-    ids = np.sort(runs.run_ids[(runs.ratios == ratio) |
-                               (np.isnan(runs.ratios) & np.isnan(ratio))])
+  ratios = np.asarray(runs.ratios, np.float64)
+  unknown = np.isnan(ratios)
+  for ratio in list(np.unique(ratios[~unknown])) + (
+      [np.nan] if unknown.any() else []):
+    ids = np.sort(runs.run_ids[unknown if np.isnan(ratio) else
+                               ratios == ratio])
     spans, start = [], 0
     for k in range(1, len(ids) + 1):
       if k == len(ids) or ids[k] != ids[k - 1] + 1:
