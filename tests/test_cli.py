@@ -117,6 +117,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The commands this branch converts: (how to start it, its module).
 MINE = (("-m", "heldout_tf.cli.download"), ("-m", "heldout_tf.cli.evaluate"),
         ("-m", "heldout_tf.cli.estimate"), ("-m", "heldout_tf.cli.commands"),
+        ("-m", "heldout_tf.cli.datamodels"), ("-m", "heldout_tf.cli.lds"),
         ("demo.py", "demo"))
 
 
@@ -143,6 +144,29 @@ def test_help_does_not_wait_for_tensorflow(how, module):
   assert "usage:" in stdout and not loaded, stdout
 
 
+@pytest.mark.parametrize("module,argv", [
+    ("heldout_tf.cli.datamodels", ["--root", "r", "--experiment", "e",
+                                   "--fit_runs", "0-9", "--out", "o.npz",
+                                   "--top_k", "0"]),
+    ("heldout_tf.cli.lds", ["--root", "r", "--experiment", "e",
+                            "--eval_runs", "x"]),
+    ("heldout_tf.cli.estimate", ["--root", "r", "--experiment", "e",
+                                 "--out", "o.npz", "--target", "loss"]),
+])
+def test_attribution_commands_refuse_bad_flags_before_tensorflow(module,
+                                                                 argv):
+  code = ("import runpy, sys\n"
+          f"sys.argv = ['prog', *{argv!r}]\n"
+          f"try:\n  runpy.run_module({module!r}, run_name='__main__')\n"
+          "except SystemExit as e:\n  print('EXIT', e.code)\n"
+          "print('TF', 'tensorflow' in sys.modules)")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, cwd=REPO, timeout=120,
+                        env=dict(os.environ, PYTHONPATH=REPO))
+  assert proc.stdout.split() == ["EXIT", "2", "TF", "False"], proc.stdout
+  assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+
+
 def test_help_through_the_dispatcher_does_not_load_tensorflow():
   stdout, loaded = _help_loads_tensorflow("-m", "heldout_tf.cli.commands",
                                           "evaluate")
@@ -166,7 +190,7 @@ def test_every_build_parser_shows_defaults_and_the_root_flag():
     assert "--root" in options and "--dest" not in options
     assert "--progress" in options or module is estimate
   text = " ".join(estimate.build_parser().format_help().split())
-  for default in ("(default: mem,pairs,cscores)", "(default: 0.15)",
+  for default in ("(default: auto)", "(default: 0.15)",
                   "(default: 0.25)", "(default: 4GB)", "(default: local)"):
     assert default in text
 
@@ -191,8 +215,8 @@ def test_bad_flags_exit_2_with_an_error_line(module, argv, message, capsys):
 
 def test_dispatcher_runs_the_module_of_each_command(capsys, monkeypatch):
   assert list(commands.COMMANDS) == [
-      "download", "evaluate", "estimate", "export", "train", "quality",
-      "report"]
+      "download", "evaluate", "estimate", "datamodels", "lds", "export",
+      "train", "quality", "report"]
   with pytest.raises(SystemExit) as exit_info:
     cli.run(commands.main, ["estimate", "--help"])
   assert exit_info.value.code == 0

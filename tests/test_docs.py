@@ -183,7 +183,8 @@ def test_the_check_finds_a_bad_flag_and_a_missing_module():
   assert problems(found[1])[0].startswith(
       "docs/x.md:6: module heldout_tf.no_such_module does not exist")
   assert problems(found[2]) == [
-      "docs/x.md:7: --split validation is not one of ['test', 'train'] in: "
+      "docs/x.md:7: --split validation is not one of ['both', 'test', "
+      "'train'] in: "
       "heldout evaluate --split validation # A comment --bogus."]
   assert problems(found[3])[0].startswith("docs/x.md:8: <unknown heldout")
 

@@ -678,16 +678,23 @@ def test_sharded_counts_and_pair_blocks_give_identical_results(release):
           c.n_in[train_block], c.n_out[train_block], test_correct[cols], 0.1,
           train_block, cols))
   pairs = estimates.merge_pairs(blocks[::-1], c.memorization)
+  used = dict(run_ids=[r.run for r in found],
+              run_ratios=[r.ratio for r in found])
   got = estimates.compute_from_counts(
       total, "mem,pairs,cscores", n_test=everything.n_test,
       experiment=EXPERIMENT, pairs=pairs, infl_threshold=0.1,
-      mem_threshold=0.0)
+      mem_threshold=0.0, **used)
   assert_results_identical(got, want)
   got = estimates.compute_from_counts(
       total, "mem,pairs,cscores", n_test=everything.n_test,
       experiment=EXPERIMENT, runs=everything, infl_threshold=0.1,
-      mem_threshold=0.0, progress=False)
+      mem_threshold=0.0, progress=False, **used)
   assert_results_identical(got, want)
+  # The runs used are recorded (scores fitted on them are not judged on
+  # them: heldout lds).
+  np.testing.assert_array_equal(want["run_ids"], used["run_ids"])
+  np.testing.assert_array_equal(want["run_ratios"], used["run_ratios"])
+  assert str(want["target"]) == "correct"
   with pytest.raises(estimates.EstimateError, match="pairs need the runs"):
     estimates.compute_from_counts(total, "pairs", n_test=20)
 

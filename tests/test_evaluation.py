@@ -15,6 +15,7 @@ from heldout_tf.core import errors
 from heldout_tf.core import files
 from heldout_tf.collection import evaluation
 from heldout_tf.collection import layout
+from heldout_tf.collection import margins
 from heldout_tf import models
 from heldout_tf.collection import released
 from heldout_tf.collection import runs
@@ -277,3 +278,93 @@ def test_data_errors_are_heldout_errors(tmp_path):
     pipelines.load("cifar100:3.0.2", str(tmp_path)).split("test")
   with pytest.raises(errors.UsageError, match="ImageNet needs --data_dir"):
     pipelines.load("imagenet")
+
+
+# ------------------------------------- margins of released-layout runs --
+
+
+def _direct_margins(model, path, images, labels):
+  """float64 margins of the run at `path`, from its checkpoint directly."""
+  checkpoints.restore(model, path)
+  logits = model(tf.constant(images, tf.float32) / 255.0,
+                 is_training=False).numpy().astype(np.float64)
+  own = logits[np.arange(len(labels)), labels]
+  others = logits.copy()
+  others[np.arange(len(labels)), labels] = -np.inf
+  return own - others.max(1)
+
+
+def test_evaluate_both_splits_records_each_runs_margins(
+    release_root, cifar10, model, tmp_path):
+  _, arrays = cifar10
+  root = copy_root(release_root, tmp_path)
+  done = list(evaluation.evaluate_collection(
+      root, EXPERIMENT, [RATIO], None, split="both", data_dir=cifar10[0],
+      progress=False, record_margins=True))
+  # One restore per run, train then test; the margins go with the test.
+  assert [(run.run, e.check.split) for run, e in done] == [
+      (r, s) for r in range(NUM_RUNS) for s in ("train", "test")]
+  assert all(e.check.ok for _, e in done)
+  assert [e.restore_seconds == 0 for _, e in done] == [False, True] * NUM_RUNS
+  assert [e.margins is None for _, e in done] == [True, False] * NUM_RUNS
+  for run in range(NUM_RUNS):
+    path = run_path(root, run)
+    record = done[2 * run + 1][1].margins
+    assert record.written and str(record) == f"wrote {path}/margins.npz"
+    got = margins.read(path)
+    aux = runs.read_aux(path)
+    for split, source in (("train", "train"), ("removed", "train"),
+                          ("test", "test")):
+      want = _direct_margins(model, path, arrays[source]["image"],
+                             arrays[source]["label"])
+      np.testing.assert_allclose(got[f"margin_{split}"],
+                                 want[aux[f"index_{split}"]],
+                                 rtol=1e-4, atol=1e-5)
+  # The released file is left exactly as it was.
+  for run in range(NUM_RUNS):
+    with open(os.path.join(run_path(root, run), runs.AUX_FILENAME),
+              "rb") as a, open(os.path.join(run_path(release_root, run),
+                                            runs.AUX_FILENAME), "rb") as b:
+      assert a.read() == b.read()
+
+
+def test_a_run_whose_predictions_differ_gets_no_margins(release_root,
+                                                         cifar10, tmp_path,
+                                                         capsys):
+  from heldout_tf.cli import evaluate as evaluate_cli  # pylint: disable=g-import-not-at-top
+  root = copy_root(release_root, tmp_path)
+  path = run_path(root, 1)
+  aux = runs.read_aux(path)
+  aux["correctness_test"][4] = ~aux["correctness_test"][4]
+  files.save_npz(os.path.join(path, runs.AUX_FILENAME), **aux)
+  code = evaluate_cli.main(["--root", root, "--experiment", EXPERIMENT,
+                            "--ratios", str(RATIO), "--runs", "0-2",
+                            "--split", "both", "--record", "margins",
+                            "--data_dir", cifar10[0], "--noprogress"])
+  out, err = capsys.readouterr()
+  assert code == 1
+  assert f"  margins: wrote {run_path(root, 0)}/margins.npz" in out
+  assert (f"  margins: not written: {path}/margins.npz: key 'margin_test' "
+          "disagrees with the run's 'correctness_test' at 1 example(s) "
+          "(e.g. example 4") in out
+  assert out.count("  train accuracy:") == out.count("  test accuracy:") == 3
+  assert out.count(f"{EXPERIMENT} ratio") == 3
+  assert err == ("Margins were not written for 1 run(s): their predictions "
+                 "differ from the recorded correctness.\n")
+  assert os.path.exists(margins.margins_path(run_path(root, 2)))
+  assert not os.path.exists(margins.margins_path(path))
+
+
+def test_recording_margins_needs_both_splits(release_root, capsys):
+  with pytest.raises(errors.UsageError, match="needs split 'both'"):
+    next(evaluation.evaluate_collection(release_root, EXPERIMENT,
+                                        record_margins=True))
+  from heldout_tf import cli  # pylint: disable=g-import-not-at-top
+  from heldout_tf.cli import evaluate as evaluate_cli  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run(evaluate_cli.main, ["--root", release_root, "--record",
+                                "margins"])
+  assert exit_info.value.code == 2
+  assert capsys.readouterr().err == (
+      "error: --record margins needs --split both (margins of the whole "
+      "training set and the test set), got --split test\n")

@@ -1,6 +1,7 @@
 """The commands: `heldout <command>` (`commands`, the entry point) and one
-module per command: `download`, `evaluate`, `estimate`, `export`, `train`,
-`quality`, `report`; `python -m heldout_tf.cli.<command>` is the same.
+module per command: `download`, `evaluate`, `estimate`, `datamodels`,
+`lds`, `export`, `train`, `quality`, `report`; `python -m
+heldout_tf.cli.<command>` is the same.
 
 This package's own names are what every command shares: one style for all.
 

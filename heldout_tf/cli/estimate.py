@@ -4,6 +4,8 @@ r"""Computes memorization, influence and C-scores from a collection of runs.
       --out estimates.npz --ratios 0.7 --what mem,pairs,cscores
   heldout estimate --root DIR --experiment cifar10-inception \
       --out estimates.npz --compare cifar10-cscores-orig-order.npz
+  heldout estimate --root DIR --experiment mnist-mlp --target margin \
+      --runs 0-399 --out est.npz --plan_se 0.02
 
 (`heldout estimate` is `python -m heldout_tf.cli.estimate`.) Reads every
 <root>/<experiment>/<ratio>/<run>/aux_arrays.npz, writes the estimates (see
@@ -12,6 +14,14 @@ a short summary with the estimates' standard errors (and a warning when the
 pairs thresholds are within two of them of zero). With --compare also prints
 how the estimates agree with a published score file
 (`heldout_tf.estimates.comparison.compare`).
+
+--target margin (or probability) estimates the same differences of means on
+each run's final margin (correct-label probability) from its margins.npz
+(`heldout_tf.estimates.targets`; keys end in _margin), with Welch's standard
+errors. --runs keeps only some runs (e.g. the runs an attribution is fitted
+on; `heldout lds` then judges it on the others). --plan_se SE prints how
+many runs each estimate needs for standard error SE, from the collection's
+own variance (`heldout_tf.estimates.planning`).
 """
 
 import os
@@ -37,11 +47,21 @@ def build_parser() -> cli.Parser:
                       help="The estimates file to write.")
   parser.add_argument("--ratios", default="all", metavar="LIST",
                       help="Subset ratios to use, e.g. 0.3,0.7.")
+  parser.add_argument("--runs", default="all", metavar="LIST",
+                      help="Run ids to use (at every ratio), e.g. 0-399; "
+                      "'all': every run on disk.")
   parser.add_argument(
-      "--what", default=",".join(estimates.DEFAULT_WHAT), metavar="LIST",
-      help="Estimates to compute, from mem,infl,pairs,cscores. 'infl' is "
-      "the dense [n_test, n_train] float32 matrix (opt-in: 2.4 GB for "
-      "MNIST).")
+      "--target", default="correct", choices=estimates.TARGETS,
+      help="What each run contributes per example: its 0/1 correctness "
+      "(aux_arrays.npz, the papers' estimates), or its final margin or "
+      "correct-label probability (margins.npz).")
+  parser.add_argument(
+      "--what", default="auto", metavar="LIST",
+      help="Estimates to compute, from mem,infl,pairs,cscores; 'auto': "
+      f"{','.join(estimates.DEFAULT_WHAT)} (--target correct), "
+      f"{','.join(estimates.DEFAULT_WHAT_OF_VALUES)} (other targets: "
+      "C-scores are held-out accuracy). 'infl' is the dense [n_test, "
+      "n_train] float32 matrix (opt-in: 2.4 GB for MNIST).")
   parser.add_argument("--infl_threshold", type=float, default=0.15,
                       help="Pairs: minimum influence.")
   parser.add_argument("--mem_threshold", type=float, default=0.25,
@@ -67,9 +87,17 @@ def build_parser() -> cli.Parser:
   parser.add_argument("--compare_plot", default=None, metavar="FILE.png",
                       help="--compare: scatter plot PNG (default: --out "
                       "without .npz + '_compare.png').")
+  parser.add_argument(
+      "--plan_se", type=float, default=None, metavar="SE",
+      help="Also print how many runs each estimate needs for this standard "
+      "error (from the collection's own variance).")
   cli.add_engine(parser, "the counting (over shards of runs) and the pairs "
+<<<<<<< HEAD
                  "(over blocks of test examples)")
   cli.add_progress(parser)
+=======
+                 "(over blocks of test examples; --target correct only)")
+>>>>>>> attribution
   return parser
 
 
@@ -85,11 +113,15 @@ def _check(args):
   """Validates flag values before any work; UsageError naming the flag."""
   try:
     args.what = estimates.parse_what(
-        [w.strip() for w in args.what.split(",") if w.strip()])
+        "auto" if args.what.strip() == "auto" else
+        [w.strip() for w in args.what.split(",") if w.strip()], args.target)
   except estimates.EstimateError as e:
     raise errors.UsageError(f"--what: {e}") from None
   sizes.parse_bytes(args.memory_budget, "--memory_budget")
   args.ratios = layout.parse_ratios(args.ratios)
+  args.runs = layout.parse_run_ids(args.runs)
+  if args.plan_se is not None and not args.plan_se > 0:
+    raise errors.UsageError(f"--plan_se must be > 0, got {args.plan_se}")
   for name in ("infl_threshold", "mem_threshold"):
     value = getattr(args, name)
     if value != value:  # NaN selects nothing, silently.
@@ -98,6 +130,14 @@ def _check(args):
   if args.engine == "ray" and args.mmap_dir is not None:
     raise errors.UsageError("--mmap_dir does not apply with --engine ray "
                             "(each task holds only its shard of runs)")
+  if args.engine == "ray" and (args.target != "correct" or
+                               args.runs is not None):
+    raise errors.UsageError("--engine ray estimates --target correct on "
+                            "every run: leave out --target and --runs, or "
+                            "use --engine local")
+  if args.compare is not None and args.target != "correct":
+    raise errors.UsageError("--compare needs --target correct (the "
+                            "published scores are of correctness)")
   if args.compare_plot is None and args.compare is not None:
     base = args.out[:-4] if args.out.endswith(".npz") else args.out
     args.compare_plot = base + "_compare.png"
@@ -138,14 +178,21 @@ def main(argv=None):
         progress=args.progress)
   else:
     runs = estimates.load_runs(args.root, args.experiment, args.ratios,
+<<<<<<< HEAD
                                mmap_dir=args.mmap_dir,
                                progress=args.progress)
+=======
+                               mmap_dir=args.mmap_dir, run_ids=args.runs,
+                               target=args.target)
+>>>>>>> attribution
     result = estimates.compute(
         runs, args.what, infl_threshold=args.infl_threshold,
         mem_threshold=args.mem_threshold, memory_budget=args.memory_budget,
         progress=args.progress)
   estimates.save_estimates(args.out, result)
   print(estimates.summary(result))
+  if args.plan_se is not None:
+    print("\n".join(estimates.planning.summary_lines(result, args.plan_se)))
   print(f"wrote {args.out}")
   if args.compare is not None:
     print(_comparison().compare(result, args.compare,

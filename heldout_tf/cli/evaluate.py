@@ -2,6 +2,8 @@ r"""Restores released runs, re-evaluates them and cross-checks aux_arrays.npz.
 
   heldout evaluate --experiment cifar10-inception --ratios 0.7 --runs 0
   heldout evaluate --experiment cifar10-inception --runs all --split train
+  heldout evaluate --experiment cifar10-inception --runs 0-99 \
+      --split both --record margins
   heldout evaluate --experiment imagenet-resnet50 \
       --data_dir ~/tensorflow_datasets --imagenet_index_map index.csv
 
@@ -12,9 +14,19 @@ match` against the run's recorded correctness. One model, one compiled
 forward pass and one read of the split serve every run
 (`heldout_tf.collection.evaluation.evaluate_collection`).
 
+`--record margins` (with `--split both`: each run is evaluated on its whole
+training set and its test set) also writes each run's `margins.npz` beside
+its `aux_arrays.npz`, which stays as it is: the final model's margin and
+correct-label probability per example, for `heldout estimate --target
+margin`, `heldout datamodels` and `heldout lds`
+(`heldout_tf.collection.margins`). A run whose recomputed predictions
+differ from its recorded correctness gets no file (its logits are not the
+ones the recorded bits came from); the command says so and exits 1.
+
 Exit status: 0 done; 1 a bad input (`error: ...`, e.g. a corrupt checkpoint,
-a missing dataset) or, with --require_match, a prediction that does not
-match; 2 bad flags, or runs not on disk (with download instructions).
+a missing dataset), a run whose margins were not written, or, with
+--require_match, a prediction that does not match; 2 bad flags, or runs not
+on disk (with download instructions).
 """
 
 import os
@@ -50,9 +62,15 @@ def build_parser(prog: str = PROG) -> cli.Parser:
   parser.add_argument("--runs", default="0", metavar="LIST",
                       help="Run ids to evaluate: ids and ranges, e.g. 0,3 "
                       "or 0-9; 'all': every run on disk.")
-  parser.add_argument("--split", default="test", choices=["test", "train"],
+  parser.add_argument("--split", default="test",
+                      choices=["test", "train", "both"],
                       help="Split to evaluate ('train': the whole training "
-                      "set, trained-on and held-out examples).")
+                      "set, trained-on and held-out examples; 'both': "
+                      "train, then test, one restore per run).")
+  parser.add_argument("--record", default=None, choices=["margins"],
+                      help="Also write each run's margins.npz (final "
+                      "margins and label probabilities; needs --split "
+                      "both).")
   parser.add_argument("--data_dir", default=None, metavar="DIR",
                       help="tfds data_dir (CIFAR); for ImageNet the indexed "
                       "TFRecord directory or a prepared tfds imagenet2012 "
@@ -83,6 +101,10 @@ def parse_args(argv=None, prog: str = PROG):
   if args.imagenet_index_map and not imagenet:
     raise errors.UsageError(
         f"--imagenet_index_map does not apply to {args.experiment}.")
+  if args.record == "margins" and args.split != "both":
+    raise errors.UsageError(
+        "--record margins needs --split both (margins of the whole "
+        f"training set and the test set), got --split {args.split}")
   if args.batch_size < 1:
     raise errors.UsageError(f"--batch_size must be >= 1, got "
                             f"{args.batch_size}")
@@ -92,39 +114,52 @@ def parse_args(argv=None, prog: str = PROG):
   return args
 
 
-def print_run(experiment: str, run, split: str, evaluated):
-  """Prints one `evaluation.RunEvaluation` of `run` (a `layout.RunPath`)."""
+def print_run(experiment: str, run, evaluated, header: bool = True):
+  """Prints one `evaluation.RunEvaluation` of `run` (a `layout.RunPath`);
+  the run's line only with `header` (its first split)."""
   info, check = evaluated.info, evaluated.check
-  print(f"{experiment} ratio {run.ratio_name} run {run.run}: "
-        f"epoch {info.epoch}, global step {info.global_step}, trained on "
-        f"{100 * evaluated.subset_fraction:.1f}% of the training set")
-  print(f"  {split} accuracy: {100 * evaluated.result.accuracy:.2f}%")
+  if header:
+    print(f"{experiment} ratio {run.ratio_name} run {run.run}: "
+          f"epoch {info.epoch}, global step {info.global_step}, trained on "
+          f"{100 * evaluated.subset_fraction:.1f}% of the training set")
+  print(f"  {check.split} accuracy: {100 * evaluated.result.accuracy:.2f}%")
   print(f"  {check}")
   if not check.ok:
     shown = ", ".join(str(i) for i in check.mismatched_index[:MISMATCHES_SHOWN])
     more = " ..." if len(check.mismatched_index) > MISMATCHES_SHOWN else ""
-    print(f"  mismatched example indices: {shown}{more}", flush=True)
+    print(f"  mismatched example indices: {shown}{more}")
+  if evaluated.margins is not None:
+    print(f"  margins: {evaluated.margins}")
+  sys.stdout.flush()
 
 
 def main(argv=None, prog: str = PROG) -> int:
   args = parse_args(argv, prog)
   cli.quiet_tensorflow()
   from heldout_tf.collection import evaluation  # pylint: disable=g-import-not-at-top
-  all_match = True
+  all_match, not_recorded, last = True, 0, None
   try:
     for run, evaluated in evaluation.evaluate_collection(
         args.root, args.experiment, args.ratios, args.runs, args.split,
         data_dir=args.data_dir, download=args.download,
         index_map=args.imagenet_index_map, batch_size=args.batch_size,
-        progress=args.progress):
-      print_run(args.experiment, run, args.split, evaluated)
+        progress=args.progress, record_margins=args.record == "margins"):
+      print_run(args.experiment, run, evaluated, header=run != last)
+      last = run
       all_match &= evaluated.check.ok
+      not_recorded += bool(evaluated.margins and
+                           not evaluated.margins.written)
   except evaluation.RunNotFoundError as e:
     print(f"{e}.\n", file=sys.stderr)
     ratio = args.ratios[0] if args.ratios else 0.7
     print(released.download_instructions(args.experiment, args.root, ratio,
                                          args.runs), file=sys.stderr)
     return cli.USAGE_EXIT
+  if not_recorded:
+    print(f"Margins were not written for {not_recorded} run(s): their "
+          "predictions differ from the recorded correctness.",
+          file=sys.stderr)
+    return 1
   if args.require_match and not all_match:
     print("Some predictions do not match the recorded correctness.",
           file=sys.stderr)

@@ -3,6 +3,8 @@
 Reading a collection (no TensorFlow): `layout` (every file and directory
 name, parsed in one place; run-id and ratio lists), `runs` (the one
 `aux_arrays.npz` reader and writer), `signals` (each run's `signals.npz`),
+`margins` (each run's `margins.npz`: final margins and label
+probabilities),
 `experiments` (the registry: the released three and the kit's own),
 `released` (download instructions for the released archives),
 `provenance` (where a collection's data comes from, and the one way back

@@ -1,6 +1,6 @@
 """The run layout's names: every file name in one place, parsed in one place.
 
-  <root>/<experiment>/<ratio>/<run>/aux_arrays.npz
+  <root>/<experiment>/<ratio>/<run>/aux_arrays.npz, margins.npz, ...
   <root>/<experiment>/<ratio>/<run>/checkpoints/ckpt-<N>.{index,data-*}
   <root>/<experiment>/<ratio>/config.json, estimates.npz, figures/, ...
 
@@ -27,6 +27,7 @@ from heldout_tf.core import errors
 AUX_FILENAME = "aux_arrays.npz"  # Correctness and indices (released).
 CHECKPOINTS_DIRNAME = "checkpoints"  # ckpt-<N>.{index,data-*}
 SIGNALS_FILENAME = "signals.npz"  # Per-epoch signal sums (quality).
+MARGINS_FILENAME = "margins.npz"  # Final margins and label probabilities.
 TRAJECTORY_DIRNAME = "trajectory"  # ckpt-<epoch> of every epoch.
 
 # Per collection: <root>/<experiment>/<ratio>/...

@@ -2,6 +2,7 @@
 
   <root>/<experiment>/<ratio>/config.json
   <root>/<experiment>/<ratio>/<run>/checkpoints/ckpt-<N>.{index,data-*}
+  <root>/<experiment>/<ratio>/<run>/margins.npz     (optional)
   <root>/<experiment>/<ratio>/<run>/aux_arrays.npz
 
 (names from `heldout_tf.collection.layout`). `record_config` writes the collection's
@@ -21,6 +22,7 @@ import numpy as np
 from heldout_tf.core import errors
 from heldout_tf.core import files
 from heldout_tf.collection import layout
+from heldout_tf.collection import margins as margins_lib
 from heldout_tf.collection import runs as runs_lib
 
 _FINISH_HINT = "Train them (same settings), then estimate."
@@ -172,8 +174,10 @@ class Store:
 
   def write_run(self, run: int, *, subset, correct_train, correct_test,
                 test_index=None,
-                save_checkpoint: Optional[Callable[[str], object]] = None):
-    """Writes one finished run: its checkpoint (optional), then its aux arrays.
+                save_checkpoint: Optional[Callable[[str], object]] = None,
+                logits: Optional[dict] = None):
+    """Writes one finished run: its checkpoint (optional), its margins
+    (optional), then its aux arrays.
 
     The one place that turns a run's outputs into the released layout.
 
@@ -185,6 +189,12 @@ class Store:
       test_index: int [n_test] canonical test indices (default 0..n_test-1).
       save_checkpoint: called with the run's `checkpoints/` directory before
         the aux arrays are written (e.g. `checkpoints.save(module, d, ...)`).
+      logits: the final model's float32 `train_logits` [n_train, classes],
+        `train_labels`, `test_logits` [n_test, classes], `test_labels`,
+        rows in the order of `correct_train` / `correct_test` (the logits
+        the correctness came from): writes `margins.npz`
+        (`heldout_tf.collection.margins`) before the aux arrays, so a run
+        that looks finished has its margins.
     """
     path = self.run_dir(run)
     correct_train = np.asarray(correct_train, bool)
@@ -198,13 +208,18 @@ class Store:
     removed = np.setdiff1d(np.arange(n_train), subset)
     if test_index is None:
       test_index = np.arange(len(correct_test), dtype=np.int64)
+    correctness = {"train": correct_train[subset],
+                   "removed": correct_train[removed], "test": correct_test}
+    index = {"train": subset, "removed": removed,
+             "test": np.asarray(test_index, np.int64)}
     with errors.user_path(path, "write"):
       if save_checkpoint is not None:
         save_checkpoint(os.path.join(path, layout.CHECKPOINTS_DIRNAME))
-      runs_lib.write_aux(
-          path,
-          correctness={"train": correct_train[subset],
-                       "removed": correct_train[removed],
-                       "test": correct_test},
-          index={"train": subset, "removed": removed, "test": test_index},
-          subsample_idx=subset)
+      if logits is not None:
+        aux = {f"{kind}_{split}": values[split]
+               for kind, values in (("correctness", correctness),
+                                    ("index", index))
+               for split in runs_lib.SPLITS}
+        margins_lib.write(path, aux=aux, test_index=index["test"], **logits)
+      runs_lib.write_aux(path, correctness=correctness, index=index,
+                         subsample_idx=subset)

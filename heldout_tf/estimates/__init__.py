@@ -18,14 +18,22 @@ bool `[runs, n_test]`, columns in canonical example order.
 
 Modules: `counting` (exact counts; `Counts`, `CountsByRatio`, `counts_for`),
 `estimators` (memorization, influence, pairs, C-scores from matrices),
-`loading` (`Runs`, `load_runs`, `load_runs_from`), `pipeline` (`compute`,
+`targets` (the same differences of means of a run's margin or label
+probability, with Welch's standard errors), `planning` (the run planner:
+runs needed for a standard error), `loading` (`Runs`, `load_runs`,
+`load_runs_from`; `TARGETS`), `pipeline` (`compute`,
 `compute_from_counts`), `reporting` (`summary` with standard errors,
 `memorization_order`, `save_*`), `on_ray` (the same estimates on a Ray
 cluster, `estimate_on_ray`; imported on use), `published` (the papers'
 score files, read strictly), `comparison` (ours beside them), `figures`
 (memorization examples, influence pairs, histogram) and `workflow`
 (`estimate_collection`: a collection's estimates, pairs and figures
-written beside its runs). Sharded
+written beside its runs). Attribution on margins (imported on use):
+`regression` (ridge and l1 fitted for many targets at once), `datamodels`
+(linear datamodels of a collection, streamed over blocks of test
+examples), `attributions` (attributions to judge: dense, blocks, pairs,
+score files, the built-in methods), `lds` (the linear datamodeling score
+of any attribution). Sharded
 use (map over run shards, sum the counts):
 
   total = sum((counts_for(load_runs_from(shard)) for shard in shards),
@@ -56,9 +64,13 @@ from heldout_tf.estimates.loading import find_runs
 from heldout_tf.estimates.loading import load_runs
 from heldout_tf.estimates.loading import load_runs_from
 from heldout_tf.estimates.loading import Runs
+from heldout_tf.estimates.loading import TARGETS
+from heldout_tf.estimates import planning
+from heldout_tf.estimates import targets
 from heldout_tf.estimates.pipeline import compute
 from heldout_tf.estimates.pipeline import compute_from_counts
 from heldout_tf.estimates.pipeline import DEFAULT_WHAT
+from heldout_tf.estimates.pipeline import DEFAULT_WHAT_OF_VALUES
 from heldout_tf.estimates.pipeline import parse_what
 from heldout_tf.estimates.pipeline import WHAT
 from heldout_tf.estimates.reporting import memorization_order

@@ -4,6 +4,10 @@
 reads each file with `heldout_tf.collection.runs.read_aux` (the one aux reader).
 `load_runs_from(run_paths)` loads an explicit list of runs: a shard of a
 collection for a distributed map (see `counting.counts_for`).
+
+A `target` other than 'correct' ('margin', 'probability') also reads each
+run's `margins.npz` (`heldout_tf.collection.margins.read`, checked against
+the run's aux arrays) into float32 `[runs, examples]` matrices.
 """
 
 import concurrent.futures
@@ -15,15 +19,29 @@ import numpy as np
 
 from heldout_tf.core import errors
 from heldout_tf.collection import layout
+from heldout_tf.collection import margins as margins_lib
 from heldout_tf.core import progress as progress_lib
 from heldout_tf.collection import runs as runs_lib
 from heldout_tf.estimates import counting
 from heldout_tf.estimates.counting import EstimateError
 
 
+# What an estimate can be of, per run and example: the 0/1 correctness of
+# the aux arrays, or a value of margins.npz.
+TARGETS = ("correct",) + margins_lib.KINDS
+
+
+def check_target(target: str) -> str:
+  if target not in TARGETS:
+    raise EstimateError(f"unknown target {target!r}: choose from "
+                        f"{', '.join(TARGETS)}")
+  return target
+
+
 @dataclasses.dataclass
 class Runs:
-  """Every run's subset and correctness, columns in canonical index order."""
+  """Every run's subset and correctness, columns in canonical index order;
+  with a target other than 'correct', its values too."""
   mask: np.ndarray           # bool [runs, n_train]: run trained on example.
   correct_train: np.ndarray  # bool [runs, n_train]
   correct_test: np.ndarray   # bool [runs, n_test]
@@ -31,6 +49,9 @@ class Runs:
   run_ids: np.ndarray        # int64 [runs]
   paths: list                # aux_arrays.npz path of each run ('' if none).
   experiment: str = ""
+  target: str = "correct"    # What `values_*` hold ('correct': None).
+  values_train: Optional[np.ndarray] = None  # float32 [runs, n_train]
+  values_test: Optional[np.ndarray] = None   # float32 [runs, n_test]
 
   @property
   def num_runs(self) -> int:
@@ -44,10 +65,24 @@ class Runs:
   def n_test(self) -> int:
     return self.correct_test.shape[1]
 
+  def target_values(self, split: str) -> np.ndarray:
+    """The target on `split` ('train' or 'test'): `[runs, n]`, bool for
+    'correct', float32 otherwise."""
+    if self.target == "correct":
+      return self.correct_train if split == "train" else self.correct_test
+    values = self.values_train if split == "train" else self.values_test
+    if values is None:
+      raise EstimateError(f"these runs hold no {self.target} values: load "
+                          f"them with target={self.target!r}")
+    return values
+
   @classmethod
   def from_arrays(cls, mask, correct_train, correct_test, ratios=None,
-                  run_ids=None, experiment=""):
-    """Wraps in-memory matrices (e.g. a pipeline's own output)."""
+                  run_ids=None, experiment="", target="correct",
+                  values_train=None, values_test=None):
+    """Wraps in-memory matrices (e.g. a pipeline's own output); a target
+    other than 'correct' needs its float `values_train` and `values_test`
+    `[runs, n]`."""
     mask = np.asarray(mask, bool)
     correct_train = np.asarray(correct_train, bool)
     correct_test = np.asarray(correct_test, bool)
@@ -59,8 +94,20 @@ class Runs:
                                    (num_runs,)).copy())
     run_ids = (np.arange(num_runs) if run_ids is None
                else np.asarray(run_ids, np.int64))
+    if check_target(target) != "correct":
+      values_train = np.asarray(values_train, np.float32)
+      values_test = np.asarray(values_test, np.float32)
+      if (values_train.shape != mask.shape or
+          values_test.shape != correct_test.shape):
+        raise EstimateError(
+            f"{target} values must be [runs, n_train] {mask.shape} and "
+            f"[runs, n_test] {correct_test.shape}, have "
+            f"{values_train.shape} and {values_test.shape}")
+    else:
+      values_train = values_test = None
     return cls(mask, correct_train, correct_test, ratios, run_ids,
-               [""] * num_runs, experiment)
+               [""] * num_runs, experiment, target, values_train,
+               values_test)
 
 
 def _permutation_error(index, n) -> Optional[str]:
@@ -112,38 +159,58 @@ def _check_run(aux, path, n_train, n_test):
   return trained
 
 
-def _fill_run(path, sizes, row, mask, correct_train, correct_test):
-  """Reads and checks one run's aux arrays; writes its row of each matrix."""
+def _fill_run(path, sizes, row, matrices, target):
+  """Reads and checks one run's aux arrays (and, for a target other than
+  'correct', its margins.npz); writes its row of each matrix it has."""
   n_train, n_test = sizes
   aux = runs_lib.read_aux(path, n_train=n_train, n_test=n_test)
   if _sizes(aux) != sizes:
     raise runs_lib.AuxArraysError(
         f"{path}: keys 'index_train' + 'index_removed', 'index_test' give "
         f"(n_train, n_test) = {_sizes(aux)} but the first run has {sizes}")
-  mask[row] = _check_run(aux, path, n_train, n_test)
-  correct_train[row, aux["index_train"]] = aux["correctness_train"]
-  correct_train[row, aux["index_removed"]] = aux["correctness_removed"]
-  correct_test[row, aux["index_test"]] = aux["correctness_test"]
+  matrices["mask"][row] = _check_run(aux, path, n_train, n_test)
+  sources = {"correct": aux}
+  if target != "correct":
+    sources[target] = margins_lib.read(
+        margins_lib.margins_path(os.path.dirname(path)), aux=aux)
+  for kind, arrays in sources.items():
+    prefix = "correct" if kind == "correct" else "values"
+    key = "correctness" if kind == "correct" else kind
+    for split, into in (("train", "train"), ("removed", "train"),
+                        ("test", "test")):
+      out = matrices.get(f"{prefix}_{into}")
+      if out is not None:
+        out[row, aux[f"index_{split}"]] = arrays[f"{key}_{split}"]
 
 
-def _matrices(num_runs, n_train, n_test, mmap_dir):
-  """Empty bool mask, correct_train, correct_test (memory-mapped or not)."""
+def _matrices(num_runs, n_train, n_test, mmap_dir, target, target_splits):
+  """Empty bool mask, correct_train, correct_test and (for a target other
+  than 'correct') float32 values_<split> of `target_splits`: memory-mapped
+  or not."""
 
-  def empty(name, n):
+  def empty(name, n, dtype=bool):
     if mmap_dir is None:
-      return np.empty((num_runs, n), bool)
+      return np.empty((num_runs, n), dtype)
     with errors.user_path(mmap_dir, "write"):
       os.makedirs(mmap_dir, exist_ok=True)
       return np.lib.format.open_memmap(os.path.join(mmap_dir, f"{name}.npy"),
-                                       "w+", bool, (num_runs, n))
+                                       "w+", dtype, (num_runs, n))
 
-  return (empty("mask", n_train), empty("correct_train", n_train),
-          empty("correct_test", n_test))
+  matrices = {"mask": empty("mask", n_train),
+              "correct_train": empty("correct_train", n_train),
+              "correct_test": empty("correct_test", n_test)}
+  if target != "correct":
+    for split in target_splits:
+      matrices[f"values_{split}"] = empty(
+          f"{target}_{split}", n_train if split == "train" else n_test,
+          np.float32)
+  return matrices
 
 
 def load_runs_from(aux_paths: Sequence[str], ratios=None, run_ids=None,
                    experiment="", progress=True, num_threads=4,
-                   mmap_dir=None) -> Runs:
+                   mmap_dir=None, target="correct",
+                   target_splits=("train", "test")) -> Runs:
   """Loads the given `aux_arrays.npz` files (or run directories), in order.
 
   The per-shard loader of a distributed estimate: each worker loads its
@@ -158,21 +225,31 @@ def load_runs_from(aux_paths: Sequence[str], ratios=None, run_ids=None,
     progress: show a progress bar.
     num_threads: files read in parallel.
     mmap_dir: keep the matrices in memory-mapped `mask.npy`,
-      `correct_train.npy`, `correct_test.npy` there (overwritten).
+      `correct_train.npy`, `correct_test.npy` (and `<target>_train.npy`,
+      `<target>_test.npy`) there (overwritten).
+    target: 'correct', or 'margin' / 'probability' to read each run's
+      margins.npz too (`TARGETS`).
+    target_splits: which of the target's values to keep ('train', 'test');
+      e.g. ('test',) for datamodels, which need no training-set margins.
 
   Raises:
     runs_lib.AuxArraysError naming the file and key at fault (bad or
-    inconsistent arrays, a run with other (n_train, n_test) than the first).
+    inconsistent arrays, a run with other (n_train, n_test) than the first);
+    margins.MarginsError for a missing or bad margins.npz.
   """
+  check_target(target)
   paths = [runs_lib.aux_file(p) for p in aux_paths]
   if not paths:
     raise EstimateError("no runs to load")
   num_runs = len(paths)
   sizes = _sizes(runs_lib.read_aux(paths[0]))
-  mask, correct_train, correct_test = _matrices(num_runs, *sizes, mmap_dir)
+  if set(target_splits) - {"train", "test"}:
+    raise EstimateError(f"target_splits must name 'train' and/or 'test', "
+                        f"got {target_splits}")
+  matrices = _matrices(num_runs, *sizes, mmap_dir, target, target_splits)
 
   def fill(row):
-    _fill_run(paths[row], sizes, row, mask, correct_train, correct_test)
+    _fill_run(paths[row], sizes, row, matrices, target)
 
   pool = concurrent.futures.ThreadPoolExecutor(num_threads)
   try:
@@ -186,23 +263,37 @@ def load_runs_from(aux_paths: Sequence[str], ratios=None, run_ids=None,
             else np.asarray(ratios, np.float64))
   run_ids = (np.arange(num_runs, dtype=np.int64) if run_ids is None
              else np.asarray(run_ids, np.int64))
-  return Runs(mask=mask, correct_train=correct_train,
-              correct_test=correct_test, ratios=ratios, run_ids=run_ids,
-              paths=paths, experiment=experiment)
+  return Runs(mask=matrices["mask"], correct_train=matrices["correct_train"],
+              correct_test=matrices["correct_test"], ratios=ratios,
+              run_ids=run_ids, paths=paths, experiment=experiment,
+              target=target, values_train=matrices.get("values_train"),
+              values_test=matrices.get("values_test"))
 
 
-def find_runs(root, experiment, ratios=None):
-  """`[layout.RunPath]` of a collection's runs; EstimateError if none."""
+def find_runs(root, experiment, ratios=None, run_ids=None):
+  """`[layout.RunPath]` of a collection's runs, all or those with the ids
+  `run_ids` (at every ratio); EstimateError if none, or if an asked-for id
+  has no run."""
   found = layout.list_runs(root, experiment, ratios)
+  where = os.path.join(root, experiment)
+  if run_ids is not None:
+    wanted = set(int(r) for r in run_ids)
+    missing = sorted(wanted - {r.run for r in found})
+    if missing:
+      shown = ", ".join(map(str, missing[:10])) + (
+          ", ..." if len(missing) > 10 else "")
+      raise EstimateError(f"{len(missing)} of the {len(wanted)} runs asked "
+                          f"for are not under {where}: runs {shown}")
+    found = [r for r in found if r.run in wanted]
   if not found:
-    where = os.path.join(root, experiment)
     raise EstimateError(f"no runs under {where}" + (
         f" for ratios {list(ratios)}" if ratios is not None else ""))
   return found
 
 
 def load_runs(root, experiment, ratios=None, progress=True, num_threads=4,
-              mmap_dir=None) -> Runs:
+              mmap_dir=None, run_ids=None, target="correct",
+              target_splits=("train", "test")) -> Runs:
   """Reads every `<root>/<experiment>/<ratio>/<run>/aux_arrays.npz`.
 
   Runs are found by `heldout_tf.collection.layout.list_runs` (canonical names only;
@@ -212,11 +303,12 @@ def load_runs(root, experiment, ratios=None, progress=True, num_threads=4,
   and that all runs share n_train and n_test. With `mmap_dir` the matrices
   are memory-mapped `mask.npy`, `correct_train.npy` and `correct_test.npy`
   there (overwritten), not held in memory: ImageNet's 2000 runs take 5.2 GB
-  as bool.
+  as bool. `run_ids` keeps only the runs with those ids (`find_runs`);
+  `target` and `target_splits` are as for `load_runs_from`.
   """
-  found = find_runs(root, experiment, ratios)
+  found = find_runs(root, experiment, ratios, run_ids)
   return load_runs_from(
       [os.path.join(r.path, runs_lib.AUX_FILENAME) for r in found],
       ratios=[r.ratio for r in found], run_ids=[r.run for r in found],
       experiment=experiment, progress=progress, num_threads=num_threads,
-      mmap_dir=mmap_dir)
+      mmap_dir=mmap_dir, target=target, target_splits=target_splits)

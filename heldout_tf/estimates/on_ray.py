@@ -1,4 +1,5 @@
-"""Estimates on a Ray cluster, array for array those of one machine.
+"""Estimates and datamodels on a Ray cluster, array for array those of one
+machine.
 
   estimate_on_ray(root, experiment, ratios=None, *, what=DEFAULT_WHAT,
                   infl_threshold=0.15, mem_threshold=0.25,
@@ -14,6 +15,15 @@ The result is the dict of `heldout_tf.estimates.compute`: saved with
 local engine's (only zip timestamps differ). Connection, retries and
 cancelling: `heldout_tf.core.raycluster`. Every node must see `root` at the same
 path.
+
+  datamodels_on_ray(root, experiment, fit_run_ids, ratios=None, *,
+                    settings=None, memory_budget="4GB", address=None,
+                    num_cpus=None, test_examples_per_task=None,
+                    progress=True) -> dict
+
+maps the datamodel fits over blocks of test examples (each task fits its
+block with one BLAS thread, within `memory_budget`) and joins them: the
+dict of `datamodels.fit_collection`, array for array.
 """
 
 import os
@@ -27,9 +37,11 @@ from heldout_tf.core import progress as progress_lib
 from heldout_tf.core import raycluster
 from heldout_tf.collection import runs as runs_lib
 from heldout_tf.estimates import counting
+from heldout_tf.estimates import datamodels
 from heldout_tf.estimates import estimators
 from heldout_tf.estimates import loading
 from heldout_tf.estimates import pipeline
+from heldout_tf.estimates import regression
 
 def _count_task(paths: List[str], ratios: List[float], run_ids: List[int],
                 experiment: str, keep_matrices: bool):
@@ -203,7 +215,8 @@ def estimate_on_ray(root: str, experiment: str,
       total, what, n_test=n_test, experiment=experiment, runs=runs,
       pairs=pairs, infl_threshold=infl_threshold,
       mem_threshold=mem_threshold, memory_budget=memory_budget,
-      labels=labels, progress=progress)
+      labels=labels, progress=progress, run_ids=[r.run for r in found],
+      run_ratios=[r.ratio for r in found])
 
 
 def _pairs_on_ray(ray, counts, masks, tests, test_correct, shape, budget,
@@ -238,3 +251,69 @@ def _pairs_on_ray(ray, counts, masks, tests, test_correct, shape, budget,
 
     raycluster.run_tasks(ray, refs, done)
   return estimators.merge_pairs(found, counts.memorization)
+
+
+def _datamodels_task(mask, margins, settings, choice, first: int):
+  """One Ray task: the datamodels of the test examples whose margins
+  [runs, t] are given (columns from `first`), summarised for the file;
+  `choice` is the driver's `datamodels.Choice` (None: per target)."""
+  fit_rows, select_rows = datamodels.split_rows(len(mask),
+                                                settings.select_fraction)
+  problem = regression.Problem(mask[fit_rows], mask[select_rows])
+  fit = datamodels.fit_block(problem, margins[fit_rows], margins[select_rows],
+                             settings, choice)
+  cols = slice(first, first + margins.shape[1])
+  return datamodels.summarise(cols, fit, settings.top_k)
+
+
+def datamodels_on_ray(root: str, experiment: str,
+                      fit_run_ids: Sequence[int],
+                      ratios: Optional[Sequence[float]] = None, *,
+                      settings: Optional[datamodels.Settings] = None,
+                      memory_budget=estimators.DEFAULT_MEMORY_BUDGET,
+                      address: Optional[str] = None,
+                      num_cpus: Optional[int] = None,
+                      test_examples_per_task: Optional[int] = None,
+                      progress: bool = True) -> dict:
+  """`datamodels.fit_collection(...)` on Ray: the same dict.
+
+  The driver reads the runs' masks and test margins (and, for
+  `selection='global'`, chooses the regularisation); one task per block of
+  test examples (`test_examples_per_task`; default: the test set split
+  over the CPUs, within `memory_budget` per task) fits that block.
+  """
+  settings = settings or datamodels.Settings()
+  if test_examples_per_task is not None and test_examples_per_task < 1:
+    raise errors.UsageError("test_examples_per_task must be >= 1, got "
+                            f"{test_examples_per_task}")
+  raycluster.import_ray()
+  runs = loading.load_runs(root, experiment, ratios, progress=progress,
+                           run_ids=fit_run_ids, target="margin",
+                           target_splits=("test",))
+  largest = datamodels.block_size(runs.num_runs, runs.n_train, runs.n_test,
+                                  memory_budget)
+  choice = datamodels.plan(runs.mask, runs.values_test, settings,
+                           largest).choice
+  with raycluster.connect(address, num_cpus) as ray:
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    per_task = test_examples_per_task or min(
+        largest, -(-runs.n_test // cpus))
+    mask = ray.put(np.asarray(runs.mask))
+    task = ray.remote(_datamodels_task).options(
+        num_cpus=1, max_retries=raycluster.DEFAULT_MAX_RETRIES,
+        runtime_env={"env_vars": raycluster.thread_env(1)})
+    refs = [task.remote(mask, np.asarray(runs.values_test[:, cols]),
+                        settings, choice, cols.start)
+            for cols in counting.chunks(runs.n_test, per_task)]
+    found = []
+    with progress_lib.bar(len(refs), f"{settings.method} datamodels on Ray",
+                          "block", progress) as bar:
+
+      def done(ref, block):
+        del ref
+        found.append(block)
+        bar.update(1)
+
+      raycluster.run_tasks(ray, refs, done)
+  return datamodels.finish(datamodels.join(found, runs.n_test), runs,
+                           settings, choice)

@@ -15,6 +15,7 @@ from typing import List, Optional
 import numpy as np
 
 from heldout_tf.core import files
+from heldout_tf.estimates import targets
 from heldout_tf.estimates.counting import EstimateError
 
 # Thresholds closer to zero than this many standard errors are warned about.
@@ -138,6 +139,10 @@ def memorization_order(mem, evidence=None):
   return most, least
 
 
+def _target(result: dict) -> str:
+  return str(result.get("target", "correct"))
+
+
 def summary(result: dict, top=10) -> str:
   """A few lines: counts, NaNs, standard errors, top memorized, pairs."""
   ratios = ", ".join(f"{r:g}: {n}" for r, n in zip(result["ratios"],
@@ -148,6 +153,8 @@ def summary(result: dict, top=10) -> str:
            f"never held out: {int(result['num_never_held_out'])}, never "
            f"trained on: {int(result['num_never_trained'])} (their "
            "estimates are NaN)"]
+  if _target(result) != "correct":
+    return "\n".join(lines + _target_lines(result, _target(result), top))
   if "memorization" in result:
     mem = result["memorization"]
     lines.append(f"memorization: mean {np.nanmean(mem):.4f}, NaN "
@@ -173,6 +180,39 @@ def summary(result: dict, top=10) -> str:
   return "\n".join(lines)
 
 
+def _target_lines(result: dict, target: str, top: int) -> List[str]:
+  """`summary`'s lines for a target other than correctness."""
+  key = lambda name: targets.key(name, target)
+  lines = [f"target: {target} (differences of means of each run's final "
+           f"{target}; standard errors: Welch's sqrt(var_in/n_in + "
+           "var_out/n_out))"]
+  if key("memorization") in result:
+    mem = result[key("memorization")]
+    se = np.asarray(result[key("memorization_se")], np.float64)
+    lines.append(f"{target} memorization: mean {np.nanmean(mem):.4f}, "
+                 f"median standard error {_nanmedian(se):.4f}, NaN "
+                 f"{int(result[key('num_nan_memorization')])}")
+    most, _ = memorization_order(mem, result.get("n_out"))
+    tops = ", ".join(f"#{i}: {mem[i]:.3f}" for i in most[:top]
+                     if not np.isnan(mem[i]))
+    lines.append(f"top {target} memorization: {tops}")
+  if key("influence") in result:
+    lines.append(f"{target} influence: dense "
+                 f"{result[key('influence')].shape} float32")
+  if key("tr_idx") in result:
+    pairs_se = np.asarray(result[key("infl_se")], np.float64)
+    lines.append(
+        f"high-influence pairs on {target} (infl >= "
+        f"{float(result[key('infl_threshold')]):g}, mem >= "
+        f"{float(result[key('mem_threshold')]):g}): "
+        f"{len(result[key('tr_idx')])} pairs, "
+        f"{len(np.unique(result[key('tr_idx')]))} train / "
+        f"{len(np.unique(result[key('tt_idx')]))} test examples"
+        + (f", median standard error {_nanmedian(pairs_se):.4f}"
+           if len(pairs_se) else ""))
+  return lines
+
+
 def _save(path, arrays):
   files.save_npz(path, **arrays)  # PathError if unwritable.
 
@@ -185,9 +225,12 @@ def save_estimates(path, result: dict):
   _save(path, {k: np.asarray(v) for k, v in result.items()})
 
 
-def save_pairs(path, pairs: dict):
-  """Writes the published pairs format (`tr_idx`, `tt_idx`, `infl`, `mem`)."""
-  _save(path, {k: pairs[k] for k in ("tr_idx", "tt_idx", "infl", "mem")})
+def save_pairs(path, pairs: dict, target: str = "correct"):
+  """Writes the published pairs format (`tr_idx`, `tt_idx`, `infl`, `mem`)
+  from `pairs` (or a result holding the pairs of `target` under its keys,
+  `targets.key`)."""
+  _save(path, {k: pairs[targets.key(k, target)]
+               for k in ("tr_idx", "tt_idx", "infl", "mem")})
 
 
 def save_cscores(path, scores, labels):

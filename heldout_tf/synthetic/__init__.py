@@ -8,10 +8,13 @@ network.
   archives  small released-layout `.tar.gz` archives, hostile members
   servers   loopback HTTP (with faults) and GCS emulator, tree snapshots
   simulated collections with simulated correctness (no training)
+  planted   collections whose margins are a planted linear function of
+            the training mask (ground truth for attribution)
   fifo      calling a reader on a FIFO without hanging the test
 
 Each name is importable from here (`synthetic.write_release_run`), loading
-only its module: `archives` and `servers` need no TensorFlow.
+only its module: `archives`, `servers`, `simulated` and `planted` need no
+TensorFlow.
 """
 
 import importlib
@@ -26,6 +29,7 @@ _MODULE_OF = {
                  "gzip_bytes", "write_archive", "sparse_member"),
     "servers": ("snapshot", "free_port", "FaultyServer", "gcs_emulator"),
     "simulated": ("SimulatedRun", "simulated_runs"),
+    "planted": ("Planted", "planted_theta", "planted_collection"),
     "fifo": ("refusals",),
 }
 _NAMES = {name: module for module, names in _MODULE_OF.items()
