@@ -92,12 +92,8 @@ def build_parser() -> cli.Parser:
       help="Also print how many runs each estimate needs for this standard "
       "error (from the collection's own variance).")
   cli.add_engine(parser, "the counting (over shards of runs) and the pairs "
-<<<<<<< HEAD
-                 "(over blocks of test examples)")
-  cli.add_progress(parser)
-=======
                  "(over blocks of test examples; --target correct only)")
->>>>>>> attribution
+  cli.add_progress(parser)
   return parser
 
 
@@ -178,13 +174,8 @@ def main(argv=None):
         progress=args.progress)
   else:
     runs = estimates.load_runs(args.root, args.experiment, args.ratios,
-<<<<<<< HEAD
-                               mmap_dir=args.mmap_dir,
-                               progress=args.progress)
-=======
                                mmap_dir=args.mmap_dir, run_ids=args.runs,
-                               target=args.target)
->>>>>>> attribution
+                               target=args.target, progress=args.progress)
     result = estimates.compute(
         runs, args.what, infl_threshold=args.infl_threshold,
         mem_threshold=args.mem_threshold, memory_budget=args.memory_budget,
