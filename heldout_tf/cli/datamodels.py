@@ -22,6 +22,7 @@ import os
 
 from heldout_tf import cli
 from heldout_tf.core import errors
+from heldout_tf.core import files
 from heldout_tf.core import sizes
 from heldout_tf.collection import layout
 from heldout_tf.estimates import datamodels  # No TensorFlow.
@@ -110,7 +111,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
-  errors.check_writable(args.out)
+  files.check_writable(args.out)
   if args.engine == "ray":
     from heldout_tf.estimates import on_ray  # pylint: disable=g-import-not-at-top
     result = on_ray.datamodels_on_ray(

@@ -28,6 +28,7 @@ import os
 
 from heldout_tf import cli
 from heldout_tf.core import errors
+from heldout_tf.core import files
 from heldout_tf.core import sizes
 from heldout_tf.collection import layout
 from heldout_tf.estimates import attributions  # No TensorFlow.
@@ -110,7 +111,7 @@ def parse_args(argv=None):
 def main(argv=None):
   args = parse_args(argv)
   if args.out is not None:
-    errors.check_writable(args.out)
+    files.check_writable(args.out)
   results, eval_runs = lds_lib.lds(
       args.root, args.experiment, args.eval_runs, args.scores, args.methods,
       fit_run_ids=args.fit_runs, ratios=args.ratios,
