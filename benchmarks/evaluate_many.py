@@ -8,7 +8,7 @@ in-memory images, in one process:
   would be slower still), `tf.train.Checkpoint(model=model).restore(prefix)`
   (deferred: the values land when the first call creates the variables),
   and run the batches through it;
-- kit: `heldout_tf.collection.evaluation.evaluate_runs`, the loop `heldout evaluate`
+- kit: `heldout_tf.collection.reevaluation.evaluate_runs`, the loop `heldout evaluate`
   uses: one model built once and the split read once; per run a strict
   `checkpoints.restore`, reading aux_arrays.npz, `evaluation.evaluate`
   (which reuses the model's traced forward pass) and the cross-check.
@@ -47,6 +47,7 @@ import tensorflow as tf
 
 from heldout_tf.models import checkpoints
 from heldout_tf.collection import evaluation
+from heldout_tf.collection import reevaluation
 from heldout_tf.collection import layout
 from heldout_tf import models
 from heldout_tf.core import progress
@@ -86,7 +87,7 @@ def write_runs(root, num_runs, arrays, num_classes):
   with progress.bar(num_runs, "write runs", "run") as bar:
     for run in range(num_runs):
       path = layout.run_dir(root, EXPERIMENT, RATIO, run)
-      if evaluation.missing_files(path) is not None:
+      if reevaluation.missing_files(path) is not None:
         synthetic.write_release_run(root, EXPERIMENT, RATIO, run, model, ARCH,
                                     arrays, seed=run, step=100, epoch=10)
       paths.append(path)
@@ -157,10 +158,10 @@ def evaluate_naive(path, dataset, num_classes, batch_size):
 
 
 class KitEvaluator:
-  """`evaluation.evaluate_runs` over all runs, one run per call."""
+  """`reevaluation.evaluate_runs` over all runs, one run per call."""
 
   def __init__(self, paths, dataset, num_classes, batch_size):
-    self._runs = evaluation.evaluate_runs(
+    self._runs = reevaluation.evaluate_runs(
         synthetic.experiment(ARCH, num_classes, EXPERIMENT), paths, dataset,
         SPLIT, batch_size, progress=False)
 

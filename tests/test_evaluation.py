@@ -14,6 +14,7 @@ from heldout_tf.data import pipelines
 from heldout_tf.core import errors
 from heldout_tf.core import files
 from heldout_tf.collection import evaluation
+from heldout_tf.collection import reevaluation
 from heldout_tf.collection import layout
 from heldout_tf.collection import margins
 from heldout_tf import models
@@ -142,7 +143,7 @@ def test_evaluate_runs_restores_evaluates_and_checks_every_run(
   _, arrays = cifar10
   paths = [run_path(release_root, run) for run in range(NUM_RUNS)]
   model = models.build_model("inception", 10)
-  evaluated = list(evaluation.evaluate_runs(
+  evaluated = list(reevaluation.evaluate_runs(
       released.get(EXPERIMENT), paths, dataset, "train", progress=False,
       model=model))
   assert [e.path for e in evaluated] == paths
@@ -170,10 +171,10 @@ def test_evaluate_runs_checks_every_run_first(release_root, dataset,
   root = copy_root(release_root, tmp_path)
   aux = os.path.join(run_path(root, 1), runs.AUX_FILENAME)
   os.remove(aux)
-  results = evaluation.evaluate_runs(
+  results = reevaluation.evaluate_runs(
       released.get(EXPERIMENT), [run_path(root, 0), run_path(root, 1)],
       dataset, "test", progress=False)
-  with pytest.raises(evaluation.RunNotFoundError) as raised:
+  with pytest.raises(reevaluation.RunNotFoundError) as raised:
     next(results)  # Before run 0 is evaluated.
   assert isinstance(raised.value, errors.HeldoutError)
   assert str(raised.value) == (
@@ -184,13 +185,13 @@ def test_evaluate_runs_checks_every_run_first(release_root, dataset,
 def test_missing_files_says_what_is_missing(release_root, tmp_path):
   root = copy_root(release_root, tmp_path)
   path = run_path(root, 0)
-  assert evaluation.missing_files(path) is None
+  assert reevaluation.missing_files(path) is None
   shutil.rmtree(os.path.join(path, "checkpoints"))
-  assert evaluation.missing_files(path) == (
+  assert reevaluation.missing_files(path) == (
       f"{path} has aux_arrays.npz but no usable checkpoint: {path}: expected "
       "exactly one ckpt-<N> checkpoint, found no ckpt-<N>.index file. "
       "Directory contents: ['aux_arrays.npz']")
-  assert evaluation.missing_files(run_path(root, 9)) == (
+  assert reevaluation.missing_files(run_path(root, 9)) == (
       f"No run found at {run_path(root, 9)}")
 
 
@@ -203,14 +204,14 @@ def test_two_checkpoints_fail_the_file_check_not_the_loop(release_root,
   for name in os.listdir(ckpt_dir):
     shutil.copy(os.path.join(ckpt_dir, name),
                 os.path.join(ckpt_dir, name.replace("ckpt-1001", "ckpt-5")))
-  message = evaluation.missing_files(run_path(root, 1))
+  message = reevaluation.missing_files(run_path(root, 1))
   assert message.startswith(f"{run_path(root, 1)} has aux_arrays.npz but "
                             f"no usable checkpoint: {ckpt_dir}: expected "
                             "exactly one ckpt-<N> checkpoint, found 2")
-  results = evaluation.evaluate_runs(
+  results = reevaluation.evaluate_runs(
       released.get(EXPERIMENT), [run_path(root, 0), run_path(root, 1)],
       dataset=None, split="test", progress=False)
-  with pytest.raises(evaluation.RunNotFoundError, match="found 2"):
+  with pytest.raises(reevaluation.RunNotFoundError, match="found 2"):
     next(results)
 
 
@@ -224,7 +225,7 @@ def test_evaluate_runs_reads_the_split_once(release_root, dataset,
     return real(split, batch_size)
 
   monkeypatch.setattr(dataset, "batches", counted)
-  results = list(evaluation.evaluate_runs(
+  results = list(reevaluation.evaluate_runs(
       released.get(EXPERIMENT), [run_path(release_root, r)
                                  for r in range(NUM_RUNS)],
       dataset, "test", batch_size=7, progress=False))
@@ -238,20 +239,20 @@ def test_evaluate_runs_reads_the_split_once(release_root, dataset,
 
 def test_evaluate_collection_selects_runs_like_the_flags(release_root,
                                                          cifar10, tmp_path):
-  got = evaluation.select_runs(release_root, EXPERIMENT, None, None)
+  got = reevaluation.select_runs(release_root, EXPERIMENT, None, None)
   assert [(r.ratio, r.run) for r in got] == [(RATIO, r)
                                              for r in range(NUM_RUNS)]
-  got = evaluation.select_runs(release_root, EXPERIMENT, [RATIO], [2, 7])
+  got = reevaluation.select_runs(release_root, EXPERIMENT, [RATIO], [2, 7])
   assert [(r.ratio, r.run) for r in got] == [(RATIO, 2), (RATIO, 7)]
   assert got[1].path == run_path(release_root, 7)
-  with pytest.raises(evaluation.RunNotFoundError,
+  with pytest.raises(reevaluation.RunNotFoundError,
                      match=f"^No run found at {run_path(release_root, 7)}"):
-    next(evaluation.evaluate_collection(release_root, EXPERIMENT, [RATIO],
+    next(reevaluation.evaluate_collection(release_root, EXPERIMENT, [RATIO],
                                         [2, 7], data_dir=cifar10[0]))
-  with pytest.raises(evaluation.RunNotFoundError, match="No run found under"):
-    next(evaluation.evaluate_collection(str(tmp_path), EXPERIMENT, None,
+  with pytest.raises(reevaluation.RunNotFoundError, match="No run found under"):
+    next(reevaluation.evaluate_collection(str(tmp_path), EXPERIMENT, None,
                                         None))
-  done = list(evaluation.evaluate_collection(
+  done = list(reevaluation.evaluate_collection(
       release_root, EXPERIMENT, [RATIO], [1], data_dir=cifar10[0],
       progress=False))
   assert [(run.run, e.check.ok) for run, e in done] == [(1, True)]
@@ -267,7 +268,7 @@ def test_cross_check_error_of_evaluate_runs_names_the_aux_file(
   with pytest.raises(evaluation.CrossCheckError,
                      match=f"^{path}/aux_arrays.npz: aux_arrays 'test' "
                      r"covers 32 examples \(indices 1..32\)") as raised:
-    list(evaluation.evaluate_runs(released.get(EXPERIMENT), [path], dataset,
+    list(reevaluation.evaluate_runs(released.get(EXPERIMENT), [path], dataset,
                                   "test", progress=False))
   assert isinstance(raised.value, errors.HeldoutError)
 
@@ -298,7 +299,7 @@ def test_evaluate_both_splits_records_each_runs_margins(
     release_root, cifar10, model, tmp_path):
   _, arrays = cifar10
   root = copy_root(release_root, tmp_path)
-  done = list(evaluation.evaluate_collection(
+  done = list(reevaluation.evaluate_collection(
       root, EXPERIMENT, [RATIO], None, split="both", data_dir=cifar10[0],
       progress=False, record_margins=True))
   # One restore per run, train then test; the margins go with the test.
@@ -357,7 +358,7 @@ def test_a_run_whose_predictions_differ_gets_no_margins(release_root,
 
 def test_recording_margins_needs_both_splits(release_root, capsys):
   with pytest.raises(errors.UsageError, match="needs split 'both'"):
-    next(evaluation.evaluate_collection(release_root, EXPERIMENT,
+    next(reevaluation.evaluate_collection(release_root, EXPERIMENT,
                                         record_margins=True))
   from heldout_tf import cli  # pylint: disable=g-import-not-at-top
   from heldout_tf.cli import evaluate as evaluate_cli  # pylint: disable=g-import-not-at-top

@@ -12,6 +12,7 @@ from heldout_tf.core import hardware
 from heldout_tf.core import seeds
 from heldout_tf.models import checkpoints
 from heldout_tf.collection import evaluation
+from heldout_tf.collection import reevaluation
 from heldout_tf.data import image_data
 from heldout_tf.data import pipelines
 from heldout_tf.data import sources
@@ -187,7 +188,7 @@ def test_trained_small_inception_restores_and_cross_checks(tmp_path, cifar10):
   assert info.epoch == 1 and info.global_step == 3
   experiment = synthetic.experiment("inception", 10)
   for split, n in (("train", 48), ("test", 32)):
-    [checked] = evaluation.evaluate_runs(
+    [checked] = reevaluation.evaluate_runs(
         experiment, [run_dir],
         pipelines.in_memory_dataset(data.name, data.images, data.labels),
         split, progress=False)

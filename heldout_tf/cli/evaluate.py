@@ -12,7 +12,7 @@ clone is the same command.) For each run: the checkpoint's epoch and global
 step, the subset percentage, the accuracy, and `N out of M predictions
 match` against the run's recorded correctness. One model, one compiled
 forward pass and one read of the split serve every run
-(`heldout_tf.collection.evaluation.evaluate_collection`).
+(`heldout_tf.collection.reevaluation.evaluate_collection`).
 
 `--record margins` (with `--split both`: each run is evaluated on its whole
 training set and its test set) also writes each run's `margins.npz` beside
@@ -115,7 +115,7 @@ def parse_args(argv=None, prog: str = PROG):
 
 
 def print_run(experiment: str, run, evaluated, header: bool = True):
-  """Prints one `evaluation.RunEvaluation` of `run` (a `layout.RunPath`);
+  """Prints one `reevaluation.RunEvaluation` of `run` (a `layout.RunPath`);
   the run's line only with `header` (its first split)."""
   info, check = evaluated.info, evaluated.check
   if header:
@@ -136,10 +136,10 @@ def print_run(experiment: str, run, evaluated, header: bool = True):
 def main(argv=None, prog: str = PROG) -> int:
   args = parse_args(argv, prog)
   cli.quiet_tensorflow()
-  from heldout_tf.collection import evaluation  # pylint: disable=g-import-not-at-top
+  from heldout_tf.collection import reevaluation  # pylint: disable=g-import-not-at-top
   all_match, not_recorded, last = True, 0, None
   try:
-    for run, evaluated in evaluation.evaluate_collection(
+    for run, evaluated in reevaluation.evaluate_collection(
         args.root, args.experiment, args.ratios, args.runs, args.split,
         data_dir=args.data_dir, download=args.download,
         index_map=args.imagenet_index_map, batch_size=args.batch_size,
@@ -149,7 +149,7 @@ def main(argv=None, prog: str = PROG) -> int:
       all_match &= evaluated.check.ok
       not_recorded += bool(evaluated.margins and
                            not evaluated.margins.written)
-  except evaluation.RunNotFoundError as e:
+  except reevaluation.RunNotFoundError as e:
     print(f"{e}.\n", file=sys.stderr)
     ratio = args.ratios[0] if args.ratios else 0.7
     print(released.download_instructions(args.experiment, args.root, ratio,

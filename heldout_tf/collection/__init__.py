@@ -4,12 +4,13 @@ Reading a collection (no TensorFlow): `layout` (every file and directory
 name, parsed in one place; run-id and ratio lists), `runs` (the one
 `aux_arrays.npz` reader and writer), `signals` (each run's `signals.npz`),
 `margins` (each run's `margins.npz`: final margins and label
-probabilities),
-`experiments` (the registry: the released three and the kit's own),
-`released` (download instructions for the released archives),
-`provenance` (where a collection's data comes from, and the one way back
-from its recorded config to that data),
-`evaluation` (restore runs, re-evaluate, cross-check; imports TensorFlow).
+probabilities), `experiments` (the registry: the released three and the
+kit's own), `released` (download instructions for the released
+archives), `provenance` (where a collection's data comes from, and the
+one way back from its recorded config to that data). With TensorFlow:
+`evaluation` (a model evaluated on a split, checked against a run's
+record), `reevaluation` (restore a collection's runs, re-evaluate,
+cross-check, record margins).
 
 A collection is the runs of one experiment at one subset ratio under a
 root, in the released layout:

@@ -10,7 +10,7 @@ whose correctness comes from that model). Nothing here touches the network.
   model = models.build_model("inception", 10)
   path = synthetic.write_release_run(root, "synthetic-inception", 0.7, 0,
                                      model, "inception", arrays, seed=0)
-  for r in evaluation.evaluate_runs(synthetic.experiment("inception", 10),
+  for r in reevaluation.evaluate_runs(synthetic.experiment("inception", 10),
                                     [path], dataset, "test"):
     ...
 """
@@ -112,7 +112,7 @@ def write_release_run(root, experiment_name, ratio, run, model, arch, arrays,
 
   The model is randomised with `seed`; its subset holds `ratio` of the
   training examples; correctness comes from the model itself, so
-  `evaluation.evaluate_runs` finds every prediction matching. Returns the
+  `reevaluation.evaluate_runs` finds every prediction matching. Returns the
   run directory.
   """
   randomize(model, arch, seed)
