@@ -12,7 +12,9 @@ Modules, by concern:
   stream     the reader thread (MD5, kept copy, resume) and the inflater
   members    tar member safety, layout names, parts and size limits
   staging    the `dest` lock, staging, commit, markers and manifest
-  workflow   the workflow (`fetch`, `FetchResult`, `verify_file`)
+  extraction the selected members of the tar stream, written into staging
+  checksums  the expected MD5, checking it, setting bad kept bytes aside
+  workflow   the workflow (`fetch`, `FetchResult`)
   exceptions `ArchiveError` and its kinds
   (small released-layout archives for tests: `heldout_tf.synthetic`)
 
@@ -35,8 +37,8 @@ from heldout_tf.archive.exceptions import MemberTooLargeError
 from heldout_tf.archive.exceptions import UnsafeMemberError
 from heldout_tf.archive.workflow import FetchResult
 from heldout_tf.archive.workflow import fetch
-from heldout_tf.archive.workflow import PART_SUFFIX
-from heldout_tf.archive.workflow import verify_file
+from heldout_tf.archive.checksums import PART_SUFFIX
+from heldout_tf.archive.checksums import verify_file
 from heldout_tf.archive.members import DEFAULT_SIZE_LIMITS
 from heldout_tf.archive.members import EXPECTED_PARTS
 from heldout_tf.archive.members import KINDS_FOR_ONLY

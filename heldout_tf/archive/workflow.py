@@ -3,34 +3,28 @@
 The workflow over the other modules: skip the download when everything
 requested is on disk (`staging.committed_runs`, `staging.manifest_runs`);
 otherwise lock `dest`, open the source (`transport`), read it once
-(`stream`), write the selected members (`members` rules) into staging,
-check the MD5 and commit (`staging`).
+(`stream`), write the selected members (`extraction`, by the `members`
+rules) into staging, check the MD5 (`checksums`) and commit (`staging`).
 """
 
-import contextlib
 import dataclasses
-import hashlib
 import os
-import shutil
-import tarfile
 import time
 
 from absl import logging
 
 from heldout_tf.core import errors
 from heldout_tf.core import progress as progress_lib
-from heldout_tf.collection import released
 from heldout_tf.core import sizes
+from heldout_tf.archive import checksums
+from heldout_tf.archive import extraction as extraction_lib
 from heldout_tf.archive import members
 from heldout_tf.archive import staging as staging_lib
 from heldout_tf.archive import stream
 from heldout_tf.archive import transport
 from heldout_tf.archive.exceptions import ArchiveError
 from heldout_tf.archive.exceptions import ChecksumError
-from heldout_tf.archive.exceptions import DownloadError
-from heldout_tf.archive.exceptions import UnsafeMemberError
 
-PART_SUFFIX = ".part"
 
 
 @dataclasses.dataclass
@@ -154,7 +148,7 @@ def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
   """
   selection = members.Selection.parse(only, ratios, runs)
   limits = members.size_limits(max_member_size)
-  md5 = _expected_md5(experiment, md5)
+  md5 = checksums.expected_md5(experiment, md5)
   result = FetchResult(experiment=experiment, dest=dest, md5=md5)
   committed = staging_lib.committed_runs(dest, experiment, md5)
   if _all_on_disk(dest, experiment, md5, selection, committed, result):
@@ -170,14 +164,14 @@ def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
       keep_path = None  # Read from, not written to.
       result.kept_archive = reused
     with staging_lib.staging_dir(dest, experiment) as staging:
-      with _discarding_bad_kept_bytes(md5, reused, keep_path):
-        extraction = _Extraction(staging, experiment, selection, committed,
-                                 limits, result)
+      with checksums.discarding_bad_kept_bytes(md5, reused, keep_path):
+        extraction = extraction_lib.Extraction(
+            staging, experiment, selection, committed, limits, result)
         actual = _stream(src, keep_path, extraction, retries=retries,
                          backoff_s=backoff_s, progress=progress)
-        _check_md5(actual, md5, src.url, dest, reused)
+        checksums.check_md5(actual, md5, src.url, dest, reused)
       if keep_path:
-        os.replace(keep_path + PART_SUFFIX, keep_path)
+        os.replace(keep_path + checksums.PART_SUFFIX, keep_path)
         result.kept_archive = keep_path
       with errors.user_path(dest, "write"):
         _commit(staging, dest, extraction, md5)
@@ -185,18 +179,6 @@ def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
                                    extraction.in_archive)
   _note_absent(result, selection, extraction.in_archive)
   return result
-
-
-def _expected_md5(experiment, md5):
-  if not md5:
-    try:
-      md5 = released.get(experiment).md5
-    except ValueError as e:
-      raise errors.UsageError(f"{e}; pass md5 (--md5) for others") from None
-  md5 = md5.lower()
-  if len(md5) != 32 or any(c not in "0123456789abcdef" for c in md5):
-    raise errors.UsageError(f"md5 must be 32 hex digits, got {md5!r}")
-  return md5
 
 
 def _all_on_disk(dest, experiment, md5, selection, committed, result):
@@ -289,7 +271,7 @@ def _stream(src, keep_path, extraction, *, retries, backoff_s, progress):
   result = extraction.result
   keep_file, keep_offset = None, 0
   if keep_path:
-    part = keep_path + PART_SUFFIX
+    part = keep_path + checksums.PART_SUFFIX
     src, keep_offset = _resume_part(part, src)
     with errors.user_path(part, "write"):
       keep_file = open(part, "ab" if keep_offset else "wb")
@@ -317,138 +299,6 @@ def _stream(src, keep_path, extraction, *, retries, backoff_s, progress):
   return reader.md5.hexdigest()
 
 
-def _check_md5(actual, md5, url, dest, reused):
-  if actual == md5:
-    return
-  if reused:
-    raise _set_aside_kept(reused, actual, md5)
-  raise ChecksumError(
-      f"MD5 mismatch for {url}: got {actual}, expected {md5}; nothing "
-      f"was written to {dest}. Re-run to download again.")
-
-
-# Errors meaning the archive's bytes are bad (not a limit, lock or disk).
-_BAD_BYTES_ERRORS = (ArchiveError, ChecksumError, UnsafeMemberError)
-
-
-@contextlib.contextmanager
-def _discarding_bad_kept_bytes(md5, reused, keep_path):
-  """On bad archive bytes, sets aside a bad kept archive, drops a `.part`."""
-  try:
-    yield
-  except ArchiveError as e:
-    if keep_path and type(e) in _BAD_BYTES_ERRORS:
-      # The kept bytes are damaged (or the archive is bad): don't resume them.
-      part = keep_path + PART_SUFFIX
-      if os.path.exists(part):
-        os.unlink(part)
-    if reused and type(e) in (ArchiveError, UnsafeMemberError):
-      # Undecodable: if the kept file is not the archive, set it aside.
-      actual = _file_md5(reused)
-      if actual is not None and actual != md5:
-        raise _set_aside_kept(reused, actual, md5) from e
-    raise
-
-
-def _file_md5(path):
-  """Hex MD5 of a local file, or None if it cannot be read."""
-  digest = hashlib.md5()
-  try:
-    for chunk in transport.LocalSource(path).chunks(0):
-      digest.update(chunk)
-  except (OSError, DownloadError):
-    return None
-  return digest.hexdigest()
-
-
-def _set_aside_kept(path, actual, md5):
-  """Moves a bad kept archive to `<path>.bad`; returns the error to raise."""
-  problem = (f"the kept archive {path} is damaged or stale: MD5 {actual}, "
-             f"expected {md5}; nothing was extracted.")
-  try:
-    os.replace(path, path + ".bad")
-  except OSError as e:
-    return ChecksumError(f"{problem} Delete it (could not move it aside: "
-                         f"{e}) and re-run to download again.")
-  return ChecksumError(f"{problem} Moved it to {path}.bad; re-run to download "
-                       "again.")
-
-
-class _Extraction:
-  """Walks the tar stream, writing selected members under `staging`.
-
-  After `run`: `in_archive` is `{(ratio, run): (ratio_name, kinds)}` for
-  every run in the archive and `written` `{(ratio, run): {kind: {file:
-  size}}}` for the files staged.
-  """
-
-  def __init__(self, staging, experiment, selection, committed, limits,
-               result):
-    self.staging = staging
-    self.experiment = experiment
-    self.selection = selection
-    self.committed = committed
-    self.limits = limits
-    self.result = result
-    self.in_archive = {}
-    self.written = {}
-    self._names = members.LayoutNames(experiment, selection, self._skip)
-
-  def _skip(self, message):
-    logging.warning("%s", message)
-    self.result.skipped_names.append(message)
-
-  def run(self, inflater):
-    try:
-      tar = tarfile.open(fileobj=inflater, mode="r|",
-                         bufsize=stream.TAR_BUFSIZE)
-      while True:
-        member = tar.next()
-        if member is None:
-          break
-        tar.members.clear()  # Streaming: don't accumulate TarInfo objects.
-        self._member(tar, member)
-      inflater.drain()
-    except tarfile.TarError as e:
-      raise ArchiveError(f"archive is not a valid tar stream: {e}") from None
-
-  def _member(self, tar, member):
-    parts = members.member_parts(member)
-    run = self._names.run_of(parts, member.isdir())
-    if run is None:
-      if member.isreg():
-        self.result.ignored_members.append(member.name)
-      return
-    ratio_name, ratio, run_id = run
-    key = staging_lib.run_key(ratio, run_id)
-    _, present = self.in_archive.setdefault(key, (ratio_name, set()))
-    if not member.isreg() or len(parts) < 4:
-      return
-    sub_parts = parts[3:]
-    kind = members.kind_of(sub_parts)
-    present.add(kind)
-    if (not self.selection.wants(key) or kind not in self.selection.kinds or
-        kind in self.committed.get(key, {})):
-      return
-    members.check_size(member, sub_parts, self.limits)
-    path = os.path.join(self.staging, *parts)
-    staging_lib.check_free_space(
-        self.staging, os.path.join(os.path.dirname(self.staging), *parts),
-        member.size)
-    with errors.user_path(path, "write"):
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      with open(path, "wb") as out:
-        shutil.copyfileobj(tar.extractfile(member), out, stream.TAR_BUFSIZE)
-        out.flush()
-        os.fsync(out.fileno())
-      if os.path.getsize(path) != member.size:
-        raise ArchiveError(f"member {member.name!r} is truncated")
-    files = self.written.setdefault(key, {}).setdefault(kind, {})
-    files["/".join(sub_parts)] = member.size
-    self.result.files += 1
-    self.result.bytes_written += member.size
-
-
 def _commit(staging, dest, extraction, md5):
   """Moves each staged run into `dest` and records it as committed."""
   result, selection = extraction.result, extraction.selection
@@ -472,16 +322,3 @@ def _commit(staging, dest, extraction, md5):
     result.committed.append((ratio_name, run))
 
 
-def verify_file(path, md5, progress=True):
-  """Checks a local archive's MD5; returns it or raises ChecksumError."""
-  src = transport.LocalSource(path)
-  digest = hashlib.md5()
-  with progress_lib.bar(src.size, os.path.basename(path), unit="B",
-                        enabled=progress, unit_scale=True) as bar:
-    for chunk in src.chunks(0):
-      digest.update(chunk)
-      bar.update(len(chunk))
-  actual = digest.hexdigest()
-  if actual != md5.lower():
-    raise ChecksumError(f"{path}: MD5 mismatch: got {actual}, expected {md5}")
-  return actual
