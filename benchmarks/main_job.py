@@ -147,9 +147,9 @@ def main():
               f"{got['accuracy']:.4f}", flush=True)
     rate = {n: statistics.median(g["models_per_hour"] for g in speed[n])
             for n in trees}
+    ratio = rate["this"] / rate["baseline"]
     print(f"models/hour (median): baseline {rate['baseline']:.0f}, this "
-          f"{rate['this']:.0f}: this/baseline {rate['this'] /
-                                               rate['baseline']:.2f}x")
+          f"{rate['this']:.0f}: this/baseline {ratio:.2f}x")
     print(f"quality: {quality_runs} runs x 10 epochs on the embedded digits, "
           "10 % flipped labels")
     noise = {baseline: "--label_noise=0.1", REPO: "--noise=label:0.1"}
@@ -164,10 +164,10 @@ def main():
       print(f"  {name:8s} test accuracy {got['accuracy']:.4f}, noise ROC AUC "
             f"{got.get('auc', float('nan')):.3f}, wall {got['wall']:.0f} s",
             flush=True)
+    this, base = quality["this"], quality["baseline"]
     print(f"test accuracy this - baseline: "
-          f"{quality['this']['accuracy'] - quality['baseline']['accuracy']:+.4f}"
-          f"; noise AUC this - baseline: "
-          f"{quality['this'].get('auc', np.nan) - quality['baseline'].get('auc', np.nan):+.3f}")
+          f"{this['accuracy'] - base['accuracy']:+.4f}; noise AUC this - "
+          f"baseline: {this.get('auc', np.nan) - base.get('auc', np.nan):+.3f}")
 
 
 if __name__ == "__main__":

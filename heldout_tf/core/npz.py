@@ -32,7 +32,6 @@ subclass), so each module keeps its own error type.
 import io
 import math
 import os
-import re
 import stat
 import struct
 from typing import Iterable, Optional, Sequence, Tuple, Union
@@ -43,28 +42,18 @@ import numpy as np
 
 from heldout_tf.core import errors
 from heldout_tf.core import files
+from heldout_tf.core import npy
 
-MAX_HEADER_BYTES = 10_000  # numpy's own default limit.
 # `max_total_bytes="auto"`: members may declare at most this many bytes, or
 # INFLATION_RATIO times the file's size if more: a compressed bomb (a small
 # file declaring huge arrays) is refused before it inflates.
 MIN_BUDGET_BYTES = 256 << 20
 INFLATION_RATIO = 64
-# Dtype kinds a member may have: bool, integers, floats, complex, bytes,
-# str. Not objects (pickles), structured/void, datetimes.
-ALLOWED_KINDS = "biufcSU"
-_NPY_MAGIC = b"\x93NUMPY"
-# The header numpy writes; parsed by a regex, much faster than numpy's `ast`
-# parse when thousands of files are read. Anything else goes to numpy.
-_NPY_HEADER = re.compile(
-    r"\{'descr': '([<>|=][a-zA-Z][0-9]+)', 'fortran_order': (False|True), "
-    r"'shape': \(((?:[0-9]+(?:, [0-9]+)*)?),?\), \}\s*")
 # What a broken zip or npy stream raises while being read.
 _READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError,
                 ValueError, NotImplementedError, RuntimeError, zlib.error,
                 struct.error, OverflowError)
 
-Shape = Tuple[int, ...]
 
 
 class NpzError(errors.HeldoutError, ValueError):
@@ -118,107 +107,6 @@ def open_regular(path: str, error=NpzError, os_error=None):
   except BaseException:
     os.close(fd)
     raise
-
-
-# ------------------------------------------------------------- npy headers --
-
-
-def read_header(f, path: str, key: str, error=NpzError):
-  """`(dtype, shape, fortran_order, raw)` of an npy stream at its start.
-
-  Leaves `f` at the array's data; `raw` is the header's bytes (magic
-  included). Raises `error` naming `path` and `key`.
-  """
-  start = f.read(8)
-  if len(start) != 8 or start[:6] != _NPY_MAGIC or start[6] not in (1, 2, 3):
-    raise error(f"{path}: cannot read key {key!r}: not an npy array")
-  width = 2 if start[6] == 1 else 4
-  length_bytes = f.read(width)
-  header_len = int.from_bytes(length_bytes, "little")
-  if len(length_bytes) != width or header_len > MAX_HEADER_BYTES:
-    raise error(f"{path}: cannot read key {key!r}: npy header of "
-                f"{header_len} bytes (at most {MAX_HEADER_BYTES})")
-  header = f.read(header_len)
-  if len(header) != header_len:
-    raise error(f"{path}: cannot read key {key!r}: truncated npy header")
-  raw = start + length_bytes + header
-  match = _NPY_HEADER.fullmatch(header.decode("latin1"))
-  if match:
-    try:
-      dtype = np.dtype(match.group(1))
-    except TypeError:
-      pass  # An unknown descr: let numpy name the problem.
-    else:
-      dims = match.group(3)
-      if "," not in dims:  # The usual vector (or a scalar).
-        shape = (int(dims),) if dims else ()
-      else:
-        shape = tuple(int(d) for d in dims.split(", "))
-      return dtype, shape, match.group(2) == "True", raw
-  parse = (np.lib.format.read_array_header_1_0 if start[6] == 1
-           else np.lib.format.read_array_header_2_0)
-  try:
-    shape, fortran, dtype = parse(io.BytesIO(length_bytes + header),
-                                  max_header_size=MAX_HEADER_BYTES)
-  except (ValueError, TypeError, SyntaxError) as e:
-    raise error(f"{path}: cannot read key {key!r} ({e})") from None
-  return dtype, tuple(shape), fortran, raw
-
-
-def _kind_names(kinds: str) -> str:
-  names = {"b": "bool", "i": "integer", "u": "integer",
-           "f": "floating point", "c": "complex", "S": "string",
-           "U": "string"}
-  return " or ".join(dict.fromkeys(names[k] for k in kinds))
-
-
-def check_header(dtype, shape: Shape, path: str, key: str, error=NpzError, *,
-                 kinds: Optional[str] = None, ndim: Optional[int] = None,
-                 expected: Optional[Sequence[Optional[int]]] = None,
-                 max_elements: Optional[int] = None):
-  """Refuses a dtype or shape before any data is read.
-
-  Args:
-    dtype, shape: from the member's header.
-    path, key, error: for the message.
-    kinds: allowed dtype kinds (e.g. 'iu'); None: any of `ALLOWED_KINDS`.
-    ndim: the number of dimensions required.
-    expected: the shape required (None entries: any length).
-    max_elements: most entries allowed.
-  """
-  if dtype.hasobject:
-    raise error(f"{path}: cannot read key {key!r}: a pickled object array "
-                f"({dtype}); refusing to unpickle it")
-  if dtype.kind not in ALLOWED_KINDS or dtype.fields is not None or (
-      dtype.subdtype is not None):
-    raise error(f"{path}: cannot read key {key!r}: dtype {dtype} is not a "
-                "plain number or string type")
-  if kinds is not None and dtype.kind not in kinds:
-    raise error(f"{path}: key {key!r} has dtype {dtype}, expected "
-                f"{_kind_names(kinds)}")
-  if ndim is not None and len(shape) != ndim:
-    what = {0: "a scalar", 1: "a vector"}.get(ndim, f"{ndim} dimensions")
-    raise error(f"{path}: key {key!r} has shape {shape}, expected {what}")
-  if expected is not None and (
-      len(shape) != len(expected) or
-      any(e is not None and s != e for s, e in zip(shape, expected))):
-    want = tuple("*" if e is None else e for e in expected)
-    raise error(f"{path}: key {key!r} has shape {shape}, expected "
-                f"{want}".replace("'*'", "*"))
-  count = math.prod(shape)
-  if max_elements is not None and count > max_elements:
-    raise error(f"{path}: key {key!r} claims {count} entries, more than "
-                f"the {max_elements} expected")
-
-
-def _empty(dtype, shape, fortran):
-  """`(array, its bytes as a writable memoryview)`."""
-  if fortran and len(shape) > 1:
-    data = np.empty(shape[::-1], dtype)
-    return data.T, memoryview(data.reshape(-1).view(np.uint8))
-  array = np.empty(shape, dtype)
-  flat = array if array.ndim == 1 else array.reshape(-1)
-  return array, memoryview(flat.view(np.uint8))
 
 
 # ---------------------------------------------------------------- npz files --
@@ -329,13 +217,13 @@ class Reader:
       raise self.error(f"{self.path}: cannot read key {key!r} "
                        f"({type(e).__name__}: {e})") from e
 
-  def header(self, key: str) -> Tuple[np.dtype, Shape]:
+  def header(self, key: str) -> Tuple[np.dtype, npy.Shape]:
     """`(dtype, shape)` of member `key`, reading only its header."""
     info = self._info(key)
 
     def read():
       with self._zip.open(info) as f:
-        dtype, shape, _, _ = read_header(f, self.path, key, self.error)
+        dtype, shape, _, _ = npy.read_header(f, self.path, key, self.error)
       return dtype, shape
     return self._wrapped(key, read)
 
@@ -363,7 +251,7 @@ class Reader:
     """The member's data bytes, after every check of its header."""
     if check is not None:
       check(dtype, shape)
-    check_header(dtype, shape, self.path, key, self.error, **limits)
+    npy.check_header(dtype, shape, self.path, key, self.error, **limits)
     nbytes = math.prod(shape) * dtype.itemsize
     if info.file_size != len(header) + nbytes:
       raise self.error(
@@ -389,9 +277,9 @@ class Reader:
       raise err(f"{self.path}: cannot read key {key!r}: bad zip local header")
     name_len, extra_len = struct.unpack("<HH", local[26:30])
     raw.seek(info.header_offset + 30 + name_len + extra_len)
-    dtype, shape, fortran, header = read_header(raw, self.path, key, err)
+    dtype, shape, fortran, header = npy.read_header(raw, self.path, key, err)
     nbytes = self._checked(info, key, dtype, shape, header, check, limits)
-    array, data = _empty(dtype, shape, fortran)
+    array, data = npy.empty_array(dtype, shape, fortran)
     if nbytes and raw.readinto(data) != nbytes:
       raise err(f"{self.path}: cannot read key {key!r}: truncated")
     if zlib.crc32(data, zlib.crc32(header)) != info.CRC:
@@ -401,11 +289,11 @@ class Reader:
   def _read_deflated(self, info, key, check, limits) -> np.ndarray:
     """A deflated member, never inflating more than its header declares."""
     with self._zip.open(info) as f:
-      dtype, shape, fortran, header = read_header(f, self.path, key,
+      dtype, shape, fortran, header = npy.read_header(f, self.path, key,
                                                   self.error)
       nbytes = self._checked(info, key, dtype, shape, header, check,
                              limits)
-      array, data = _empty(dtype, shape, fortran)
+      array, data = npy.empty_array(dtype, shape, fortran)
       got = f.readinto(data) if nbytes else 0
       if got != nbytes or f.read(1):  # The read at the end checks the CRC.
         raise self.error(f"{self.path}: cannot read key {key!r}: truncated")
@@ -448,14 +336,14 @@ def read_npy(path: str, error=NpzError, *, key: str = "array",
       if f.read(2) == b"PK":
         raise error(f"{path}: an npz archive, expected one .npy array")
       f.seek(0)
-      dtype, got, fortran, header = read_header(f, path, key, error)
-      check_header(dtype, got, path, key, error, kinds=kinds, ndim=ndim,
+      dtype, got, fortran, header = npy.read_header(f, path, key, error)
+      npy.check_header(dtype, got, path, key, error, kinds=kinds, ndim=ndim,
                    expected=shape, max_elements=max_elements)
       nbytes = math.prod(got) * dtype.itemsize
       if size != len(header) + nbytes:
         raise error(f"{path}: is {size} bytes but its header declares "
                     f"{len(header) + nbytes} ({got} x {dtype})")
-      array, data = _empty(dtype, got, fortran)
+      array, data = npy.empty_array(dtype, got, fortran)
       if nbytes and f.readinto(data) != nbytes:
         raise error(f"{path}: truncated")
     except errors.HeldoutError:

@@ -34,6 +34,7 @@ from absl import logging
 import numpy as np
 
 from heldout_tf.core import errors
+from heldout_tf.core import npy
 from heldout_tf.core import npz as npz_lib
 
 CIFAR10_CSCORES = "cifar10-cscores"
@@ -177,7 +178,7 @@ def _strings_unpickled(reader: npz_lib.Reader, key: str, n: int
                              f"expected {(n,)}")
   try:
     with reader.open_member(key, reader.max_total_bytes) as f:
-      npz_lib.read_header(f, path, key, PublishedFileError)
+      npy.read_header(f, path, key, PublishedFileError)
       array = _StringArrayUnpickler(f).load()
   except errors.HeldoutError:
     raise
