@@ -88,12 +88,12 @@ def _run(tree: str, argv, env) -> dict:
     raise SystemExit(f"{tree}: mnist_example.train failed:\n{out.stderr}")
   text = out.stdout
   got = {"wall": wall}
-  rate = re.search(r"([0-9.]+) models/hour", text)
+  rate = re.search(r"([0-9]+(?:\.[0-9]+)?) models/hour", text)
   got["models_per_hour"] = float(rate.group(1)) if rate else float("nan")
-  accuracy = re.search(r"mean test accuracy ([0-9.]+)", text)
+  accuracy = re.search(r"mean test accuracy ([0-9]+\.[0-9]+)", text)
   if accuracy:
     got["accuracy"] = float(accuracy.group(1))
-  auc = re.search(r"ROC AUC ([0-9.]+)", text)
+  auc = re.search(r"ROC AUC ([0-9]+\.[0-9]+)", text)
   if auc:
     got["auc"] = float(auc.group(1))
   return got

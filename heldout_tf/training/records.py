@@ -76,17 +76,19 @@ class Recorder:
 
   def __init__(self, settings, data):
     self.settings, self.data = settings, data
-    self._eval = None
+    self._splits = {}  # split -> its batches, read once for every run.
 
   def correctness(self, model, split: str) -> np.ndarray:
     """bool [n]: what the float32 `model` predicts right on `split` in
-    evaluation mode (`evaluation.evaluate`, as a cross-check would)."""
-    if self._eval is None:
+    evaluation mode (`evaluation.evaluate`, as a cross-check would; the
+    split's batches are read once, `evaluation.read_split`)."""
+    batch_size = self.settings.recipe.eval_batch_size
+    if split not in self._splits:
       from heldout_tf.data import pipelines  # pylint: disable=g-import-not-at-top
-      self._eval = pipelines.in_memory_dataset(
+      dataset = pipelines.in_memory_dataset(
           self.data.name, self.data.images, self.data.labels)
-    return evaluation.evaluate(model, self._eval, split,
-                               self.settings.recipe.eval_batch_size,
+      self._splits[split] = evaluation.read_split(dataset, split, batch_size)
+    return evaluation.evaluate(model, self._splits[split], split, batch_size,
                                progress=False).correct
 
   def run_signals(self, result: RunResult):

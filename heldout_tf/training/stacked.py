@@ -38,6 +38,7 @@ refuse. It keeps no partial checkpoints: a killed block retrains from its
 start, to the same bits.
 """
 
+import dataclasses
 from typing import Callable, List, Optional
 
 import numpy as np
@@ -136,6 +137,9 @@ class StackedTrainer:
     self._jit = jit_compile
     self._stacks = {}
     self._modules = []  # Per slot: a models.MLP holding its run's result.
+    # The one module every write and correctness pass evaluates (a run's
+    # weights copied in first): one traced forward for all runs.
+    self._writer = None
 
   def _stack(self, shapes, size: int) -> _Stack:
     if size not in self._stacks:
@@ -208,15 +212,27 @@ class StackedTrainer:
       results.append(records.RunResult(run, module, subset, total, None))
     return results
 
+  def _in_writer(self, result: records.RunResult) -> records.RunResult:
+    """`result` with its weights copied into the one module that every
+    write and correctness pass evaluates, so one traced forward serves all
+    runs (a module per slot would trace a forward per slot)."""
+    if self._writer is None:
+      self._writer = trainer_lib.fresh_model(self.settings, self.data,
+                                             result.run)
+    for mine, theirs in zip(self._writer.variables, result.model.variables):
+      mine.assign(theirs)
+    return dataclasses.replace(result, model=self._writer)
+
   def write(self, store, result: records.RunResult,
             partial: Optional[str] = None, save_checkpoint: bool = True):
     """Writes a trained run into `store` (`records.Recorder.write`)."""
-    self.recorder.write(store, result, partial, save_checkpoint)
+    self.recorder.write(store, self._in_writer(result), partial,
+                        save_checkpoint)
 
   def correctness(self, result: records.RunResult, split: str) -> np.ndarray:
     """bool [n]: what `result`'s float32 model predicts right on `split`
     (`records.Recorder.correctness`)."""
-    return self.recorder.correctness(result.model, split)
+    return self.recorder.correctness(self._in_writer(result).model, split)
 
 
 def _step_layout(model) -> List[np.ndarray]:
