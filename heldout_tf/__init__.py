@@ -28,25 +28,14 @@ time unless its own work needs it):
   synthetic   offline stand-ins for tests and benchmarks
 """
 
-import importlib
-
 __version__ = "0.1.0"
 
 STAGES = ("core", "data", "models", "collection", "training", "estimates",
           "quality", "report", "archive", "cli", "synthetic")
-__all__ = ["HeldoutError"] + list(STAGES)
 
-from heldout_tf.core.errors import HeldoutError  # noqa: E402  (no TensorFlow)
+from heldout_tf.core import lazy  # noqa: E402  (no TensorFlow)
+from heldout_tf.core.errors import HeldoutError  # noqa: E402
 
-
-def __getattr__(name):
-  """Imports stages lazily: `heldout_tf.estimates` on first access."""
-  if name in __all__:
-    module = importlib.import_module(f"heldout_tf.{name}")
-    globals()[name] = module
-    return module
-  raise AttributeError(f"module 'heldout_tf' has no attribute {name!r}")
-
-
-def __dir__():
-  return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, _stages = lazy.front_door(
+    __name__, {stage: () for stage in STAGES})
+__all__ = ["HeldoutError"] + _stages

@@ -17,9 +17,9 @@ only its module: `archives`, `servers`, `simulated` and `planted` need no
 TensorFlow.
 """
 
-import importlib
+from heldout_tf.core import lazy
 
-_MODULE_OF = {
+__getattr__, __dir__, __all__ = lazy.front_door(__name__, {
     "release": ("CIFAR_SHAPE", "experiment", "random_cifar_arrays",
                 "in_memory_dataset", "write_synthetic_cifar", "randomize",
                 "predictions_correct", "write_release_run"),
@@ -31,25 +31,4 @@ _MODULE_OF = {
     "simulated": ("SimulatedRun", "simulated_runs"),
     "planted": ("Planted", "planted_theta", "planted_collection"),
     "fifo": ("refusals",),
-}
-_NAMES = {name: module for module, names in _MODULE_OF.items()
-          for name in names}
-
-__all__ = sorted(_MODULE_OF) + sorted(_NAMES)
-
-
-def __getattr__(name):
-  """Imports the module holding `name` on first use."""
-  if name in _MODULE_OF:
-    module = importlib.import_module(f"{__name__}.{name}")
-  elif name in _NAMES:
-    module = getattr(importlib.import_module(
-        f"{__name__}.{_NAMES[name]}"), name)
-  else:
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  globals()[name] = module
-  return module
-
-
-def __dir__():
-  return sorted(set(globals()) | set(__all__))
+})
