@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -371,3 +372,84 @@ def test_a_worker_whose_tensorflow_import_failed_ends_itself(monkeypatch):
   monkeypatch.setattr(startup, "quiet_tensorflow", lambda: None)
   engine._import_tensorflow_or_exit()  # pylint: disable=protected-access
   assert exits == [1]
+
+
+# ------------------------------------------------------ experiment names --
+
+BAD_EXPERIMENTS = ["../../x", "..", ".", "/abs/x", "a/b", "a\\b", ""]
+
+
+@pytest.mark.parametrize("name", BAD_EXPERIMENTS)
+def test_an_experiment_is_one_directory_name_under_the_root(tmp_path, name):
+  with pytest.raises(errors.UsageError) as info:
+    layout.experiment_name(name)
+  assert str(info.value).startswith(f"--experiment {name!r} ")
+  for make_path in (lambda: collection.Store(str(tmp_path), name, 0.7),
+                    lambda: layout.run_dir(str(tmp_path), name, 0.7, 0),
+                    lambda: layout.list_runs(str(tmp_path), name)):
+    with pytest.raises(errors.UsageError, match="one directory name"):
+      make_path()
+  assert not os.listdir(tmp_path)
+  assert layout.experiment_name("cifar10-resnet9") == "cifar10-resnet9"
+
+
+@pytest.mark.parametrize("command,required", [
+    ("train", ["--dataset", "digits"]), ("quality", []),
+    ("report", ["--out", "r.html"]), ("download", []),
+    ("estimate", ["--root", "r", "--out", "e.npz"]),
+    ("datamodels", ["--root", "r", "--fit_runs", "0-3", "--out", "d.npz"]),
+    ("lds", ["--root", "r", "--eval_runs", "0-3", "--scores", "s.npz"])])
+@pytest.mark.parametrize("name", ["../../x", "/abs", "a/b"])
+def test_every_command_refuses_an_experiment_outside_its_root(
+    command, required, name, capsys):
+  module = __import__(f"heldout_tf.cli.{command}", fromlist=["main"])
+  with pytest.raises(SystemExit) as info:
+    module.build_parser().parse_args(["--experiment", name] + required)
+  assert info.value.code == 2
+  assert capsys.readouterr().err.strip().splitlines() == [
+      f"error: argument --experiment: {name!r} holds a path separator: an "
+      "experiment is one directory name under --root (e.g. cifar10-resnet9; "
+      "no '/', '..' or absolute path)"]
+
+
+# ---------------------------------------------------------- two writers --
+
+
+def test_a_block_another_writer_holds_is_skipped_then_waited_for(tmp_path):
+  import threading  # pylint: disable=g-import-not-at-top
+  from heldout_tf.core import files  # pylint: disable=g-import-not-at-top
+  FakeBlocks.made.clear()
+  reference = collection.train(_fake_spec(tmp_path / "one"), range(8),
+                               progress=False)
+  assert reference["trained"] == 8
+  root = tmp_path / "two"
+  store = _store(root)
+  os.makedirs(store.run_dir(3))  # Block 1 (runs 3..5): its lock.
+  lock = files.try_lock(store.run_dir(3))
+  said, report = [], {}
+  thread = threading.Thread(target=lambda: report.update(collection.train(
+      _fake_spec(root), range(8), progress=False, say=said.append)))
+  thread.start()
+  try:
+    deadline = time.monotonic() + 60
+    while store.finished_runs() != [0, 1, 2, 6, 7]:
+      assert time.monotonic() < deadline, store.finished_runs()
+      time.sleep(0.05)
+    assert said == [f"{store.path}: another process is training runs 3..5; "
+                    "training the other blocks first, then waiting for the "
+                    "ones it holds."]
+    assert thread.is_alive()  # Waiting for block 1.
+    # The other writer trains block 1 (a writer of the same settings).
+    FakeBlocks(10, 3).train_block(store, [3, 4, 5])
+  finally:
+    files.unlock(lock)
+    thread.join(60)
+  assert (report["trained"], report["by_others"], report["skipped"]) == (
+      5, 3, 0)
+  assert FakeBlocks.made[1].trained_blocks == [[0, 1, 2], [6, 7, 8],
+                                               [3, 4, 5]]
+  assert _aux_bytes(root, range(8)) == _aux_bytes(tmp_path / "one", range(8))
+  # Locks are released: the next call takes the block again.
+  os.remove(os.path.join(store.run_dir(4), layout.AUX_FILENAME))
+  again = collection.train(_fake_spec(root), range(8), progress=False)
+  assert (again["trained"], again["by_others"]) == (1, 0)

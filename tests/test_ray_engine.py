@@ -296,6 +296,38 @@ def test_other_config_on_disk_is_refused_before_any_task(ray_instance,
     _train(spec)
 
 
+def test_a_ray_worker_takes_the_blocks_lock_like_a_local_writer(
+    ray_instance, local_collection, tmp_path):
+  del ray_instance
+  from heldout_tf.core import files  # pylint: disable=g-import-not-at-top
+  root = tmp_path / "out"
+  store = collection.Store(str(root), EXPERIMENT, RATIO)
+  os.makedirs(store.run_dir(0))  # Block 0 (runs 0, 1): another writer's.
+  lock = files.try_lock(store.run_dir(0))
+  said, report = [], {}
+  thread = threading.Thread(target=lambda: report.update(_train(
+      _spec(root), say=said.append)))
+  thread.start()
+  try:
+    deadline = time.monotonic() + 300
+    while store.finished_runs() != list(range(GROUP_SIZE, NUM_RUNS)):
+      assert time.monotonic() < deadline, store.finished_runs()
+      assert thread.is_alive()
+      time.sleep(0.1)
+    assert said == [f"{store.path}: another process is training runs 0..1; "
+                    "training the other blocks first, then waiting for the "
+                    "ones it holds."]
+    # The other writer trains its block meanwhile (same settings).
+    tiny_blocks().train_block(store, list(range(GROUP_SIZE)))
+  finally:
+    files.unlock(lock)
+    thread.join(300)
+  assert (report["trained"], report["by_others"]) == (
+      NUM_RUNS - GROUP_SIZE, GROUP_SIZE)
+  _assert_same_collection(_collection(root), local_collection)
+  assert not _leftovers(str(root))
+
+
 def test_missing_ray_is_a_clear_error(monkeypatch, tmp_path):
   monkeypatch.setitem(sys.modules, "ray", None)
   with pytest.raises(raycluster.RayUnavailableError, match=r"\.\[ray\]"):

@@ -1,5 +1,6 @@
 """python -m heldout_tf.cli.train: flags, many ratios, resume, Ray, errors."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from heldout_tf import collection
 from heldout_tf.core import errors
 from heldout_tf import estimates
 from heldout_tf.collection import layout
@@ -233,3 +235,137 @@ def test_small_inception_collection_evaluates_with_demo(tmp_path, cifar10):
       capture_output=True, text=True, env=env, cwd=ROOT_DIR, timeout=300)
   assert out.returncode == 0, out.stderr
   assert "32 out of 32 predictions match" in out.stdout
+
+
+# ------------------------------------------ what a collection records --
+
+USER_NETS = """
+import sonnet as snt
+HIDDEN = 16
+class Net(snt.Module):
+  def __init__(self, num_classes, extra=0):
+    super().__init__()
+    self.hidden = snt.Linear(HIDDEN)
+    self.head = snt.Linear(num_classes + extra)
+  def __call__(self, images, is_training=False):
+    return self.head(self.hidden(snt.flatten(images)))
+def build(num_classes):
+  return Net(num_classes)
+def wrong(num_classes):
+  return Net(num_classes, extra=1)
+"""
+
+
+@pytest.fixture
+def user_nets(tmp_path, monkeypatch):
+  """The module `user_nets` (functions `build`, and `wrong`: logits of one
+  class too many), importable; its width is `user_nets.HIDDEN`."""
+  (tmp_path / "user_nets.py").write_text(USER_NETS)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  sys.modules.pop("user_nets", None)
+  import user_nets  # pylint: disable=g-import-not-at-top
+  yield user_nets
+  sys.modules.pop("user_nets", None)
+
+
+def _config(root, experiment):
+  with open(os.path.join(root, experiment, "0.7", "config.json")) as f:
+    return f.read()
+
+
+def test_a_model_edited_between_calls_is_refused_naming_its_variables(
+    tmp_path, user_nets, monkeypatch):
+  data = _npz(tmp_path / "d.npz")
+  root = tmp_path / "r"
+
+  def make(num_runs):
+    return workflow.make(_options(data, root, model="user_nets:build",
+                                  num_runs=num_runs, precision="float32"),
+                         say=lambda *_: None)
+
+  make(1)
+  recorded = json.loads(_config(root, "d-build"))
+  assert recorded["model_variables"] == {
+      "head/b": "3", "head/w": "16x3", "hidden/b": "16", "hidden/w": "64x16"}
+  monkeypatch.setattr(user_nets, "HIDDEN", 32)  # The module was edited.
+  with pytest.raises(errors.ConfigError) as info:
+    make(2)
+  assert ("model_variables.head/w: on disk '16x3', now '32x3'"
+          in str(info.value))
+  assert "model_variables.hidden/w: on disk '64x16', now '64x32'" in str(
+      info.value)
+  store = collection.Store(str(root), "d-build", 0.7)
+  assert store.finished_runs() == [0]
+  # A collection recorded before the key existed keeps resuming, and
+  # nothing is added to its config.
+  monkeypatch.setattr(user_nets, "HIDDEN", 16)
+  del recorded["model_variables"]
+  with open(store.config_path, "w") as f:
+    json.dump(recorded, f)
+  before = _config(root, "d-build")
+  assert [r["trained"] for r in make(2)] == [1]
+  assert _config(root, "d-build") == before
+  # Recorded variables are checked on read like every other key.
+  recorded["model_variables"] = {"head/w": [16, 3]}
+  with open(store.config_path, "w") as f:
+    json.dump(recorded, f)
+  with pytest.raises(errors.ConfigError, match="key 'model_variables'"):
+    make(2)
+
+
+def test_a_call_refused_by_its_checks_leaves_nothing_that_blocks_the_next(
+    tmp_path, user_nets):
+  del user_nets
+  data = _npz(tmp_path / "d.npz")
+  root = tmp_path / "r"
+  for model, message in (("user_nets:wrong", "expected logits"),
+                         (":build", "--model")):
+    with pytest.raises(errors.UsageError, match=message):
+      workflow.make(_options(data, root, model=model, experiment="e",
+                             precision="float32"), say=lambda *_: None)
+    assert not os.path.exists(root / "e" / "0.7" / "config.json")
+  reports = workflow.make(_options(data, root, model="user_nets:build",
+                                   experiment="e", precision="float32"),
+                          say=lambda *_: None)
+  assert reports[0]["trained"] == 8
+
+
+def test_the_same_npz_bytes_at_another_path_resume(tmp_path):
+  for where in ("a", "b", "c"):
+    (tmp_path / where).mkdir()
+  first = _npz(tmp_path / "a" / "data.npz")
+  moved = str(tmp_path / "b" / "data.npz")
+  renamed = str(tmp_path / "c" / "renamed.npz")
+  for copy in (moved, renamed):
+    with open(first, "rb") as src, open(copy, "wb") as dst:
+      dst.write(src.read())
+  root = tmp_path / "r"
+
+  def make(data, num_runs):
+    return workflow.make(_options(data, root, num_runs=num_runs,
+                                  experiment="e", precision="float32"),
+                         say=lambda *_: None)
+
+  make(first, 1)
+  assert [r["trained"] for r in make(moved, 2)] == [1]
+  assert [r["trained"] for r in make(renamed, 3)] == [1]
+  recorded = json.loads(_config(root, "e"))
+  assert recorded["source"] == "npz:" + first  # Information, kept.
+  assert recorded["dataset"] == "data"
+  _npz(moved, seed=1)  # Other bytes at that path: refused.
+  with pytest.raises(errors.ConfigError, match="data_fingerprint: on disk"):
+    make(moved, 4)
+
+
+def test_an_npz_source_without_a_file_names_the_flag():
+  for text in ("npz:", "npz: "):
+    with pytest.raises(errors.UsageError) as info:
+      train.parse_args(["--dataset", text])
+    assert str(info.value) == (
+        f"--dataset {text!r} names no file: expected npz:FILE, a .npz file "
+        "holding x_train, y_train, x_test and y_test")
+  out = _cli("--dataset", "npz:")
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines() == [
+      "error: --dataset 'npz:' names no file: expected npz:FILE, a .npz "
+      "file holding x_train, y_train, x_test and y_test"]

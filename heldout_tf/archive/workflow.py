@@ -15,6 +15,7 @@ from absl import logging
 
 from heldout_tf.core import errors
 from heldout_tf.core import progress as progress_lib
+from heldout_tf.collection import layout
 from heldout_tf.core import sizes
 from heldout_tf.archive import checksums
 from heldout_tf.archive import extraction as extraction_lib
@@ -146,6 +147,7 @@ def fetch(experiment, dest, *, source="gs", base_url=None, md5=None,
     errors.PathError: `dest` cannot be written.
     errors.UsageError: a bad argument.
   """
+  layout.experiment_name(experiment)  # Runs land in <dest>/<experiment>.
   selection = members.Selection.parse(only, ratios, runs)
   limits = members.size_limits(max_member_size)
   md5 = checksums.expected_md5(experiment, md5)

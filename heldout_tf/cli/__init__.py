@@ -27,6 +27,7 @@ exception keeps its traceback: those are bugs.
 Flag names mean one thing in every command: `--root` is the directory
 holding a collection (`<root>/<experiment>/<ratio>/<run>/`), `--out` is a
 file (or, for commands writing several, a directory) the command writes,
+`--experiment` one directory name under it (`add_experiment`),
 `--progress/--noprogress` the progress bar, `--engine local|ray` with
 `--ray_address` where work can go to Ray.
 """
@@ -38,6 +39,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from heldout_tf.collection import engine as engine_lib
+from heldout_tf.collection import layout
 from heldout_tf.core import errors
 from heldout_tf.core.startup import quiet_tensorflow  # noqa: F401  (re-exported)
 
@@ -111,6 +113,25 @@ def add_root(parser: argparse.ArgumentParser, *, required: bool = False,
       "--root", required=required, default=default, metavar="DIR",
       help=help or "The collection's root directory, holding "
       "<experiment>/<ratio>/<run>/.")
+
+
+def _experiment(text: str) -> str:
+  """`--experiment`'s type: '' (the command's default) or a name by
+  `layout.experiment_name` (argparse shows the message as is)."""
+  try:
+    return layout.experiment_name(text) if text else text
+  except errors.UsageError as e:
+    raise argparse.ArgumentTypeError(str(e).split(" ", 1)[1]) from None
+
+
+def add_experiment(parser: argparse.ArgumentParser, *,
+                   required: bool = False, default: Optional[str] = "",
+                   help: str = "The experiment: one directory under --root, "
+                   "e.g. mnist-mlp."):  # pylint: disable=redefined-builtin
+  """`--experiment NAME`: one directory name under --root, checked by the
+  one rule (`layout.experiment_name`: no '/', '..' or absolute path)."""
+  parser.add_argument("--experiment", required=required, default=default,
+                      metavar="NAME", type=_experiment, help=help)
 
 
 def add_engine(parser: argparse.ArgumentParser, what: str = "the work"):

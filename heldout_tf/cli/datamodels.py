@@ -35,8 +35,8 @@ def build_parser() -> cli.Parser:
   """The command line's flags (imports no TensorFlow)."""
   parser = cli.Parser(PROG, __doc__)
   cli.add_root(parser, required=True)
-  parser.add_argument("--experiment", required=True, metavar="NAME",
-                      help="The <experiment> directory, e.g. mnist-mlp.")
+  cli.add_experiment(parser, required=True, default=None,
+                     help="The <experiment> directory, e.g. mnist-mlp.")
   parser.add_argument("--fit_runs", required=True, metavar="LIST",
                       help="Run ids to fit on (at every ratio), e.g. 0-399; "
                       "'all': every run (then no run is left to judge the "

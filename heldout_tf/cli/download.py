@@ -26,8 +26,8 @@ PROG = "heldout download"
 def build_parser() -> cli.Parser:
   """The command line's flags."""
   parser = cli.Parser(PROG, __doc__)
-  parser.add_argument(
-      "--experiment", metavar="NAME",
+  cli.add_experiment(
+      parser, default=None,
       help=f"One of {', '.join(sorted(released.EXPERIMENTS))} (others: "
       "pass --md5 too).")
   cli.add_root(parser, help="Where runs land: <root>/<experiment>/<ratio>/"

@@ -40,9 +40,9 @@ def build_parser() -> cli.Parser:
   """The command line's flags (imports no TensorFlow)."""
   parser = cli.Parser(PROG, __doc__)
   cli.add_root(parser, required=True)
-  parser.add_argument("--experiment", required=True, metavar="NAME",
-                      help="The <experiment> directory, e.g. "
-                      "cifar10-inception.")
+  cli.add_experiment(parser, required=True, default=None,
+                     help="The <experiment> directory, e.g. "
+                     "cifar10-inception.")
   parser.add_argument("--out", required=True, metavar="FILE.npz",
                       help="The estimates file to write.")
   parser.add_argument("--ratios", default="all", metavar="LIST",

@@ -41,8 +41,8 @@ def build_parser() -> cli.Parser:
   """The command line's flags (imports no TensorFlow)."""
   parser = cli.Parser(PROG, __doc__)
   cli.add_root(parser, required=True)
-  parser.add_argument("--experiment", required=True, metavar="NAME",
-                      help="The <experiment> directory, e.g. mnist-mlp.")
+  cli.add_experiment(parser, required=True, default=None,
+                     help="The <experiment> directory, e.g. mnist-mlp.")
   parser.add_argument("--eval_runs", required=True, metavar="LIST",
                       help="Run ids that judge the scores (at every ratio), "
                       "e.g. 400-511; never runs a score was fitted on.")

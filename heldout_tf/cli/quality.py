@@ -62,9 +62,9 @@ def build_parser(prog: str = PROG, doc: str = __doc__,
   d = dict(DEFAULTS, **(defaults or {}))
   parser = cli.Parser(prog, doc)
   cli.add_root(parser, default=d["root"])
-  parser.add_argument("--experiment", default=d["experiment"],
-                      help="The experiment to score; empty: the only one "
-                      "under --root (training: <dataset>-<model>).")
+  cli.add_experiment(parser, default=d["experiment"],
+                     help="The experiment to score; empty: the only one "
+                     "under --root (training: <dataset>-<model>).")
   parser.add_argument("--ratios", default=d["ratios"], metavar="RATIO",
                       help="The subset ratio to score (one); unset: the "
                       "only one (training: 0.7).")

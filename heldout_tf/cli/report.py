@@ -27,9 +27,8 @@ def build_parser() -> cli.Parser:
   """The command's flags (imports no TensorFlow)."""
   parser = cli.Parser("heldout report", __doc__)
   cli.add_root(parser, required=True)
-  parser.add_argument("--experiment", default="", metavar="NAME",
-                      help="The experiment directory under --root, e.g. "
-                      "mnist-mlp; empty: the only one there.")
+  cli.add_experiment(parser, help="The experiment directory under --root, "
+                     "e.g. mnist-mlp; empty: the only one there.")
   parser.add_argument("--out", required=True, metavar="FILE",
                       help="The HTML file to write.")
   parser.add_argument("--ratios", default="all", metavar="R",

@@ -51,9 +51,9 @@ def build_parser(prog: str = PROG, doc: str = __doc__,
   runs.add_argument("--runs_per_ratio", default=None, metavar="N[,N...]",
                     help="Runs per ratio: one count, or one per ratio.")
   cli.add_root(parser, default=d["root"])
-  parser.add_argument("--experiment", default=d["experiment"],
-                      help="The experiment's directory name; empty: "
-                      "<dataset>-<model>.")
+  cli.add_experiment(parser, default=d["experiment"],
+                     help="The experiment's directory name; empty: "
+                     "<dataset>-<model>.")
   flags.add_training_flags(parser, d)
   cli.add_bool(parser, "signals", d["signals"],
                "Also write each run's per-epoch data-quality signals "

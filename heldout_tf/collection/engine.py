@@ -4,6 +4,15 @@ The same canonical blocks are trained whether the engine is "local" (one
 block after another in this process) or "ray" (one Ray task per block, on
 storage every node sees): runs are pure functions of (config, block), so
 both engines write byte-identical collections.
+
+Several writers may work on one collection at once (two identical `heldout
+train` on one --root, shards, Ray workers): a block is trained only under
+its lock (`files.try_lock` on the directory of the block's first run), and
+the block trainer re-checks which runs are finished once it holds it. A
+writer skips the blocks another one holds (saying so once), trains the
+rest, then waits for each skipped block's lock and trains what is still
+unfinished there (nothing, unless the other writer died): every run is
+trained once, to the bytes a single writer writes.
 """
 
 import dataclasses
@@ -14,6 +23,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from heldout_tf.core import errors
+from heldout_tf.core import files
 from heldout_tf.core import progress as progress_lib
 from heldout_tf.core import raycluster
 from heldout_tf.collection import blocks
@@ -38,7 +48,9 @@ class Spec:
     factory_args: its arguments (small and picklable, e.g. an options
       value; never the data).
     config: if given, recorded (`Store.record_config`) before any training:
-      it must agree with the collection's config.json.
+      it must agree with the collection's config.json. The caller checks
+      its data and model first (the training workflow does), so a call
+      that fails them leaves no config behind.
   """
   root: str
   experiment: str
@@ -102,21 +114,48 @@ def _import_tensorflow_or_exit():
     os._exit(1)  # pylint: disable=protected-access
 
 
-def _train_block_task(spec: Spec, runs: List[int]) -> dict:
-  """One Ray task: trains the canonical block holding `runs` (its worker's
-  TensorFlow threads come from `raycluster.thread_env`).
+def train_block(store: store_lib.Store, trainer, runs: Sequence[int],
+                group_size: int, wait: bool) -> Optional[List[int]]:
+  """`trainer.train_block(store, runs)` under the block's lock: the ids it
+  wrote; None (nothing done) when another process holds the lock and not
+  `wait`. With `wait`, waits for the lock first. The lock is the directory
+  of the block's first run (made if missing); where locks do not work the
+  block trains unlocked."""
+  first = blocks.block_of(runs, group_size)[0]
+  directory = store.run_dir(first)
+  with errors.user_path(directory, "write"):
+    os.makedirs(directory, exist_ok=True)
+  if wait:
+    with files.locked(directory):
+      return list(trainer.train_block(store, runs))
+  lock = files.try_lock(directory)
+  if lock is files.BUSY:
+    return None
+  try:
+    return list(trainer.train_block(store, runs))
+  finally:
+    files.unlock(lock)
+
+
+def _train_block_task(spec: Spec, runs: List[int], wait: bool) -> dict:
+  """One Ray task: trains the canonical block holding `runs` under its lock
+  (`train_block`; its worker's TensorFlow threads come from
+  `raycluster.thread_env`).
 
   Returns {"written": the ids written (fewer than `runs` when a previous
-  attempt wrote some before its worker died), "setup_seconds": building
-  the worker's block trainer (0 once built), "train_seconds": the block}.
+  attempt wrote some before its worker died, or another writer did),
+  "busy": another process held the block (not `wait`: nothing done),
+  "setup_seconds": building the worker's block trainer (0 once built),
+  "train_seconds": the block}.
   """
   start = time.perf_counter()
   if "tensorflow" not in sys.modules:  # This worker's first task.
     _import_tensorflow_or_exit()
   trainer = _worker_trainer(spec)
   setup = time.perf_counter() - start
-  written = list(trainer.train_block(spec.store(), runs))
-  return {"written": written, "setup_seconds": setup,
+  written = train_block(spec.store(), trainer, runs, spec.group_size, wait)
+  return {"written": written or [], "busy": written is None,
+          "setup_seconds": setup,
           "train_seconds": time.perf_counter() - start - setup}
 
 
@@ -135,7 +174,8 @@ def train(spec: Spec, run_ids: Sequence[int], *, engine: str = "local",
           address: Optional[str] = None, progress: bool = True,
           trainer=None, num_cpus: Optional[int] = None,
           cpus_per_task: int = 1,
-          max_retries: int = raycluster.DEFAULT_MAX_RETRIES) -> dict:
+          max_retries: int = raycluster.DEFAULT_MAX_RETRIES,
+          say: Optional[Callable[[str], None]] = None) -> dict:
   """Trains the unfinished runs of `run_ids`, block by block.
 
   Args:
@@ -156,12 +196,15 @@ def train(spec: Spec, run_ids: Sequence[int], *, engine: str = "local",
       TensorFlow threads.
     max_retries: engine "ray": how often a task whose worker or node dies
       is re-run (a retry never duplicates or half-writes a run).
+    say: prints a line (default: to stderr), e.g. that another writer
+      holds some blocks.
 
   Returns:
     {"engine", "trained": runs finished by this call, "skipped": runs
-    already finished, "tasks": blocks trained, "seconds": wall time,
-    "setup_seconds" and "train_seconds" (engine "ray": summed over tasks:
-    workers building their trainer, training and writing blocks)}.
+    already finished, "by_others": runs another writer finished meanwhile,
+    "tasks": blocks trained, "seconds": wall time, "setup_seconds" and
+    "train_seconds" (engine "ray": summed over tasks: workers building
+    their trainer, training and writing blocks)}.
   """
   check_engine(engine, address)
   if cpus_per_task < 1:
@@ -173,19 +216,44 @@ def train(spec: Spec, run_ids: Sequence[int], *, engine: str = "local",
     raycluster.import_ray()  # A clear error before any work.
   if trainer is None:
     trainer = spec.make()
+  if say is None:
+    say = lambda line: print(line, file=sys.stderr, flush=True)
   store, todo, todo_blocks = plan(spec, run_ids, trainer)
   report = {"engine": engine, "trained": len(todo),
             "skipped": len(set(int(r) for r in run_ids)) - len(todo),
-            "tasks": len(todo_blocks), "setup_seconds": 0.0,
+            "by_others": 0, "tasks": len(todo_blocks), "setup_seconds": 0.0,
             "train_seconds": 0.0}
   if todo_blocks:
+    held = _Held(store, say)
     if engine == "ray":
       _train_on_ray(spec, todo, todo_blocks, report, address, num_cpus,
-                    cpus_per_task, max_retries, progress)
+                    cpus_per_task, max_retries, progress, held)
     else:
-      _train_here(store, trainer, todo, todo_blocks, report, progress)
+      _train_here(store, trainer, spec.group_size, todo, todo_blocks, report,
+                  progress, held)
+    report["trained"] -= report["by_others"]
   report["seconds"] = time.perf_counter() - start
   return report
+
+
+class _Held:
+  """The blocks another writer held when this one came to them."""
+
+  def __init__(self, store, say):
+    self.blocks, self._store, self._say = [], store, say
+
+  def add(self, runs: List[int]):
+    if not self.blocks:
+      self._say(f"{self._store.path}: another process is training runs "
+                f"{_span(runs)}; training the other blocks first, then "
+                "waiting for the ones it holds.")
+    self.blocks.append(runs)
+
+
+def _span(runs) -> str:
+  return (f"{runs[0]}..{runs[-1]}" if len(runs) > 1 and
+          runs[-1] - runs[0] + 1 == len(runs) else
+          ", ".join(map(str, runs)))
 
 
 def _rate(bar, done, start):
@@ -194,36 +262,54 @@ def _rate(bar, done, start):
     bar.set_postfix_str(f"{3600 * done / elapsed:.0f} models/h")
 
 
-def _train_here(store, trainer, todo, todo_blocks, report, progress):
+def _train_here(store, trainer, group_size, todo, todo_blocks, report,
+                progress, held):
   start, done = time.perf_counter(), 0
   with progress_lib.bar(len(todo), "training", "run", progress) as bar:
     for runs in todo_blocks:
-      written = trainer.train_block(store, runs)
+      written = train_block(store, trainer, runs, group_size, wait=False)
+      if written is None:
+        held.add(runs)
+        continue
+      report["by_others"] += len(runs) - len(written)  # Done meanwhile.
       done += len(written)
       _rate(bar, done, start)
       bar.update(len(written))
+    for runs in held.blocks:  # Whatever the other writer left unfinished.
+      written = train_block(store, trainer, runs, group_size, wait=True)
+      report["by_others"] += len(runs) - len(written)
+      done += len(written)
+      _rate(bar, done, start)
+      bar.update(len(runs))
   report["train_seconds"] = time.perf_counter() - start
 
 
 def _train_on_ray(spec, todo, todo_blocks, report, address, num_cpus,
-                  cpus_per_task, max_retries, progress):
+                  cpus_per_task, max_retries, progress, held):
   with raycluster.connect(address, num_cpus) as ray:
     task = ray.remote(_train_block_task).options(
         num_cpus=cpus_per_task, max_retries=max_retries,
         retry_exceptions=False,
         runtime_env={"env_vars": raycluster.thread_env(cpus_per_task)})
     spec_ref = ray.put(spec)
-    refs = [task.remote(spec_ref, runs) for runs in todo_blocks]
-    wanted = {ref: len(runs) for ref, runs in zip(refs, todo_blocks)}
     start, done = time.perf_counter(), [0]
     with progress_lib.bar(len(todo), "training on Ray", "run",
                           progress) as bar:
+      for wait, wave in ((False, todo_blocks), (True, held.blocks)):
+        refs = [task.remote(spec_ref, runs, wait) for runs in list(wave)]
+        wanted = dict(zip(refs, list(wave)))
 
-      def finished(ref, task_report):
-        for key in ("setup_seconds", "train_seconds"):
-          report[key] += task_report[key]
-        done[0] += wanted[ref]
-        _rate(bar, done[0], start)
-        bar.update(wanted[ref])
+        def finished(ref, task_report, wait=wait, wanted=wanted):
+          runs = wanted[ref]
+          if task_report["busy"]:
+            held.add(runs)
+            return
+          if wait:
+            report["by_others"] += len(runs) - len(task_report["written"])
+          for key in ("setup_seconds", "train_seconds"):
+            report[key] += task_report[key]
+          done[0] += len(runs)
+          _rate(bar, done[0], start)
+          bar.update(len(runs))
 
-      raycluster.run_tasks(ray, refs, finished)
+        raycluster.run_tasks(ray, refs, finished)

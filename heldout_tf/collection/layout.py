@@ -113,17 +113,41 @@ def loose_value(name: str):
   return float(text)
 
 
+def experiment_name(name, flag: str = "--experiment") -> str:
+  """`name` if it names one directory right under a root; else
+  `errors.UsageError` naming `flag`.
+
+  The one rule for experiment names, wherever one is taken (every
+  command's --experiment, every path built here): not empty, not '.' or
+  '..', no path separator ('/', or '\\' on any system: collections move
+  between systems) and no NUL, so `<root>/<experiment>` never leaves
+  `root` nor nests directories a reader of `root` would not find.
+  """
+  if not isinstance(name, str) or not name:
+    problem = "is empty"
+  elif name in (".", ".."):
+    problem = "is not a directory name"
+  elif any(c in name for c in ("/", "\\", "\0")) or os.path.isabs(name):
+    problem = "holds a path separator"
+  else:
+    return name
+  raise errors.UsageError(
+      f"{flag} {name!r} {problem}: an experiment is one directory name "
+      "under --root (e.g. cifar10-resnet9; no '/', '..' or absolute path)")
+
+
 def run_dir(root: str, experiment: str, ratio, run) -> str:
   """`<root>/<experiment>/<ratio>/<run>`."""
   run = int(run)
   if run < 0:
     raise errors.UsageError(f"run ids must be >= 0, got {run}")
-  return os.path.join(root, experiment, format_ratio(ratio), str(run))
+  return os.path.join(root, experiment_name(experiment), format_ratio(ratio),
+                      str(run))
 
 
 def ratio_dir(root: str, experiment: str, ratio) -> str:
   """`<root>/<experiment>/<ratio>`."""
-  return os.path.join(root, experiment, format_ratio(ratio))
+  return os.path.join(root, experiment_name(experiment), format_ratio(ratio))
 
 
 def select_names(names: Iterable[str], parse: Callable[[str], object],
@@ -186,7 +210,7 @@ def list_runs(root: str, experiment: str, ratios=None,
   are not directories (a file named `0.7`) or not canonical are skipped with
   a warning; ambiguous names raise `LayoutError`.
   """
-  exp_dir = os.path.join(root, experiment)
+  exp_dir = os.path.join(root, experiment_name(experiment))
   if not os.path.isdir(exp_dir):
     return []
   wanted = None if ratios is None else {
@@ -219,7 +243,14 @@ def list_experiments(root: str, warn: Callable[[str], None] = logging.warning
   if not os.path.isdir(root):
     return []
   return [name for name in sorted(_subdirs(root))
-          if list_runs(root, name, warn=warn)]
+          if _is_experiment_name(name) and list_runs(root, name, warn=warn)]
+
+
+def _is_experiment_name(name: str) -> bool:
+  try:
+    return bool(experiment_name(name))
+  except errors.UsageError:
+    return False
 
 
 # Run ids and ratios as people type them (flags, API arguments). Directory

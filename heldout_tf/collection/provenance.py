@@ -11,8 +11,13 @@ A collection records its source (`source`: a `--dataset` value that loads
 the data again), the noise spec and seed that rebuild its noisy training
 set, the cut (`train_size`, `test_size`) and the data's fingerprint
 (`ImageData.fingerprint`); `load_recorded` rebuilds the data from them
-and refuses data whose fingerprint differs. Nothing a config names is
-imported: sources load through `heldout_tf.data` only.
+and refuses data whose fingerprint differs. The data is known by its
+fingerprint: `source` (and the dataset's name) say where the first call
+found it, for later commands to find it again, and are not compared
+(`collection.store.INFORMATION_KEYS`): the same bytes at another path
+resume the collection, and a command whose recorded file moved takes
+--dataset. Nothing a config names is imported: sources load through
+`heldout_tf.data` only.
 """
 
 import dataclasses
@@ -34,8 +39,7 @@ def absolute_source(dataset: str) -> str:
   """`--dataset` as recorded: `npz:FILE` made absolute (workers and later
   commands may run in another directory); other sources as given."""
   if dataset.startswith(sources.NPZ_PREFIX):
-    return sources.NPZ_PREFIX + os.path.abspath(os.path.expanduser(
-        dataset[len(sources.NPZ_PREFIX):]))
+    return sources.NPZ_PREFIX + os.path.abspath(sources.npz_file(dataset))
   return dataset
 
 

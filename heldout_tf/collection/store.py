@@ -5,12 +5,14 @@
   <root>/<experiment>/<ratio>/<run>/margins.npz     (optional)
   <root>/<experiment>/<ratio>/<run>/aux_arrays.npz
 
-(names from `heldout_tf.collection.layout`). `record_config` writes the collection's
-settings once and checks every later call against them. A run is finished
-once its `aux_arrays.npz` exists: `write_run` writes the checkpoint first
-and the aux arrays last, each atomically, so a killed job never leaves a run
-that looks finished but is not, and a repeated `write_run` rewrites the same
-bytes.
+(names from `heldout_tf.collection.layout`). `record_config` writes the
+collection's settings once (the training workflow calls it once its data
+and model checks passed, as the first block starts: a call that fails
+those checks leaves nothing that blocks the corrected one) and checks every
+later call against them. A run is finished once its `aux_arrays.npz`
+exists: `write_run` writes the checkpoint first and the aux arrays last,
+each atomically, so a killed job never leaves a run that looks finished but
+is not, and a repeated `write_run` rewrites the same bytes.
 """
 
 import json
@@ -26,6 +28,15 @@ from heldout_tf.collection import margins as margins_lib
 from heldout_tf.collection import runs as runs_lib
 
 _FINISH_HINT = "Train them (same settings), then estimate."
+# config.json keys recorded for information, never compared: where the data
+# was found and what it was called (the data itself is compared by its
+# fingerprint, so the same bytes at another path resume).
+INFORMATION_KEYS = ("source", "dataset")
+# Keys newer than some collections: compared where a config records them;
+# a config recorded before they existed keeps resuming, and nothing is
+# added to it.
+LATER_KEYS = ("model_variables",)
+_SHOWN_DIFFERENCES = 6  # Differing keys a refusal names (then "N more").
 
 
 class IncompleteRunsError(errors.HeldoutError, ValueError):
@@ -96,9 +107,12 @@ class Store:
   def record_config(self, config: dict) -> dict:
     """Writes `config` as config.json, or checks it equals the recorded one.
 
-    Values are compared as JSON (tuples equal lists). Raises
-    `errors.ConfigError` naming every differing key with both values, and
-    `errors.PathError` if the directory cannot be written.
+    Values are compared as JSON (tuples equal lists), except the
+    `INFORMATION_KEYS` (never compared) and the `LATER_KEYS` a recorded
+    config lacks (not recorded then: not compared). An existing config is
+    never rewritten. Raises `errors.ConfigError` naming the differing keys
+    with both values, and `errors.PathError` if the directory cannot be
+    written.
     """
     config = json.loads(json.dumps(config))
     with errors.user_path(self.path, "write"):
@@ -108,10 +122,16 @@ class Store:
       files.atomic_write(self.config_path, lambda f: f.write(json.dumps(
           config, indent=2, sort_keys=True) + "\n"), mode="w")
       return config
-    differ = _differences(recorded, config)
+    ignored = set(INFORMATION_KEYS) | {k for k in LATER_KEYS
+                                       if k not in recorded}
+    differ = _differences(
+        {k: v for k, v in recorded.items() if k not in ignored},
+        {k: v for k, v in config.items() if k not in ignored})
     if differ:
       details = "; ".join(f"{k}: on disk {old!r}, now {new!r}"
-                          for k, old, new in differ)
+                          for k, old, new in differ[:_SHOWN_DIFFERENCES])
+      if len(differ) > _SHOWN_DIFFERENCES:
+        details += f"; and {len(differ) - _SHOWN_DIFFERENCES} more"
       raise errors.ConfigError(
           f"{self.config_path}: the runs there were made with other settings "
           f"({details}). Use another --root, or the same settings to resume.")

@@ -45,10 +45,21 @@ def load(source: str, data_dir: Optional[str] = None,
   if not source:
     raise errors.UsageError("--dataset must not be empty")
   if source.startswith(NPZ_PREFIX):
-    return load_npz(source[len(NPZ_PREFIX):])
+    return load_npz(npz_file(source))
   if source in MNIST_SOURCES:
     return mnist.load(MNIST_SOURCES[source], data_dir, download)
   return load_tfds(source, data_dir, download)
+
+
+def npz_file(source: str) -> str:
+  """The FILE of an `npz:FILE` source ('~' expanded); `errors.UsageError`
+  naming --dataset when it names no file."""
+  path = source[len(NPZ_PREFIX):]
+  if not path.strip():
+    raise errors.UsageError(
+        f"--dataset {source!r} names no file: expected npz:FILE, a .npz "
+        "file holding x_train, y_train, x_test and y_test")
+  return os.path.expanduser(path)
 
 
 def load_tfds(name: str, data_dir: Optional[str] = None,
@@ -78,9 +89,7 @@ def load_tfds(name: str, data_dir: Optional[str] = None,
 def load_npz(path: str) -> image_data.ImageData:
   """Arrays `x_train`, `y_train`, `x_test`, `y_test` (and optionally a
   scalar `num_classes`) of the `.npz` file `path`."""
-  if not path:
-    raise errors.UsageError("--dataset npz: needs a file name (npz:FILE)")
-  path = os.path.expanduser(path)
+  path = npz_file(NPZ_PREFIX + path)
   arrays = image_data.read_npz_arrays(path, NPZ_KEYS,
                                       optional=("num_classes",))
   num_classes = arrays.get("num_classes")

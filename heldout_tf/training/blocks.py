@@ -6,7 +6,9 @@ A block of G runs trains together by the settings' engine
 resumes from its partial checkpoint where the engine keeps one and is
 written in the released layout. Built from small picklable values
 (`training.workflow.make` passes them); the data is loaded on the first
-block and must have the recorded fingerprint.
+block and must have the recorded fingerprint, the model the recorded
+variables. A run whose loss or weights go non-finite stops the block
+(`steps.DivergedError`): none of the block's runs is written.
 """
 
 import os
@@ -30,17 +32,23 @@ class ModelBlocks:
     jit_compile: compile steps with XLA (GPUs).
     save_checkpoints: write each run's final checkpoint (False: aux arrays
       only; such runs cannot be re-evaluated or exported).
+    model_variables: the model's recorded variable structure
+      (`trainer.model_variables`): the model a worker builds must have it
+      (a `errors.ConfigError` otherwise, e.g. a user module that differs
+      on another node).
   """
 
   def __init__(self, settings, source: provenance.DataSource,
                group_size: int = 1, fingerprint: Optional[str] = None,
                data=None, jit_compile: bool = False,
-               save_checkpoints: bool = True):
+               save_checkpoints: bool = True,
+               model_variables: Optional[dict] = None):
     blocks.check_group_size(group_size)
     self.settings, self.source = settings, source
     self.group_size, self.fingerprint = int(group_size), fingerprint
     self._data, self._jit = data, jit_compile
     self.save_checkpoints = bool(save_checkpoints)
+    self.model_variables = model_variables
     self._trainer = None
 
   @property
@@ -59,7 +67,16 @@ class ModelBlocks:
   def trainer(self):
     """The settings' engine of G (`engines.make`, built on first use)."""
     if self._trainer is None:
-      from heldout_tf.training import engines  # pylint: disable=g-import-not-at-top
+      # pylint: disable=g-import-not-at-top
+      from heldout_tf.training import engines
+      from heldout_tf.training import trainer as trainer_lib
+      # pylint: enable=g-import-not-at-top
+      if self.model_variables is not None and trainer_lib.model_variables(
+          self.settings, self.data) != self.model_variables:
+        raise errors.ConfigError(
+            f"--model {self.settings.model}: the model built here has other "
+            "variables than the collection records (model_variables); the "
+            "same model code must run everywhere")
       self._trainer = engines.make(self.settings.trainer, self.settings,
                                    self.data, self.group_size, self._jit)
     return self._trainer
@@ -87,9 +104,13 @@ class ModelBlocks:
                 for r in members]
     trajectories = [records.trajectory_dir(self.settings, store, r)
                     if r in todo else None for r in members]
+    from heldout_tf.training import steps  # pylint: disable=g-import-not-at-top
     trainer = self.trainer
-    results = trainer.train(members, partials,
-                            trajectory_dirs=trajectories)
+    try:
+      results = trainer.train(members, partials,
+                              trajectory_dirs=trajectories)
+    except steps.DivergedError as e:  # Name the collection too.
+      raise steps.DivergedError(f"{store.path}: {e}") from None
     for result, partial in zip(results, partials):
       if result.run in todo:
         trainer.write(store, result, partial,

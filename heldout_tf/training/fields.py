@@ -143,6 +143,7 @@ RECORDED = {
         "str", extra_check=lambda v: re.fullmatch(r"[0-9a-f]{16}", v),
         rule="16 hex digits"),
     "image_shape": None,  # Checked below: [h, w, c] of positive ints.
+    "model_variables": None,  # Checked below: {path: shape}.
 }
 
 
@@ -180,6 +181,14 @@ def check_recorded(config, where: str) -> dict:
     raise _config_error(where, "image_shape",
                         f"must be [height, width, channels] of positive "
                         f"integers, got {_shown(shape)}")
+  variables = config.get("model_variables")
+  if variables is not None and not (
+      isinstance(variables, dict) and all(
+          isinstance(shape, str) and re.fullmatch(r"scalar|\d+(x\d+)*", shape)
+          for shape in variables.values())):
+    raise _config_error(where, "model_variables",
+                        "must map each variable's path to its shape ('784x512'"
+                        f" or 'scalar'), got {_shown(variables)}")
   if "model_options" in config:
     check_model_options(config["model_options"],
                         f"{where}: key 'model_options'", error=errors.ConfigError)

@@ -35,7 +35,10 @@ bytes.
 What it cannot train (`engines.unsupported`: augmentation, float16,
 signals, the second split, trajectories, other models) the settings
 refuse. It keeps no partial checkpoints: a killed block retrains from its
-start, to the same bits.
+start, to the same bits. A block in which a model's loss or weights went
+non-finite stops after that epoch (`steps.DivergedError` naming the run),
+checked as the group engine checks (a note set on the device per step, one
+read per epoch).
 """
 
 import dataclasses
@@ -84,10 +87,13 @@ class _Stack(tf.Module):
     self.params = [tf.Variable(tf.zeros([size] + list(shape)))
                    for shape in shapes]
     self.state = steps_lib.TrainState(self.params)
+    # Per model: a step's loss was not finite (set on the device).
+    self.nonfinite = tf.Variable(tf.zeros([size], tf.bool), trainable=False)
     self._trainer = trainer
     self.step = tf.function(self._step, input_signature=[
         tf.TensorSpec([size, None], tf.int32), tf.TensorSpec([], tf.float32)],
                             jit_compile=jit_compile)
+    self.finite = tf.function(self._finite)
 
   def _step(self, idx, learning_rate):
     """One SGD step of every model on its own batch `idx[g]`; the models'
@@ -105,13 +111,25 @@ class _Stack(tf.Module):
     grads = tape.gradient(total, self.params)
     steps_lib.sgd_update(self.params, self.state.momenta, grads,
                          learning_rate, recipe, fused=True)
+    steps_lib.note_nonfinite(self.nonfinite, losses)
     return losses
 
+  def _finite(self):
+    """`(loss_finite, weights_finite)`, bool `[G]` each: per model, every
+    step's loss so far, and every weight now."""
+    size = self.nonfinite.shape[0]
+    weights = tf.reduce_all(tf.stack(
+        [tf.reduce_all(tf.math.is_finite(tf.reshape(p, [size, -1])), axis=1)
+         for p in self.params]), axis=0)
+    return tf.logical_not(self.nonfinite), weights
+
   def assign(self, stacked: List[np.ndarray]):
-    """Sets the weights (step layout) and zeroes the momenta."""
+    """Sets the weights (step layout), zeroes the momenta and the models'
+    non-finite notes."""
     for var, value in zip(self.params, stacked):
       var.assign(value)
     self.state.reset()
+    self.nonfinite.assign(tf.zeros_like(self.nonfinite))
 
 
 class StackedTrainer:
@@ -202,6 +220,7 @@ class StackedTrainer:
                    tf.constant(rates[epoch * steps + s]))
         if on_step is not None:
           on_step(epoch * steps + s + 1, total)
+      self._check_finite(stack, runs, epoch)
     final = [v.numpy() for v in stack.params]
     results = []
     for g, (run, subset) in enumerate(zip(runs, subsets)):
@@ -222,6 +241,16 @@ class StackedTrainer:
     for mine, theirs in zip(self._writer.variables, result.model.variables):
       mine.assign(theirs)
     return dataclasses.replace(result, model=self._writer)
+
+  def _check_finite(self, stack: _Stack, runs, epoch: int):
+    """`steps.DivergedError` naming the first run of `runs` whose loss or
+    weights went non-finite by the end of `epoch` (one host read)."""
+    loss_ok, weights_ok = (t.numpy() for t in stack.finite())
+    for g, run in enumerate(runs):
+      if not (loss_ok[g] and weights_ok[g]):
+        raise steps_lib.diverged(self.settings, run, epoch,
+                                 self.settings.recipe.epochs,
+                                 "loss" if not loss_ok[g] else "weights")
 
   def write(self, store, result: records.RunResult,
             partial: Optional[str] = None, save_checkpoint: bool = True):

@@ -12,11 +12,51 @@
 The group engine (`training.trainer`, `training.group`) runs them on one
 model at a time, the stacked engine (`training.stacked`) on G MLPs' stacked
 weights.
+
+Divergence: each engine's step also notes, on the device, whether its loss
+was non-finite (`note_nonfinite`: no host sync per step); once per epoch
+the engine reads that note and checks its weights are finite
+(`all_finite`), and a run that failed either is stopped
+(`DivergedError`, `diverged`) before anything of it is written.
 """
 
 import tensorflow as tf
 
+from heldout_tf.core import errors
 from heldout_tf.training import recipes as recipes_lib
+
+
+class DivergedError(errors.HeldoutError, ArithmeticError):
+  """A run's loss or weights became non-finite: it is not recorded."""
+
+
+def diverged(settings, run: int, epoch: int, epochs: int, what: str,
+             phase: str = "") -> DivergedError:
+  """The error of run `run` (of a `TrainSettings`) that went non-finite in
+  (0-based) `epoch` of `epochs`: names the run, the epoch, what went wrong
+  and what to change (the learning rate; the precision unless float32)."""
+  recipe = settings.recipe
+  hints = [f"a lower --learning_rate (this run's is "
+           f"{recipe.learning_rate:g})"]
+  if settings.precision != "float32":
+    hints.append(f"--precision float32 (this run trains in "
+                 f"{settings.precision})")
+  return DivergedError(
+      f"run {run} diverged in {phase}epoch {epoch + 1} of {epochs}: its "
+      f"{what} became non-finite (NaN or infinite), so it is not recorded; "
+      f"try {' or '.join(hints)}")
+
+
+def note_nonfinite(flag: tf.Variable, loss):
+  """Sets the bool `flag` (shaped as `loss`: a run's scalar, or `[G]` for
+  G stacked runs) where `loss` is not finite; on the device, in the step."""
+  flag.assign(tf.logical_or(flag, tf.logical_not(tf.math.is_finite(loss))))
+
+
+def all_finite(variables) -> tf.Tensor:
+  """bool scalar: every value of every variable is finite."""
+  return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
+                        for v in variables])
 
 INITIAL_LOSS_SCALE = 2.0**15
 LOSS_SCALE_GROWTH_STEPS = 2000

@@ -12,6 +12,12 @@ run (`fresh_model`); its augmentation, stateless ops seeded per step.
 Everything else (momentum, batch-norm statistics, the float16 loss scale)
 is state saved with the model. The step itself is `training.steps`.
 
+Divergence: a step notes on the device when its loss is not finite; after
+each epoch (before any checkpoint of it) the run's note and weights are
+checked once, and a run that went non-finite stops with a
+`steps.DivergedError` naming it and the epoch (`check_finite`), so it is
+never written as finished.
+
 Preemption: every `checkpoint_every` epochs the model, the optimizer state,
 the loss scale and the epoch are saved into the run's partial area
 (`<run>/partial/ckpt-<epoch>`); `train` resumes from the newest one, and
@@ -61,6 +67,24 @@ def fresh_model(settings: TrainSettings, data, run: int):
   models.check_output(model, settings.model, data.image_shape,
                       data.num_classes)
   return model
+
+
+def variable_structure(model) -> dict:
+  """`{path: shape}` of every variable of a built `model`: where its
+  checkpoint keeps it (`checkpoints.model_variables`, e.g.
+  'net/_layers/0/w') and its shape ('784x512'; 'scalar'). Names alone are
+  not unique in Sonnet; these paths are, and they are what a checkpoint
+  restores by."""
+  found = checkpoints.model_variables(model, prefix="")
+  return {key.lstrip("/").rsplit("/.ATTRIBUTES/", 1)[0]:
+              "x".join(map(str, var.shape.as_list())) or "scalar"
+          for key, var in sorted(found.items())}
+
+
+def model_variables(settings: TrainSettings, data) -> dict:
+  """`variable_structure` of the settings' model built for `data` (and
+  checked: `fresh_model`), as a collection records it."""
+  return variable_structure(fresh_model(settings, data, 0))
 
 
 class _Plan:
@@ -131,6 +155,11 @@ class RunTrainer:
     self._variables = self.model.trainable_variables
     self.state = steps_lib.TrainState(self._variables)
     self._dtype = tf.as_dtype(settings.precision)
+    # Set (on the device) by a step whose loss is not finite; read once
+    # per epoch (`check_finite`).
+    self._nonfinite = tf.Variable(False, trainable=False)
+    self._weights_finite = tf.function(
+        lambda: steps_lib.all_finite(self.model.variables))
     self.compiled_step = tf.function(self.train_step, input_signature=[
         tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.float32),
         tf.TensorSpec([2], tf.int64)], jit_compile=jit_compile)
@@ -151,6 +180,7 @@ class RunTrainer:
     for var, value in zip(mine, theirs):
       var.assign(value)
     self.state.reset()
+    self._nonfinite.assign(False)
 
   # -- the step --
 
@@ -170,6 +200,7 @@ class RunTrainer:
       loss = steps_lib.smoothed_cross_entropy(
           y, tf.cast(logits, tf.float32), recipe.label_smoothing)
       scaled = loss * self.state.loss_scale if float16 else loss
+    steps_lib.note_nonfinite(self._nonfinite, loss)
     grads = tape.gradient(scaled, self._variables)
     if float16:
       grads = [g / self.state.loss_scale for g in grads]
@@ -289,12 +320,26 @@ class RunTrainer:
         plan.signals.load(os.path.join(partial_dir, f"signals-{first}.npz"))
     return plan
 
+  def check_finite(self, plan: "_Plan", epoch: int, phase: str = ""):
+    """`steps.DivergedError` naming the run and `epoch` when a step of the
+    run's loss was not finite, or its weights are not (one host read)."""
+    if bool(self._nonfinite.numpy()):
+      what = "loss"
+    elif not bool(self._weights_finite()):
+      what = "weights"
+    else:
+      return
+    raise steps_lib.diverged(self.settings, plan.run, epoch, plan.epochs,
+                             what, phase)
+
   def end_epoch(self, plan: "_Plan", epoch: int):
-    """Records the epoch's signals (with `settings.signals`), then saves the
-    partial checkpoint into the plan's partial area when one is due after
-    `epoch` (signal sums first, so a partial checkpoint always has its
-    sums), and the trajectory checkpoint `ckpt-<epoch + 1>` when the plan
-    keeps one."""
+    """Checks the run has not diverged (`check_finite`), records the
+    epoch's signals (with `settings.signals`), then saves the partial
+    checkpoint into the plan's partial area when one is due after `epoch`
+    (signal sums first, so a partial checkpoint always has its sums), and
+    the trajectory checkpoint `ckpt-<epoch + 1>` when the plan keeps one:
+    no checkpoint of a diverged run is ever saved."""
+    self.check_finite(plan, epoch)
     partial_dir = plan.partial_dir
     if plan.signals is not None:
       self._record_signals(plan, epoch)
@@ -334,6 +379,7 @@ class RunTrainer:
     """Notes the first-split examples the model predicts right after the
     second phase's epoch `epoch` (evaluation mode, float32)."""
     from heldout_tf.collection import signals as signals_lib  # pylint: disable=g-import-not-at-top
+    self.check_finite(second, epoch, phase="the second split's ")
     first = second.first_phase
     _, logits = self.features_and_logits(first.subset)
     right = signals_lib.margins(logits,

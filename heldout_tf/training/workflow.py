@@ -14,8 +14,12 @@ config.json, canonical blocks, the local or Ray loop) under
 `<root>/<experiment>/<ratio>/`, each run written in the released layout.
 
 Every setting a run's bits depend on is recorded in config.json (recipe,
-model, ratio, seed, precision, trainer, group size, the data's source,
-noise, cut and fingerprint); a later call must agree. `--precision auto`,
+model and the variables it builds, ratio, seed, precision, trainer, group
+size, the data's noise, cut and fingerprint; where the data was found, for
+information); a later call must agree (a config recorded before a key
+existed is not compared on it). config.json is written once the data and
+the model passed their checks, as the first block starts: a call refused
+by those checks leaves nothing behind. `--precision auto`,
 `--trainer auto` and `--group_size 0` take the recorded values, else the
 machine's best (`core.hardware`), the trainer measured fastest for the
 model (`engines.choose`) and that trainer's default group size.
@@ -28,6 +32,7 @@ from typing import Callable, List, Optional, Tuple
 
 from heldout_tf import collection
 from heldout_tf.collection import blocks
+from heldout_tf.collection import layout
 from heldout_tf.collection import provenance
 from heldout_tf.core import errors
 from heldout_tf.core import hardware
@@ -82,10 +87,13 @@ class Options:
     if not isinstance(self.dataset, str) or not self.dataset:
       raise errors.UsageError("--dataset is required (a tfds name, "
                               "npz:FILE, mnist or digits)")
+    provenance.absolute_source(self.dataset)  # npz:FILE names a file.
     for name in ("seed", "epochs", "batch_size", "learning_rate",
                  "group_size", "checkpoint_every", "ssft_epochs",
                  "trajectory_runs", "train_size", "test_size"):
       fields.check(name, getattr(self, name))
+    if self.experiment:
+      layout.experiment_name(self.experiment)
     if not self.ratios:
       raise errors.UsageError("--ratios: at least one ratio")
     for ratio in self.ratios:
@@ -147,11 +155,15 @@ def experiment_name(options: Options, data_name: str, model: str) -> str:
   cifar10-inception` evaluates the kit's runs), 'cifar10-resnet9', or the
   function's name for a user module."""
   if options.experiment:
-    return options.experiment
+    return layout.experiment_name(options.experiment)
   if ":" in model:
-    return f"{data_name}-{model.split(':')[-1]}"
-  from heldout_tf.models import registry  # pylint: disable=g-import-not-at-top
-  return f"{data_name}-{registry.MODEL_NAMES.get(model, model)}"
+    name = f"{data_name}-{model.split(':')[-1]}"
+  else:
+    from heldout_tf.models import registry  # pylint: disable=g-import-not-at-top
+    name = f"{data_name}-{registry.MODEL_NAMES.get(model, model)}"
+  return layout.experiment_name(
+      name, f"the experiment name made of --dataset and --model (pass "
+      f"--experiment):")
 
 
 def recorded_config(store, required: bool = False) -> Optional[dict]:
@@ -209,6 +221,7 @@ def make(options: Options, say=print,
   from heldout_tf.training import blocks as blocks_lib
   from heldout_tf.training import engines
   from heldout_tf.training import settings as settings_lib
+  from heldout_tf.training import trainer as trainer_lib
   # pylint: enable=g-import-not-at-top
   options.check()
   source = options.source()
@@ -223,7 +236,7 @@ def make(options: Options, say=print,
   say(f"Data: {data.description}, {data.num_classes} classes.\n"
       f"Model: {model}, recipe {recipe.name} ({recipe.epochs} epochs, batch "
       f"{recipe.batch_size}); collection {experiment} under {options.root}.")
-  reports = []
+  reports, variables = [], None
   for i, ratio in enumerate(options.ratios):
     store = collection.Store(options.root, experiment, ratio)
     recorded = recorded_config(store)
@@ -247,16 +260,19 @@ def make(options: Options, say=print,
         choose=lambda: engines.default_group_size(trainer, settings, data))
     if why.startswith("chosen"):
       why = f"the {trainer} trainer's default"
+    if variables is None:  # Builds and checks the model, before any write.
+      variables = trainer_lib.model_variables(settings, data)
     config = dict(settings.config(), group_size=group_size,
-                  **source.recorded(data))
+                  model_variables=variables, **source.recorded(data))
     config.pop("checkpoint_every")  # How often, not what: free to change.
     factory_args = (settings, source, group_size, fingerprint, None,
-                    options.jit_compile, options.save_checkpoints)
+                    options.jit_compile, options.save_checkpoints, variables)
     spec = collection.Spec(options.root, experiment, ratio, group_size,
                            blocks_lib.ModelBlocks, factory_args,
                            config=config)
-    block_trainer = blocks_lib.ModelBlocks(*factory_args[:4], data,
-                                           *factory_args[5:])
+    block_trainer = blocks_lib.ModelBlocks(
+        settings, source, group_size, fingerprint, data, options.jit_compile,
+        options.save_checkpoints)  # This process built `variables`.
     mine = collection.shard_runs(options.runs_of(i), options.shard,
                                  group_size)
     say(f"Ratio {ratio}: {len(mine)} runs, precision {precision.name} "
@@ -265,18 +281,20 @@ def make(options: Options, say=print,
     report = collection.train(spec, mine, engine=options.engine,
                               address=options.ray_address,
                               progress=options.progress,
-                              trainer=block_trainer)
+                              trainer=block_trainer, say=say)
     report = dict(report, ratio=ratio, experiment=experiment,
                   path=store.path, precision=precision.name,
                   trainer=trainer, group_size=group_size,
                   test_accuracy=accuracy(store, mine))
+    others = (f", {report['by_others']} by another process"
+              if report["by_others"] else "")
     if report["trained"]:
       seconds = max(report["seconds"], 1e-9)
       say(f"Ratio {ratio}: trained {report['trained']} runs in "
           f"{report['seconds']:.0f} s ({3600 * report['trained'] / seconds:.0f}"
-          f" models/hour; {report['skipped']} already finished); mean test "
-          f"accuracy {report['test_accuracy']:.4f}.")
+          f" models/hour; {report['skipped']} already finished{others}); "
+          f"mean test accuracy {report['test_accuracy']:.4f}.")
     else:
-      say(f"Ratio {ratio}: all {len(mine)} runs already finished.")
+      say(f"Ratio {ratio}: all {len(mine)} runs already finished{others}.")
     reports.append(report)
   return reports
