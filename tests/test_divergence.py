@@ -82,6 +82,26 @@ def test_a_huge_learning_rate_stops_the_run_in_its_first_epoch(
   assert len(engine.train([3, 4])) == 2
 
 
+def test_a_model_with_batch_norm_is_checked_too():
+  arrays = synthetic.random_cifar_arrays(24, 8, seed=0)
+  data = image_data.ImageData(
+      "tiny", "tiny", arrays["train"]["image"], arrays["train"]["label"],
+      arrays["test"]["image"], arrays["test"]["label"], 10)
+
+  def settings(learning_rate):
+    recipe = recipes.get("resnet9").replace(epochs=1, batch_size=8,
+                                             learning_rate=learning_rate)
+    return settings_lib.TrainSettings(recipe, "resnet9", 0.7,
+                                      model_options={"width": 0.125})
+
+  # Integer variables (the batch-norm counters) are not checked; a sane
+  # run passes.
+  assert trainer_lib.RunTrainer(settings(0.1), data).train(0).run == 0
+  with pytest.raises(steps.DivergedError, match="run 1 diverged in epoch 1 "
+                     "of 1"):
+    trainer_lib.RunTrainer(settings(1e30), data).train(1)
+
+
 def test_loss_scaling_that_absorbs_an_overflow_is_not_a_divergence():
   data = _tiny()
   run_trainer = trainer_lib.RunTrainer(_settings(precision="float16"), data)

@@ -50,6 +50,9 @@ picklable top-level callable returning a block trainer: an object with
       job, shards, kill and resume, Ray). It may keep per-run state for a
       mid-run resume (e.g. per-epoch checkpoints) as long as the result is
       the same. Safe to repeat: finished runs are skipped, writes atomic.
+      `train` calls it holding the block's lock (`engine.train_block`),
+      so it re-checks `is_done` first: another writer may have finished
+      the block meanwhile.
 
 The factory is called once per process (the local engine's, or each Ray
 worker's) and its result reused for every block; build heavy state (data,

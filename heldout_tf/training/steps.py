@@ -54,9 +54,11 @@ def note_nonfinite(flag: tf.Variable, loss):
 
 
 def all_finite(variables) -> tf.Tensor:
-  """bool scalar: every value of every variable is finite."""
+  """bool scalar: every value of every floating-point variable is finite
+  (integer ones, e.g. batch-norm counters, always are)."""
   return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
-                        for v in variables])
+                        for v in variables if v.dtype.is_floating] +
+                       [tf.constant(True)])
 
 INITIAL_LOSS_SCALE = 2.0**15
 LOSS_SCALE_GROWTH_STEPS = 2000
