@@ -398,7 +398,8 @@ def test_an_experiment_is_one_directory_name_under_the_root(tmp_path, name):
     ("report", ["--out", "r.html"]), ("download", []),
     ("estimate", ["--root", "r", "--out", "e.npz"]),
     ("datamodels", ["--root", "r", "--fit_runs", "0-3", "--out", "d.npz"]),
-    ("lds", ["--root", "r", "--eval_runs", "0-3", "--scores", "s.npz"])])
+    ("lds", ["--root", "r", "--eval_runs", "0-3", "--scores", "s.npz"]),
+    ("export", ["--run_dir", "r", "--format", "saved_model", "--out", "o"])])
 @pytest.mark.parametrize("name", ["../../x", "/abs", "a/b"])
 def test_every_command_refuses_an_experiment_outside_its_root(
     command, required, name, capsys):

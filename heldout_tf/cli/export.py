@@ -20,9 +20,9 @@ from heldout_tf.models import exports  # No TensorFlow until an export runs.
 
 def build_parser() -> cli.Parser:
   parser = cli.Parser("heldout export", __doc__)
-  parser.add_argument("--experiment", required=True,
-                      help="e.g. cifar10-inception, imagenet-resnet50, "
-                      "mnist-mlp")
+  cli.add_experiment(parser, required=True, default=None,
+                     help="e.g. cifar10-inception, imagenet-resnet50, "
+                     "mnist-mlp")
   parser.add_argument("--run_dir", required=True, metavar="DIR",
                       help="Run directory, its checkpoints/ or a ckpt-N "
                       "prefix.")
