@@ -9,10 +9,11 @@
 collection's settings once and checks every later call against them
 (`collection.train` records them as its first block starts, after the
 training workflow's data and model checks passed: a call that fails those
-checks leaves nothing that blocks the corrected one). A run is finished once its `aux_arrays.npz`
-exists: `write_run` writes the checkpoint first and the aux arrays last,
-each atomically, so a killed job never leaves a run that looks finished but
-is not, and a repeated `write_run` rewrites the same bytes.
+checks leaves nothing that blocks the corrected one). A run is finished
+once its `aux_arrays.npz` exists: `write_run` writes the checkpoint first
+and the aux arrays last, each atomically, so a killed job never leaves a
+run that looks finished but is not, and a repeated `write_run` rewrites the
+same bytes.
 """
 
 import json

@@ -25,41 +25,6 @@ import tensorflow as tf
 from heldout_tf.core import errors
 from heldout_tf.training import recipes as recipes_lib
 
-
-class DivergedError(errors.HeldoutError, ArithmeticError):
-  """A run's loss or weights became non-finite: it is not recorded."""
-
-
-def diverged(settings, run: int, epoch: int, epochs: int, what: str,
-             phase: str = "") -> DivergedError:
-  """The error of run `run` (of a `TrainSettings`) that went non-finite in
-  (0-based) `epoch` of `epochs`: names the run, the epoch, what went wrong
-  and what to change (the learning rate; the precision unless float32)."""
-  recipe = settings.recipe
-  hints = [f"a lower --learning_rate (this run's is "
-           f"{recipe.learning_rate:g})"]
-  if settings.precision != "float32":
-    hints.append(f"--precision float32 (this run trains in "
-                 f"{settings.precision})")
-  return DivergedError(
-      f"run {run} diverged in {phase}epoch {epoch + 1} of {epochs}: its "
-      f"{what} became non-finite (NaN or infinite), so it is not recorded; "
-      f"try {' or '.join(hints)}")
-
-
-def note_nonfinite(flag: tf.Variable, loss):
-  """Sets the bool `flag` (shaped as `loss`: a run's scalar, or `[G]` for
-  G stacked runs) where `loss` is not finite; on the device, in the step."""
-  flag.assign(tf.logical_or(flag, tf.logical_not(tf.math.is_finite(loss))))
-
-
-def all_finite(variables) -> tf.Tensor:
-  """bool scalar: every value of every floating-point variable is finite
-  (integer ones, e.g. batch-norm counters, always are)."""
-  return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
-                        for v in variables if v.dtype.is_floating] +
-                       [tf.constant(True)])
-
 INITIAL_LOSS_SCALE = 2.0**15
 LOSS_SCALE_GROWTH_STEPS = 2000
 
@@ -182,3 +147,38 @@ def update_loss_scale(state: TrainState, finite):
                    tf.maximum(state.loss_scale / 2.0, 1.0))
   state.loss_scale.assign(scale)
   state.good_steps.assign(tf.where(grow, tf.zeros_like(good), good))
+
+
+class DivergedError(errors.HeldoutError, ArithmeticError):
+  """A run's loss or weights became non-finite: it is not recorded."""
+
+
+def diverged(settings, run: int, epoch: int, epochs: int, what: str,
+             phase: str = "") -> DivergedError:
+  """The error of run `run` (of a `TrainSettings`) that went non-finite in
+  (0-based) `epoch` of `epochs`: names the run, the epoch, what went wrong
+  and what to change (the learning rate; the precision unless float32)."""
+  recipe = settings.recipe
+  hints = [f"a lower --learning_rate (this run's is "
+           f"{recipe.learning_rate:g})"]
+  if settings.precision != "float32":
+    hints.append(f"--precision float32 (this run trains in "
+                 f"{settings.precision})")
+  return DivergedError(
+      f"run {run} diverged in {phase}epoch {epoch + 1} of {epochs}: its "
+      f"{what} became non-finite (NaN or infinite), so it is not recorded; "
+      f"try {' or '.join(hints)}")
+
+
+def note_nonfinite(flag: tf.Variable, loss):
+  """Sets the bool `flag` (shaped as `loss`: a run's scalar, or `[G]` for
+  G stacked runs) where `loss` is not finite; on the device, in the step."""
+  flag.assign(tf.logical_or(flag, tf.logical_not(tf.math.is_finite(loss))))
+
+
+def all_finite(variables) -> tf.Tensor:
+  """bool scalar: every value of every floating-point variable is finite
+  (integer ones, e.g. batch-norm counters, always are)."""
+  return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
+                        for v in variables if v.dtype.is_floating] +
+                       [tf.constant(True)])
