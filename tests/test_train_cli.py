@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -165,6 +166,68 @@ def test_many_ratios_resume_and_cscores(tmp_path):
     workflow.make(_options(data, root, ratios="0.25", epochs=2,
                                precision="float32"),
                       say=lambda *_: None)
+
+
+@pytest.mark.parametrize("trainer", ["group", "stacked"])
+def test_every_run_records_the_margins_its_checkpoint_gives(tmp_path,
+                                                            trainer):
+  # pylint: disable=g-import-not-at-top
+  from heldout_tf import models
+  from heldout_tf.collection import margins as margins_lib
+  from heldout_tf.collection import reevaluation
+  from heldout_tf.data import pipelines
+  from heldout_tf.data import sources
+  from heldout_tf.training import recipes
+  # pylint: enable=g-import-not-at-top
+  data = _npz(tmp_path / "d.npz")
+  root = tmp_path / "runs"
+  options = _options(data, root, num_runs=3, group_size=2, epochs=2,
+                     trainer=trainer, precision="float32")
+  assert workflow.make(options, say=lambda *_: None)[0]["trained"] == 3
+  store_path = layout.ratio_dir(str(root), "d-mlp", 0.7)
+  with open(os.path.join(store_path, "config.json")) as f:
+    config = json.load(f)
+  assert config.get("trainer", "group") == trainer
+  # `heldout evaluate --split both --record margins`, on the collection's
+  # own model: restore each run's checkpoint, evaluate both splits, make
+  # the margins file's arrays from those logits.
+  loaded = sources.load("npz:" + data)
+  model = models.build(models.recorded_model(config["model"]),
+                       loaded.num_classes)
+  models.ensure_built(model, shape=loaded.image_shape)
+  dataset = pipelines.in_memory_dataset(loaded.name, loaded.images,
+                                        loaded.labels)
+  runs = [p.path for p in layout.list_runs(str(root), "d-mlp")]
+  evaluated = list(reevaluation.evaluate_runs(
+      types.SimpleNamespace(arch="mlp", num_classes=loaded.num_classes),
+      runs, dataset, "both", progress=False, model=model,
+      batch_size=recipes.from_config(config["recipe"]).eval_batch_size))
+  assert len(evaluated) == 2 * len(runs)
+  for train_split, test_split in zip(evaluated[::2], evaluated[1::2]):
+    assert train_split.check.ok and test_split.check.ok
+    recomputed = margins_lib.arrays_for(
+        runs_lib.read_aux(train_split.path),
+        train_logits=train_split.result.logits,
+        train_labels=train_split.result.labels,
+        train_index=train_split.result.index,
+        test_logits=test_split.result.logits,
+        test_labels=test_split.result.labels,
+        test_index=test_split.result.index)
+    recorded = margins_lib.read(train_split.path)
+    assert sorted(recorded) == sorted(recomputed)
+    for key, value in recorded.items():  # Bit for bit.
+      assert value.dtype == recomputed[key].dtype, key
+      assert value.tobytes() == recomputed[key].tobytes(), key
+  # A collection recorded before margins existed resumes without
+  # retraining a run (and its new runs get margins).
+  for path in runs:
+    os.remove(margins_lib.margins_path(path))
+  more = workflow.make(_options(data, root, num_runs=4, group_size=2,
+                                epochs=2, trainer=trainer,
+                                precision="float32"), say=lambda *_: None)
+  assert (more[0]["trained"], more[0]["skipped"]) == (1, 3)
+  assert [os.path.isfile(margins_lib.margins_path(p.path)) for p in
+          layout.list_runs(str(root), "d-mlp")] == [False] * 3 + [True]
 
 
 def test_user_module_from_the_command_line(tmp_path):

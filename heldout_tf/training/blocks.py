@@ -83,7 +83,15 @@ class ModelBlocks:
 
   def is_done(self, store, run: int) -> bool:
     """Finished: aux arrays, the checkpoint (when saved) and signals.npz
-    (when recorded)."""
+    (when recorded).
+
+    Not margins.npz: a run this kit writes has it whenever it has its aux
+    arrays (`records.Recorder.write` writes the margins first, then the
+    aux arrays, each atomically), so requiring it would change nothing for
+    them; the only finished runs without one were recorded before margins
+    existed, and retraining those (hours, for the same bits) to get a file
+    their checkpoints give in one evaluation pass would be wrong.
+    """
     if not store.is_finished(run, need_checkpoint=self.save_checkpoints):
       return False
     if not self.settings.signals:

@@ -1,10 +1,12 @@
 """What a trained run leaves behind, whichever engine trained it.
 
 `RunResult` is one trained run; `Recorder.write` puts it into a collection
-(float32 checkpoint, signals.npz if any, then the aux arrays with the
-correctness `heldout_tf.collection.evaluation.evaluate` computes on the
-float32 model, the code a restore-and-cross-check runs, whatever the
-training precision), then removes the run's partial area. `SignalSums`
+(float32 checkpoint, signals.npz if any, margins.npz, then the aux arrays),
+then removes the run's partial area. The correctness and the margins come
+from one evaluation pass per split, `heldout_tf.collection.evaluation.
+evaluate` on the float32 model (the code a restore-and-cross-check runs,
+whatever the training precision): the margins are the logits' by-product,
+so every run of every engine has them at no extra pass. `SignalSums`
 are a run's per-epoch signal sums while it trains; `partial_dir` and
 `trajectory_dir` name a run's resume and per-epoch checkpoint areas.
 """
@@ -18,6 +20,7 @@ import numpy as np
 
 from heldout_tf.collection import evaluation
 from heldout_tf.collection import layout
+from heldout_tf.collection import margins as margins_lib
 from heldout_tf.core import files
 from heldout_tf.models import checkpoints
 
@@ -78,10 +81,10 @@ class Recorder:
     self.settings, self.data = settings, data
     self._splits = {}  # split -> its batches, read once for every run.
 
-  def correctness(self, model, split: str) -> np.ndarray:
-    """bool [n]: what the float32 `model` predicts right on `split` in
-    evaluation mode (`evaluation.evaluate`, as a cross-check would; the
-    split's batches are read once, `evaluation.read_split`)."""
+  def evaluate(self, model, split: str) -> evaluation.EvalResult:
+    """The float32 `model`'s logits on the whole `split` in evaluation mode
+    (`evaluation.evaluate`, as a cross-check would), canonical order; the
+    split's batches are read once (`evaluation.read_split`)."""
     batch_size = self.settings.recipe.eval_batch_size
     if split not in self._splits:
       from heldout_tf.data import pipelines  # pylint: disable=g-import-not-at-top
@@ -89,7 +92,12 @@ class Recorder:
           self.data.name, self.data.images, self.data.labels)
       self._splits[split] = evaluation.read_split(dataset, split, batch_size)
     return evaluation.evaluate(model, self._splits[split], split, batch_size,
-                               progress=False).correct
+                               progress=False)
+
+  def correctness(self, model, split: str) -> np.ndarray:
+    """bool [n]: what the float32 `model` predicts right on `split`
+    (`evaluate`)."""
+    return self.evaluate(model, split).correct
 
   def run_signals(self, result: RunResult):
     """The `collection.signals.RunSignals` of a finished run (of a
@@ -111,22 +119,30 @@ class Recorder:
             save_checkpoint: bool = True):
     """Writes a trained run into `store` (a `collection.Store`): its
     signals.npz if it has signals, its float32 checkpoint
-    (`checkpoints/ckpt-<epochs>`; not with `save_checkpoint=False`), then
-    `aux_arrays.npz` with the correctness that checkpoint predicts; then
-    removes `partial`."""
+    (`checkpoints/ckpt-<epochs>`; not with `save_checkpoint=False`), its
+    margins.npz, then `aux_arrays.npz` with the correctness that checkpoint
+    predicts; then removes `partial`. Correctness and margins come from the
+    same logits (one pass over each split)."""
     if result.signals is not None:  # Before the aux arrays mark it done.
       from heldout_tf.collection import signals as signals_lib  # pylint: disable=g-import-not-at-top
       self.run_signals(result).save(
           signals_lib.signals_path(store.run_dir(result.run)))
-    correct_train = self.correctness(result.model, "train")
-    correct_test = self.correctness(result.model, "test")
+    train = self.evaluate(result.model, "train")
+    test = self.evaluate(result.model, "test")
     epochs = self.settings.recipe.epochs
-    store.write_run(
-        result.run, subset=result.subset, correct_train=correct_train,
-        correct_test=correct_test,
-        save_checkpoint=(lambda directory: checkpoints.save(
-            result.model, directory, step=epochs, epoch=epochs,
-            global_step=result.global_step)) if save_checkpoint else None)
+    try:
+      store.write_run(
+          result.run, subset=result.subset, correct_train=train.correct,
+          correct_test=test.correct,
+          save_checkpoint=(lambda directory: checkpoints.save(
+              result.model, directory, step=epochs, epoch=epochs,
+              global_step=result.global_step)) if save_checkpoint else None,
+          logits=dict(train_logits=train.logits, train_labels=train.labels,
+                      test_logits=test.logits, test_labels=test.labels))
+    except margins_lib.MarginsError as e:  # E.g. a diverged model's NaNs.
+      raise margins_lib.MarginsError(
+          f"run {result.run} ({store.run_dir(result.run)}): its final "
+          f"model cannot be recorded: {e}") from None
     if partial is not None:
       shutil.rmtree(partial, ignore_errors=True)
 
