@@ -178,7 +178,7 @@ def test_built_in_methods_rank_as_the_truth_says(planted):
   fit = estimates.load_runs(root, EXPERIMENT, run_ids=range(150),
                             target="margin", target_splits=("test",),
                             progress=False)
-  sources = attributions.builtins(fit, attributions.BUILTINS)
+  sources = attributions.builtins(fit, attributions.FROM_RUNS)
   results = {r.name: r for r in lds.score(runs, sources)}
   names = attributions.BUILTIN_NAMES
   # The difference of means of the margin is the dense influence.

@@ -152,6 +152,25 @@ def check_engine(args: argparse.Namespace):
   engine_lib.check_engine(args.engine, getattr(args, "ray_address", None))
 
 
+def one_ratio_path(root: str, experiment: str, ratios, filename: str
+                   ) -> Optional[str]:
+  """The default `--out` of the attribution commands:
+  `<root>/<experiment>/<ratio>/attribution/<filename>` of the one ratio
+  they work on (`ratios`; None: the ratios on disk), where `heldout
+  report` finds it. None when no run is on disk (the command then says
+  so); `errors.UsageError` naming --out when there are several ratios."""
+  from heldout_tf.collection import layout  # pylint: disable=g-import-not-at-top
+  if ratios is None:
+    ratios = sorted({r.ratio for r in layout.list_runs(root, experiment)})
+  if not ratios:
+    return None
+  if len(ratios) > 1:
+    shown = ", ".join(f"{r:g}" for r in ratios)
+    raise errors.UsageError(f"--out: the runs are at ratios {shown}: give "
+                            "--out FILE.npz, or --ratios R for one ratio")
+  return layout.attribution_path(root, experiment, ratios[0], filename)
+
+
 def command_module(name: str):
   """The command module `name` (`heldout_tf.cli.<command>`), imported: it
   has `build_parser()` and `main(argv)`."""

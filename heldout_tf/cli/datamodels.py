@@ -41,8 +41,11 @@ def build_parser() -> cli.Parser:
                       help="Run ids to fit on (at every ratio), e.g. 0-399; "
                       "'all': every run (then no run is left to judge the "
                       "datamodels).")
-  parser.add_argument("--out", required=True, metavar="FILE.npz",
-                      help="The datamodels file to write.")
+  parser.add_argument("--out", default=None, metavar="FILE.npz",
+                      help="The datamodels file to write (unset: <root>/"
+                      "<experiment>/<ratio>/attribution/datamodels.npz, "
+                      "where heldout report finds it, when the runs are "
+                      "at one ratio).")
   parser.add_argument("--ratios", default="all", metavar="LIST",
                       help="Subset ratios to use, e.g. 0.5.")
   parser.add_argument("--method", default="l1", choices=METHODS,
@@ -90,7 +93,10 @@ def parse_args(argv=None):
   args.fit_runs = layout.parse_run_ids(args.fit_runs, "--fit_runs")
   args.ratios = layout.parse_ratios(args.ratios)
   sizes.parse_bytes(args.memory_budget, "--memory_budget")
-  if os.path.isdir(args.out):
+  if args.out is None:
+    args.out = cli.one_ratio_path(args.root, args.experiment, args.ratios,
+                                  layout.DATAMODELS_FILENAME)
+  if args.out is not None and os.path.isdir(args.out):
     raise errors.UsageError(f"--out {args.out} is a directory; give a file "
                             "name such as dm.npz")
   cli.check_engine(args)
@@ -111,7 +117,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
-  files.check_writable(args.out)
+  if args.out is not None:  # None: no runs, which the fit says.
+    files.check_writable(args.out)
   if args.engine == "ray":
     from heldout_tf.estimates import on_ray  # pylint: disable=g-import-not-at-top
     result = on_ray.datamodels_on_ray(

@@ -1,9 +1,9 @@
 r"""Judges attributions on a collection: the linear datamodeling score (LDS).
 
   heldout lds --root DIR --experiment mnist-mlp --eval_runs 400-511 \
-      --scores dm.npz --scores est.npz
+      --scores dm.npz --scores est.npz --methods none
   heldout lds --root DIR --experiment mnist-mlp --eval_runs 700-799 \
-      --fit_runs 0-699 --methods dom_correct,dom_margin,ridge,l1 --out lds.npz
+      --fit_runs 0-699 --methods dom_correct,dom_margin,ridge,l1,tracin
 
 (`heldout lds` is `python -m heldout_tf.cli.lds`.) For every evaluation run
 (its aux_arrays.npz and margins.npz) and test example, the attribution's
@@ -19,9 +19,14 @@ pairs), or your own npz with a dense `scores` [n_test, n_train] array or
 `fit_run_ratios`; empty if none). `--methods` are fitted here on
 --fit_runs (default: every run not evaluated): the papers' difference of
 means of 0/1 correctness (dom_correct) and of the margin (dom_margin),
-ridge and l1 datamodels; 'none' for none. Evaluation runs that a score
-was fitted on, fewer than --min_eval_runs of them, or scores whose shapes
-or indices do not match the collection are refused with one error line.
+ridge and l1 datamodels, and TracIn on the last layer from the trajectory
+checkpoints of the fitting runs that kept them (tracin; `heldout train
+--trajectory_runs K`; the table names the runs); 'all' (default): every
+one the collection can give; 'none' for none. Evaluation runs that a
+score was fitted on, fewer than --min_eval_runs of them, or scores whose
+shapes or indices do not match the collection are refused with one error
+line. The table is also written to --out (default: <ratio>/attribution/
+lds.npz, where `heldout report` finds it; 'none': nowhere).
 """
 
 import os
@@ -33,6 +38,7 @@ from heldout_tf.core import sizes
 from heldout_tf.collection import layout
 from heldout_tf.estimates import attributions  # No TensorFlow.
 from heldout_tf.estimates import lds as lds_lib
+from heldout_tf.estimates import tracin  # TensorFlow only when it runs.
 
 PROG = "heldout lds"
 
@@ -49,11 +55,12 @@ def build_parser() -> cli.Parser:
   parser.add_argument("--scores", action="append", default=[],
                       metavar="FILE.npz",
                       help="A score file to judge (repeat for several).")
-  parser.add_argument("--methods", default=",".join(attributions.BUILTINS),
-                      metavar="LIST",
+  parser.add_argument("--methods", default=lds_lib.ALL, metavar="LIST",
                       help="Built-in methods to fit on --fit_runs and judge "
                       f"too, from {','.join(attributions.BUILTINS)}; "
-                      "'none' for none.")
+                      "'all': every one the collection can give (tracin "
+                      "where the fitting runs kept trajectories); 'none' "
+                      "for none.")
   parser.add_argument("--fit_runs", default=None, metavar="LIST",
                       help="Run ids the built-in methods are fitted on "
                       "(default: every run not in --eval_runs).")
@@ -65,8 +72,19 @@ def build_parser() -> cli.Parser:
   parser.add_argument("--memory_budget", default="4GB", metavar="SIZE",
                       help="Working memory of the built-in datamodel fits.")
   parser.add_argument("--out", default=None, metavar="FILE.npz",
-                      help="Also write every method's LDS per test example "
-                      "here.")
+                      help="Write every method's LDS per test example here "
+                      "(unset: <root>/<experiment>/<ratio>/attribution/"
+                      "lds.npz when the runs are at one ratio; 'none': "
+                      "nowhere).")
+  parser.add_argument("--model", default="", metavar="NAME",
+                      help="tracin: the model recorded in config.json, "
+                      "when it is a user module (module:function): it is "
+                      "imported only when named here.")
+  parser.add_argument("--dataset", default="", metavar="SOURCE",
+                      help="tracin: where the recorded training data is, "
+                      "when not where it was (e.g. npz:FILE moved).")
+  parser.add_argument("--data_dir", default=None, metavar="DIR",
+                      help="tracin: the tfds data directory.")
   cli.add_progress(parser)
   return parser
 
@@ -84,9 +102,10 @@ def parse_args(argv=None):
   methods = [m.strip() for m in args.methods.split(",") if m.strip()]
   args.methods = [] if methods == ["none"] else methods
   unknown = [m for m in args.methods if m not in attributions.BUILTINS]
-  if unknown:
+  if unknown and args.methods != [lds_lib.ALL]:
     raise errors.UsageError(f"--methods: unknown {unknown}; choose from "
-                            f"{','.join(attributions.BUILTINS)} or none")
+                            f"{','.join(attributions.BUILTINS)}, all or "
+                            "none")
   if not args.methods and not args.scores:
     raise errors.UsageError("nothing to judge: give --scores FILE or "
                             "--methods")
@@ -102,6 +121,11 @@ def parse_args(argv=None):
   for path in args.scores:
     if not os.path.isfile(path):
       raise errors.UsageError(f"--scores {path}: no such file")
+  if args.out is None:
+    args.out = cli.one_ratio_path(args.root, args.experiment, args.ratios,
+                                  layout.LDS_FILENAME)
+  elif args.out == "none":
+    args.out = None
   if args.out is not None and os.path.isdir(args.out):
     raise errors.UsageError(f"--out {args.out} is a directory; give a file "
                             "name such as lds.npz")
@@ -112,11 +136,16 @@ def main(argv=None):
   args = parse_args(argv)
   if args.out is not None:
     files.check_writable(args.out)
+  if attributions.TRACIN in args.methods or (
+      args.methods == [lds_lib.ALL] and tracin.trajectory_runs(
+          args.root, args.experiment, args.ratios)):
+    cli.quiet_tensorflow()  # TracIn restores checkpoints.
   results, eval_runs = lds_lib.lds(
       args.root, args.experiment, args.eval_runs, args.scores, args.methods,
       fit_run_ids=args.fit_runs, ratios=args.ratios,
       min_eval_runs=args.min_eval_runs, memory_budget=args.memory_budget,
-      progress=args.progress)
+      progress=args.progress, model=args.model, dataset=args.dataset,
+      data_dir=args.data_dir, say=print)
   print(lds_lib.table(results, eval_runs))
   if args.out is not None:
     lds_lib.save(args.out, results, eval_runs)

@@ -3,6 +3,7 @@
   <root>/<experiment>/<ratio>/<run>/aux_arrays.npz, margins.npz, ...
   <root>/<experiment>/<ratio>/<run>/checkpoints/ckpt-<N>.{index,data-*}
   <root>/<experiment>/<ratio>/config.json, estimates.npz, figures/, ...
+  <root>/<experiment>/<ratio>/attribution/datamodels.npz, lds.npz
 
 (the per-run and per-collection names are the constants below).
 
@@ -41,10 +42,14 @@ DETECTION_FILENAME = "detection.csv"
 REMOVAL_FILENAME = "removal.csv"
 MANIFEST_FILENAME = "manifest.json"  # Written last: the outputs belong
                                      # together.
+ATTRIBUTION_DIRNAME = "attribution"  # Attribution results, the files below.
+DATAMODELS_FILENAME = "datamodels.npz"  # `heldout datamodels`' default.
+LDS_FILENAME = "lds.npz"  # `heldout lds`' default: the LDS table.
 
 # Result directories beside the runs of a ratio: not runs, and not worth a
 # warning.
-RESULT_DIRNAMES = frozenset({FIGURES_DIRNAME, QUALITY_DIRNAME})
+RESULT_DIRNAMES = frozenset({FIGURES_DIRNAME, QUALITY_DIRNAME,
+                             ATTRIBUTION_DIRNAME})
 
 
 def pairs_filename(dataset: str, infl_threshold: float,
@@ -148,6 +153,14 @@ def run_dir(root: str, experiment: str, ratio, run) -> str:
 def ratio_dir(root: str, experiment: str, ratio) -> str:
   """`<root>/<experiment>/<ratio>`."""
   return os.path.join(root, experiment_name(experiment), format_ratio(ratio))
+
+
+def attribution_path(root: str, experiment: str, ratio, filename: str
+                     ) -> str:
+  """`<root>/<experiment>/<ratio>/attribution/<filename>`: where `heldout
+  datamodels` and `heldout lds` write by default, and the report looks."""
+  return os.path.join(ratio_dir(root, experiment, ratio),
+                      ATTRIBUTION_DIRNAME, filename)
 
 
 def select_names(names: Iterable[str], parse: Callable[[str], object],
@@ -328,6 +341,19 @@ def parse_run_ids(text: Optional[str], flag: str = "--runs"
     else:
       ids.add(run_id(item, flag))
   return sorted(ids)
+
+
+def format_run_ids(ids) -> str:
+  """Run ids as `parse_run_ids` reads them, ranges joined: [0, 1, 2, 5] ->
+  '0-2,5' (sorted, each id once)."""
+  ids = sorted(set(int(i) for i in ids))
+  spans, start = [], 0
+  for k in range(1, len(ids) + 1):
+    if k == len(ids) or ids[k] != ids[k - 1] + 1:
+      first, last = ids[start], ids[k - 1]
+      spans.append(f"{first}" if first == last else f"{first}-{last}")
+      start = k
+  return ",".join(spans)
 
 
 MAX_RATIOS = 1000  # Ratios in one `start:stop:step` range (a typo guard).

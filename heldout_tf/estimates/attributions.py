@@ -14,6 +14,8 @@ the collection it was fitted on (those may not judge it):
   builtins(runs, methods)   # computed here from fitting runs: the papers'
                             # difference of means (0/1 and margin), ridge
                             # and l1 datamodels
+  tracin.Source(...)        # TracIn from trajectory checkpoints
+                            # (`heldout_tf.estimates.tracin`)
 
 `fit_runs` is a sequence of `(ratio, run id)`: the runs whose outputs
 entered the scores (NaN ratio: a run id at any ratio); empty when the
@@ -35,12 +37,15 @@ from heldout_tf.estimates import datamodels
 from heldout_tf.estimates import loading
 from heldout_tf.estimates import targets
 
-BUILTINS = ("dom_correct", "dom_margin", "ridge", "l1")
+FROM_RUNS = ("dom_correct", "dom_margin", "ridge", "l1")  # `builtins`.
+TRACIN = "tracin"  # From trajectory checkpoints (`estimates.tracin`).
+BUILTINS = FROM_RUNS + (TRACIN,)
 BUILTIN_NAMES = {
     "dom_correct": "difference of means, 0/1 correctness (papers')",
     "dom_margin": "difference of means, margin",
     "ridge": "ridge datamodels, margin",
     "l1": "l1 datamodels, margin",
+    TRACIN: "TracIn, last layer",
 }
 _DENSE_BLOCK = 256  # Test examples per block of a dense source.
 
@@ -170,13 +175,14 @@ class Fitted(Source):
 def builtins(runs: loading.Runs, methods: Sequence[str],
              settings: Optional[dict] = None,
              memory_budget="4GB") -> list:
-  """The built-in methods (`BUILTINS`) fitted on `runs` (loaded with target
-  'margin', test values). `settings` maps 'l1' / 'ridge' to
-  `datamodels.Settings` changes."""
-  unknown = [m for m in methods if m not in BUILTINS]
+  """The built-in methods fitted on `runs` (`FROM_RUNS`; loaded with
+  target 'margin', test values). `settings` maps 'l1' / 'ridge' to
+  `datamodels.Settings` changes. (TracIn needs the trajectory checkpoints,
+  not the runs' outputs: `tracin.Source`.)"""
+  unknown = [m for m in methods if m not in FROM_RUNS]
   if unknown:
-    raise ScoresError(f"unknown method(s) {unknown}: choose from "
-                      f"{', '.join(BUILTINS)}")
+    raise ScoresError(f"unknown method(s) {unknown} for the runs' outputs: "
+                      f"choose from {', '.join(FROM_RUNS)}")
   if runs.values_test is None or runs.target != "margin":
     raise ScoresError("the built-in methods need the fitting runs' test "
                       "margins: load them with target='margin'")

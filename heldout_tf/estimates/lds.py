@@ -35,6 +35,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import scipy.stats
 
+from heldout_tf.collection import layout
 from heldout_tf.core import errors
 from heldout_tf.core import files
 from heldout_tf.estimates import attributions
@@ -146,16 +147,9 @@ def run_summary(runs: loading.Runs) -> str:
   unknown = np.isnan(ratios)
   for ratio in list(np.unique(ratios[~unknown])) + (
       [np.nan] if unknown.any() else []):
-    ids = np.sort(runs.run_ids[unknown if np.isnan(ratio) else
-                               ratios == ratio])
-    spans, start = [], 0
-    for k in range(1, len(ids) + 1):
-      if k == len(ids) or ids[k] != ids[k - 1] + 1:
-        first, last = ids[start], ids[k - 1]
-        spans.append(f"{first}" if first == last else f"{first}-{last}")
-        start = k
+    ids = runs.run_ids[unknown if np.isnan(ratio) else ratios == ratio]
     label = "ratio unknown" if np.isnan(ratio) else f"ratio {ratio:g}"
-    parts.append(f"{label}: runs {','.join(spans)}")
+    parts.append(f"{label}: runs {layout.format_run_ids(ids)}")
   return f"{runs.num_runs} runs ({'; '.join(parts)})"
 
 
@@ -190,30 +184,51 @@ def save(path: str, results: Sequence[Result], eval_runs: loading.Runs):
       eval_run_ratios=np.asarray(eval_runs.ratios, np.float64))
 
 
+ALL = "all"  # Every built-in method the collection can give.
+
+
 def lds(root: str, experiment: str, eval_run_ids: Sequence[int],
         score_files: Sequence[str] = (), methods: Sequence[str] = (),
         fit_run_ids: Optional[Sequence[int]] = None, ratios=None,
         min_eval_runs: int = MIN_EVAL_RUNS, memory_budget="4GB",
-        progress: bool = True):
+        progress: bool = True, model: str = "", dataset: str = "",
+        data_dir: Optional[str] = None, say=None):
   """The LDS workflow of a collection: `(results, eval_runs)`.
 
   Loads the evaluation runs (aux arrays and margins), reads each score
   file (`attributions.read`) and fits the built-in `methods`
-  (`attributions.BUILTINS`) on `fit_run_ids` (default: every run of the
-  collection not among the evaluation runs); then `score`.
+  (`attributions.BUILTINS`; `[ALL]`: those fitted on runs' outputs, and
+  TracIn when the fitting runs have trajectory checkpoints, else `say`
+  says it is left out) on `fit_run_ids` (default: every run of the
+  collection not among the evaluation runs); then `score`. `model`,
+  `dataset` and `data_dir` rebuild the runs' model and data for TracIn
+  (`tracin.from_collection`).
   """
+  from heldout_tf.estimates import tracin  # pylint: disable=g-import-not-at-top
   eval_runs = loading.load_runs(root, experiment, ratios, progress=progress,
                                 run_ids=eval_run_ids, target="margin",
                                 target_splits=("test",))
   sources = [attributions.read(path, eval_runs.n_train, eval_runs.n_test)
              for path in score_files]
-  if methods:
-    if fit_run_ids is None:
-      found = loading.find_runs(root, experiment, ratios)
-      fit_run_ids = sorted({r.run for r in found} - set(eval_run_ids))
+  if methods and fit_run_ids is None:
+    found = loading.find_runs(root, experiment, ratios)
+    fit_run_ids = sorted({r.run for r in found} - set(eval_run_ids))
+  if list(methods) == [ALL]:
+    methods = list(attributions.FROM_RUNS)
+    if tracin.trajectory_runs(root, experiment, ratios, fit_run_ids):
+      methods.append(attributions.TRACIN)
+    elif say is not None:
+      say("TracIn left out: no trajectory checkpoints among the fitting "
+          "runs (heldout train --trajectory_runs K keeps runs 0..K-1's)")
+  from_runs = [m for m in methods if m != attributions.TRACIN]
+  if from_runs:
     fit = loading.load_runs(root, experiment, ratios, progress=progress,
                             run_ids=fit_run_ids, target="margin",
                             target_splits=("test",))
-    sources += attributions.builtins(fit, methods,
+    sources += attributions.builtins(fit, from_runs,
                                      memory_budget=memory_budget)
+  if attributions.TRACIN in methods:
+    sources.append(tracin.Source(tracin.from_collection(
+        root, experiment, ratios, fit_run_ids, model=model, dataset=dataset,
+        data_dir=data_dir)))
   return score(eval_runs, sources, min_eval_runs), eval_runs

@@ -19,6 +19,7 @@ Models removing the same number of examples train together, `group_size`
 at a time (as the collection's runs).
 """
 
+import dataclasses
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -32,48 +33,30 @@ from heldout_tf.quality import detection
 def settings_from(config: dict, where: str = "config.json",
                   model: str = ""):
   """The `TrainSettings` of the ablation's models: the recipe, model,
-  options, precision and engine a collection recorded (made by
-  `python -m heldout_tf.cli.train` or `heldout_tf.cli.quality`), trained on all
-  kept examples (ratio 1), `seeds.removal_seed`, no signals.
+  options, precision and engine a collection recorded
+  (`training.settings.from_config`), trained on all kept examples (ratio
+  1), `seeds.removal_seed`, no signals.
 
   `model`: --model as given on this command line. A recorded user module
   is imported only when `model` names it (`models.recorded_model`).
 
   Raises:
     errors.ConfigError: the collection records no recipe (e.g. one made by
-      `python -m mnist_example.train`), or a user module `model` does not
-      name.
+      `python -m mnist_example.train`; pass --removal_models 0), or a user
+      module `model` does not name.
   """
-  # pylint: disable=g-import-not-at-top
-  from heldout_tf import models
-  from heldout_tf.training import engines
-  from heldout_tf.training import settings as settings_lib
-  from heldout_tf.training import recipes
-  # pylint: enable=g-import-not-at-top
-  recorded = config.get("recipe")
-  if not isinstance(recorded, dict) or not isinstance(config.get("model"),
-                                                      str):
+  from heldout_tf.training import settings as settings_lib  # pylint: disable=g-import-not-at-top
+  if not isinstance(config.get("recipe"), dict) or not isinstance(
+      config.get("model"), str):
     raise errors.ConfigError(
         f"{where}: no 'recipe' and 'model' recorded, so its models cannot "
         "be retrained for a removal ablation (collections made by "
         "`heldout train` or `heldout quality --num_runs` record them); "
         "pass --removal_models 0")
-  name = models.recorded_model(config["model"], model, where)
-  try:
-    recipe = recipes.Recipe(**recorded)
-  except TypeError as e:
-    raise errors.ConfigError(f"{where}: key 'recipe' is not a recipe "
-                             f"({e})") from None
-  try:
-    return settings_lib.TrainSettings(
-        recipe, name, 1.0,
-        seed=seeds.removal_seed(int(config.get("seed", 0))),
-        precision=str(config.get("precision", "float32")),
-        model_options=dict(config.get("model_options") or {}),
-        checkpoint_every=0,
-        trainer=str(config.get("trainer", engines.GROUP)))
-  except errors.UsageError as e:
-    raise errors.ConfigError(f"{where}: {e}") from None
+  recorded = settings_lib.from_config(config, where, model)
+  return dataclasses.replace(
+      recorded, ratio=1.0, seed=seeds.removal_seed(recorded.seed),
+      checkpoint_every=0, signals=False, ssft_epochs=0, trajectory_runs=0)
 
 
 def check_fractions(n: int, fractions: Sequence[float]):

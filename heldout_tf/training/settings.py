@@ -1,9 +1,11 @@
 """`TrainSettings`: everything a run depends on besides the data and its id.
 
   settings = TrainSettings(recipes.get("resnet9"), "resnet9", ratio=0.7)
+  settings = from_config(config, "…/config.json")  # a collection's own
 
 One value, picklable, checked when made (`errors.UsageError` naming the
-flag at fault); `config()` is what a collection records of it.
+flag at fault); `config()` is what a collection records of it, and
+`from_config` reads it back.
 """
 
 import dataclasses
@@ -119,3 +121,38 @@ class TrainSettings:
   def keeps_trajectory(self, run: int) -> bool:
     """Whether run `run` keeps a checkpoint of every epoch."""
     return self.trajectory_runs < 0 or run < self.trajectory_runs
+
+
+def from_config(config: dict, where: str = "config.json",
+                model: str = "") -> TrainSettings:
+  """The `TrainSettings` a collection's config.json (`where`) records: its
+  recipe, model and options, ratio, seed, precision, signals and trainer
+  (every value checked: `errors.ConfigError` naming `where` and the key).
+
+  `model`: --model as given on this command line. A recorded user module
+  is imported only when `model` names it (`models.recorded_model`).
+
+  Raises:
+    errors.ConfigError: no recipe or model recorded (e.g. a collection
+      made by `python -m mnist_example.train`), a bad value, or a user
+      module `model` does not name.
+  """
+  from heldout_tf.training import fields  # pylint: disable=g-import-not-at-top
+  fields.check_recorded(config, where)
+  if not isinstance(config.get("recipe"), dict) or not isinstance(
+      config.get("model"), str):
+    raise errors.ConfigError(
+        f"{where}: no 'recipe' and 'model' recorded (collections made by "
+        "`heldout train` or `heldout quality --num_runs` record them)")
+  try:
+    return TrainSettings(
+        recipes_lib.from_config(config["recipe"], where),
+        models.recorded_model(config["model"], model, where),
+        float(config.get("ratio", 1.0)), seed=int(config.get("seed", 0)),
+        precision=str(config.get("precision", "float32")),
+        model_options=dict(config.get("model_options") or {}),
+        signals=bool(config.get("signals", False)),
+        ssft_epochs=int(config.get("ssft_epochs", 0)),
+        trainer=str(config.get("trainer", engines.GROUP)))
+  except errors.UsageError as e:
+    raise errors.ConfigError(f"{where}: {e}") from None
