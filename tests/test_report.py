@@ -39,6 +39,7 @@ from heldout_tf.training import recipes
 from heldout_tf import report
 from heldout_tf.collection import runs as runs_lib
 from heldout_tf import collection
+from heldout_tf.collection import margins as margins_lib
 from heldout_tf.collection import signals as signals_lib
 from heldout_tf import synthetic
 from heldout_tf.quality import workflow as quality_workflow
@@ -48,6 +49,9 @@ from heldout_tf.report import gather
 from heldout_tf.report import images as images_lib
 from heldout_tf.report import inputs
 from heldout_tf.report import page as page_lib
+from heldout_tf.report import attribution as report_attribution
+from heldout_tf.estimates import datamodels
+from heldout_tf.estimates import lds
 
 try:
   from playwright.sync_api import sync_playwright  # pylint: disable=g-import-not-at-top
@@ -106,17 +110,21 @@ def load_digits():
       clean_train_labels=noisy.clean_labels, description=data.description)
 
 
-def make_collection(root: str, with_scores: bool = True) -> dict:
+def make_collection(root: str, with_scores: bool = True,
+                    with_attribution: bool = False) -> dict:
   """Writes runs (with signals.npz), config.json and (optionally)
-  quality/scores.npz.
+  quality/scores.npz, and (optionally) each run's margins.npz with what
+  `heldout datamodels` and `heldout lds` write from them by default.
 
   Each run's held-out softmax is one-hot on its prediction: the label when
   it is right, another class when wrong. Returns what a test compares the
   page against: the data, the runs' estimates (`estimates.compute`), the
-  scores file's arrays and the held-out majority prediction.
+  scores file's arrays and the held-out majority prediction (and the
+  attribution files' paths).
   """
   data = load_digits()
   rng = np.random.default_rng(1)
+  margin_rng = np.random.default_rng(2)  # Leaves `rng`'s draws as they were.
   n, m = N_TRAIN, N_TEST
   typical = rng.uniform(0.0, 1.0, n)
   typical[data.noisy_idx] = 0.05  # Flipped labels: right only if trained.
@@ -130,6 +138,8 @@ def make_collection(root: str, with_scores: bool = True) -> dict:
     predicted = np.where(correct[removed], data.train_labels[removed], wrong)
     votes[removed, predicted] += 1
     probs = np.eye(NUM_CLASSES, dtype=np.float32)[predicted]
+    if with_attribution:
+      _write_margins(root, run, data, margin_rng)
     signals_lib.RunSignals(
         n_train=n, num_classes=NUM_CLASSES, epochs=1,
         learning_rate=0.1, subset=subset, margin_sum=np.zeros(len(subset)),
@@ -163,14 +173,53 @@ def make_collection(root: str, with_scores: bool = True) -> dict:
     quality_workflow.write_manifest(os.path.dirname(path), [path], {})
     out["scores"] = scores
     out["scores_path"] = path
+  if with_attribution:
+    out.update(_attribution_files(root))
   return out
+
+
+def _write_margins(root, run, data, rng):
+  """A margins.npz agreeing with the simulated run's correctness: the
+  label's logit is the margin, every other logit 0."""
+  logits = {}
+  for split, correct, labels in (("train", run.correct, data.train_labels),
+                                 ("test", run.correct_test,
+                                  data.test_labels)):
+    margin = np.where(correct, 1.0, -1.0) * rng.uniform(0.2, 3.0,
+                                                         len(correct))
+    values = np.zeros((len(correct), NUM_CLASSES), np.float32)
+    values[np.arange(len(correct)), labels] = margin
+    logits[f"{split}_logits"], logits[f"{split}_labels"] = values, labels
+  margins_lib.write(layout.run_dir(root, EXPERIMENT, RATIO, run.run),
+                    **logits)
+
+
+FIT_RUNS, LDS_RUNS = range(16), range(16, NUM_RUNS)
+
+
+def _attribution_files(root) -> dict:
+  """`heldout datamodels` and `heldout lds` with their default --out: the
+  datamodels of runs 0-15, the LDS table of it and two built-in methods on
+  runs 16-23."""
+  dm_path = layout.attribution_path(root, EXPERIMENT, RATIO,
+                                    layout.DATAMODELS_FILENAME)
+  lds_path = layout.attribution_path(root, EXPERIMENT, RATIO,
+                                     layout.LDS_FILENAME)
+  datamodels.save(dm_path, datamodels.fit_collection(
+      root, EXPERIMENT, FIT_RUNS, progress=False))
+  results, eval_runs = lds.lds(
+      root, EXPERIMENT, LDS_RUNS, [dm_path], ["dom_margin", "l1"],
+      fit_run_ids=FIT_RUNS, min_eval_runs=len(LDS_RUNS), progress=False)
+  lds.save(lds_path, results, eval_runs)
+  return {"dm_path": dm_path, "lds_path": lds_path,
+          "lds_results": results}
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
   """The collection, its report, and what the page must show."""
   root = str(tmp_path_factory.mktemp("collection"))
-  info = make_collection(root)
+  info = make_collection(root, with_attribution=True)
   out = os.path.join(str(tmp_path_factory.mktemp("report")), "report.html")
   info["summary"] = report.write(root, EXPERIMENT, out,
                                  progress=False)
@@ -416,6 +465,41 @@ def test_missing_inputs_name_what_is_missing(made, tmp_path):
   with pytest.raises(errors.PathError):
     report.write(made["root"], EXPERIMENT, str(tmp_path),
                  progress=False)
+
+
+def test_gather_finds_the_attribution_files(made, tmp_path):
+  data = gather.gather(made["root"], EXPERIMENT, progress=False)
+  found = data.attribution
+  assert found.sources == {"lds": made["lds_path"],
+                           "attribution": made["dm_path"]}
+  assert found.lds["runs"] == "8 runs (ratio 0.5: runs 16-23)"
+  assert found.lds["n_test"] == N_TEST
+  results = made["lds_results"]
+  assert [row["method"] for row in found.lds["rows"]] == [
+      r.name for r in results]
+  for row, result in zip(found.lds["rows"], results):
+    assert (row["mean"], row["se"], row["undefined"], row["fit_runs"]) == (
+        result.mean, result.se, result.num_undefined, result.num_fit_runs)
+  # The influencers are the datamodels file's own top weights, and its LDS
+  # per test example the table's row of the same file.
+  assert found.method == results[0].name
+  assert found.method.startswith("datamodels.npz (l1 datamodels, ")
+  k = report_attribution.K_SHOWN
+  with np.load(made["dm_path"]) as f:
+    for key in ("top_pos_idx", "top_pos_weight", "top_neg_idx",
+                "top_neg_weight"):
+      np.testing.assert_array_equal(found.influencers[key], f[key][:, :k])
+  np.testing.assert_array_equal(found.method_lds, results[0].per_example)
+  # Named files: a table of other test examples is refused, naming the key.
+  other = str(tmp_path / "other.npz")
+  files.save_npz(other, **{key: value[..., :N_TEST - 1] if key == "lds"
+                           else value for key, value in np.load(
+                               made["lds_path"]).items()})
+  with pytest.raises(inputs.ReportInputError, match="other.npz: key 'lds'"):
+    gather.gather(made["root"], EXPERIMENT, progress=False, lds_path=other)
+  with pytest.raises(inputs.ReportInputError, match="--attribution"):
+    gather.gather(made["root"], EXPERIMENT, progress=False,
+                  attribution_path=str(tmp_path / "none.npz"))
 
 
 def _run_cli(*argv):
@@ -954,11 +1038,62 @@ def test_page_without_images_or_labels_works(browser, release_root,
   text = tab.page.inner_text("body")
   assert "no images (not asked for)" in text
   assert not re.search(r"NaN|undefined|null|Infinity", text)
+  assert tab.page.inner_text("#attribution").splitlines()[-1].startswith(
+      "No attribution results for this collection. heldout lds writes")
   assert tab.page.is_disabled("#class")  # No labels: no class filter.
   tab.page.fill("#search-input", "train 99999")
   tab.page.press("#search-input", "Enter")
   tab.page.wait_for_selector("#card:not([hidden])")
   assert tab.page.inner_text("#card-title") == "No train example #99999"
+  assert tab.errors == [] and tab.requests == []
+  tab.close()
+
+
+def _js_fmt(x):
+  """The page's `fmt(x)`: 3 decimals, exponents beyond [1e-3, 1e5)."""
+  if x != 0 and not 1e-3 <= abs(x) < 1e5:
+    mantissa, exponent = f"{x:.2e}".split("e")
+    return f"{mantissa}e{int(exponent):+d}"
+  return f"{x:.3f}"
+
+
+@needs_browser
+def test_attribution_section_and_influencers(browser, made, tmp_path):
+  tab = Page(browser, made["out"])
+  tab.open("#attribution")
+  rows = tab.page.eval_on_selector_all(
+      "#lds-table tbody tr",
+      "rows => rows.map(r => Array.from(r.cells).map(c => c.textContent))")
+  assert rows == [[r.name, _js_fmt(r.mean), _js_fmt(r.se),
+                   f"{r.num_undefined} / {N_TEST}", str(r.num_fit_runs)]
+                  for r in made["lds_results"]]
+  text = tab.page.inner_text("#attribution")
+  assert "LDS) on 8 runs (ratio 0.5: runs 16-23), 60 test examples" in text
+  # The section's test examples: highest LDS of the datamodels first.
+  per_example = made["lds_results"][0].per_example
+  shown = [int(i) for i in tab.page.eval_on_selector_all(
+      "#att-grid .tile", "els => els.map(e => e.dataset.index)")]
+  assert shown == list(np.lexsort((np.arange(N_TEST), -per_example))[:12])
+  tab.images_loaded()
+  _screenshot(tab.page.locator("#attribution"), tmp_path,
+              "report-attribution.png")
+  # A test card: its top positive and negative influencers by the
+  # datamodels, in the file's order, and its LDS.
+  with np.load(made["dm_path"]) as f:
+    top = {sign: f[f"top_{sign}_idx"][:, :report_attribution.K_SHOWN]
+           for sign in ("pos", "neg")}
+  j = int(np.argmax((top["pos"] >= 0).sum(1) + (top["neg"] >= 0).sum(1)))
+  tab.open(f"#test/{j}")
+  for sign in ("pos", "neg"):
+    tiles = tab.page.eval_on_selector_all(
+        f"#card [data-influencers={sign}] .tile",
+        "els => els.map(e => +e.dataset.index)")
+    assert tiles == [int(i) for i in top[sign][j] if i >= 0]
+    assert tiles  # This test example has influencers of both signs.
+  assert tab.page.inner_text("#card [data-key=lds]") == (
+      f"LDS of this test example: {_js_fmt(per_example[j])}")
+  tab.images_loaded()
+  _screenshot(tab.page, tmp_path, "report-attribution-card.png")
   assert tab.errors == [] and tab.requests == []
   tab.close()
 

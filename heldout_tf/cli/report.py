@@ -6,7 +6,9 @@ r"""Writes one self-contained HTML report of a collection.
 
 (`heldout report` is `python -m heldout_tf.cli.report`.) The page opens from
 file:// with no network: provenance, summary, linked histograms, the
-examples grid, high-influence pairs, suspicious candidates, search,
+examples grid, high-influence pairs, attribution (the LDS table of
+`heldout lds`, each test example's top influencers by a `heldout
+datamodels` or other score file), suspicious candidates, search,
 #train/<i> and #test/<j> example cards, downloads with sha256. Images come
 from the collection's dataset when it is available offline (MNIST digits
 always; tfds MNIST / CIFAR in --data_dir), never downloaded. Quality scores
@@ -44,6 +46,14 @@ def build_parser() -> cli.Parser:
                       help="A quality scores npz; unset: "
                       "<ratio>/quality/scores.npz if heldout quality "
                       "finished writing it.")
+  parser.add_argument("--lds", default=None, metavar="FILE",
+                      help="A heldout lds table (npz); unset: "
+                      "<ratio>/attribution/lds.npz if present.")
+  parser.add_argument("--attribution", default=None, metavar="FILE",
+                      help="A score file whose top influencers each test "
+                      "example's card shows (heldout datamodels' or "
+                      "estimate's, or your own); unset: <ratio>/"
+                      "attribution/datamodels.npz if present.")
   parser.add_argument("--data_dir", default=None, metavar="DIR",
                       help="tfds data directory holding the dataset (MNIST, "
                       "CIFAR) for the images; nothing is downloaded.")
@@ -74,7 +84,8 @@ def main(argv: Optional[Sequence[str]] = None):
   from heldout_tf import report  # pylint: disable=g-import-not-at-top
   summary = report.write(
       args.root, args.experiment, args.out, ratio=args.ratio,
-      estimates=args.estimates, scores=args.scores, data_dir=args.data_dir,
+      estimates=args.estimates, scores=args.scores, lds=args.lds,
+      attribution=args.attribution, data_dir=args.data_dir,
       progress=args.progress, with_images=args.images)
   for warning in summary.warnings:
     print(f"warning: {warning}", file=sys.stderr)

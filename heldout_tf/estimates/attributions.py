@@ -59,7 +59,8 @@ def _run_keys(ratios, run_ids) -> Tuple[Tuple[float, int], ...]:
 
 
 class Source:
-  """An attribution: `predictions(mask_eval)` and the runs it was fit on."""
+  """An attribution: `predictions(mask_eval)` and the runs it was fit on;
+  `scores()` where its dense scores can be formed block by block."""
 
   def __init__(self, name: str, fit_runs: Sequence[Tuple[float, int]]):
     self.name = name
@@ -68,9 +69,16 @@ class Source:
   def check(self, n_train: int, n_test: int):
     """Raises ScoresError unless the scores fit these sizes."""
 
+  def scores(self) -> Iterator[Tuple[slice, np.ndarray]]:
+    """Yields `(test rows, float64 [t, n_train] scores)` (NaN as 0), every
+    test example once, after `check`."""
+    raise NotImplementedError(f"{self.name}: no dense scores")
+
   def predictions(self, mask_eval) -> Iterator[Tuple[slice, np.ndarray]]:
     """Yields `(test columns, float64 [runs, t] group effects)`."""
-    raise NotImplementedError
+    m = np.asarray(mask_eval, np.float64)
+    for cols, tau in self.scores():
+      yield cols, m @ tau.T
 
 
 class Dense(Source):
@@ -86,11 +94,9 @@ class Dense(Source):
                         f"{tuple(self.array.shape)}, the collection needs "
                         f"[n_test, n_train] = ({n_test}, {n_train})")
 
-  def predictions(self, mask_eval):
-    m = np.asarray(mask_eval, np.float64)
+  def scores(self):
     for cols in counting.chunks(self.array.shape[0], _DENSE_BLOCK):
-      tau = np.nan_to_num(np.asarray(self.array[cols], np.float64))
-      yield cols, m @ tau.T
+      yield cols, np.nan_to_num(np.asarray(self.array[cols], np.float64))
 
 
 class Blocks(Source):
@@ -107,15 +113,14 @@ class Blocks(Source):
                         f"examples, the collection has {n_test}")
     self.n_train = n_train
 
-  def predictions(self, mask_eval):
-    m = np.asarray(mask_eval, np.float64)
+  def scores(self):
     for cols in counting.chunks(self.n_test, self.block):
       tau = np.nan_to_num(np.asarray(self.fn(cols), np.float64))
       if tau.shape != (cols.stop - cols.start, self.n_train):
         raise ScoresError(f"{self.name}: block {cols.start}:{cols.stop} "
                           f"has shape {tau.shape}, expected "
                           f"({cols.stop - cols.start}, {self.n_train})")
-      yield cols, m @ tau.T
+      yield cols, tau
 
 
 class Pairs(Source):
@@ -140,12 +145,19 @@ class Pairs(Source):
                           f"[0, {n}) of this collection")
     self.n_train, self.n_test = n_train, n_test
 
-  def predictions(self, mask_eval):
-    tau = scipy.sparse.csr_matrix(
+  def _matrix(self):
+    return scipy.sparse.csr_matrix(
         (np.nan_to_num(self.infl), (self.tt_idx, self.tr_idx)),
         shape=(self.n_test, self.n_train))
+
+  def scores(self):
+    tau = self._matrix()
+    for cols in counting.chunks(self.n_test, _DENSE_BLOCK):
+      yield cols, tau[cols].toarray()
+
+  def predictions(self, mask_eval):
     yield slice(0, self.n_test), np.asarray(
-        tau @ np.asarray(mask_eval, np.float64).T).T
+        self._matrix() @ np.asarray(mask_eval, np.float64).T).T
 
 
 class Fitted(Source):
@@ -207,6 +219,18 @@ def builtins(runs: loading.Runs, methods: Sequence[str],
       out.append(Blocks(BUILTIN_NAMES[method], dom(values), runs.n_test,
                         fit_runs))
   return out
+
+
+def top_influencers(source: Source, n_train: int, n_test: int,
+                    k: int) -> dict:
+  """Per test example, the training examples with the k largest positive
+  and the k most negative scores of `source` (`datamodels.top_k`'s
+  `top_pos_idx`, `top_pos_weight`, `top_neg_idx`, `top_neg_weight`
+  [n_test, k]: largest magnitude first; -1 and 0 where fewer), formed
+  block by block of test examples."""
+  source.check(n_train, n_test)
+  parts = [datamodels.top_k(tau.T, k) for _, tau in source.scores()]
+  return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 # ------------------------------------------------------------ score files --

@@ -142,15 +142,21 @@ def score(eval_runs: loading.Runs, sources: Sequence,
 
 def run_summary(runs: loading.Runs) -> str:
   """'100 runs (ratio 0.5: runs 400-499)': the runs, compactly."""
+  return describe_runs(runs.ratios, runs.run_ids)
+
+
+def describe_runs(ratios, run_ids) -> str:
+  """`run_summary` of runs given by their ratios (NaN: unknown) and ids."""
   parts = []
-  ratios = np.asarray(runs.ratios, np.float64)
+  ratios = np.asarray(ratios, np.float64)
+  run_ids = np.asarray(run_ids)
   unknown = np.isnan(ratios)
   for ratio in list(np.unique(ratios[~unknown])) + (
       [np.nan] if unknown.any() else []):
-    ids = runs.run_ids[unknown if np.isnan(ratio) else ratios == ratio]
+    ids = run_ids[unknown if np.isnan(ratio) else ratios == ratio]
     label = "ratio unknown" if np.isnan(ratio) else f"ratio {ratio:g}"
     parts.append(f"{label}: runs {layout.format_run_ids(ids)}")
-  return f"{runs.num_runs} runs ({'; '.join(parts)})"
+  return f"{len(run_ids)} runs ({'; '.join(parts)})"
 
 
 def table(results: Sequence[Result], eval_runs: loading.Runs) -> str:

@@ -64,6 +64,7 @@ from heldout_tf.estimates import counting
 NAME = "TracIn, last layer"
 _CKPT_RE = re.compile(r"ckpt-(\d+)\.index")
 _CHUNK_BYTES = 64 << 20  # Outer products a (p - y)^T formed at a time.
+_SCORE_BLOCK = 1024  # Test examples per block of `Source.scores`.
 _FORWARD = weakref.WeakKeyDictionary()  # model -> compiled forward pass.
 
 
@@ -255,6 +256,11 @@ class Source(attributions.Source):
           f"{self.name}: the trajectories' data has (n_train, n_test) = "
           f"{(self.tracin.n_train, self.tracin.n_test)}, the collection "
           f"{(n_train, n_test)}")
+
+  def scores(self):
+    """Blocks of dense scores (every checkpoint restored once a block)."""
+    for cols in counting.chunks(self.tracin.n_test, _SCORE_BLOCK):
+      yield cols, self.tracin.scores(cols)
 
   def predictions(self, mask_eval):
     yield slice(0, self.tracin.n_test), self.tracin.group_effects(mask_eval)

@@ -8,8 +8,9 @@ or `heldout report --root DIR --out FILE` (`heldout_tf.cli.report`). The
 page opens from `file://` with no network (data and thumbnails are
 embedded; a Content-Security-Policy forbids every request and runs only
 the page's own script) and shows the collection's provenance, a summary,
-linked histograms, the examples grid, high-influence pairs, suspicious
-candidates, search, `#train/<i>` / `#test/<j>` example cards and downloads
+linked histograms, the examples grid, high-influence pairs, the
+attribution results (LDS table, each test example's top influencers),
+suspicious candidates, search, `#train/<i>` / `#test/<j>` example cards and downloads
 with their sha256. See docs/report.md.
 
 `write_for_quality` is the writer `heldout quality` is given (the quality
@@ -17,6 +18,7 @@ stage sits below this one and never imports it).
 
 Modules: `inputs` (where the files are, reading them untrusted),
 `results` (the estimates and scores files, checked against the runs),
+`attribution` (the LDS table and the influencers),
 `columns` (the scores and their rankings), `describe` (the provenance
 facts), `gather` (all the numbers: `ReportData`), `images` (the dataset's
 images as sprite sheets), `page` (the HTML; its sections, and the script
@@ -59,6 +61,11 @@ class Summary:
 def _priority(data: gather_lib.ReportData) -> List[int]:
   """Training examples worth a thumbnail first (when not all fit)."""
   first = list(data.pairs["tr_idx"])
+  influencers = data.attribution.influencers
+  if influencers is not None:  # The test cards' first influencers.
+    for key in ("top_pos_idx", "top_neg_idx"):
+      top = influencers[key][:, :4].ravel()
+      first += list(top[top >= 0])
   first += list(np.argsort(data.mean_rank, kind="stable")[:PRIORITY_PER_SCORE])
   for column in data.columns:
     ranked = columns_lib.top_k(column, len(column.values))
@@ -93,7 +100,8 @@ def _thumbnails(data: gather_lib.ReportData, loaded: images_lib.Images,
 
 def write(root: str, experiment: str, out: str,
           ratio: Optional[float] = None, estimates: Optional[str] = None,
-          scores: Optional[str] = None, data_dir: Optional[str] = None,
+          scores: Optional[str] = None, lds: Optional[str] = None,
+          attribution: Optional[str] = None, data_dir: Optional[str] = None,
           progress: bool = True, with_images: bool = True,
           images: Optional[images_lib.Images] = None,
           budget_bytes: int = images_lib.DEFAULT_BUDGET_BYTES,
@@ -111,6 +119,11 @@ def write(root: str, experiment: str, out: str,
     scores: a quality scores npz; None: `<ratio>/quality/scores.npz` if
       `heldout quality` finished writing it (its manifest.json lists it;
       otherwise `Summary.warnings` says so and the page shows no scores).
+    lds: a `heldout lds` table; None: `<ratio>/attribution/lds.npz` if
+      present.
+    attribution: a score file (`heldout datamodels`', an estimates file,
+      your own) whose top influencers the test cards show; None:
+      `<ratio>/attribution/datamodels.npz` if present.
     data_dir: the tfds data directory (MNIST, CIFAR) for the images;
       nothing is downloaded.
     progress: progress bars while loading.
@@ -131,7 +144,8 @@ def write(root: str, experiment: str, out: str,
   start = time.perf_counter()
   files.check_writable(out)
   data = gather_lib.gather(root, experiment, ratio, estimates, scores,
-                           progress=progress, now=now)
+                           progress=progress, now=now, lds_path=lds,
+                           attribution_path=attribution)
   sprites, note, description = None, "no images (not asked for)", ""
   if with_images:
     loaded, note = (images, "") if images is not None else images_lib.load(

@@ -22,6 +22,7 @@ from heldout_tf import estimates
 from heldout_tf.collection import layout
 from heldout_tf.collection import signals as signals_lib
 from heldout_tf.quality import detection
+from heldout_tf.report import attribution as attribution_lib
 from heldout_tf.report import columns as columns_lib
 from heldout_tf.report import describe
 from heldout_tf.report import inputs
@@ -58,6 +59,8 @@ class ReportData:
   warnings: List[str] = dataclasses.field(default_factory=list)
   notes: List[str] = dataclasses.field(default_factory=list)
   config: Optional[dict] = None  # The collection's config.json.
+  attribution: attribution_lib.Attribution = dataclasses.field(
+      default_factory=attribution_lib.Attribution)  # LDS, influencers.
 
   @property
   def n_train(self) -> int:
@@ -139,14 +142,16 @@ class _Located:
   runs: list                 # layout.RunPath of every run covered.
   estimates: Optional[str]   # The estimates file, None: computed.
   scores: Optional[str]      # The quality scores file, None: none.
+  lds: Optional[str]         # `heldout lds`'s table, None: none.
+  attribution: Optional[str]  # A score file for influencers, None: none.
   config: Optional[dict]     # config.json.
   config_path: str
   notes: List[str]
   warnings: List[str]
 
 
-def _locate(root, experiment, ratio, estimates_path,
-            scores_path) -> _Located:
+def _locate(root, experiment, ratio, estimates_path, scores_path,
+            lds_path=None, attribution_path=None) -> _Located:
   """The runs and result files of the report (a ratio's own files only
   when the report covers one ratio); quality scores without a manifest
   listing them are left out with a warning."""
@@ -159,7 +164,8 @@ def _locate(root, experiment, ratio, estimates_path,
                  "averaged over ratios); pass --ratios for one ratio's "
                  "files")
   for given, flag in ((estimates_path, "--estimates"),
-                      (scores_path, "--scores")):
+                      (scores_path, "--scores"), (lds_path, "--lds"),
+                      (attribution_path, "--attribution")):
     if given is not None and not os.path.lexists(given):
       raise inputs.ReportInputError(f"{flag} {given}: file not found")
   if len(ratios) == 1:
@@ -171,17 +177,23 @@ def _locate(root, experiment, ratio, estimates_path,
         warnings.append(incomplete)
       else:
         scores_path = paths["scores"]
+    if lds_path is None and os.path.isfile(paths["lds"]):
+      lds_path = paths["lds"]
+    if attribution_path is None and os.path.isfile(paths["datamodels"]):
+      attribution_path = paths["datamodels"]
   # Every ratio of a collection shares its dataset and model.
-  return _Located(found, estimates_path, scores_path,
-                  inputs.read_json(paths["config"]), paths["config"], notes,
-                  warnings)
+  return _Located(found, estimates_path, scores_path, lds_path,
+                  attribution_path, inputs.read_json(paths["config"]),
+                  paths["config"], notes, warnings)
 
 
 def gather(root: str, experiment: str = "", ratio: Optional[float] = None,
            estimates_path: Optional[str] = None,
            scores_path: Optional[str] = None, progress: bool = True,
            infl_threshold: float = 0.15, mem_threshold: float = 0.25,
-           now: Optional[datetime.datetime] = None) -> ReportData:
+           now: Optional[datetime.datetime] = None,
+           lds_path: Optional[str] = None,
+           attribution_path: Optional[str] = None) -> ReportData:
   """Reads a collection's runs and results into a `ReportData`.
 
   Args:
@@ -197,6 +209,11 @@ def gather(root: str, experiment: str = "", ratio: Optional[float] = None,
     progress: progress bars while loading and computing.
     infl_threshold, mem_threshold: pairs thresholds when computing.
     now: the time stamp shown (default: now, UTC).
+    lds_path: a `heldout lds` table; None: the ratio's
+      attribution/lds.npz if there is one.
+    attribution_path: a score file whose top influencers the test cards
+      show (`report.attribution`); None: the ratio's
+      attribution/datamodels.npz if there is one.
 
   Raises:
     inputs.ReportInputError naming a missing or inconsistent file;
@@ -204,7 +221,8 @@ def gather(root: str, experiment: str = "", ratio: Optional[float] = None,
     runs.AuxArraysError for a bad aux file.
   """
   experiment = inputs.choose_experiment(root, experiment)
-  at = _locate(root, experiment, ratio, estimates_path, scores_path)
+  at = _locate(root, experiment, ratio, estimates_path, scores_path,
+               lds_path, attribution_path)
   ratios = sorted({r.ratio for r in at.runs})
   runs = estimates.load_runs(root, experiment, ratios, progress=progress)
   result, source, estimates_bytes = results.read_estimates(
@@ -216,6 +234,8 @@ def gather(root: str, experiment: str = "", ratio: Optional[float] = None,
   downloads = [(os.path.basename(at.estimates) if at.estimates
                 else "estimates.npz", estimates_bytes)]
   sources = {"estimates": source}
+  attributed = attribution_lib.read(at.lds, at.attribution, n, runs.n_test)
+  sources.update(attributed.sources)
   detection_rows = removal_rows = None
   if at.scores is not None:
     scores = results.read_scores(at.scores, n, runs.n_test)
@@ -267,7 +287,8 @@ def gather(root: str, experiment: str = "", ratio: Optional[float] = None,
                    else None),
       detection=detection_rows, removal=removal_rows, downloads=downloads,
       warnings=at.warnings + warnings, notes=notes, config=at.config,
-      prediction=_prediction(at.runs, n, num_classes, progress))
+      prediction=_prediction(at.runs, n, num_classes, progress),
+      attribution=attributed)
   k = (len(labels.noisy) if labels.noisy is not None and len(labels.noisy)
        else max(1, min(n, int(round(0.01 * n)))))
   data.summary = _summary(data, result, k, pair_counts)

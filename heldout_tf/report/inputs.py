@@ -5,6 +5,8 @@
                                                    e.g. mnist_example.train's
   <root>/<experiment>/<ratio>/quality/scores.npz   `heldout quality`'s, with
       detection.csv, removal.csv and manifest.json (written last)
+  <root>/<experiment>/<ratio>/attribution/lds.npz, datamodels.npz
+      `heldout lds`'s and `heldout datamodels`' (`report.attribution`)
 
 The names are `heldout_tf.collection.layout`'s. Every file here is one the
 user pointed at, read as untrusted: only regular files are opened (a FIFO
@@ -34,9 +36,13 @@ class ReportInputError(errors.HeldoutError, ValueError):
 def result_paths(ratio_dir: str) -> Dict[str, str]:
   """The result files the kit's pipelines write next to one ratio's runs:
   keys 'config', 'estimates', 'scores', 'detection', 'removal',
-  'manifest' (the quality outputs' manifest)."""
+  'manifest' (the quality outputs' manifest), 'lds', 'datamodels'."""
   quality = os.path.join(ratio_dir, layout.QUALITY_DIRNAME)
+  attribution = os.path.join(ratio_dir, layout.ATTRIBUTION_DIRNAME)
   return {"config": os.path.join(ratio_dir, layout.CONFIG_FILENAME),
+          "lds": os.path.join(attribution, layout.LDS_FILENAME),
+          "datamodels": os.path.join(attribution,
+                                     layout.DATAMODELS_FILENAME),
           "estimates": os.path.join(ratio_dir, layout.ESTIMATES_FILENAME),
           "scores": os.path.join(quality, layout.SCORES_FILENAME),
           "detection": os.path.join(quality, layout.DETECTION_FILENAME),

@@ -185,6 +185,7 @@ def build(data: gather.ReportData,
   blob.add("pair_tr", data.pairs["tr_idx"], "i4")
   blob.add("pair_tt", data.pairs["tt_idx"], "i4")
   blob.add("pair_infl", data.pairs["infl"], "f8")
+  attribution = _attribution(data.attribution, blob)
   downloads = []
   for number, (name, content) in enumerate(data.downloads):
     downloads.append({"name": name, "bytes": len(content),
@@ -199,7 +200,8 @@ def build(data: gather.ReportData,
       "provenance": data.provenance, "columns": columns,
       "class_names": class_names, "summary": data.summary,
       "thresholds": data.thresholds, "detection": data.detection,
-      "removal": data.removal, "warnings": data.warnings,
+      "removal": data.removal, "attribution": attribution,
+      "warnings": data.warnings,
       "notes": data.notes, "downloads": downloads,
       "images": None, "images_note": images_note,
       "images_description": images_description,
@@ -209,6 +211,22 @@ def build(data: gather.ReportData,
                       for split, s in sprites.items()}
   meta["arrays"] = blob.index
   return meta, blob
+
+
+def _attribution(found, blob: _Blob) -> dict:
+  """The attribution section's metadata (a `report.attribution.
+  Attribution`); its influencers and per-example LDS go into `blob`
+  (`att_top_pos_idx` ... [n_test * k] row by row, `att_lds` [n_test])."""
+  meta = {"lds": found.lds, "method": found.method or None, "k": 0,
+          "sources": found.sources}
+  if found.influencers is not None:
+    for key, values in found.influencers.items():
+      blob.add(f"att_{key}", np.asarray(values).ravel(),
+               "i4" if key.endswith("_idx") else "f8")
+    meta["k"] = int(found.influencers["top_pos_idx"].shape[1])
+  if found.method_lds is not None:
+    blob.add("att_lds", found.method_lds, "f8")
+  return meta
 
 
 # ----------------------------------------------------------------- the page --
@@ -230,6 +248,7 @@ SECTIONS = (
     Section("summary", "Summary", "Summary"),
     Section("explore", "Examples", "Examples"),
     Section("pairs", "High-influence pairs", "Pairs"),
+    Section("attribution", "Attribution", "Attribution"),
     Section("suspicious", "Suspicious candidates", "Suspicious"),
     Section("downloads", "Downloads", "Downloads"),
 )

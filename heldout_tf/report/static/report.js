@@ -5,7 +5,8 @@
 // Reads #report-meta (JSON) and #report-blob (base64 gzip of the arrays,
 // inflated with the browser's DecompressionStream) and draws: provenance,
 // summary, linked histograms, the examples grid, high-influence pairs,
-// suspicious candidates, downloads (with sha256) and the example card that
+// attribution (the LDS table, influencers), suspicious candidates,
+// downloads (with sha256) and the example card that
 // #train/<i> / #test/<j> open. Sort order: value (descending or ascending),
 // ties by index, undefined (NaN) last: numpy's lexsort((index, -value)).
 (function () {
@@ -586,6 +587,70 @@ function drawPairs() {
   document.getElementById('pair-more').hidden = list.length <= st.pairShown;
 }
 
+// ----------------------------------------------------------- attribution --
+const ATT_TILES = 12;  // Test examples shown in the section.
+function drawAttribution(el) {
+  const T = META.attribution;
+  if (!T.lds && !T.method) {
+    add(el, h('p', {class: 'note'}, 'No attribution results for this ' +
+      'collection. heldout lds writes its table to <ratio>/attribution/' +
+      'lds.npz and heldout datamodels its fit to <ratio>/attribution/' +
+      'datamodels.npz, where this report finds them (or pass --lds and ' +
+      '--attribution).'));
+    return;
+  }
+  if (T.lds) {
+    const L = T.lds;
+    add(el, h('p', null, 'Linear datamodeling score (LDS) on ' + L.runs +
+      ', ' + L.n_test + ' test examples (' + L.file + '): per test ' +
+      'example, the Spearman correlation over the evaluation runs between ' +
+      'the attribution\u2019s predicted effect of each run\u2019s training ' +
+      'subset and the run\u2019s margin; mean \u00b1 standard error over ' +
+      'test examples. A correlation that is not defined (a constant ' +
+      'prediction or margin) counts as 0.'),
+    table(['method', 'LDS', '\u00b1 SE', 'not defined', 'fitting runs'],
+      L.rows.map(r => [r.method, fmt(r.mean), fmt(r.se),
+        r.undefined + ' / ' + L.n_test, String(r.fit_runs)]),
+      {id: 'lds-table'}));
+  }
+  if (!T.method) return;
+  add(el, h('p', {class: 'note'}, 'Each test example\u2019s card shows ' +
+    'its top ' + T.k + ' positive and negative influencers by ' + T.method +
+    '.'));
+  const shown = A.att_lds ? Array.from(order(A.att_lds, 'desc')) :
+    Array.from({length: NT}, (_, j) => j);
+  add(el, h('h3', null, A.att_lds ? 'Test examples, highest LDS first' :
+    'Test examples'),
+    h('div', {class: 'grid inline', id: 'att-grid', onkeydown: gridKeys},
+      shown.slice(0, ATT_TILES).map(j => testTile(j, A.att_lds ?
+        h('span', {class: 'tv'}, 'LDS ' + fmt(A.att_lds[j])) : null))));
+}
+function influencers(j) {
+  const T = META.attribution;
+  if (!T.method || !A.att_top_pos_idx) return null;
+  const k = T.k;
+  const side = (sign, title) => {
+    const idx = A['att_top_' + sign + '_idx'];
+    const w = A['att_top_' + sign + '_weight'];
+    const tiles = [];
+    for (let q = j * k; q < (j + 1) * k; q++) {
+      if (idx[q] < 0) continue;
+      tiles.push(trainTile(idx[q], null, h('span', {class: 'tv',
+        title: 'score ' + exact(w[q])}, (w[q] > 0 ? '+' : '') + fmt(w[q]))));
+    }
+    return [h('h4', null, title),
+      tiles.length ? h('div', {class: 'grid inline',
+        'data-influencers': sign, onkeydown: gridKeys}, tiles) :
+        h('p', {class: 'note'}, 'none')];
+  };
+  return h('div', {class: 'influencers'},
+    h('h3', null, 'Top influencers by ' + T.method),
+    A.att_lds ? h('p', {class: 'note', 'data-key': 'lds'},
+      'LDS of this test example: ' + fmt(A.att_lds[j])) : null,
+    side('pos', 'positive (raise its margin)'),
+    side('neg', 'negative (lower its margin)'));
+}
+
 // ------------------------------------------------------------ suspicious --
 function drawSuspiciousFrame(el) {
   add(el, h('div', {class: 'controls'},
@@ -786,7 +851,9 @@ function testCard(j) {
         row('label', cname(c)),
         row('runs right on it', A.test_correct[j] + ' of ' +
           META.provenance.num_runs)))),
-    pairs.length ? [h('h3', null, 'Training examples that influence it'),
+    influencers(j),
+    pairs.length ? [h('h3', null, 'High-influence pairs: training ' +
+      'examples that influence it'),
       h('div', {class: 'grid inline', onkeydown: gridKeys},
         pairs.map(p => trainTile(A.pair_tr[p], null, h('span',
           {class: 'tv', title: exact(A.pair_infl[p])},
@@ -874,6 +941,7 @@ const DRAW = {
   summary: drawSummary,
   explore: el => { drawExploreFrame(el); update(); },
   pairs: drawPairsFrame,
+  attribution: drawAttribution,
   suspicious: drawSuspiciousFrame,
   downloads: drawDownloads,
 };
