@@ -16,6 +16,7 @@ from heldout_tf import estimates
 from heldout_tf import synthetic
 from heldout_tf.cli import datamodels as datamodels_cli
 from heldout_tf.cli import lds as lds_cli
+from heldout_tf.collection import layout
 from heldout_tf.core import files
 from heldout_tf.estimates import attributions
 from heldout_tf.estimates import datamodels
@@ -236,6 +237,38 @@ def test_cli_judges_files_and_built_ins(planted, tmp_path, capsys):
                  f"{len(np.load(dm)['tr_idx'])} pairs): was fitted on 50 of "
                  "the 100 evaluation runs (e.g. ratio 0.5 run 100): evaluate "
                  "on runs it never saw\n")
+
+
+def test_cli_default_outputs_are_where_the_report_looks(planted, tmp_path,
+                                                        capsys):
+  root, _ = planted
+  copy = str(tmp_path / "copy")
+  shutil.copytree(root, copy)
+  code, out, err = run(capsys, datamodels_cli.main, "--root", copy,
+                       "--experiment", EXPERIMENT, "--fit_runs", "0-149",
+                       "--noprogress")
+  assert code == 0, err
+  dm = layout.attribution_path(copy, EXPERIMENT, 0.5,
+                               layout.DATAMODELS_FILENAME)
+  assert out.endswith(f"wrote {dm}\n") and os.path.isfile(dm)
+  code, out, err = run(capsys, lds_cli.main, "--root", copy, "--experiment",
+                       EXPERIMENT, "--eval_runs", "150-199", "--scores", dm,
+                       "--methods", "none", "--out", "none", "--noprogress")
+  assert code == 0, err
+  assert "wrote" not in out
+  assert not os.path.exists(os.path.join(os.path.dirname(dm),
+                                         layout.LDS_FILENAME))
+  # The result directory is not taken for a run.
+  assert len(estimates.find_runs(copy, EXPERIMENT)) == NUM_RUNS
+  # Runs at two ratios: no default, say so.
+  synthetic.planted_collection(copy, EXPERIMENT, 0.25, n_train=N_TRAIN,
+                               n_test=N_TEST, num_runs=6,
+                               rng=np.random.default_rng(0))
+  code, _, err = run(capsys, datamodels_cli.main, "--root", copy,
+                     "--experiment", EXPERIMENT, "--fit_runs", "0-5")
+  assert code == 2 and err == ("error: --out: the runs are at ratios 0.25, "
+                               "0.5: give --out FILE.npz, or --ratios R for "
+                               "one ratio\n")
 
 
 def test_cli_without_margins_says_which_file(planted, tmp_path, capsys):

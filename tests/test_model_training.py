@@ -12,6 +12,7 @@ from heldout_tf.core import hardware
 from heldout_tf.core import seeds
 from heldout_tf.models import checkpoints
 from heldout_tf.collection import evaluation
+from heldout_tf.collection import margins as margins_lib
 from heldout_tf.collection import reevaluation
 from heldout_tf.data import image_data
 from heldout_tf.data import pipelines
@@ -175,7 +176,8 @@ def test_trained_small_inception_restores_and_cross_checks(tmp_path, cifar10):
   assert trainer.train_and_write(store, 0)
   assert not trainer.train_and_write(store, 0)  # Finished: skipped.
   run_dir = store.run_dir(0)
-  assert sorted(os.listdir(run_dir)) == ["aux_arrays.npz", "checkpoints"]
+  assert sorted(os.listdir(run_dir)) == ["aux_arrays.npz", "checkpoints",
+                                         "margins.npz"]
   aux = runs_lib.read_aux(run_dir)
   subset = seeds.subset_indices(settings.seed, 0, 48, settings.ratio)
   np.testing.assert_array_equal(aux["subsample_idx"], subset)
@@ -187,12 +189,23 @@ def test_trained_small_inception_restores_and_cross_checks(tmp_path, cifar10):
   info = checkpoints.restore(model, run_dir)
   assert info.epoch == 1 and info.global_step == 3
   experiment = synthetic.experiment("inception", 10)
+  evaluated = {}
   for split, n in (("train", 48), ("test", 32)):
     [checked] = reevaluation.evaluate_runs(
         experiment, [run_dir],
         pipelines.in_memory_dataset(data.name, data.images, data.labels),
-        split, progress=False)
+        split, progress=False, batch_size=recipe.eval_batch_size)
     assert checked.check.ok and checked.check.total == n, str(checked.check)
+    evaluated[split] = checked.result
+  # The margins the trainer recorded are the restored checkpoint's.
+  recomputed = margins_lib.arrays_for(
+      runs_lib.read_aux(run_dir), **{
+          f"{split}_{key}": getattr(evaluated[split], field)
+          for split in ("train", "test")
+          for key, field in (("logits", "logits"), ("labels", "labels"),
+                             ("index", "index"))})
+  for key, value in margins_lib.read(run_dir).items():
+    np.testing.assert_array_equal(value, recomputed[key], err_msg=key)
 
 
 def test_runs_trained_side_by_side_equal_runs_trained_alone():

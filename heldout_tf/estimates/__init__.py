@@ -32,15 +32,17 @@ written beside its runs). Attribution on margins (imported on use):
 `regression` (ridge and l1 fitted for many targets at once), `datamodels`
 (linear datamodels of a collection, streamed over blocks of test
 examples), `attributions` (attributions to judge: dense, blocks, pairs,
-score files, the built-in methods), `lds` (the linear datamodeling score
-of any attribution). Sharded
+score files, the built-in methods), `tracin` (TracIn train x test on the
+last layer from trajectory checkpoints), `lds` (the linear datamodeling
+score of any attribution). Sharded
 use (map over run shards, sum the counts):
 
   total = sum((counts_for(load_runs_from(shard)) for shard in shards),
               CountsByRatio())
   result = compute_from_counts(total, ("mem", "cscores"), n_test=n_test)
 
-No TensorFlow is imported.
+No TensorFlow is imported (`tracin` imports it to restore checkpoints,
+when it runs).
 """
 
 from heldout_tf.estimates.counting import Counts

@@ -40,6 +40,7 @@ from heldout_tf.core import errors
 from heldout_tf.core import files
 from heldout_tf.estimates import attributions
 from heldout_tf.estimates import loading
+from heldout_tf.estimates import tracin
 
 MIN_EVAL_RUNS = 20
 
@@ -210,7 +211,6 @@ def lds(root: str, experiment: str, eval_run_ids: Sequence[int],
   `dataset` and `data_dir` rebuild the runs' model and data for TracIn
   (`tracin.from_collection`).
   """
-  from heldout_tf.estimates import tracin  # pylint: disable=g-import-not-at-top
   eval_runs = loading.load_runs(root, experiment, ratios, progress=progress,
                                 run_ids=eval_run_ids, target="margin",
                                 target_splits=("test",))

@@ -57,6 +57,7 @@ import numpy as np
 
 from heldout_tf.collection import layout
 from heldout_tf.collection import runs as runs_lib
+from heldout_tf.collection import signals
 from heldout_tf.core import errors
 from heldout_tf.estimates import attributions
 from heldout_tf.estimates import counting
@@ -99,35 +100,36 @@ def epochs_on_disk(run_path: str) -> List[int]:
 def trajectory_runs(root: str, experiment: str, ratios=None,
                     run_ids: Optional[Sequence[int]] = None
                     ) -> List[layout.RunPath]:
-  """The runs (of `run_ids`, at `ratios`; None: all) with trajectory
-  checkpoints, sorted."""
+  """The finished runs (of `run_ids`, at `ratios`; None: all) with
+  trajectory checkpoints, sorted."""
   wanted = None if run_ids is None else set(int(r) for r in run_ids)
   return [r for r in layout.list_runs(root, experiment, ratios)
-          if (wanted is None or r.run in wanted) and epochs_on_disk(r.path)]
+          if (wanted is None or r.run in wanted) and
+          os.path.isfile(os.path.join(r.path, layout.AUX_FILENAME)) and
+          epochs_on_disk(r.path)]
 
 
 def checkpoints_of(run: layout.RunPath, recipe) -> List[Checkpoint]:
   """Run `run`'s trajectory checkpoints with their learning rates, by
   `recipe` (a `training.recipes.Recipe`) on the run's subset (its aux
-  arrays' size). TracInError for an epoch the recipe has not."""
+  arrays' size). TracInError unless it has every epoch's, 1..epochs."""
   size = len(runs_lib.read_aux(run.path)["index_train"])
   rates = recipe.learning_rates(size)
   steps = recipe.steps_per_epoch(size)
-  out = []
-  for epoch in epochs_on_disk(run.path):
-    prefix = os.path.join(trajectory_dir(run.path), f"ckpt-{epoch}")
-    if not 1 <= epoch <= recipe.epochs:
-      raise TracInError(f"{prefix}: epoch {epoch} outside the recipe's "
-                        f"1..{recipe.epochs}")
-    out.append(Checkpoint(run.ratio, run.run, epoch, prefix,
-                          float(rates[epoch * steps - 1])))
-  return out
+  epochs = epochs_on_disk(run.path)
+  if epochs != list(range(1, recipe.epochs + 1)):
+    raise TracInError(
+        f"{trajectory_dir(run.path)}: checkpoints of epochs "
+        f"{layout.format_run_ids(epochs)}; the recipe trains "
+        f"{recipe.epochs} (a trajectory is every epoch's)")
+  return [Checkpoint(run.ratio, run.run, epoch,
+                     os.path.join(trajectory_dir(run.path), f"ckpt-{epoch}"),
+                     float(rates[epoch * steps - 1])) for epoch in epochs]
 
 
 def residuals(logits, labels) -> np.ndarray:
   """float64 `softmax(logits) - onehot(labels)` [n, classes]: the gradient
   of cross-entropy with respect to the logits."""
-  from heldout_tf.collection import signals  # pylint: disable=g-import-not-at-top
   r = signals.softmax(logits)
   r[np.arange(len(r)), np.asarray(labels, np.int64)] -= 1.0
   return r
