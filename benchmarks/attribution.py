@@ -27,11 +27,17 @@ MNIST MLP collection small enough for many runs.
    +/- SE, its ratios to the two differences of means measured here, and
    the aim (l1 >= 0.35, >= 5x dom_correct, >= 1.5x dom_margin, at every
    N >= 400).
-4. Memorization: the differences of means of the training margins and of
-   0/1 correctness from runs 0..R-1 (R in --mem_counts), their Spearman
-   rank correlation over the training examples with a reference from the
-   disjoint runs 400-799: each target's own reference, and the papers' 0/1
-   one for the margin's; whether margins reach with R/2 runs what 0/1
+4. A diagnosis at those N (not a method: it looks at the evaluation
+   runs): the LDS of l1 at every relative lambda of the default path,
+   beside the selection error the default chooses by; whether any one
+   lambda reaches the aim.
+5. Memorization: the differences of means of the training examples' 0/1
+   correctness, margin and correct-label probability from runs 0..R-1 (R
+   in --mem_counts), their Spearman rank correlation over the training
+   examples with a reference from the disjoint runs 400-799: each target's
+   own reference (over every example, and over the examples the 0/1
+   reference memorizes at all), and the 0/1 reference for the margin's and
+   the probability's; whether a target reaches with R/2 runs what 0/1
    reaches with R.
 
 --quick: 120 runs of the first 500 / 200 digits, 3 epochs, evaluation runs
@@ -60,6 +66,7 @@ from heldout_tf.estimates import datamodels
 from heldout_tf.estimates import estimators
 from heldout_tf.estimates import lds
 from heldout_tf.estimates import loading
+from heldout_tf.estimates import regression
 from heldout_tf.estimates import targets
 from heldout_tf.estimates import tracin
 from heldout_tf.training import workflow
@@ -190,50 +197,117 @@ def aim_check(rows: list, setup: dict) -> list:
   return out
 
 
-def spearman(a, b) -> float:
-  """Spearman's rho of two vectors over the entries defined in both."""
-  keep = ~(np.isnan(a) | np.isnan(b))
+def lambda_ceiling(root: str, setup: dict, count: int) -> list:
+  """A diagnosis, not a method: the LDS on the evaluation runs of l1 at
+  every relative lambda of the default path (each refitted on runs
+  0..count-1, as the default fit is), beside the selection errors the
+  default chooses by. Says whether any one lambda reaches the aim."""
+  settings = datamodels.Settings()
+  first, stop = setup["eval_runs"]
+  eval_runs = loading.load_runs(root, EXPERIMENT, run_ids=range(first, stop),
+                                target="margin", target_splits=("test",),
+                                progress=False)
+  fit = loading.load_runs(root, EXPERIMENT, run_ids=range(count),
+                          target="margin", target_splits=("test",),
+                          progress=False)
+  y = np.asarray(fit.values_test, np.float32)
+  the_plan = datamodels.plan(fit.mask, y, settings)
+  fit_rows, _ = the_plan.rows
+  lam_max = regression.lambda_max(the_plan.problem.fit, y[fit_rows])
+  ratios = regression.lasso_ratios(settings.num_lambdas,
+                                   settings.lambda_min_ratio)
+  print(f"\n== diagnosis at {count} runs: l1 at each relative lambda of the "
+        "default path, judged on the evaluation runs (the default chooses "
+        "by the selection error) ==")
+  rows = []
+  for ratio, error in zip(ratios, the_plan.choice.errors):
+    weights = regression.lasso(the_plan.problem.both, y, ratio * lam_max,
+                               settings.tolerance, settings.max_iterations)
+    rho, _ = lds.spearman_columns(weights.predict(eval_runs.mask),
+                                  eval_runs.values_test)
+    chosen = ratio == the_plan.choice.ratio
+    rows.append(dict(fit_runs=count, ratio=float(ratio),
+                     select_error=float(error), lds=float(rho.mean()),
+                     chosen=bool(chosen)))
+    print(f"  lambda {ratio:6.4f} x lambda_max: selection error "
+          f"{error:6.4f}, LDS {rho.mean():.3f}" + ("  (chosen)" if chosen
+                                                    else ""), flush=True)
+  best = max(rows, key=lambda r: r["lds"])
+  print(f"  best on the evaluation runs: {best['lds']:.3f} at "
+        f"{best['ratio']:.4f}; aim {AIM['l1']}: "
+        f"{'within' if best['lds'] >= AIM['l1'] else 'out of'} reach of the "
+        "lambda choice")
+  return rows
+
+
+def spearman(a, b, keep=None) -> float:
+  """Spearman's rho of two vectors over the entries defined in both (and
+  in `keep`)."""
+  keep = ~(np.isnan(a) | np.isnan(b)) & (True if keep is None else keep)
   rho, _ = lds.spearman_columns(a[keep, None], b[keep, None])
   return float(rho[0])
 
 
+MEM_TARGETS = ("correct", "margin", "probability")
+
+
 def memorization_study(root: str, setup: dict) -> list:
-  """Rows of (runs, rho 0/1, rho margin, rho margin vs the 0/1 reference)."""
+  """Per run count R: each target's memorization from runs 0..R-1 against
+  its own reference (over every training example, and over those the 0/1
+  reference memorizes at all), and the margin's and probability's against
+  the 0/1 reference."""
   first, stop = setup["mem_reference"]
   counts = setup["mem_counts"]
-  runs = loading.load_runs(root, EXPERIMENT, run_ids=range(stop),
-                           target="margin", target_splits=("train",),
-                           progress=False)
-  reference = slice(first, stop)
-  ref_correct = estimators.memorization(runs.mask[reference],
-                                        runs.correct_train[reference])
-  ref_margin = targets.memorization(runs.mask[reference],
-                                    runs.values_train[reference])[0]
+  loaded = {target: loading.load_runs(
+      root, EXPERIMENT, run_ids=range(stop), target=target,
+      target_splits=("train",), progress=False)
+            for target in ("margin", "probability")}
+  runs = loaded["margin"]
+
+  def estimate(target, part):
+    if target == "correct":
+      return estimators.memorization(runs.mask[part],
+                                     runs.correct_train[part])
+    return targets.memorization(runs.mask[part],
+                                loaded[target].values_train[part])[0]
+
+  reference = {t: estimate(t, slice(first, stop)) for t in MEM_TARGETS}
+  memorized = reference["correct"] > 0
   print(f"\n== memorization of {runs.n_train} training examples: Spearman "
-        f"with a reference from runs {first}-{stop - 1} ==")
-  print("  runs  0/1 vs its reference  margin vs its reference  margin vs "
-        "the 0/1 reference")
+        f"with a reference from runs {first}-{stop - 1} "
+        f"({int(np.sum(~memorized))} of them 0/1 memorization <= 0 there, "
+        f"{int(np.sum(reference['correct'] == 0))} exactly 0) ==")
+  print("        every example, own reference | 0/1 reference | examples "
+        f"with 0/1 reference > 0 ({int(memorized.sum())}), own reference")
+  print("  runs     0/1  margin  probability | margin  probability |    "
+        "0/1  margin  probability")
   rows = []
   for count in counts:
-    part = slice(0, count)
-    correct = estimators.memorization(runs.mask[part],
-                                      runs.correct_train[part])
-    margin = targets.memorization(runs.mask[part],
-                                  runs.values_train[part])[0]
-    row = dict(runs=count, correct=spearman(correct, ref_correct),
-               margin=spearman(margin, ref_margin),
-               margin_vs_correct=spearman(margin, ref_correct))
+    found = {t: estimate(t, slice(0, count)) for t in MEM_TARGETS}
+    row = {"runs": count}
+    for t in MEM_TARGETS:
+      row[t] = spearman(found[t], reference[t])
+      row[f"{t}_memorized"] = spearman(found[t], reference[t], memorized)
+    for t in MEM_TARGETS[1:]:
+      row[f"{t}_vs_correct"] = spearman(found[t], reference["correct"])
     rows.append(row)
-    print(f"  {count:>4}  {row['correct']:21.3f}  {row['margin']:23.3f}  "
-          f"{row['margin_vs_correct']:27.3f}")
+    print(f"  {count:>4}  {row['correct']:6.3f}  {row['margin']:6.3f}  "
+          f"{row['probability']:11.3f} | {row['margin_vs_correct']:6.3f}  "
+          f"{row['probability_vs_correct']:11.3f} | "
+          f"{row['correct_memorized']:6.3f}  {row['margin_memorized']:6.3f}"
+          f"  {row['probability_memorized']:11.3f}")
   by_count = {r["runs"]: r for r in rows}
   for count in counts:
-    if count // 2 in by_count:
-      half = by_count[count // 2]["margin"]
-      full = by_count[count]["correct"]
-      print(f"  margins with {count // 2} runs: {half:.3f} "
-            f"{'>=' if half >= full else '<'} 0/1 with {count} runs: "
-            f"{full:.3f}")
+    if count // 2 not in by_count:
+      continue
+    full = by_count[count]
+    half = by_count[count // 2]
+    for t in MEM_TARGETS[1:]:
+      for suffix, where in (("", "every example"),
+                            ("_memorized", "memorized examples")):
+        a, b = half[t + suffix], full["correct" + suffix]
+        print(f"  {where}: {t} with {count // 2} runs {a:.3f} "
+              f"{'>=' if a >= b else '<'} 0/1 with {count} runs {b:.3f}")
   return rows
 
 
@@ -250,6 +324,9 @@ def main(argv=None):
   start = time.perf_counter()
   rows = lds_study(root, setup, budget)
   aims = aim_check(rows, setup)
+  ceiling = [row for count in setup["fit_counts"]
+             if count >= AIM["from_runs"] or count == max(setup["fit_counts"])
+             for row in lambda_ceiling(root, setup, count)]
   memorization = memorization_study(root, setup)
   print(f"\nanalysis {time.perf_counter() - start:.0f} s; load average "
         f"{os.getloadavg()}")
@@ -259,7 +336,8 @@ def main(argv=None):
     with open(args.out, "w") as f:
       json.dump(dict(setup=setup, collection={k: made.get(k) for k in keep},
                      trajectories={k: trajectories.get(k) for k in keep},
-                     lds=rows, aims=aims, memorization=memorization), f,
+                     lds=rows, aims=aims, lambda_ceiling=ceiling,
+                     memorization=memorization), f,
                 indent=1)
     print(f"wrote {args.out}")
 
