@@ -29,7 +29,7 @@ def dataset(cifar10):
 
 @pytest.fixture(scope="module")
 def model():
-  return models.ensure_built(models.build_model("inception", 10), "inception")
+  return models.ensure_built(models.build_model("small_inception", 10), "small_inception")
 
 
 def run_path(root, run):
@@ -53,7 +53,7 @@ def test_every_run_matches_its_aux_arrays(release_root, dataset, model,
 
 
 def test_runs_reuse_one_compiled_function(release_root, dataset):
-  model = models.ensure_built(models.build_model("inception", 10), "inception")
+  model = models.ensure_built(models.build_model("small_inception", 10), "small_inception")
   accuracies = []
   for run in range(NUM_RUNS):
     checkpoints.restore(model, run_path(release_root, run))
@@ -142,7 +142,7 @@ def test_evaluate_runs_restores_evaluates_and_checks_every_run(
     release_root, dataset, cifar10):
   _, arrays = cifar10
   paths = [run_path(release_root, run) for run in range(NUM_RUNS)]
-  model = models.build_model("inception", 10)
+  model = models.build_model("small_inception", 10)
   evaluated = list(reevaluation.evaluate_runs(
       released.get(EXPERIMENT), paths, dataset, "train", progress=False,
       model=model))

@@ -225,10 +225,10 @@ def test_small_inception_collection_evaluates_with_demo(tmp_path, cifar10):
        "small_inception", "--epochs", "1", "--batch_size", "16",
        "--num_runs", "1", "--root", str(root), "--noprogress"]),
                               say=lambda *_: None)
-  assert reports[0]["experiment"] == "cifar10-inception"
+  assert reports[0]["experiment"] == "cifar10-small_inception"
   env = dict(os.environ, PYTHONPATH=ROOT_DIR)
   out = subprocess.run(
-      [sys.executable, "demo.py", "--experiment", "cifar10-inception",
+      [sys.executable, "demo.py", "--experiment", "cifar10-small_inception",
        "--root", str(root), "--data_dir", data_dir, "--require_match"],
       capture_output=True, text=True, env=env, cwd=ROOT_DIR, timeout=300)
   assert out.returncode == 0, out.stderr

@@ -167,7 +167,11 @@ def check_output(model, name: str, image_shape, num_classes: int,
     raise errors.UsageError(f"{name}: returns {out.dtype.name}"
                             f"{list(out.shape)} for 2 images; expected "
                             f"{expected}")
-  if not getattr(model, "trainable_variables", ()):
+  try:
+    trainable = model.trainable_variables
+  except ValueError:  # Sonnet's "does not currently contain any".
+    trainable = ()
+  if not trainable:
     raise errors.UsageError(f"{name}: has no trainable variables after a "
                             "call: there is nothing to train")
   if features:
