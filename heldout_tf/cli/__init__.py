@@ -39,6 +39,7 @@ from typing import Callable, Optional, Sequence
 
 from heldout_tf.collection import engine as engine_lib
 from heldout_tf.core import errors
+from heldout_tf.core import startup
 from heldout_tf.core.startup import quiet_tensorflow  # noqa: F401  (re-exported)
 
 
@@ -140,7 +141,9 @@ def command_module(name: str):
 def run(main: Callable[[Optional[Sequence[str]]], Optional[int]],
         argv: Optional[Sequence[str]] = None):
   """Calls `main(argv)` and turns kit errors into `error:` lines (exit 2
-  for a bad flag, 1 for other bad input)."""
+  for a bad flag, 1 for other bad input); warnings are `warning: ...`
+  lines (`startup.kit_warning_format`)."""
+  startup.kit_warning_format()
   try:
     code = main(argv)
   except errors.UsageError as e:
