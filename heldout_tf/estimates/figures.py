@@ -118,11 +118,14 @@ def memorization_histogram(path, mem, noisy_idx=()):
   bins = np.linspace(-0.2, 1.0, 49)
   noisy = np.zeros(len(mem), bool)
   noisy[np.asarray(noisy_idx, np.int64)] = True
-  ax.hist(mem[~noisy], bins=bins, alpha=0.75,
-          label=f"original labels ({(~noisy).sum()})")
+  shown = ~noisy & np.isfinite(mem)
+  ax.hist(mem[shown], bins=bins, alpha=0.75,
+          label=(f"original labels ({shown.sum()})" if noisy.any() else
+                 f"training examples with an estimate ({shown.sum()})"))
   if noisy.any():
-    ax.hist(mem[noisy], bins=bins, alpha=0.75, color=NOISY_COLOR,
-            label=f"flipped labels ({noisy.sum()})")
+    flipped = noisy & np.isfinite(mem)
+    ax.hist(mem[flipped], bins=bins, alpha=0.75, color=NOISY_COLOR,
+            label=f"flipped labels ({flipped.sum()})")
   ax.set_yscale("log")
   ax.set_xlabel("memorization estimate")
   ax.set_ylabel("training examples")
