@@ -156,6 +156,27 @@ def test_inputs_are_checked_before_tensorflow_loads(tmp_path,
       f"error: --dataset npz:{tmp_path}/missing.npz: no such file"]
 
 
+def test_reading_commands_check_paths_before_tensorflow(tmp_path,
+                                                       imports_tensorflow):
+  nope = str(tmp_path / "nope")
+  code = (
+      "from heldout_tf import cli\n"
+      "from heldout_tf.cli import evaluate, export, quality, report\n"
+      "from heldout_tf.core import errors\n"
+      "for parse, argv in [\n"
+      f"    (evaluate.parse_args, ['--root', {nope!r}]),\n"
+      f"    (report.parse_args, ['--root', {nope!r}, '--out', 'r.html']),\n"
+      f"    (quality.parse_args, ['--root', {nope!r}]),\n"
+      f"    (lambda a: export.model_spec(export.build_parser().parse_args(a)),"
+      f" ['--run_dir', {nope!r}, '--format', 'npz', '--out', 'x.npz'])]:\n"
+      "  try:\n"
+      "    parse(argv)\n"
+      "    raise SystemExit('not refused: %s' % argv)\n"
+      "  except errors.PathError as e:\n"
+      f"    assert 'nope: no such' in str(e), e\n")
+  assert not imports_tensorflow(code)
+
+
 def test_the_recipe_in_use_is_printed_with_its_sources(tmp_path):
   data = _npz(tmp_path / "d.npz")
   said = []

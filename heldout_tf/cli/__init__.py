@@ -114,6 +114,15 @@ def add_root(parser: argparse.ArgumentParser, *, required: bool = False,
       "<experiment>/<ratio>/<run>/.")
 
 
+def check_root(root: str, flag: str = "--root"):
+  """`errors.PathError` unless `root` is an existing directory: a command
+  that reads a collection says so at once, before TensorFlow loads."""
+  import os  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(root):
+    what = "not a directory" if os.path.exists(root) else "no such directory"
+    raise errors.PathError(f"{flag} {root}: {what}")
+
+
 def add_engine(parser: argparse.ArgumentParser, what: str = "the work"):
   """`--engine local|ray` and `--ray_address`."""
   parser.add_argument(

@@ -108,6 +108,8 @@ def parse_args(argv=None, prog: str = PROG):
   """The flags, checked (a bad one: `error: --flag ...`, exit 2)."""
   args = build_parser(prog).parse_args(argv)
   args.root = args.root or default_root()
+  if args.experiment not in released.EXPERIMENTS:  # Released: download hint.
+    cli.check_root(args.root)
   args.experiment = args.experiment or only_experiment(args.root)
   imagenet = args.experiment == "imagenet-resnet50"
   if args.imagenet_index_map and not imagenet:

@@ -57,6 +57,10 @@ def build_parser() -> cli.Parser:
 def model_spec(args) -> exports.ModelSpec:
   """The run's model: the one recorded beside --run_dir, else
   --experiment's (no TensorFlow imported)."""
+  if not (os.path.exists(args.run_dir) or
+          os.path.exists(args.run_dir + ".index")):  # A ckpt-<N> prefix.
+    raise errors.PathError(f"--run_dir {args.run_dir}: no such run "
+                           "directory or checkpoint")
   found = recorded.of_run_dir(args.run_dir, args.model)
   if found is None:
     if not args.experiment:

@@ -122,6 +122,7 @@ def parse_args(argv: Optional[Sequence[str]] = None,
   if args.num_runs < 0:
     raise errors.UsageError(f"--num_runs must be >= 0, got {args.num_runs}")
   if not args.num_runs:
+    cli.check_root(args.root)
     # Without --num_runs the collection is scored as it is: training flags
     # are refused, except --dataset / --data_dir (where the recorded data
     # is now) and --model (names a recorded user module for the ablation).

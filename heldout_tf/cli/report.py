@@ -58,6 +58,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
   """The flags, checked (`errors.UsageError` naming the flag); `ratio` is
   the one ratio asked for, or None."""
   args = build_parser().parse_args(argv)
+  cli.check_root(args.root)
   if args.old_ratio is not None:
     raise errors.UsageError("--ratio: this command's flag is --ratios (as in "
                             "heldout estimate), e.g. --ratios 0.7")
