@@ -122,7 +122,6 @@ def parse_args(argv: Optional[Sequence[str]] = None,
   if args.num_runs < 0:
     raise errors.UsageError(f"--num_runs must be >= 0, got {args.num_runs}")
   if not args.num_runs:
-    cli.check_root(args.root)
     # Without --num_runs the collection is scored as it is: training flags
     # are refused, except --dataset / --data_dir (where the recorded data
     # is now) and --model (names a recorded user module for the ablation).
@@ -136,6 +135,7 @@ def parse_args(argv: Optional[Sequence[str]] = None,
       raise errors.UsageError(
           f"{', '.join(given)}: training flags need --num_runs N (without "
           "it the collection under --root is scored as it is)")
+    cli.check_root(args.root)
     return options, None
   if ratio is not None and not ratio < 1.0:
     raise errors.UsageError(f"--ratios must be below 1 (runs must hold "
