@@ -163,17 +163,19 @@ def test_reading_commands_check_paths_before_tensorflow(tmp_path,
       "from heldout_tf import cli\n"
       "from heldout_tf.cli import evaluate, export, quality, report\n"
       "from heldout_tf.core import errors\n"
-      "for parse, argv in [\n"
-      f"    (evaluate.parse_args, ['--root', {nope!r}]),\n"
-      f"    (report.parse_args, ['--root', {nope!r}, '--out', 'r.html']),\n"
-      f"    (quality.parse_args, ['--root', {nope!r}]),\n"
-      f"    (lambda a: export.model_spec(export.build_parser().parse_args(a)),"
-      f" ['--run_dir', {nope!r}, '--format', 'npz', '--out', 'x.npz'])]:\n"
+      "for main, argv in [\n"
+      f"    (evaluate.main, ['--root', {nope!r}, '--experiment', 'e']),\n"
+      f"    (report.main, ['--root', {nope!r}, '--out', 'r.html']),\n"
+      f"    (quality.main, ['--root', {nope!r}]),\n"
+      f"    (export.main, ['--run_dir', {nope!r}, '--format', 'npz', "
+      "'--out', 'x.npz'])]:\n"
       "  try:\n"
-      "    parse(argv)\n"
+      "    main(argv)\n"
       "    raise SystemExit('not refused: %s' % argv)\n"
       "  except errors.PathError as e:\n"
-      f"    assert 'nope: no such' in str(e), e\n")
+      f"    assert 'nope: no such' in str(e), e\n"
+      # Released runs not there: the download instructions, at once.
+      f"assert evaluate.main(['--root', {nope!r}]) == 2\n")
   assert not imports_tensorflow(code)
 
 

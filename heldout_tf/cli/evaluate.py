@@ -108,8 +108,6 @@ def parse_args(argv=None, prog: str = PROG):
   """The flags, checked (a bad one: `error: --flag ...`, exit 2)."""
   args = build_parser(prog).parse_args(argv)
   args.root = args.root or default_root()
-  if args.experiment not in released.EXPERIMENTS:  # Released: download hint.
-    cli.check_root(args.root)
   args.experiment = args.experiment or only_experiment(args.root)
   imagenet = args.experiment == "imagenet-resnet50"
   if args.imagenet_index_map and not imagenet:
@@ -164,6 +162,16 @@ def print_run(experiment: str, run, evaluated, header: bool = True):
 
 def main(argv=None, prog: str = PROG) -> int:
   args = parse_args(argv, prog)
+  if not os.path.isdir(args.root):  # Before TensorFlow's seconds.
+    if args.experiment not in released.EXPERIMENTS:
+      cli.check_root(args.root)
+    what = "is not a directory" if os.path.exists(args.root) else (
+        "does not exist")
+    print(f"No run found: --root {args.root} {what}.\n", file=sys.stderr)
+    print(released.download_instructions(
+        args.experiment, args.root, args.ratios[0] if args.ratios else 0.7,
+        args.runs), file=sys.stderr)
+    return cli.USAGE_EXIT
   cli.quiet_tensorflow()
   from heldout_tf.collection import reevaluation  # pylint: disable=g-import-not-at-top
   all_match, not_recorded, last = True, 0, None

@@ -135,7 +135,6 @@ def parse_args(argv: Optional[Sequence[str]] = None,
       raise errors.UsageError(
           f"{', '.join(given)}: training flags need --num_runs N (without "
           "it the collection under --root is scored as it is)")
-    cli.check_root(args.root)
     return options, None
   if ratio is not None and not ratio < 1.0:
     raise errors.UsageError(f"--ratios must be below 1 (runs must hold "
@@ -191,6 +190,8 @@ def run(argv: Optional[Sequence[str]] = None,
   """Parses the flags (with a preset's `defaults`), trains if asked,
   scores, prints; returns the `workflow.Result`."""
   options, train_options = parse_args(argv, defaults, prog, doc)  # No TF.
+  if train_options is None:
+    cli.check_root(options.root)  # Before TensorFlow's seconds.
   cli.quiet_tensorflow()
   # pylint: disable=g-import-not-at-top
   from heldout_tf import report

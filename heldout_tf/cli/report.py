@@ -58,7 +58,6 @@ def parse_args(argv: Optional[Sequence[str]] = None):
   """The flags, checked (`errors.UsageError` naming the flag); `ratio` is
   the one ratio asked for, or None."""
   args = build_parser().parse_args(argv)
-  cli.check_root(args.root)
   if args.old_ratio is not None:
     raise errors.UsageError("--ratio: this command's flag is --ratios (as in "
                             "heldout estimate), e.g. --ratios 0.7")
@@ -72,6 +71,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 def main(argv: Optional[Sequence[str]] = None):
   args = parse_args(argv)
+  cli.check_root(args.root)  # Before TensorFlow's seconds.
   cli.quiet_tensorflow()
   from heldout_tf import report  # pylint: disable=g-import-not-at-top
   summary = report.write(
