@@ -163,10 +163,13 @@ def print_run(experiment: str, run, evaluated, header: bool = True):
 def main(argv=None, prog: str = PROG) -> int:
   args = parse_args(argv, prog)
   if not os.path.isdir(args.root):  # Before TensorFlow's seconds.
-    if args.experiment not in released.EXPERIMENTS:
-      cli.check_root(args.root)
     what = "is not a directory" if os.path.exists(args.root) else (
         "does not exist")
+    if args.experiment not in released.EXPERIMENTS:
+      raise errors.UsageError(
+          f"--experiment {args.experiment}: not a released experiment "
+          f"({', '.join(sorted(released.EXPERIMENTS))}), and --root "
+          f"{args.root} {what} to hold a collection of that name")
     print(f"No run found: --root {args.root} {what}.\n", file=sys.stderr)
     print(released.download_instructions(
         args.experiment, args.root, args.ratios[0] if args.ratios else 0.7,
