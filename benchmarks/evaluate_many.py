@@ -53,7 +53,7 @@ from heldout_tf import models
 from heldout_tf.core import progress
 from heldout_tf import synthetic
 
-ARCH = "inception"
+ARCH = "small_inception"
 EXPERIMENT = "synthetic-inception"
 RATIO = 0.5
 SPLIT = "test"

@@ -60,7 +60,7 @@ def main():
   load_before = os.getloadavg()
   spec = exports.model_spec("cifar10-inception")
   model = synthetic.randomize(
-      models.build_model("inception", args.num_classes), "inception", 0)
+      models.build_model("small_inception", args.num_classes), "small_inception", 0)
   function = exports.inference_function(model, spec)
   start = time.perf_counter()
   onnx_bytes = exports.to_onnx(function, {"experiment": spec.experiment,

@@ -69,13 +69,13 @@ def build_parser() -> cli.Parser:
 def parse_args(argv: Optional[Sequence[str]] = None):
   """Flags -> `(quality.workflow.ScoreOptions, training.workflow.Options
   or None)`, checked (`errors.UsageError` naming a bad flag)."""
-  return quality.parse_args(argv, PRESET, PROG)
+  return quality.parse_args(argv, PRESET, PROG, __doc__)
 
 
 def run(argv: Optional[Sequence[str]] = None):
   """Trains (or resumes), scores, ablates, writes; the
   `quality.workflow.Result`."""
-  return quality.run(argv, PRESET, PROG)
+  return quality.run(argv, PRESET, PROG, __doc__)
 
 
 def main(argv: Optional[Sequence[str]] = None):

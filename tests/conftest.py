@@ -31,10 +31,10 @@ def release_root(tmp_path_factory, cifar10):
   """A root with NUM_RUNS cifar10-inception runs at RATIO, made by our model."""
   _, arrays = cifar10
   root = str(tmp_path_factory.mktemp("release"))
-  model = models.build_model("inception", 10)
+  model = models.build_model("small_inception", 10)
   for run in range(NUM_RUNS):
     synthetic.write_release_run(root, EXPERIMENT, RATIO, run, model,
-                                "inception", arrays, seed=run,
+                                "small_inception", arrays, seed=run,
                                 step=1000 + run, epoch=20 + run)
   return root
 

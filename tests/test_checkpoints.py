@@ -19,7 +19,7 @@ from heldout_tf import models
 from heldout_tf import synthetic
 
 
-def built(arch="inception", num_classes=10, seed=None):
+def built(arch="small_inception", num_classes=10, seed=None):
   model = models.build_model(arch, num_classes)
   if seed is None:
     return models.ensure_built(model, arch)
@@ -100,9 +100,9 @@ def test_state_file_is_not_needed(tmp_path):
 
 
 def test_shape_mismatch_cifar100_into_10_classes(tmp_path):
-  run = saved_run(tmp_path, built("inception", 100))
+  run = saved_run(tmp_path, built("small_inception", 100))
   with pytest.raises(checkpoints.CheckpointMismatchError) as e:
-    checkpoints.restore(built("inception", 10), str(run))
+    checkpoints.restore(built("small_inception", 10), str(run))
   assert [k for k, _, _ in e.value.shape_mismatches] == [
       "model/_pred/b/.ATTRIBUTES/VARIABLE_VALUE",
       "model/_pred/w/.ATTRIBUTES/VARIABLE_VALUE"]
@@ -173,7 +173,7 @@ def assert_values_equal(model, expected):
     np.testing.assert_array_equal(got[key], value, err_msg=key)
 
 
-@pytest.mark.parametrize("arch,num_classes", [("mlp", 10), ("inception", 100),
+@pytest.mark.parametrize("arch,num_classes", [("mlp", 10), ("small_inception", 100),
                                               ("resnet50", 10)])
 def test_restore_into_a_model_fresh_from_build_model(tmp_path, arch,
                                                      num_classes):
@@ -195,7 +195,7 @@ def test_unbuilt_custom_module_is_refused(tmp_path):
 
 
 def test_mismatch_message_shows_counts_and_first_keys(tmp_path, monkeypatch):
-  run = saved_run(tmp_path, built("inception"))
+  run = saved_run(tmp_path, built("small_inception"))
   monkeypatch.delenv(checkpoints.VERBOSE_ERRORS_ENV, raising=False)
   with pytest.raises(checkpoints.CheckpointMismatchError) as raised:
     checkpoints.restore(models.build_model("mlp", 10), str(run))

@@ -217,3 +217,92 @@ def test_every_linked_page_exists():
           missing.append(f"{os.path.relpath(path, REPO)}:{number}: links to "
                          f"{target}, which does not exist")
   assert not missing, "\n".join(missing)
+
+
+# ------------------------------------------------ the first hour, run whole --
+
+WALKTHROUGH_PAGE = os.path.join(REPO, "docs", "collections.md")
+WALKTHROUGH_HEADING = "## Your first hour"
+
+
+def walkthrough_blocks(text: str):
+  """`(language, body)` of every fenced block between the walk-through's
+  heading and the next `## ` heading, in order."""
+  section = text.split(WALKTHROUGH_HEADING, 1)[1].split("\n## ", 1)[0]
+  return re.findall(r"^```(\w*)\n(.*?)^```", section, re.S | re.M)
+
+
+def run_walkthrough(directory: str, say=lambda line: None):
+  """Runs the walk-through as a reader would, in `directory`: a Python
+  block whose first line is `# NAME.py` is that file, written, then run
+  unless it is a module others import (`# NAME.py` alone on its line with
+  no script below: `my_nets.py`); every bash line runs as written, with
+  `heldout` this checkout's command (`python -m heldout_tf.cli.commands`);
+  `pip install` lines are skipped. Returns every command's output."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  with open(WALKTHROUGH_PAGE, encoding="utf-8") as f:
+    blocks = walkthrough_blocks(f.read())
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+  outputs = []
+  for language, body in blocks:
+    if language == "python":
+      name = body.splitlines()[0].lstrip("# ").split(":")[0].strip()
+      assert name.endswith(".py"), f"a Python block names no file: {body}"
+      with open(os.path.join(directory, name), "w") as f:
+        f.write(body)
+      if name == "my_nets.py":
+        continue  # A module: the commands import it.
+      argv = [sys.executable, name]
+    elif language == "bash":
+      for line in body.strip().splitlines():
+        words = shlex.split(line, comments=True)
+        if not words or words[:2] == ["pip", "install"]:
+          continue
+        assert words[0] == "heldout", line
+        argv = [sys.executable, "-m", "heldout_tf.cli.commands"] + words[1:]
+        say(line)
+        out = subprocess.run(argv, cwd=directory, env=env,
+                             capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, (line, out.stderr[-3000:])
+        outputs.append((line, out.stdout, out.stderr))
+      continue
+    else:
+      continue  # Output shown on the page, not a command.
+    say(name)
+    out = subprocess.run(argv, cwd=directory, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, (name, out.stderr[-3000:])
+    outputs.append((name, out.stdout, out.stderr))
+  return outputs
+
+
+def test_the_walkthrough_is_found_and_its_commands_are_checked():
+  with open(WALKTHROUGH_PAGE, encoding="utf-8") as f:
+    text = f.read()
+  blocks = walkthrough_blocks(text)
+  commands_shown = [line for language, body in blocks if language == "bash"
+                    for line in body.strip().splitlines()]
+  for needed in ("heldout train", "heldout estimate", "heldout quality",
+                 "heldout report", "heldout evaluate", "heldout export"):
+    assert any(line.startswith(needed) for line in commands_shown), needed
+  assert any("snt.Sequential" in body for _, body in blocks)
+  assert any("features_and_logits" in body for _, body in blocks)
+
+
+@pytest.mark.slow
+def test_the_first_hour_runs_as_written(tmp_path):
+  # Every block of the walk-through, in order, in an empty directory
+  # (about two minutes on 2 CPU cores).
+  outputs = run_walkthrough(str(tmp_path))
+  text = "\n".join(out + err for _, out, err in outputs)
+  assert "Recipe mnist-mlp (written for mlp):" in text
+  assert "warning:" not in "".join(
+      err for line, _, err in outputs if "train" in line), text
+  evaluate = [out for line, out, _ in outputs if "evaluate" in line][0]
+  assert evaluate.count("1400 out of 1400 predictions match") == 4
+  assert evaluate.count("397 out of 397 predictions match") == 4
+  for name in ("my_digits-report.html", "mlp64-run0.onnx", "mlp-run0.npz",
+               "my_digits-estimates.npz",
+               "runs/my_digits-mlp64/0.7/figures/memorization_examples.png",
+               "runs/my_digits-mlp64/0.7/quality/top_suspicious.png"):
+    assert os.path.isfile(tmp_path / name), name

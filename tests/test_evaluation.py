@@ -29,7 +29,7 @@ def dataset(cifar10):
 
 @pytest.fixture(scope="module")
 def model():
-  return models.ensure_built(models.build_model("inception", 10), "inception")
+  return models.ensure_built(models.build_model("small_inception", 10), "small_inception")
 
 
 def run_path(root, run):
@@ -53,7 +53,7 @@ def test_every_run_matches_its_aux_arrays(release_root, dataset, model,
 
 
 def test_runs_reuse_one_compiled_function(release_root, dataset):
-  model = models.ensure_built(models.build_model("inception", 10), "inception")
+  model = models.ensure_built(models.build_model("small_inception", 10), "small_inception")
   accuracies = []
   for run in range(NUM_RUNS):
     checkpoints.restore(model, run_path(release_root, run))
@@ -142,7 +142,7 @@ def test_evaluate_runs_restores_evaluates_and_checks_every_run(
     release_root, dataset, cifar10):
   _, arrays = cifar10
   paths = [run_path(release_root, run) for run in range(NUM_RUNS)]
-  model = models.build_model("inception", 10)
+  model = models.build_model("small_inception", 10)
   evaluated = list(reevaluation.evaluate_runs(
       released.get(EXPERIMENT), paths, dataset, "train", progress=False,
       model=model))
@@ -369,3 +369,113 @@ def test_recording_margins_needs_both_splits(release_root, capsys):
   assert capsys.readouterr().err == (
       "error: --record margins needs --split both (margins of the whole "
       "training set and the test set), got --split test\n")
+
+
+# ----------------------------------------- collections heldout train made --
+
+
+@pytest.fixture(scope="module")
+def kit_root(tmp_path_factory):
+  """A root holding two collections heldout train made on 8x8 grey
+  images (4 runs each, ratio 0.7, one epoch): the built-in MLP, and a
+  user's snt.Sequential (my_seq.py in the root, found as python -m
+  would)."""
+  from heldout_tf.cli import train  # pylint: disable=g-import-not-at-top
+  from heldout_tf.training import workflow  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("kit")
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 3, 60)
+  images = (rng.integers(0, 60, (60, 8, 8)) + 60 * labels[:, None, None]
+            ).astype(np.uint8)
+  np.savez(root / "d.npz", x_train=images[:44], y_train=labels[:44],
+           x_test=images[44:], y_test=labels[44:])
+  (root / "my_seq.py").write_text(
+      "import sonnet as snt\nimport tensorflow as tf\n"
+      "def build(num_classes):\n"
+      "  return snt.Sequential([snt.Flatten(), snt.Linear(16), tf.nn.relu,\n"
+      "                         snt.Linear(num_classes)])\n")
+  here = os.getcwd()
+  os.chdir(root)
+  try:
+    for model in ("mlp", "my_seq:build"):
+      workflow.make(train.parse_args(
+          ["--dataset", "npz:d.npz", "--model", model, "--recipe",
+           "mnist-mlp", "--epochs", "1", "--batch_size", "8", "--num_runs",
+           "4", "--root", "runs", "--noprogress", "--noise", "label:0.1"]),
+                    say=lambda *_: None)
+  finally:
+    os.chdir(here)
+  return root
+
+
+def _heldout(argv, capsys, cwd=None):
+  """`heldout <argv>` in-process: `(exit code, stdout, stderr)`."""
+  from heldout_tf import cli  # pylint: disable=g-import-not-at-top
+  from heldout_tf.cli import commands  # pylint: disable=g-import-not-at-top
+  here = os.getcwd()
+  if cwd:
+    os.chdir(cwd)
+  try:
+    with pytest.raises(SystemExit) as exit_info:
+      cli.run(commands.main, argv)
+  finally:
+    os.chdir(here)
+  out, err = capsys.readouterr()
+  return exit_info.value.code, out, err
+
+
+def test_evaluate_any_collection_the_kit_made(kit_root, capsys):
+  # Its recorded model and data (the noisy labels it trained with), no
+  # --experiment needed when one is there... here two: name it.
+  root = str(kit_root / "runs")
+  code, out, err = _heldout(["evaluate", "--root", root, "--experiment",
+                             "d-mlp", "--ratios", "0.7", "--runs", "0-3",
+                             "--split", "both", "--require_match",
+                             "--noprogress"], capsys)
+  assert code == 0, err
+  assert out.count("44 out of 44 predictions match") == 4
+  assert out.count("16 out of 16 predictions match") == 4
+  # A user module is imported only when named again.
+  code, _, err = _heldout(["evaluate", "--root", root, "--experiment",
+                           "d-build", "--noprogress"], capsys)
+  assert code == 1 and "pass --model my_seq:build" in err
+  code, out, err = _heldout(["evaluate", "--root", root, "--experiment",
+                             "d-build", "--model", "my_seq:build", "--runs",
+                             "0-3", "--require_match", "--noprogress"],
+                            capsys, cwd=kit_root)
+  assert code == 0, err
+  assert out.count("16 out of 16 predictions match") == 4
+  code, _, err = _heldout(["evaluate", "--root", root, "--noprogress"],
+                          capsys)
+  assert code == 2 and "holds 2 experiments (d-build, d-mlp)" in err
+
+
+def test_export_any_collection_the_kit_made(kit_root, tmp_path, capsys):
+  from heldout_tf.models import exports  # pylint: disable=g-import-not-at-top
+  run = str(kit_root / "runs" / "d-mlp" / "0.7" / "0")
+  out = str(tmp_path / "mlp.onnx")
+  code, stdout, err = _heldout(["export", "--run_dir", run, "--format",
+                                "onnx", "--out", out], capsys)
+  assert code == 0, err
+  assert "parity" in stdout
+  out = str(tmp_path / "seq.npz")
+  seq_run = str(kit_root / "runs" / "d-build" / "0.7" / "1")
+  code, _, err = _heldout(["export", "--run_dir", seq_run, "--format", "npz",
+                           "--out", out], capsys)
+  assert code == 1 and "pass --model my_seq:build" in err
+  code, _, err = _heldout(["export", "--run_dir", seq_run, "--model",
+                           "my_seq:build", "--format", "npz", "--out", out],
+                          capsys, cwd=kit_root)
+  assert code == 0, err
+  arrays, meta = exports.read_weights(out)
+  assert (meta["experiment"], meta["arch"]) == ("d-build", "my_seq:build")
+  assert json_shape(meta) == ["batch", 8, 8, 1] and len(arrays) == 4
+  code, _, err = _heldout(["export", "--run_dir", seq_run, "--experiment",
+                           "d-mlp", "--model", "my_seq:build", "--format",
+                           "npz", "--out", out], capsys)
+  assert code == 2 and "is a run of d-build" in err
+
+
+def json_shape(meta):
+  import json  # pylint: disable=g-import-not-at-top
+  return json.loads(meta["input_shape"])

@@ -21,8 +21,8 @@ from heldout_tf.models import exports
 from heldout_tf import models
 from heldout_tf import synthetic
 
-EXPERIMENT_OF = {"mlp": ("mnist-mlp", 10), "inception": ("cifar10-inception",
-                                                         10),
+EXPERIMENT_OF = {"mlp": ("mnist-mlp", 10),
+                 "small_inception": ("cifar10-inception", 10),
                  "resnet50": ("imagenet-resnet50", 1000)}
 
 
@@ -45,7 +45,7 @@ def mlp_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inception_run(tmp_path_factory):
-  return saved_run(tmp_path_factory.mktemp("inception"), "inception")
+  return saved_run(tmp_path_factory.mktemp("inception"), "small_inception")
 
 
 def run_cli(argv, capsys):
@@ -76,10 +76,10 @@ def assert_onnx_matches_tf(path, model, arch, seed=5):
     assert np.abs(logits - reference).max() <= 1e-4 * scale
 
 
-@pytest.mark.parametrize("arch", ["mlp", "inception"])
+@pytest.mark.parametrize("arch", ["mlp", "small_inception"])
 def test_onnx_logits_equal_tf_logits(arch, mlp_run, inception_run, tmp_path,
                                      capsys):
-  run, model = {"mlp": mlp_run, "inception": inception_run}[arch]
+  run, model = {"mlp": mlp_run, "small_inception": inception_run}[arch]
   out = str(tmp_path / f"{arch}.onnx")
   code, stdout, _ = run_cli(
       ["--experiment", EXPERIMENT_OF[arch][0], "--run_dir", run,
@@ -92,7 +92,7 @@ def test_onnx_logits_equal_tf_logits(arch, mlp_run, inception_run, tmp_path,
 def test_onnx_metadata_documents_the_input(inception_run, tmp_path):
   run, _ = inception_run
   out = str(tmp_path / "m.onnx")
-  info = exports.export("cifar10-inception", os.path.join(run, "checkpoints",
+  info = exports.export(exports.model_spec("cifar10-inception"), os.path.join(run, "checkpoints",
                                                           "ckpt-7"),
                         out, "onnx")
   assert info.max_relative_difference <= exports.PARITY_TOLERANCE
@@ -138,7 +138,7 @@ def test_weights_equal_checkpoint_values(fmt, inception_run, tmp_path,
     np.testing.assert_array_equal(arrays[key], expected, err_msg=key)
   moving = [k for k in keys if "moving_variance/average" in k]
   assert moving and all(not np.allclose(arrays[k], 1.0) for k in moving)
-  assert meta["arch"] == "inception" and meta["num_classes"] == "10"
+  assert meta["arch"] == "small_inception" and meta["num_classes"] == "10"
   assert "HWIO" in meta["conventions"]
   assert json.loads(meta["batch_norm_eps"]) == [1e-5]
 
@@ -146,7 +146,7 @@ def test_weights_equal_checkpoint_values(fmt, inception_run, tmp_path,
 def test_npz_export_loads_without_pickle(mlp_run, tmp_path):
   run, model = mlp_run
   out = str(tmp_path / "mlp.npz")
-  exports.export("mnist-mlp", run, out, "npz")
+  exports.export(exports.model_spec("mnist-mlp"), run, out, "npz")
   with np.load(out, allow_pickle=False) as npz:
     meta = json.loads(str(npz["__metadata__.json"]))
     w0 = npz["model/net/_layers/0/w/.ATTRIBUTES/VARIABLE_VALUE"]
@@ -245,8 +245,8 @@ def test_parity_failure_is_an_error_and_writes_nothing(mlp_run, tmp_path,
 def test_corrupt_weights_fail_the_check(inception_run, tmp_path):
   run, _ = inception_run
   prefix = checkpoints.find_checkpoint(run)
-  model = models.ensure_built(models.build_model("inception", 10),
-                              "inception")
+  model = models.ensure_built(models.build_model("small_inception", 10),
+                              "small_inception")
   checkpoints.restore(model, run)
   arrays = exports.variables(model)
   key = next(k for k in arrays if "moving_mean/average" in k)
@@ -310,7 +310,7 @@ def test_special_files_are_refused_without_blocking(tmp_path):
 def test_corrupt_npz_exports_are_export_errors(mlp_run, tmp_path, damage):
   run, _ = mlp_run
   out = str(tmp_path / "m.npz")
-  exports.export("mnist-mlp", run, out, "npz")
+  exports.export(exports.model_spec("mnist-mlp"), run, out, "npz")
   data = bytearray(open(out, "rb").read())
   if damage == "truncate":
     data = data[:len(data) // 2]

@@ -78,6 +78,62 @@ def test_npz_images_and_flat_images(tmp_path):
   assert data.image_shape == (28, 28, 1)
 
 
+def test_classes_without_a_training_example_must_be_declared(tmp_path):
+  # 0-9 and one 12: two empty classes, named; declared, they are kept.
+  arrays = _arrays(classes=10, n_train=40)
+  arrays["y_train"] = np.arange(40) % 10
+  arrays["y_train"][7] = 12
+  path = _write_npz(tmp_path / "gap.npz", **arrays)
+  with pytest.raises(image_data.DataError, match=re.escape(
+      f"{path}: classes 10-11 have no training example (key 'y_train' holds "
+      "0-9, 12); to train a 13-class model anyway declare the classes")):
+    sources.load("npz:" + path)
+  data = sources.load("npz:" + _write_npz(
+      tmp_path / "declared.npz", num_classes=np.int64(13), **arrays))
+  assert data.num_classes == 13 and data.class_names is None
+  names = np.array([f"class {k}" for k in range(13)])
+  data = sources.load("npz:" + _write_npz(
+      tmp_path / "named.npz", class_names=names, **arrays))
+  assert data.num_classes == 13 and data.class_names[12] == "class 12"
+  # A test label no training example has: the same.
+  arrays = _arrays(classes=3, n_train=30)
+  arrays["y_train"] = np.arange(30) % 3
+  arrays["y_test"][0] = 3
+  path = _write_npz(tmp_path / "unseen.npz", **arrays)
+  with pytest.raises(image_data.DataError, match=re.escape(
+      "key 'y_test' has labels no training example has: 3 (training "
+      "labels: 0-2)")):
+    sources.load("npz:" + path)
+  assert sources.load("npz:" + _write_npz(
+      tmp_path / "ok.npz", num_classes=np.int64(4), **arrays)
+                      ).num_classes == 4
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(x_train=np.zeros((20, 0, 0, 1), np.uint8),
+          x_test=np.zeros((8, 0, 0, 1), np.uint8)),
+     r"key 'x_train' holds empty images \(shape \[20, 0, 0, 1\]\)"),
+    (dict(y_train=np.full(20, 2**64 - 1, np.uint64)),
+     r"outside \[0, 100000\) \(20 of them, first: example 0 = "
+     r"18446744073709551615\)"),
+    (dict(num_classes=np.int64(10**9)),
+     r"key 'num_classes' is 1000000000: it must be in 2\.\.100000"),
+    (dict(num_classes=np.int64(4), class_names=np.array(["a", "b"])),
+     "key 'class_names' names 2 classes, 'num_classes' is 4"),
+    (dict(class_names=np.array([["a", "b"]] * 2)),
+     "key 'class_names' must be names"),
+])
+def test_odd_npz_values_are_one_data_error(tmp_path, change, message):
+  arrays = dict(_arrays(classes=4), **change)
+  arrays["y_train"] = arrays.get("y_train", np.arange(20) % 4)
+  if change.get("y_train") is None:
+    arrays["y_train"] = np.arange(20) % 4
+  path = _write_npz(tmp_path / "odd.npz", **arrays)
+  with pytest.raises(image_data.DataError, match=message) as info:
+    sources.load("npz:" + path)
+  assert path in str(info.value) and "\n" not in str(info.value)
+
+
 def test_npz_num_classes_key(tmp_path):
   arrays = dict(_arrays(classes=3), num_classes=np.int64(7))
   data = sources.load("npz:" + _write_npz(tmp_path / "k.npz", **arrays))
@@ -133,6 +189,7 @@ def test_npz_missing_key_unreadable_and_pickles(tmp_path):
 
 def test_too_few_examples_for_the_ratio(tmp_path):
   data = sources.load("npz:" + _write_npz(tmp_path / "s.npz",
+                                          num_classes=np.int64(4),
                                           **_arrays(n_train=3)))
   image_data.check_ratio(data, 0.5)
   with pytest.raises(image_data.DataError,

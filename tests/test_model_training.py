@@ -185,10 +185,10 @@ def test_trained_small_inception_restores_and_cross_checks(tmp_path, cifar10):
   np.testing.assert_array_equal(
       np.sort(np.concatenate([aux["index_train"], aux["index_removed"]])),
       np.arange(48))
-  model = models.build_model("inception", 10)
+  model = models.build_model("small_inception", 10)
   info = checkpoints.restore(model, run_dir)
   assert info.epoch == 1 and info.global_step == 3
-  experiment = synthetic.experiment("inception", 10)
+  experiment = synthetic.experiment("small_inception", 10)
   evaluated = {}
   for split, n in (("train", 48), ("test", 32)):
     [checked] = reevaluation.evaluate_runs(
@@ -320,7 +320,7 @@ def test_second_split_forgetting_leaves_the_run_as_it_was(tmp_path):
   # Every epoch's checkpoint kept, and it restores.
   assert sorted(f for f in os.listdir(tmp_path / "trajectory")
                 if f.endswith(".index")) == ["ckpt-1.index", "ckpt-2.index"]
-  model = models.build("resnet9", 10, width=0.125)
+  model = models.build_model("resnet9", 10, width=0.125)
   models.check_output(model, "resnet9", data.image_shape, 10)
   restored = checkpoints.restore(model, str(tmp_path / "trajectory" /
                                             "ckpt-2"))

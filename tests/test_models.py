@@ -10,6 +10,7 @@ import tensorflow as tf
 from heldout_tf.models import checkpoints
 from heldout_tf.core import errors
 from heldout_tf import models
+from heldout_tf.collection import experiments
 
 SPEC_DIR = os.path.join(os.path.dirname(__file__), "data", "checkpoint_keys")
 
@@ -24,8 +25,8 @@ def read_spec(name):
 
 
 @pytest.mark.parametrize("arch,num_classes,spec_name", [
-    ("inception", 10, "inception-cifar10"),
-    ("inception", 100, "inception-cifar100"),
+    ("small_inception", 10, "small_inception-cifar10"),
+    ("small_inception", 100, "small_inception-cifar100"),
     ("resnet50", 1000, "resnet50-imagenet"),
 ])
 def test_saved_keys_equal_released_spec(tmp_path, arch, num_classes,
@@ -44,7 +45,7 @@ def test_saved_keys_equal_released_spec(tmp_path, arch, num_classes,
   assert walked == {k: v for k, v in saved.items() if k.startswith("model/")}
 
 
-@pytest.mark.parametrize("arch,num_classes", [("inception", 10),
+@pytest.mark.parametrize("arch,num_classes", [("small_inception", 10),
                                               ("mlp", 10)])
 def test_forward_shapes(arch, num_classes):
   model = models.build_model(arch, num_classes)
@@ -52,12 +53,24 @@ def test_forward_shapes(arch, num_classes):
   assert model(images, is_training=False).shape == (3, num_classes)
 
 
-def test_unknown_arch():
-  with pytest.raises(ValueError, match="Unknown architecture 'vgg'"):
+def test_one_name_per_model():
+  # The name --model takes is the name build_model takes, arch_of gives
+  # back, the experiments registry and exports record.
+  for name in models.MODEL_NAMES:
+    assert models.arch_of(models.build_model(name, 10)) == name
+  assert {e.arch for e in experiments.EXPERIMENTS.values()} <= set(
+      models.MODEL_NAMES)
+  with pytest.raises(errors.UsageError, match="--model 'vgg': unknown"):
     models.build_model("vgg", 10)
+  with pytest.raises(errors.UsageError, match="'inception': this model is "
+                     "called 'small_inception'"):
+    models.build_model("inception", 10)
+  with pytest.raises(errors.ConfigError, match="an earlier name of "
+                     "'small_inception'"):
+    models.recorded_model("inception", None, "c.json")
 
 
-@pytest.mark.parametrize("arch", ["mlp", "inception"])
+@pytest.mark.parametrize("arch", ["mlp", "small_inception"])
 def test_ensure_built_knows_the_architecture_and_builds_once(arch):
   model = models.build_model(arch, 10)
   assert models.arch_of(model) == arch
@@ -84,7 +97,7 @@ def test_ensure_built_needs_an_arch_for_other_modules():
     ("resnet9", {"width": 0.125}, 64), ("small_inception", {}, 336),
     ("mlp", {}, 256)])
 def test_features_and_logits(name, kwargs, dim):
-  model = models.build(name, 10, **kwargs)
+  model = models.build_model(name, 10, **kwargs)
   images = tf.random.stateless_uniform((3, 32, 32, 3), seed=[1, 2])
   features, logits = model.features_and_logits(images, is_training=False)
   assert features.shape == (3, dim) and logits.shape == (3, 10)
@@ -94,7 +107,7 @@ def test_features_and_logits(name, kwargs, dim):
 
 
 def test_resnet9_layers_and_scale():
-  model = models.build("resnet9", 10)
+  model = models.build_model("resnet9", 10)
   models.ensure_built(model)
   assert models.arch_of(model) == "resnet9"
   convs = [m for m in model.submodules if isinstance(m, snt.Conv2D)]
@@ -109,7 +122,7 @@ def test_resnet9_layers_and_scale():
 
 @pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
 def test_precision_scope_keeps_float32_variables(dtype):
-  model = models.build("resnet9", 10, width=0.125)
+  model = models.build_model("resnet9", 10, width=0.125)
   images = tf.random.stateless_uniform((4, 32, 32, 3), seed=[3, 4])
   with models.precision_scope(dtype):  # Built inside the scope.
     low = model(images, is_training=True)
@@ -150,32 +163,33 @@ def not_a_module(num_classes):
 
 NOT_CALLABLE = 3
 """)
-  model = models.build("my_models:build", 5)
+  model = models.build_model("my_models:build", 5)
   models.check_output(model, "my_models:build", (8, 8, 3), 5)
-  features, logits = models.features_and_logits(model, tf.ones((2, 8, 8, 3)))
-  assert logits.shape == (2, 5) and features.shape == (2, 5)
-  with pytest.raises(errors.UsageError, match=r"returns \[2, 6\] for 2 "
-                     r"images; expected logits \[2, 5\]"):
-    models.check_output(models.build("my_models:wrong_shape", 5),
+  with pytest.raises(errors.UsageError, match="exposes no features: give "
+                     "the module a method features_and_logits"):
+    models.features_and_logits(model, tf.ones((2, 8, 8, 3)))
+  with pytest.raises(errors.UsageError, match=r"returns float32\[2, 6\] for "
+                     r"2 images; expected logits \[2, 5\]"):
+    models.check_output(models.build_model("my_models:wrong_shape", 5),
                         "my_models:wrong_shape", (8, 8, 3), 5)
   with pytest.raises(errors.UsageError, match="returned a function, not an "
                      "snt.Module"):
-    models.build("my_models:not_a_module", 5)
+    models.build_model("my_models:not_a_module", 5)
   with pytest.raises(errors.UsageError, match="has no attribute 'missing'"):
-    models.build("my_models:missing", 5)
+    models.build_model("my_models:missing", 5)
   with pytest.raises(errors.UsageError, match="a non-callable 'NOT_CALLABLE'"):
-    models.build("my_models:NOT_CALLABLE", 5)
+    models.build_model("my_models:NOT_CALLABLE", 5)
   with pytest.raises(errors.UsageError,
                      match="cannot import module 'no_such_pkg.mod'"):
-    models.build("no_such_pkg.mod:build", 5)
+    models.build_model("no_such_pkg.mod:build", 5)
   with pytest.raises(errors.UsageError, match="--model 'vgg': unknown"):
-    models.build("vgg", 5)
+    models.build_model("vgg", 5)
   with pytest.raises(errors.UsageError, match="expected a built-in name"):
-    models.build("my_models:", 5)
+    models.build_model("my_models:", 5)
 
 
 def test_user_module_that_fails_to_import(tmp_path, monkeypatch):
   _user_module(tmp_path, monkeypatch, "def build(:\n")
   with pytest.raises(errors.UsageError,
                      match="importing 'my_models' failed: SyntaxError"):
-    models.build("my_models:build", 5)
+    models.build_model("my_models:build", 5)

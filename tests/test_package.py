@@ -18,7 +18,7 @@ def test_download_path_does_not_import_tensorflow(imports_tensorflow):
 def test_models_do_import_tensorflow_on_access(imports_tensorflow):
   # The check above can fail: touching a TF name does load TensorFlow.
   assert not imports_tensorflow("import heldout_tf; heldout_tf.models")
-  assert imports_tensorflow("import heldout_tf; heldout_tf.models.build")
+  assert imports_tensorflow("import heldout_tf; heldout_tf.models.build_model")
 
 
 def test_all_names_resolve():

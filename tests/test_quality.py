@@ -172,7 +172,7 @@ def test_cli_end_to_end_writes_every_file(tmp_path, capsys):
   assert "Removal ablation" in printed
   # Per-epoch checkpoints of the first run restore into the kit's MLP.
   for epoch in (1, 2):
-    module = models.build("mlp", 10)
+    module = models.build_model("mlp", 10)
     models.check_output(module, "mlp", (28, 28, 1), 10)
     prefix = os.path.join(root, "0", layout.TRAJECTORY_DIRNAME,
                           f"ckpt-{epoch}")

@@ -23,7 +23,6 @@ from heldout_tf.collection import provenance
 from heldout_tf.data import noise
 from heldout_tf.cli import quality
 from heldout_tf.quality import workflow
-from heldout_tf.collection import provenance
 from heldout_tf.collection import signals
 from heldout_tf.cli import train
 from heldout_tf import report
@@ -414,3 +413,60 @@ def test_entry_point_exit_codes(tmp_path):
       [sys.executable, "-m", "heldout_tf.cli.quality", "--help"],
       capture_output=True, text=True, env=env, cwd=ROOT_DIR, timeout=300)
   assert out.returncode == 0 and "--noise" in out.stdout
+
+
+# ------------------------------------------------- after the README install --
+
+
+def test_without_cleanlab_confident_learning_is_skipped_in_one_line(
+    noisy, tmp_path, capsys, monkeypatch):
+  # `pip install -e .` does not install the quality extra: the command
+  # still scores, leaving confident learning out with one warning line.
+  root, data = noisy
+  monkeypatch.setitem(sys.modules, "cleanlab", None)  # Not importable.
+  code, err = _run_cli(["--root", root, "--dataset", "npz:" + data,
+                        "--out_dir", str(tmp_path / "out"), "--noreport",
+                        "--noprogress"], capsys)
+  assert code == 0
+  assert err == ["warning: confident_learning skipped: it needs the "
+                 "cleanlab package, which is not installed (pip install "
+                 "cleanlab, or pip install -e '.[quality]')"]
+  with np.load(tmp_path / "out" / layout.SCORES_FILENAME) as z:
+    assert "confident_learning" not in z.files and "memorization" in z.files
+
+
+def test_runs_and_signals_are_read_once(noisy, tmp_path, monkeypatch):
+  root, _ = noisy
+  counts = {"runs": 0, "signals": 0}
+
+  def counted(name, function):
+    def wrapper(*args, **kwargs):
+      counts[name] += 1
+      return function(*args, **kwargs)
+    return wrapper
+
+  monkeypatch.setattr(estimates, "load_runs_from",
+                      counted("runs", estimates.load_runs_from))
+  monkeypatch.setattr(estimates, "load_runs",
+                      counted("runs", estimates.load_runs))
+  monkeypatch.setattr(signals, "load_totals",
+                      counted("signals", signals.load_totals))
+  result = workflow.score(workflow.ScoreOptions(
+      root, out=str(tmp_path / "once"), report=True, progress=False),
+                          write_report=report.write_for_quality)
+  assert "report" in result.paths
+  assert counts == {"runs": 1, "signals": 1}
+
+
+def test_help_describes_the_command():
+  text = quality.build_parser().format_help()
+  assert text.startswith("usage: heldout quality ")
+  from heldout_tf.cli import commands  # pylint: disable=g-import-not-at-top
+  out = subprocess.run(
+      [sys.executable, "-c", "import sys; from heldout_tf.cli import "
+       "commands; sys.exit(commands.main(['quality', '--help']))"],
+      capture_output=True, text=True, cwd=ROOT_DIR, timeout=120,
+      env=dict(os.environ, PYTHONPATH=ROOT_DIR)).stdout
+  assert out.startswith("usage: heldout quality ")
+  assert "Data-quality scores of any held-out collection" in out
+  del commands

@@ -56,6 +56,36 @@ def test_replace_marks_changes_as_ours():
     recipes.get("resnet9").replace(epoch=2)
 
 
+def test_fewer_epochs_squeeze_the_schedule():
+  # --epochs 2 on the released recipe (40 epochs peaking at 8) is the same
+  # schedule in 2 epochs: up to the peak rate at 0.4, down to 0 at the end
+  # (it used to ramp to the peak at epoch 2 and never decay).
+  released = recipes.get("released")
+  short = released.replace(epochs=2)
+  assert short.peak_epoch == pytest.approx(0.4)
+  rates = short.learning_rates(1000)  # 8 steps per epoch at batch 128.
+  assert rates.max() == pytest.approx(released.learning_rate, rel=0.2)
+  assert int(np.argmax(rates)) == 3  # Step 3.2 of 16.
+  assert rates[-1] < 0.1 * rates.max()
+  np.testing.assert_allclose(
+      short.learning_rates(1000),
+      np.interp(np.arange(16) / 8, [0, 0.4, 2], [0, released.learning_rate,
+                                                   0]), rtol=1e-6)
+  # An explicit peak wins; a constant schedule has none to move.
+  assert released.replace(epochs=2, peak_epoch=1.0).peak_epoch == 1.0
+  assert recipes.get("mnist-mlp").replace(epochs=3).peak_epoch == 0.0
+
+
+def test_a_user_module_needs_a_recipe():
+  assert recipes.for_model("", "small_inception").name == "released"
+  assert recipes.for_model("", "mlp").name == "mnist-mlp"
+  assert recipes.for_model("resnet9", "my_nets:build").name == "resnet9"
+  with pytest.raises(errors.UsageError, match=r"--model my_nets:build is "
+                     r"your own module: pass --recipe, one of mnist-mlp: .*; "
+                     r"released: .*; resnet9: "):
+    recipes.for_model("", "my_nets:build")
+
+
 def test_bad_names_and_values():
   with pytest.raises(errors.UsageError, match="--recipe 'fast': unknown"):
     recipes.get("fast")

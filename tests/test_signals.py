@@ -68,7 +68,7 @@ def test_signals_match_gradient_tape_at_each_checkpoint(digits, tmp_path):
   every epoch it kept."""
   settings = _settings()
   trainer = trainer_lib.RunTrainer(settings, digits)
-  module = models.build("mlp", 10, hidden=HIDDEN)
+  module = models.build_model("mlp", 10, hidden=HIDDEN)
   models.check_output(module, "mlp", digits.image_shape, 10)
   images, labels = digits.train_images, digits.train_labels
   for run in (4, 9):

@@ -118,10 +118,82 @@ def test_bad_data_and_model_are_one_error_line(tmp_path):
       "float32")
   data = _npz(tmp_path / "ok.npz")
   out = _cli("--dataset", "npz:" + data, "--model", "nowhere.mod:build",
-             "--root", str(tmp_path / "r"))
+             "--recipe", "mnist-mlp", "--root", str(tmp_path / "r"))
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1].startswith(
       "error: --model nowhere.mod:build: cannot import module")
+
+
+def test_inputs_are_checked_before_tensorflow_loads(tmp_path,
+                                                   imports_tensorflow):
+  # Bad paths, an unknown or renamed model, a user module without a
+  # recipe: one line, before TensorFlow (seconds) and before any output.
+  data = _npz(tmp_path / "ok.npz")
+  (tmp_path / "file").write_text("")
+  for argv, message in [
+      (["--dataset", f"npz:{tmp_path}/missing.npz"], "missing.npz: no such "
+       "file"),
+      (["--dataset", f"npz:{data}", "--root", f"{tmp_path}/file/r"],
+       "is not a directory"),
+      (["--dataset", f"npz:{data}", "--model", "inception"],
+       "this model is called 'small_inception'"),
+      (["--dataset", f"npz:{data}", "--model", "my_nets:build"],
+       "your own module: pass --recipe, one of mnist-mlp: 10 epochs"),
+  ]:
+    with pytest.raises(errors.HeldoutError, match=message):
+      train.parse_args(argv)
+  assert not imports_tensorflow(
+      "from heldout_tf.cli import train\n"
+      "try:\n"
+      f"  train.parse_args(['--dataset', 'npz:{tmp_path}/missing.npz'])\n"
+      "except Exception:\n"
+      "  pass\n"
+      "try:\n"
+      "  train.parse_args(['--dataset', 'digits', '--model', 'm:build'])\n"
+      "except Exception:\n"
+      "  pass")
+  out = _cli("--dataset", f"npz:{tmp_path}/missing.npz", "--root",
+             str(tmp_path / "r"))
+  assert out.returncode == 1 and out.stdout == ""
+  assert out.stderr.strip().splitlines() == [
+      f"error: --dataset npz:{tmp_path}/missing.npz: no such file"]
+
+
+def test_reading_commands_check_paths_before_tensorflow(tmp_path,
+                                                       imports_tensorflow):
+  nope = str(tmp_path / "nope")
+  code = (
+      "from heldout_tf import cli\n"
+      "from heldout_tf.cli import evaluate, export, quality, report\n"
+      "from heldout_tf.core import errors\n"
+      "for main, argv in [\n"
+      f"    (evaluate.main, ['--root', {nope!r}, '--experiment', 'e']),\n"
+      f"    (report.main, ['--root', {nope!r}, '--out', 'r.html']),\n"
+      f"    (quality.main, ['--root', {nope!r}]),\n"
+      f"    (export.main, ['--run_dir', {nope!r}, '--format', 'npz', "
+      "'--out', 'x.npz'])]:\n"
+      "  try:\n"
+      "    main(argv)\n"
+      "    raise SystemExit('not refused: %s' % argv)\n"
+      "  except errors.HeldoutError as e:\n"
+      "    assert 'nope: no such' in str(e) or 'nope does not exist' in "
+      "str(e), e\n"
+      # Released runs not there: the download instructions, at once.
+      f"assert evaluate.main(['--root', {nope!r}]) == 2\n")
+  assert not imports_tensorflow(code)
+
+
+def test_the_recipe_in_use_is_printed_with_its_sources(tmp_path):
+  data = _npz(tmp_path / "d.npz")
+  said = []
+  workflow.make(_options(data, tmp_path / "r", epochs=1, num_runs=2,
+                         recipe="mnist-mlp"), say=said.append)
+  text = "\n".join(said)
+  assert "Recipe mnist-mlp (written for mlp):" in text
+  assert "ours: changed from 10: epochs 1" in text
+  assert ("paper: memorization paper's MNIST setup (DESIGN.md): learning_rate "
+          "0.1, momentum 0.9") in text
+  assert "kit default: schedule constant" in text
 
 
 def test_many_ratios_resume_and_cscores(tmp_path):
@@ -290,10 +362,10 @@ def test_small_inception_collection_evaluates_with_demo(tmp_path, cifar10):
        "small_inception", "--epochs", "1", "--batch_size", "16",
        "--num_runs", "1", "--root", str(root), "--noprogress"]),
                               say=lambda *_: None)
-  assert reports[0]["experiment"] == "cifar10-inception"
+  assert reports[0]["experiment"] == "cifar10-small_inception"
   env = dict(os.environ, PYTHONPATH=ROOT_DIR)
   out = subprocess.run(
-      [sys.executable, "demo.py", "--experiment", "cifar10-inception",
+      [sys.executable, "demo.py", "--experiment", "cifar10-small_inception",
        "--root", str(root), "--data_dir", data_dir, "--require_match"],
       capture_output=True, text=True, env=env, cwd=ROOT_DIR, timeout=300)
   assert out.returncode == 0, out.stderr

@@ -41,6 +41,7 @@ from typing import Callable, Optional, Sequence
 from heldout_tf.collection import engine as engine_lib
 from heldout_tf.collection import layout
 from heldout_tf.core import errors
+from heldout_tf.core import startup
 from heldout_tf.core.startup import quiet_tensorflow  # noqa: F401  (re-exported)
 
 
@@ -134,6 +135,15 @@ def add_experiment(parser: argparse.ArgumentParser, *,
                       metavar="NAME", type=_experiment, help=help)
 
 
+def check_root(root: str, flag: str = "--root"):
+  """`errors.PathError` unless `root` is an existing directory: a command
+  that reads a collection says so at once, before TensorFlow loads."""
+  import os  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(root):
+    what = "not a directory" if os.path.exists(root) else "no such directory"
+    raise errors.PathError(f"{flag} {root}: {what}")
+
+
 def add_engine(parser: argparse.ArgumentParser, what: str = "the work"):
   """`--engine local|ray` and `--ray_address`."""
   parser.add_argument(
@@ -180,7 +190,9 @@ def command_module(name: str):
 def run(main: Callable[[Optional[Sequence[str]]], Optional[int]],
         argv: Optional[Sequence[str]] = None):
   """Calls `main(argv)` and turns kit errors into `error:` lines (exit 2
-  for a bad flag, 1 for other bad input)."""
+  for a bad flag, 1 for other bad input); warnings are `warning: ...`
+  lines (`startup.kit_warning_format`)."""
+  startup.kit_warning_format()
   try:
     code = main(argv)
   except errors.UsageError as e:

@@ -1,6 +1,7 @@
-r"""Restores released runs, re-evaluates them and cross-checks aux_arrays.npz.
+r"""Restores runs, re-evaluates them and cross-checks aux_arrays.npz.
 
   heldout evaluate --experiment cifar10-inception --ratios 0.7 --runs 0
+  heldout evaluate --root ./runs --experiment my_digits-mlp --runs 0-3
   heldout evaluate --experiment cifar10-inception --runs all --split train
   heldout evaluate --experiment cifar10-inception --runs 0-99 \
       --split both --record margins
@@ -8,7 +9,10 @@ r"""Restores released runs, re-evaluates them and cross-checks aux_arrays.npz.
       --data_dir ~/tensorflow_datasets --imagenet_index_map index.csv
 
 (`heldout evaluate` is `python -m heldout_tf.cli.evaluate`; `python demo.py` in a
-clone is the same command.) For each run: the checkpoint's epoch and global
+clone is the same command.) Any collection: released runs (their
+experiment's model and pipeline), or one `heldout train` made, rebuilt from
+its config.json (its model, and its data with the recorded noise; a user
+module only when --model names it again). For each run: the checkpoint's epoch and global
 step, the subset percentage, the accuracy, and `N out of M predictions
 match` against the run's recorded correctness. One model, one compiled
 forward pass and one read of the split serve every run
@@ -40,6 +44,7 @@ from heldout_tf.collection import released
 PROG = "heldout evaluate"
 ROOT_ENV = "HELDOUT_ROOT"
 DEFAULT_ROOT = "~/heldout-checkpoints"
+DEFAULT_EXPERIMENT = "cifar10-inception"
 MISMATCHES_SHOWN = 10
 
 
@@ -51,9 +56,11 @@ def default_root() -> str:
 def build_parser(prog: str = PROG) -> cli.Parser:
   """The command line's flags (imports no TensorFlow)."""
   parser = cli.Parser(prog, __doc__)
-  parser.add_argument("--experiment", default="cifar10-inception",
-                      choices=sorted(released.EXPERIMENTS),
-                      help="Released experiment.")
+  parser.add_argument("--experiment", default="", metavar="NAME",
+                      help="The experiment directory under --root: a "
+                      f"released one ({', '.join(sorted(released.EXPERIMENTS))})"
+                      " or one heldout train made; empty: the only one "
+                      f"there (none: {DEFAULT_EXPERIMENT}).")
   cli.add_root(parser, help="The collection root, holding <experiment>/"
                f"<ratio>/<run>/ (unset: ${ROOT_ENV} or {DEFAULT_ROOT}).")
   parser.add_argument("--ratios", default="0.7", metavar="LIST",
@@ -81,6 +88,14 @@ def build_parser(prog: str = PROG) -> cli.Parser:
                       "image's canonical index.")
   parser.add_argument("--download", action="store_true",
                       help="Let tfds download the dataset (CIFAR).")
+  parser.add_argument("--model", default="", metavar="MODULE:FUNCTION",
+                      help="A heldout train collection whose config.json "
+                      "records a user module: name it again to import it "
+                      "(no code is imported because a file names it).")
+  parser.add_argument("--dataset", default="", metavar="SOURCE",
+                      help="A heldout train collection's data from "
+                      "elsewhere than recorded (e.g. npz:FILE moved); its "
+                      "fingerprint must match.")
   parser.add_argument("--batch_size", type=int, default=200,
                       help="Evaluation batch size.")
   parser.add_argument("--require_match", action="store_true",
@@ -92,15 +107,17 @@ def build_parser(prog: str = PROG) -> cli.Parser:
 def parse_args(argv=None, prog: str = PROG):
   """The flags, checked (a bad one: `error: --flag ...`, exit 2)."""
   args = build_parser(prog).parse_args(argv)
+  args.root = args.root or default_root()
+  args.experiment = args.experiment or only_experiment(args.root)
   imagenet = args.experiment == "imagenet-resnet50"
+  if args.imagenet_index_map and not imagenet:
+    raise errors.UsageError(
+        f"--imagenet_index_map does not apply to {args.experiment}.")
   if args.download and imagenet:
     raise errors.UsageError(
         "--download does not apply to ImageNet: pass --data_dir with your "
         "indexed TFRecords, or a prepared tfds imagenet2012 directory and "
         "--imagenet_index_map.")
-  if args.imagenet_index_map and not imagenet:
-    raise errors.UsageError(
-        f"--imagenet_index_map does not apply to {args.experiment}.")
   if args.record == "margins" and args.split != "both":
     raise errors.UsageError(
         "--record margins needs --split both (margins of the whole "
@@ -110,8 +127,18 @@ def parse_args(argv=None, prog: str = PROG):
                             f"{args.batch_size}")
   args.ratios = layout.parse_ratios(args.ratios)
   args.runs = layout.parse_run_ids(args.runs)
-  args.root = args.root or default_root()
   return args
+
+
+def only_experiment(root: str) -> str:
+  """The only experiment under `root`; `DEFAULT_EXPERIMENT` when there is
+  none (the download instructions name it); a `UsageError` listing them
+  when there are several."""
+  found = layout.list_experiments(root)
+  if len(found) > 1:
+    raise errors.UsageError(f"--root {root} holds {len(found)} experiments "
+                            f"({', '.join(found)}): pass --experiment")
+  return found[0] if found else DEFAULT_EXPERIMENT
 
 
 def print_run(experiment: str, run, evaluated, header: bool = True):
@@ -135,6 +162,19 @@ def print_run(experiment: str, run, evaluated, header: bool = True):
 
 def main(argv=None, prog: str = PROG) -> int:
   args = parse_args(argv, prog)
+  if not os.path.isdir(args.root):  # Before TensorFlow's seconds.
+    what = "is not a directory" if os.path.exists(args.root) else (
+        "does not exist")
+    if args.experiment not in released.EXPERIMENTS:
+      raise errors.UsageError(
+          f"--experiment {args.experiment}: not a released experiment "
+          f"({', '.join(sorted(released.EXPERIMENTS))}), and --root "
+          f"{args.root} {what} to hold a collection of that name")
+    print(f"No run found: --root {args.root} {what}.\n", file=sys.stderr)
+    print(released.download_instructions(
+        args.experiment, args.root, args.ratios[0] if args.ratios else 0.7,
+        args.runs), file=sys.stderr)
+    return cli.USAGE_EXIT
   cli.quiet_tensorflow()
   from heldout_tf.collection import reevaluation  # pylint: disable=g-import-not-at-top
   all_match, not_recorded, last = True, 0, None
@@ -143,13 +183,16 @@ def main(argv=None, prog: str = PROG) -> int:
         args.root, args.experiment, args.ratios, args.runs, args.split,
         data_dir=args.data_dir, download=args.download,
         index_map=args.imagenet_index_map, batch_size=args.batch_size,
-        progress=args.progress, record_margins=args.record == "margins"):
+        progress=args.progress, record_margins=args.record == "margins",
+        model=args.model, dataset=args.dataset):
       print_run(args.experiment, run, evaluated, header=run != last)
       last = run
       all_match &= evaluated.check.ok
       not_recorded += bool(evaluated.margins and
                            not evaluated.margins.written)
   except reevaluation.RunNotFoundError as e:
+    if args.experiment not in released.EXPERIMENTS:
+      raise errors.UsageError(str(e)) from None
     print(f"{e}.\n", file=sys.stderr)
     ratio = args.ratios[0] if args.ratios else 0.7
     print(released.download_instructions(args.experiment, args.root, ratio,

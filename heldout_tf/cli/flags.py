@@ -77,9 +77,10 @@ def add_training_flags(parser, defaults: Optional[dict] = None):
   trajectories (`defaults` replace some of `DEFAULTS`)."""
   d = dict(DEFAULTS, **(defaults or {}))
   parser.add_argument("--model", default=d["model"],
-                      help="small_inception, resnet9, mlp, or "
-                      "module:function returning an snt.Module; empty: the "
-                      "recipe's.")
+                      help="small_inception, resnet9, mlp, resnet50, or "
+                      "module:function returning an snt.Module (the module "
+                      "looked for in the current directory first, as python "
+                      "-m does); empty: the recipe's.")
   parser.add_argument("--model_options", default=_json(d["model_options"]),
                       metavar="JSON",
                       help='Constructor options, e.g. \'{"width": 0.5}\' '
@@ -87,7 +88,8 @@ def add_training_flags(parser, defaults: Optional[dict] = None):
   parser.add_argument("--recipe", default=d["recipe"],
                       help="mnist-mlp, released or resnet9; empty: the "
                       "model's (mlp -> mnist-mlp, small_inception -> "
-                      "released, else resnet9).")
+                      "released, resnet9 and resnet50 -> resnet9); your own "
+                      "module needs one.")
   parser.add_argument("--seed", type=int, default=d["seed"],
                       help="Subsets, shuffles, initialisation, augmentation "
                       "and noise are functions of (seed, run).")

@@ -32,6 +32,7 @@ The labels are the collection's data loaded again (--dataset, default the
 one config.json names) with its recorded noise; its fingerprint must match.
 """
 
+import sys
 from typing import Optional, Sequence
 
 from heldout_tf import cli
@@ -98,11 +99,13 @@ def build_parser(prog: str = PROG, doc: str = __doc__,
 
 
 def parse_args(argv: Optional[Sequence[str]] = None,
-               defaults: Optional[dict] = None, prog: str = PROG):
-  """Flags -> `(ScoreOptions, workflow.Options or None)`, checked."""
+               defaults: Optional[dict] = None, prog: str = PROG,
+               doc: str = __doc__):
+  """Flags -> `(ScoreOptions, workflow.Options or None)`, checked (`prog`
+  and `doc`: the usage line and description of --help)."""
   from heldout_tf.quality import workflow as quality_workflow  # pylint: disable=g-import-not-at-top
   d = dict(DEFAULTS, **(defaults or {}))
-  args = build_parser(prog, "", defaults).parse_args(argv)
+  args = build_parser(prog, doc, defaults).parse_args(argv)
   cli.check_engine(args)
   ratio = layout.parse_one_ratio(args.ratios)
   if args.removal_models < 0:
@@ -156,7 +159,10 @@ def _given(args, defaults: dict, flag: str) -> bool:
 
 
 def print_result(result):
-  """The summary lines of a `workflow.Result`."""
+  """The summary lines of a `workflow.Result` (its warnings first, one
+  `warning: ...` line each, on stderr)."""
+  for warning in result.warnings:
+    print(f"warning: {warning}", file=sys.stderr)
   n = len(result.data.train_labels)
   undefined = ", ".join(f"{k} {v}" for k, v in
                         result.scores.num_nan().items() if v) or "none"
@@ -179,10 +185,13 @@ def print_result(result):
 
 
 def run(argv: Optional[Sequence[str]] = None,
-        defaults: Optional[dict] = None, prog: str = PROG):
+        defaults: Optional[dict] = None, prog: str = PROG,
+        doc: str = __doc__):
   """Parses the flags (with a preset's `defaults`), trains if asked,
   scores, prints; returns the `workflow.Result`."""
-  options, train_options = parse_args(argv, defaults, prog)  # No TF yet.
+  options, train_options = parse_args(argv, defaults, prog, doc)  # No TF.
+  if train_options is None:
+    cli.check_root(options.root)  # Before TensorFlow's seconds.
   cli.quiet_tensorflow()
   # pylint: disable=g-import-not-at-top
   from heldout_tf import report

@@ -80,6 +80,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 def main(argv: Optional[Sequence[str]] = None):
   args = parse_args(argv)
+  cli.check_root(args.root)  # Before TensorFlow's seconds.
   cli.quiet_tensorflow()
   from heldout_tf import report  # pylint: disable=g-import-not-at-top
   summary = report.write(

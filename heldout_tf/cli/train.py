@@ -14,8 +14,8 @@ continues from its last epoch checkpoint with the same final bits.
       --model small_inception --recipe released --ratios 0.7 --num_runs 200
   heldout train --dataset npz:my_data.npz --model resnet9 \
       --ratios 0.1:0.9:0.1 --num_runs 20 --root ./cscores
-  heldout train --dataset mnist --model my_pkg.models:build \
-      --recipe mnist-mlp --engine ray
+  heldout train --dataset npz:my_digits.npz --model my_nets:mlp64 \
+      --recipe mnist-mlp --signals
 
 (`python -m heldout_tf.cli.train` is the same.) The workflow is
 `heldout_tf.training.workflow.make`; every flag below is a field of its
@@ -23,9 +23,11 @@ continues from its last epoch checkpoint with the same final bits.
 
 Data: a tfds name (prepared in --data_dir, never downloaded without
 --download), npz:FILE (x_train, y_train, x_test, y_test; uint8 images),
-mnist or digits. Models: small_inception, resnet9, mlp, or module:function
-returning an snt.Module. Recipes: mnist-mlp, released, resnet9 (see
-docs/collections.md for which settings are the papers').
+mnist or digits. Models: small_inception, resnet9, mlp, resnet50, or
+module:function returning an snt.Module (`--model my_nets:build` finds
+./my_nets.py, as python -m would; it needs --recipe). Recipes: mnist-mlp,
+released, resnet9; the one in use is printed with where each setting comes
+from (see docs/collections.md, "Your first hour").
 """
 
 from typing import Optional, Sequence

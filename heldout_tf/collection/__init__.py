@@ -7,7 +7,9 @@ name, parsed in one place; run-id and ratio lists), `runs` (the one
 probabilities), `experiments` (the registry: the released three and the
 kit's own), `released` (download instructions for the released
 archives), `provenance` (where a collection's data comes from, and the
-one way back from its recorded config to that data). With TensorFlow:
+one way back from its recorded config to that data), `recorded` (a kit
+collection's recorded model and data, for the commands that restore its
+runs). With TensorFlow:
 `evaluation` (a model evaluated on a split, checked against a run's
 record), `reevaluation` (restore a collection's runs, re-evaluate,
 cross-check, record margins).

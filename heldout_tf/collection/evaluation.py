@@ -17,6 +17,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from heldout_tf import models
 from heldout_tf.data import image_data
 from heldout_tf.core import errors
 from heldout_tf.core import progress as progress_lib
@@ -88,7 +89,7 @@ def compiled_forward(model):
   fn = _COMPILED.get(model)
   if fn is None:
     model_ref = weakref.ref(model)
-    fn = tf.function(lambda images: model_ref()(images, is_training=False),
+    fn = tf.function(lambda images: models.call(model_ref(), images),
                      reduce_retracing=True)
     _COMPILED[model] = fn
   return fn

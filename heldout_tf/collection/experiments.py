@@ -1,7 +1,7 @@
 """The one registry of experiments: the three released and the kit's own.
 
   exp = experiments.get("cifar10-inception")
-  exp.arch, exp.num_classes, exp.input_shape   # 'inception', 10, (32, 32, 3)
+  exp.arch, exp.num_classes, exp.input_shape   # 'small_inception', 10, (32, 32, 3)
   exp.dataset, exp.dataset_name                # 'cifar10:3.0.2', 'cifar10'
   exp.archive, exp.md5                         # released runs only
 
@@ -36,7 +36,7 @@ class Experiment:
 
   Attributes:
     name: the `<experiment>` directory name.
-    arch: the `heldout_tf.models.build_model` architecture.
+    arch: the model's name (`heldout_tf.models.build_model`).
     num_classes: classes of the dataset (logits per example).
     dataset: tfds `name:version`, 'imagenet' (user-built TFRecords) or
       'synthetic' (offline stand-ins).
@@ -80,10 +80,10 @@ class Experiment:
 
 EXPERIMENTS: Dict[str, Experiment] = {
     e.name: e for e in [
-        Experiment("cifar10-inception", "inception", 10, "cifar10:3.0.2",
+        Experiment("cifar10-inception", "small_inception", 10, "cifar10:3.0.2",
                    md5="bc3b75203381709f8224810946be14b1",
                    approx_size="239 GB"),
-        Experiment("cifar100-inception", "inception", 100, "cifar100:3.0.2",
+        Experiment("cifar100-inception", "small_inception", 100, "cifar100:3.0.2",
                    md5="f87218368528afa6e2407c8410f1ffa1",
                    approx_size="244 GB"),
         Experiment("imagenet-resnet50", "resnet50", 1000, "imagenet",

@@ -7,8 +7,10 @@
 `evaluate_runs` is the whole loop over many runs of one experiment: restore
 (`models.checkpoints.restore`), evaluate and cross-check
 (`collection.evaluation`). It reuses one model and one compiled forward
-pass: only the variables change between runs. `evaluate_collection` can
-also record each run's `margins.npz` from the logits it computed
+pass: only the variables change between runs. `evaluate_collection` runs
+it on any collection, released (the experiments registry) or made by the
+kit (its recorded model and data, `collection.recorded`), and can also
+record each run's `margins.npz` from the logits it computed
 (`heldout_tf.collection.margins`).
 """
 
@@ -21,6 +23,8 @@ from heldout_tf import models
 from heldout_tf.collection import experiments
 from heldout_tf.collection import layout
 from heldout_tf.collection import margins as margins_lib
+from heldout_tf.collection import provenance
+from heldout_tf.collection import recorded
 from heldout_tf.collection import runs
 from heldout_tf.collection.evaluation import cross_check
 from heldout_tf.collection.evaluation import CrossCheck
@@ -222,43 +226,85 @@ def write_margins(train: RunEvaluation, test: RunEvaluation
   return MarginsRecord(path)
 
 
+def _kit_groups(root: str, name: str, selected, model: str, dataset: str,
+                data_dir: Optional[str]):
+  """`[(experiment, dataset, model, runs)]` per ratio of a kit-made
+  collection (each ratio's config.json: `collection.recorded`), or None
+  when the runs have no config.json (released runs). Data and models are
+  shared between ratios that record the same."""
+  loaded, built, out = {}, {}, []
+  for ratio in sorted({run.ratio for run in selected}):
+    found = recorded.of_ratio(root, name, ratio, model)
+    if found is None:
+      if out:
+        raise errors.ConfigError(
+            f"{layout.ratio_dir(root, name, ratio)}: no config.json, unlike "
+            "the other ratios of this experiment (made by heldout train)")
+      return None
+    source = provenance.source_of(found.config, found.where, dataset,
+                                  data_dir)
+    if source not in loaded:
+      data, _ = found.load_data(dataset, data_dir)
+      loaded[source] = (data, pipelines.in_memory_dataset(
+          data.name, data.images, data.labels))
+    data, split_source = loaded[source]
+    key = (found.model, found.options, found.num_classes, found.image_shape)
+    if key not in built:
+      built[key] = found.build()
+    experiment = experiments.Experiment(
+        name, found.model, found.num_classes, found.dataset,
+        input_shape=found.image_shape, preprocessing=recorded.PREPROCESSING)
+    out.append((experiment, split_source, built[key],
+                [run for run in selected if run.ratio == ratio]))
+  return out
+
+
 def evaluate_collection(root: str, experiment, ratios=(0.7,), run_ids=(0,),
                         split: str = "test", data_dir: Optional[str] = None,
                         download: bool = False,
                         index_map: Optional[str] = None,
                         batch_size: int = 200, progress: bool = True,
-                        record_margins: bool = False
+                        record_margins: bool = False, model: str = "",
+                        dataset: str = ""
                         ) -> Iterator[Tuple[layout.RunPath, RunEvaluation]]:
   """Re-evaluates the selected runs of a collection; the evaluate workflow.
 
   Selects the runs (`select_runs`), checks that every one has its files,
-  opens the experiment's dataset (`heldout_tf.data.pipelines.load`) and yields
-  `(run, RunEvaluation)` per run and split from `evaluate_runs`. With
-  `record_margins` (needs `split='both'`) each run's `margins.npz` is
-  written from the logits of its two evaluations (`write_margins`; the
-  run's test-split RunEvaluation says how in `margins`).
+  and yields `(run, RunEvaluation)` per run and split from
+  `evaluate_runs`. A collection `heldout train` made (config.json beside
+  its runs) is evaluated with its recorded model and data
+  (`collection.recorded`); released runs with their experiment's model
+  and pipeline (`heldout_tf.data.pipelines.load`). With `record_margins`
+  (needs `split='both'`) each run's `margins.npz` is written from the
+  logits of its two evaluations (`write_margins`; the run's test-split
+  RunEvaluation says how in `margins`).
 
   Args:
     root: the collection root, holding `<experiment>/<ratio>/<run>/`.
     experiment: an experiment name or `heldout_tf.collection.experiments.Experiment`.
     ratios, run_ids: the runs (None: all on disk), as in `select_runs`.
     split, batch_size, progress: as in `evaluate_runs`.
-    data_dir, download, index_map: as in `heldout_tf.data.pipelines.load`.
+    data_dir, download, index_map: as in `heldout_tf.data.pipelines.load`
+      (a kit collection: `data_dir` is its tfds directory).
     record_margins: write each run's `margins.npz` (split must be 'both').
+    model: --model as given: names a kit collection's recorded user module
+      again (it is imported only then); '' otherwise.
+    dataset: a kit collection's data from elsewhere than recorded (e.g. a
+      moved npz file); its fingerprint must match.
 
   Raises:
     RunNotFoundError: no run selected, or one lacks its files (nothing was
-      evaluated); errors.UsageError: `record_margins` without 'both'; and
-      the errors of `pipelines.load` and `evaluate_runs`.
+      evaluated); errors.UsageError: `record_margins` without 'both', or
+      an experiment neither registered nor made by the kit; and the errors
+      of `collection.recorded`, `pipelines.load` and `evaluate_runs`.
   """
   if record_margins and split != "both":
     raise errors.UsageError("recording margins needs split 'both' (the "
                             f"training and the test set), got {split!r}")
-  if isinstance(experiment, str):
-    experiment = experiments.get(experiment)
-  selected = select_runs(root, experiment.name, ratios, run_ids)
+  name = experiment if isinstance(experiment, str) else experiment.name
+  selected = select_runs(root, name, ratios, run_ids)
   if not selected:
-    where = os.path.join(root, experiment.name)
+    where = os.path.join(root, name)
     raise RunNotFoundError(f"No run found under {where}" + (
         "" if ratios is None else " at ratio(s) " + ", ".join(
             layout.format_ratio(r) for r in ratios)))
@@ -266,13 +312,30 @@ def evaluate_collection(root: str, experiment, ratios=(0.7,), run_ids=(0,),
   if missing:
     more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
     raise RunNotFoundError(missing[0] + more)
-  dataset = pipelines.load(experiment.dataset, data_dir, download,
-                           index_map=index_map)
-  per_run, previous = len(_splits(split)), None
-  evaluated = evaluate_runs(experiment, [run.path for run in selected],
-                            dataset, split, batch_size, progress=progress)
-  for k, result in enumerate(evaluated):
-    if record_margins and k % per_run == 1:
-      result.margins = write_margins(previous, result)
-    previous = result
-    yield selected[k // per_run], result
+  groups = _kit_groups(root, name, selected, model, dataset, data_dir)
+  if groups is None:
+    if isinstance(experiment, str):
+      if experiment not in experiments.EXPERIMENTS:
+        raise errors.UsageError(
+            f"--experiment {experiment!r}: {os.path.join(root, experiment)} "
+            "has no config.json (not made by heldout train) and it is not "
+            f"a released experiment ({', '.join(experiments.EXPERIMENTS)})")
+      experiment = experiments.get(experiment)
+    if model or dataset:
+      raise errors.UsageError(
+          f"--model and --dataset name a collection made by heldout train; "
+          f"{name} is a released experiment")
+    groups = [(experiment, pipelines.load(experiment.dataset, data_dir,
+                                          download, index_map=index_map),
+               None, selected)]
+  per_run = len(_splits(split))
+  for experiment, split_source, module, runs_of in groups:
+    previous = None
+    evaluated = evaluate_runs(experiment, [run.path for run in runs_of],
+                              split_source, split, batch_size,
+                              progress=progress, model=module)
+    for k, result in enumerate(evaluated):
+      if record_margins and k % per_run == 1:
+        result.margins = write_margins(previous, result)
+      previous = result
+      yield runs_of[k // per_run], result

@@ -1,7 +1,10 @@
 """Importing TensorFlow quietly: entry points and Ray workers call
-`quiet_tensorflow()` before anything else imports it."""
+`quiet_tensorflow()` before anything else imports it. It also gives every
+warning the kit's own format: absl's `logging.warning(...)` (which would
+print `WARNING:absl:...`) prints `warning: ...`, as the commands do."""
 
 import contextlib
+import logging as std_logging
 import os
 import re
 import sys
@@ -53,3 +56,25 @@ def quiet_tensorflow():
       tf.config.list_physical_devices()  # Device start-up (cuInit) lines.
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
+  kit_warning_format()
+
+
+class _KitFormatter(std_logging.Formatter):
+  """`warning: message` (`error: message` for errors)."""
+
+  def format(self, record):
+    level = "error" if record.levelno >= std_logging.ERROR else "warning"
+    return f"{level}: {record.getMessage()}"
+
+
+def kit_warning_format():
+  """Prints absl's warnings and errors as `warning: ...` / `error: ...` on
+  stderr (once; absl's own handler no longer sees them)."""
+  logger = std_logging.getLogger("absl")
+  if any(isinstance(h.formatter, _KitFormatter) for h in logger.handlers):
+    return
+  handler = std_logging.StreamHandler(sys.stderr)
+  handler.setFormatter(_KitFormatter())
+  handler.setLevel(std_logging.WARNING)
+  logger.addHandler(handler)
+  logger.propagate = False

@@ -22,6 +22,7 @@ where it was looked for a `DatasetNotFoundError`.
 
 import dataclasses
 import math
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from heldout_tf.core import errors
 from heldout_tf.core import npz
 
 SPLITS = ("train", "test")
+# The most classes a dataset may declare (ImageNet-21k has 21 843): a
+# larger count is a mistake that would fail later as a huge model.
+MAX_CLASSES = 100_000
 
 
 class DataError(errors.HeldoutError, ValueError):
@@ -52,6 +56,8 @@ class ImageData:
   test_images: np.ndarray  # uint8 [n_test, h, w, c]
   test_labels: np.ndarray  # int64 [n_test]
   num_classes: int
+  # Declared class names ([num_classes]; the report shows them), or None.
+  class_names: Optional[Tuple[str, ...]] = None
 
   @property
   def image_shape(self):
@@ -124,20 +130,22 @@ def first_examples(data: ImageData, train_size: int = 0,
       f", first {n_train} train / {n_test} test examples")
 
 
-def read_npz_arrays(path: str, keys, optional=()) -> dict:
+def read_npz_arrays(path: str, keys, optional=(), text=()) -> dict:
   """The arrays `keys` (and those of `optional` present) of the `.npz` file
   `path`, through the kit's hardened reader (`heldout_tf.core.npz`: a regular
   file, plain numeric arrays only, never unpickled, sizes bounded by their
-  headers before anything inflates). Shapes and values are checked by the
-  caller."""
+  headers before anything inflates); the optional `text` arrays, if
+  present, hold strings. Shapes and values are checked by the caller."""
   with npz.Reader(path, DataError, os_error=errors.PathError,
                   max_total_bytes="auto") as reader:
     if not all(k in reader for k in keys):
       missing = [k for k in keys if k not in reader]
       raise DataError(f"{path}: no key {missing[0]!r} (has "
                       f"{sorted(reader.keys)}); expected {list(keys)}")
-    return {k: reader.read(k, kinds="biuf")
-            for k in tuple(keys) + tuple(optional) if k in reader}
+    arrays = {k: reader.read(k, kinds="biuf")
+              for k in tuple(keys) + tuple(optional) if k in reader}
+    arrays.update({k: reader.read(k, kinds="U") for k in text if k in reader})
+    return arrays
 
 
 # --------------------------------------------------------------- checking --
@@ -149,8 +157,8 @@ def _image_array(images: np.ndarray, where: str, key: str) -> np.ndarray:
     raise DataError(f"{where}: key {key!r} must be uint8 images (0..255), "
                     f"got {images.dtype}")
   if images.ndim == 3:
-    return images[..., None]
-  if images.ndim == 2:
+    images = images[..., None]
+  elif images.ndim == 2:
     d = images.shape[1]
     for channels in (1, 3):
       side = math.isqrt(d // channels) if d % channels == 0 else 0
@@ -159,60 +167,138 @@ def _image_array(images: np.ndarray, where: str, key: str) -> np.ndarray:
     raise DataError(f"{where}: key {key!r} holds flat images of {d} values: "
                     "not s*s (grey) or 3*s*s (RGB); store them as "
                     "[n, h, w, c]")
-  if images.ndim != 4 or images.shape[-1] < 1:
+  if images.ndim != 4:
     raise DataError(f"{where}: key {key!r} must be images [n, h, w, c], "
                     f"[n, h, w] or flat [n, d], got shape "
                     f"{list(images.shape)}")
+  if not all(images.shape[1:]):
+    raise DataError(f"{where}: key {key!r} holds empty images (shape "
+                    f"{list(images.shape)}): every image needs height, "
+                    "width and channels")
   return images
 
 
+def _shown(values) -> str:
+  """Integers as runs: [0..9, 12] -> '0-9, 12' (at most 8 runs shown)."""
+  values = sorted(set(int(v) for v in values))
+  runs = []
+  for v in values:
+    if runs and v == runs[-1][1] + 1:
+      runs[-1][1] = v
+    else:
+      runs.append([v, v])
+  text = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:8]]
+  more = f", ... ({len(values)} in all)" if len(runs) > 8 else ""
+  return ", ".join(text) + more
+
+
+def _labels(labels, where: str, key: str, image_key: str, n_images: int
+            ) -> np.ndarray:
+  """int64 `[n]` of integer labels, or `DataError` naming `key`; values
+  are compared as Python integers (a uint64 label is never shown as a
+  negative one)."""
+  labels = np.asarray(labels)
+  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    raise DataError(f"{where}: key {key!r} must be integer labels [n], "
+                    f"got {labels.dtype}{list(labels.shape)}")
+  if len(labels) != n_images:
+    raise DataError(f"{where}: key {key!r} has {len(labels)} labels for "
+                    f"{n_images} images ({image_key!r})")
+  if len(labels) == 0:
+    raise DataError(f"{where}: key {image_key!r} holds no examples")
+  low, high = int(labels.min()), int(labels.max())
+  if low < 0 or high >= MAX_CLASSES:
+    bad = (labels < 0) if low < 0 else (labels >= MAX_CLASSES)
+    first = int(np.flatnonzero(bad)[0])
+    raise DataError(f"{where}: key {key!r} has labels outside [0, "
+                    f"{MAX_CLASSES}) ({int(bad.sum())} of them, first: "
+                    f"example {first} = {int(labels[first])})")
+  return labels.astype(np.int64)
+
+
+def _declared(num_classes, class_names, where: str):
+  """`(num_classes, class_names)` as declared (either may be None),
+  checked against each other and `MAX_CLASSES`."""
+  if num_classes is not None:
+    num_classes = int(num_classes)
+    if not 2 <= num_classes <= MAX_CLASSES:
+      raise DataError(f"{where}: key 'num_classes' is {num_classes}: it "
+                      f"must be in 2..{MAX_CLASSES}")
+  if class_names is not None:
+    class_names = tuple(str(c) for c in class_names)
+    if num_classes is None:
+      num_classes = len(class_names)
+    if len(class_names) != num_classes:
+      raise DataError(f"{where}: key 'class_names' names "
+                      f"{len(class_names)} classes, 'num_classes' is "
+                      f"{num_classes}")
+  return num_classes, class_names
+
+
 def from_arrays(name, where, image_key, label_key, x_train, y_train, x_test,
-                y_test, num_classes=None) -> ImageData:
+                y_test, num_classes=None, class_names=None,
+                every_class_trained: bool = True) -> ImageData:
   """`ImageData` of the arrays, every dtype, shape and label checked.
 
   Images are uint8 `[n, h, w, c]`, `[n, h, w]` (one channel) or flat
   `[n, d]` (`d` = s*s grey or 3*s*s RGB); labels integers `[n]` in
-  `[0, num_classes)` (`num_classes` None: the largest label + 1). Errors
-  name `where` (a file, or a tfds dataset) and the key: `x_train` when
-  `image_key` is 'x', else '<image_key> (train)' (likewise for labels).
+  `[0, num_classes)`. Classes are the declared ones (`num_classes`, or
+  one per `class_names`): then a class may have no example. Undeclared,
+  they are 0..the largest label, and each must have a training example
+  and each test label must be one a training example has (a gap, e.g.
+  0-9 and 12, is a mistake more often than not: `DataError` naming the
+  empty classes and how to declare them); `every_class_trained=False`
+  skips that check (a source that has no way to declare classes, e.g. a
+  tfds dataset whose labels are plain integers). Errors name `where` (a file,
+  or a tfds dataset) and the key: `x_train` when `image_key` is 'x', else
+  '<image_key> (train)' (likewise for labels).
   """
-  x, y = {}, {}
+  x, y, lkeys = {}, {}, {}
   for split, images, labels in (("train", x_train, y_train),
                                 ("test", x_test, y_test)):
     ikey = (f"{image_key}_{split}" if image_key == "x"
             else f"{image_key} ({split})")
-    lkey = (f"{label_key}_{split}" if label_key == "y"
-            else f"{label_key} ({split})")
+    lkeys[split] = (f"{label_key}_{split}" if label_key == "y"
+                    else f"{label_key} ({split})")
     x[split] = _image_array(np.asarray(images), where, ikey)
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-      raise DataError(f"{where}: key {lkey!r} must be integer labels [n], "
-                      f"got {labels.dtype}{list(labels.shape)}")
-    if len(labels) != len(x[split]):
-      raise DataError(f"{where}: key {lkey!r} has {len(labels)} labels for "
-                      f"{len(x[split])} images ({ikey!r})")
-    if len(labels) == 0:
-      raise DataError(f"{where}: key {ikey!r} holds no examples")
-    y[split] = labels.astype(np.int64)
+    y[split] = _labels(labels, where, lkeys[split], ikey, len(x[split]))
   if x["train"].shape[1:] != x["test"].shape[1:]:
     raise DataError(
         f"{where}: train images are {list(x['train'].shape[1:])} but test "
         f"images {list(x['test'].shape[1:])} (keys {image_key}_train, "
         f"{image_key}_test)")
-  largest = int(max(y["train"].max(), y["test"].max()))
-  if num_classes is None:
-    num_classes = largest + 1
+  num_classes, class_names = _declared(num_classes, class_names, where)
+  declared = num_classes is not None
+  if not declared and every_class_trained:
+    trained = np.unique(y["train"])
+    empty = np.setdiff1d(np.arange(trained[-1] + 1), trained)
+    if len(empty):
+      raise DataError(
+          f"{where}: class{'es' if len(empty) > 1 else ''} "
+          f"{_shown(empty)} ha{'ve' if len(empty) > 1 else 's'} no training "
+          f"example (key "
+          f"{lkeys['train']!r} holds {_shown(trained)}); to train a "
+          f"{trained[-1] + 1}-class model anyway declare the classes (an "
+          "npz file: a scalar 'num_classes' or 'class_names')")
+    unseen = np.setdiff1d(np.unique(y["test"]), trained)
+    if len(unseen):
+      raise DataError(
+          f"{where}: key {lkeys['test']!r} has labels no training example "
+          f"has: {_shown(unseen)} (training labels: {_shown(trained)}); "
+          "declare the classes (an npz file: a scalar 'num_classes' or "
+          "'class_names') to keep them")
+  if not declared:
+    num_classes = int(max(y["train"].max(), y["test"].max())) + 1
   for split in SPLITS:
-    bad = (y[split] < 0) | (y[split] >= num_classes)
+    bad = y[split] >= num_classes
     if bad.any():
       first = int(np.flatnonzero(bad)[0])
-      lkey = f"{label_key}_{split}" if label_key == "y" else label_key
       raise DataError(
-          f"{where}: key {lkey!r} has labels outside [0, {num_classes}) "
-          f"({int(bad.sum())} of them, first: example {first} = "
-          f"{int(y[split][first])})")
+          f"{where}: key {lkeys[split]!r} has labels outside [0, "
+          f"{num_classes}) ({int(bad.sum())} of them, first: example "
+          f"{first} = {int(y[split][first])})")
   if num_classes < 2:
     raise DataError(f"{where}: labels name {num_classes} class; need >= 2")
   return ImageData(name, f"{where} ({len(y['train'])} train / "
                    f"{len(y['test'])} test)", x["train"], y["train"],
-                   x["test"], y["test"], int(num_classes))
+                   x["test"], y["test"], int(num_classes), class_names)

@@ -11,8 +11,10 @@ Sources (a `--dataset` value):
   through `heldout_tf.data.tfds`, never downloaded unless `download=True`;
 - `npz:FILE`: arrays `x_train`, `y_train`, `x_test`, `y_test`; images uint8
   `[n, h, w, c]`, `[n, h, w]` (one channel) or flat `[n, d]` with `d` =
-  s*s (one channel) or 3*s*s (RGB); labels integers `[n]`; an optional
-  scalar `num_classes` (default: the largest label + 1);
+  s*s (one channel) or 3*s*s (RGB); labels integers `[n]`; optionally a
+  scalar `num_classes` and / or `class_names` (strings `[num_classes]`)
+  declaring the classes (undeclared: 0..the largest label, each with a
+  training example);
 - `mnist`: `heldout_tf.data.mnist.load('auto')`: tfds MNIST when prepared in
   `data_dir` (or `download=True`), else the embedded offline digits;
 - `digits`: `heldout_tf.data.mnist.load('digits')`, the embedded offline
@@ -37,6 +39,7 @@ NPZ_PREFIX = "npz:"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # Sources `heldout_tf.data.mnist` loads, and the dataset it is asked for.
 MNIST_SOURCES = {"mnist": "auto", "digits": "digits"}
+MAX_NAME_LENGTH = 100  # Characters of one class name.
 
 
 def load(source: str, data_dir: Optional[str] = None,
@@ -80,7 +83,8 @@ def load_tfds(name: str, data_dir: Optional[str] = None,
   train, test = arrays["train"], arrays["test"]
   data = image_data.from_arrays(
       name.split(":")[0], f"tfds {name} in {where}", "image", "label",
-      train[0], train[1], test[0], test[1], len(names) if names else None)
+      train[0], train[1], test[0], test[1], None, names or None,
+      every_class_trained=False)  # Its label feature is its declaration.
   data.description = (f"tfds {name} ({len(data.train_labels)} train / "
                       f"{len(data.test_labels)} test)")
   return data
@@ -88,10 +92,12 @@ def load_tfds(name: str, data_dir: Optional[str] = None,
 
 def load_npz(path: str) -> image_data.ImageData:
   """Arrays `x_train`, `y_train`, `x_test`, `y_test` (and optionally a
-  scalar `num_classes`) of the `.npz` file `path`."""
+  scalar `num_classes` and strings `class_names`) of the `.npz` file
+  `path`."""
   path = npz_file(NPZ_PREFIX + path)
   arrays = image_data.read_npz_arrays(path, NPZ_KEYS,
-                                      optional=("num_classes",))
+                                      optional=("num_classes",),
+                                      text=("class_names",))
   num_classes = arrays.get("num_classes")
   if num_classes is not None:
     if num_classes.shape != () or not np.issubdtype(num_classes.dtype,
@@ -100,7 +106,14 @@ def load_npz(path: str) -> image_data.ImageData:
           f"{path}: key 'num_classes' must be an integer scalar, got "
           f"{num_classes.dtype}{list(num_classes.shape)}")
     num_classes = int(num_classes)
+  names = arrays.get("class_names")
+  if names is not None and (names.ndim != 1 or not all(
+      0 < len(str(c)) <= MAX_NAME_LENGTH for c in names)):
+    raise image_data.DataError(
+        f"{path}: key 'class_names' must be names [num_classes], each 1 to "
+        f"{MAX_NAME_LENGTH} characters, got {names.dtype}{list(names.shape)}")
   name = os.path.splitext(os.path.basename(path))[0]
   return image_data.from_arrays(
       name, path, "x", "y", arrays["x_train"], arrays["y_train"],
-      arrays["x_test"], arrays["y_test"], num_classes)
+      arrays["x_test"], arrays["y_test"], num_classes,
+      None if names is None else [str(c) for c in names])

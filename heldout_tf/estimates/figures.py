@@ -4,7 +4,9 @@ memorization histogram (`heldout_tf.core.figures`: Agg canvas, no pyplot,
 atomic PNG writes; nothing happens at import).
 
 Images are uint8 or float `[n, h, w, c]` (grey or colour, any size), drawn
-pixel for pixel (no smoothing), grey images as a dark digit on light.
+pixel for pixel (no smoothing), grey images as a dark digit on light
+(`figures.show_image`, as the quality figures and the report's
+thumbnails).
 """
 
 import os
@@ -17,23 +19,6 @@ from heldout_tf.estimates import reporting
 NOISY_COLOR = "tab:red"
 FILENAMES = ("memorization_examples.png", "high_influence_pairs.png",
              "memorization_histogram.png")
-
-
-def _show(ax, image):
-  """One image, pixel for pixel: grey as dark on light, colour as is."""
-  image = np.asarray(image)
-  if image.dtype == np.uint8:
-    image = image.astype(np.float32) / 255.0
-  if image.ndim == 1:  # A flat grey image.
-    side = int(round(np.sqrt(image.size)))
-    image = image.reshape(side, side, 1)
-  if image.shape[-1] == 1:
-    ax.imshow(image[..., 0], cmap="gray_r", vmin=0, vmax=1,
-              interpolation="nearest")
-  else:
-    ax.imshow(np.clip(image, 0, 1), interpolation="nearest")
-  ax.set_xticks([])
-  ax.set_yticks([])
 
 
 def score_text(value) -> str:
@@ -55,16 +40,18 @@ def memorization_figure(images, labels, mem, noisy_idx=(), clean_labels=None,
             ("Least memorized" + tie_rule, least[:count])]
   rows = -(-count // columns)
   noisy = set(np.asarray(noisy_idx).tolist())
-  fig = figures.new(1.55 * columns, 2 * (1.75 * rows + 0.5))
+  # Constrained layout: each group's title just above its images, no
+  # empty bands between the rows.
+  fig = figures.new(1.3 * columns, 2 * 1.45 * rows + 0.7)
+  fig.set_layout_engine("constrained")
   for sub, (title, idx) in zip(fig.subfigures(2, 1), groups):
-    sub.suptitle(title, fontsize=12, fontweight="bold")
-    axes = sub.subplots(rows, columns, squeeze=False,
-                        gridspec_kw=dict(wspace=0.45, hspace=0.6))
+    sub.suptitle(title, fontsize=11, fontweight="bold")
+    axes = sub.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
       ax.axis("off")
     for ax, i in zip(axes.flat, idx):
       ax.axis("on")
-      _show(ax, images[i])
+      figures.show_image(ax, images[i])
       label = f"label {labels[i]}"
       color = "black"
       if i in noisy:
@@ -97,9 +84,11 @@ def influence_pairs(path, train_images, train_labels, test_images,
   order = np.argsort(-np.asarray(pairs["infl"]), kind="stable")[:count]
   columns = max(1, min(columns, len(order)))
   rows = max(1, -(-len(order) // columns))
-  fig = figures.new(1.55 * columns, 3.6 * rows)
-  axes = fig.subplots(2 * rows, columns, squeeze=False,
-                      gridspec_kw=dict(wspace=0.45, hspace=0.7))
+  # Constrained layout keeps the title above the captions and every
+  # caption (train #index) clear of its neighbours.
+  fig = figures.new(1.35 * columns + 0.3, 3.3 * rows + 0.5)
+  fig.set_layout_engine("constrained")
+  axes = fig.subplots(2 * rows, columns, squeeze=False)
   for ax in axes.flat:
     ax.axis("off")
   for k, p in enumerate(order):
@@ -108,10 +97,10 @@ def influence_pairs(path, train_images, train_labels, test_images,
     bottom = axes[2 * (k // columns) + 1, k % columns]
     for ax in (top, bottom):
       ax.axis("on")
-    _show(top, train_images[tr])
+    figures.show_image(top, train_images[tr])
     top.set_title(f"train #{tr}\nlabel {train_labels[tr]}\n"
                   f"mem {score_text(pairs['mem'][p])}", fontsize=7)
-    _show(bottom, test_images[tt])
+    figures.show_image(bottom, test_images[tt])
     bottom.set_title(f"test #{tt}\nlabel {test_labels[tt]}\n"
                      f"infl {score_text(pairs['infl'][p])}", fontsize=7)
   if not len(order):
@@ -129,11 +118,14 @@ def memorization_histogram(path, mem, noisy_idx=()):
   bins = np.linspace(-0.2, 1.0, 49)
   noisy = np.zeros(len(mem), bool)
   noisy[np.asarray(noisy_idx, np.int64)] = True
-  ax.hist(mem[~noisy], bins=bins, alpha=0.75,
-          label=f"original labels ({(~noisy).sum()})")
+  shown = ~noisy & np.isfinite(mem)
+  ax.hist(mem[shown], bins=bins, alpha=0.75,
+          label=(f"original labels ({shown.sum()})" if noisy.any() else
+                 f"training examples with an estimate ({shown.sum()})"))
   if noisy.any():
-    ax.hist(mem[noisy], bins=bins, alpha=0.75, color=NOISY_COLOR,
-            label=f"flipped labels ({noisy.sum()})")
+    flipped = noisy & np.isfinite(mem)
+    ax.hist(mem[flipped], bins=bins, alpha=0.75, color=NOISY_COLOR,
+            label=f"flipped labels ({flipped.sum()})")
   ax.set_yscale("log")
   ax.set_xlabel("memorization estimate")
   ax.set_ylabel("training examples")

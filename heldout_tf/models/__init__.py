@@ -2,12 +2,14 @@
 Sonnet module; strict checkpoints; exports.
 
   from heldout_tf import models
-  model = models.build("small_inception", 10)     # the one builder
+  model = models.build_model("small_inception", 10)   # the one builder
   with models.precision_scope(tf.bfloat16): ...
   from heldout_tf.models import checkpoints       # restore / save
 
 Submodules: `architectures` (the Sonnet modules, mixed precision),
-`registry` (names, `build`, user modules, helpers for any module),
+`names` (model names and the rule for recorded ones, no TensorFlow),
+`registry` (`build_model`, user modules), `calls` (calling any
+module: `is_training` where it takes it, features, output checks),
 `checkpoints` (strict all-or-nothing restore, safe save), `exports`
 (ONNX, safetensors, npz). Names load on first use: importing the package
 imports no TensorFlow.
@@ -18,10 +20,12 @@ from heldout_tf.core import lazy
 __getattr__, __dir__, __all__ = lazy.front_door(__name__, {
     "architectures": ("MLP", "MLP_HIDDEN", "RELEASED_BN_DECAY", "ResNet9",
                       "SmallInception", "compute_dtype", "precision_scope"),
-    "registry": ("ARCHS", "MODEL_NAMES", "arch_of", "build", "build_model",
-                 "check_output", "ensure_built", "features_and_logits",
-                 "input_shape", "is_built", "is_user_model",
-                 "load_user_model", "recorded_model"),
+    "names": ("MODEL_NAMES", "check_name", "is_user_model",
+              "recorded_model"),
+    "registry": ("arch_of", "build_model", "ensure_built", "input_shape",
+                 "is_built", "load_user_model"),
+    "calls": ("call", "check_output", "features_and_logits",
+              "has_features", "takes_is_training"),
     "checkpoints": (),
     "exports": (),
 })

@@ -1,11 +1,16 @@
 """Exports a restored model as ONNX, safetensors or npz, for use outside TF.
 
-  info = exports.export("cifar10-inception", "<root>/.../0.7/0", "m.onnx",
-                        "onnx")
+  info = exports.export(exports.model_spec("cifar10-inception"),
+                        "<root>/.../0.7/0", "m.onnx", "onnx")
+
+`model_spec(experiment)` describes a registered experiment's model; a
+collection `heldout train` made describes its own
+(`heldout_tf.collection.recorded.RecordedModel.export_spec`).
 
 - **onnx**: the inference graph (`is_training=False`, BatchNorm with its
   moving statistics), one input `images` of shape `[batch, H, W, C]` float32
-  NHWC with a dynamic batch (MLP: `[batch, 784]`), fed exactly as the kit's
+  NHWC with a dynamic batch (MLP: flattened, `[batch, 784]` for MNIST),
+  fed exactly as the kit's
   pipeline feeds the model (see `ModelSpec.preprocessing`), one output
   `logits` `[batch, num_classes]` (no softmax). Converted by `tf2onnx`
   (opset `ONNX_OPSET`); what the input is and the layout conventions are in
@@ -75,23 +80,25 @@ MissingExtraError = errors.MissingExtraError  # The `export` extra.
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-  """What an experiment's model is and how its input is prepared."""
+  """What a run's model is and how its input is prepared.
+
+  Attributes:
+    experiment: the experiment's name (metadata and messages).
+    arch: the model's name (`models.build_model`: a built-in name, or
+      'pkg.mod:fn' a caller named).
+    num_classes: logits per example.
+    dataset: the dataset's name.
+    input_shape: one exported input (an MLP's flattened: `[h * w * c]`).
+    preprocessing: how an image becomes that input, in words.
+    options: the model's constructor options, sorted (key, value) pairs.
+  """
   experiment: str
   arch: str
   num_classes: int
   dataset: str
-
-  @property
-  def input_shape(self) -> Tuple[int, ...]:
-    """Per-example shape of the exported input (MLP: flattened)."""
-    from heldout_tf import models  # pylint: disable=g-import-not-at-top
-    if self.arch == "mlp":
-      return (int(np.prod(models.input_shape("mlp"))),)
-    return tuple(models.input_shape(self.arch))
-
-  @property
-  def preprocessing(self) -> str:
-    return experiments.get(self.experiment).preprocessing
+  input_shape: Tuple[int, ...]
+  preprocessing: str
+  options: Tuple = ()
 
   def random_inputs(self, n: int, seed: int = 0) -> np.ndarray:
     """`n` random inputs in the range the pipeline produces, float32."""
@@ -100,6 +107,14 @@ class ModelSpec:
       from heldout_tf.data import imagenet  # pylint: disable=g-import-not-at-top
       x = (x - np.array(imagenet.MEAN)) / np.array(imagenet.STD)
     return x.astype(np.float32)
+
+
+def exported_shape(arch: str, image_shape) -> Tuple[int, ...]:
+  """The exported input of one image `(h, w, c)` for model `arch`: the
+  MLP's flattened (it flattens its input), others' the image's."""
+  if arch == "mlp":
+    return (int(np.prod(image_shape)),)
+  return tuple(int(d) for d in image_shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +132,8 @@ class ExportInfo:
 def model_spec(experiment: str) -> ModelSpec:
   """The model of an experiment of `heldout_tf.collection.experiments`."""
   e = experiments.get(experiment)
-  return ModelSpec(e.name, e.arch, e.num_classes, e.dataset)
+  return ModelSpec(e.name, e.arch, e.num_classes, e.dataset,
+                   exported_shape(e.arch, e.input_shape), e.preprocessing)
 
 
 def load_model(spec: ModelSpec, run_dir: str):
@@ -129,8 +145,9 @@ def load_model(spec: ModelSpec, run_dir: str):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from heldout_tf.models import checkpoints  # pylint: disable=g-import-not-at-top
   from heldout_tf import models  # pylint: disable=g-import-not-at-top
-  model = models.ensure_built(models.build_model(spec.arch, spec.num_classes),
-                              spec.arch)
+  model = models.ensure_built(
+      models.build_model(spec.arch, spec.num_classes, **dict(spec.options)),
+      shape=spec.input_shape)
   try:
     info = checkpoints.restore(model, run_dir)
   except checkpoints.CheckpointNotFoundError as e:
@@ -166,12 +183,13 @@ def _mismatch_message(spec: ModelSpec, e) -> str:
 def inference_function(model, spec: ModelSpec):
   """`tf.function` images [None, *input_shape] float32 -> logits."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from heldout_tf import models  # pylint: disable=g-import-not-at-top
   signature = [tf.TensorSpec((None,) + spec.input_shape, tf.float32,
                              name=INPUT_NAME)]
 
   @tf.function(input_signature=signature)
   def logits(images):
-    return model(images, is_training=False)
+    return models.call(model, images, is_training=False)
 
   return logits
 
@@ -392,13 +410,14 @@ def _write(out: str, payload: bytes):
   files.atomic_write(out, lambda f: f.write(payload))  # PathError if unwritable.
 
 
-def export(experiment: str, run_dir: str, out: str, fmt: str, *,
+def export(spec: ModelSpec, run_dir: str, out: str, fmt: str, *,
            check: bool = True, batch_size: int = DEFAULT_CHECK_BATCH,
            opset: int = ONNX_OPSET, seed: int = 0) -> ExportInfo:
-  """Restores `experiment`'s model from `run_dir` and writes it to `out`.
+  """Restores `spec`'s model from `run_dir` and writes it to `out`.
 
   Args:
-    experiment: a released experiment name (or `mnist-mlp`).
+    spec: the run's model (`model_spec(experiment)` for a registered
+      experiment; a kit collection's `RecordedModel.export_spec`).
     run_dir: run directory, its `checkpoints/` or a `ckpt-<N>` prefix.
     out: the file to write (atomically: a failed export leaves no file).
     fmt: 'onnx', 'safetensors' or 'npz'.
@@ -419,7 +438,6 @@ def export(experiment: str, run_dir: str, out: str, fmt: str, *,
   if not 1 <= batch_size <= MAX_CHECK_BATCH:
     raise errors.UsageError(f"--batch_size must be in 1..{MAX_CHECK_BATCH}, "
                             f"got {batch_size}")
-  spec = model_spec(experiment)
   if fmt == "onnx":  # Missing packages before any slow work.
     for module in ("tf2onnx", "onnx", "onnxruntime"):
       _require(module, fmt)

@@ -90,28 +90,13 @@ def removal_plot(path, rows: Sequence[dict]):
   return figures.save_png(fig, path)
 
 
-def _show(ax, image):
-  """One image (uint8 or float in [0, 1]; `[h, w, c]`, `[h, w]` or flat
-  square grayscale) on `ax`: grayscale dark on light, colour as is."""
-  image = np.asarray(image)
-  if image.dtype == np.uint8:
-    image = image.astype(np.float32) / 255.0
-  if image.ndim == 1:
-    side = int(round(np.sqrt(image.size)))
-    image = image.reshape(side, side)
-  if image.ndim == 3 and image.shape[-1] == 1:
-    image = image[..., 0]
-  if image.ndim == 2:
-    ax.imshow(image, cmap="gray_r", vmin=0, vmax=1)
-  else:
-    ax.imshow(np.clip(image, 0, 1))
-
-
 def top_examples(path, images, labels, clean_labels,
                  scores: Mapping[str, np.ndarray], noisy_idx, count=12,
                  tiebreak="loss"):
   """Per score (one row each), the `count` examples it ranks most
-  suspicious; noisy ones titled in red with their original label.
+  suspicious; with recorded noise (`noisy_idx` not empty), how many of
+  them are noisy, and noisy ones titled in red with their original label
+  (a collection without recorded noise gets neither).
 
   Ties (e.g. many C-scores of exactly 0) are broken by the `tiebreak`
   score (held-out loss by default), then by index.
@@ -123,16 +108,19 @@ def top_examples(path, images, labels, clean_labels,
   # Constrained layout puts the title just above the grid (no empty band).
   fig.set_layout_engine("constrained")
   axes = fig.subplots(rows, count, squeeze=False)
+  known = bool(noisy.any())
+  for ax in axes.flat:
+    ax.axis("off")
   for r, (name, value) in enumerate(scores.items()):
     top = detection.ranking(value, tie_values)[:count]
-    found = int(noisy[top].sum())
-    axes[r, 0].set_ylabel(f"{name}\n{found}/{count} noisy", fontsize=8,
-                          rotation=0, ha="right", va="center")
+    found = f"\n{int(noisy[top].sum())}/{len(top)} noisy" if known else ""
+    axes[r, 0].axis("on")
+    axes[r, 0].set_ylabel(f"{name}{found}", fontsize=8, rotation=0,
+                          ha="right", va="center")
     for c, i in enumerate(top):
       ax = axes[r, c]
-      _show(ax, images[i])
-      ax.set_xticks([])
-      ax.set_yticks([])
+      ax.axis("on")
+      figures.show_image(ax, images[i])
       text = f"#{i} y={labels[i]}"
       color = "black"
       if noisy[i]:
@@ -143,9 +131,10 @@ def top_examples(path, images, labels, clean_labels,
           spine.set_edgecolor(NOISY_COLOR)
           spine.set_linewidth(2)
       ax.set_title(text, fontsize=6.5, color=color)
-  fig.suptitle("Most suspicious examples per score (red: noisy; label "
-               "(original) or (img) for input noise; ties by "
-               f"{tiebreak if tie_values is not None else 'index'})",
+  ties = f"ties by {tiebreak if tie_values is not None else 'index'}"
+  fig.suptitle("Most suspicious examples per score, #index y=label ("
+               + ("red: noisy, with the label before the noise, or (img) "
+                  "for input noise; " if known else "") + ties + ")",
                fontsize=10)
   return figures.save_png(fig, path)
 

@@ -20,13 +20,17 @@ noisy or atypical), NaN where the runs do not define it:
                       (NaN: no run recorded forgetting for it).
   confident_learning  1 - cleanlab's label quality
                       (`cleanlab.rank.get_label_quality_scores`) on the mean
-                      out-of-sample probabilities (NaN: never held out).
+                      out-of-sample probabilities (NaN: never held out);
+                      needs the cleanlab package (the `quality` extra):
+                      without it the workflow leaves this score out, saying
+                      so in one line (`missing_package`).
 
 Standard errors: `memorization_se` and `cscore_se` from the binomial
 variances of the in/out correct counts.
 """
 
 import dataclasses
+import importlib
 from typing import Dict, Optional
 
 import numpy as np
@@ -110,6 +114,25 @@ def aum(totals: signals_lib.Totals) -> np.ndarray:
 
 def ssft(totals: signals_lib.Totals) -> np.ndarray:
   return 1.0 - _mean(totals.forget_fraction_sum, totals.ssft_runs)
+
+
+# Scores that need an optional package: score -> (module, why, install).
+_PACKAGES = {"confident_learning": ("cleanlab", "pip install cleanlab, or "
+                                    "pip install -e '.[quality]'")}
+
+
+def missing_package(name: str) -> str:
+  """'' when score `name` can be computed here, else one line saying it is
+  skipped and what to install."""
+  if name not in _PACKAGES:
+    return ""
+  module, install = _PACKAGES[name]
+  try:
+    importlib.import_module(module)
+  except ImportError:
+    return (f"{name} skipped: it needs the {module} package, which is not "
+            f"installed ({install})")
+  return ""
 
 
 def confident_learning(totals: signals_lib.Totals, labels) -> np.ndarray:

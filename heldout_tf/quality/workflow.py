@@ -100,6 +100,9 @@ class Result:
   paths: Dict[str, str]
   figures: List[str]  # The PNG figures written.
   training: Optional[dict] = None  # `training.workflow.make`'s report.
+  # Scores left out, one line each (e.g. confident learning without
+  # cleanlab).
+  warnings: List[str] = dataclasses.field(default_factory=list)
 
 
 # -------------------------------------------------------------- locating --
@@ -191,17 +194,22 @@ def check_signals(store: collection.Store, config: dict,
 
 
 def compute(store: collection.Store, run_ids: Sequence[int], data,
-            progress: bool = True):
-  """The `heldout_tf.quality.scores.Scores` of the runs `run_ids` of `store` with
-  `data`'s training labels; every run's signals checked against its aux
-  arrays. SSFT only when the runs recorded a second phase."""
+            progress: bool = True, warnings: Optional[List[str]] = None):
+  """`(scores, runs, totals)`: the `heldout_tf.quality.scores.Scores` of
+  the runs `run_ids` of `store` with `data`'s training labels, and the
+  `estimates.Runs` and signal `Totals` they came from (read once; the
+  report reuses them). Every run's signals are checked against its aux
+  arrays. SSFT only when the runs recorded a second phase; confident
+  learning only when cleanlab is installed (else one line in
+  `warnings`)."""
   # pylint: disable=g-import-not-at-top
   from heldout_tf import estimates
   from heldout_tf.collection import runs as runs_lib
   from heldout_tf.quality import scores as scores_lib
   # pylint: enable=g-import-not-at-top
   run_dirs = [store.run_dir(r) for r in run_ids]
-  runs = estimates.load_runs_from(run_dirs, run_ids=list(run_ids),
+  runs = estimates.load_runs_from(run_dirs, ratios=[store.ratio] *
+                                  len(run_dirs), run_ids=list(run_ids),
                                   experiment=store.experiment,
                                   progress=progress)
   n = len(data.train_labels)
@@ -216,8 +224,13 @@ def compute(store: collection.Store, run_ids: Sequence[int], data,
   names = scores_lib.SCORES
   if not totals.ssft_runs.any():
     names = tuple(s for s in names if s != "ssft")
-  return scores_lib.compute(runs.mask, runs.correct_train, totals,
-                            data.train_labels, names)
+  missing = scores_lib.missing_package("confident_learning")
+  if missing:
+    names = tuple(s for s in names if s != "confident_learning")
+    if warnings is not None:
+      warnings.append(missing)
+  return (scores_lib.compute(runs.mask, runs.correct_train, totals,
+                             data.train_labels, names), runs, totals)
 
 
 def scores_arrays(scores, data, noisy, noise: str) -> Dict[str, np.ndarray]:
@@ -276,7 +289,8 @@ def write_manifest(directory: str, written: Sequence[str], settings: dict):
 
 
 # write_report(root=, experiment=, ratio=, out=, scores=, data=, data_dir=,
-# progress=) -> the path written: e.g. `heldout_tf.report.write_for_quality`.
+# progress=, runs=, totals=) -> the path written: e.g.
+# `heldout_tf.report.write_for_quality`.
 ReportWriter = Callable[..., str]
 
 
@@ -288,7 +302,7 @@ def _check_writer(options: ScoreOptions, write_report):
 
 def _write_outputs(options: ScoreOptions, store, directory: str, data,
                    noisy, noise: str, scores, table, removal,
-                   write_report: Optional[ReportWriter]
+                   write_report: Optional[ReportWriter], read=(None, None)
                    ) -> Tuple[Dict[str, str], List[str]]:
   """Removes the previous outputs, then writes scores.npz, detection.csv
   (with `table`), removal.csv (with `removal` rows), the figures and
@@ -314,7 +328,7 @@ def _write_outputs(options: ScoreOptions, store, directory: str, data,
         root=store.root, experiment=store.experiment, ratio=store.ratio,
         out=os.path.join(directory, layout.REPORT_FILENAME),
         scores=paths["scores"], data=data, data_dir=options.data_dir,
-        progress=options.progress)
+        progress=options.progress, runs=read[0], totals=read[1])
   return paths, figures
 
 
@@ -335,7 +349,9 @@ def score(options: ScoreOptions, settings: Optional[dict] = None,
                                              options.model)
   data, noisy = provenance.load_recorded(config, store.config_path,
                                          options.dataset, options.data_dir)
-  scores = compute(store, run_ids, data, options.progress)
+  warnings = []
+  scores, runs, totals = compute(store, run_ids, data, options.progress,
+                                 warnings)
   noise = str(config.get("noise", ""))
   noisy_idx = (noisy.noisy_idx if noisy is not None
                else np.zeros([0], np.int64))
@@ -356,7 +372,7 @@ def score(options: ScoreOptions, settings: Optional[dict] = None,
   with files.locked(directory):  # One writer of these files at a time.
     paths, figures = _write_outputs(options, store, directory, data, noisy,
                                     noise, scores, table, removal_rows,
-                                    write_report)
+                                    write_report, (runs, totals))
     write_manifest(directory, list(paths.values()) + figures, dict(
         dataclasses.asdict(options), collection=store.path,
         experiment=store.experiment, ratio=store.ratio,
@@ -365,7 +381,8 @@ def score(options: ScoreOptions, settings: Optional[dict] = None,
   paths["manifest"] = os.path.join(directory, layout.MANIFEST_FILENAME)
   return Result(store=store, run_ids=list(run_ids), data=data, noise=noise,
                 noisy_idx=noisy_idx, scores=scores, detection=table,
-                removal=removal_rows, paths=paths, figures=figures)
+                removal=removal_rows, paths=paths, figures=figures,
+                warnings=warnings)
 
 
 def train_and_score(train_options, options: ScoreOptions, say=print,

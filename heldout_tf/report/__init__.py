@@ -105,7 +105,8 @@ def write(root: str, experiment: str, out: str,
           progress: bool = True, with_images: bool = True,
           images: Optional[images_lib.Images] = None,
           budget_bytes: int = images_lib.DEFAULT_BUDGET_BYTES,
-          now: Optional[datetime.datetime] = None) -> Summary:
+          now: Optional[datetime.datetime] = None, runs=None,
+          totals=None) -> Summary:
   """Writes the report of `<root>/<experiment>` to the HTML file `out`.
 
   Args:
@@ -133,6 +134,8 @@ def write(root: str, experiment: str, out: str,
     budget_bytes: thumbnails per split beyond this many PNG bytes are left
       out (the most interesting examples keep theirs).
     now: the time stamp shown on the page (default now).
+    runs, totals: the runs and signal totals the caller has read (see
+      `gather_lib.gather`); None: read here.
 
   Returns:
     A `Summary` (`summary.path` is `out`).
@@ -145,7 +148,8 @@ def write(root: str, experiment: str, out: str,
   files.check_writable(out)
   data = gather_lib.gather(root, experiment, ratio, estimates, scores,
                            progress=progress, now=now, lds_path=lds,
-                           attribution_path=attribution)
+                           attribution_path=attribution, runs=runs,
+                           totals=totals)
   sprites, note, description = None, "no images (not asked for)", ""
   if with_images:
     loaded, note = (images, "") if images is not None else images_lib.load(
@@ -169,13 +173,17 @@ def write(root: str, experiment: str, out: str,
 
 def write_for_quality(*, root: str, experiment: str, ratio: float, out: str,
                       scores: str, data, data_dir: Optional[str] = None,
-                      progress: bool = True) -> str:
+                      progress: bool = True, runs=None,
+                      totals=None) -> str:
   """The report `heldout quality` writes beside the scores it just wrote
   (`heldout_tf.quality.workflow.score`'s `write_report`): of the collection
   at `ratio`, with the scores file `scores` and the images of `data` (the
-  `ImageData` scored, not loaded again). Returns `out`."""
+  `ImageData` scored, not loaded again, nor the `runs` and signal
+  `totals` it scored when given). Returns `out`."""
+  names = (list(data.class_names) if data.class_names else
+           [str(c) for c in range(data.num_classes)])
   images = Images(data.train_images, data.test_images, data.description,
-                  [str(c) for c in range(data.num_classes)],
-                  data.train_labels, data.test_labels)
+                  names, data.train_labels, data.test_labels)
   return write(root, experiment, out, ratio=ratio, scores=scores,
-               data_dir=data_dir, progress=progress, images=images).path
+               data_dir=data_dir, progress=progress, images=images,
+               runs=runs, totals=totals).path

@@ -71,14 +71,17 @@ class ReportData:
     return len(self.test_correct)
 
 
-def _prediction(found, n_train, num_classes, progress) -> Optional[np.ndarray]:
+def _prediction(found, n_train, num_classes, progress, totals=None
+                ) -> Optional[np.ndarray]:
   """Held-out predicted class (argmax of the mean out-of-sample softmax)
-  from every run's signals.npz, or None when a run has none."""
-  paths = [signals_lib.signals_path(r.path) for r in found]
-  if not num_classes or not all(os.path.isfile(p) for p in paths):
-    return None
-  totals = signals_lib.load_totals(paths, n_train, num_classes,
-                                   progress=progress)
+  from every run's signals.npz (or their `totals`, already read), or None
+  when a run has none."""
+  if totals is None:
+    paths = [signals_lib.signals_path(r.path) for r in found]
+    if not num_classes or not all(os.path.isfile(p) for p in paths):
+      return None
+    totals = signals_lib.load_totals(paths, n_train, num_classes,
+                                     progress=progress)
   prediction = np.argmax(totals.prob_sum, axis=1).astype(np.int64)
   return np.where(totals.n_out > 0, prediction, -1)
 
@@ -193,7 +196,8 @@ def gather(root: str, experiment: str = "", ratio: Optional[float] = None,
            infl_threshold: float = 0.15, mem_threshold: float = 0.25,
            now: Optional[datetime.datetime] = None,
            lds_path: Optional[str] = None,
-           attribution_path: Optional[str] = None) -> ReportData:
+           attribution_path: Optional[str] = None, runs=None,
+           totals=None) -> ReportData:
   """Reads a collection's runs and results into a `ReportData`.
 
   Args:
@@ -214,6 +218,9 @@ def gather(root: str, experiment: str = "", ratio: Optional[float] = None,
     attribution_path: a score file whose top influencers the test cards
       show (`report.attribution`); None: the ratio's
       attribution/datamodels.npz if there is one.
+    runs, totals: the runs at `ratio` (`estimates.Runs`) and their
+      signals' `Totals`, when the caller has read them (`heldout quality`
+      just did): not read again.
 
   Raises:
     inputs.ReportInputError naming a missing or inconsistent file;
@@ -224,7 +231,8 @@ def gather(root: str, experiment: str = "", ratio: Optional[float] = None,
   at = _locate(root, experiment, ratio, estimates_path, scores_path,
                lds_path, attribution_path)
   ratios = sorted({r.ratio for r in at.runs})
-  runs = estimates.load_runs(root, experiment, ratios, progress=progress)
+  if runs is None:
+    runs = estimates.load_runs(root, experiment, ratios, progress=progress)
   result, source, estimates_bytes = results.read_estimates(
       runs, at.estimates, infl_threshold, mem_threshold, progress)
   n, notes = runs.n_train, at.notes
@@ -287,7 +295,7 @@ def gather(root: str, experiment: str = "", ratio: Optional[float] = None,
                    else None),
       detection=detection_rows, removal=removal_rows, downloads=downloads,
       warnings=at.warnings + warnings, notes=notes, config=at.config,
-      prediction=_prediction(at.runs, n, num_classes, progress),
+      prediction=_prediction(at.runs, n, num_classes, progress, totals),
       attribution=attributed)
   k = (len(labels.noisy) if labels.noisy is not None and len(labels.noisy)
        else max(1, min(n, int(round(0.01 * n)))))

@@ -128,9 +128,10 @@ def _image_data(config: dict, data_dir) -> Tuple[Optional[Images], str]:
                   "the data the runs were trained on (data fingerprint)")
   except errors.HeldoutError as e:
     return None, f"no images: loading {source} failed ({e})"
+  names = (list(data.class_names) if data.class_names else
+           [str(c) for c in range(data.num_classes)])
   return Images(data.train_images, data.test_images, data.description,
-                [str(c) for c in range(data.num_classes)], data.train_labels,
-                data.test_labels), ""
+                names, data.train_labels, data.test_labels), ""
 
 
 def _png(tile_grid: np.ndarray) -> bytes:

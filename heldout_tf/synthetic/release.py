@@ -7,10 +7,10 @@ whose correctness comes from that model). Nothing here touches the network.
 
   arrays = synthetic.random_cifar_arrays(n_train=48, n_test=32)
   dataset = synthetic.in_memory_dataset(arrays)
-  model = models.build_model("inception", 10)
+  model = models.build_model("small_inception", 10)
   path = synthetic.write_release_run(root, "synthetic-inception", 0.7, 0,
-                                     model, "inception", arrays, seed=0)
-  for r in reevaluation.evaluate_runs(synthetic.experiment("inception", 10),
+                                     model, "small_inception", arrays, seed=0)
+  for r in reevaluation.evaluate_runs(synthetic.experiment("small_inception", 10),
                                     [path], dataset, "test"):
     ...
 """
@@ -28,7 +28,7 @@ from heldout_tf.collection import experiments
 CIFAR_SHAPE = (32, 32, 3)
 
 
-def experiment(arch: str = "inception", num_classes: int = 10,
+def experiment(arch: str = "small_inception", num_classes: int = 10,
                name: str = "synthetic-inception") -> experiments.Experiment:
   """A stand-in `experiments.Experiment` of `arch` with `num_classes`."""
   return experiments.Experiment(name, arch, num_classes, dataset="synthetic")

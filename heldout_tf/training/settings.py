@@ -87,8 +87,8 @@ class TrainSettings:
   def options(self) -> dict:
     """The model's constructor options (with the recipe's `bn_decay`)."""
     options = dict(self.model_options)
-    arch = models.MODEL_NAMES.get(self.model, self.model)
-    if (self.recipe.bn_decay is not None and arch in ("inception", "resnet9")
+    if (self.recipe.bn_decay is not None
+        and self.model in ("small_inception", "resnet9")
         and "bn_decay" not in options):
       options["bn_decay"] = self.recipe.bn_decay
     return options
@@ -113,10 +113,7 @@ class TrainSettings:
     """The second phase's recipe: this recipe's schedule squeezed into
     `ssft_epochs` epochs (same peak rate, batch, optimizer, augmentation;
     the kit's choice, see `RunTrainer.second_split`)."""
-    recipe = self.recipe
-    return recipe.replace(epochs=self.ssft_epochs,
-                          peak_epoch=recipe.peak_epoch * self.ssft_epochs /
-                          recipe.epochs)
+    return self.recipe.replace(epochs=self.ssft_epochs)
 
   def keeps_trajectory(self, run: int) -> bool:
     """Whether run `run` keeps a checkpoint of every epoch."""

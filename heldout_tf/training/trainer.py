@@ -63,9 +63,10 @@ def fresh_model(settings: TrainSettings, data, run: int):
   """The model run `run` starts from: built (float32) under
   `tf.random.set_seed(seeds.init_seed(settings.seed, run))`."""
   tf.random.set_seed(seeds.init_seed(settings.seed, run))
-  model = models.build(settings.model, data.num_classes, **settings.options)
-  models.check_output(model, settings.model, data.image_shape,
-                      data.num_classes)
+  model = models.build_model(settings.model, data.num_classes,
+                             **settings.options)
+  models.check_output(model, f"--model {settings.model}", data.image_shape,
+                      data.num_classes, features=settings.signals)
   return model
 
 
@@ -196,7 +197,7 @@ class RunTrainer:
     float16 = self._dtype == tf.float16
     with tf.GradientTape() as tape:
       with models.precision_scope(self._dtype):
-        logits = self.model(x, is_training=True)
+        logits = models.call(self.model, x, is_training=True)
       loss = steps_lib.smoothed_cross_entropy(
           y, tf.cast(logits, tf.float32), recipe.label_smoothing)
       scaled = loss * self.state.loss_scale if float16 else loss

@@ -28,6 +28,7 @@ model (`engines.choose`) and that trainer's default group size.
 """
 
 import dataclasses
+import os
 from typing import Callable, List, Optional, Tuple
 
 from heldout_tf import collection
@@ -37,6 +38,7 @@ from heldout_tf.collection import provenance
 from heldout_tf.core import errors
 from heldout_tf.core import hardware
 from heldout_tf.data import noise as noise_lib
+from heldout_tf.data import sources
 from heldout_tf.training import fields
 
 TRAINERS = ("auto", "group", "stacked")
@@ -118,6 +120,30 @@ class Options:
     collection.check_engine(self.engine, self.ray_address)
     blocks.parse_shard(self.shard)
     noise_lib.parse(self.noise)
+    if self.model:
+      from heldout_tf.models import names  # pylint: disable=g-import-not-at-top
+      names.check_name(self.model)
+    recipe_and_model(self)  # --recipe, or a user module without one.
+    self.check_paths()
+
+  def check_paths(self):
+    """`errors.PathError` when --root cannot hold a collection (a file is
+    there, or under it) or an npz:FILE dataset is no readable file: before
+    TensorFlow loads and anything is printed."""
+    existing = os.path.abspath(self.root)
+    while not os.path.exists(existing):
+      existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+      raise errors.PathError(f"--root {self.root}: {existing} is not a "
+                             "directory")
+    if self.dataset.startswith(sources.NPZ_PREFIX):
+      path = os.path.expanduser(self.dataset[len(sources.NPZ_PREFIX):])
+      if path and not os.path.isfile(path):
+        what = ("a directory" if os.path.isdir(path) else
+                "no such file")
+        raise errors.PathError(f"--dataset {self.dataset}: {what}")
+      if path and not os.access(path, os.R_OK):
+        raise errors.PathError(f"--dataset {self.dataset}: not readable")
 
   def runs_of(self, i: int) -> int:
     """The run count of the i-th ratio."""
@@ -133,37 +159,28 @@ class Options:
 
 
 def recipe_and_model(options: Options):
-  """`(recipe, model name)`: the named recipe (else the model's default)
-  with the flags' changes; a shorter or longer run keeps the schedule's
-  shape (its peak moves with the epochs)."""
+  """`(recipe, model name)`: the named recipe (else the model's default,
+  `recipes.for_model`) with the flags' changes (`Recipe.replace`: other
+  epochs squeeze the schedule, its shape kept)."""
   from heldout_tf.training import recipes  # pylint: disable=g-import-not-at-top
-  recipe = recipes.get(options.recipe or recipes.default_for(
-      options.model or "resnet9"))
+  recipe = recipes.for_model(options.recipe, options.model)
   changes = {k: getattr(options, k) for k in ("epochs", "batch_size",
                                                "learning_rate")
              if getattr(options, k)}
-  if "epochs" in changes and recipe.schedule == "triangular":
-    changes["peak_epoch"] = recipe.peak_epoch * (changes["epochs"] /
-                                                 recipe.epochs)
   return (recipe.replace(**changes) if changes else recipe,
           options.model or recipe.model)
 
 
 def experiment_name(options: Options, data_name: str, model: str) -> str:
-  """`--experiment`, else `<data>-<architecture>`: e.g. 'cifar10-inception'
-  (the released experiment's name, so `heldout evaluate --experiment
-  cifar10-inception` evaluates the kit's runs), 'cifar10-resnet9', or the
-  function's name for a user module."""
+  """`--experiment`, else `<data>-<model>`: e.g. 'cifar10-resnet9',
+  'my_digits-small_inception', or the function's name for a user module
+  ('my_digits-build' for my_nets:build)."""
   if options.experiment:
     return layout.experiment_name(options.experiment)
-  if ":" in model:
-    name = f"{data_name}-{model.split(':')[-1]}"
-  else:
-    from heldout_tf.models import registry  # pylint: disable=g-import-not-at-top
-    name = f"{data_name}-{registry.MODEL_NAMES.get(model, model)}"
   return layout.experiment_name(
-      name, f"the experiment name made of --dataset and --model (pass "
-      f"--experiment):")
+      f"{data_name}-{model.split(':')[-1]}",
+      "the experiment name made of --dataset and --model (pass "
+      "--experiment):")
 
 
 def recorded_config(store, required: bool = False) -> Optional[dict]:
@@ -201,6 +218,38 @@ def resolve_trainer(flag: str, recorded: Optional[dict], choose
   return flag, "from --trainer"
 
 
+def check_model(model: str, recipe, options: Options, data):
+  """Builds the model once and checks it on two images of `data`
+  (`models.check_output`: logits, variables, and the features the signals
+  need), before anything is recorded or printed."""
+  # pylint: disable=g-import-not-at-top
+  from heldout_tf import models
+  from heldout_tf.training import settings as settings_lib
+  # pylint: enable=g-import-not-at-top
+  settings = settings_lib.TrainSettings(
+      recipe, model, options.ratios[0], model_options=options.model_options)
+  built = models.build_model(model, data.num_classes, **settings.options)
+  models.check_output(built, f"--model {model}", data.image_shape,
+                      data.num_classes, features=options.signals)
+
+
+def resolve_precision(flag: str, recorded: Optional[dict], model: str):
+  """The `hardware.Precision` to train in: `collection.resolve_precision`,
+  except that a user module is not assumed to compute in a low precision
+  ('auto' picks float32 for it unless recorded; an explicit one says that
+  the module runs in it only if it follows `models.compute_dtype()`)."""
+  precision = collection.resolve_precision(flag, recorded)
+  if ":" not in model or precision.reason.startswith("recorded"):
+    return precision
+  if flag == "auto":
+    return hardware.Precision(
+        "float32", "auto: your own module's precision is its own; "
+        "--precision bfloat16 if it follows models.compute_dtype()")
+  return hardware.Precision(
+      precision.name, f"{precision.reason}; your module computes in it if "
+      "it follows models.compute_dtype()")
+
+
 def accuracy(store, runs, limit: int = 50) -> Optional[float]:
   """Mean test accuracy of the first `limit` finished runs of `runs`, from
   their aux arrays (a sample: reading thousands takes minutes)."""
@@ -224,23 +273,24 @@ def make(options: Options, say=print,
   from heldout_tf.training import trainer as trainer_lib
   # pylint: enable=g-import-not-at-top
   options.check()
+  recipe, model = recipe_and_model(options)
   source = options.source()
   data = source.load()
   for ratio in options.ratios:
     image_data.check_ratio(data, ratio)
   if check_data is not None:
     check_data(data)
-  recipe, model = recipe_and_model(options)
+  check_model(model, recipe, options, data)
   experiment = experiment_name(options, data.name, model)
   fingerprint = data.fingerprint()
   say(f"Data: {data.description}, {data.num_classes} classes.\n"
-      f"Model: {model}, recipe {recipe.name} ({recipe.epochs} epochs, batch "
-      f"{recipe.batch_size}); collection {experiment} under {options.root}.")
+      f"Model: {model}; collection {experiment} under {options.root}.\n"
+      f"{recipe.describe()}")
   reports, variables = [], None
   for i, ratio in enumerate(options.ratios):
     store = collection.Store(options.root, experiment, ratio)
     recorded = recorded_config(store)
-    precision = collection.resolve_precision(options.precision, recorded)
+    precision = resolve_precision(options.precision, recorded, model)
 
     def settings_for(trainer, ratio=ratio, precision=precision):
       return settings_lib.TrainSettings(
