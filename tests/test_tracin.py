@@ -83,7 +83,7 @@ def test_scores_are_the_sum_of_last_layer_gradient_products(made):
   size = N_TRAIN // 2
   steps = -(-size // 8)
   rates = recipe.learning_rates(size)
-  model = models.build("mlp", CLASSES)
+  model = models.build_model("mlp", CLASSES)
   models.ensure_built(model, shape=(8, 8, 1))
   want = np.zeros([N_TEST, N_TRAIN])
   for run in range(TRAJECTORY_RUNS):

@@ -33,6 +33,8 @@ def _npz(path, n_train=40, n_test=16, seed=0):
 
 def _options(data, root, **changes):
   changes = dict(dict(epochs=1), **changes)
+  if ":" in str(changes.get("model", "")):
+    changes.setdefault("recipe", "mnist-mlp")  # Own modules need a recipe.
   argv = ["--dataset", "npz:" + data, "--model", "mlp", "--batch_size", "8",
           "--root", str(root), "--noprogress"]
   for key, value in changes.items():
@@ -264,7 +266,7 @@ def test_every_run_records_the_margins_its_checkpoint_gives(tmp_path,
   # own model: restore each run's checkpoint, evaluate both splits, make
   # the margins file's arrays from those logits.
   loaded = sources.load("npz:" + data)
-  model = models.build(models.recorded_model(config["model"]),
+  model = models.build_model(models.recorded_model(config["model"]),
                        loaded.num_classes)
   models.ensure_built(model, shape=loaded.image_shape)
   dataset = pipelines.in_memory_dataset(loaded.name, loaded.images,

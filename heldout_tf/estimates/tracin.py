@@ -317,7 +317,7 @@ def from_collection(root: str, experiment: str, ratios=None,
       loaded[key] = provenance.load_recorded(config, store.config_path,
                                              dataset, data_dir)[0]
     data = loaded[key]
-    net = models.build(settings.model, data.num_classes, **settings.options)
+    net = models.build_model(settings.model, data.num_classes, **settings.options)
     models.ensure_built(net, shape=data.image_shape)
     checkpoints = [c for r in found if r.ratio == ratio
                    for c in checkpoints_of(r, settings.recipe)]
