@@ -45,7 +45,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 from heldout_tf.collection import evaluation
 from heldout_tf.collection import reevaluation
 from heldout_tf.collection import layout

@@ -33,7 +33,7 @@ import tensorflow as tf
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
-from heldout_tf.models import exports  # pylint: disable=g-import-not-at-top
+from heldout_tf.collection import exports  # pylint: disable=g-import-not-at-top
 from heldout_tf import models
 from heldout_tf import synthetic
 

@@ -33,6 +33,7 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # Runs from a checkout, installed or not.
 BASELINE = "167ee38"  # The main job's own pipeline, before the one workflow.
 
 

@@ -14,10 +14,11 @@ time unless its own work needs it):
               sizes, progress, figures, precision, Ray, lazy front doors
   data        ImageData and its sources (tfds, npz, MNIST), noise, the
               released runs' evaluation pipelines
-  models      architectures, the one builder, strict checkpoints, exports
+  models      architectures, the one builder, calling any module
   collection  a collection on disk: layout, aux arrays, signals, the
               experiments registry, the store, canonical blocks, rules,
-              the train loop (local or Ray), re-evaluation
+              the train loop (local or Ray), strict checkpoints,
+              re-evaluation, exports
   training    recipes, trainers, the workflow that makes a collection
   estimates   memorization, influence, C-scores; published scores
   quality     data-quality scores, detection, removal ablations

@@ -14,7 +14,7 @@ from heldout_tf import models
 from heldout_tf.cli import commands
 from heldout_tf.collection import evaluation
 from heldout_tf.core import errors
-from heldout_tf.models import exports
+from heldout_tf.collection import exports
 
 
 def sequential(num_classes=10):

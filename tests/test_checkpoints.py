@@ -13,7 +13,7 @@ import pytest
 import sonnet as snt
 import tensorflow as tf
 
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 from heldout_tf.core import errors
 from heldout_tf import models
 from heldout_tf import synthetic
@@ -371,7 +371,7 @@ _CONCURRENT_SAVER = textwrap.dedent("""
     import os, sys
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     from heldout_tf import models
-    from heldout_tf.models import checkpoints
+    from heldout_tf.collection import checkpoints
     model = models.ensure_built(models.build_model("mlp", 10), "mlp")
     open(sys.argv[2], "w").close()  # Ready.
     for _ in range(int(sys.argv[3])):

@@ -313,7 +313,7 @@ def test_one_registry_of_experiments():
   with pytest.raises(errors.UsageError, match="'mnist-mlp' is unknown"):
     released.get("mnist-mlp")
   # pylint: disable=g-import-not-at-top
-  from heldout_tf.models import exports
+  from heldout_tf.collection import exports
   from heldout_tf import models
   from heldout_tf.estimates import published
   for name, e in experiments.EXPERIMENTS.items():

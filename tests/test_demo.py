@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import EXPERIMENT, NUM_RUNS, RATIO
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 from heldout_tf.data import pipelines
 from heldout_tf.collection import evaluation
 from heldout_tf.core import files

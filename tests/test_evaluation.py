@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import EXPERIMENT, NUM_RUNS, RATIO
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 from heldout_tf.data import image_data
 from heldout_tf.data import pipelines
 from heldout_tf.core import errors
@@ -451,7 +451,7 @@ def test_evaluate_any_collection_the_kit_made(kit_root, capsys):
 
 
 def test_export_any_collection_the_kit_made(kit_root, tmp_path, capsys):
-  from heldout_tf.models import exports  # pylint: disable=g-import-not-at-top
+  from heldout_tf.collection import exports  # pylint: disable=g-import-not-at-top
   run = str(kit_root / "runs" / "d-mlp" / "0.7" / "0")
   out = str(tmp_path / "mlp.onnx")
   code, stdout, err = _heldout(["export", "--run_dir", run, "--format",

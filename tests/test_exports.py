@@ -14,10 +14,10 @@ import onnxruntime as ort
 import pytest
 import tensorflow as tf
 
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 from heldout_tf import cli
 from heldout_tf.cli import export
-from heldout_tf.models import exports
+from heldout_tf.collection import exports
 from heldout_tf import models
 from heldout_tf import synthetic
 

@@ -22,7 +22,7 @@ from heldout_tf.collection import provenance
 from heldout_tf.collection import runs as runs_lib
 from heldout_tf.core import errors
 from heldout_tf.data import pipelines
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 from heldout_tf.training import workflow
 from mnist_example import train
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 from heldout_tf.core import errors
 from heldout_tf.core import hardware
 from heldout_tf.core import seeds
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 from heldout_tf.collection import evaluation
 from heldout_tf.collection import margins as margins_lib
 from heldout_tf.collection import reevaluation

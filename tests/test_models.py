@@ -7,7 +7,7 @@ import pytest
 import sonnet as snt
 import tensorflow as tf
 
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 from heldout_tf.core import errors
 from heldout_tf import models
 from heldout_tf.collection import experiments

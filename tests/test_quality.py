@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 from heldout_tf.quality import detection
 from heldout_tf.core import errors
 from heldout_tf.collection import layout

@@ -23,7 +23,7 @@ import tensorflow as tf
 ray = pytest.importorskip("ray")
 
 # pylint: disable=g-import-not-at-top
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 from heldout_tf import collection
 from heldout_tf.core import errors
 from heldout_tf import estimates

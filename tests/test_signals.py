@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 from heldout_tf.core import errors
 from heldout_tf.collection import runs as runs_lib
 from heldout_tf.collection import signals

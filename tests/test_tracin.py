@@ -14,6 +14,7 @@ from heldout_tf import estimates
 from heldout_tf import models
 from heldout_tf.cli import lds as lds_cli
 from heldout_tf.cli import train
+from heldout_tf.collection import checkpoints
 from heldout_tf.collection import layout
 from heldout_tf.collection import signals as signals_lib
 from heldout_tf.estimates import attributions
@@ -89,7 +90,7 @@ def test_scores_are_the_sum_of_last_layer_gradient_products(made):
   for run in range(TRAJECTORY_RUNS):
     run_dir = layout.run_dir(root, EXPERIMENT, 0.5, run)
     for epoch in range(1, EPOCHS + 1):
-      models.checkpoints.restore(
+      checkpoints.restore(
           model, os.path.join(run_dir, "trajectory", f"ckpt-{epoch}"))
       g_train = _last_layer_gradients(model, loaded["x_train"],
                                       loaded["y_train"])

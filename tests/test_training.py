@@ -16,7 +16,7 @@ from heldout_tf.core import errors
 from heldout_tf.core import sizes
 from heldout_tf.data import image_data
 from heldout_tf.data import sources
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 from heldout_tf.training import engines
 from heldout_tf.training import blocks as blocks_lib
 from heldout_tf.training import recipes

@@ -17,7 +17,7 @@ written (atomically: a failed export leaves none). `--check` (the default)
 verifies the file before it is written: ONNX Runtime logits equal
 TensorFlow's on `--batch_size` random inputs (relative difference <= 1e-4),
 safetensors/npz values equal the checkpoint's; a run with non-finite
-weights cannot be checked. See `heldout_tf.models.exports`.
+weights cannot be checked. See `heldout_tf.collection.exports`.
 """
 
 import os
@@ -27,7 +27,7 @@ from heldout_tf import cli
 from heldout_tf.collection import experiments
 from heldout_tf.collection import recorded
 from heldout_tf.core import errors
-from heldout_tf.models import exports  # No TensorFlow until an export runs.
+from heldout_tf.collection import exports  # No TensorFlow until an export runs.
 
 
 def build_parser() -> cli.Parser:

@@ -10,9 +10,11 @@ archives), `provenance` (where a collection's data comes from, and the
 one way back from its recorded config to that data), `recorded` (a kit
 collection's recorded model and data, for the commands that restore its
 runs). With TensorFlow:
-`evaluation` (a model evaluated on a split, checked against a run's
-record), `reevaluation` (restore a collection's runs, re-evaluate,
-cross-check, record margins).
+`checkpoints` (a run's `ckpt-<N>` files: strict, all-or-nothing restore,
+safe save), `evaluation` (a model evaluated on a split, checked against a
+run's record), `reevaluation` (restore a collection's runs, re-evaluate,
+cross-check, record margins), `exports` (a run's model as ONNX,
+safetensors or npz).
 
 A collection is the runs of one experiment at one subset ratio under a
 root, in the released layout:

@@ -52,8 +52,8 @@ class RecordedModel:
     return models.ensure_built(model, shape=self.image_shape)
 
   def export_spec(self, experiment: str):
-    """The `models.exports.ModelSpec` of the runs of `experiment`."""
-    from heldout_tf.models import exports  # pylint: disable=g-import-not-at-top
+    """The `collection.exports.ModelSpec` of the runs of `experiment`."""
+    from heldout_tf.collection import exports  # pylint: disable=g-import-not-at-top
     shape = exports.exported_shape(self.model, self.image_shape)
     how = PREPROCESSING + (", flattened row-major" if len(shape) == 1
                            else "")

@@ -5,7 +5,7 @@
     print(run.run, evaluated.check)          # "N out of M predictions match"
 
 `evaluate_runs` is the whole loop over many runs of one experiment: restore
-(`models.checkpoints.restore`), evaluate and cross-check
+(`collection.checkpoints.restore`), evaluate and cross-check
 (`collection.evaluation`). It reuses one model and one compiled forward
 pass: only the variables change between runs. `evaluate_collection` runs
 it on any collection, released (the experiments registry) or made by the
@@ -34,7 +34,7 @@ from heldout_tf.collection.evaluation import EvalResult
 from heldout_tf.collection.evaluation import read_split
 from heldout_tf.core import errors
 from heldout_tf.data import pipelines
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 
 SPLITS = ("test", "train", "both")  # What `evaluate_runs` evaluates.
 

@@ -151,7 +151,7 @@ class Store:
       return False
     if need_checkpoint:
       # Lazy: TensorFlow only when checkpoints matter.
-      from heldout_tf.models import checkpoints  # pylint: disable=g-import-not-at-top
+      from heldout_tf.collection import checkpoints  # pylint: disable=g-import-not-at-top
       try:
         checkpoints.find_checkpoint(path)
       except checkpoints.CheckpointNotFoundError:

@@ -181,7 +181,7 @@ class TracIn:
 
   def terms(self) -> Iterator[Terms]:
     """Each checkpoint's `Terms`, restored and evaluated one at a time."""
-    from heldout_tf.models import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
+    from heldout_tf.collection import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
     for t in self.trajectories:
       for c in t.checkpoints:
         checkpoints_lib.restore(t.model, c.prefix)

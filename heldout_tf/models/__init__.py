@@ -1,18 +1,17 @@
 """Models: the released architectures, ResNet-9, the MLP, a user's own
-Sonnet module; strict checkpoints; exports.
+Sonnet module, built by one builder and called one way.
 
   from heldout_tf import models
   model = models.build_model("small_inception", 10)   # the one builder
   with models.precision_scope(tf.bfloat16): ...
-  from heldout_tf.models import checkpoints       # restore / save
 
 Submodules: `architectures` (the Sonnet modules, mixed precision),
 `names` (model names and the rule for recorded ones, no TensorFlow),
 `registry` (`build_model`, user modules), `calls` (calling any
-module: `is_training` where it takes it, features, output checks),
-`checkpoints` (strict all-or-nothing restore, safe save), `exports`
-(ONNX, safetensors, npz). Names load on first use: importing the package
-imports no TensorFlow.
+module: `is_training` where it takes it, features, output checks).
+A run's checkpoints and exports are the collection's
+(`heldout_tf.collection.checkpoints`, `.exports`). Names load on first
+use: importing the package imports no TensorFlow.
 """
 
 from heldout_tf.core import lazy
@@ -26,6 +25,4 @@ __getattr__, __dir__, __all__ = lazy.front_door(__name__, {
                  "is_built", "load_user_model"),
     "calls": ("call", "check_output", "features_and_logits",
               "has_features", "takes_is_training"),
-    "checkpoints": (),
-    "exports": (),
 })

@@ -19,7 +19,7 @@ whose correctness comes from that model). Nothing here touches the network.
 import numpy as np
 import tensorflow as tf
 
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 from heldout_tf.data import pipelines
 from heldout_tf import models
 from heldout_tf import collection

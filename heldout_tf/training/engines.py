@@ -42,40 +42,10 @@ from typing import Optional, Tuple
 
 from heldout_tf.core import errors
 from heldout_tf.core import sizes
+from heldout_tf.training import settings as settings_lib
+from heldout_tf.training.settings import GROUP, STACKED, ENGINES
 
-GROUP, STACKED = "group", "stacked"
-ENGINES = (GROUP, STACKED)
 MAX_STACKED_GROUP = 32  # More models per step stops paying off on CPUs.
-STACKED_PRECISIONS = ("float32", "bfloat16")
-
-
-def _stacked_limits(settings):
-  """What of `settings` the stacked engine cannot train (words)."""
-  limits = []
-  if settings.model != "mlp":
-    limits.append(f"model {settings.model!r} (only 'mlp')")
-  if settings.recipe.augments:
-    limits.append("augmentation")
-  if settings.precision not in STACKED_PRECISIONS:
-    limits.append(f"precision {settings.precision}")
-  if settings.signals or settings.ssft_epochs:
-    limits.append("signals")
-  if settings.trajectory_runs:
-    limits.append("trajectories")
-  return limits
-
-
-def unsupported(name: str, settings) -> Optional[str]:
-  """Why engine `name` cannot train `settings` (a `TrainSettings`, or
-  anything with its fields), or None when it can."""
-  if name not in ENGINES:
-    return f"engine must be one of {', '.join(ENGINES)}, got {name!r}"
-  limits = _stacked_limits(settings) if name == STACKED else []
-  if not limits:
-    return None
-  return (f"the {STACKED} engine trains MLPs only, without augmentation, "
-          f"float16, signals or trajectories; these settings have "
-          f"{', '.join(limits)} (use the {GROUP} engine)")
 
 
 def choose(settings, data=None) -> Tuple[str, str]:
@@ -83,7 +53,7 @@ def choose(settings, data=None) -> Tuple[str, str]:
   "group" (the measurements behind the rule: the module docstring).
   `data` is not consulted: the rule holds for any image size."""
   del data
-  limits = _stacked_limits(settings)
+  limits = settings_lib.stacked_limits(settings)
   if not limits:
     return STACKED, "an MLP without augmentation: stacked weights are faster"
   return GROUP, f"the {STACKED} engine cannot train {', '.join(limits)}"
@@ -113,7 +83,7 @@ def default_group_size(name: str, settings, data,
   available memory (`sizes.available_memory()`) holds, at most
   `MAX_STACKED_GROUP`; for "group", 1 (one model at a time)."""
   if name not in ENGINES:
-    raise errors.UsageError(unsupported(name, settings))
+    raise errors.UsageError(settings_lib.unsupported(name, settings))
   if name == GROUP:
     return 1
   available = sizes.available_memory() * memory_fraction
@@ -131,7 +101,7 @@ def make(name: str, settings, data, group_size: int,
       `settings.trainer` (a run's bits depend on its engine).
   """
   if name not in ENGINES:
-    raise errors.UsageError(unsupported(name, settings))
+    raise errors.UsageError(settings_lib.unsupported(name, settings))
   if name != settings.trainer:
     raise errors.UsageError(
         f"engine {name!r} differs from the settings' engine "

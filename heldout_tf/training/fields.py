@@ -18,6 +18,7 @@ import re
 from typing import Any, Optional, Sequence
 
 from heldout_tf.core import errors
+from heldout_tf.core import hardware
 
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 1 << 16
@@ -120,13 +121,13 @@ FIELDS = {
 }
 
 # A collection's recorded config.json: the keys the kit reads back, each
-# checked on read (unknown keys are kept as they are). `recipe` and
-# `model_options` are checked by `check_recorded` itself.
+# checked on read (unknown keys are kept as they are). `model_options` is
+# checked by `check_recorded` itself, `recipe` by `recipes.from_config`.
 RECORDED = {
     "model": Field("str"),
     "ratio": FIELDS["ratio"],
     "seed": FIELDS["seed"],
-    "precision": Field("str", choices=("float32", "bfloat16", "float16")),
+    "precision": Field("str", choices=hardware.PRECISIONS),
     "group_size": Field("int", 1, MAX_GROUP_SIZE),
     "trainer": Field("str", choices=("group", "stacked")),
     "signals": Field("bool"),
@@ -164,7 +165,8 @@ def _config_error(where: str, key: str, problem: str):
 def check_recorded(config, where: str) -> dict:
   """`config` (a recorded config.json, parsed) if every key the kit reads
   back has the type and range its flag has; else `errors.ConfigError`
-  naming `where` and the key."""
+  naming `where` and the key. The recorded recipe is the recipe's own to
+  check (`recipes.from_config`, which builds on this module)."""
   if not isinstance(config, dict):
     raise errors.ConfigError(f"{where}: not a JSON object")
   for key, field in RECORDED.items():
@@ -192,9 +194,6 @@ def check_recorded(config, where: str) -> dict:
   if "model_options" in config:
     check_model_options(config["model_options"],
                         f"{where}: key 'model_options'", error=errors.ConfigError)
-  if "recipe" in config:
-    from heldout_tf.training import recipes  # pylint: disable=g-import-not-at-top
-    recipes.from_config(config["recipe"], where)
   return config
 
 

@@ -22,7 +22,7 @@ from heldout_tf.collection import evaluation
 from heldout_tf.collection import layout
 from heldout_tf.collection import margins as margins_lib
 from heldout_tf.core import files
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 
 PARTIAL_DIRNAME = "partial"
 _SUM_KEYS = ("margin_sum", "correct_epochs", "tracin_sum")

@@ -9,12 +9,47 @@ flag at fault); `config()` is what a collection records of it, and
 """
 
 import dataclasses
+from typing import Optional
 
 from heldout_tf import models
 from heldout_tf.core import errors
 from heldout_tf.core import hardware
-from heldout_tf.training import engines
+from heldout_tf.training import fields
 from heldout_tf.training import recipes as recipes_lib
+
+# The engines (`training.engines`): their names, and what each can train.
+GROUP, STACKED = "group", "stacked"
+ENGINES = (GROUP, STACKED)
+STACKED_PRECISIONS = ("float32", "bfloat16")
+
+
+def stacked_limits(settings):
+  """What of `settings` the stacked engine cannot train (words)."""
+  limits = []
+  if settings.model != "mlp":
+    limits.append(f"model {settings.model!r} (only 'mlp')")
+  if settings.recipe.augments:
+    limits.append("augmentation")
+  if settings.precision not in STACKED_PRECISIONS:
+    limits.append(f"precision {settings.precision}")
+  if settings.signals or settings.ssft_epochs:
+    limits.append("signals")
+  if settings.trajectory_runs:
+    limits.append("trajectories")
+  return limits
+
+
+def unsupported(name: str, settings) -> Optional[str]:
+  """Why engine `name` cannot train `settings` (a `TrainSettings`, or
+  anything with its fields), or None when it can."""
+  if name not in ENGINES:
+    return f"engine must be one of {', '.join(ENGINES)}, got {name!r}"
+  limits = stacked_limits(settings) if name == STACKED else []
+  if not limits:
+    return None
+  return (f"the {STACKED} engine trains MLPs only, without augmentation, "
+          f"float16, signals or trajectories; these settings have "
+          f"{', '.join(limits)} (use the {GROUP} engine)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +71,9 @@ class TrainSettings:
     signals: also write each run's per-epoch signals.npz.
     ssft_epochs: second-split epochs after training (with signals).
     trajectory_runs: runs 0..K-1 keep every epoch's checkpoint (-1: all).
-    trainer: the engine that trains the runs (one of `engines.ENGINES`,
+    trainer: the engine that trains the runs (one of `ENGINES`,
       `--trainer`; settings it cannot train are refused,
-      `engines.unsupported`).
+      `unsupported`).
   """
   recipe: recipes_lib.Recipe
   model: str
@@ -59,27 +94,19 @@ class TrainSettings:
           f"(resolve 'auto' first), got {self.precision!r}")
     if not 0.0 < self.ratio <= 1.0:
       raise errors.UsageError(f"ratio must be in (0, 1], got {self.ratio}")
-    if self.seed < 0:
-      raise errors.UsageError(f"--seed must be >= 0, got {self.seed}")
-    if self.checkpoint_every < 0:
-      raise errors.UsageError(
-          f"--checkpoint_every must be >= 0, got {self.checkpoint_every}")
-    if self.ssft_epochs < 0:
-      raise errors.UsageError(
-          f"--ssft_epochs must be >= 0, got {self.ssft_epochs}")
+    for name in ("seed", "checkpoint_every", "ssft_epochs",
+                 "trajectory_runs"):
+      fields.check(name, getattr(self, name))
     if self.ssft_epochs and not self.signals:
       raise errors.UsageError("--ssft_epochs needs --signals (second-split "
                               "forgetting is one of the signals)")
     if self.ssft_epochs and self.ratio >= 1.0:
       raise errors.UsageError("--ssft_epochs needs a ratio below 1 (the "
                               "second split is the held-out examples)")
-    if self.trajectory_runs < -1:
-      raise errors.UsageError(
-          f"--trajectory_runs must be >= -1, got {self.trajectory_runs}")
     if isinstance(self.model_options, dict):
       object.__setattr__(self, "model_options",
                          tuple(sorted(self.model_options.items())))
-    problem = engines.unsupported(self.trainer, self)
+    problem = unsupported(self.trainer, self)
     if problem:
       raise errors.UsageError(problem)
 
@@ -105,7 +132,7 @@ class TrainSettings:
               "signals": self.signals}
     if self.ssft_epochs:
       config["ssft_epochs"] = self.ssft_epochs
-    if self.trainer != engines.GROUP:
+    if self.trainer != GROUP:
       config["trainer"] = self.trainer
     return config
 
@@ -134,7 +161,6 @@ def from_config(config: dict, where: str = "config.json",
       made by `python -m mnist_example.train`), a bad value, or a user
       module `model` does not name.
   """
-  from heldout_tf.training import fields  # pylint: disable=g-import-not-at-top
   fields.check_recorded(config, where)
   if not isinstance(config.get("recipe"), dict) or not isinstance(
       config.get("model"), str):
@@ -150,6 +176,6 @@ def from_config(config: dict, where: str = "config.json",
         model_options=dict(config.get("model_options") or {}),
         signals=bool(config.get("signals", False)),
         ssft_epochs=int(config.get("ssft_epochs", 0)),
-        trainer=str(config.get("trainer", engines.GROUP)))
+        trainer=str(config.get("trainer", GROUP)))
   except errors.UsageError as e:
     raise errors.ConfigError(f"{where}: {e}") from None

@@ -32,7 +32,7 @@ across a bfloat16 boundary): tests/test_training.py. A run is a pure
 function of (settings, canonical block): the same block trains to the same
 bytes.
 
-What it cannot train (`engines.unsupported`: augmentation, float16,
+What it cannot train (`settings.unsupported`: augmentation, float16,
 signals, the second split, trajectories, other models) the settings
 refuse. It keeps no partial checkpoints: a killed block retrains from its
 start, to the same bits. A block in which a model's loss or weights went
@@ -49,7 +49,7 @@ import tensorflow as tf
 
 from heldout_tf.core import errors
 from heldout_tf.core import seeds
-from heldout_tf.training import engines
+from heldout_tf.training import settings as settings_lib
 from heldout_tf.training import records
 from heldout_tf.training import steps as steps_lib
 from heldout_tf.training import trainer as trainer_lib
@@ -137,9 +137,10 @@ class StackedTrainer:
   `training.engines`)."""
 
   def __init__(self, settings, data, size: int, jit_compile: bool = False):
-    if settings.trainer != engines.STACKED:
+    if settings.trainer != settings_lib.STACKED:
       raise errors.UsageError(
-          f"StackedTrainer trains settings of engine {engines.STACKED!r}, "
+          "StackedTrainer trains settings of engine "
+          f"{settings_lib.STACKED!r}, "
           f"got {settings.trainer!r}")
     if size < 1:
       raise errors.UsageError(f"group size must be >= 1, got {size}")
@@ -171,7 +172,8 @@ class StackedTrainer:
     subsets = [np.asarray(s, np.int64) for s in subsets]
     if len(subsets) != len(runs) or len({len(s) for s in subsets}) != 1:
       raise errors.UsageError(
-          f"the {engines.STACKED} engine needs one subset per run, all of "
+          f"the {settings_lib.STACKED} engine needs one subset per run, "
+          "all of "
           f"one length; got lengths {[len(s) for s in subsets]} for "
           f"{len(runs)} runs")
     return subsets
@@ -197,7 +199,7 @@ class StackedTrainer:
       raise errors.UsageError(f"1 to {self.size} runs per group, got "
                               f"{len(runs)}")
     if trajectory_dirs is not None and any(trajectory_dirs):
-      raise errors.UsageError(f"the {engines.STACKED} engine keeps no "
+      raise errors.UsageError(f"the {settings_lib.STACKED} engine keeps no "
                               "trajectories")
     subsets = self._subsets(runs, subsets)
     fresh = [trainer_lib.fresh_model(self.settings, self.data, r)

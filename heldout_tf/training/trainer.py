@@ -44,7 +44,7 @@ from heldout_tf import models
 from heldout_tf.core import errors
 from heldout_tf.core import seeds
 from heldout_tf.data import image_data
-from heldout_tf.models import checkpoints
+from heldout_tf.collection import checkpoints
 from heldout_tf.training import recipes as recipes_lib
 from heldout_tf.training import records
 from heldout_tf.training import steps as steps_lib

@@ -185,7 +185,7 @@ def experiment_name(options: Options, data_name: str, model: str) -> str:
 
 def recorded_config(store, required: bool = False) -> Optional[dict]:
   """The collection's config.json, every setting checked
-  (`fields.check_recorded`); None for a new collection, or with
+  (`fields.check_recorded`, `recipes.from_config`); None for a new collection, or with
   `required` `collection.MissingConfigError`. A collection made by an
   earlier version of the MNIST reproduction is refused in one line."""
   recorded = store.require_config() if required else store.recorded_config()
@@ -196,7 +196,11 @@ def recorded_config(store, required: bool = False) -> Optional[dict]:
         f"{store.config_path}: made by an earlier version of "
         "mnist_example.train, which this version cannot resume; use another "
         "--root (or remove that collection)")
-  return fields.check_recorded(recorded, store.config_path)
+  fields.check_recorded(recorded, store.config_path)
+  if "recipe" in recorded:
+    from heldout_tf.training import recipes  # pylint: disable=g-import-not-at-top
+    recipes.from_config(recorded["recipe"], store.config_path)
+  return recorded
 
 
 def resolve_trainer(flag: str, recorded: Optional[dict], choose
@@ -302,7 +306,7 @@ def make(options: Options, say=print,
 
     trainer, trainer_why = resolve_trainer(
         options.trainer, recorded,
-        lambda: engines.choose(settings_for(engines.GROUP), data))
+        lambda: engines.choose(settings_for(settings_lib.GROUP), data))
     settings = settings_for(trainer)
     group_size, why = collection.resolve_group_size(
         options.group_size, recorded, num_runs=options.runs_of(i),

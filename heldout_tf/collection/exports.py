@@ -143,7 +143,7 @@ def load_model(spec: ModelSpec, run_dir: str):
   `ckpt-<N>` prefix. Returns `(model, checkpoints.RestoreInfo)`.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from heldout_tf.models import checkpoints  # pylint: disable=g-import-not-at-top
+  from heldout_tf.collection import checkpoints  # pylint: disable=g-import-not-at-top
   from heldout_tf import models  # pylint: disable=g-import-not-at-top
   model = models.ensure_built(
       models.build_model(spec.arch, spec.num_classes, **dict(spec.options)),
@@ -196,7 +196,7 @@ def inference_function(model, spec: ModelSpec):
 
 def variables(model) -> Dict[str, np.ndarray]:
   """Checkpoint key -> value of every model variable."""
-  from heldout_tf.models import checkpoints  # pylint: disable=g-import-not-at-top
+  from heldout_tf.collection import checkpoints  # pylint: disable=g-import-not-at-top
   return {key: np.asarray(var.numpy())
           for key, var in sorted(checkpoints.model_variables(model).items())}
 
