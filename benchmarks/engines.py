@@ -41,7 +41,7 @@ from heldout_tf.training import engines
 from heldout_tf.training import recipes
 from heldout_tf.training import records
 from heldout_tf.training import settings as settings_lib
-from heldout_tf.training import trainer
+from heldout_tf.training import run_plan
 # pylint: enable=g-import-not-at-top,g-bad-import-order
 
 MNIST = dict(n_train=60_000, n_test=10_000, ratio=0.7)
@@ -84,7 +84,7 @@ def evaluation_seconds(settings, data) -> float:
   """Seconds to record one model's correctness on both splits
   (`records.Recorder`, what both engines' `write` runs), after a warm-up."""
   recorder = records.Recorder(settings, data)
-  model = trainer.fresh_model(settings, data, 0)
+  model = run_plan.fresh_model(settings, data, 0)
   for split in ("train", "test"):  # Warm-up: the dataset, the trace.
     recorder.correctness(model, split)
   start = time.perf_counter()

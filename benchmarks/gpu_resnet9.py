@@ -41,7 +41,6 @@ import tensorflow as tf
 
 from heldout_tf.data import sources
 from heldout_tf.core import hardware
-from heldout_tf.data import image_data
 from heldout_tf.training import group as group_lib
 from heldout_tf.training import recipes
 from heldout_tf.training import settings as settings_lib

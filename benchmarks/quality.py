@@ -33,7 +33,6 @@ cli.quiet_tensorflow()
 import numpy as np  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 from heldout_tf.data import sources  # pylint: disable=g-import-not-at-top
-from heldout_tf.data import image_data  # pylint: disable=g-import-not-at-top
 from heldout_tf.training import group as group_lib
 from heldout_tf.training import recipes
 from heldout_tf.training import settings as settings_lib

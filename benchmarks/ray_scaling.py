@@ -60,7 +60,7 @@ from heldout_tf.training import engines
 from heldout_tf.training import recipes
 from heldout_tf.training import records
 from heldout_tf.training import settings as settings_lib
-from heldout_tf.training import trainer
+from heldout_tf.training import run_plan
 from heldout_tf.estimates import on_ray
 from mnist_example import blocks
 from mnist_example import common
@@ -143,7 +143,7 @@ def paper_group_seconds(group_size, steps=24):
     pass
   per_step = (stamps[-1] - stamps[2]) / steps
   recorder = records.Recorder(settings, data)  # What `write` evaluates.
-  model = trainer.fresh_model(settings, data, 0)
+  model = run_plan.fresh_model(settings, data, 0)
   recorder.correctness(model, "test")  # Warm-up.
   start = time.perf_counter()
   for split in ("train", "test"):

@@ -17,6 +17,7 @@ import tensorflow as tf
 from heldout_tf.collection import checkpoints
 from heldout_tf import cli
 from heldout_tf.cli import export
+from heldout_tf.collection import export_formats
 from heldout_tf.collection import exports
 from heldout_tf import models
 from heldout_tf import synthetic
@@ -229,8 +230,8 @@ def test_missing_extra_names_the_install_command(mlp_run, tmp_path,
 def test_parity_failure_is_an_error_and_writes_nothing(mlp_run, tmp_path,
                                                        monkeypatch, capsys):
   run, _ = mlp_run
-  real = exports.onnx_logits
-  monkeypatch.setattr(exports, "onnx_logits",
+  real = export_formats.onnx_logits
+  monkeypatch.setattr(export_formats, "onnx_logits",
                       lambda model, images: real(model, images) * 1.01)
   out = tmp_path / "m.onnx"
   argv = ["--experiment", "mnist-mlp", "--run_dir", run, "--format", "onnx",

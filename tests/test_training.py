@@ -22,7 +22,7 @@ from heldout_tf.training import blocks as blocks_lib
 from heldout_tf.training import recipes
 from heldout_tf.training import settings as settings_lib
 from heldout_tf.training import stacked
-from heldout_tf.training import trainer
+from heldout_tf.training import run_plan
 
 N_TRAIN, N_TEST = 300, 100
 # The group and stacked engines round at the same points; in float32 they
@@ -88,7 +88,7 @@ def test_stacked_runs_equal_the_group_engines_runs(digits, precision):
     np.testing.assert_array_equal(result.subset, subset)
     assert result.global_step == global_step == 2 * 7
     assert result.signals is None and result.resumed_from is None
-    initial = trainer.fresh_model(stack.settings, digits, result.run)
+    initial = run_plan.fresh_model(stack.settings, digits, result.run)
     for got, want, start in zip(_values(result), weights,
                                 (v.numpy() for v in initial.variables)):
       assert got.dtype == np.float32

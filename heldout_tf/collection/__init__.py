@@ -14,7 +14,7 @@ runs). With TensorFlow:
 safe save), `evaluation` (a model evaluated on a split, checked against a
 run's record), `reevaluation` (restore a collection's runs, re-evaluate,
 cross-check, record margins), `exports` (a run's model as ONNX,
-safetensors or npz).
+safetensors or npz; `export_formats`: those files and their checks).
 
 A collection is the runs of one experiment at one subset ratio under a
 root, in the released layout:

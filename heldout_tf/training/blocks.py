@@ -33,7 +33,7 @@ class ModelBlocks:
     save_checkpoints: write each run's final checkpoint (False: aux arrays
       only; such runs cannot be re-evaluated or exported).
     model_variables: the model's recorded variable structure
-      (`trainer.model_variables`): the model a worker builds must have it
+      (`run_plan.model_variables`): the model a worker builds must have it
       (a `errors.ConfigError` otherwise, e.g. a user module that differs
       on another node).
   """
@@ -69,9 +69,9 @@ class ModelBlocks:
     if self._trainer is None:
       # pylint: disable=g-import-not-at-top
       from heldout_tf.training import engines
-      from heldout_tf.training import trainer as trainer_lib
+      from heldout_tf.training import run_plan
       # pylint: enable=g-import-not-at-top
-      if self.model_variables is not None and trainer_lib.model_variables(
+      if self.model_variables is not None and run_plan.model_variables(
           self.settings, self.data) != self.model_variables:
         raise errors.ConfigError(
             f"--model {self.settings.model}: the model built here has other "

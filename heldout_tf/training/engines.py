@@ -38,7 +38,7 @@ on the MNIST MLP, G in {1, 8, 16, 32}, float32 and bfloat16.
 name engines before TensorFlow loads); `make` and `default_group_size` do.
 """
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 from heldout_tf.core import errors
 from heldout_tf.core import sizes

@@ -16,7 +16,7 @@ alike in bfloat16), each model gathers its own batch (`x[idx]`, `idx`
 A run means what it means in the group engine (`trainer.RunTrainer`):
 - the same subset and per-epoch order (`heldout_tf.core.seeds`);
 - the same initial weights: each run's `models.MLP` is built exactly as
-  the group engine builds it (`trainer.fresh_model`), then its variables
+  the group engine builds it (`run_plan.fresh_model`), then its variables
   are stacked;
 - the same learning rate per step (`recipe.learning_rates`), loss
   (`steps.smoothed_cross_entropy`, label smoothing) and update rule
@@ -52,7 +52,7 @@ from heldout_tf.core import seeds
 from heldout_tf.training import settings as settings_lib
 from heldout_tf.training import records
 from heldout_tf.training import steps as steps_lib
-from heldout_tf.training import trainer as trainer_lib
+from heldout_tf.training import run_plan
 
 
 def forward(x, params, dtype):
@@ -167,7 +167,7 @@ class StackedTrainer:
 
   def _subsets(self, runs, subsets) -> List[np.ndarray]:
     if subsets is None:
-      return [trainer_lib.subset_of(self.settings, r, self.data)
+      return [run_plan.subset_of(self.settings, r, self.data)
               for r in runs]
     subsets = [np.asarray(s, np.int64) for s in subsets]
     if len(subsets) != len(runs) or len({len(s) for s in subsets}) != 1:
@@ -202,7 +202,7 @@ class StackedTrainer:
       raise errors.UsageError(f"the {settings_lib.STACKED} engine keeps no "
                               "trajectories")
     subsets = self._subsets(runs, subsets)
-    fresh = [trainer_lib.fresh_model(self.settings, self.data, r)
+    fresh = [run_plan.fresh_model(self.settings, self.data, r)
              for r in runs]
     while len(self._modules) < len(runs):
       self._modules.append(fresh[len(self._modules)])
@@ -238,7 +238,7 @@ class StackedTrainer:
     write and correctness pass evaluates, so one traced forward serves all
     runs (a module per slot would trace a forward per slot)."""
     if self._writer is None:
-      self._writer = trainer_lib.fresh_model(self.settings, self.data,
+      self._writer = run_plan.fresh_model(self.settings, self.data,
                                              result.run)
     for mine, theirs in zip(self._writer.variables, result.model.variables):
       mine.assign(theirs)

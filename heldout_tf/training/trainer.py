@@ -42,93 +42,15 @@ import tensorflow as tf
 
 from heldout_tf import models
 from heldout_tf.core import errors
-from heldout_tf.core import seeds
 from heldout_tf.data import image_data
 from heldout_tf.collection import checkpoints
-from heldout_tf.training import recipes as recipes_lib
 from heldout_tf.training import records
+from heldout_tf.training import run_plan
+from heldout_tf.training.run_plan import fresh_model, subset_of
 from heldout_tf.training import steps as steps_lib
 from heldout_tf.training.settings import TrainSettings
 
 _PARTIAL_RE = re.compile(r"ckpt-(\d+)\.index")
-
-
-def subset_of(settings: TrainSettings, run: int, data) -> np.ndarray:
-  """int64, sorted: the training examples of `data` run `run` trains on."""
-  return seeds.subset_indices(settings.seed, run, len(data.train_labels),
-                              settings.ratio)
-
-
-def fresh_model(settings: TrainSettings, data, run: int):
-  """The model run `run` starts from: built (float32) under
-  `tf.random.set_seed(seeds.init_seed(settings.seed, run))`."""
-  tf.random.set_seed(seeds.init_seed(settings.seed, run))
-  model = models.build_model(settings.model, data.num_classes,
-                             **settings.options)
-  models.check_output(model, f"--model {settings.model}", data.image_shape,
-                      data.num_classes, features=settings.signals)
-  return model
-
-
-def variable_structure(model) -> dict:
-  """`{path: shape}` of every variable of a built `model`: where its
-  checkpoint keeps it (`checkpoints.model_variables`, e.g.
-  'net/_layers/0/w') and its shape ('784x512'; 'scalar'). Names alone are
-  not unique in Sonnet; these paths are, and they are what a checkpoint
-  restores by."""
-  found = checkpoints.model_variables(model, prefix="")
-  return {key.lstrip("/").rsplit("/.ATTRIBUTES/", 1)[0]:
-              "x".join(map(str, var.shape.as_list())) or "scalar"
-          for key, var in sorted(found.items())}
-
-
-def model_variables(settings: TrainSettings, data) -> dict:
-  """`variable_structure` of the settings' model built for `data` (and
-  checked: `fresh_model`), as a collection records it."""
-  return variable_structure(fresh_model(settings, data, 0))
-
-
-class _Plan:
-  """The steps of one phase of a run: batches, rates, augmentation seeds.
-
-  The first phase trains on the run's subset with the recipe; a second
-  phase (`RunTrainer.second_split`) on its held-out complement with
-  `recipe`, its epochs numbered on from the first's (`epoch_offset`) so
-  its orders and augmentation draws are new ones.
-  """
-
-  def __init__(self, settings: TrainSettings, run: int, subset, first_epoch,
-               recipe: Optional[recipes_lib.Recipe] = None,
-               epoch_offset: int = 0):
-    recipe = recipe or settings.recipe
-    self.settings, self.run, self.subset = settings, run, subset
-    self.first_epoch, self.epochs = first_epoch, recipe.epochs
-    self.epoch_offset = epoch_offset
-    self.steps = recipe.steps_per_epoch(len(subset))
-    self.total = recipe.epochs * self.steps
-    self._rates = recipe.learning_rates(len(subset))
-    self._order = {}
-    self.signals = None  # A records.SignalSums with `settings.signals`.
-    self.partial_dir = None  # The run's partial area (resume checkpoints).
-    self.trajectory_dir = None  # Where every epoch's checkpoint goes.
-
-  def rate(self, step: int) -> float:
-    """The learning rate of step `step` (counted over the whole phase)."""
-    return self._rates[step]
-
-  def step_inputs(self, epoch: int, step: int):
-    """`(batch indices, learning rate, augmentation seed)` tensors of step
-    `step` of the phase's epoch `epoch`."""
-    absolute = self.epoch_offset + epoch
-    if absolute not in self._order:
-      self._order = {absolute: seeds.epoch_order(
-          self.settings.seed, self.run, absolute, self.subset)}
-    b = self.settings.recipe.batch_size
-    idx = self._order[absolute][step * b:(step + 1) * b].astype(np.int32)
-    return (tf.constant(idx), tf.constant(self._rates[epoch * self.steps
-                                                      + step]),
-            tf.constant(seeds.augment_seed(self.settings.seed, self.run,
-                                           absolute, step)))
 
 
 class RunTrainer:
@@ -303,7 +225,7 @@ class RunTrainer:
 
   def begin(self, run: int, partial_dir: Optional[str] = None,
             subset: Optional[np.ndarray] = None,
-            trajectory_dir: Optional[str] = None) -> "_Plan":
+            trajectory_dir: Optional[str] = None) -> "run_plan.Plan":
     """Starts run `run` (fresh weights, or the newest partial checkpoint in
     `partial_dir`) on its subset, or on `subset` (int64 sorted, e.g. a
     removal ablation's kept examples); returns what its steps are."""
@@ -313,7 +235,7 @@ class RunTrainer:
     first = 0
     if partial_dir is not None and os.path.isdir(partial_dir):
       first = self._resume(partial_dir) or 0
-    plan = _Plan(self.settings, run, subset, first)
+    plan = run_plan.Plan(self.settings, run, subset, first)
     plan.partial_dir, plan.trajectory_dir = partial_dir, trajectory_dir
     if self.settings.signals:
       plan.signals = records.SignalSums(len(subset))
@@ -321,7 +243,7 @@ class RunTrainer:
         plan.signals.load(os.path.join(partial_dir, f"signals-{first}.npz"))
     return plan
 
-  def check_finite(self, plan: "_Plan", epoch: int, phase: str = ""):
+  def check_finite(self, plan: "run_plan.Plan", epoch: int, phase: str = ""):
     """`steps.DivergedError` naming the run and `epoch` when a step of the
     run's loss was not finite, or its weights are not (one host read)."""
     if bool(self._nonfinite.numpy()):
@@ -333,7 +255,7 @@ class RunTrainer:
     raise steps_lib.diverged(self.settings, plan.run, epoch, plan.epochs,
                              what, phase)
 
-  def end_epoch(self, plan: "_Plan", epoch: int):
+  def end_epoch(self, plan: "run_plan.Plan", epoch: int):
     """Checks the run has not diverged (`check_finite`), records the
     epoch's signals (with `settings.signals`), then saves the partial
     checkpoint into the plan's partial area when one is due after `epoch`
@@ -357,7 +279,7 @@ class RunTrainer:
 
   # -- second-split forgetting --
 
-  def second_split(self, plan: "_Plan") -> "_Plan":
+  def second_split(self, plan: "run_plan.Plan") -> "run_plan.Plan":
     """Starts the second phase of a run whose first phase `plan` has just
     ended (with signals): training goes on, with a fresh optimizer state,
     on the run's held-out complement by `settings.ssft_recipe()`, and after
@@ -370,13 +292,13 @@ class RunTrainer:
     sums.last_correct = np.where(sums.final_correct, 0, -1).astype(np.int32)
     self._first_phase_values = [v.numpy() for v in self.model.variables]
     self.state.reset()
-    second = _Plan(self.settings, plan.run, sums.heldout, 0,
+    second = run_plan.Plan(self.settings, plan.run, sums.heldout, 0,
                    self.settings.ssft_recipe(),
                    epoch_offset=self.recipe.epochs)
     second.first_phase = plan
     return second
 
-  def end_second_epoch(self, second: "_Plan", epoch: int):
+  def end_second_epoch(self, second: "run_plan.Plan", epoch: int):
     """Notes the first-split examples the model predicts right after the
     second phase's epoch `epoch` (evaluation mode, float32)."""
     from heldout_tf.collection import signals as signals_lib  # pylint: disable=g-import-not-at-top
@@ -387,7 +309,7 @@ class RunTrainer:
                                 self.data.train_labels[first.subset]) > 0
     first.signals.last_correct[right] = epoch + 1
 
-  def end_second_split(self, second: "_Plan"):
+  def end_second_split(self, second: "run_plan.Plan"):
     """Fills in the forgetting epochs (1 + the last second-phase epoch an
     example was right at; 0: wrong after the first phase; ssft_epochs + 1:
     never forgotten) and restores the first phase's weights."""
@@ -409,7 +331,7 @@ class RunTrainer:
     return tuple(np.concatenate([o[k].numpy() for o in out])
                  for k in range(2))
 
-  def _record_signals(self, plan: "_Plan", epoch: int):
+  def _record_signals(self, plan: "run_plan.Plan", epoch: int):
     """Adds this epoch's margin, correctness and last-layer TracIn term of
     every training example of the run (evaluation mode, float32); after the
     last epoch also keeps the softmax on its held-out examples."""

@@ -274,7 +274,7 @@ def make(options: Options, say=print,
   from heldout_tf.training import blocks as blocks_lib
   from heldout_tf.training import engines
   from heldout_tf.training import settings as settings_lib
-  from heldout_tf.training import trainer as trainer_lib
+  from heldout_tf.training import run_plan
   # pylint: enable=g-import-not-at-top
   options.check()
   recipe, model = recipe_and_model(options)
@@ -315,7 +315,7 @@ def make(options: Options, say=print,
     if why.startswith("chosen"):
       why = f"the {trainer} trainer's default"
     if variables is None:  # Builds and checks the model, before any write.
-      variables = trainer_lib.model_variables(settings, data)
+      variables = run_plan.model_variables(settings, data)
     config = dict(settings.config(), group_size=group_size,
                   model_variables=variables, **source.recorded(data))
     config.pop("checkpoint_every")  # How often, not what: free to change.
