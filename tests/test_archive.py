@@ -18,7 +18,7 @@ from heldout_tf import archive
 from heldout_tf.core import errors
 from heldout_tf.core import files
 from heldout_tf.collection import layout
-from heldout_tf.collection import released as released_lib
+from heldout_tf.collection import experiments as experiments_lib
 from heldout_tf.collection import runs as runs_lib
 from heldout_tf.core import sizes
 from heldout_tf import synthetic
@@ -393,7 +393,7 @@ def test_registry_sums_match_checksums_md5():
   """--md5 defaults to the registry, which must agree with checksums.md5."""
   with open(os.path.join(REPO, "checksums.md5")) as f:
     listed = dict(reversed(line.split()) for line in f if line.strip())
-  assert listed == {e.archive: e.md5 for e in released_lib.EXPERIMENTS.values()}
+  assert listed == {e.archive: e.md5 for e in experiments_lib.RELEASED.values()}
 
 
 def test_archive_url():

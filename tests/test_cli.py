@@ -16,7 +16,6 @@ from heldout_tf.core import errors
 from heldout_tf.core import files
 from heldout_tf.collection import experiments
 from heldout_tf.collection import layout
-from heldout_tf.collection import released
 
 _NOISE = ("oneDNN custom operations", "cuInit", "InitializeLog",
           "cpu_feature_guard", "cuda drivers")
@@ -303,7 +302,7 @@ def test_one_registry_of_experiments():
   assert sorted(experiments.EXPERIMENTS) == [
       "cifar10-inception", "cifar100-inception", "imagenet-resnet50",
       "mnist-mlp"]
-  assert sorted(released.EXPERIMENTS) == sorted(
+  assert sorted(experiments.RELEASED) == sorted(
       n for n, e in experiments.EXPERIMENTS.items() if e.md5)
   mnist = experiments.get("mnist-mlp")
   assert (mnist.arch, mnist.num_classes, mnist.input_shape,
@@ -311,7 +310,7 @@ def test_one_registry_of_experiments():
                                                   "mnist", False)
   assert experiments.get("imagenet-resnet50").input_shape == (224, 224, 3)
   with pytest.raises(errors.UsageError, match="'mnist-mlp' is unknown"):
-    released.get("mnist-mlp")
+    experiments.get("mnist-mlp", released_only=True)
   # pylint: disable=g-import-not-at-top
   from heldout_tf.collection import exports
   from heldout_tf import models
@@ -326,7 +325,7 @@ def test_one_registry_of_experiments():
 
 
 def test_download_hint_can_be_pasted(tmp_path):
-  text = released.download_instructions("cifar10-inception",
+  text = experiments.download_instructions("cifar10-inception",
                                         str(tmp_path / "a b"), 0.3, [7, 9])
   line = next(l for l in text.splitlines() if "heldout_tf.cli.download" in l)
   assert "[" not in line and "|" not in line

@@ -17,7 +17,7 @@ from heldout_tf.data import pipelines
 from heldout_tf.collection import evaluation
 from heldout_tf.core import files
 from heldout_tf import models
-from heldout_tf.collection import released
+from heldout_tf.collection import experiments
 from heldout_tf.collection import runs
 from heldout_tf import synthetic
 
@@ -104,7 +104,7 @@ def test_extract_command_of_the_help_creates_the_directory(tmp_path):
   with tarfile.open(tmp_path / "cifar10-inception.tar.gz", "w:gz") as tar:
     tar.add(member, arcname="cifar10-inception/0.7/0/aux_arrays.npz")
   dest = tmp_path / "new dir" / "runs"
-  help_text = released.download_instructions("cifar10-inception", str(dest))
+  help_text = experiments.download_instructions("cifar10-inception", str(dest))
   command = [line for line in help_text.splitlines() if "tar xzf" in line]
   assert len(command) == 1
   subprocess.run(["bash", "-c", command[0]], cwd=tmp_path, check=True)

@@ -175,9 +175,30 @@ def test_the_command_exits_non_zero_with_one_error_line(tmp_path):
   last = out.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ") and "run 0 diverged in epoch 1 of 2" in last
   assert "Traceback" not in out.stderr
-  assert not collection.Store(str(tmp_path), "digits-mlp",
-                              0.7).finished_runs()
+  store = collection.Store(str(tmp_path), "digits-mlp", 0.7)
+  assert not store.finished_runs() and not store.has_work()
   assert "mean test accuracy" not in out.stdout
+  # The corrected call: nothing was trained under the recorded config, so
+  # it is replaced (saying so) rather than refused.
+  out = subprocess.run(
+      [sys.executable, "-m", "heldout_tf.cli.train", "--dataset", "digits",
+       "--train_size", "300", "--test_size", "50", "--model", "mlp",
+       "--epochs", "2", "--num_runs", "2", "--learning_rate", "0.05",
+       "--precision", "float32", "--root", str(tmp_path), "--noprogress"],
+      capture_output=True, text=True, env=env, cwd=ROOT_DIR, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert (f"{store.config_path}: replaced (nothing was trained under it; "
+          "recipe.learning_rate: on disk 1e+30, now 0.05)") in (
+              out.stdout + out.stderr)
+  assert store.finished_runs() == [0, 1]
+  # Once a run is finished the config is the collection's: refused.
+  out = subprocess.run(
+      [sys.executable, "-m", "heldout_tf.cli.train", "--dataset", "digits",
+       "--train_size", "300", "--test_size", "50", "--model", "mlp",
+       "--epochs", "2", "--num_runs", "2", "--learning_rate", "0.07",
+       "--precision", "float32", "--root", str(tmp_path), "--noprogress"],
+      capture_output=True, text=True, env=env, cwd=ROOT_DIR, timeout=300)
+  assert out.returncode != 0 and "made with other settings" in out.stderr
 
 
 def test_stacked_engine_names_the_diverged_model_of_the_block():

@@ -18,7 +18,7 @@ from heldout_tf.collection import reevaluation
 from heldout_tf.collection import layout
 from heldout_tf.collection import margins
 from heldout_tf import models
-from heldout_tf.collection import released
+from heldout_tf.collection import experiments
 from heldout_tf.collection import runs
 
 
@@ -144,7 +144,7 @@ def test_evaluate_runs_restores_evaluates_and_checks_every_run(
   paths = [run_path(release_root, run) for run in range(NUM_RUNS)]
   model = models.build_model("small_inception", 10)
   evaluated = list(reevaluation.evaluate_runs(
-      released.get(EXPERIMENT), paths, dataset, "train", progress=False,
+      experiments.get(EXPERIMENT, released_only=True), paths, dataset, "train", progress=False,
       model=model))
   assert [e.path for e in evaluated] == paths
   n_train = len(arrays["train"]["label"])
@@ -172,7 +172,7 @@ def test_evaluate_runs_checks_every_run_first(release_root, dataset,
   aux = os.path.join(run_path(root, 1), runs.AUX_FILENAME)
   os.remove(aux)
   results = reevaluation.evaluate_runs(
-      released.get(EXPERIMENT), [run_path(root, 0), run_path(root, 1)],
+      experiments.get(EXPERIMENT, released_only=True), [run_path(root, 0), run_path(root, 1)],
       dataset, "test", progress=False)
   with pytest.raises(reevaluation.RunNotFoundError) as raised:
     next(results)  # Before run 0 is evaluated.
@@ -209,7 +209,7 @@ def test_two_checkpoints_fail_the_file_check_not_the_loop(release_root,
                             f"no usable checkpoint: {ckpt_dir}: expected "
                             "exactly one ckpt-<N> checkpoint, found 2")
   results = reevaluation.evaluate_runs(
-      released.get(EXPERIMENT), [run_path(root, 0), run_path(root, 1)],
+      experiments.get(EXPERIMENT, released_only=True), [run_path(root, 0), run_path(root, 1)],
       dataset=None, split="test", progress=False)
   with pytest.raises(reevaluation.RunNotFoundError, match="found 2"):
     next(results)
@@ -226,7 +226,7 @@ def test_evaluate_runs_reads_the_split_once(release_root, dataset,
 
   monkeypatch.setattr(dataset, "batches", counted)
   results = list(reevaluation.evaluate_runs(
-      released.get(EXPERIMENT), [run_path(release_root, r)
+      experiments.get(EXPERIMENT, released_only=True), [run_path(release_root, r)
                                  for r in range(NUM_RUNS)],
       dataset, "test", batch_size=7, progress=False))
   assert calls == ["test"]
@@ -268,7 +268,7 @@ def test_cross_check_error_of_evaluate_runs_names_the_aux_file(
   with pytest.raises(evaluation.CrossCheckError,
                      match=f"^{path}/aux_arrays.npz: aux_arrays 'test' "
                      r"covers 32 examples \(indices 1..32\)") as raised:
-    list(reevaluation.evaluate_runs(released.get(EXPERIMENT), [path], dataset,
+    list(reevaluation.evaluate_runs(experiments.get(EXPERIMENT, released_only=True), [path], dataset,
                                   "test", progress=False))
   assert isinstance(raised.value, errors.HeldoutError)
 

@@ -506,3 +506,30 @@ def test_an_npz_source_without_a_file_names_the_flag():
   assert out.stderr.strip().splitlines() == [
       "error: --dataset 'npz:' names no file: expected npz:FILE, a .npz "
       "file holding x_train, y_train, x_test and y_test"]
+
+
+def test_a_collection_keeps_the_evaluation_batch_it_recorded(tmp_path):
+  data = _npz(tmp_path / "d.npz")
+  root = tmp_path / "r"
+  first = workflow.make(_options(data, root, recipe="mnist-mlp",
+                                 num_runs=1, precision="float32"),
+                        say=lambda *_: None)
+  path = os.path.join(first[0]["path"], "config.json")
+  with open(path) as f:
+    config = json.load(f)
+  assert config["recipe"]["eval_batch_size"] == 2000  # The recipe's now.
+  # A collection made when the recipe evaluated in batches of 200.
+  config["recipe"]["eval_batch_size"] = 200
+  with open(path, "w") as f:
+    json.dump(config, f)
+  reports = workflow.make(_options(data, root, recipe="mnist-mlp",
+                                   num_runs=2, precision="float32"),
+                          say=lambda *_: None)
+  assert reports[0]["trained"] == 1
+  with open(path) as f:
+    assert json.load(f)["recipe"]["eval_batch_size"] == 200
+  # Any other recipe setting still has to match.
+  with pytest.raises(errors.ConfigError, match="recipe.epochs"):
+    workflow.make(_options(data, root, recipe="mnist-mlp", num_runs=3,
+                           epochs=2, precision="float32"),
+                  say=lambda *_: None)

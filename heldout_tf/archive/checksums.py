@@ -11,7 +11,7 @@ from heldout_tf.archive.exceptions import ArchiveError
 from heldout_tf.archive.exceptions import ChecksumError
 from heldout_tf.archive.exceptions import DownloadError
 from heldout_tf.archive.exceptions import UnsafeMemberError
-from heldout_tf.collection import released
+from heldout_tf.collection import experiments
 from heldout_tf.core import errors
 from heldout_tf.core import progress as progress_lib
 
@@ -21,7 +21,7 @@ PART_SUFFIX = ".part"  # A kept archive being downloaded: `<keep>.part`.
 def expected_md5(experiment, md5):
   if not md5:
     try:
-      md5 = released.get(experiment).md5
+      md5 = experiments.get(experiment, released_only=True).md5
     except ValueError as e:
       raise errors.UsageError(f"{e}; pass md5 (--md5) for others") from None
   md5 = md5.lower()

@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 
 from heldout_tf.core import errors
-from heldout_tf.collection import released
+from heldout_tf.collection import experiments
 from heldout_tf.archive.exceptions import DownloadError
 from heldout_tf.archive.exceptions import _TransientError
 
@@ -243,9 +243,9 @@ def archive_url(experiment, source="gs", base_url=None):
   """Where `<experiment>.tar.gz` lives: gs://, http(s)://, file:// or a path."""
   if base_url is None:
     if source == "gs":
-      base_url = released.GS_PREFIX
+      base_url = experiments.GS_PREFIX
     elif source == "https":
-      base_url = released.HTTPS_PREFIX
+      base_url = experiments.HTTPS_PREFIX
     else:
       raise errors.UsageError(f"source must be 'gs' or 'https', got {source!r}")
   return base_url.rstrip("/") + f"/{experiment}.tar.gz"

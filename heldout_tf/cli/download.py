@@ -17,7 +17,7 @@ from heldout_tf import archive
 from heldout_tf import cli
 from heldout_tf.core import errors
 from heldout_tf.collection import layout
-from heldout_tf.collection import released
+from heldout_tf.collection import experiments
 from heldout_tf.core import sizes
 
 PROG = "heldout download"
@@ -28,7 +28,7 @@ def build_parser() -> cli.Parser:
   parser = cli.Parser(PROG, __doc__)
   cli.add_experiment(
       parser, default=None,
-      help=f"One of {', '.join(sorted(released.EXPERIMENTS))} (others: "
+      help=f"One of {', '.join(sorted(experiments.RELEASED))} (others: "
       "pass --md5 too).")
   cli.add_root(parser, help="Where runs land: <root>/<experiment>/<ratio>/"
                "<run>/ (the collection root every command reads).")
@@ -87,11 +87,11 @@ def _verify_only(args):
     md5 = args.md5
   else:
     name = args.experiment or os.path.basename(path).split(".tar.gz")[0]
-    if name not in released.EXPERIMENTS:
+    if name not in experiments.RELEASED:
       raise errors.UsageError(
           f"--verify_only {path}: not a released archive name; pass --md5 "
           "or --experiment")
-    md5 = released.get(name).md5
+    md5 = experiments.get(name, released_only=True).md5
   actual = archive.verify_file(path, md5, progress=args.progress)
   print(f"{path}: OK (MD5 {actual})")
 
@@ -108,8 +108,8 @@ def main(argv=None):
     if not getattr(args, flag) >= 0:  # Also refuses nan.
       raise errors.UsageError(f"--{flag} must be >= 0, got "
                               f"{getattr(args, flag)!r}")
-  if args.md5 is None and args.experiment not in released.EXPERIMENTS:
-    released.get(args.experiment)  # A UsageError listing the names.
+  if args.md5 is None and args.experiment not in experiments.RELEASED:
+    experiments.get(args.experiment, released_only=True)  # A UsageError listing the names.
   result = archive.fetch(
       args.experiment, args.root, source=args.source,
       base_url=args.base_url, md5=args.md5, only=args.only,

@@ -39,7 +39,7 @@ import sys
 from heldout_tf import cli
 from heldout_tf.core import errors
 from heldout_tf.collection import layout
-from heldout_tf.collection import released
+from heldout_tf.collection import experiments
 
 PROG = "heldout evaluate"
 ROOT_ENV = "HELDOUT_ROOT"
@@ -58,7 +58,7 @@ def build_parser(prog: str = PROG) -> cli.Parser:
   parser = cli.Parser(prog, __doc__)
   parser.add_argument("--experiment", default="", metavar="NAME",
                       help="The experiment directory under --root: a "
-                      f"released one ({', '.join(sorted(released.EXPERIMENTS))})"
+                      f"released one ({', '.join(sorted(experiments.RELEASED))})"
                       " or one heldout train made; empty: the only one "
                       f"there (none: {DEFAULT_EXPERIMENT}).")
   cli.add_root(parser, help="The collection root, holding <experiment>/"
@@ -165,13 +165,13 @@ def main(argv=None, prog: str = PROG) -> int:
   if not os.path.isdir(args.root):  # Before TensorFlow's seconds.
     what = "is not a directory" if os.path.exists(args.root) else (
         "does not exist")
-    if args.experiment not in released.EXPERIMENTS:
+    if args.experiment not in experiments.RELEASED:
       raise errors.UsageError(
           f"--experiment {args.experiment}: not a released experiment "
-          f"({', '.join(sorted(released.EXPERIMENTS))}), and --root "
+          f"({', '.join(sorted(experiments.RELEASED))}), and --root "
           f"{args.root} {what} to hold a collection of that name")
     print(f"No run found: --root {args.root} {what}.\n", file=sys.stderr)
-    print(released.download_instructions(
+    print(experiments.download_instructions(
         args.experiment, args.root, args.ratios[0] if args.ratios else 0.7,
         args.runs), file=sys.stderr)
     return cli.USAGE_EXIT
@@ -191,11 +191,11 @@ def main(argv=None, prog: str = PROG) -> int:
       not_recorded += bool(evaluated.margins and
                            not evaluated.margins.written)
   except reevaluation.RunNotFoundError as e:
-    if args.experiment not in released.EXPERIMENTS:
+    if args.experiment not in experiments.RELEASED:
       raise errors.UsageError(str(e)) from None
     print(f"{e}.\n", file=sys.stderr)
     ratio = args.ratios[0] if args.ratios else 0.7
-    print(released.download_instructions(args.experiment, args.root, ratio,
+    print(experiments.download_instructions(args.experiment, args.root, ratio,
                                          args.runs), file=sys.stderr)
     return cli.USAGE_EXIT
   if not_recorded:

@@ -5,8 +5,8 @@ name, parsed in one place; run-id and ratio lists), `runs` (the one
 `aux_arrays.npz` reader and writer), `signals` (each run's `signals.npz`),
 `margins` (each run's `margins.npz`: final margins and label
 probabilities), `experiments` (the registry: the released three and the
-kit's own), `released` (download instructions for the released
-archives), `provenance` (where a collection's data comes from, and the
+kit's own; download instructions for the released archives),
+`provenance` (where a collection's data comes from, and the
 one way back from its recorded config to that data), `recorded` (a kit
 collection's recorded model and data, for the commands that restore its
 runs). With TensorFlow:

@@ -159,12 +159,13 @@ def _train_block_task(spec: Spec, runs: List[int], wait: bool) -> dict:
           "train_seconds": time.perf_counter() - start - setup}
 
 
-def plan(spec: Spec, run_ids: Sequence[int], trainer):
+def plan(spec: Spec, run_ids: Sequence[int], trainer, say=None):
   """`(store, unfinished runs, their canonical blocks)`; records
-  `spec.config` first (a `errors.ConfigError` before any work)."""
+  `spec.config` first (a `errors.ConfigError` before any work; `say`
+  tells when it replaced a config nothing was trained under)."""
   store = spec.store()
   if spec.config is not None:
-    store.record_config(spec.config)
+    store.record_config(spec.config, say)
   wanted = sorted(set(int(r) for r in run_ids))
   todo = [r for r in wanted if not trainer.is_done(store, r)]
   return store, todo, blocks.groups(todo, spec.group_size)
@@ -218,7 +219,7 @@ def train(spec: Spec, run_ids: Sequence[int], *, engine: str = "local",
     trainer = spec.make()
   if say is None:
     say = lambda line: print(line, file=sys.stderr, flush=True)
-  store, todo, todo_blocks = plan(spec, run_ids, trainer)
+  store, todo, todo_blocks = plan(spec, run_ids, trainer, say)
   report = {"engine": engine, "trained": len(todo),
             "skipped": len(set(int(r) for r in run_ids)) - len(todo),
             "by_others": 0, "tasks": len(todo_blocks), "setup_seconds": 0.0,

@@ -6,14 +6,18 @@
   exp.archive, exp.md5                         # released runs only
 
 An experiment is a collection of runs of one model on one dataset, stored as
-`<root>/<experiment>/<ratio>/<run>/`. `released` (the archives), `exports`
-(the model an export holds) and `published` (which dataset a score file
-belongs to) all read this table. Imports no TensorFlow.
+`<root>/<experiment>/<ratio>/<run>/`. The archive stage (downloads),
+`exports` (the model an export holds) and `published` (which dataset a
+score file belongs to) all read this table; `download_instructions` is
+what a command prints when released runs are not on disk. Imports no
+TensorFlow.
 """
 
 import dataclasses
-from typing import Dict, Optional, Tuple
+import shlex
+from typing import Dict, Optional, Sequence, Tuple
 
+from heldout_tf.collection import layout
 from heldout_tf.core import errors
 
 GS_PREFIX = "gs://gresearch/heldout-training-checkpoints"
@@ -111,3 +115,29 @@ def get(name: str, released_only: bool = False,
   except KeyError:
     raise errors.UsageError(f"{flag} {name!r} is unknown; known: "
                             f"{', '.join(sorted(table))}") from None
+
+
+def download_instructions(experiment: str, root: str, ratio=0.7,
+                          run_ids: Optional[Sequence[int]] = (0,)) -> str:
+  """Human-readable commands that fetch `experiment` into `root`.
+
+  The first fetches the runs `run_ids` (None: all) at `ratio` with the kit;
+  every line can be pasted as printed, also when `root` does not exist yet.
+  """
+  e = get(experiment, released_only=True)
+  quoted = shlex.quote(root)
+  runs = "" if run_ids is None else " --runs " + ",".join(
+      str(r) for r in run_ids)
+  return "\n".join([
+      f"The {e.name} runs come in one archive ({e.archive}, ~{e.approx_size}).",
+      "Fetch only what you need with the kit (streams, verifies MD5, resumes):",
+      f"  python -m heldout_tf.cli.download --experiment {e.name} --root {quoted} "
+      f"--ratios {layout.format_ratio(ratio)}{runs}",
+      "(`heldout download` is the same; --only aux or --only checkpoints "
+      "fetch one part of each run)",
+      "or download the whole archive and extract it yourself:",
+      f"  gsutil cp {e.gs_url} .",
+      f"  curl -C - -O {e.https_url}",
+      f"  echo '{e.md5}  {e.archive}' | md5sum -c",
+      f"  mkdir -p {quoted} && tar xzf {e.archive} -C {quoted}",
+  ])

@@ -105,15 +105,18 @@ class Store:
           "first with the same --root and --ratio")
     return config
 
-  def record_config(self, config: dict) -> dict:
+  def record_config(self, config: dict,
+                    say: Optional[Callable[[str], None]] = None) -> dict:
     """Writes `config` as config.json, or checks it equals the recorded one.
 
     Values are compared as JSON (tuples equal lists), except the
     `INFORMATION_KEYS` (never compared) and the `LATER_KEYS` a recorded
-    config lacks (not recorded then: not compared). An existing config is
-    never rewritten. Raises `errors.ConfigError` naming the differing keys
-    with both values, and `errors.PathError` if the directory cannot be
-    written.
+    config lacks (not recorded then: not compared). A recorded config that
+    differs is replaced only when nothing was trained under it (no file in
+    any run directory: e.g. its first run diverged, which leaves nothing),
+    saying so with `say`; otherwise it is never rewritten. Raises
+    `errors.ConfigError` naming the differing keys with both values, and
+    `errors.PathError` if the directory cannot be written.
     """
     config = json.loads(json.dumps(config))
     with errors.user_path(self.path, "write"):
@@ -133,6 +136,13 @@ class Store:
                           for k, old, new in differ[:_SHOWN_DIFFERENCES])
       if len(differ) > _SHOWN_DIFFERENCES:
         details += f"; and {len(differ) - _SHOWN_DIFFERENCES} more"
+      if not self.has_work():
+        files.atomic_write(self.config_path, lambda f: f.write(json.dumps(
+            config, indent=2, sort_keys=True) + "\n"), mode="w")
+        if say is not None:
+          say(f"{self.config_path}: replaced (nothing was trained under it; "
+              f"{details})")
+        return config
       raise errors.ConfigError(
           f"{self.config_path}: the runs there were made with other settings "
           f"({details}). Use another --root, or the same settings to resume.")
@@ -168,6 +178,16 @@ class Store:
     """Every canonical run directory's id, finished or not, sorted."""
     return [p.run for p in layout.list_runs(self.root, self.experiment,
                                             [self.ratio])]
+
+  def has_work(self) -> bool:
+    """Whether any run directory holds a file (a finished run, a partial
+    one's resume checkpoints, a trajectory): work a new config would
+    orphan."""
+    for run in self.run_ids_on_disk():
+      for _, _, names in os.walk(self.run_dir(run)):
+        if names:
+          return True
+    return False
 
   def finished_runs(self) -> List[int]:
     """The ids of the runs on disk that have their aux_arrays.npz."""

@@ -6,8 +6,8 @@ how well each score finds the noisy examples. Kinds (each applied to a
 fraction of the training set, chosen by the seed):
 
   label            the label replaced by a uniformly chosen other class
-                   (`flip_labels`: the same examples and labels as
-                   `mnist_example.train --label_noise`).
+                   (`flip_labels`; `--noise label:0.1` of every
+                   command).
   label_pair       class c relabelled as the fixed class (c + 1) mod classes.
   input_gaussian   image mixed with Gaussian noise: clip((1 - s) x + s z,
                    0, 1), z ~ N(0.5, 0.5^2) per pixel, s the intensity
@@ -33,9 +33,10 @@ KINDS = ("label", "label_pair", "input_gaussian", "input_uniform")
 INPUT_KINDS = ("input_gaussian", "input_uniform")
 DEFAULT_INTENSITY = 0.5
 # Each kind draws from its own stream of the seed (`heldout_tf.core.seeds`:
-# label noise from `label_noise_rng`, the stream the MNIST
-# reproduction's label noise has always used; the other kinds from `noise_rng(seed, KINDS.index(kind))`),
-# so adding a kind never changes which examples another kind picks.
+# label noise from `label_noise_rng`, the stream the MNIST reproduction's
+# label noise has always used; the other kinds from
+# `noise_rng(seed, KINDS.index(kind))`), so adding a kind never changes
+# which examples another kind picks.
 
 
 class NoiseSpecError(errors.UsageError):

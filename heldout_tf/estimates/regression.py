@@ -155,6 +155,18 @@ class Fit:
     return np.asarray(mask, np.float32) @ self.weights + self.intercept
 
 
+
+def _selection_problem(problem, y, y_select):
+  """`(fit design, targets, selection targets, targets' mean)`, checked:
+  choosing lambda needs selection runs."""
+  design = problem.fit
+  y = _targets(y, design.num_runs, "targets")
+  if problem.select is None:
+    raise EstimateError("choosing lambda needs selection runs")
+  y_select = _targets(y_select, len(problem.select), "selection targets")
+  return design, y, y_select, y.mean(axis=0)
+
+
 def _targets(y, num_runs, name):
   y = np.asarray(y, np.float32)
   if y.ndim != 2 or y.shape[0] != num_runs:
@@ -271,12 +283,7 @@ def lasso_path(problem: Problem, y, y_select,
       path stops (None: every target runs the whole path).
     refit: fit again at the chosen lambda on fit + selection runs.
   """
-  design = problem.fit
-  y = _targets(y, design.num_runs, "targets")
-  if problem.select is None:
-    raise EstimateError("choosing lambda needs selection runs")
-  y_select = _targets(y_select, len(problem.select), "selection targets")
-  y_mean = y.mean(axis=0)
+  design, y, y_select, y_mean = _selection_problem(problem, y, y_select)
   yc = y - y_mean
   y_select_centred = y_select - y_mean
   num_targets = y.shape[1]
@@ -363,12 +370,7 @@ def ridge(problem, y, y_select=None,
     weights, intercept = design.to_masks(
         _ridge_weights(design, y - y_mean, lam), y_mean)
     return Fit(weights, intercept, lam, np.full(y.shape[1], np.nan))
-  design = problem.fit
-  y = _targets(y, design.num_runs, "targets")
-  if problem.select is None:
-    raise EstimateError("choosing lambda needs selection runs")
-  y_select = _targets(y_select, len(problem.select), "selection targets")
-  y_mean = y.mean(axis=0)
+  design, y, y_select, y_mean = _selection_problem(problem, y, y_select)
   values, vectors = design.eig
   _, grid = ridge_grid(design, num_lambdas, lambda_min_ratio,
                        lambda_max_ratio)

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from heldout_tf.collection import released
+from heldout_tf.collection import experiments
 from heldout_tf.report import inputs
 
 
@@ -38,8 +38,8 @@ def dataset_and_model(experiment: str,
   config.json nor the released experiments say)."""
   config = config or {}
   dataset, model = config.get("dataset"), _model(config)
-  if experiment in released.EXPERIMENTS:
-    e = released.EXPERIMENTS[experiment]
+  if experiment in experiments.RELEASED:
+    e = experiments.RELEASED[experiment]
     dataset, model = dataset or e.dataset, model or e.arch
   return str(dataset or "unknown"), model or "unknown"
 
@@ -55,8 +55,8 @@ def num_classes(experiment: str, config: Optional[dict], labels,
           f"{where}: num_classes must be a whole number >= 0, got "
           f"{str(value)[:40]!r}")
     return value
-  if experiment in released.EXPERIMENTS:
-    return released.EXPERIMENTS[experiment].num_classes
+  if experiment in experiments.RELEASED:
+    return experiments.RELEASED[experiment].num_classes
   return int(labels.max()) + 1 if labels is not None and len(labels) else 0
 
 

@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from heldout_tf.core import errors
-from heldout_tf.collection import released
+from heldout_tf.collection import experiments
 
 SHEET_COLUMNS = 64
 SHEET_ROWS = 64
@@ -99,13 +99,13 @@ def load(experiment: str, config: Optional[dict], data_dir=None,
   """
   if config and config.get("source"):  # Made by the training workflow.
     images, note = _image_data(config, data_dir)
-  elif (experiment in released.EXPERIMENTS and
-        released.EXPERIMENTS[experiment].dataset != "imagenet"):
-    images, note = _tfds(released.EXPERIMENTS[experiment].dataset, data_dir)
+  elif (experiment in experiments.RELEASED and
+        experiments.RELEASED[experiment].dataset != "imagenet"):
+    images, note = _tfds(experiments.RELEASED[experiment].dataset, data_dir)
   else:
     dataset = (config or {}).get("dataset") or (
-        released.EXPERIMENTS[experiment].dataset
-        if experiment in released.EXPERIMENTS else "unknown")
+        experiments.RELEASED[experiment].dataset
+        if experiment in experiments.RELEASED else "unknown")
     return None, f"no images: no offline source for dataset {dataset!r}"
   if images is not None and (n_train, n_test) != (None, None) and (
       (len(images.train), len(images.test)) != (n_train, n_test)):

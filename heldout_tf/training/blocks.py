@@ -8,10 +8,14 @@ written in the released layout. Built from small picklable values
 (`training.workflow.make` passes them); the data is loaded on the first
 block and must have the recorded fingerprint, the model the recorded
 variables. A run whose loss or weights go non-finite stops the block
-(`steps.DivergedError`): none of the block's runs is written.
+(`steps.DivergedError`): none of the block's runs is written, and their
+resume checkpoints and trajectories are removed (resumed, a diverged run
+diverges again); a collection left with nothing trained lets a corrected
+call replace its config (`Store.record_config`).
 """
 
 import os
+import shutil
 from typing import List, Optional
 
 from heldout_tf.collection import blocks
@@ -118,6 +122,9 @@ class ModelBlocks:
       results = trainer.train(members, partials,
                               trajectory_dirs=trajectories)
     except steps.DivergedError as e:  # Name the collection too.
+      for directory in partials + trajectories:  # Worthless to resume.
+        if directory is not None:
+          shutil.rmtree(directory, ignore_errors=True)
       raise steps.DivergedError(f"{store.path}: {e}") from None
     for result, partial in zip(results, partials):
       if result.run in todo:

@@ -203,6 +203,16 @@ def recorded_config(store, required: bool = False) -> Optional[dict]:
   return recorded
 
 
+def recorded_evaluation_batch(recipe, recorded: Optional[dict]):
+  """`recipe` with the evaluation batch `recorded` (a collection's config)
+  records, when it records another: a collection keeps the batch it
+  evaluates its runs with (e.g. one made when the recipe's was 200)."""
+  value = ((recorded or {}).get("recipe") or {}).get("eval_batch_size")
+  if isinstance(value, int) and value != recipe.eval_batch_size:
+    return recipe.replace(eval_batch_size=value)
+  return recipe
+
+
 def resolve_trainer(flag: str, recorded: Optional[dict], choose
                     ) -> Tuple[str, str]:
   """`(trainer, why)`: --trainer against the recorded one ('group' when a
@@ -295,8 +305,10 @@ def make(options: Options, say=print,
     store = collection.Store(options.root, experiment, ratio)
     recorded = recorded_config(store)
     precision = resolve_precision(options.precision, recorded, model)
+    ratio_recipe = recorded_evaluation_batch(recipe, recorded)
 
-    def settings_for(trainer, ratio=ratio, precision=precision):
+    def settings_for(trainer, ratio=ratio, precision=precision,
+                     recipe=ratio_recipe):
       return settings_lib.TrainSettings(
           recipe, model, ratio, seed=options.seed, precision=precision.name,
           model_options=options.model_options,
