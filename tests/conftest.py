@@ -54,3 +54,21 @@ def imports_tensorflow():
     return last == "True"
 
   return run
+
+
+@pytest.fixture(autouse=True)
+def _absl_logger_as_it_was():
+  """Commands called in-process set up the `absl` logger for a command's
+  process (`core.startup.kit_warning_format`: its own `warning: ...`
+  handler, no propagation), and that would last for the rest of the
+  session. Each test starts with absl's records propagating (so `caplog`
+  sees them) and without that handler (a command adds it again), and the
+  logger is put back as it was afterwards."""
+  import logging  # pylint: disable=g-import-not-at-top
+  logger = logging.getLogger("absl")
+  handlers, propagate = list(logger.handlers), logger.propagate
+  logger.handlers[:] = []
+  logger.propagate = True
+  yield
+  logger.handlers[:] = handlers
+  logger.propagate = propagate

@@ -71,12 +71,31 @@ def test_first_config_is_written_later_ones_must_match(tmp_path):
   with open(os.path.join(store.path, layout.CONFIG_FILENAME)) as f:
     assert json.load(f) == recorded
   assert store.record_config({"hidden": [512, 256], "epochs": 10}) == recorded
+  # Something trained under it (a partial run): the config is the
+  # collection's, and other settings are refused naming the keys.
+  os.makedirs(os.path.join(store.run_dir(0), "partial"))
+  with open(os.path.join(store.run_dir(0), "partial", "ckpt-1.index"),
+            "w") as f:
+    f.write("x")
   with pytest.raises(errors.ConfigError) as info:
     store.record_config({"epochs": 3, "hidden": [512, 256], "seed": 1})
   message = str(info.value)
   assert "epochs: on disk 10, now 3" in message
   assert "seed: on disk None, now 1" in message
   assert "hidden" not in message
+
+
+def test_a_config_nothing_was_trained_under_is_replaced(tmp_path):
+  store = _store(tmp_path)
+  store.record_config({"epochs": 10, "lr": 1e30})
+  os.makedirs(store.run_dir(0))  # An empty run directory is no work.
+  said = []
+  assert store.record_config({"epochs": 10, "lr": 0.1}, said.append) == {
+      "epochs": 10, "lr": 0.1}
+  with open(store.config_path) as f:
+    assert json.load(f) == {"epochs": 10, "lr": 0.1}
+  assert said == [f"{store.config_path}: replaced (nothing was trained "
+                  "under it; lr: on disk 1e+30, now 0.1)"]
 
 
 def test_require_config_says_train_first(tmp_path):

@@ -12,7 +12,7 @@ from heldout_tf.core import errors
 def test_download_path_does_not_import_tensorflow(imports_tensorflow):
   assert not imports_tensorflow(
       "import heldout_tf, heldout_tf.archive, heldout_tf.cli.download, "
-      "heldout_tf.collection.layout, heldout_tf.collection.released, heldout_tf.core.sizes")
+      "heldout_tf.collection.layout, heldout_tf.collection.experiments, heldout_tf.core.sizes")
 
 
 def test_models_do_import_tensorflow_on_access(imports_tensorflow):

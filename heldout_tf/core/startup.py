@@ -59,6 +59,19 @@ def quiet_tensorflow():
   kit_warning_format()
 
 
+class _StderrHandler(std_logging.StreamHandler):
+  """A stream handler that writes to whatever `sys.stderr` is when a record
+  comes (not the stream of when it was made, which may be closed since)."""
+
+  @property
+  def stream(self):
+    return sys.stderr
+
+  @stream.setter
+  def stream(self, value):
+    del value  # Always the current sys.stderr.
+
+
 class _KitFormatter(std_logging.Formatter):
   """`warning: message` (`error: message` for errors)."""
 
@@ -73,7 +86,7 @@ def kit_warning_format():
   logger = std_logging.getLogger("absl")
   if any(isinstance(h.formatter, _KitFormatter) for h in logger.handlers):
     return
-  handler = std_logging.StreamHandler(sys.stderr)
+  handler = _StderrHandler()
   handler.setFormatter(_KitFormatter())
   handler.setLevel(std_logging.WARNING)
   logger.addHandler(handler)
