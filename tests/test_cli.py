@@ -15,7 +15,7 @@ from heldout_tf.cli import commands
 from heldout_tf.core import errors
 from heldout_tf.core import files
 from heldout_tf.collection import experiments
-from heldout_tf.collection import layout
+from heldout_tf.collection import selection
 
 _NOISE = ("oneDNN custom operations", "cuInit", "InitializeLog",
           "cpu_feature_guard", "cuda drivers")
@@ -266,7 +266,7 @@ def test_setup_installs_the_heldout_script():
     ("0,3,7", [0, 3, 7]), ("03", [3]), ("7,0-2,2", [0, 1, 2, 7]),
     (" 4 , 5 ", [4, 5]), ("all", None), (None, None)])
 def test_run_id_lists_read_the_same_everywhere(text, want):
-  assert layout.parse_run_ids(text) == want
+  assert selection.parse_run_ids(text) == want
 
 
 @pytest.mark.parametrize("text,message", [
@@ -278,24 +278,24 @@ def test_run_id_lists_read_the_same_everywhere(text, want):
 def test_bad_run_id_lists_name_the_flag(text, message):
   with pytest.raises(errors.UsageError,
                      match="^" + re.escape(f"--runs: {message}")):
-    layout.parse_run_ids(text)
+    selection.parse_run_ids(text)
 
 
 def test_ratio_lists_and_single_values():
-  assert layout.parse_ratios("0.70,0.1,1") == [0.1, 0.7, 1.0]
-  assert layout.parse_ratios("all") is None
+  assert selection.parse_ratios("0.70,0.1,1") == [0.1, 0.7, 1.0]
+  assert selection.parse_ratios("all") is None
   for bad in ("0", "1.5", "nan", "x", ""):
     with pytest.raises(errors.UsageError, match="^--ratios: "):
-      layout.parse_ratios(bad)
-  assert layout.run_id(3.0) == layout.run_id("03") == 3
+      selection.parse_ratios(bad)
+  assert selection.run_id(3.0) == selection.run_id("03") == 3
   for bad in (True, -1, 2.5, None):
     with pytest.raises(errors.UsageError, match="is not a run id"):
-      layout.run_id(bad)
+      selection.run_id(bad)
   # The archive's selection reads the same values.
   from heldout_tf.archive import members  # pylint: disable=g-import-not-at-top
-  selection = members.Selection.parse("aux", ["0.70"], ["03", 4])
-  assert (selection.ratios, selection.runs) == (frozenset({0.7}),
-                                                frozenset({3, 4}))
+  chosen = members.Selection.parse("aux", ["0.70"], ["03", 4])
+  assert (chosen.ratios, chosen.runs) == (frozenset({0.7}),
+                                          frozenset({3, 4}))
 
 
 def test_one_registry_of_experiments():

@@ -13,6 +13,7 @@ from heldout_tf import collection
 from heldout_tf.core import errors
 from heldout_tf import estimates
 from heldout_tf.collection import layout
+from heldout_tf.collection import selection
 from heldout_tf.training import workflow
 from heldout_tf import report
 from heldout_tf.collection import runs as runs_lib
@@ -67,7 +68,7 @@ def test_one_ratio_grammar_in_every_command():
     with pytest.raises(errors.UsageError, match="--ratios"):
       train.parse_args(["--dataset", "digits", "--ratios", bad])
   # The commands that read collections take the same grammar.
-  assert layout.parse_ratios("0.1:0.3:0.1,0.7") == [0.1, 0.2, 0.3, 0.7]
+  assert selection.parse_ratios("0.1:0.3:0.1,0.7") == [0.1, 0.2, 0.3, 0.7]
 
 
 def test_bad_flags_are_one_error_line():

@@ -19,6 +19,7 @@ from typing import Callable, Dict, Mapping, Optional
 
 from heldout_tf.core import errors
 from heldout_tf.collection import layout
+from heldout_tf.collection import selection
 from heldout_tf.core import sizes
 from heldout_tf.archive.exceptions import AmbiguousMemberError
 from heldout_tf.archive.exceptions import MemberTooLargeError
@@ -157,9 +158,9 @@ class Selection:
       raise errors.UsageError(
           f"only must be one of {ONLY_CHOICES}, got {only!r}")
     if ratios is not None:
-      ratios = frozenset(layout.ratio_value(r, "ratios") for r in ratios)
+      ratios = frozenset(selection.ratio_value(r, "ratios") for r in ratios)
     if runs is not None:
-      runs = frozenset(layout.run_id(r, "runs") for r in runs)
+      runs = frozenset(selection.run_id(r, "runs") for r in runs)
     if ratios is not None and not ratios:
       raise errors.UsageError("ratios is empty; pass None for all ratios")
     if runs is not None and not runs:

@@ -25,6 +25,7 @@ from heldout_tf.core import errors
 from heldout_tf.core import files
 from heldout_tf.core import sizes
 from heldout_tf.collection import layout
+from heldout_tf.collection import selection
 from heldout_tf.estimates import datamodels  # No TensorFlow.
 
 PROG = "heldout datamodels"
@@ -90,8 +91,8 @@ def build_parser() -> cli.Parser:
 def parse_args(argv=None):
   """The flags, checked; `errors.UsageError` naming the flag."""
   args = build_parser().parse_args(argv)
-  args.fit_runs = layout.parse_run_ids(args.fit_runs, "--fit_runs")
-  args.ratios = layout.parse_ratios(args.ratios)
+  args.fit_runs = selection.parse_run_ids(args.fit_runs, "--fit_runs")
+  args.ratios = selection.parse_ratios(args.ratios)
   sizes.parse_bytes(args.memory_budget, "--memory_budget")
   if args.out is None:
     args.out = cli.one_ratio_path(args.root, args.experiment, args.ratios,

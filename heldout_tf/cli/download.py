@@ -16,7 +16,7 @@ import os
 from heldout_tf import archive
 from heldout_tf import cli
 from heldout_tf.core import errors
-from heldout_tf.collection import layout
+from heldout_tf.collection import selection
 from heldout_tf.collection import experiments
 from heldout_tf.core import sizes
 
@@ -113,8 +113,8 @@ def main(argv=None):
   result = archive.fetch(
       args.experiment, args.root, source=args.source,
       base_url=args.base_url, md5=args.md5, only=args.only,
-      ratios=layout.parse_ratios(args.ratios),
-      runs=layout.parse_run_ids(args.runs),
+      ratios=selection.parse_ratios(args.ratios),
+      runs=selection.parse_run_ids(args.runs),
       keep_archive=args.keep_archive, gcs_endpoint=args.gcs_endpoint,
       retries=args.retries, backoff_s=args.backoff, progress=args.progress,
       max_member_size=archive.parse_size_limits(args.max_member_size))

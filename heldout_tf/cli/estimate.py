@@ -30,7 +30,7 @@ from heldout_tf import cli
 from heldout_tf.core import errors
 from heldout_tf.core import files
 from heldout_tf import estimates  # No TensorFlow.
-from heldout_tf.collection import layout
+from heldout_tf.collection import selection
 from heldout_tf.core import sizes
 
 PROG = "heldout estimate"
@@ -114,8 +114,8 @@ def _check(args):
   except estimates.EstimateError as e:
     raise errors.UsageError(f"--what: {e}") from None
   sizes.parse_bytes(args.memory_budget, "--memory_budget")
-  args.ratios = layout.parse_ratios(args.ratios)
-  args.runs = layout.parse_run_ids(args.runs)
+  args.ratios = selection.parse_ratios(args.ratios)
+  args.runs = selection.parse_run_ids(args.runs)
   if args.plan_se is not None and not args.plan_se > 0:
     raise errors.UsageError(f"--plan_se must be > 0, got {args.plan_se}")
   for name in ("infl_threshold", "mem_threshold"):

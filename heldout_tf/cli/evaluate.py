@@ -39,6 +39,7 @@ import sys
 from heldout_tf import cli
 from heldout_tf.core import errors
 from heldout_tf.collection import layout
+from heldout_tf.collection import selection
 from heldout_tf.collection import experiments
 
 PROG = "heldout evaluate"
@@ -125,8 +126,8 @@ def parse_args(argv=None, prog: str = PROG):
   if args.batch_size < 1:
     raise errors.UsageError(f"--batch_size must be >= 1, got "
                             f"{args.batch_size}")
-  args.ratios = layout.parse_ratios(args.ratios)
-  args.runs = layout.parse_run_ids(args.runs)
+  args.ratios = selection.parse_ratios(args.ratios)
+  args.runs = selection.parse_run_ids(args.runs)
   return args
 
 

@@ -24,7 +24,7 @@ import json
 from typing import Optional
 
 from heldout_tf import cli
-from heldout_tf.collection import layout
+from heldout_tf.collection import selection
 from heldout_tf.core import errors
 from heldout_tf.core import hardware
 from heldout_tf.data import noise
@@ -164,7 +164,7 @@ def options_from(args, **values) -> workflow.Options:
   if isinstance(given.get("noise"), (list, tuple)):
     given["noise"] = ",".join(given["noise"])
   if isinstance(given.get("ratios"), str):
-    given["ratios"] = tuple(layout.parse_ratios(given["ratios"]) or ())
+    given["ratios"] = tuple(selection.parse_ratios(given["ratios"]) or ())
   options = workflow.Options(**given)
   options.check()
   return options

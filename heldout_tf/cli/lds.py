@@ -36,6 +36,7 @@ from heldout_tf.core import errors
 from heldout_tf.core import files
 from heldout_tf.core import sizes
 from heldout_tf.collection import layout
+from heldout_tf.collection import selection
 from heldout_tf.estimates import attributions  # No TensorFlow.
 from heldout_tf.estimates import lds as lds_lib
 from heldout_tf.estimates import tracin  # TensorFlow only when it runs.
@@ -92,12 +93,12 @@ def build_parser() -> cli.Parser:
 def parse_args(argv=None):
   """The flags, checked; `errors.UsageError` naming the flag."""
   args = build_parser().parse_args(argv)
-  args.eval_runs = layout.parse_run_ids(args.eval_runs, "--eval_runs")
+  args.eval_runs = selection.parse_run_ids(args.eval_runs, "--eval_runs")
   if args.eval_runs is None:
     raise errors.UsageError("--eval_runs: 'all' leaves no run to fit on; "
                             "give the runs that judge, e.g. 400-511")
-  args.fit_runs = layout.parse_run_ids(args.fit_runs, "--fit_runs")
-  args.ratios = layout.parse_ratios(args.ratios)
+  args.fit_runs = selection.parse_run_ids(args.fit_runs, "--fit_runs")
+  args.ratios = selection.parse_ratios(args.ratios)
   sizes.parse_bytes(args.memory_budget, "--memory_budget")
   methods = [m.strip() for m in args.methods.split(",") if m.strip()]
   args.methods = [] if methods == ["none"] else methods

@@ -37,7 +37,7 @@ from typing import Optional, Sequence
 
 from heldout_tf import cli
 from heldout_tf.cli import flags
-from heldout_tf.collection import layout
+from heldout_tf.collection import selection
 from heldout_tf.core import errors
 from heldout_tf.quality import detection
 
@@ -107,7 +107,7 @@ def parse_args(argv: Optional[Sequence[str]] = None,
   d = dict(DEFAULTS, **(defaults or {}))
   args = build_parser(prog, doc, defaults).parse_args(argv)
   cli.check_engine(args)
-  ratio = layout.parse_one_ratio(args.ratios)
+  ratio = selection.parse_one_ratio(args.ratios)
   if args.removal_models < 0:
     raise errors.UsageError(f"--removal_models must be >= 0, got "
                             f"{args.removal_models}")

@@ -21,7 +21,7 @@ import sys
 from typing import Optional, Sequence
 
 from heldout_tf import cli
-from heldout_tf.collection import layout
+from heldout_tf.collection import selection
 from heldout_tf.core import errors
 
 
@@ -70,7 +70,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
   if args.old_ratio is not None:
     raise errors.UsageError("--ratio: this command's flag is --ratios (as in "
                             "heldout estimate), e.g. --ratios 0.7")
-  ratios = layout.parse_ratios(args.ratios)
+  ratios = selection.parse_ratios(args.ratios)
   if ratios is not None and len(ratios) != 1:
     raise errors.UsageError(f"--ratios: one ratio per report, got "
                             f"{len(ratios)} ({args.ratios})")

@@ -1,7 +1,8 @@
 """A collection on disk, and the one loop that makes one.
 
 Reading a collection (no TensorFlow): `layout` (every file and directory
-name, parsed in one place; run-id and ratio lists), `runs` (the one
+name, parsed in one place), `selection` (run-id and ratio lists as
+people type them), `runs` (the one
 `aux_arrays.npz` reader and writer), `signals` (each run's `signals.npz`),
 `margins` (each run's `margins.npz`: final margins and label
 probabilities), `experiments` (the registry: the released three and the

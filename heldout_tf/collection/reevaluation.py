@@ -22,6 +22,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 from heldout_tf import models
 from heldout_tf.collection import experiments
 from heldout_tf.collection import layout
+from heldout_tf.collection import selection
 from heldout_tf.collection import margins as margins_lib
 from heldout_tf.collection import provenance
 from heldout_tf.collection import recorded
@@ -204,7 +205,7 @@ def select_runs(root: str, experiment: str, ratios: Optional[Sequence] = None,
   if ratios is None:
     ratios = sorted({r.ratio for r in layout.list_runs(root, experiment)})
   return sorted(
-      layout.RunPath(layout.ratio_value(ratio), run,
+      layout.RunPath(selection.ratio_value(ratio), run,
                      layout.run_dir(root, experiment, ratio, run))
       for ratio in ratios for run in run_ids)
 

@@ -35,7 +35,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import scipy.stats
 
-from heldout_tf.collection import layout
+from heldout_tf.collection import selection
 from heldout_tf.core import errors
 from heldout_tf.core import files
 from heldout_tf.estimates import attributions
@@ -156,7 +156,7 @@ def describe_runs(ratios, run_ids) -> str:
       [np.nan] if unknown.any() else []):
     ids = run_ids[unknown if np.isnan(ratio) else ratios == ratio]
     label = "ratio unknown" if np.isnan(ratio) else f"ratio {ratio:g}"
-    parts.append(f"{label}: runs {layout.format_run_ids(ids)}")
+    parts.append(f"{label}: runs {selection.format_run_ids(ids)}")
   return f"{len(run_ids)} runs ({'; '.join(parts)})"
 
 

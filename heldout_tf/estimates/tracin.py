@@ -56,6 +56,7 @@ import weakref
 import numpy as np
 
 from heldout_tf.collection import layout
+from heldout_tf.collection import selection
 from heldout_tf.collection import runs as runs_lib
 from heldout_tf.collection import signals
 from heldout_tf.core import errors
@@ -120,7 +121,7 @@ def checkpoints_of(run: layout.RunPath, recipe) -> List[Checkpoint]:
   if epochs != list(range(1, recipe.epochs + 1)):
     raise TracInError(
         f"{trajectory_dir(run.path)}: checkpoints of epochs "
-        f"{layout.format_run_ids(epochs)}; the recipe trains "
+        f"{selection.format_run_ids(epochs)}; the recipe trains "
         f"{recipe.epochs} (a trajectory is every epoch's)")
   return [Checkpoint(run.ratio, run.run, epoch,
                      os.path.join(trajectory_dir(run.path), f"ckpt-{epoch}"),
@@ -273,7 +274,7 @@ def describe(tracin: TracIn) -> str:
   parts = []
   for ratio in sorted({ratio for ratio, _ in tracin.runs}):
     ids = [run for r, run in tracin.runs if r == ratio]
-    parts.append(f"ratio {ratio:g}: runs {layout.format_run_ids(ids)}")
+    parts.append(f"ratio {ratio:g}: runs {selection.format_run_ids(ids)}")
   return (f"trajectories of {len(tracin.runs)} runs ({'; '.join(parts)}), "
           f"{tracin.num_checkpoints} checkpoints")
 
