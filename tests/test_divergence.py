@@ -163,14 +163,20 @@ def test_a_model_gone_nan_keeps_the_finished_runs_and_records_nothing_of_it(
       files for _, _, files in os.walk(run2))
 
 
-def test_the_command_exits_non_zero_with_one_error_line(tmp_path):
+def _train_digits(root, learning_rate: str):
+  """`heldout train` on 300 of the digits, 2 runs of 2 epochs at
+  `learning_rate`, in a fresh process."""
   env = dict(os.environ, PYTHONPATH=ROOT_DIR)
-  out = subprocess.run(
+  return subprocess.run(
       [sys.executable, "-m", "heldout_tf.cli.train", "--dataset", "digits",
        "--train_size", "300", "--test_size", "50", "--model", "mlp",
-       "--epochs", "2", "--num_runs", "2", "--learning_rate", "1e30",
-       "--precision", "float32", "--root", str(tmp_path), "--noprogress"],
+       "--epochs", "2", "--num_runs", "2", "--learning_rate", learning_rate,
+       "--precision", "float32", "--root", str(root), "--noprogress"],
       capture_output=True, text=True, env=env, cwd=ROOT_DIR, timeout=300)
+
+
+def test_the_command_exits_non_zero_with_one_error_line(tmp_path):
+  out = _train_digits(tmp_path, "1e30")
   assert out.returncode == 1, out.stderr
   last = out.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ") and "run 0 diverged in epoch 1 of 2" in last
@@ -180,24 +186,14 @@ def test_the_command_exits_non_zero_with_one_error_line(tmp_path):
   assert "mean test accuracy" not in out.stdout
   # The corrected call: nothing was trained under the recorded config, so
   # it is replaced (saying so) rather than refused.
-  out = subprocess.run(
-      [sys.executable, "-m", "heldout_tf.cli.train", "--dataset", "digits",
-       "--train_size", "300", "--test_size", "50", "--model", "mlp",
-       "--epochs", "2", "--num_runs", "2", "--learning_rate", "0.05",
-       "--precision", "float32", "--root", str(tmp_path), "--noprogress"],
-      capture_output=True, text=True, env=env, cwd=ROOT_DIR, timeout=300)
+  out = _train_digits(tmp_path, "0.05")
   assert out.returncode == 0, out.stderr
   assert (f"{store.config_path}: replaced (nothing was trained under it; "
           "recipe.learning_rate: on disk 1e+30, now 0.05)") in (
               out.stdout + out.stderr)
   assert store.finished_runs() == [0, 1]
   # Once a run is finished the config is the collection's: refused.
-  out = subprocess.run(
-      [sys.executable, "-m", "heldout_tf.cli.train", "--dataset", "digits",
-       "--train_size", "300", "--test_size", "50", "--model", "mlp",
-       "--epochs", "2", "--num_runs", "2", "--learning_rate", "0.07",
-       "--precision", "float32", "--root", str(tmp_path), "--noprogress"],
-      capture_output=True, text=True, env=env, cwd=ROOT_DIR, timeout=300)
+  out = _train_digits(tmp_path, "0.07")
   assert out.returncode != 0 and "made with other settings" in out.stderr
 
 

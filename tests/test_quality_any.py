@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from heldout_tf import synthetic
 from heldout_tf import cli
 from heldout_tf import collection
 from heldout_tf.quality import detection
@@ -43,13 +44,7 @@ TRAIN_FLAGS = ["--model", "mlp", "--recipe", "mnist-mlp", "--epochs", "2",
 
 def _npz(path, seed=0):
   """Three classes of 8x8 images whose brightness gives the class."""
-  rng = np.random.default_rng(seed)
-  labels = rng.integers(0, CLASSES, N_TRAIN + N_TEST)
-  images = (rng.integers(0, 60, (N_TRAIN + N_TEST, 8, 8, 1))
-            + 60 * labels[:, None, None, None]).astype(np.uint8)
-  np.savez(path, x_train=images[:N_TRAIN], y_train=labels[:N_TRAIN],
-           x_test=images[N_TRAIN:], y_test=labels[N_TRAIN:])
-  return str(path)
+  return synthetic.brightness_npz(path, N_TRAIN, N_TEST, CLASSES, seed)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from heldout_tf import synthetic
 from heldout_tf import cli
 from heldout_tf import estimates
 from heldout_tf import models
@@ -29,13 +30,8 @@ TRAJECTORY_RUNS, NUM_RUNS, EPOCHS = 2, 14, 3
 
 
 def _npz(path, seed=0):
-  rng = np.random.default_rng(seed)
-  labels = rng.integers(0, CLASSES, N_TRAIN + N_TEST)
-  images = (rng.integers(0, 60, (N_TRAIN + N_TEST, 8, 8, 1))
-            + 60 * labels[:, None, None, None]).astype(np.uint8)
-  np.savez(path, x_train=images[:N_TRAIN], y_train=labels[:N_TRAIN],
-           x_test=images[N_TRAIN:], y_test=labels[N_TRAIN:])
-  return str(path)
+  """Three classes of 8x8 images whose brightness gives the class."""
+  return synthetic.brightness_npz(path, N_TRAIN, N_TEST, CLASSES, seed)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ network.
   planted   collections whose margins are a planted linear function of
             the training mask (ground truth for attribution)
   fifo      calling a reader on a FIFO without hanging the test
+  arrays    small npz image files a model learns in a few steps
 
 Each name is importable from here (`synthetic.write_release_run`), loading
 only its module: `archives`, `servers`, `simulated` and `planted` need no
-TensorFlow.
+TensorFlow, nor does `arrays`.
 """
 
 from heldout_tf.core import lazy
@@ -31,4 +32,5 @@ __getattr__, __dir__, __all__ = lazy.front_door(__name__, {
     "simulated": ("SimulatedRun", "simulated_runs"),
     "planted": ("Planted", "planted_theta", "planted_collection"),
     "fifo": ("refusals",),
+    "arrays": ("brightness_npz",),
 })
