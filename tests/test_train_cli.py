@@ -14,6 +14,7 @@ from heldout_tf.core import errors
 from heldout_tf import estimates
 from heldout_tf.collection import layout
 from heldout_tf.collection import selection
+from heldout_tf.training import recipes
 from heldout_tf.training import workflow
 from heldout_tf import report
 from heldout_tf.collection import runs as runs_lib
@@ -518,7 +519,8 @@ def test_a_collection_keeps_the_evaluation_batch_it_recorded(tmp_path):
   path = os.path.join(first[0]["path"], "config.json")
   with open(path) as f:
     config = json.load(f)
-  assert config["recipe"]["eval_batch_size"] == 2000  # The recipe's now.
+  assert config["recipe"]["eval_batch_size"] == recipes.get(
+      "mnist-mlp").eval_batch_size != 200  # The recipe's now.
   # A collection made when the recipe evaluated in batches of 200.
   config["recipe"]["eval_batch_size"] = 200
   with open(path, "w") as f:

@@ -157,6 +157,24 @@ def read_split(dataset, split: str, batch_size: int = 200,
   return dataclasses.replace(source, batches=list(_read_batches(source)))
 
 
+def array_batches(name: str, split: str, images, labels,
+                  batch_size: int = 200) -> SplitBatches:
+  """`split`'s uint8 `images` and `labels` held in memory, batched as
+  `read_split` would hold `pipelines.array_split`'s (the same float32
+  `uint8 / 255.0` images, int64 labels, indices 0..n-1) without a tf.data
+  pass over every example."""
+  from heldout_tf.data import pipelines  # pylint: disable=g-import-not-at-top
+  images, labels = pipelines.check_arrays(images, labels)
+  batches = []
+  for start in range(0, len(labels), batch_size):
+    stop = min(start + batch_size, len(labels))
+    batches.append({
+        "image": pipelines.scaled(tf.constant(images[start:stop])),
+        "label": labels[start:stop],
+        "index": np.arange(start, stop, dtype=np.int64)})
+  return SplitBatches(name, split, batches, len(labels))
+
+
 def evaluate(model, dataset, split: str, batch_size: int = 200,
              progress: bool = True) -> EvalResult:
   """Evaluates `model` on `split` of a `heldout_tf.data.pipelines.Dataset` (or on a

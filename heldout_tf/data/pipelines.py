@@ -97,6 +97,25 @@ def array_split(images, labels):
     image_data.DataError: images are not uint8, or labels not one integer
       per image.
   """
+  images, labels = check_arrays(images, labels)
+  n = len(labels)
+  ds = tf.data.Dataset.from_tensor_slices({
+      "image": images,
+      "label": labels,
+      "index": np.arange(n, dtype=np.int64),
+  }).map(lambda ex: dict(ex, image=scaled(ex["image"])))
+  return ds, n
+
+
+def scaled(images):
+  """float32 `uint8 / 255.0`: the released CIFAR pipeline's scaling."""
+  return tf.cast(images, tf.float32) / 255.0
+
+
+def check_arrays(images, labels):
+  """`(images, int64 labels)` of one split held in memory, checked:
+  `image_data.DataError` unless the images are uint8 and the labels one
+  integer per image."""
   images, labels = np.asarray(images), np.asarray(labels)
   if images.dtype != np.uint8:
     raise image_data.DataError(
@@ -107,13 +126,7 @@ def array_split(images, labels):
     raise image_data.DataError(
         f"evaluation labels must be integers [{len(images)}], one per "
         f"image, got {labels.dtype}{list(labels.shape)}")
-  n = len(labels)
-  ds = tf.data.Dataset.from_tensor_slices({
-      "image": images,
-      "label": labels.astype(np.int64),
-      "index": np.arange(n, dtype=np.int64),
-  }).map(lambda ex: dict(ex, image=tf.cast(ex["image"], tf.float32) / 255.0))
-  return ds, n
+  return images, labels.astype(np.int64)
 
 
 def in_memory_dataset(name: str, images: Callable, labels: Callable

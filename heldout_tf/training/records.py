@@ -84,13 +84,12 @@ class Recorder:
   def evaluate(self, model, split: str) -> evaluation.EvalResult:
     """The float32 `model`'s logits on the whole `split` in evaluation mode
     (`evaluation.evaluate`, as a cross-check would), canonical order; the
-    split's batches are read once (`evaluation.read_split`)."""
+    split's batches are made once (`evaluation.array_batches`)."""
     batch_size = self.settings.recipe.eval_batch_size
     if split not in self._splits:
-      from heldout_tf.data import pipelines  # pylint: disable=g-import-not-at-top
-      dataset = pipelines.in_memory_dataset(
-          self.data.name, self.data.images, self.data.labels)
-      self._splits[split] = evaluation.read_split(dataset, split, batch_size)
+      self._splits[split] = evaluation.array_batches(
+          self.data.name, split, self.data.images(split),
+          self.data.labels(split), batch_size)
     return evaluation.evaluate(model, self._splits[split], split, batch_size,
                                progress=False)
 
