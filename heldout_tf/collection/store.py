@@ -123,9 +123,7 @@ class Store:
       os.makedirs(self.path, exist_ok=True)
     recorded = self.recorded_config()
     if recorded is None:
-      files.atomic_write(self.config_path, lambda f: f.write(json.dumps(
-          config, indent=2, sort_keys=True) + "\n"), mode="w")
-      return config
+      return self._write_config(config)
     ignored = set(INFORMATION_KEYS) | {k for k in LATER_KEYS
                                        if k not in recorded}
     differ = _differences(
@@ -137,8 +135,7 @@ class Store:
       if len(differ) > _SHOWN_DIFFERENCES:
         details += f"; and {len(differ) - _SHOWN_DIFFERENCES} more"
       if not self.has_work():
-        files.atomic_write(self.config_path, lambda f: f.write(json.dumps(
-            config, indent=2, sort_keys=True) + "\n"), mode="w")
+        self._write_config(config)
         if say is not None:
           say(f"{self.config_path}: replaced (nothing was trained under it; "
               f"{details})")
@@ -178,6 +175,12 @@ class Store:
     """Every canonical run directory's id, finished or not, sorted."""
     return [p.run for p in layout.list_runs(self.root, self.experiment,
                                             [self.ratio])]
+
+  def _write_config(self, config: dict) -> dict:
+    """Writes `config` (JSON values) as config.json, atomically."""
+    files.atomic_write(self.config_path, lambda f: f.write(json.dumps(
+        config, indent=2, sort_keys=True) + "\n"), mode="w")
+    return config
 
   def has_work(self) -> bool:
     """Whether any run directory holds a file (a finished run, a partial
