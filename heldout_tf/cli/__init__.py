@@ -144,6 +144,23 @@ def check_root(root: str, flag: str = "--root"):
     raise errors.PathError(f"{flag} {root}: {what}")
 
 
+def add_recorded_sources(parser: argparse.ArgumentParser, *,
+                         dataset: bool = True):
+  """`--model` (and with `dataset`, `--dataset`): a `heldout train`
+  collection's recorded user module named again on this command line (no
+  code is imported because a file names it: `models.recorded_model`), and
+  its data from elsewhere than recorded (its fingerprint must match)."""
+  parser.add_argument("--model", default="", metavar="MODULE:FUNCTION",
+                      help="A heldout train collection whose config.json "
+                      "records a user module: name it again to import it "
+                      "(no code is imported because a file names it).")
+  if dataset:
+    parser.add_argument("--dataset", default="", metavar="SOURCE",
+                        help="A heldout train collection's data from "
+                        "elsewhere than recorded (e.g. npz:FILE moved); its "
+                        "fingerprint must match.")
+
+
 def add_engine(parser: argparse.ArgumentParser, what: str = "the work"):
   """`--engine local|ray` and `--ray_address`."""
   parser.add_argument(

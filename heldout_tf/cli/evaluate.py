@@ -89,14 +89,7 @@ def build_parser(prog: str = PROG) -> cli.Parser:
                       "image's canonical index.")
   parser.add_argument("--download", action="store_true",
                       help="Let tfds download the dataset (CIFAR).")
-  parser.add_argument("--model", default="", metavar="MODULE:FUNCTION",
-                      help="A heldout train collection whose config.json "
-                      "records a user module: name it again to import it "
-                      "(no code is imported because a file names it).")
-  parser.add_argument("--dataset", default="", metavar="SOURCE",
-                      help="A heldout train collection's data from "
-                      "elsewhere than recorded (e.g. npz:FILE moved); its "
-                      "fingerprint must match.")
+  cli.add_recorded_sources(parser)
   parser.add_argument("--batch_size", type=int, default=200,
                       help="Evaluation batch size.")
   parser.add_argument("--require_match", action="store_true",

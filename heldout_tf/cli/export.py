@@ -36,9 +36,7 @@ def build_parser() -> cli.Parser:
                      "imagenet-resnet50, mnist-mlp; empty: the one whose "
                      "config.json is beside --run_dir (heldout train "
                      "collections).")
-  parser.add_argument("--model", default="", metavar="MODULE:FUNCTION",
-                      help="A collection whose config.json records a user "
-                      "module: name it again to import it.")
+  cli.add_recorded_sources(parser, dataset=False)
   parser.add_argument("--run_dir", required=True, metavar="DIR",
                       help="Run directory, its checkpoints/ or a ckpt-N "
                       "prefix.")

@@ -77,13 +77,7 @@ def build_parser() -> cli.Parser:
                       "(unset: <root>/<experiment>/<ratio>/attribution/"
                       "lds.npz when the runs are at one ratio; 'none': "
                       "nowhere).")
-  parser.add_argument("--model", default="", metavar="NAME",
-                      help="tracin: the model recorded in config.json, "
-                      "when it is a user module (module:function): it is "
-                      "imported only when named here.")
-  parser.add_argument("--dataset", default="", metavar="SOURCE",
-                      help="tracin: where the recorded training data is, "
-                      "when not where it was (e.g. npz:FILE moved).")
+  cli.add_recorded_sources(parser)  # For tracin.
   parser.add_argument("--data_dir", default=None, metavar="DIR",
                       help="tracin: the tfds data directory.")
   cli.add_progress(parser)
